@@ -1,0 +1,57 @@
+# cloudrepo: every target installs what is missing and is safe to re-run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ACTIVATE := source scripts/activate
+STACK ?= dev
+
+.PHONY: help setup system venv toolchain lint unit test demo demo-down bench lab-up lab-down clean
+
+help:
+	@echo "make demo   - testbed up, pulumi up on the $(STACK) stack, connectivity proof, outputs"
+	@echo "make test   - every test: lint, unit, the real engine, the testbed end to end"
+	@echo "make bench  - benchmarks (BENCH_QUICK=1 for a short run)"
+	@echo "make setup | lint | unit | lab-up | lab-down | demo-down | clean"
+
+system:
+	@scripts/install-system
+
+venv:
+	@scripts/install-python
+
+toolchain: venv
+	@scripts/install-pulumi
+
+setup: system venv toolchain
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check providers components lab bench tests __main__.py
+	.venv/bin/mypy
+
+unit: venv
+	.venv/bin/pytest -q tests/unit
+
+test: setup lint
+	$(ACTIVATE) && pytest -q -ra tests
+
+demo: setup
+	$(ACTIVATE) && python -m lab up
+	$(ACTIVATE) && (pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK))
+	$(ACTIVATE) && pulumi up --yes --stack $(STACK)
+	$(ACTIVATE) && python -m lab demo-check --stack $(STACK)
+
+demo-down:
+	$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)
+	$(ACTIVATE) && python -m lab down
+
+bench: setup
+	$(ACTIVATE) && python -m bench $(if $(BENCH_QUICK),--quick,)
+
+lab-up: setup
+	$(ACTIVATE) && python -m lab up
+
+lab-down:
+	$(ACTIVATE) && python -m lab down
+
+clean: lab-down
+	rm -rf .pulumi-state .pytest_cache .mypy_cache .ruff_cache
