@@ -47,7 +47,9 @@ class PulumiCLI:
         env.update(self.extra_env)
         return env
 
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `pulumi ARGS --stack STACK` (where the command takes a stack) and return the result."""
         self.backend_dir.mkdir(parents=True, exist_ok=True)
         cmd = [str(TOOLCHAIN_BIN / "pulumi"), *args]
@@ -59,6 +61,7 @@ class PulumiCLI:
             env=self.env(),
             capture_output=True,
             text=True,
+            input=input,
             timeout=timeout,
             check=False,
         )
@@ -68,6 +71,18 @@ class PulumiCLI:
                 f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
             )
         return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start `pulumi ARGS --stack STACK` without waiting (output to pipes)."""
+        self.backend_dir.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            [str(TOOLCHAIN_BIN / "pulumi"), *args, "--stack", self.stack],
+            cwd=self.project_dir,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def init(self) -> None:
         self.run("stack", "init", "--non-interactive")

@@ -1,0 +1,87 @@
+"""Slices as real stacks: a throwaway project directory, stack config written from Python, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.enginekit import ROOT, PulumiCLI
+
+LAB = ROOT / ".lab"
+
+
+def make_project(dst: Path) -> Path:
+    """A project directory that runs this repository's program (code linked, not copied)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "Pulumi.yaml").write_text(
+        f"name: cloudrepo\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT / '.venv'}\n"
+    )
+    for name in ("__main__.py", "providers", "components"):
+        link = dst / name
+        if not link.exists():
+            link.symlink_to(ROOT / name)
+    return dst
+
+
+def lab_config(workers: int = 2, *, secret_key: bool = False) -> dict[str, Any]:
+    """Stack config that reaches the testbed's hosts (see docs/design.md, "Testbed endpoints")."""
+    ssh: dict[str, Any] = {"user": "root", "knownHostsPath": str(LAB / "known_hosts"), "sudo": True}
+    if not secret_key:
+        ssh["privateKeyPath"] = str(LAB / "id_ed25519")
+    return {
+        "cloudrepo:networkNode": {"host": "127.0.0.1", "port": 2200, "uplink": "ens3"},
+        "cloudrepo:workers": {
+            f"worker{i}": {"host": "127.0.0.1", "port": 2200 + i} for i in range(1, workers + 1)
+        },
+        "cloudrepo:ssh": ssh,
+    }
+
+
+def slice_section(
+    pool_start: int, vms: list[dict[str, Any]], links: list[Any], name: str | None = None
+) -> dict[str, Any]:
+    section: dict[str, Any] = {"vlanPool": {"start": pool_start}, "vms": vms, "links": links}
+    if name:
+        section["name"] = name
+    return {"cloudrepo:slice": section}
+
+
+@dataclass
+class SliceStack:
+    """One slice = one stack of the program, driven through the real `pulumi` CLI."""
+
+    cli: PulumiCLI
+
+    @property
+    def config_file(self) -> Path:
+        return self.cli.project_dir / f"Pulumi.{self.cli.stack}.yaml"
+
+    def write_config(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:
+        """Replace the stack's config; the encryption salt is kept and `secrets` are set with --secret."""
+        old = self.config_file.read_text() if self.config_file.exists() else ""
+        doc: dict[str, Any] = {}
+        salt = re.search(r"^encryptionsalt:\s*(\S+)", old, re.M)
+        if salt:
+            doc["encryptionsalt"] = salt.group(1)
+        doc["config"] = config
+        self.config_file.write_text(json.dumps(doc, indent=2) + "\n")
+        for key, value in (secrets or {}).items():
+            self.cli.run("config", "set", "--secret", key, input=value)
+
+    def preview(self, *flags: str) -> str:
+        return self.cli.run("preview", "--non-interactive", "--diff", *flags).stdout
+
+    def up(self, *flags: str) -> str:
+        return self.cli.run("up", "--yes", "--non-interactive", "--skip-preview", *flags).stdout
+
+    def refresh(self, *flags: str) -> str:
+        return self.cli.run("refresh", "--yes", "--non-interactive", "--skip-preview", *flags).stdout
+
+    def destroy(self, *flags: str) -> str:
+        return self.cli.run("destroy", "--yes", "--non-interactive", "--skip-preview", *flags).stdout
+
+    def outputs(self) -> dict[str, Any]:
+        return self.cli.outputs()
