@@ -1,0 +1,136 @@
+"""What every cloudrepo dynamic provider shares: configure, check, an explicit diff, and the Resource base."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
+
+from . import specs, ssh
+
+PROVIDER_KEY = "__provider"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN (preview placeholder)
+OUTPUT_KEYS = ("drift", "observed")
+"""Outputs added to the inputs: `drift` (what `read` found different) and `observed` (the host's state)."""
+
+S = TypeVar("S", bound=specs.HostSpec)
+
+
+def _has_unknown(value: Any) -> bool:
+    if isinstance(value, str):
+        return value == UNKNOWN
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknown(v) for v in value)
+    return False
+
+
+def input_part(props: dict[str, Any]) -> dict[str, Any]:
+    """`props` without the provider blob and the output-only keys."""
+    return {k: v for k, v in props.items() if k != PROVIDER_KEY and k not in OUTPUT_KEYS}
+
+
+class HostProvider(ResourceProvider, Generic[S]):
+    """A provider whose resource lives on one host reached over SSH.
+
+    Holds no state: credentials and connections live in `providers.ssh` (the provider process), so the
+    pickled object is just a reference to this class.
+    """
+
+    spec_model: ClassVar[type[specs.HostSpec]]
+    kind: ClassVar[str]
+    identity: ClassVar[tuple[str, ...]] = ()
+    """Input keys whose change replaces the resource (`host` means `host.name`)."""
+    delete_before_replace: ClassVar[bool] = True
+    """Kernel/OVS names would collide, so the old object goes first."""
+
+    def configure(self, req: ConfigureRequest) -> None:
+        """Read the SSH settings from the stack config into the provider process."""
+        ssh.configure(req.config)
+
+    def spec(self, props: dict[str, Any]) -> S:
+        """The validated spec of `props` (inputs, or outputs that carry the inputs)."""
+        return self.spec_model.model_validate(input_part(props))  # type: ignore[return-value]
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        """Validate the inputs with the pydantic spec; report every problem at once."""
+        inputs = input_part(news)
+        found = specs.problems(self.spec_model, inputs)
+        if _has_unknown(inputs):
+            # preview with values not yet known: check only what is known
+            found = [(p, r) for p, r in found if not _has_unknown(_at(inputs, p))]
+            return CheckResult(news, [CheckFailure(p, r) for p, r in found])
+        if found:
+            return CheckResult(news, [CheckFailure(p, r) for p, r in found])
+        normalized = self.spec_model.model_validate(inputs).inputs()
+        out = dict(news)
+        out.update(normalized)
+        return CheckResult(out, [])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Identity fields replace; everything else updates in place; drift found by `read` updates too."""
+        old_in, new_in = input_part(olds), input_part(news)
+        changed: list[str] = []
+        replaces: list[str] = []
+        for key in sorted(set(old_in) | set(new_in)):
+            a, b = old_in.get(key), new_in.get(key)
+            if a == b:
+                continue
+            changed.append(key)
+            if key == "host" and "host" in self.identity:
+                same_name = isinstance(a, dict) and isinstance(b, dict) and a.get("name") == b.get("name")
+                if _has_unknown(b) or not same_name:
+                    replaces.append(key)
+            elif key in self.identity:
+                replaces.append(key)
+        if olds.get("drift"):
+            changed.append("drift")
+        stables = sorted(k for k in new_in if k not in changed)
+        return DiffResult(
+            changes=bool(changed),
+            replaces=replaces,
+            stables=stables,
+            delete_before_replace=self.delete_before_replace if replaces else False,
+        )
+
+
+def _at(tree: dict[str, Any], path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def outputs(spec: specs.HostSpec, observed: dict[str, Any], drift: list[str] | None = None) -> dict[str, Any]:
+    """The resource's outputs: its inputs, the observed host state and the drift list."""
+    out = spec.inputs()
+    out["observed"] = observed
+    out["drift"] = list(drift or [])
+    return out
+
+
+class HostResource(pulumi.dynamic.Resource):
+    """Base of the cloudrepo resources: inputs are `spec.inputs()`, plus the output placeholders."""
+
+    drift: pulumi.Output[list[str]]
+    """What the last `read` (refresh) found different from the inputs; empty after create/update."""
+    observed: pulumi.Output[dict[str, Any]]
+    """The state found on the host."""
+
+    def __init__(
+        self,
+        provider: ResourceProvider,
+        resource_name: str,
+        spec: specs.HostSpec,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props: dict[str, Any] = spec.inputs()
+        props.update({k: None for k in OUTPUT_KEYS})
+        super().__init__(provider, resource_name, props, opts)
