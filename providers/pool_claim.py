@@ -14,7 +14,7 @@ from .specs import PoolClaimSpec
 class PoolClaimProvider(HostProvider[PoolClaimSpec]):
     spec_model = PoolClaimSpec
     kind = "pool_claim"
-    identity = "host"
+    identity = ("host",)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         raise NotImplementedError("PoolClaimProvider.create")
