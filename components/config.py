@@ -490,8 +490,8 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
         where = f"{ns}:slice"
         slice_name = slice_in.name if slice_in.name is not None else stack
         if (why := slice_problem(slice_name)) is not None:
-            origin = "slice.name" if slice_in.name is not None else "the stack name (default of slice.name)"
-            add(f"{where}.name: {why} ({origin})")
+            origin = "" if slice_in.name is not None else " (the stack name, the default of slice.name)"
+            add(f"{where}.name: {why}{origin}")
         pool = _check_pool(slice_in.vlan_pool.start, parking, add)
         vms, bad_vm_ids = _check_vms(slice_in.vms, workers if "workers" in values else None, add)
         links = _check_links(slice_in.links, vms, bad_vm_ids, pool, add)
@@ -552,6 +552,14 @@ def _check_pool(start: int, parking: int, add: Callable[[str], None]) -> VlanPoo
     return pool if ok else None
 
 
+def _unknown_worker(where: str, vm_id: Any, worker: str, workers: Mapping[str, Any]) -> str:
+    known = ", ".join(sorted(workers)) or "none"
+    return (
+        f"{where}.worker: VM {vm_id}: unknown worker {worker!r}{_suggest(worker, workers)}"
+        f" (cloudrepo:workers has: {known})"
+    )
+
+
 def _check_vms(
     raw_vms: list[dict[str, Any]],
     workers: dict[str, WorkerInput] | None,
@@ -576,6 +584,9 @@ def _check_vms(
             rid = raw_vm.get("id") if isinstance(raw_vm, dict) else None
             if isinstance(rid, int) and not isinstance(rid, bool):
                 bad_ids.add(rid)
+            rworker = raw_vm.get("worker") if isinstance(raw_vm, dict) else None
+            if workers is not None and isinstance(rworker, str) and rworker not in workers:
+                add(_unknown_worker(where, rid, rworker, workers))
             continue
         ok = True
         if not 1 <= v.id <= MAX_VM_ID:
@@ -597,11 +608,7 @@ def _check_vms(
         elif ok:
             first_index[v.id] = i
         if workers is not None and v.worker not in workers:
-            known = ", ".join(sorted(workers)) or "none"
-            add(
-                f"{where}.worker: VM {v.id}: unknown worker {v.worker!r}{_suggest(v.worker, workers)}"
-                f" (cloudrepo:workers has: {known})"
-            )
+            add(_unknown_worker(where, v.id, v.worker, workers))
             ok = False
         if ok:
             vm = Vm(id=v.id, worker=v.worker, data_interfaces=v.data_interfaces, internet=v.internet)
