@@ -1,0 +1,208 @@
+"""pytest support for the testbed (``python -m lab``).
+
+Fixtures:
+- ``lab_session`` (session): controls the testbed; ``ensure_up()``, ``owned`` (True when this session
+  brought it up: it then takes it down at the end, even after failures).
+- ``testbed`` (session): the testbed, up. Reuses one that is already up (and leaves it up); skips with a
+  reason when not root or tools are missing.
+- ``guest`` (function): factory ``guest(name, host=..., tap=..., iface="eth1", mac=None)``; every guest it
+  started is stopped at teardown.
+Helpers: ``scan(host=None)``, ``assert_scan_equal(baseline, now)``, ``lab_cli(*args)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKERS = int(os.environ.get("CLOUDREPO_LAB_WORKERS", "2"))
+
+
+def lab_cli(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m lab ARGS`` from the project root."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"python -m lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def scan(host: str | None = None) -> dict[str, Any]:
+    """The testbed's scan (``python -m lab scan [HOST]``) as a dict."""
+    args = ["scan"] + ([host] if host else [])
+    return json.loads(lab_cli(*args).stdout)
+
+
+def assert_scan_equal(baseline: dict[str, Any], now: dict[str, Any]) -> None:
+    """Fail with a readable unified diff of the two scans when they differ."""
+    if baseline == now:
+        return
+    a = json.dumps(baseline, indent=2, sort_keys=True).splitlines()
+    b = json.dumps(now, indent=2, sort_keys=True).splitlines()
+    diff = "\n".join(difflib.unified_diff(a, b, "baseline", "now", lineterm="", n=4))
+    pytest.fail(f"scan changed:\n{diff}", pytrace=False)
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the testbed needs root"
+    from lab.testbed import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        return "testbed tools missing: " + ", ".join(missing)
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing"
+    return None
+
+
+@dataclass
+class Testbed:
+    """An up testbed: its inventory, SSH to its hosts, scans."""
+
+    __test__ = False
+
+    inventory: dict[str, Any]
+
+    @property
+    def workers(self) -> list[str]:
+        return list(self.inventory["workers"])
+
+    @property
+    def internet(self) -> dict[str, Any]:
+        return dict(self.inventory["internet"])
+
+    def port(self, host: str) -> int:
+        return int(self.inventory["hosts"][host]["port"])
+
+    def ssh(self, host: str) -> Any:
+        """A paramiko client to HOST (root, the lab key, known_hosts verified, RejectPolicy)."""
+        import paramiko
+
+        client = paramiko.SSHClient()
+        client.load_host_keys(self.inventory["knownHostsPath"])
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            "127.0.0.1",
+            port=self.port(host),
+            username="root",
+            key_filename=self.inventory["privateKeyPath"],
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
+        return client
+
+    def run(
+        self, host: str, command: str, *, check: bool = True, timeout: float = 60
+    ) -> tuple[int, str, str]:
+        """Run a shell command on HOST over SSH; returns (exit code, stdout, stderr)."""
+        client = self.ssh(host)
+        try:
+            _, stdout, stderr = client.exec_command(command, timeout=timeout)
+            out = stdout.read().decode()
+            err = stderr.read().decode()
+            rc = stdout.channel.recv_exit_status()
+        finally:
+            client.close()
+        if check and rc != 0:
+            raise AssertionError(f"{host}: `{command}` failed ({rc}):\n{out}\n{err}")
+        return rc, out, err
+
+    def scan(self, host: str | None = None) -> dict[str, Any]:
+        return scan(host)
+
+
+@dataclass
+class LabSession:
+    """Who brought the testbed up in this pytest session, and bringing it up on demand."""
+
+    owned: bool = False
+    skip: str | None = None
+    inventory: dict[str, Any] | None = field(default=None)
+
+    def is_up(self) -> bool:
+        return lab_cli("status", check=False).returncode == 0
+
+    def ensure_up(self, workers: int = DEFAULT_WORKERS) -> Testbed:
+        if self.skip:
+            pytest.skip(self.skip)
+        if self.is_up():
+            inventory = json.loads((ROOT / ".lab" / "inventory.json").read_text())
+            if len(inventory["workers"]) >= workers:
+                return Testbed(inventory)
+        lab_cli("up", "--workers", str(workers))
+        self.owned = True
+        inventory = json.loads((ROOT / ".lab" / "inventory.json").read_text())
+        return Testbed(inventory)
+
+    def down(self) -> None:
+        lab_cli("down")
+        self.owned = False
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[LabSession]:
+    session = LabSession(skip=skip_reason())
+    try:
+        yield session
+    finally:
+        if session.owned:
+            lab_cli("down", check=False)
+
+
+@pytest.fixture(scope="session")
+def testbed(lab_session: LabSession) -> Testbed:
+    return lab_session.ensure_up()
+
+
+@dataclass
+class Guest:
+    """A guest started by the ``guest`` fixture."""
+
+    name: str
+
+    def add_iface(self, host: str, tap: str, iface: str, mac: str | None = None) -> None:
+        args = ["vm", "start", self.name, "--host", host, "--tap", tap, "--iface", iface]
+        lab_cli(*args + (["--mac", mac] if mac else []))
+
+    def dhcp(self, iface: str = "eth1", timeout: int = 20) -> str:
+        return lab_cli("vm", "dhcp", self.name, "--iface", iface, "--timeout", str(timeout)).stdout.strip()
+
+    def exec(
+        self, *command: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return lab_cli("vm", "exec", self.name, "--", *command, check=check, timeout=timeout)
+
+
+@pytest.fixture
+def guest(testbed: Testbed) -> Iterator[Any]:
+    started: list[str] = []
+
+    def start(name: str, *, host: str, tap: str, iface: str = "eth1", mac: str | None = None) -> Guest:
+        g = Guest(name)
+        started.append(name)
+        g.add_iface(host, tap, iface, mac)
+        return g
+
+    yield start
+    for name in reversed(started):
+        lab_cli("vm", "stop", name, check=False)
