@@ -1,0 +1,101 @@
+"""The pure plan: MACs, link subnets and reservations, VLAN 400 addresses, QEMU arguments, Mermaid."""
+
+from __future__ import annotations
+
+import pytest
+from cfgkit import ROOT, raw_from_file
+
+from components.allocation import allocate_vlans
+from components.config import Vm, load_config
+from components.outputs import qemu_net_args, stack_outputs, topology_output
+from components.plan import build_plan, internet_ips, link_subnet, mac_address
+
+
+def vm(i: int) -> Vm:
+    return Vm(id=i, worker="w", data_interfaces=0, internet=True)
+
+
+def test_mac_is_the_originals_and_unique() -> None:
+    assert mac_address(1002, 1) == "52:54:00:03:ea:01"
+    assert mac_address(65535, 255) == "52:54:00:ff:ff:ff"
+    macs = {mac_address(v, i) for v in (1, 255, 256, 1002, 65535) for i in range(4)}
+    assert len(macs) == 20
+    for bad in ((0, 0), (65536, 0), (1, 256), (1, -1)):
+        with pytest.raises(ValueError, match="MAC needs"):
+            mac_address(*bad)
+
+
+def test_link_subnet_is_the_seeds() -> None:
+    assert str(link_subnet(120)) == "192.168.120.0/24"
+    assert str(link_subnet(376)) == "192.168.120.0/24"  # why pools are claimed per node (see design.md)
+
+
+def test_internet_ips_hash_probe_and_memory() -> None:
+    # 10 + id % 241; 1002 % 241 = 38 -> .48; 1243 % 241 = 38 too -> probes to .49
+    assert internet_ips([vm(1002)]) == {1002: "10.60.7.48"}
+    assert internet_ips([vm(1243), vm(1002)]) == {1243: "10.60.7.49", 1002: "10.60.7.48"}
+    # a VM keeps the address it had even when a newcomer hashes onto it
+    assert internet_ips([vm(1243), vm(1002)], {1243: "10.60.7.48"}) == {
+        1243: "10.60.7.48",
+        1002: "10.60.7.49",
+    }
+    # a remembered address outside the range is not kept
+    assert internet_ips([vm(1002)], {1002: "10.60.7.2"}) == {1002: "10.60.7.48"}
+    # wrap-around at .250
+    assert internet_ips([vm(240), vm(481)]) == {240: "10.60.7.250", 481: "10.60.7.10"}
+
+
+def test_dev_plan_interfaces() -> None:
+    cfg = load_config(raw_from_file(ROOT / "Pulumi.dev.yaml"), "dev")
+    plan = build_plan(cfg, allocate_vlans(cfg.links, cfg.pool))
+    rows = {(i.vm, i.iface): (i.tap, i.vlan, i.parked, i.ip, i.gateway) for i in plan.interfaces}
+    assert rows == {
+        (1002, "eth0"): ("tap_1002_eth0", 400, False, "10.60.7.48", "10.60.7.1"),
+        (1002, "eth1"): ("tap_1002_eth1", 120, False, "192.168.120.10", "192.168.120.1"),
+        (1002, "eth2"): ("tap_1002_eth2", 121, False, "192.168.121.10", "192.168.121.1"),
+        (1003, "eth0"): ("tap_1003_eth0", 4094, True, None, None),
+        (1003, "eth1"): ("tap_1003_eth1", 120, False, "192.168.120.11", "192.168.120.1"),
+        (1004, "eth0"): ("tap_1004_eth0", 4094, True, None, None),
+        (1004, "eth1"): ("tap_1004_eth1", 121, False, "192.168.121.11", "192.168.121.1"),
+        (1004, "eth2"): ("tap_1004_eth2", 4094, True, None, None),
+    }
+    outputs = stack_outputs(plan)
+    assert outputs["vlanPool"] == {"start": 120, "end": 139, "used": [120, 121], "free": 18}
+    assert outputs["links"][0] == {
+        "endpoints": ["1002.eth1", "1003.eth1"],
+        "vlan": 120,
+        "cidr": "192.168.120.0/24",
+        "gateway": "192.168.120.1",
+    }
+    assert outputs["vms"]["1004"]["interfaces"]["eth2"] == {
+        "tap": "tap_1004_eth2",
+        "vlan": None,
+        "mac": "52:54:00:03:ec:02",
+        "ip": None,
+        "gateway": None,
+        "parked": True,
+    }
+    assert qemu_net_args(plan.by_vm[1003]) == [
+        "-netdev",
+        "tap,id=net0,ifname=tap_1003_eth0,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=net0,mac=52:54:00:03:eb:00",
+        "-netdev",
+        "tap,id=net1,ifname=tap_1003_eth1,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=net1,mac=52:54:00:03:eb:01",
+    ]
+    assert topology_output(plan) == (
+        "graph LR\n"
+        "  subgraph worker1\n"
+        '    vm1002["VM 1002"]\n'
+        "  end\n"
+        "  subgraph worker2\n"
+        '    vm1003["VM 1003"]\n'
+        '    vm1004["VM 1004"]\n'
+        "  end\n"
+        '  vm1002 ---|"eth1 - eth1, VLAN 120"| vm1003\n'
+        '  vm1002 ---|"eth2 - eth1, VLAN 121"| vm1004\n'
+        '  internet(("internet"))\n'
+        '  vm1002 -.-|"eth0, VLAN 400, NAT"| internet\n'
+    )
