@@ -51,9 +51,14 @@ def dhcp_dir(vlan: int) -> str:
     return f"{STATE_ROOT}/dhcp/vlan{vlan}"
 
 
+def shared_dir(obj: str) -> str:
+    """The state directory of a shared object."""
+    return f"{STATE_ROOT}/shared/{obj}"
+
+
 def shared_users_dir(obj: str) -> str:
     """The users registry of a shared object (one empty file per slice using it)."""
-    return f"{STATE_ROOT}/shared/{obj}/users"
+    return f"{shared_dir(obj)}/users"
 
 
 def pool_file(slice_name: str) -> str:

@@ -187,7 +187,7 @@ class TapPortProvider(HostProvider[TapPortSpec]):
 
     spec_model = TapPortSpec
     kind = "tap"
-    identity = ("host", "name")
+    identity = ("slice", "host", "name")
 
     def _have(self, spec: TapPortSpec) -> TapHave:
         res = ssh.run_script(spec.host, preflight(spec))
