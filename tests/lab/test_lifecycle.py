@@ -1,0 +1,154 @@
+"""`up` is idempotent (same scan twice) and `down` leaves nothing of the testbed behind, even after a
+crash halfway through `up` and with processes started inside the hosts over SSH."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.labfixtures import (
+    DEFAULT_WORKERS,
+    ROOT,
+    LabSession,
+    Testbed,
+    assert_scan_equal,
+    lab_cli,
+    scan,
+)
+
+pytestmark = pytest.mark.integration
+
+LAB = ROOT / ".lab"
+
+
+def root_snapshot() -> dict[str, Any]:
+    """What the root namespace shows: namespaces, links, mounts, processes (pid -> command line)."""
+    try:
+        namespaces = sorted(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        namespaces = []
+    links = sorted(e["ifname"] for e in json.loads(subprocess.check_output(["ip", "-j", "link"], text=True)))
+    mounts = sorted(Path("/proc/self/mounts").read_text().splitlines())
+    return {"netns": namespaces, "links": links, "mounts": mounts, "procs": live_processes()}
+
+
+def live_processes() -> dict[int, str]:
+    procs = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            procs[int(name)] = cmd.strip()
+    return procs
+
+
+def leftover_processes(before: dict[int, str], root_netns: int) -> list[str]:
+    """Processes that were not there before and belong to the testbed: they name the lab directory or a
+    lab namespace, or live in a network namespace other than the root's."""
+    found = []
+    for pid, cmd in live_processes().items():
+        if pid in before or pid == os.getpid():
+            continue
+        try:
+            net = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            continue
+        if str(LAB) in cmd or "lab-" in cmd or "vm-" in cmd or net != root_netns:
+            found.append(f"{pid}: {cmd}")
+    return found
+
+
+def assert_nothing_left(before: dict[str, Any]) -> None:
+    after = root_snapshot()
+    assert after["netns"] == before["netns"]
+    assert after["links"] == before["links"]
+    assert after["mounts"] == before["mounts"]
+    root_netns = os.stat("/proc/self/ns/net").st_ino
+    leftovers = leftover_processes(before["procs"], root_netns)
+    assert not leftovers, "processes left behind:\n" + "\n".join(leftovers)
+
+
+@pytest.fixture
+def pristine(lab_session: LabSession) -> Iterator[dict[str, Any]]:
+    """The testbed down (restored afterwards if this session had it up); yields the root's snapshot."""
+    if lab_session.skip:
+        pytest.skip(lab_session.skip)
+    was_up = lab_session.is_up()
+    if was_up and not lab_session.owned:
+        pytest.skip("a testbed started outside this test session is up: not taking it down")
+    if was_up:
+        lab_cli("down")
+    before = root_snapshot()
+    try:
+        yield before
+    finally:
+        if was_up:
+            lab_cli("up", "--workers", str(DEFAULT_WORKERS))
+        else:
+            lab_cli("down", check=False)
+
+
+def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) -> None:
+    lab_cli("up")
+    assert lab_cli("status", check=False).returncode == 0
+    inventory = json.loads((LAB / "inventory.json").read_text())
+    first = scan()
+    lab_cli("up")
+    assert_scan_equal(first, scan())
+    assert json.loads((LAB / "inventory.json").read_text()) == inventory
+
+    # Things a test would leave running inside the hosts: a process in a namespace created over SSH on
+    # the network node, and a guest (socat in the worker, a namespace in the root).
+    tb = Testbed(inventory)
+    tb.run("network", "sudo ip netns add ns-lifecycle")
+    tb.run("network", "sudo ip netns exec ns-lifecycle setsid sleep 1000 </dev/null >/dev/null 2>&1 &")
+    tb.run("worker1", "sudo ip tuntap add mode tap name tap_9_eth1 && sudo ip link set tap_9_eth1 up && "
+           "sudo ovs-vsctl add-port br-int tap_9_eth1 tag=130")
+    lab_cli("vm", "start", "lifecycle", "--host", "worker1", "--tap", "tap_9_eth1")
+    assert "ns-lifecycle" in scan("network")["hosts"]["network"]["namespaces"]
+
+    lab_cli("down")
+    assert lab_cli("status", check=False).returncode == 1
+    assert_nothing_left(pristine)
+    lab_cli("down")  # a second down is a no-op
+    assert_nothing_left(pristine)
+    # Keys persist, so known_hosts stays valid across down/up.
+    assert (LAB / "id_ed25519").exists() and (LAB / "known_hosts").exists()
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.45])
+def test_down_after_up_killed_halfway(pristine: dict[str, Any], delay: float) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "up"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lab_cli("down")
+    assert_nothing_left(pristine)
+
+
+def test_up_repairs_a_dead_daemon(pristine: dict[str, Any]) -> None:
+    lab_cli("up")
+    first = scan()
+    pid = int((LAB / "hosts" / "worker1" / "sshd.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    assert lab_cli("status", check=False).returncode == 1
+    lab_cli("up")
+    assert lab_cli("status", check=False).returncode == 0
+    assert_scan_equal(first, scan())
+    lab_cli("down")
+    assert_nothing_left(pristine)
