@@ -1,0 +1,295 @@
+"""VlanGateway, DhcpNamespace, NatRule, PoolClaim: exact command plans from fake host reads."""
+
+from __future__ import annotations
+
+import pytest
+from provkit import argvs, dhcp, gateway, link, names, nat, pool, port
+
+from providers import dhcp_namespace as dn
+from providers import nat_rule as nr
+from providers import pool_claim as pc
+from providers import vlan_gateway as vg
+from providers.errors import Conflict, OwnershipConflict
+
+GW_MARKS = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "120"}
+GW_ADD = [
+    "ovs-vsctl", "--may-exist", "add-port", "br-int", "gw_vlan120", "tag=120",
+    "--", "set", "interface", "gw_vlan120", "type=internal",
+    "--", "set", "port", "gw_vlan120", "tag=120", "vlan_mode=access", "trunks=[]",
+    'external_ids:cloudrepo-slice="demo"', 'external_ids:cloudrepo-kind="gateway"',
+    'external_ids:cloudrepo-vlan="120"',
+]  # fmt: skip
+
+
+def gw_have(
+    owner: str = "demo", addrs: tuple[str, ...] = ("192.168.120.1/24",), **kw: object
+) -> vg.GatewayHave:
+    return vg.GatewayHave(
+        port=port("gw_vlan120", 120, owner, **GW_MARKS),
+        link=link("gw_vlan120", True, "internal", None, *addrs),
+        others=tuple(kw.get("others", ())),  # type: ignore[arg-type]
+        users=tuple(kw.get("users", ())),  # type: ignore[arg-type]
+    )
+
+
+# ---- VlanGateway ----------------------------------------------------------------------------------------
+
+
+def test_gateway_fresh() -> None:
+    have = vg.GatewayHave(None, None, (link("ens3", True, None, None, "198.19.0.2/24"),))
+    assert argvs(vg.plan_ensure(gateway(), have)) == [
+        GW_ADD,
+        ["ip", "addr", "add", "192.168.120.1/24", "dev", "gw_vlan120"],
+        ["ip", "link", "set", "dev", "gw_vlan120", "up"],
+    ]
+
+
+def test_gateway_in_place_no_commands() -> None:
+    assert vg.plan_ensure(gateway(), gw_have()) == []
+
+
+def test_gateway_address_change_replaces_the_old_address() -> None:
+    steps = vg.plan_ensure(gateway(address="192.168.120.254/24"), gw_have())
+    assert argvs(steps) == [
+        ["ip", "addr", "del", "192.168.120.1/24", "dev", "gw_vlan120"],
+        ["ip", "addr", "add", "192.168.120.254/24", "dev", "gw_vlan120"],
+    ]
+
+
+def test_gateway_refuses_a_subnet_on_another_interface_naming_it() -> None:
+    have = vg.GatewayHave(None, None, (link("gw_vlan376", True, "internal", None, "192.168.120.1/24"),))
+    with pytest.raises(Conflict) as err:
+        vg.plan_ensure(gateway(), have)
+    assert str(err.value) == (
+        "network: subnet 192.168.120.0/24 of gw_vlan120 (slice 'demo') overlaps 192.168.120.1/24 "
+        "on interface gw_vlan376; nothing changed"
+    )
+
+
+def test_gateway_of_another_slice_or_unmarked_is_refused() -> None:
+    with pytest.raises(OwnershipConflict, match="belongs to slice 'other'"):
+        vg.plan_ensure(gateway(), gw_have(owner="other"))
+    with pytest.raises(OwnershipConflict, match="unmarked"):
+        vg.plan_ensure(gateway(), vg.GatewayHave(None, link("gw_vlan120", True, "veth"), ()))
+
+
+def test_shared_gateway_second_slice_only_registers() -> None:
+    spec = gateway(slice="b", vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
+    have = vg.GatewayHave(
+        port=port("gw_vlan400", 400, "shared", **{"cloudrepo-kind": "gateway", "cloudrepo-vlan": "400"}),
+        link=link("gw_vlan400", True, "internal", None, "10.60.7.1/24"),
+        others=(),
+        users=("a",),
+    )
+    steps = vg.plan_ensure(spec, have)
+    assert names(steps) == [vg.STILL_THERE, "register user"]
+    assert argvs(steps)[1] == [
+        "sh",
+        "-c",
+        'mkdir -p "$1" && : > "$1/$2"',
+        "sh",
+        "/var/lib/cloudrepo/shared/gw_vlan400/users",
+        "b",
+    ]
+    assert vg.plan_ensure(spec, vg.GatewayHave(have.port, have.link, (), ("a", "b"))) == []
+
+
+def test_gateway_delete() -> None:
+    assert argvs(vg.plan_delete(gateway(), gw_have())) == [
+        ["ovs-vsctl", "--if-exists", "del-port", "gw_vlan120"]
+    ]
+    assert vg.plan_delete(gateway(), gw_have(owner="other")) == []
+    assert vg.plan_delete(gateway(), vg.GatewayHave(None, None, ())) == []
+
+
+def test_shared_gateway_delete_is_guarded_by_other_users() -> None:
+    spec = gateway(vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
+    have = vg.GatewayHave(port("gw_vlan400", 400, "shared"), None, ())
+    steps = vg.plan_delete(spec, have)
+    assert names(steps) == ["unregister user", "no other users", "delete port", "forget registry"]
+    assert steps[1].kind == "guard"
+
+
+# ---- DhcpNamespace --------------------------------------------------------------------------------------
+
+D = "/var/lib/cloudrepo/dhcp/vlan120"
+DNSMASQ = [
+    "dnsmasq", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0",
+    f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120", "--bind-interfaces", "--except-interface=lo",
+    "--dhcp-range=192.168.120.10,192.168.120.250,24h", "--dhcp-option=3,192.168.120.1",
+    "--dhcp-option=6,8.8.8.8", f"--dhcp-leasefile={D}/leases", f"--dhcp-hostsdir={D}/hosts.d",
+    "--log-dhcp", f"--log-facility={D}/dnsmasq.log",
+]  # fmt: skip
+DHCP_MARKS = {"cloudrepo-kind": "dhcp", "cloudrepo-vlan": "120"}
+
+
+def dhcp_in_place(**over: object) -> dn.DhcpHave:
+    base: dict[str, object] = dict(
+        owner="demo",
+        netns=True,
+        port=port("dhcp_v120", 120, "demo", **DHCP_MARKS),
+        root_link=None,
+        ns_links=(link("lo", True, None), link("dhcp_v120", True, "internal", None, "192.168.120.2/24")),
+        pid=4242,
+        cmdline=tuple(DNSMASQ),
+        hosts="52:54:00:03:ea:01,192.168.120.11,vm1002\n",
+        markers=(f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120"),
+    )
+    base.update(over)
+    return dn.DhcpHave(**base)  # type: ignore[arg-type]
+
+
+def test_dnsmasq_command_line_is_isolated() -> None:
+    assert dn.dnsmasq_args(dhcp()) == DNSMASQ
+    assert "--keep-in-foreground" not in DNSMASQ
+
+
+def test_dhcp_fresh_create() -> None:
+    have = dn.DhcpHave(None, False, None, None, markers=dhcp_in_place().markers)
+    steps = dn.plan_ensure(dhcp(), have)
+    assert names(steps) == [
+        "mark owner", "add namespace", "add port", "move port into namespace", "add address", "port up",
+        "lo up", "write reservations", "start dnsmasq",
+    ]  # fmt: skip
+    a = argvs(steps)
+    assert a[0][-2:] == [f"{D}/owner", "demo\n"]
+    assert a[1] == ["ip", "netns", "add", "ns-dhcp-vlan120"]
+    assert a[2][:6] == ["ovs-vsctl", "--may-exist", "add-port", "br-int", "dhcp_v120", "tag=120"]
+    assert a[3][-2:] == ["dhcp_v120", "ns-dhcp-vlan120"]
+    assert a[4] == ["ip", "-n", "ns-dhcp-vlan120", "addr", "add", "192.168.120.2/24", "dev", "dhcp_v120"]
+    assert a[6] == ["ip", "-n", "ns-dhcp-vlan120", "link", "set", "dev", "lo", "up"]
+    assert a[7][-2:] == [f"{D}/hosts.d/demo", "52:54:00:03:ea:01,192.168.120.11,vm1002\n"]
+    assert a[8] == ["ip", "netns", "exec", "ns-dhcp-vlan120", *DNSMASQ]
+
+
+def test_dhcp_in_place_no_commands() -> None:
+    assert dn.plan_ensure(dhcp(), dhcp_in_place()) == []
+
+
+def test_changed_reservations_rewrite_the_file_and_sighup_by_pid() -> None:
+    spec = dhcp(reservations=[])
+    steps = dn.plan_ensure(spec, dhcp_in_place())
+    assert names(steps) == ["write reservations", "reload reservations"]
+    hup = steps[1].argv
+    assert "kill -HUP" in hup[2] and "pkill" not in hup[2] and "killall" not in hup[2]
+    assert list(hup[4:]) == [f"{D}/dnsmasq.pid", f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120"]
+
+
+def test_changed_options_restart_by_pid() -> None:
+    steps = dn.plan_ensure(dhcp(dnsServers=["9.9.9.9"]), dhcp_in_place())
+    assert names(steps) == ["stop dnsmasq", "start dnsmasq"]
+    assert "--dhcp-option=6,9.9.9.9" in steps[1].argv
+    stop = steps[0].argv[2]
+    assert "kill -TERM" in stop and "kill -KILL" in stop and "pkill" not in stop
+
+
+def test_dead_or_foreign_pid_means_not_alive() -> None:
+    assert not dhcp_in_place(pid=None).alive
+    # pid reused by another process: its cmdline does not name this VLAN's pid file
+    reused = dhcp_in_place(cmdline=("dnsmasq", "--pid-file=/var/lib/cloudrepo/dhcp/vlan121/dnsmasq.pid"))
+    assert not reused.alive
+    assert names(dn.plan_ensure(dhcp(), reused)) == ["stop dnsmasq", "start dnsmasq"]
+
+
+def test_deleted_namespace_is_rebuilt_and_dnsmasq_restarted() -> None:
+    have = dhcp_in_place(netns=False, ns_links=(), pid=None, cmdline=())
+    assert names(dn.plan_ensure(dhcp(), have)) == [
+        "add namespace", "remove stale port", "add port", "move port into namespace", "add address",
+        "port up", "lo up", "start dnsmasq",
+    ]  # fmt: skip
+
+
+def test_dhcp_of_another_slice_or_unmarked_is_refused() -> None:
+    with pytest.raises(OwnershipConflict, match="wanted by slice 'demo' but belongs to slice 'other'"):
+        dn.plan_ensure(dhcp(), dhcp_in_place(owner="other"))
+    with pytest.raises(OwnershipConflict, match="unmarked"):
+        dn.plan_ensure(dhcp(), dn.DhcpHave(None, True, None, None))
+
+
+def test_dhcp_delete_stops_by_pid_then_removes_everything() -> None:
+    steps = dn.plan_delete(dhcp(), dhcp_in_place())
+    assert names(steps) == ["stop dnsmasq", "delete port", "delete namespace", "remove state"]
+    assert argvs(steps)[3] == ["rm", "-rf", "--", D]
+    assert dn.plan_delete(dhcp(), dn.DhcpHave(None, False, None, None)) == []
+    assert dn.plan_delete(dhcp(), dhcp_in_place(owner="other")) == []
+
+
+def test_shared_dhcp_delete_drops_own_reservations_then_guards() -> None:
+    spec = dhcp(shared=True)
+    steps = dn.plan_delete(spec, dhcp_in_place(owner="shared"))
+    assert names(steps) == [
+        "unregister user", "remove reservations", "reload reservations", "no other users",
+        "stop dnsmasq", "delete port", "delete namespace", "remove state", "forget registry",
+    ]  # fmt: skip
+
+
+# ---- NatRule --------------------------------------------------------------------------------------------
+
+C = ["-m", "comment", "--comment", "cloudrepo:nat-10.60.7.0-24"]
+
+
+def test_nat_rules_are_commented_and_checked_first() -> None:
+    assert [(r.table, r.chain, list(r.spec)) for r in nr.rules(nat())] == [
+        ("nat", "POSTROUTING", ["-s", "10.60.7.0/24", "-o", "ens3", *C, "-j", "MASQUERADE"]),
+        ("filter", "FORWARD", ["-i", "gw_vlan400", "-o", "ens3", *C, "-j", "ACCEPT"]),
+        ("filter", "FORWARD", ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", *C, "-j", "ACCEPT"]),
+    ]
+    steps = nr.plan_ensure(nat(), nr.NatHave(frozenset(), "0", ()))
+    assert names(steps) == [
+        "register user",
+        "add masquerade",
+        "add forward out",
+        "add forward replies",
+        "enable forwarding",
+    ]
+    body = steps[1].argv[2]
+    assert "-C" in body and "||" in body and "-A" in body
+    assert list(steps[1].argv[4:7]) == ["nat", "POSTROUTING", "-s"]
+
+
+def test_nat_in_place_no_commands_and_partial_repair() -> None:
+    full = frozenset({"masquerade", "forward out", "forward replies"})
+    assert nr.plan_ensure(nat(), nr.NatHave(full, "1", ("demo",))) == []
+    assert names(nr.plan_ensure(nat(), nr.NatHave(full - {"masquerade"}, "1", ("demo",)))) == [
+        "add masquerade"
+    ]
+
+
+def test_nat_delete_is_guarded_and_restores_forwarding() -> None:
+    steps = nr.plan_delete(nat())
+    assert names(steps) == [
+        "unregister user", "no other users", "delete masquerade", "delete forward out",
+        "delete forward replies", "restore forwarding", "forget registry",
+    ]  # fmt: skip
+    assert steps[1].kind == "guard"
+
+
+# ---- PoolClaim ------------------------------------------------------------------------------------------
+
+
+def test_pool_claim_plan() -> None:
+    steps = pc.plan_ensure(pool(), pc.PoolHave(()))
+    assert names(steps) == [pc.VERIFY, "write claim"]
+    assert argvs(steps)[1][-2:] == ["/var/lib/cloudrepo/pools/demo", "120 139"]
+    assert pc.plan_ensure(pool(), pc.PoolHave((pc.Claim("demo", 120, 139),))) == []
+
+
+def test_pool_overlap_names_the_other_slice_and_its_range() -> None:
+    have = pc.PoolHave((pc.Claim("other", 130, 149),))
+    with pytest.raises(Conflict) as err:
+        pc.plan_ensure(pool(), have)
+    assert str(err.value) == (
+        "network: VLANs 120-139 of slice 'demo' overlap slice 'other' (claims 130-149); nothing changed"
+    )
+    assert pc.plan_ensure(pool(), pc.PoolHave((pc.Claim("other", 140, 159),))) != []
+
+
+def test_pool_claims_parse_and_delete() -> None:
+    assert pc.parse_claims("a 120 139\nb 140 159\njunk\n") == (
+        pc.Claim("a", 120, 139),
+        pc.Claim("b", 140, 159),
+    )
+    assert argvs(pc.plan_delete(pool(), pc.PoolHave((pc.Claim("demo", 1, 2),)))) == [
+        ["rm", "-f", "/var/lib/cloudrepo/pools/demo"]
+    ]
+    assert pc.plan_delete(pool(), pc.PoolHave(())) == []

@@ -1,0 +1,103 @@
+"""One script per operation: quoting of hostile strings, stop at the first failure, probes and guards.
+
+The rendered script is run by a local `sh -s`, exactly as the remote side runs it (no SSH needed).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+import pytest
+
+from providers.errors import StepFailed
+from providers.script import ScriptResult, Step, guard, parse, probe, render, run, sh
+
+HOSTILE = [
+    "$(touch /tmp/cloudrepo-pwned)",
+    "`touch /tmp/cloudrepo-pwned`",
+    "a'b\"c",
+    "x; touch /tmp/cloudrepo-pwned",
+    "line1\nline2",
+    "*",
+    "--option",
+    "back\\slash",
+    "@@0123:end:0:0",
+]
+
+
+def execute(steps: Sequence[Step]) -> ScriptResult:
+    text = render(steps)
+    proc = subprocess.run(["sh", "-s"], input=text, capture_output=True, text=True, timeout=30)
+    return parse("testhost", steps, text, proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_arguments_arrive_verbatim(value: str, tmp_path: object) -> None:
+    res = execute([probe("echo", "printf", "%s", value)])
+    assert res.out("echo") == value
+    import os
+
+    assert not os.path.exists("/tmp/cloudrepo-pwned")
+
+
+def test_sh_steps_take_arguments_positionally_never_in_the_program() -> None:
+    res = execute([sh("positional", 'printf "%s|%s" "$1" "$2"', "$(id)", "a b", kind="probe")])
+    assert res.out("positional") == "$(id)|a b"
+
+
+def test_first_failing_step_stops_the_script_and_is_named() -> None:
+    steps = [
+        run("first", "true"),
+        run("second", "sh", "-c", "echo partial; echo 'boom: no such port' >&2; exit 3"),
+        run("third", "touch", "/tmp/cloudrepo-never"),
+    ]
+    with pytest.raises(StepFailed) as err:
+        execute(steps)
+    assert err.value.step == "second"
+    assert err.value.status == 3
+    assert err.value.host == "testhost"
+    assert "boom: no such port" in err.value.stderr
+    assert str(err.value) == "testhost: step 'second' failed with exit status 3: boom: no such port"
+    import os
+
+    assert not os.path.exists("/tmp/cloudrepo-never")
+
+
+def test_stderr_of_earlier_steps_does_not_leak_into_the_failure() -> None:
+    steps = [run("noisy", "sh", "-c", "echo warning >&2"), run("fails", "sh", "-c", "echo real >&2; exit 1")]
+    with pytest.raises(StepFailed) as err:
+        execute(steps)
+    assert err.value.stderr.strip() == "real"
+
+
+def test_probes_return_output_and_status_and_never_stop() -> None:
+    res = execute([probe("a", "sh", "-c", "printf 'x\\n\\ny'; exit 4"), probe("b", "printf", "")])
+    assert (res.out("a"), res.status("a")) == ("x\n\ny", 4)
+    assert (res.out("b"), res.status("b")) == ("", 0)
+    assert res.stopped_by is None
+
+
+def test_guard_ends_the_script_successfully() -> None:
+    res = execute([run("one", "true"), guard("others remain", "false"), run("never", "false")])
+    assert res.stopped_by == "others remain"
+    assert not res.ran("never")
+
+
+def test_steps_do_not_read_the_script_from_stdin() -> None:
+    # `cat` would swallow the rest of the script if steps inherited stdin
+    res = execute([probe("cat", "cat"), probe("after", "echo", "still here")])
+    assert res.out("cat") == "" and res.out("after") == "still here\n"
+
+
+def test_render_is_shlex_quoted_argv() -> None:
+    text = render([run("x", "ip", "link", "set", "dev", "a b", "up")], nonce="00ff")
+    assert "ip link set dev 'a b' up </dev/null 2>\"$E\"; s=$?" in text
+    assert "@@00ff:begin:0" in text
+
+
+def test_step_names_are_restricted() -> None:
+    with pytest.raises(ValueError, match="characters a report cannot carry"):
+        Step("bad\nname", ["true"])
+    with pytest.raises(ValueError, match="empty argv"):
+        Step("empty", [])

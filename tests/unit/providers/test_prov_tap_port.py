@@ -1,0 +1,170 @@
+"""TapPort: the exact commands of every operation, from a fake host read (want / have / commands)."""
+
+from __future__ import annotations
+
+import pytest
+from provkit import argvs, link, names, ovs_find_json, port, tap
+
+from providers import tap_port as tp
+from providers.errors import OwnershipConflict
+from providers.script import ScriptResult, StepResult
+
+MARKS = {
+    "cloudrepo-slice": "demo",
+    "cloudrepo-vm": "1002",
+    "cloudrepo-iface": "eth1",
+    "attached-mac": "52:54:00:03:ea:01",
+    "cloudrepo-kind": "tap",
+}
+OVS = [
+    "ovs-vsctl", "--may-exist", "add-port", "br-int", "tap_1002_eth1", "tag=120",
+    "--", "set", "port", "tap_1002_eth1", "tag=120", "vlan_mode=access", "trunks=[]",
+    'external_ids:cloudrepo-slice="demo"', 'external_ids:cloudrepo-vm="1002"',
+    'external_ids:cloudrepo-iface="eth1"', 'external_ids:attached-mac="52:54:00:03:ea:01"',
+    'external_ids:cloudrepo-kind="tap"', "protected=false",
+]  # fmt: skip
+
+IN_PLACE = tp.TapHave(
+    link=link("tap_1002_eth1", True, "tap", "cloudrepo:demo"), port=port("tap_1002_eth1", 120, None, **MARKS)
+)
+
+
+def test_fresh_create_is_one_script_with_one_ovsdb_transaction() -> None:
+    steps = tp.plan_ensure(tap(), tp.TapHave(None, None))
+    assert argvs(steps) == [
+        ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo"],
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "up"],
+        OVS,
+    ]
+
+
+def test_already_in_place_yields_no_commands() -> None:
+    assert tp.plan_ensure(tap(), IN_PLACE) == []
+
+
+def test_existing_port_with_another_tag_is_retagged_by_set_not_only_may_exist() -> None:
+    have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 130, None, **MARKS))
+    steps = tp.plan_ensure(tap(), have)
+    assert argvs(steps) == [OVS]
+    assert "tag=120" in steps[0].argv[steps[0].argv.index("set") :]
+
+
+def test_untagged_port_is_never_left_a_trunk() -> None:
+    have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", None, None, **MARKS))
+    assert argvs(tp.plan_ensure(tap(), have)) == [OVS]
+
+
+def test_parking_sets_protected_in_the_same_transaction() -> None:
+    steps = tp.plan_ensure(tap(vlan=4094, parked=True), IN_PLACE)
+    assert len(steps) == 1
+    argv = steps[0].argv
+    assert "tag=4094" in argv and argv[-1] == "protected=true"
+
+
+def test_down_tap_is_brought_up_only() -> None:
+    have = tp.TapHave(link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), IN_PLACE.port)
+    assert names(tp.plan_ensure(tap(), have)) == ["tap up"]
+
+
+def test_interrupted_create_of_this_slice_is_resumed() -> None:
+    # `ip tuntap add` ran and was marked, the OVS step did not: a retry must not re-add the TAP
+    have = tp.TapHave(link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), None)
+    assert names(tp.plan_ensure(tap(), have)) == ["tap up", "attach port"]
+
+
+def test_port_on_another_bridge_moves_in_one_transaction() -> None:
+    have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 120, None, bridge="br-old", **MARKS))
+    (step,) = tp.plan_ensure(tap(), have)
+    assert list(step.argv[:7]) == [
+        "ovs-vsctl",
+        "--if-exists",
+        "del-port",
+        "br-old",
+        "tap_1002_eth1",
+        "--",
+        "--may-exist",
+    ]
+
+
+def test_another_slices_port_is_refused_naming_both_slices() -> None:
+    have = tp.TapHave(
+        IN_PLACE.link, port("tap_1002_eth1", 120, None, **{**MARKS, "cloudrepo-slice": "other"})
+    )
+    with pytest.raises(OwnershipConflict) as err:
+        tp.plan_ensure(tap(), have)
+    assert str(err.value) == (
+        "worker1: TAP tap_1002_eth1 is wanted by slice 'demo' but belongs to slice 'other'; nothing changed"
+    )
+
+
+def test_unmarked_port_is_refused() -> None:
+    have = tp.TapHave(link("tap_1002_eth1"), port("tap_1002_eth1", 120, None))
+    with pytest.raises(OwnershipConflict, match="belongs to no slice \\(unmarked\\)"):
+        tp.plan_ensure(tap(), have)
+
+
+def test_unmarked_bare_tap_is_refused() -> None:
+    with pytest.raises(OwnershipConflict, match="unmarked"):
+        tp.plan_ensure(tap(), tp.TapHave(link("tap_1002_eth1", alias=None), None))
+
+
+def test_non_tap_device_of_that_name_is_refused() -> None:
+    with pytest.raises(OwnershipConflict, match="it is a veth device"):
+        tp.plan_ensure(tap(), tp.TapHave(link("tap_1002_eth1", kind="veth", alias="cloudrepo:demo"), None))
+
+
+def test_delete_plan_and_idempotence() -> None:
+    assert argvs(tp.plan_delete(tap(), IN_PLACE)) == [
+        ["ovs-vsctl", "--if-exists", "del-port", "br-int", "tap_1002_eth1"],
+        ["ip", "tuntap", "del", "mode", "tap", "name", "tap_1002_eth1"],
+    ]
+    assert tp.plan_delete(tap(), tp.TapHave(None, None)) == []
+
+
+def test_delete_leaves_another_slices_tap_alone() -> None:
+    have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 120, "other"))
+    assert tp.plan_delete(tap(), have) == []
+
+
+def test_observe_reports_drift() -> None:
+    have = tp.TapHave(
+        link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), port("tap_1002_eth1", None, None, **MARKS)
+    )
+    observed, drift = tp.observe(tap(), have)
+    assert observed["tag"] is None and observed["up"] is False
+    assert drift == ["TAP is down", "tag none (trunk), want 120"]
+    assert tp.observe(tap(), IN_PLACE)[1] == []
+
+
+def test_preflight_is_one_read_and_parses() -> None:
+    steps = tp.preflight(tap())
+    assert names(steps) == ["tools", "bridge", "link", "port", "port bridge"]
+    assert all(s.kind == "probe" for s in steps)
+    link_json = (
+        '[{"ifname":"tap_1002_eth1","flags":["BROADCAST","UP"],"ifalias":"cloudrepo:demo",'
+        '"linkinfo":{"info_kind":"tun","info_data":{"type":"tap"}},"addr_info":[]}]'
+    )
+    res = ScriptResult(
+        [
+            StepResult("tools", 0, ""),
+            StepResult("bridge", 0, ""),
+            StepResult("link", 0, link_json),
+            StepResult("port", 0, ovs_find_json("tap_1002_eth1", 120, MARKS)),
+            StepResult("port bridge", 0, "br-int\n"),
+        ]
+    )
+    have = tp.parse_have(res)
+    assert have.link == link("tap_1002_eth1", True, "tap", "cloudrepo:demo")
+    assert have.port is not None and have.port.tag == 120 and have.port.owner == "demo"
+    assert tp.plan_ensure(tap(), have) == []
+    gone = ScriptResult(
+        [
+            StepResult("tools", 0, ""),
+            StepResult("bridge", 0, ""),
+            StepResult("link", 1, ""),
+            StepResult("port", 0, '{"data":[],"headings":["name"]}'),
+            StepResult("port bridge", 1, ""),
+        ]
+    )
+    assert tp.parse_have(gone).gone
