@@ -104,10 +104,6 @@ class HostPaths:
     def forward_pid(self) -> Path:
         return self.root / "forward.pid"
 
-    @property
-    def mntns_file(self) -> Path:
-        return self.root / "mntns"
-
 
 def host_paths(host: str) -> HostPaths:
     return HostPaths(host, lab_dir() / "hosts" / host)

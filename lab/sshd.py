@@ -24,7 +24,7 @@ from lab.common import (
     run,
     write_if_changed,
 )
-from lab.procs import ns_inode, pidfile_process, stop_pidfile
+from lab.procs import pidfile_process, stop_pidfile
 
 SSHD = "/usr/sbin/sshd"
 
@@ -92,7 +92,7 @@ def sshd_pid(paths: HostPaths) -> int | None:
 
 
 def start(paths: HostPaths, client_pub: str) -> None:
-    """Start the host's sshd (if not running) with its mounts; record its mount namespace."""
+    """Start the host's sshd (if not running) in a private mount namespace with the host's mounts."""
     for sub in (paths.state, paths.netns, paths.ovs):
         sub.mkdir(parents=True, exist_ok=True)
     paths.state.chmod(0o755)
@@ -121,10 +121,7 @@ def start(paths: HostPaths, client_pub: str) -> None:
          "sh", "-c", script])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        pid = sshd_pid(paths)
-        if pid is not None:
-            inode = ns_inode(pid, "mnt")
-            paths.mntns_file.write_text(f"{inode}\n")
+        if sshd_pid(paths) is not None:
             return
         time.sleep(0.05)
     raise LabError(f"{paths.name}: sshd did not start; see {paths.sshd_log}")

@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from lab.common import (
     BRIDGE,
     DEFAULT_WORKERS,
     FABRIC_NS,
+    INTERNET_BODY,
     INTERNET_GATEWAY,
     INTERNET_NS,
     INTERNET_WEB_ADDRESS,
@@ -42,7 +42,7 @@ from lab.common import (
     ssh_port,
     write_if_changed,
 )
-from lab.procs import path_inode, pidfile_process, pids_in_namespaces, terminate
+from lab.procs import all_pids, path_inode, pidfile_process, pids_in_namespaces, terminate
 
 REQUIRED_TOOLS = (
     "ip", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool", "socat", "nc", "unshare", "nsenter",
@@ -123,17 +123,11 @@ def build_inventory(hosts: list[str]) -> dict[str, Any]:
             "port": INTERNET_WEB_PORT,
             "url": f"http://{INTERNET_WEB_ADDRESS}:{INTERNET_WEB_PORT}/",
             "whoamiUrl": f"http://{INTERNET_WEB_ADDRESS}:{INTERNET_WEB_PORT}/whoami",
-            "body": fabric_body(),
+            "body": INTERNET_BODY,
             "requestLog": str(fabric.internet_dir() / "requests.log"),
         },
         "vmsDir": str(d / "vms"),
     }
-
-
-def fabric_body() -> str:
-    from lab.common import INTERNET_BODY
-
-    return INTERNET_BODY
 
 
 def existing_workers() -> list[str]:
@@ -215,55 +209,58 @@ def _undo_root_changes() -> None:
     marker.unlink(missing_ok=True)
 
 
-def _host_namespace_inodes(host: str) -> tuple[set[int], set[int]]:
-    """(net, mnt) namespace inodes belonging to a host: its own netns, the namespaces it created over
-    SSH (seen through its mount namespace) and its mount namespace."""
+def _host_processes(host: str) -> list[int]:
+    """Every process of a host: those whose /run/netns is the host's own directory (its sshd and all it
+    started, even through `ip netns exec`), and those in the host's network namespace or in a namespace
+    the host created over SSH. Identity by mount and namespace, never by process name."""
     paths = host_paths(host)
     net: set[int] = set()
-    mnt: set[int] = set()
     ino = path_inode(f"/run/netns/{host_ns(host)}")
     if ino is not None and netns.exists(host_ns(host)):
         net.add(ino)
+    members: list[int] = []
     try:
-        recorded = int(paths.mntns_file.read_text().strip())
-        mnt.add(recorded)
-    except (FileNotFoundError, ValueError):
-        pass
-    pid = sshd.sshd_pid(paths)
-    if pid is not None:
-        from lab.procs import ns_inode
-
-        live = ns_inode(pid, "mnt")
-        if live is not None:
-            mnt.add(live)
-    # Any process still in the host's mount namespace shows the host's /run/netns through /proc/PID/root.
-    for member in pids_in_namespaces(set(), mnt):
-        view = Path(f"/proc/{member}/root/run/netns")
+        st = os.stat(paths.netns)
+        key = (st.st_dev, st.st_ino)
+    except OSError:
+        key = None
+    if key is not None:
+        for pid in all_pids():
+            if pid in (1, os.getpid()):
+                continue
+            try:
+                view = os.stat(f"/proc/{pid}/root{NETNS_RUN}")
+            except OSError:
+                continue
+            if (view.st_dev, view.st_ino) == key:
+                members.append(pid)
+    for member in members:
+        view_dir = Path(f"/proc/{member}/root{NETNS_RUN}")
         try:
-            names = os.listdir(view)
+            names = os.listdir(view_dir)
         except OSError:
             continue
         for name in names:
-            inode = path_inode(view / name)
+            inode = path_inode(view_dir / name)
             if inode is not None:
                 net.add(inode)
         break
-    return net, mnt
+    return sorted(set(members) | set(pids_in_namespaces(net, set())))
 
 
 def _down_host(host: str) -> None:
     paths = host_paths(host)
-    net, mnt = _host_namespace_inodes(host)
+    pids = _host_processes(host)
     fabric.stop_forward(paths)
     sshd.stop(paths)
     ovs.stop(paths)
-    terminate(pids_in_namespaces(net, mnt))
+    terminate(pids)
     netns.delete(host_ns(host))
     if netns.link_exists(FABRIC_NS, fabric.fabric_port(host)):
         netns.delete_link(FABRIC_NS, fabric.fabric_port(host))
     for stale in (paths.ovs, paths.netns, paths.state):
         shutil.rmtree(stale, ignore_errors=True)
-    for f in (paths.mntns_file, paths.sshd_pid, paths.forward_pid):
+    for f in (paths.sshd_pid, paths.forward_pid):
         f.unlink(missing_ok=True)
 
 
@@ -336,12 +333,3 @@ def status() -> tuple[bool, list[str]]:
         lines.append("  guests: " + ", ".join(guests))
     head = "testbed: UP" if healthy else "testbed: DEGRADED (run `up` to repair or `down`)"
     return healthy, [head, *lines]
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise LabError(f"timed out waiting for {what}")

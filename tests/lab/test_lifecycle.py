@@ -152,3 +152,23 @@ def test_up_repairs_a_dead_daemon(pristine: dict[str, Any]) -> None:
     assert_scan_equal(first, scan())
     lab_cli("down")
     assert_nothing_left(pristine)
+
+
+def test_down_ends_processes_of_a_host_whose_sshd_died(pristine: dict[str, Any]) -> None:
+    """A dnsmasq-like process started over SSH in a namespace of the network node outlives the host's
+    sshd; `down` still finds it (by the host's mounts and namespaces) and ends it."""
+    lab_cli("up")
+    tb = Testbed(json.loads((LAB / "inventory.json").read_text()))
+    tb.run("network", "sudo ip netns add ns-orphan")
+    tb.run("network", "sudo ip netns exec ns-orphan setsid sleep 1001 </dev/null >/dev/null 2>&1 &")
+    for _ in range(50):
+        if any(cmd == "sleep 1001" for cmd in live_processes().values()):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the process started over SSH did not appear")
+    os.kill(int((LAB / "hosts" / "network" / "sshd.pid").read_text()), signal.SIGKILL)
+    (LAB / "inventory.json").unlink()  # as if `up`'s state were lost too
+    lab_cli("down")
+    assert not any(cmd == "sleep 1001" for cmd in live_processes().values())
+    assert_nothing_left(pristine)
