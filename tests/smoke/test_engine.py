@@ -43,3 +43,10 @@ def test_preview_up_destroy_with_a_dynamic_resource(smoke_stack: PulumiCLI, tmp_
 
     smoke_stack.run("destroy", "--yes", "--non-interactive", "--skip-preview")
     assert not marker.exists()
+
+
+def test_a_stack_without_config_reaches_the_program(smoke_stack: PulumiCLI) -> None:
+    result = smoke_stack.run("preview", "--non-interactive", check=False)
+    assert result.returncode != 0
+    assert "Missing required configuration variable 'cloudrepo-smoke:path'" in result.stdout + result.stderr
+    assert "AttributeError" not in result.stdout + result.stderr
