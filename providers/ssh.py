@@ -341,8 +341,7 @@ def _exec(
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 if time.monotonic() > deadline:
-                    text = out.decode(errors="replace")
-                    raise CommandTimeout(ep.name, _last_step(text), timeout)
+                    raise _Timeout(_last_step(out.decode(errors="replace")))
                 time.sleep(0.002)
         # drain what arrived with the exit status
         while chan.recv_ready():
@@ -355,11 +354,19 @@ def _exec(
         chan.close()
 
 
-def _last_step(stdout: str) -> str:
+def _last_step(stdout: str) -> int | None:
+    """Index of the last step the script began (from its marker lines)."""
     idx = stdout.rfind(":begin:")
     if idx < 0:
-        return "(before the first step)"
-    return f"#{stdout[idx + 7 :].split(chr(10), 1)[0]}"
+        return None
+    num = stdout[idx + 7 :].split("\n", 1)[0]
+    return int(num) if num.isdigit() else None
+
+
+class _Timeout(Exception):
+    def __init__(self, step_index: int | None) -> None:
+        super().__init__(step_index)
+        self.step_index = step_index
 
 
 def run_script(
@@ -382,9 +389,11 @@ def run_script(
         try:
             status, out, err, _ = _exec(client, endpoint, command, text, limit)
             break
-        except CommandTimeout:
+        except _Timeout as exc:
             _drop(endpoint, s, client)
-            raise
+            i = exc.step_index
+            name = steps[i].name if i is not None and i < len(steps) else "(before the first step)"
+            raise CommandTimeout(endpoint.name, name, limit) from None
         except _Stale as exc:
             # a pooled connection that died between calls: nothing ran, so reconnect once
             _drop(endpoint, s, client)

@@ -1,0 +1,254 @@
+"""The SSH layer against an in-process server: config, host keys, pooling, threads, errors, counters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from fakesshd import FakeSshd, new_key, pem, write_known_hosts
+
+from providers import ssh
+from providers.errors import CommandTimeout, ConfigError, HostKeyError, HostUnreachable, StepFailed
+from providers.script import probe, run
+from providers.specs import Endpoint
+
+HOST_KEY = new_key()
+CLIENT_KEY = new_key()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeSshd]:
+    srv = FakeSshd(HOST_KEY, CLIENT_KEY).start()
+    yield srv
+    srv.stop()
+
+
+def config(tmp_path: Path, **over: Any) -> dict[str, Any]:
+    raw = {"user": "tester", "knownHostsPath": str(tmp_path / "known_hosts"), "sudo": False}
+    raw.update(over)
+    return {"cloudrepo:ssh": json.dumps(raw), "cloudrepo:sshPrivateKey": pem(CLIENT_KEY)}
+
+
+@pytest.fixture
+def configured(tmp_path: Path, server: FakeSshd) -> Iterator[Endpoint]:
+    write_known_hosts(tmp_path / "known_hosts", server.port, HOST_KEY)
+    ssh.configure(config(tmp_path))
+    ssh.close_all()
+    ssh.reset_stats()
+    yield Endpoint(name="fake", address="127.0.0.1", port=server.port)
+    ssh.close_all()
+
+
+def test_one_round_trip_per_script_and_the_connection_is_reused(
+    configured: Endpoint, server: FakeSshd
+) -> None:
+    for i in range(3):
+        res = ssh.run_script(configured, [probe("a", "echo", f"call {i}"), probe("b", "printf", "%s", "x y")])
+        assert res.out("a") == f"call {i}\n" and res.out("b") == "x y"
+    assert server.connections == 1
+    assert server.commands == ["sh -s"] * 3
+    st = ssh.stats()
+    assert (st["connections_opened"], st["commands_run"]) == (1, 3)
+
+
+def test_sudo_prefix_and_lock_wrapper() -> None:
+    s = dataclasses.replace(_dummy_settings(), sudo=True)
+    assert ssh.remote_command(s, locked=False) == "sudo -n sh -s"
+    assert ssh.remote_command(s, locked=True) == (
+        "sudo -n sh -c 'mkdir -p /var/lib/cloudrepo && exec flock -w 60 /var/lib/cloudrepo/lock sh -s'"
+    )
+
+
+def test_four_threads_share_one_connection(configured: Endpoint, server: FakeSshd) -> None:
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                results[i] = ssh.run_script(configured, [probe("id", "echo", str(i))]).out("id")
+        except BaseException as exc:  # collected and re-raised by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert results == {i: f"{i}\n" for i in range(4)}
+    assert server.connections == 1
+    assert ssh.stats()["commands_run"] == 12
+
+
+def test_failed_step_names_host_step_status_and_stderr(configured: Endpoint) -> None:
+    with pytest.raises(StepFailed) as err:
+        ssh.run_script(
+            configured, [run("ok", "true"), run("create tap", "sh", "-c", "echo 'File exists' >&2; exit 2")]
+        )
+    assert str(err.value) == "fake: step 'create tap' failed with exit status 2: File exists"
+
+
+def test_unknown_host_key_is_refused_before_any_command(tmp_path: Path, server: FakeSshd) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    ssh.configure(config(tmp_path))
+    ssh.close_all()
+    with pytest.raises(HostKeyError) as err:
+        ssh.run_script(Endpoint(name="fake", address="127.0.0.1", port=server.port), [run("x", "true")])
+    assert "UNKNOWN" in str(err.value) and str(err.value).startswith("fake: host key of 127.0.0.1:")
+    assert server.commands == []
+
+
+def test_changed_host_key_is_refused_before_any_command(tmp_path: Path, server: FakeSshd) -> None:
+    write_known_hosts(tmp_path / "known_hosts", server.port, new_key())
+    ssh.configure(config(tmp_path))
+    ssh.close_all()
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        ssh.run_script(Endpoint(name="fake", address="127.0.0.1", port=server.port), [run("x", "true")])
+    assert server.commands == []
+
+
+def test_key_for_another_port_does_not_count(tmp_path: Path, server: FakeSshd) -> None:
+    # known_hosts lookups for non-22 ports use [host]:port
+    write_known_hosts(tmp_path / "known_hosts", 22, HOST_KEY)
+    ssh.configure(config(tmp_path))
+    ssh.close_all()
+    with pytest.raises(HostKeyError, match="UNKNOWN"):
+        ssh.run_script(Endpoint(name="fake", address="127.0.0.1", port=server.port), [run("x", "true")])
+
+
+def test_wrong_client_key_is_unreachable_not_retried_forever(tmp_path: Path, server: FakeSshd) -> None:
+    write_known_hosts(tmp_path / "known_hosts", server.port, HOST_KEY)
+    cfg = config(tmp_path)
+    cfg["cloudrepo:sshPrivateKey"] = pem(new_key())
+    ssh.configure(cfg)
+    ssh.close_all()
+    with pytest.raises(HostUnreachable, match="authentication as 'tester'"):
+        ssh.run_script(Endpoint(name="fake", address="127.0.0.1", port=server.port), [run("x", "true")])
+    assert server.connections == 1
+
+
+def test_closed_port_fails_after_bounded_retries(
+    configured: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ssh, "_settings", dataclasses.replace(ssh.settings(), connect_attempts=2))
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    free_port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(HostUnreachable, match="after 2 attempts"):
+        ssh.run_script(Endpoint(name="gone", address="127.0.0.1", port=free_port), [run("x", "true")])
+    assert ssh.stats()["connect_attempts"] == 2
+
+
+def test_command_timeout_names_the_running_step(configured: Endpoint) -> None:
+    with pytest.raises(CommandTimeout) as err:
+        ssh.run_script(configured, [run("quick", "true"), run("slow", "sleep", "5")], timeout=0.5)
+    assert str(err.value) == "fake: step 'slow' still running after 0.5s (timed out)"
+
+
+def test_a_dropped_connection_is_replaced(configured: Endpoint, server: FakeSshd) -> None:
+    ssh.run_script(configured, [run("x", "true")])
+    for t in server._transports:
+        t.close()
+    import time
+
+    time.sleep(0.2)
+    assert ssh.run_script(configured, [probe("y", "echo", "again")]).out("y") == "again\n"
+    assert server.connections == 2
+
+
+def test_stats_dump_to_the_env_file(
+    configured: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "stats-{pid}.json"
+    monkeypatch.setenv(ssh.STATS_ENV, str(target))
+    ssh.run_script(configured, [run("x", "true")])
+    files = list(tmp_path.glob("stats-*.json"))
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    assert data["commands_run"] == 1 and data["connections_opened"] == 1
+
+
+# ---- configuration -------------------------------------------------------------------------------------
+
+
+def _dummy_settings() -> ssh.Settings:
+    return ssh.Settings(user="u", pkey=CLIENT_KEY, known_hosts=Path("/dev/null"))
+
+
+def test_relative_paths_resolve_against_the_project_dir(tmp_path: Path) -> None:
+    (tmp_path / ".lab").mkdir()
+    (tmp_path / ".lab" / "known_hosts").write_text("")
+    (tmp_path / ".lab" / "id").write_text(pem(CLIENT_KEY))
+    raw = {"user": "root", "privateKeyPath": ".lab/id", "knownHostsPath": ".lab/known_hosts", "sudo": True}
+    s = ssh.settings_from_config({"cloudrepo:ssh": json.dumps(raw)}, base=tmp_path)
+    assert s.known_hosts == tmp_path / ".lab" / "known_hosts"
+    assert s.sudo is True and s.user == "root"
+    assert s.pkey == CLIENT_KEY
+
+
+def test_tilde_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "kh").write_text("")
+    s = ssh.settings_from_config(
+        {"cloudrepo:ssh": {"user": "u", "knownHostsPath": "~/kh"}, "cloudrepo:sshPrivateKey": pem(CLIENT_KEY)}
+    )
+    assert s.known_hosts == tmp_path / "kh"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, "stack config cloudrepo:ssh is not set"),
+        ("{nope", "is not a JSON object"),
+        (json.dumps({"knownHostsPath": "/dev/null"}), "cloudrepo:ssh.user is required"),
+        (json.dumps({"user": "u"}), "host keys are always verified"),
+        (json.dumps({"user": "u", "knownHostsPath": "/nonexistent/kh"}), "is not a file"),
+    ],
+)
+def test_config_errors(raw: Any, message: str, tmp_path: Path) -> None:
+    cfg = {} if raw is None else {"cloudrepo:ssh": raw}
+    with pytest.raises(ConfigError, match=message):
+        ssh.settings_from_config(cfg, base=tmp_path)
+
+
+def test_key_never_appears_in_repr(tmp_path: Path) -> None:
+    (tmp_path / "kh").write_text("")
+    s = ssh.settings_from_config(
+        {
+            "cloudrepo:ssh": {"user": "u", "knownHostsPath": str(tmp_path / "kh")},
+            "cloudrepo:sshPrivateKey": pem(CLIENT_KEY),
+        }
+    )
+    assert "PRIVATE" not in repr(s) and "pkey" not in repr(s)
+
+
+def test_bad_pem_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "kh").write_text("")
+    with pytest.raises(ConfigError, match="secret cloudrepo:sshPrivateKey is not a usable"):
+        ssh.settings_from_config(
+            {
+                "cloudrepo:ssh": {"user": "u", "knownHostsPath": str(tmp_path / "kh")},
+                "cloudrepo:sshPrivateKey": "x",
+            }
+        )
+
+
+def test_unconfigured_process_says_so() -> None:
+    saved = ssh._settings
+    ssh._settings = None
+    try:
+        with pytest.raises(ConfigError, match="not configured"):
+            ssh.settings()
+    finally:
+        ssh._settings = saved
+
+
+_ = paramiko  # the fake server is paramiko too
