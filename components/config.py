@@ -547,7 +547,13 @@ def _check_pool(start: int, parking: int, add: Callable[[str], None]) -> VlanPoo
                 if (why := ifname_problem(name)) is not None:
                     add(f"{where}: VLAN {vlan}: {why}")
             ns_name = dhcp_namespace(vlan)
-            if not SAFE_NETNS.fullmatch(ns_name):
+            if len(ns_name) > IFNAMSIZ_MAX:
+                # Held to the interface limit too: the spec treats every name on a host alike.
+                add(
+                    f"{where}: VLAN {vlan}: namespace name {ns_name!r} is {len(ns_name)} characters, "
+                    f"over the Linux limit of {IFNAMSIZ_MAX}"
+                )
+            elif not SAFE_NETNS.fullmatch(ns_name):
                 add(f"{where}: VLAN {vlan}: namespace name {ns_name!r} is not a valid namespace name")
     return pool if ok else None
 

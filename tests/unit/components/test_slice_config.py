@@ -297,7 +297,15 @@ def test_other_namespaces_are_not_ours() -> None:
         pytest.param(
             {"slice": slice_with(vlanPool={"start": 980})},
             [],
-            id="pool-980-fits",  # gw_vlan999 / dhcp_v999 fit; ns-dhcp-vlan999 is a netns name, not an ifname
+            id="pool-980-fits",  # gw_vlan999, dhcp_v999 and ns-dhcp-vlan999 all fit in 15 characters
+        ),
+        pytest.param(
+            {"slice": slice_with(vlanPool={"start": 990})},
+            [
+                "cloudrepo:slice.vlanPool.start: VLAN 1009: namespace name 'ns-dhcp-vlan1009' is 16 characters, "
+                "over the Linux limit of 15"
+            ],
+            id="pool-namespace-name-too-long",
         ),
         pytest.param(
             {"sliec": {"name": "x"}, "bridg": "br-int", "parkingVLAN": "7"},
