@@ -38,7 +38,7 @@ demo: setup
 	$(ACTIVATE) && python -m lab up
 	$(ACTIVATE) && (pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK))
 	$(ACTIVATE) && pulumi up --yes --stack $(STACK)
-	$(ACTIVATE) && python -m lab demo-check --stack $(STACK)
+	$(ACTIVATE) && python -m lab.slicecheck --stack $(STACK)
 
 demo-down:
 	$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)
