@@ -25,6 +25,12 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lab.common import lab_dir  # noqa: E402
+
+LAB = lab_dir()
 DEFAULT_WORKERS = int(os.environ.get("CLOUDREPO_LAB_WORKERS", "2"))
 
 
@@ -146,12 +152,12 @@ class LabSession:
         if self.skip:
             pytest.skip(self.skip)
         if self.is_up():
-            inventory = json.loads((ROOT / ".lab" / "inventory.json").read_text())
+            inventory = json.loads((LAB / "inventory.json").read_text())
             if len(inventory["workers"]) >= workers:
                 return Testbed(inventory)
         lab_cli("up", "--workers", str(workers))
         self.owned = True
-        inventory = json.loads((ROOT / ".lab" / "inventory.json").read_text())
+        inventory = json.loads((LAB / "inventory.json").read_text())
         return Testbed(inventory)
 
     def down(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.labfixtures import (
     DEFAULT_WORKERS,
+    LAB,
     ROOT,
     LabSession,
     Testbed,
@@ -26,8 +27,6 @@ from tests.labfixtures import (
 )
 
 pytestmark = pytest.mark.integration
-
-LAB = ROOT / ".lab"
 
 
 def root_snapshot() -> dict[str, Any]:
