@@ -106,7 +106,7 @@ def link_checks(links: list[dict[str, Any]], attached: dict[tuple[str, str], Att
     ends: list[tuple[Attachment, Attachment, dict[str, Any]]] = []
     for link in links:
         a_key, b_key = (tuple(e.split(".", 1)) for e in link["endpoints"])
-        a, b = attached.get(a_key), attached.get(b_key)  # type: ignore[arg-type]
+        a, b = attached.get(a_key), attached.get(b_key)
         label = " <-> ".join(link["endpoints"])
         if a is None or b is None or not (a.ok and b.ok):
             checks.append(Check(f"link {label}", False, "an endpoint has no lease"))
