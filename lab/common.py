@@ -52,8 +52,8 @@ def worker_name(index: int) -> str:
 def ssh_port(host: str) -> int:
     if host == NETWORK_HOST:
         return SSH_BASE_PORT
-    if host.startswith("worker") and host[len("worker"):].isdigit():
-        return SSH_BASE_PORT + int(host[len("worker"):])
+    if host.startswith("worker") and host[len("worker") :].isdigit():
+        return SSH_BASE_PORT + int(host[len("worker") :])
     raise ValueError(f"not a testbed host: {host!r}")
 
 

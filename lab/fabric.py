@@ -68,8 +68,21 @@ def ensure_internet() -> None:
     if pidfile_process(pidfile, "lab.httpd") is None:
         log = internet_dir() / "requests.log"
         spawn_daemon(
-            ["ip", "netns", "exec", INTERNET_NS, sys.executable, "-m", "lab.httpd",
-             "--bind", INTERNET_WEB_ADDRESS, "--port", str(INTERNET_WEB_PORT), "--log", str(log)],
+            [
+                "ip",
+                "netns",
+                "exec",
+                INTERNET_NS,
+                sys.executable,
+                "-m",
+                "lab.httpd",
+                "--bind",
+                INTERNET_WEB_ADDRESS,
+                "--port",
+                str(INTERNET_WEB_PORT),
+                "--log",
+                str(log),
+            ],
             pidfile,
             log=internet_dir() / "httpd.out",
             cwd=PROJECT_ROOT,
@@ -99,8 +112,11 @@ def ensure_forward(paths: HostPaths, port: int) -> None:
     if port_busy(port):
         raise LabError(f"127.0.0.1:{port} is already in use by a process that is not the testbed's")
     spawn_daemon(
-        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
-         f"EXEC:ip netns exec {host_ns(paths.name)} nc 127.0.0.1 22"],
+        [
+            "socat",
+            f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
+            f"EXEC:ip netns exec {host_ns(paths.name)} nc 127.0.0.1 22",
+        ],
         paths.forward_pid,
     )
 

@@ -61,7 +61,7 @@ def known_guests() -> list[str]:
     names: set[str] = set()
     if vms_dir().is_dir():
         names.update(p.name for p in vms_dir().iterdir() if p.is_dir())
-    names.update(ns[len(VM_NS_PREFIX):] for ns in netns.list_netns() if ns.startswith(VM_NS_PREFIX))
+    names.update(ns[len(VM_NS_PREFIX) :] for ns in netns.list_netns() if ns.startswith(VM_NS_PREFIX))
     return sorted(names)
 
 
@@ -120,14 +120,28 @@ def start(name: str, host: str, tap: str, iface: str = "eth1", mac: str | None =
     socat_pid = d / f"{iface}.socat.pid"
     if pidfile_process(socat_pid, "socat") is None:
         spawn_daemon(
-            ["ip", "netns", "exec", worker_ns, "socat",
-             f"INTERFACE:{hend}", f"TUN,tun-name={tap},tun-type=tap,iff-no-pi,iff-up"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                worker_ns,
+                "socat",
+                f"INTERFACE:{hend}",
+                f"TUN,tun-name={tap},tun-type=tap,iff-no-pi,iff-up",
+            ],
             socat_pid,
             log=d / f"{iface}.socat.log",
         )
     guest_mac = json.loads(run(["ip", "-n", ns, "-j", "link", "show", "dev", iface]).stdout)[0]["address"]
-    record = {"name": name, "namespace": ns, "host": host, "tap": tap, "iface": iface,
-              "hostEnd": hend, "mac": guest_mac}
+    record = {
+        "name": name,
+        "namespace": ns,
+        "host": host,
+        "tap": tap,
+        "iface": iface,
+        "hostEnd": hend,
+        "mac": guest_mac,
+    }
     _iface_record(name, iface).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 
@@ -145,9 +159,25 @@ def dhcp(name: str, iface: str = "eth1", timeout: int = DHCP_TIMEOUT) -> str:
     conf.write_text(f"timeout {timeout};\nretry 60;\ninitial-interval 1;\n")
     pidfile = d / f"{iface}.dhclient.pid"
     stop_pidfile(pidfile, "dhclient")
-    argv = ["ip", "netns", "exec", ns, "dhclient", "-4", "-1", "-v",
-            "-cf", str(conf), "-sf", str(script), "-pf", str(pidfile),
-            "-lf", str(d / f"{iface}.leases"), iface]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "dhclient",
+        "-4",
+        "-1",
+        "-v",
+        "-cf",
+        str(conf),
+        "-sf",
+        str(script),
+        "-pf",
+        str(pidfile),
+        "-lf",
+        str(d / f"{iface}.leases"),
+        iface,
+    ]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -157,8 +187,10 @@ def dhcp(name: str, iface: str = "eth1", timeout: int = DHCP_TIMEOUT) -> str:
     address = address_of(name, iface)
     if proc.returncode != 0 or address is None:
         stop_pidfile(pidfile, "dhclient")
-        raise LabError(f"{name}/{iface}: no DHCP lease within {timeout}s (dhclient exit {proc.returncode}; "
-                       f"log {d / (iface + '.dhclient.log')})")
+        raise LabError(
+            f"{name}/{iface}: no DHCP lease within {timeout}s (dhclient exit {proc.returncode}; "
+            f"log {d / (iface + '.dhclient.log')})"
+        )
     return address
 
 

@@ -42,8 +42,13 @@ def start(paths: HostPaths) -> None:
     if pidfile_process(d / "ovsdb-server.pid", "ovsdb-server") is None:
         run(
             [
-                "ip", "netns", "exec", ns, *_env(paths),
-                "ovsdb-server", str(db),
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                *_env(paths),
+                "ovsdb-server",
+                str(db),
                 f"--remote=punix:{d / 'db.sock'}",
                 "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
                 f"--pidfile={d / 'ovsdb-server.pid'}",
@@ -55,8 +60,13 @@ def start(paths: HostPaths) -> None:
     if pidfile_process(d / "ovs-vswitchd.pid", "ovs-vswitchd") is None:
         run(
             [
-                "ip", "netns", "exec", ns, *_env(paths),
-                "ovs-vswitchd", db_socket(paths),
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                *_env(paths),
+                "ovs-vswitchd",
+                db_socket(paths),
                 f"--pidfile={d / 'ovs-vswitchd.pid'}",
                 f"--log-file={d / 'ovs-vswitchd.log'}",
                 "--detach",

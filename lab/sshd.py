@@ -117,8 +117,21 @@ def start(paths: HostPaths, client_pub: str) -> None:
         ]
     )
     paths.sshd_pid.unlink(missing_ok=True)
-    run(["ip", "netns", "exec", host_ns(paths.name), "unshare", "-m", "--propagation", "private",
-         "sh", "-c", script])
+    run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            host_ns(paths.name),
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+        ]
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if sshd_pid(paths) is not None:

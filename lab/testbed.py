@@ -45,8 +45,21 @@ from lab.common import (
 from lab.procs import all_pids, path_inode, pidfile_process, pids_in_namespaces, terminate
 
 REQUIRED_TOOLS = (
-    "ip", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool", "socat", "nc", "unshare", "nsenter",
-    "ssh-keygen", "dhclient", "ethtool", "iptables-save", "sysctl", "mountpoint",
+    "ip",
+    "ovsdb-server",
+    "ovs-vswitchd",
+    "ovs-vsctl",
+    "ovsdb-tool",
+    "socat",
+    "nc",
+    "unshare",
+    "nsenter",
+    "ssh-keygen",
+    "dhclient",
+    "ethtool",
+    "iptables-save",
+    "sysctl",
+    "mountpoint",
 )
 
 
@@ -133,10 +146,10 @@ def build_inventory(hosts: list[str]) -> dict[str, Any]:
 def existing_workers() -> list[str]:
     found = []
     for ns in netns.list_netns():
-        name = ns[len(NS_PREFIX):]
-        if ns.startswith(NS_PREFIX + "worker") and name[len("worker"):].isdigit():
+        name = ns[len(NS_PREFIX) :]
+        if ns.startswith(NS_PREFIX + "worker") and name[len("worker") :].isdigit():
             found.append(name)
-    return sorted(found, key=lambda n: int(n[len("worker"):]))
+    return sorted(found, key=lambda n: int(n[len("worker") :]))
 
 
 def up(workers: int = DEFAULT_WORKERS) -> dict[str, Any]:
@@ -283,7 +296,7 @@ def down() -> None:
             guest.stop(name, locked_already=True)
         lab_ns = [ns for ns in netns.list_netns() if ns.startswith(NS_PREFIX)]
         hosts = set(known_hosts_on_disk())
-        hosts.update(ns[len(NS_PREFIX):] for ns in lab_ns if ns not in (FABRIC_NS, INTERNET_NS))
+        hosts.update(ns[len(NS_PREFIX) :] for ns in lab_ns if ns not in (FABRIC_NS, INTERNET_NS))
         for host in sorted(hosts):
             _down_host(host)
         fabric.stop_internet()

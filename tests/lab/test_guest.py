@@ -19,14 +19,20 @@ def taps(testbed: Testbed):
 
     def make(name: str, vlan: int, host: str = "worker1") -> str:
         made.append(name)
-        testbed.run(host, f"sudo ip tuntap add mode tap name {name} && sudo ip link set {name} up && "
-                          f"sudo ovs-vsctl --may-exist add-port br-int {name} tag={vlan}")
+        testbed.run(
+            host,
+            f"sudo ip tuntap add mode tap name {name} && sudo ip link set {name} up && "
+            f"sudo ovs-vsctl --may-exist add-port br-int {name} tag={vlan}",
+        )
         return name
 
     yield make
     for name in made:
-        testbed.run("worker1", f"sudo ovs-vsctl --if-exists del-port br-int {name}; sudo ip link del {name}",
-                    check=False)
+        testbed.run(
+            "worker1",
+            f"sudo ovs-vsctl --if-exists del-port br-int {name}; sudo ip link del {name}",
+            check=False,
+        )
 
 
 def test_start_without_tap_is_a_clear_error(testbed: Testbed) -> None:
@@ -62,6 +68,8 @@ def test_several_interfaces_macs_exit_code_and_stop(testbed: Testbed, guest, tap
     assert "vm-multi" not in subprocess.check_output(["ip", "netns", "list"], text=True)
     worker_links = testbed.scan("worker1")["hosts"]["worker1"]["links"]
     assert not [n for n in worker_links if n.startswith("vh")], "veth host ends left in the worker"
-    testbed.run("worker1", "for t in tap_78_eth1 tap_78_eth2; do sudo ovs-vsctl del-port br-int $t; "
-                           "sudo ip link del $t; done")
+    testbed.run(
+        "worker1",
+        "for t in tap_78_eth1 tap_78_eth2; do sudo ovs-vsctl del-port br-int $t; sudo ip link del $t; done",
+    )
     assert_scan_equal(baseline, testbed.scan())

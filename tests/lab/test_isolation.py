@@ -93,7 +93,13 @@ def test_ssh_rejects_unknown_host_key(testbed: Testbed, tmp_path) -> None:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException):
-        client.connect("127.0.0.1", port=testbed.port("worker1"), username="root",
-                       key_filename=testbed.inventory["privateKeyPath"], look_for_keys=False,
-                       allow_agent=False, timeout=10)
+        client.connect(
+            "127.0.0.1",
+            port=testbed.port("worker1"),
+            username="root",
+            key_filename=testbed.inventory["privateKeyPath"],
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
     client.close()

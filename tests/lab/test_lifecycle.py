@@ -115,8 +115,11 @@ def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) ->
     tb = Testbed(inventory)
     tb.run("network", "sudo ip netns add ns-lifecycle")
     tb.run("network", "sudo ip netns exec ns-lifecycle setsid sleep 1000 </dev/null >/dev/null 2>&1 &")
-    tb.run("worker1", "sudo ip tuntap add mode tap name tap_9_eth1 && sudo ip link set tap_9_eth1 up && "
-           "sudo ovs-vsctl add-port br-int tap_9_eth1 tag=130")
+    tb.run(
+        "worker1",
+        "sudo ip tuntap add mode tap name tap_9_eth1 && sudo ip link set tap_9_eth1 up && "
+        "sudo ovs-vsctl add-port br-int tap_9_eth1 tag=130",
+    )
     lab_cli("vm", "start", "lifecycle", "--host", "worker1", "--tap", "tap_9_eth1")
     assert "ns-lifecycle" in scan("network")["hosts"]["network"]["namespaces"]
 
@@ -131,8 +134,13 @@ def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) ->
 
 @pytest.mark.parametrize("delay", [0.15, 0.45])
 def test_down_after_up_killed_halfway(pristine: dict[str, Any], delay: float) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "up"], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "up"],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
