@@ -145,7 +145,8 @@ def plan_delete(spec: TapPortSpec, have: TapHave) -> list[Step]:
         argv += [have.port.bridge, spec.name] if have.port.bridge else [spec.name]
         steps.append(run("detach port", *argv))
     if have.link is not None and have.link.kind == "tap":
-        steps.append(run("delete tap", "ip", "tuntap", "del", "mode", "tap", "name", spec.name))
+        # `ip tuntap del` fails with EBUSY while a VM holds the TAP open; `ip link delete` does not
+        steps.append(run("delete tap", "ip", "link", "delete", "dev", spec.name))
     return steps
 
 

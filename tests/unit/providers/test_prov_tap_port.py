@@ -117,7 +117,7 @@ def test_non_tap_device_of_that_name_is_refused() -> None:
 def test_delete_plan_and_idempotence() -> None:
     assert argvs(tp.plan_delete(tap(), IN_PLACE)) == [
         ["ovs-vsctl", "--if-exists", "del-port", "br-int", "tap_1002_eth1"],
-        ["ip", "tuntap", "del", "mode", "tap", "name", "tap_1002_eth1"],
+        ["ip", "link", "delete", "dev", "tap_1002_eth1"],
     ]
     assert tp.plan_delete(tap(), tp.TapHave(None, None)) == []
 

@@ -1,0 +1,382 @@
+"""The providers against the testbed over real SSH: create twice, read after damage, update, delete twice.
+
+Calls the provider classes directly, configured as the engine configures them (the stack config as a dict
+with `cloudrepo:ssh` as a JSON string).  Every test ends with the host's scan equal to its baseline.
+Figures (SSH round trips and seconds per create/read/delete) are printed and written to
+$CLOUDREPO_PROVIDER_FIGURES (default /tmp/cloudrepo-provider-figures.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paramiko
+import pytest
+from pulumi.dynamic import ConfigureRequest
+from pulumi.dynamic.config import Config
+
+from providers import ssh
+from providers.dhcp_namespace import DhcpNamespaceProvider
+from providers.errors import Conflict, HostKeyError, OwnershipConflict
+from providers.nat_rule import NatRuleProvider
+from providers.pool_claim import PoolClaimProvider
+from providers.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
+from providers.tap_port import TapPortProvider
+from providers.vlan_gateway import VlanGatewayProvider
+from tests.labfixtures import Testbed, assert_scan_equal, scan
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+FIGURES: dict[str, dict[str, dict[str, float]]] = {}
+
+
+def engine_config(testbed: Testbed, known_hosts: str | None = None) -> dict[str, Any]:
+    raw = {
+        "user": "root",
+        "privateKeyPath": testbed.inventory["privateKeyPath"],
+        "knownHostsPath": known_hosts or testbed.inventory["knownHostsPath"],
+        "sudo": True,
+    }
+    return {"cloudrepo:ssh": json.dumps(raw), "cloudrepo:bridge": "br-int"}
+
+
+def configure(provider: Any, testbed: Testbed, known_hosts: str | None = None) -> None:
+    provider.configure(ConfigureRequest(Config(engine_config(testbed, known_hosts), "cloudrepo")))
+
+
+def endpoint(testbed: Testbed, host: str) -> dict[str, Any]:
+    return {"name": host, "address": "127.0.0.1", "port": testbed.port(host)}
+
+
+def measure(resource: str, op: str, fn: Callable[[], T]) -> T:
+    before = ssh.stats()
+    t0 = time.monotonic()
+    out = fn()
+    seconds = time.monotonic() - t0
+    after = ssh.stats()
+    FIGURES.setdefault(resource, {})[op] = {
+        "round_trips": after["commands_run"] - before["commands_run"],
+        "connections": after["connections_opened"] - before["connections_opened"],
+        "seconds": round(seconds, 3),
+    }
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def figures() -> Iterator[None]:
+    yield
+    path = Path(os.environ.get("CLOUDREPO_PROVIDER_FIGURES", "/tmp/cloudrepo-provider-figures.json"))
+    path.write_text(json.dumps(FIGURES, indent=2, sort_keys=True) + "\n")
+    print("\nprovider figures (round trips / connections / seconds):")
+    for res, ops in sorted(FIGURES.items()):
+        for op, f in ops.items():
+            print(f"  {res:14} {op:16} {f['round_trips']:>3} {f['connections']:>3} {f['seconds']:>7.3f}")
+
+
+@pytest.fixture
+def lab(testbed: Testbed) -> Iterator[Testbed]:
+    ssh.close_all()
+    yield testbed
+    ssh.close_all()
+
+
+def sh(testbed: Testbed, host: str, command: str) -> str:
+    return testbed.run(host, command)[1]
+
+
+# ---- TapPort --------------------------------------------------------------------------------------------
+
+
+def test_tap_port_lifecycle(lab: Testbed) -> None:
+    baseline = scan("worker1")
+    p = TapPortProvider()
+    configure(p, lab)
+    spec = TapPortSpec(
+        slice="ftest", host=endpoint(lab, "worker1"), name="tap_9101_eth1", vm=9101, iface="eth1",
+        mac="52:54:00:23:8d:01", vlan=3101,
+    )  # fmt: skip
+    props = spec.inputs()
+    created = measure("TapPort", "create", lambda: p.create(props))
+    assert created.id == "worker1/tap/tap_9101_eth1"
+    assert created.outs["observed"]["changed"] == ["create tap", "mark tap", "tap up", "attach port"]
+    again = measure("TapPort", "create (again)", lambda: p.create(props))
+    assert again.outs["observed"]["changed"] == [] and again.outs["observed"]["adopted"] is True
+    tag = sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 tag").strip()
+    assert tag == "3101"
+    ids = sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 external_ids")
+    assert "cloudrepo-slice=ftest" in ids and 'attached-mac="52:54:00:23:8d:01"' in ids
+
+    # damage by hand: untag (a trunk!) and take the link down
+    sh(lab, "worker1", "ovs-vsctl clear port tap_9101_eth1 tag && ip link set dev tap_9101_eth1 down")
+    read = measure("TapPort", "read", lambda: p.read(created.id, created.outs))
+    assert read.id == created.id
+    assert read.outs["drift"] == ["TAP is down", "tag none (trunk), want 3101"]
+    assert p.diff(created.id, read.outs, {**props, "__provider": "x"}).changes is True
+    fixed = measure("TapPort", "update", lambda: p.update(created.id, read.outs, props))
+    assert fixed.outs["observed"]["changed"] == ["tap up", "attach port"]
+    assert p.read(created.id, fixed.outs).outs["drift"] == []
+
+    # retag in place (the seed's --may-exist add-port would not), then park
+    parked = {**props, "vlan": 4094, "parked": True}
+    p.update(created.id, props, parked)
+    assert sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 tag protected").split() == ["4094", "true"]
+
+    # another slice is refused and nothing changes
+    before = scan("worker1")
+    with pytest.raises(OwnershipConflict, match="wanted by slice 'other' but belongs to slice 'ftest'"):
+        p.create({**parked, "slice": "other"})
+    assert_scan_equal(before, scan("worker1"))
+
+    measure("TapPort", "delete", lambda: p.delete(created.id, parked))
+    measure("TapPort", "delete (again)", lambda: p.delete(created.id, parked))
+    assert p.read(created.id, parked).id == ""
+    assert_scan_equal(baseline, scan("worker1"))
+
+
+def test_unmarked_tap_is_refused_and_left_alone(lab: Testbed) -> None:
+    sh(lab, "worker1", "ip tuntap add mode tap name tap_9102_eth1")
+    try:
+        baseline = scan("worker1")
+        p = TapPortProvider()
+        configure(p, lab)
+        spec = TapPortSpec(
+            slice="ftest", host=endpoint(lab, "worker1"), name="tap_9102_eth1", vm=9102, iface="eth1",
+            mac="52:54:00:23:8e:01", vlan=3101,
+        )  # fmt: skip
+        with pytest.raises(OwnershipConflict, match="belongs to no slice \\(unmarked\\)"):
+            p.create(spec.inputs())
+        p.delete("worker1/tap/tap_9102_eth1", spec.inputs())  # not ours: left in place
+        assert_scan_equal(baseline, scan("worker1"))
+    finally:
+        sh(lab, "worker1", "ip tuntap del mode tap name tap_9102_eth1")
+
+
+def test_wrong_host_key_is_refused_before_any_command(lab: Testbed, tmp_path: Path) -> None:
+    baseline = scan("worker1")
+    bad = paramiko.HostKeys()
+    key = paramiko.ECDSAKey.generate(bits=256)
+    for host in ("worker1",):
+        bad.add(f"[127.0.0.1]:{lab.port(host)}", key.get_name(), key)
+    bad.save(str(tmp_path / "known_hosts"))
+    p = TapPortProvider()
+    configure(p, lab, known_hosts=str(tmp_path / "known_hosts"))
+    spec = TapPortSpec(
+        slice="ftest", host=endpoint(lab, "worker1"), name="tap_9103_eth1", vm=9103, iface="eth1",
+        mac="52:54:00:23:8f:01", vlan=3101,
+    )  # fmt: skip
+    before = ssh.stats()["commands_run"]
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        p.create(spec.inputs())
+    assert ssh.stats()["commands_run"] == before
+    assert_scan_equal(baseline, scan("worker1"))
+    configure(p, lab)  # back to the real known_hosts for the other tests
+
+
+# ---- VlanGateway ----------------------------------------------------------------------------------------
+
+
+def test_vlan_gateway_lifecycle_and_subnet_conflict(lab: Testbed) -> None:
+    baseline = scan("network")
+    p = VlanGatewayProvider()
+    configure(p, lab)
+    net = endpoint(lab, "network")
+    spec = VlanGatewaySpec(slice="ftest", host=net, vlan=3102, port="gw_vlan3102", address="10.231.2.1/24")
+    props = spec.inputs()
+    created = measure("VlanGateway", "create", lambda: p.create(props))
+    assert measure("VlanGateway", "create (again)", lambda: p.create(props)).outs["observed"]["changed"] == []
+    # the same subnet on another VLAN's gateway is refused, naming the interface holding it
+    clash = VlanGatewaySpec(
+        slice="ftest2", host=net, vlan=3103, port="gw_vlan3103", address="10.231.2.254/24"
+    )
+    with pytest.raises(Conflict, match=r"overlaps 10\.231\.2\.1/24 on interface gw_vlan3102"):
+        p.create(clash.inputs())
+    sh(lab, "network", "ip addr flush dev gw_vlan3102")
+    read = measure("VlanGateway", "read", lambda: p.read(created.id, created.outs))
+    assert read.outs["drift"] == ["address 10.231.2.1/24 missing (has none)"]
+    moved = {**props, "address": "10.231.2.254/24"}
+    p.update(created.id, props, moved)
+    assert "10.231.2.254/24" in sh(lab, "network", "ip -4 -o addr show dev gw_vlan3102")
+    measure("VlanGateway", "delete", lambda: p.delete(created.id, moved))
+    measure("VlanGateway", "delete (again)", lambda: p.delete(created.id, moved))
+    assert p.read(created.id, moved).id == ""
+    assert_scan_equal(baseline, scan("network"))
+
+
+def test_shared_gateway_lives_until_its_last_user_leaves(lab: Testbed) -> None:
+    baseline = scan("network")
+    p = VlanGatewayProvider()
+    configure(p, lab)
+    a = VlanGatewaySpec(
+        slice="fa", host=endpoint(lab, "network"), vlan=3104, port="gw_vlan3104", address="10.231.4.1/24",
+        shared=True,
+    ).inputs()  # fmt: skip
+    b = {**a, "slice": "fb"}
+    p.create(a)
+    p.create(b)
+    assert p.read("x", a).outs["observed"]["users"] == ["fa", "fb"]
+    p.delete("x", a)
+    assert p.read("x", b).outs["observed"]["exists"] is True
+    p.delete("x", b)
+    assert p.read("x", b).id == ""
+    assert_scan_equal(baseline, scan("network"))
+
+
+# ---- DhcpNamespace --------------------------------------------------------------------------------------
+
+
+def dhcp_spec(lab: Testbed, slice_name: str = "ftest", vlan: int = 3105, **over: Any) -> dict[str, Any]:
+    n = vlan % 100
+    base = DhcpNamespaceSpec(
+        slice=slice_name, host=endpoint(lab, "network"), vlan=vlan, namespace=f"ns-dhcp-vlan{vlan}",
+        port=f"dhcp_v{vlan}", address=f"10.232.{n}.2/24", range_start=f"10.232.{n}.10",
+        range_end=f"10.232.{n}.250", router=f"10.232.{n}.1", dns_servers=["8.8.8.8"],
+        reservations=[{"mac": "52:54:00:23:90:01", "ip": f"10.232.{n}.77", "hostname": "guest1"}],
+    ).inputs()  # fmt: skip
+    base.update(over)
+    return base
+
+
+def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed, guest: Any) -> None:
+    net_base = scan("network")  # worker1 is checked by the TapPort tests: the guest stays up until teardown
+    d, t = DhcpNamespaceProvider(), TapPortProvider()
+    configure(d, lab)
+    props = dhcp_spec(lab)
+    created = measure("DhcpNamespace", "create", lambda: d.create(props))
+    assert created.outs["observed"]["dnsmasqAlive"] is True
+    again = measure("DhcpNamespace", "create (again)", lambda: d.create(props))
+    assert again.outs["observed"]["changed"] == []
+    assert again.outs["observed"]["dnsmasqPid"] == created.outs["observed"]["dnsmasqPid"]
+
+    # a guest on a worker TAP in the same VLAN gets its reserved address across the trunk
+    tap = TapPortSpec(
+        slice="ftest", host=endpoint(lab, "worker1"), name="tap_9105_eth1", vm=9105, iface="eth1",
+        mac="52:54:00:23:90:01", vlan=3105,
+    ).inputs()  # fmt: skip
+    t.create(tap)
+    g = guest("fg9105", host="worker1", tap="tap_9105_eth1", iface="eth1", mac="52:54:00:23:90:01")
+    assert g.dhcp("eth1") == "10.232.5.77"
+
+    # damage: kill dnsmasq by hand; read shows it, update restarts it
+    pid = created.outs["observed"]["dnsmasqPid"]
+    sh(lab, "network", f"kill {pid}; sleep 0.3")
+    read = measure("DhcpNamespace", "read", lambda: d.read(created.id, created.outs))
+    assert read.outs["observed"]["dnsmasqAlive"] is False and "dnsmasq not running" in read.outs["drift"]
+    fixed = d.update(created.id, read.outs, props)
+    assert fixed.outs["observed"]["dnsmasqAlive"] is True
+
+    # a reservation change is a SIGHUP (same pid); an option change is a restart (new pid)
+    pid1 = fixed.outs["observed"]["dnsmasqPid"]
+    more = {
+        **props,
+        "reservations": [
+            *props["reservations"],
+            {"mac": "52:54:00:23:90:02", "ip": "10.232.5.78", "hostname": "guest2"},
+        ],
+    }
+    r1 = d.update(created.id, props, more)
+    assert r1.outs["observed"]["changed"] == ["write reservations", "reload reservations"]
+    assert r1.outs["observed"]["dnsmasqPid"] == pid1
+    hosts = sh(lab, "network", "cat /var/lib/cloudrepo/dhcp/vlan3105/hosts.d/ftest")
+    assert hosts == "52:54:00:23:90:01,10.232.5.77,guest1\n52:54:00:23:90:02,10.232.5.78,guest2\n"
+    opts = {**more, "dnsServers": ["9.9.9.9"]}
+    r2 = d.update(created.id, more, opts)
+    assert r2.outs["observed"]["dnsmasqPid"] != pid1 and r2.outs["observed"]["dnsmasqAlive"]
+
+    # another slice's dnsmasq on another VLAN is untouched by this one's delete (no pkill by name)
+    other = dhcp_spec(lab, slice_name="fother", vlan=3106, reservations=[])
+    o = d.create(other)
+    measure("DhcpNamespace", "delete", lambda: d.delete(created.id, opts))
+    measure("DhcpNamespace", "delete (again)", lambda: d.delete(created.id, opts))
+    assert d.read(created.id, opts).id == ""
+    still = d.read(o.id, other)
+    assert still.outs["observed"]["dnsmasqAlive"] is True
+    assert still.outs["observed"]["dnsmasqPid"] == o.outs["observed"]["dnsmasqPid"]
+    d.delete(o.id, other)
+    t.delete("x", tap)
+    assert_scan_equal(net_base, scan("network"))
+
+
+def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
+    baseline = scan("network")
+    d = DhcpNamespaceProvider()
+    configure(d, lab)
+    a = dhcp_spec(lab, slice_name="fa", vlan=3107, shared=True)
+    b = dhcp_spec(
+        lab, slice_name="fb", vlan=3107, shared=True,
+        reservations=[{"mac": "52:54:00:23:91:02", "ip": "10.232.7.88", "hostname": "bguest"}],
+    )  # fmt: skip
+    ra = d.create(a)
+    rb = d.create(b)
+    assert rb.outs["observed"]["dnsmasqPid"] == ra.outs["observed"]["dnsmasqPid"]  # no restart for slice b
+    files = sh(lab, "network", "ls /var/lib/cloudrepo/dhcp/vlan3107/hosts.d").split()
+    assert files == ["fa", "fb"]
+    d.delete("x", a)
+    left = d.read("x", b)
+    assert left.outs["observed"]["dnsmasqAlive"] is True
+    assert left.outs["observed"]["dnsmasqPid"] == ra.outs["observed"]["dnsmasqPid"]
+    assert sh(lab, "network", "ls /var/lib/cloudrepo/dhcp/vlan3107/hosts.d").split() == ["fb"]
+    d.delete("x", b)
+    assert d.read("x", b).id == ""
+    assert_scan_equal(baseline, scan("network"))
+
+
+# ---- NatRule --------------------------------------------------------------------------------------------
+
+
+def test_nat_is_shared_and_never_cut_while_used(lab: Testbed) -> None:
+    baseline = scan("network")
+    p = NatRuleProvider()
+    configure(p, lab)
+    a = NatRuleSpec(
+        slice="fa", host=endpoint(lab, "network"), subnet="10.233.0.0/24", gateway_port="gw_vlan3108",
+        uplink=lab.inventory["hosts"]["network"]["uplink"],
+    ).inputs()  # fmt: skip
+    b = {**a, "slice": "fb"}
+    created = measure("NatRule", "create", lambda: p.create(a))
+    assert measure("NatRule", "create (again)", lambda: p.create(a)).outs["observed"]["changed"] == []
+    p.create(b)
+    rules = sh(lab, "network", "iptables -w -t nat -S POSTROUTING")
+    assert rules.count("cloudrepo:nat-10.233.0.0-24") == 1
+    sh(lab, "network", "iptables -w -t nat -D POSTROUTING -s 10.233.0.0/24 -o ens3 "
+       "-m comment --comment cloudrepo:nat-10.233.0.0-24 -j MASQUERADE")  # fmt: skip
+    read = measure("NatRule", "read", lambda: p.read(created.id, created.outs))
+    assert read.outs["drift"] == ["rule masquerade missing"]
+    assert p.update(created.id, read.outs, a).outs["observed"]["changed"] == ["add masquerade"]
+    measure("NatRule", "delete", lambda: p.delete(created.id, a))
+    assert p.read(created.id, b).outs["observed"]["rules"] == ["forward out", "forward replies", "masquerade"]
+    p.delete(created.id, b)
+    measure("NatRule", "delete (again)", lambda: p.delete(created.id, b))
+    assert p.read(created.id, b).id == ""
+    assert_scan_equal(baseline, scan("network"))
+
+
+# ---- PoolClaim ------------------------------------------------------------------------------------------
+
+
+def test_pool_claims_refuse_overlap(lab: Testbed) -> None:
+    baseline = scan("network")
+    p = PoolClaimProvider()
+    configure(p, lab)
+    a = PoolClaimSpec(slice="fa", host=endpoint(lab, "network"), start=3200, end=3219).inputs()
+    created = measure("PoolClaim", "create", lambda: p.create(a))
+    assert measure("PoolClaim", "create (again)", lambda: p.create(a)).outs["observed"]["changed"] == []
+    with pytest.raises(
+        Conflict, match="VLANs 3210-3229 of slice 'fb' overlap slice 'fa' \\(claims 3200-3219\\)"
+    ):
+        p.create({**a, "slice": "fb", "start": 3210, "end": 3229})
+    ok = p.create({**a, "slice": "fb", "start": 3220, "end": 3239})
+    assert measure("PoolClaim", "read", lambda: p.read(created.id, a)).outs["observed"]["others"]["fb"] == [
+        3220,
+        3239,
+    ]
+    sh(lab, "network", "rm /var/lib/cloudrepo/pools/fa")
+    assert p.read(created.id, a).id == ""
+    measure("PoolClaim", "delete", lambda: p.delete(created.id, a))
+    p.delete(ok.id, {**a, "slice": "fb", "start": 3220, "end": 3239})
+    assert_scan_equal(baseline, scan("network"))
