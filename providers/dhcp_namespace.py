@@ -360,15 +360,20 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
             have = self._have(spec)
             steps = plan_ensure(spec, have)
             # the pid is read back in the same round trip, so the outputs show the running server
+            if not steps:  # in place: the read already has the running server
+                pid, cmdline = have.pid, have.cmdline
+                break
             probe_pid = sh("dnsmasq", _PROC, pid_file(spec), kind="probe")
             try:
                 res = ssh.run_script(spec.host, [*steps, probe_pid], locked=spec.shared)
-                break
             except StepFailed as exc:
                 if exc.step != STILL_THERE or attempt == 2:
                     raise
-        proc = res.out("dnsmasq").splitlines() if res.ran("dnsmasq") else []
-        pid = int(proc[0]) if proc and proc[0].isdigit() else None
+                continue
+            proc = res.out("dnsmasq").splitlines()
+            pid = int(proc[0]) if proc and proc[0].isdigit() else None
+            cmdline = tuple(proc[1:]) if pid is not None else ()
+            break
         users = tuple(sorted({*have.users, spec.slice})) if spec.shared else ()
         after = DhcpHave(
             owner=owner_mark(spec),
@@ -380,7 +385,7 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
                 LinkState("lo", True, None, None),
             ),
             pid=pid,
-            cmdline=tuple(proc[1:]) if pid is not None else (),
+            cmdline=cmdline,
             hosts=hosts_text(spec),
             users=users,
             markers=_proc_markers(spec),

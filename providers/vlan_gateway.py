@@ -17,7 +17,7 @@ from . import hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, run
+from .script import ScriptResult, Step, probe, run
 from .specs import VlanGatewaySpec
 
 TOOLS = ("ip", "ovs-vsctl", "flock")
@@ -58,7 +58,7 @@ def preflight(spec: VlanGatewaySpec) -> list[Step]:
         *hoststate.readiness_steps(spec.bridge, *TOOLS),
         hoststate.port_probe("port", spec.port),
         hoststate.port_bridge_probe("port bridge", spec.port),
-        hoststate.probe("links", "ip", "-d", "-j", "addr", "show"),
+        probe("links", "ip", "-d", "-j", "addr", "show"),
     ]
     if spec.shared:
         steps.append(shared.users_probe(spec.port))

@@ -1,0 +1,98 @@
+"""The constant sh programs the plans use, run locally on scratch files and processes (no SSH, no root)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from providers import dhcp_namespace as dn
+from providers import pool_claim as pc
+from providers import shared
+
+
+def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", body, "sh", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_pool_list_and_verify(tmp_path: Path) -> None:
+    (tmp_path / "alpha").write_text("120 139\n")
+    (tmp_path / "beta").write_text("140 159\n")
+    listed = sh(pc._LIST, str(tmp_path))
+    assert pc.parse_claims(listed.stdout) == (pc.Claim("alpha", 120, 139), pc.Claim("beta", 140, 159))
+    assert sh(pc._LIST, str(tmp_path / "missing")).stdout == ""
+    assert sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179").returncode == 0
+    assert sh(pc._VERIFY, str(tmp_path), "alpha", "120", "139").returncode == 0  # its own claim
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "150", "169")
+    assert bad.returncode == 1 and bad.stderr.strip() == "VLANs 150-169 overlap slice beta (claims 140-159)"
+
+
+def test_registry_register_guard_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    users = tmp_path / "obj" / "users"
+    reg, unreg, last = shared.register("o", "a"), shared.unregister("o", "a"), shared.last_user_guard("o")
+    assert sh(reg.argv[2], str(users), "a").returncode == 0
+    assert sh(reg.argv[2], str(users), "b").returncode == 0
+    assert sh(unreg.argv[2], str(users), "a").returncode == 0
+    assert subprocess.run([*last.argv[:4], str(users)]).returncode != 0  # b still uses it
+    assert sh(unreg.argv[2], str(users), "b").returncode == 0
+    assert subprocess.run([*last.argv[:4], str(users)]).returncode == 0
+    forget = shared.forget("o")
+    assert sh(forget.argv[2], str(users), str(tmp_path / "obj")).returncode == 0
+    assert not (tmp_path / "obj").exists()
+    assert sh(forget.argv[2], str(users), str(tmp_path / "obj")).returncode == 0  # already gone
+
+
+def _spawn(tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *extra])
+
+
+def test_stop_kills_only_the_process_whose_cmdline_names_this_vlan(tmp_path: Path) -> None:
+    pidfile = tmp_path / "dnsmasq.pid"
+    markers = (f"--pid-file={pidfile}", "--interface=dhcp_v120")
+    stranger = _spawn(tmp_path, f"--pid-file={tmp_path}/other.pid", "--interface=dhcp_v120")
+    try:
+        pidfile.write_text(f"{stranger.pid}\n")  # a stale pid file pointing at a reused pid
+        assert sh(dn._STOP, str(pidfile), *markers).returncode == 0
+        assert stranger.poll() is None, "a process that is not this VLAN's dnsmasq was killed"
+        assert not pidfile.exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+    ours = _spawn(tmp_path, *markers)
+    try:
+        pidfile.write_text(f"{ours.pid}\n")
+        probe = sh(dn._PROC, str(pidfile))
+        assert probe.stdout.splitlines()[0] == str(ours.pid) and markers[0] in probe.stdout.splitlines()
+        t0 = time.monotonic()
+        assert sh(dn._STOP, str(pidfile), *markers).returncode == 0
+        assert ours.wait(5) == -15  # SIGTERM
+        assert time.monotonic() - t0 < 5
+    finally:
+        if ours.poll() is None:
+            ours.kill()
+            ours.wait()
+    assert sh(dn._STOP, str(pidfile), *markers).returncode == 0  # no pid file: nothing to do
+
+
+def test_hup_goes_to_this_vlans_process_only(tmp_path: Path) -> None:
+    pidfile = tmp_path / "dnsmasq.pid"
+    stranger = _spawn(tmp_path)
+    try:
+        pidfile.write_text(str(stranger.pid))
+        assert sh(dn._HUP, str(pidfile), f"--pid-file={pidfile}", "--interface=dhcp_v120").returncode == 0
+        time.sleep(0.2)
+        assert stranger.poll() is None  # a SIGHUP would have ended it
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_atomic_write_of_reservations(tmp_path: Path) -> None:
+    target = tmp_path / "hosts.d" / "demo"
+    text = "52:54:00:03:ea:01,192.168.120.11,vm1002\n"
+    assert sh(dn._WRITE, str(target), text).returncode == 0
+    assert target.read_text() == text
+    assert sorted(p.name for p in target.parent.iterdir()) == ["demo"]
