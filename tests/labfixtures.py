@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,14 +57,53 @@ def scan(host: str | None = None) -> dict[str, Any]:
     return json.loads(lab_cli(*args).stdout)
 
 
-def assert_scan_equal(baseline: dict[str, Any], now: dict[str, Any]) -> None:
-    """Fail with a readable unified diff of the two scans when they differ."""
-    if baseline == now:
-        return
-    a = json.dumps(baseline, indent=2, sort_keys=True).splitlines()
-    b = json.dumps(now, indent=2, sort_keys=True).splitlines()
-    diff = "\n".join(difflib.unified_diff(a, b, "baseline", "now", lineterm="", n=4))
-    pytest.fail(f"scan changed:\n{diff}", pytrace=False)
+def flatten_scan(doc: Any, path: str = "") -> set[str]:
+    """A scan as a set of ``path = value`` leaves (lists of objects become one leaf per item)."""
+    leaves: set[str] = set()
+    if isinstance(doc, dict):
+        if not doc:
+            leaves.add(f"{path} = {{}}")
+        for key, value in doc.items():
+            leaves |= flatten_scan(value, f"{path}/{key}")
+    elif isinstance(doc, list):
+        if not doc:
+            leaves.add(f"{path} = []")
+        for item in doc:
+            leaves.add(f"{path}[] = {json.dumps(item, sort_keys=True)}")
+    else:
+        leaves.add(f"{path} = {json.dumps(doc)}")
+    return leaves
+
+
+def scan_diff(baseline: dict[str, Any], now: dict[str, Any], only: Iterable[str] | None = None) -> list[str]:
+    """Leaves removed (``-``) and added (``+``); with ``only``, just those whose text names one of them."""
+    a, b = flatten_scan(baseline), flatten_scan(now)
+    lines = [f"- {leaf}" for leaf in a - b] + [f"+ {leaf}" for leaf in b - a]
+    if only is not None:
+        names = list(only)
+        lines = [line for line in lines if any(name in line for name in names)]
+    return sorted(lines, key=lambda line: (line[2:], line[0]))
+
+
+def assert_scan_equal(
+    baseline: dict[str, Any], now: dict[str, Any], only: Iterable[str] | None = None
+) -> None:
+    """Fail with a readable diff when the scans differ.
+
+    Without ``only`` the whole scans must be equal (a unified diff of the JSON is shown). With ``only``
+    (object names, addresses, keys such as ``ip_forward``), differences that name none of them are
+    ignored: what other users of a shared testbed do at the same time does not count.
+    """
+    if only is None:
+        if baseline == now:
+            return
+        a = json.dumps(baseline, indent=2, sort_keys=True).splitlines()
+        b = json.dumps(now, indent=2, sort_keys=True).splitlines()
+        diff = "\n".join(difflib.unified_diff(a, b, "baseline", "now", lineterm="", n=4))
+        pytest.fail(f"scan changed:\n{diff}", pytrace=False)
+    lines = scan_diff(baseline, now, only)
+    if lines:
+        pytest.fail("scan changed:\n" + "\n".join(lines), pytrace=False)
 
 
 def skip_reason() -> str | None:
@@ -137,13 +176,54 @@ class Testbed:
         return scan(host)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 @dataclass
 class LabSession:
-    """Who brought the testbed up in this pytest session, and bringing it up on demand."""
+    """Who brought the testbed up in this pytest session, and bringing it up on demand.
+
+    Every pytest session using the testbed registers itself under ``.lab/users/<pid>``; the session that
+    brought the testbed up takes it down at the end only when no other live session still uses it.
+    """
 
     owned: bool = False
     skip: str | None = None
     inventory: dict[str, Any] | None = field(default=None)
+
+    @property
+    def user_file(self) -> Path:
+        return LAB / "users" / str(os.getpid())
+
+    def other_users(self) -> list[int]:
+        users = []
+        try:
+            entries = list((LAB / "users").iterdir())
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid == os.getpid():
+                continue
+            if _alive(pid):
+                users.append(pid)
+            else:
+                entry.unlink(missing_ok=True)
+        return users
+
+    def register(self) -> None:
+        self.user_file.parent.mkdir(parents=True, exist_ok=True)
+        self.user_file.write_text(f"{os.getpid()}\n")
+
+    def unregister(self) -> None:
+        self.user_file.unlink(missing_ok=True)
 
     def is_up(self) -> bool:
         return lab_cli("status", check=False).returncode == 0
@@ -151,6 +231,7 @@ class LabSession:
     def ensure_up(self, workers: int = DEFAULT_WORKERS) -> Testbed:
         if self.skip:
             pytest.skip(self.skip)
+        self.register()
         if self.is_up():
             inventory = json.loads((LAB / "inventory.json").read_text())
             if len(inventory["workers"]) >= workers:
@@ -171,7 +252,8 @@ def lab_session() -> Iterator[LabSession]:
     try:
         yield session
     finally:
-        if session.owned:
+        session.unregister()
+        if session.owned and not session.other_users():
             lab_cli("down", check=False)
 
 

@@ -72,4 +72,4 @@ def test_several_interfaces_macs_exit_code_and_stop(testbed: Testbed, guest, tap
         "worker1",
         "for t in tap_78_eth1 tap_78_eth2; do sudo ovs-vsctl del-port br-int $t; sudo ip link del $t; done",
     )
-    assert_scan_equal(baseline, testbed.scan())
+    assert_scan_equal(baseline, testbed.scan(), only=["tap_78_", "vh", "multi"])

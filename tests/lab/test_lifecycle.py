@@ -89,6 +89,10 @@ def pristine(lab_session: LabSession) -> Iterator[dict[str, Any]]:
     was_up = lab_session.is_up()
     if was_up and not lab_session.owned:
         pytest.skip("a testbed started outside this test session is up: not taking it down")
+    others = lab_session.other_users()
+    if others:
+        pytest.skip(f"other test sessions use the testbed (pids {others}): not taking it down")
+    lab_session.register()
     if was_up:
         lab_cli("down")
     before = root_snapshot()

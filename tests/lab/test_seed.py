@@ -114,55 +114,81 @@ def undo(testbed: Testbed) -> Iterator[Undo]:
     u.run()
 
 
-def test_vlan120_two_workers_dhcp_and_ping(testbed: Testbed, guest, undo: Undo) -> None:
-    w1, w2 = testbed.workers[:2]
+LINK_VLAN = 3777  # a VLAN (subnet 192.168.193.0/24) no slice of the demo uses
+LINK_NET = f"192.168.{LINK_VLAN % 256}"
+TAP_A, TAP_B, TAP_NAT = "tap_7771_eth1", "tap_7772_eth1", "tap_7773_eth0"
+
+
+def require_free(testbed: Testbed, host: str, names: list[str], namespaces: list[str]) -> None:
+    """Skip when a shared object the test would make already exists (a deployed slice owns it)."""
+    data = testbed.scan(host)["hosts"][host]
+    taken = [n for n in names if n in data["links"] or n in data["ovs"]["br-int"]["ports"]]
+    taken += [ns for ns in namespaces if ns in data["namespaces"]]
+    if taken:
+        pytest.skip(f"{host} already has {', '.join(taken)} (in use by someone else)")
+
+
+def test_seed_link_vlan_two_workers_dhcp_and_ping(testbed: Testbed, guest, undo: Undo) -> None:
+    w1, w2 = testbed.workers[0], testbed.workers[-1]
+    vlan, net = LINK_VLAN, LINK_NET
+    require_free(testbed, w1, [TAP_A], [])
+    require_free(testbed, w2, [TAP_B], [])
+    require_free(testbed, "network", [f"gw_vlan{vlan}", f"dhcp_v{vlan}"], [f"ns-dhcp-vlan{vlan}"])
+    mine = [TAP_A, TAP_B, f"gw_vlan{vlan}", f"dhcp_v{vlan}", f"ns-dhcp-vlan{vlan}", f"{net}."]
     baseline = testbed.scan()
-    undo.add(w1, undo_tap("tap_1002_eth1"))
-    testbed.run(w1, seed_tap("tap_1002_eth1", 120))
-    undo.add(w2, undo_tap("tap_1003_eth1"))
-    testbed.run(w2, seed_tap("tap_1003_eth1", 120))
-    undo.add("network", undo_gateway_dhcp(120))
-    testbed.run("network", seed_gateway_dhcp(120, "192.168.120"))
+    undo.add(w1, undo_tap(TAP_A))
+    testbed.run(w1, seed_tap(TAP_A, vlan))
+    undo.add(w2, undo_tap(TAP_B))
+    testbed.run(w2, seed_tap(TAP_B, vlan))
+    undo.add("network", undo_gateway_dhcp(vlan))
+    testbed.run("network", seed_gateway_dhcp(vlan, net))
 
     now = testbed.scan()
-    assert now["hosts"][w1]["ovs"]["br-int"]["ports"]["tap_1002_eth1"]["tag"] == 120
-    assert "tap_1003_eth1" in now["hosts"][w2]["taps"]
-    net = now["hosts"]["network"]
-    assert net["namespaces"]["ns-dhcp-vlan120"]["addresses"]["dhcp_v120"] == ["192.168.120.2/24"]
-    assert [d["namespace"] for d in net["dnsmasq"]] == ["ns-dhcp-vlan120"]
-    assert net["addresses"]["gw_vlan120"] == ["192.168.120.1/24"]
+    assert now["hosts"][w1]["ovs"]["br-int"]["ports"][TAP_A]["tag"] == vlan
+    assert TAP_B in now["hosts"][w2]["taps"]
+    netnode = now["hosts"]["network"]
+    dhcp_ns = f"ns-dhcp-vlan{vlan}"
+    assert netnode["namespaces"][dhcp_ns]["addresses"][f"dhcp_v{vlan}"] == [f"{net}.2/24"]
+    assert dhcp_ns in [d["namespace"] for d in netnode["dnsmasq"]]
+    assert netnode["addresses"][f"gw_vlan{vlan}"] == [f"{net}.1/24"]
 
-    g1 = guest("t1002", host=w1, tap="tap_1002_eth1", iface="eth1", mac="52:54:00:00:10:02")
-    g2 = guest("t1003", host=w2, tap="tap_1003_eth1", iface="eth1", mac="52:54:00:00:10:03")
+    g1 = guest("t7771", host=w1, tap=TAP_A, iface="eth1", mac="52:54:00:77:71:01")
+    g2 = guest("t7772", host=w2, tap=TAP_B, iface="eth1", mac="52:54:00:77:72:01")
     ip1 = g1.dhcp("eth1")
     ip2 = g2.dhcp("eth1")
-    assert ip1.startswith("192.168.120.") and ip2.startswith("192.168.120.") and ip1 != ip2
+    assert ip1.startswith(f"{net}.") and ip2.startswith(f"{net}.") and ip1 != ip2
     g1.exec("ping", "-c", "2", "-W", "2", ip2)
     g2.exec("ping", "-c", "2", "-W", "2", ip1)
-    g1.exec("ping", "-c", "1", "-W", "2", "192.168.120.1")
-    # The leases dnsmasq handed out are the guests' MACs.
-    _, leases, _ = testbed.run("network", f"cat {TESTDIR}/dnsmasq_vlan120.leases")
-    assert "52:54:00:00:10:02" in leases and "52:54:00:00:10:03" in leases
+    g1.exec("ping", "-c", "1", "-W", "2", f"{net}.1")
+    # dnsmasq handed the leases to the guests' MACs.
+    _, leases, _ = testbed.run("network", f"cat {TESTDIR}/dnsmasq_vlan{vlan}.leases")
+    assert "52:54:00:77:71:01" in leases and "52:54:00:77:72:01" in leases
 
     for name in (g1.name, g2.name):
         lab_cli("vm", "stop", name)
     undo.run()
     undo.steps.clear()
-    assert_scan_equal(baseline, testbed.scan())
+    assert_scan_equal(baseline, testbed.scan(), only=mine)
 
 
-def test_vlan400_nat_to_internet(testbed: Testbed, guest, undo: Undo) -> None:
+def test_seed_vlan400_nat_to_internet(testbed: Testbed, guest, undo: Undo) -> None:
     w1 = testbed.workers[0]
     internet = testbed.internet
+    require_free(testbed, w1, [TAP_NAT], [])
+    require_free(testbed, "network", ["gw_vlan400", "dhcp_v400"], ["ns-dhcp-vlan400"])
     baseline = testbed.scan()
-    undo.add(w1, undo_tap("tap_1004_eth0"))
-    testbed.run(w1, seed_tap("tap_1004_eth0", 400))
+    network = baseline["hosts"]["network"]
+    if any("10.60.7.0/24" in rule for rule in network["iptables"]["nat"]) or network["ip_forward"]:
+        pytest.skip("the network node already NATs VLAN 400 (in use by someone else)")
+    mine = [TAP_NAT, "gw_vlan400", "dhcp_v400", "ns-dhcp-vlan400", "10.60.7.", "ip_forward", "ens3"]
+    undo.add(w1, undo_tap(TAP_NAT))
+    testbed.run(w1, seed_tap(TAP_NAT, 400))
     undo.add("network", undo_gateway_dhcp(400))
     testbed.run("network", seed_gateway_dhcp(400, "10.60.7"))
     undo.add("network", UNDO_NAT)
     testbed.run("network", SEED_NAT)
 
-    g = guest("t1004", host=w1, tap="tap_1004_eth0", iface="eth0", mac="52:54:00:00:10:04")
+    g = guest("t7773", host=w1, tap=TAP_NAT, iface="eth0", mac="52:54:00:77:73:00")
     ip = g.dhcp("eth0")
     assert ip.startswith("10.60.7.")
     marker = f"/lab-test-{time.time_ns()}"
@@ -177,4 +203,4 @@ def test_vlan400_nat_to_internet(testbed: Testbed, guest, undo: Undo) -> None:
     lab_cli("vm", "stop", g.name)
     undo.run()
     undo.steps.clear()
-    assert_scan_equal(baseline, testbed.scan())
+    assert_scan_equal(baseline, testbed.scan(), only=mine)
