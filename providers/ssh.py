@@ -183,7 +183,13 @@ def dump_stats() -> None:
     tmp.replace(path)
 
 
-atexit.register(dump_stats)
+def _dump_at_exit() -> None:
+    st = stats()
+    if st["connections_opened"] or st["commands_run"] or st["connect_attempts"]:
+        dump_stats()  # processes that never used SSH (e.g. the program itself) leave no file
+
+
+atexit.register(_dump_at_exit)
 
 
 class _Stale(Exception):
