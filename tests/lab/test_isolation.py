@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -21,11 +22,12 @@ def test_scan_is_deterministic_and_per_host(testbed: Testbed) -> None:
     # Other test sessions may share the testbed: a volatile field differs in every pair of scans,
     # a concurrent change only in one.
     first = scan()
-    for _ in range(3):
+    for _ in range(10):
         second = scan()
         if second == first:
             break
         first = second
+        time.sleep(0.5)
     assert_scan_equal(first, second)
     assert sorted(first["hosts"]) == sorted(testbed.inventory["hosts"])
     one = scan("worker1")
