@@ -121,10 +121,13 @@ def link_checks(links: list[dict[str, Any]], attached: dict[tuple[str, str], Att
         }
         failed = [k for k, ok in results.items() if not ok]
         checks.append(Check(f"link {label} (VLAN {link['vlan']})", not failed, ", ".join(failed)))
-    for i, (a, _b, link) in enumerate(ends):
+    for i, (a, b, link) in enumerate(ends):
         for other_a, other_b, other in ends[i + 1 :]:
-            # Only guests in different VMs are meaningful: one VM is on both links through two interfaces.
-            pairs = [(x, y) for x in (a, _b) for y in (other_a, other_b) if x.vm != y.vm]
+            # A VM with an interface on both links reaches both legitimately: pick guests that are not.
+            here, there = {a.vm, b.vm}, {other_a.vm, other_b.vm}
+            pairs = [
+                (x, y) for x in (a, b) for y in (other_a, other_b) if x.vm not in there and y.vm not in here
+            ]
             if not pairs:
                 continue
             x, y = pairs[0]
@@ -132,7 +135,7 @@ def link_checks(links: list[dict[str, Any]], attached: dict[tuple[str, str], Att
             ok = cannot_ping(x.vm, y.got_ip)
             checks.append(
                 Check(
-                    f"isolation VLAN {link['vlan']} / VLAN {other['vlan']}",
+                    f"isolation VLAN {link['vlan']} / VLAN {other['vlan']} ({x.vm} -/-> {y.vm})",
                     ok,
                     "" if ok else f"{x.vm}.{x.iface} reached {y.vm}.{y.iface} ({y.got_ip})",
                 )
