@@ -1,7 +1,9 @@
 """VlanGateway: a VLAN's gateway on the network node, an internal OVS port carrying the subnet's `.1`.
 
-Refuses a subnet already on another interface of the node.  Shared (VLAN 400): marked `shared`, its users
-registered under the lock; the last user's delete removes it.
+A link VLAN's gateway is an address, not a router: FORWARD rules (marked `cloudrepo:<port>`, inserted
+first) drop whatever would be routed into or out of it, so links, slices and the uplink stay apart even
+while the node forwards for the internet VLAN. Refuses a subnet already on another interface of the node.
+Shared (VLAN 400): marked `shared`, its users registered under the lock; the last user's delete removes it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from . import hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, probe, run
+from .script import ScriptResult, Step, probe, run, sh
 from .specs import VlanGatewaySpec
 
-TOOLS = ("ip", "ovs-vsctl", "flock")
+TOOLS = ("ip", "ovs-vsctl", "flock", "iptables")
 STILL_THERE = "gateway still there"
+
+_INSERT = 'c=$1; shift; iptables -w -C "$c" "$@" 2>/dev/null || iptables -w -I "$c" 1 "$@"'
+_REMOVE = 'c=$1; shift; while iptables -w -C "$c" "$@" 2>/dev/null; do iptables -w -D "$c" "$@"; done'
 
 
 def resource_id(spec: VlanGatewaySpec) -> str:
@@ -40,6 +45,17 @@ def marks(spec: VlanGatewaySpec) -> dict[str, str]:
     }
 
 
+def isolation_rules(spec: VlanGatewaySpec) -> dict[str, tuple[str, ...]]:
+    """FORWARD rules that keep a link VLAN unrouted (none for the shared internet VLAN: NatRule's job)."""
+    if spec.shared:
+        return {}
+    mark = ("-m", "comment", "--comment", f"cloudrepo:{spec.port}")
+    return {
+        "isolate in": ("-i", spec.port, *mark, "-j", "DROP"),
+        "isolate out": ("-o", spec.port, *mark, "-j", "DROP"),
+    }
+
+
 @dataclass(frozen=True)
 class GatewayHave:
     port: PortState | None
@@ -47,6 +63,8 @@ class GatewayHave:
     others: tuple[LinkState, ...]
     """Every other interface of the node (for the subnet check)."""
     users: tuple[str, ...] = ()
+    isolation: frozenset[str] = frozenset()
+    """Names of the isolation rules found."""
 
     @property
     def gone(self) -> bool:
@@ -62,6 +80,8 @@ def preflight(spec: VlanGatewaySpec) -> list[Step]:
     ]
     if spec.shared:
         steps.append(shared.users_probe(spec.port))
+    for name, rule in isolation_rules(spec).items():
+        steps.append(probe(f"rule {name}", "iptables", "-w", "-C", "FORWARD", *rule))
     return steps
 
 
@@ -73,6 +93,7 @@ def parse_have(spec: VlanGatewaySpec, res: ScriptResult) -> GatewayHave:
         link=mine,
         others=tuple(lk for lk in links if lk.name != spec.port),
         users=tuple(shared.parse_users(res.out("users"))) if res.ran("users") else (),
+        isolation=frozenset(n for n in isolation_rules(spec) if res.status(f"rule {n}") == 0),
     )
 
 
@@ -136,6 +157,9 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         steps.append(run("add address", "ip", "addr", "add", spec.address, "dev", spec.port))
     if have.link is None or not have.link.up:
         steps.append(run("port up", "ip", "link", "set", "dev", spec.port, "up"))
+    for name, rule in isolation_rules(spec).items():
+        if name not in have.isolation:
+            steps.append(sh(name, _INSERT, "FORWARD", *rule))
     if [s.name for s in steps] == [STILL_THERE]:
         return []  # in place: nothing to assert
     return steps
@@ -148,7 +172,10 @@ def plan_delete(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
     if spec.shared:
         steps = [shared.unregister(spec.port, spec.slice), shared.last_user_guard(spec.port)]
         return [*steps, run("delete port", *delete), shared.forget(spec.port)] if ours else steps
-    return [run("delete port", *delete)] if ours else []
+    if not ours:
+        return []
+    unisolate = [sh(f"remove {name}", _REMOVE, "FORWARD", *r) for name, r in isolation_rules(spec).items()]
+    return [run("delete port", *delete), *unisolate]
 
 
 def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], list[str]]:
@@ -160,6 +187,7 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
         "addresses": list(link.addresses) if link else [],
         "up": bool(link and link.up),
         "users": list(have.users),
+        "isolation": sorted(have.isolation),
     }
     drift: list[str] = []
     if port is None:
@@ -178,6 +206,9 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
             drift.append(f"extra addresses: {', '.join(a for a in link.addresses if a != spec.address)}")
         if not link.up:
             drift.append("interface down")
+    for name in isolation_rules(spec):
+        if name not in have.isolation:
+            drift.append(f"FORWARD rule {name!r} missing")
     if spec.shared and spec.slice not in have.users:
         drift.append(f"slice {spec.slice} not registered as a user")
     return observed, drift
@@ -211,6 +242,7 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec]):
             link=LinkState(spec.port, True, "internal", None, (spec.address,)),
             others=have.others,
             users=users,
+            isolation=frozenset(isolation_rules(spec)),
         )
         observed, _ = observe(spec, after)
         observed["adopted"] = not have.gone

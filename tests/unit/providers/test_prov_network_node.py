@@ -21,6 +21,16 @@ GW_ADD = [
 ]  # fmt: skip
 
 
+ISOLATION = ("isolate in", "isolate out")
+MARK = ["-m", "comment", "--comment", "cloudrepo:gw_vlan120"]
+INSERT = 'c=$1; shift; iptables -w -C "$c" "$@" 2>/dev/null || iptables -w -I "$c" 1 "$@"'
+REMOVE = 'c=$1; shift; while iptables -w -C "$c" "$@" 2>/dev/null; do iptables -w -D "$c" "$@"; done'
+ISOLATE = [
+    ["sh", "-c", INSERT, "sh", "FORWARD", "-i", "gw_vlan120", *MARK, "-j", "DROP"],
+    ["sh", "-c", INSERT, "sh", "FORWARD", "-o", "gw_vlan120", *MARK, "-j", "DROP"],
+]
+
+
 def gw_have(
     owner: str = "demo", addrs: tuple[str, ...] = ("192.168.120.1/24",), **kw: object
 ) -> vg.GatewayHave:
@@ -29,6 +39,7 @@ def gw_have(
         link=link("gw_vlan120", True, "internal", None, *addrs),
         others=tuple(kw.get("others", ())),  # type: ignore[arg-type]
         users=tuple(kw.get("users", ())),  # type: ignore[arg-type]
+        isolation=frozenset(kw.get("isolation", ISOLATION)),  # type: ignore[arg-type]
     )
 
 
@@ -41,11 +52,24 @@ def test_gateway_fresh() -> None:
         GW_ADD,
         ["ip", "addr", "add", "192.168.120.1/24", "dev", "gw_vlan120"],
         ["ip", "link", "set", "dev", "gw_vlan120", "up"],
+        *ISOLATE,
     ]
 
 
 def test_gateway_in_place_no_commands() -> None:
     assert vg.plan_ensure(gateway(), gw_have()) == []
+
+
+def test_gateway_missing_isolation_rule_is_reinserted_first_in_forward() -> None:
+    assert argvs(vg.plan_ensure(gateway(), gw_have(isolation=("isolate in",)))) == [ISOLATE[1]]
+    observed, drift = vg.observe(gateway(), gw_have(isolation=("isolate in",)))
+    assert observed["isolation"] == ["isolate in"]
+    assert drift == ["FORWARD rule 'isolate out' missing"]
+
+
+def test_shared_gateway_has_no_isolation_rules() -> None:
+    spec = gateway(slice="b", vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
+    assert vg.isolation_rules(spec) == {}
 
 
 def test_gateway_address_change_replaces_the_old_address() -> None:
@@ -96,7 +120,9 @@ def test_shared_gateway_second_slice_only_registers() -> None:
 
 def test_gateway_delete() -> None:
     assert argvs(vg.plan_delete(gateway(), gw_have())) == [
-        ["ovs-vsctl", "--if-exists", "del-port", "gw_vlan120"]
+        ["ovs-vsctl", "--if-exists", "del-port", "gw_vlan120"],
+        ["sh", "-c", REMOVE, "sh", "FORWARD", "-i", "gw_vlan120", *MARK, "-j", "DROP"],
+        ["sh", "-c", REMOVE, "sh", "FORWARD", "-o", "gw_vlan120", *MARK, "-j", "DROP"],
     ]
     assert vg.plan_delete(gateway(), gw_have(owner="other")) == []
     assert vg.plan_delete(gateway(), vg.GatewayHave(None, None, ())) == []
