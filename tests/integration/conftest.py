@@ -1,0 +1,63 @@
+"""Fixtures for the end-to-end scenarios: slices as real stacks on the testbed, always destroyed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.enginekit import PulumiCLI, pulumi_binary
+from tests.integration.slicekit import SliceStack, lab_config, make_project, slice_section
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    if pulumi_binary() is None:
+        pytest.skip("run `make setup` to build the Pulumi toolchain")
+
+
+@pytest.fixture(scope="session")
+def slice_backend(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One file backend for the session: several slices (stacks) side by side, as operators run them."""
+    return tmp_path_factory.mktemp("backend")
+
+
+@pytest.fixture
+def slice_stack(
+    engine: None, testbed: Any, slice_backend: Path, tmp_path: Path
+) -> Iterator[Callable[..., SliceStack]]:
+    """Factory: `slice_stack(name, pool_start, vms, links, **config)` -> an initialised stack with its config
+    written. Every stack it made is destroyed and removed at teardown, even when the test failed."""
+    made: list[SliceStack] = []
+
+    def make(
+        name: str,
+        pool_start: int,
+        vms: list[dict[str, Any]],
+        links: list[Any],
+        *,
+        secret_key: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> SliceStack:
+        project = make_project(tmp_path / f"project-{name}")
+        stack = SliceStack(PulumiCLI(project_dir=project, backend_dir=slice_backend, stack=name))
+        stack.cli.init()
+        made.append(stack)
+        config = {**lab_config(secret_key=secret_key), **slice_section(pool_start, vms, links), **(extra or {})}
+        secrets = {"cloudrepo:sshPrivateKey": (Path(testbed.inventory["privateKeyPath"])).read_text()}
+        stack.write_config(config, secrets if secret_key else None)
+        return stack
+
+    yield make
+    for stack in reversed(made):
+        stack.cli.run("cancel", "--yes", check=False)
+        result = stack.cli.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
+        if result.returncode != 0:
+            # a pending operation from a killed engine: clear it and try once more
+            stack.cli.run("refresh", "--yes", "--non-interactive", "--clear-pending-creates", check=False)
+            stack.cli.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
+        stack.cli.run("stack", "rm", "--yes", "--force", check=False)
