@@ -47,7 +47,11 @@ def slice_stack(
         stack = SliceStack(PulumiCLI(project_dir=project, backend_dir=slice_backend, stack=name))
         stack.cli.init()
         made.append(stack)
-        config = {**lab_config(secret_key=secret_key), **slice_section(pool_start, vms, links), **(extra or {})}
+        config = {
+            **lab_config(secret_key=secret_key),
+            **slice_section(pool_start, vms, links),
+            **(extra or {}),
+        }
         secrets = {"cloudrepo:sshPrivateKey": (Path(testbed.inventory["privateKeyPath"])).read_text()}
         stack.write_config(config, secrets if secret_key else None)
         return stack
