@@ -8,10 +8,18 @@ from typing import Any
 
 import pytest
 
+from lab.exclusive import testbed_lock
 from tests.enginekit import PulumiCLI, pulumi_binary
 from tests.integration.slicekit import SliceStack, lab_config, make_project, slice_section
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session", autouse=True)
+def exclusive_testbed() -> Iterator[None]:
+    """Scenarios compare whole-host scans and stop hosts: nobody else may use the testbed meanwhile."""
+    with testbed_lock("pytest tests/integration"):
+        yield
 
 
 @pytest.fixture(scope="session")
