@@ -18,10 +18,14 @@ def lab_dir() -> Path:
 
 
 # Names and addresses (198.18.0.0/15 is reserved for benchmarking: never routed on the Internet).
-NS_PREFIX = "lab-"
-VM_NS_PREFIX = "vm-"
-FABRIC_NS = "lab-fabric"
-INTERNET_NS = "lab-internet"
+# A second, independent testbed can run beside the default one (e.g. to test the testbed itself while
+# the default one is in use): CLOUDREPO_LAB_DIR, CLOUDREPO_LAB_PREFIX (e.g. "lb2-"),
+# CLOUDREPO_LAB_VM_PREFIX (e.g. "vb2-") and CLOUDREPO_LAB_PORT (e.g. 2300). The defaults are the
+# fixed endpoints of docs/design.md.
+NS_PREFIX = os.environ.get("CLOUDREPO_LAB_PREFIX", "lab-")
+VM_NS_PREFIX = os.environ.get("CLOUDREPO_LAB_VM_PREFIX", "vm-")
+FABRIC_NS = NS_PREFIX + "fabric"
+INTERNET_NS = NS_PREFIX + "internet"
 NETWORK_HOST = "network"
 FABRIC_BRIDGE = "br-fabric"
 BRIDGE = "br-int"
@@ -34,7 +38,7 @@ INTERNET_GATEWAY = "198.18.0.1"  # the internet host's end of the uplink
 INTERNET_WEB_ADDRESS = "198.19.0.80"  # the web server, one routed hop behind the uplink
 INTERNET_WEB_PORT = 80
 INTERNET_BODY = "cloudrepo-lab-internet: hello from the internet host\n"
-SSH_BASE_PORT = 2200
+SSH_BASE_PORT = int(os.environ.get("CLOUDREPO_LAB_PORT", "2200"))
 STATE_ROOT = "/var/lib/cloudrepo"
 OVS_RUN = "/run/openvswitch"
 NETNS_RUN = "/run/netns"
@@ -87,6 +91,10 @@ class HostPaths:
     @property
     def sshd_pid(self) -> Path:
         return self.root / "sshd.pid"
+
+    @property
+    def init_pid(self) -> Path:
+        return self.root / "init.pid"
 
     @property
     def sshd_log(self) -> Path:

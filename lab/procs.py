@@ -133,3 +133,23 @@ def spawn_daemon(argv: list[str], pidfile: Path, *, log: Path | None = None, cwd
             out.close()  # type: ignore[union-attr]
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
+
+
+def processes_viewing(directory: Path, as_path: str = "/run/netns") -> list[int]:
+    """Processes whose ``as_path`` is ``directory`` (a bind mount in their mount namespace)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return []
+    key = (st.st_dev, st.st_ino)
+    found = []
+    for pid in all_pids():
+        if pid in (1, os.getpid()):
+            continue
+        try:
+            view = os.stat(f"/proc/{pid}/root{as_path}")
+        except OSError:
+            continue
+        if (view.st_dev, view.st_ino) == key:
+            found.append(pid)
+    return found

@@ -1,8 +1,9 @@
 """A deterministic JSON picture of every network object on each simulated host.
 
-Everything is read from inside the host (its network and mount namespace, through its sshd's pid), so the
-picture is what the program would see over SSH. Volatile values (pids, ifindexes, ofports, counters,
-MAC addresses, link-local IPv6 addresses, uuids) are left out: two scans of an unchanged testbed are equal.
+Everything is read from inside the host (its network and mount namespace, entered through its anchor
+process), so the picture is what the program would see over SSH. Volatile values (pids, ifindexes,
+ofports, counters, MAC addresses, link-local IPv6 addresses, uuids) are left out: two scans of an
+unchanged testbed are equal.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import sshd
-from lab.common import LabError, host_paths, run
+from lab.common import LabError, host_ns, host_paths, run
 from lab.procs import all_pids, cmdline, path_inode
 
 OVS_TABLES = {
@@ -195,9 +196,9 @@ def _iptables(text: str) -> list[str]:
 
 def host_scan(host: str) -> dict[str, Any]:
     paths = host_paths(host)
-    pid = sshd.sshd_pid(paths)
+    pid = sshd.init_pid(paths) or sshd.sshd_pid(paths)
     if pid is None:
-        raise LabError(f"{host}: sshd is not running (is the testbed up?)")
+        raise LabError(f"{host}: the host is not running (is the testbed up?)")
     env_cols = " ".join(f"cols_{t}={v}" for t, v in OVS_TABLES.items())
     proc = run(["nsenter", "-t", str(pid), "-m", "-n", "sh", "-c", f"{env_cols}\n{SCRIPT}"])
     sec = _sections(proc.stdout)
@@ -223,13 +224,13 @@ def host_scan(host: str) -> dict[str, Any]:
     }
 
 
-def _dnsmasq(host: str, sshd_pid: int, namespaces: list[str]) -> list[dict[str, Any]]:
+def _dnsmasq(host: str, anchor: int, namespaces: list[str]) -> list[dict[str, Any]]:
     labels: dict[int, str] = {}
-    ino = path_inode(f"/run/netns/lab-{host}")
+    ino = path_inode(f"/run/netns/{host_ns(host)}")
     if ino is not None:
         labels[ino] = "(host)"
     for ns in namespaces:
-        ino = path_inode(Path(f"/proc/{sshd_pid}/root/run/netns") / ns)
+        ino = path_inode(Path(f"/proc/{anchor}/root/run/netns") / ns)
         if ino is not None:
             labels[ino] = ns
     found = []

@@ -24,7 +24,7 @@ from lab.common import (
     run,
     write_if_changed,
 )
-from lab.procs import pidfile_process, stop_pidfile
+from lab.procs import ns_inode, pidfile_process, processes_viewing, spawn_daemon, stop_pidfile
 
 SSHD = "/usr/sbin/sshd"
 
@@ -91,20 +91,35 @@ def sshd_pid(paths: HostPaths) -> int | None:
     return pidfile_process(paths.sshd_pid, "sshd")
 
 
-def start(paths: HostPaths, client_pub: str) -> None:
-    """Start the host's sshd (if not running) in a private mount namespace with the host's mounts."""
+def init_pid(paths: HostPaths) -> int | None:
+    """The host's anchor process: it holds the host's mount namespace (like a machine's init), so the
+    host's mounts and the namespaces it created outlive a restart of its sshd."""
+    pid = pidfile_process(paths.init_pid, "sleep")
+    if pid is None:
+        return None
+    try:
+        view = os.stat(f"/proc/{pid}/root{NETNS_RUN}")
+        own = os.stat(paths.netns)
+    except OSError:
+        return None
+    return pid if (view.st_dev, view.st_ino) == (own.st_dev, own.st_ino) else None
+
+
+def ensure_init(paths: HostPaths) -> int:
+    pid = init_pid(paths)
+    if pid is not None:
+        return pid
+    stop_pidfile(paths.init_pid, "sleep")
     for sub in (paths.state, paths.netns, paths.ovs):
         sub.mkdir(parents=True, exist_ok=True)
     paths.state.chmod(0o755)
-    write_if_changed(paths.authorized_keys, client_pub + "\n", 0o600)
-    changed = write_if_changed(paths.sshd_config, config_text(paths), 0o600)
-    pid = sshd_pid(paths)
-    if pid is not None and not changed:
-        return
-    if pid is not None:
-        stop_pidfile(paths.sshd_pid, "sshd")
     for mountpoint in (OVS_RUN, STATE_ROOT, NETNS_RUN, "/run/sshd"):
         os.makedirs(mountpoint, exist_ok=True)
+    # A new mount namespace means a "rebooted" host: namespace files of the previous one are stale
+    # (unless a process of the previous one still sees them).
+    if not processes_viewing(paths.netns):
+        for stale in paths.netns.iterdir():
+            stale.unlink()
     # In the private mount namespace: drop the root's /run/netns (so the root's namespaces are neither
     # visible nor pinned), then bind the host's own directories.
     script = " && ".join(
@@ -113,23 +128,45 @@ def start(paths: HostPaths, client_pub: str) -> None:
             f"mount --bind {shlex.quote(str(paths.netns))} {NETNS_RUN}",
             f"mount --bind {shlex.quote(str(paths.ovs))} {OVS_RUN}",
             f"mount --bind {shlex.quote(str(paths.state))} {STATE_ROOT}",
-            f"exec {SSHD} -f {shlex.quote(str(paths.sshd_config))} -E {shlex.quote(str(paths.sshd_log))}",
+            "exec sleep infinity",
         ]
     )
+    argv = ["ip", "netns", "exec", host_ns(paths.name), "unshare", "-m", "--propagation", "private"]
+    spawn_daemon([*argv, "sh", "-c", script], paths.init_pid, log=paths.root / "init.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid = init_pid(paths)
+        if pid is not None:
+            return pid
+        time.sleep(0.02)
+    raise LabError(f"{paths.name}: the host's mount namespace was not set up; see {paths.root / 'init.log'}")
+
+
+def start(paths: HostPaths, client_pub: str) -> None:
+    """Start the host's sshd (if not running) inside the host's network and mount namespaces."""
+    write_if_changed(paths.authorized_keys, client_pub + "\n", 0o600)
+    changed = write_if_changed(paths.sshd_config, config_text(paths), 0o600)
+    pid = sshd_pid(paths)
+    if pid is not None and not changed and init_pid(paths) is None and processes_viewing(paths.netns):
+        return  # a host started before anchor processes existed: left as it is until `down`
+    init = ensure_init(paths)
+    if pid is not None and not changed and ns_inode(pid, "mnt") == ns_inode(init, "mnt"):
+        return
+    if pid is not None:
+        stop_pidfile(paths.sshd_pid, "sshd")
     paths.sshd_pid.unlink(missing_ok=True)
     run(
         [
-            "ip",
-            "netns",
-            "exec",
-            host_ns(paths.name),
-            "unshare",
+            "nsenter",
+            "-t",
+            str(init),
             "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
+            "-n",
+            SSHD,
+            "-f",
+            str(paths.sshd_config),
+            "-E",
+            str(paths.sshd_log),
         ]
     )
     deadline = time.monotonic() + 10
@@ -142,6 +179,7 @@ def start(paths: HostPaths, client_pub: str) -> None:
 
 def stop(paths: HostPaths) -> None:
     stop_pidfile(paths.sshd_pid, "sshd")
+    stop_pidfile(paths.init_pid, "sleep")
 
 
 def wait_banner(port: int, timeout: float = 15.0) -> None:

@@ -42,7 +42,7 @@ from lab.common import (
     ssh_port,
     write_if_changed,
 )
-from lab.procs import all_pids, path_inode, pidfile_process, pids_in_namespaces, terminate
+from lab.procs import path_inode, pidfile_process, pids_in_namespaces, processes_viewing, terminate
 
 REQUIRED_TOOLS = (
     "ip",
@@ -231,22 +231,7 @@ def _host_processes(host: str) -> list[int]:
     ino = path_inode(f"/run/netns/{host_ns(host)}")
     if ino is not None and netns.exists(host_ns(host)):
         net.add(ino)
-    members: list[int] = []
-    try:
-        st = os.stat(paths.netns)
-        key = (st.st_dev, st.st_ino)
-    except OSError:
-        key = None
-    if key is not None:
-        for pid in all_pids():
-            if pid in (1, os.getpid()):
-                continue
-            try:
-                view = os.stat(f"/proc/{pid}/root{NETNS_RUN}")
-            except OSError:
-                continue
-            if (view.st_dev, view.st_ino) == key:
-                members.append(pid)
+    members = processes_viewing(paths.netns, NETNS_RUN)
     for member in members:
         view_dir = Path(f"/proc/{member}/root{NETNS_RUN}")
         try:
@@ -273,7 +258,7 @@ def _down_host(host: str) -> None:
         netns.delete_link(FABRIC_NS, fabric.fabric_port(host))
     for stale in (paths.ovs, paths.netns, paths.state):
         shutil.rmtree(stale, ignore_errors=True)
-    for f in (paths.sshd_pid, paths.forward_pid):
+    for f in (paths.sshd_pid, paths.forward_pid, paths.init_pid):
         f.unlink(missing_ok=True)
 
 
@@ -328,6 +313,8 @@ def status() -> tuple[bool, list[str]]:
         paths = host_paths(host)
         parts = {
             "netns": netns.exists(host_ns(host)),
+            # (a host started before anchor processes existed has no init.pid: not a fault)
+            "init": sshd.init_pid(paths) is not None or not paths.init_pid.exists(),
             "ovs": ovs.running(paths),
             "sshd": sshd.sshd_pid(paths) is not None,
             "forward": pidfile_process(paths.forward_pid, "socat") is not None,

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from lab.common import NS_PREFIX, VM_NS_PREFIX, host_ns
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 pytestmark = pytest.mark.integration
@@ -50,9 +51,9 @@ def test_every_host_has_netdev_br_int_with_trunk_and_forwarding_off(testbed: Tes
 
 def test_host_namespaces_are_private(testbed: Testbed) -> None:
     _, listed, _ = testbed.run("network", "ip netns list")
-    assert not [line for line in listed.splitlines() if line.startswith(("lab-", "vm-"))]
-    rc, _, _ = testbed.run("network", "sudo ip netns exec lab-worker1 true", check=False)
-    assert rc != 0, "the root's lab-worker1 namespace must not be reachable from a host"
+    assert not [line for line in listed.splitlines() if line.startswith((NS_PREFIX, VM_NS_PREFIX))]
+    rc, _, _ = testbed.run("network", f"sudo ip netns exec {host_ns('worker1')} true", check=False)
+    assert rc != 0, "the root's worker1 namespace must not be reachable from a host"
     try:
         testbed.run("network", "sudo ip netns add ns-iso-test && sudo ip netns exec ns-iso-test ip -br link")
         _, listed, _ = testbed.run("network", "ip netns list")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from lab.common import NS_PREFIX, VM_NS_PREFIX
 from tests.labfixtures import (
     DEFAULT_WORKERS,
     LAB,
@@ -55,29 +56,63 @@ def live_processes() -> dict[int, str]:
     return procs
 
 
-def leftover_processes(before: dict[int, str], root_netns: int) -> list[str]:
-    """Processes that were not there before and belong to the testbed: they name the lab directory or a
-    lab namespace, or live in a network namespace other than the root's."""
+def host_views() -> set[tuple[int, int]]:
+    """(dev, inode) of this testbed's per-host /run/netns directories (while it is up)."""
+    keys = set()
+    for d in (LAB / "hosts").glob("*/netns"):
+        st = d.stat()
+        keys.add((st.st_dev, st.st_ino))
+    return keys
+
+
+def leftover_processes(before: dict[int, str], views: set[tuple[int, int]]) -> list[str]:
+    """Processes that were not there before and belong to this testbed: they name its directory or
+    namespaces, live in a namespace of the root's /run/netns other than the root's network namespace
+    (hosts, guests), or see one of its hosts' /run/netns. Processes of another testbed (other prefix)
+    running beside this one are not counted."""
+    root_netns = os.stat("/proc/self/ns/net").st_ino
+    root_view = os.stat("/run/netns") if os.path.isdir("/run/netns") else None
     found = []
     for pid, cmd in live_processes().items():
         if pid in before or pid == os.getpid():
             continue
         try:
             net = os.stat(f"/proc/{pid}/ns/net").st_ino
+            view = os.stat(f"/proc/{pid}/root/run/netns")
+            view_key: tuple[int, int] | None = (view.st_dev, view.st_ino)
         except OSError:
-            continue
-        if str(LAB) in cmd or "lab-" in cmd or "vm-" in cmd or net != root_netns:
+            view_key = None
+            net = root_netns
+        in_root_view = root_view is not None and view_key == (root_view.st_dev, root_view.st_ino)
+        if (
+            str(LAB) in cmd
+            or f" {NS_PREFIX}" in cmd
+            or f" {VM_NS_PREFIX}" in cmd
+            or (net != root_netns and in_root_view)
+            or view_key in views
+        ):
             found.append(f"{pid}: {cmd}")
     return found
 
 
-def assert_nothing_left(before: dict[str, Any]) -> None:
+def ours(names: list[str]) -> list[str]:
+    return [n for n in names if n.startswith((NS_PREFIX, VM_NS_PREFIX))]
+
+
+def our_mounts(lines: list[str]) -> list[str]:
+    return [
+        line
+        for line in lines
+        if not line.split()[1].startswith("/run/netns/") or ours([line.split()[1][len("/run/netns/") :]])
+    ]
+
+
+def assert_nothing_left(before: dict[str, Any], views: set[tuple[int, int]] | None = None) -> None:
     after = root_snapshot()
-    assert after["netns"] == before["netns"]
+    assert ours(after["netns"]) == ours(before["netns"])
     assert after["links"] == before["links"]
-    assert after["mounts"] == before["mounts"]
-    root_netns = os.stat("/proc/self/ns/net").st_ino
-    leftovers = leftover_processes(before["procs"], root_netns)
+    assert our_mounts(after["mounts"]) == our_mounts(before["mounts"])
+    leftovers = leftover_processes(before["procs"], views or set())
     assert not leftovers, "processes left behind:\n" + "\n".join(leftovers)
 
 
@@ -127,11 +162,12 @@ def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) ->
     lab_cli("vm", "start", "lifecycle", "--host", "worker1", "--tap", "tap_9_eth1")
     assert "ns-lifecycle" in scan("network")["hosts"]["network"]["namespaces"]
 
+    views = host_views()
     lab_cli("down")
     assert lab_cli("status", check=False).returncode == 1
-    assert_nothing_left(pristine)
+    assert_nothing_left(pristine, views)
     lab_cli("down")  # a second down is a no-op
-    assert_nothing_left(pristine)
+    assert_nothing_left(pristine, views)
     # Keys persist, so known_hosts stays valid across down/up.
     assert (LAB / "id_ed25519").exists() and (LAB / "known_hosts").exists()
 
@@ -148,12 +184,15 @@ def test_down_after_up_killed_halfway(pristine: dict[str, Any], delay: float) ->
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    views = host_views()
     lab_cli("down")
-    assert_nothing_left(pristine)
+    assert_nothing_left(pristine, views)
 
 
-def test_up_repairs_a_dead_daemon(pristine: dict[str, Any]) -> None:
+def test_up_repairs_a_dead_sshd_and_the_host_keeps_its_namespaces(pristine: dict[str, Any]) -> None:
     lab_cli("up")
+    tb = Testbed(json.loads((LAB / "inventory.json").read_text()))
+    tb.run("worker1", "sudo ip netns add ns-repair")
     first = scan()
     pid = int((LAB / "hosts" / "worker1" / "sshd.pid").read_text())
     os.kill(pid, signal.SIGKILL)
@@ -161,13 +200,16 @@ def test_up_repairs_a_dead_daemon(pristine: dict[str, Any]) -> None:
     lab_cli("up")
     assert lab_cli("status", check=False).returncode == 0
     assert_scan_equal(first, scan())
+    tb.run("worker1", "sudo ip netns exec ns-repair true && sudo ip netns del ns-repair")
+    views = host_views()
     lab_cli("down")
-    assert_nothing_left(pristine)
+    assert_nothing_left(pristine, views)
 
 
-def test_down_ends_processes_of_a_host_whose_sshd_died(pristine: dict[str, Any]) -> None:
+@pytest.mark.parametrize("kill_init", [False, True])
+def test_down_ends_processes_of_a_host_whose_sshd_died(pristine: dict[str, Any], kill_init: bool) -> None:
     """A dnsmasq-like process started over SSH in a namespace of the network node outlives the host's
-    sshd; `down` still finds it (by the host's mounts and namespaces) and ends it."""
+    sshd (and its anchor process); `down` still finds it (by the host's mounts and namespaces)."""
     lab_cli("up")
     tb = Testbed(json.loads((LAB / "inventory.json").read_text()))
     tb.run("network", "sudo ip netns add ns-orphan")
@@ -178,8 +220,12 @@ def test_down_ends_processes_of_a_host_whose_sshd_died(pristine: dict[str, Any])
         time.sleep(0.1)
     else:
         pytest.fail("the process started over SSH did not appear")
-    os.kill(int((LAB / "hosts" / "network" / "sshd.pid").read_text()), signal.SIGKILL)
+    host = LAB / "hosts" / "network"
+    os.kill(int((host / "sshd.pid").read_text()), signal.SIGKILL)
+    if kill_init:
+        os.kill(int((host / "init.pid").read_text()), signal.SIGKILL)
     (LAB / "inventory.json").unlink()  # as if `up`'s state were lost too
+    views = host_views()
     lab_cli("down")
     assert not any(cmd == "sleep 1001" for cmd in live_processes().values())
-    assert_nothing_left(pristine)
+    assert_nothing_left(pristine, views)
