@@ -9,6 +9,7 @@ import time
 import pytest
 
 from lab.common import VM_NS_PREFIX
+from lab.guest import host_end
 from tests.labfixtures import Testbed, assert_scan_equal, lab_cli
 
 pytestmark = pytest.mark.integration
@@ -68,9 +69,10 @@ def test_several_interfaces_macs_exit_code_and_stop(testbed: Testbed, guest, tap
     lab_cli("vm", "stop", g.name)
     assert VM_NS_PREFIX + "multi" not in subprocess.check_output(["ip", "netns", "list"], text=True)
     worker_links = testbed.scan("worker1")["hosts"]["worker1"]["links"]
-    assert not [n for n in worker_links if n.startswith("vh")], "veth host ends left in the worker"
+    ends = [host_end("multi", "eth1"), host_end("multi", "eth2")]
+    assert not [n for n in worker_links if n in ends], "veth host ends left in the worker"
     testbed.run(
         "worker1",
         "for t in tap_78_eth1 tap_78_eth2; do sudo ovs-vsctl del-port br-int $t; sudo ip link del $t; done",
     )
-    assert_scan_equal(baseline, testbed.scan(), only=["tap_78_", "vh", "multi"])
+    assert_scan_equal(baseline, testbed.scan(), only=["tap_78_", *ends])
