@@ -18,7 +18,7 @@ from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
 from . import hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
-from .errors import OwnershipConflict, StepFailed
+from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
 from .script import ScriptResult, Step, probe, run, sh
 from .specs import DhcpNamespaceSpec
@@ -55,6 +55,11 @@ _MOVE = (
 )
 _WRITE = 'mkdir -p "$(dirname "$1")" && printf "%s" "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"'
 _NETNS_EXISTS = '[ -e "/run/netns/$1" ] || [ -e "/var/run/netns/$1" ]'
+# every other slice's reservations on a shared VLAN: "<slice> mac,ip,hostname" lines
+_OTHERS = (
+    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] || continue; '
+    'while IFS= read -r line; do printf "%s %s\\n" "$f" "$line"; done <"$f"; done; exit 0'
+)
 
 
 def resource_id(spec: DhcpNamespaceSpec) -> str:
@@ -131,6 +136,8 @@ class DhcpHave:
     hosts: str | None = None
     users: tuple[str, ...] = ()
     markers: tuple[str, str] = ("", "")
+    others: tuple[tuple[str, str, str], ...] = ()
+    """Other slices' reservations on a shared VLAN: (slice, mac, ip)."""
 
     @property
     def gone(self) -> bool:
@@ -160,7 +167,31 @@ def preflight(spec: DhcpNamespaceSpec) -> list[Step]:
     ]
     if spec.shared:
         steps.append(shared.users_probe(spec.namespace))
+        steps.append(sh("other reservations", _OTHERS, f"{d}/hosts.d", spec.slice, kind="probe"))
     return steps
+
+
+def parse_others(text: str) -> tuple[tuple[str, str, str], ...]:
+    found = []
+    for line in text.splitlines():
+        owner, _, entry = line.partition(" ")
+        fields = entry.split(",")
+        if len(fields) >= 2:
+            found.append((owner, fields[0].lower(), fields[1]))
+    return tuple(found)
+
+
+def check_reservations(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
+    """On a shared VLAN, refuse an IP or MAC that another slice has reserved, naming that slice."""
+    for r in spec.reservations:
+        for owner, mac, ip in have.others:
+            if ip == r.ip or mac == r.mac:
+                what = f"IP {r.ip}" if ip == r.ip else f"MAC {r.mac}"
+                raise Conflict(
+                    spec.host.name,
+                    f"{what} of {r.hostname} (slice {spec.slice!r}) on VLAN {spec.vlan} is already reserved "
+                    f"by slice {owner!r}; nothing changed",
+                )
 
 
 def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
@@ -180,6 +211,7 @@ def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
         hosts=res.out("hosts") if res.status("hosts") == 0 else None,
         users=tuple(shared.parse_users(res.out("users"))) if res.ran("users") else (),
         markers=_proc_markers(spec),
+        others=parse_others(res.out("other reservations")) if res.ran("other reservations") else (),
     )
 
 
@@ -224,6 +256,7 @@ def hup_step(spec: DhcpNamespaceSpec) -> Step:
 def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     """Steps from `have` to `spec`: empty when in place (shared: at least the user registration)."""
     check_ownership(spec, have)
+    check_reservations(spec, have)
     ns, port, d = spec.namespace, spec.port, state_dir(spec)
     steps: list[Step] = []
     if spec.shared:

@@ -240,6 +240,33 @@ def test_dhcp_delete_stops_by_pid_then_removes_everything() -> None:
     assert dn.plan_delete(dhcp(), dhcp_in_place(owner="other")) == []
 
 
+def test_shared_dhcp_refuses_an_address_or_mac_another_slice_reserved() -> None:
+    spec = dhcp(
+        shared=True,
+        slice="b",
+        vlan=400,
+        namespace="ns-dhcp-vlan400",
+        port="dhcp_v400",
+        address="10.60.7.2/24",
+        rangeStart="10.60.7.10",
+        rangeEnd="10.60.7.250",
+        router="10.60.7.1",
+        reservations=[{"mac": "52:54:00:05:00:00", "ip": "10.60.7.48", "hostname": "vm1280"}],
+    )
+    taken_ip = dn.DhcpHave(None, False, None, None, others=(("a", "52:54:00:03:ea:00", "10.60.7.48"),))
+    with pytest.raises(Conflict) as err:
+        dn.plan_ensure(spec, taken_ip)
+    assert str(err.value) == (
+        "network: IP 10.60.7.48 of vm1280 (slice 'b') on VLAN 400 is already reserved by slice 'a'; "
+        "nothing changed"
+    )
+    taken_mac = dn.DhcpHave(None, False, None, None, others=(("a", "52:54:00:05:00:00", "10.60.7.99"),))
+    with pytest.raises(Conflict, match=r"MAC 52:54:00:05:00:00 of vm1280 .* by slice 'a'"):
+        dn.plan_ensure(spec, taken_mac)
+    free = dn.DhcpHave(None, False, None, None, others=(("a", "52:54:00:03:ea:00", "10.60.7.47"),))
+    assert dn.plan_ensure(spec, free)
+
+
 def test_shared_dhcp_delete_drops_own_reservations_then_guards() -> None:
     spec = dhcp(shared=True)
     steps = dn.plan_delete(spec, dhcp_in_place(owner="shared"))

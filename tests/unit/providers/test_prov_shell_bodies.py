@@ -96,3 +96,17 @@ def test_atomic_write_of_reservations(tmp_path: Path) -> None:
     assert sh(dn._WRITE, str(target), text).returncode == 0
     assert target.read_text() == text
     assert sorted(p.name for p in target.parent.iterdir()) == ["demo"]
+
+
+def test_other_slices_reservations_are_listed_without_own(tmp_path: Path) -> None:
+    (tmp_path / "alpha").write_text("52:54:00:03:ea:00,10.60.7.48,vm1002\n")
+    (tmp_path / "beta").write_text(
+        "52:54:00:04:00:00,10.60.7.60,vm1024\n52:54:00:04:01:00,10.60.7.61,vm1025\n"
+    )
+    listed = sh(dn._OTHERS, str(tmp_path), "alpha")
+    assert listed.returncode == 0
+    assert dn.parse_others(listed.stdout) == (
+        ("beta", "52:54:00:04:00:00", "10.60.7.60"),
+        ("beta", "52:54:00:04:01:00", "10.60.7.61"),
+    )
+    assert sh(dn._OTHERS, str(tmp_path / "missing"), "alpha").stdout == ""
