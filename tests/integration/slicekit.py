@@ -85,3 +85,15 @@ class SliceStack:
 
     def outputs(self) -> dict[str, Any]:
         return self.cli.outputs()
+
+
+def planned_steps(stack: SliceStack) -> list[tuple[str, str, str]]:
+    """`pulumi preview --json` as (op, type, name) for every step that is not "same"."""
+    doc = json.loads(stack.cli.run("preview", "--json", "--non-interactive").stdout)
+    steps = []
+    for step in doc["steps"]:
+        if step["op"] == "same":
+            continue
+        _, _, qualified_type, name = step["urn"].split("::", 3)
+        steps.append((step["op"], qualified_type.rsplit("$", 1)[-1], name))
+    return sorted(steps)
