@@ -1,0 +1,261 @@
+"""Drive the real `pulumi` CLI on a benchmark slice and measure each phase.
+
+Per phase: wall time, the SSH counters every process of the phase wrote (`CLOUDREPO_SSH_STATS`, one file per
+process, summed), and the peak resident memory of the dynamic provider process (`python -m pulumi.dynamic`),
+sampled from /proc (VmHWM) and, where the provider used SSH, also its own `ru_maxrss`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.topology import ROOT, SliceSpec
+
+TOOLCHAIN_BIN = ROOT / ".toolchain" / "bin"
+PULUMI_HOME = ROOT / ".toolchain" / "home"
+PHASE_ARGS: dict[str, tuple[str, ...]] = {
+    "up": ("up", "--yes", "--non-interactive", "--skip-preview"),
+    "preview": ("preview", "--non-interactive"),
+    "up-noop": ("up", "--yes", "--non-interactive", "--skip-preview"),
+    "refresh": ("refresh", "--yes", "--non-interactive", "--skip-preview"),
+    "destroy": ("destroy", "--yes", "--non-interactive", "--skip-preview"),
+}
+
+
+class PulumiFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Phase:
+    """One measured CLI run."""
+
+    name: str
+    seconds: float
+    connections_opened: int = 0
+    commands_run: int = 0
+    command_seconds: float = 0.0
+    stats_files: int = 0
+    provider_peak_rss_kb: int | None = None
+    summary: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "ssh_connections_opened": self.connections_opened,
+            "ssh_commands_run": self.commands_run,
+            "ssh_command_seconds": round(self.command_seconds, 3),
+            "stats_files": self.stats_files,
+            "provider_peak_rss_mb": round(self.provider_peak_rss_kb / 1024, 1)
+            if self.provider_peak_rss_kb
+            else None,
+            "summary": self.summary,
+        }
+
+
+def _proc_ppid(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text.rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    for _ in range(20):
+        if pid == root:
+            return True
+        parent = _proc_ppid(pid)
+        if parent is None or parent <= 1:
+            return False
+        pid = parent
+    return False
+
+
+def _vm_hwm_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class ProviderSampler:
+    """Polls /proc for `python -m pulumi.dynamic` processes under one pulumi process; keeps the peak VmHWM."""
+
+    def __init__(self, root_pid: int, interval: float = 0.05) -> None:
+        self.root_pid = root_pid
+        self.interval = interval
+        self.peak_kb: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._known: set[int] = set()
+
+    def __enter__(self) -> ProviderSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _scan(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid not in self._known:
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"pulumi.dynamic" not in cmd or not _descends_from(pid, self.root_pid):
+                    continue
+                self._known.add(pid)
+        for pid in list(self._known):
+            kb = _vm_hwm_kb(pid)
+            if kb is None:
+                self._known.discard(pid)
+            elif self.peak_kb is None or kb > self.peak_kb:
+                self.peak_kb = kb
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._scan()
+            self._stop.wait(self.interval)
+
+
+def _summary(stdout: str) -> str:
+    """The engine's resource count line(s), e.g. `+ 104 created`."""
+    lines = stdout.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Resources:")
+    except StopIteration:
+        return ""
+    out = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        out.append(line.strip())
+    return "; ".join(out)
+
+
+@dataclass
+class SliceStack:
+    """One slice = one stack of the program in a throwaway project directory (code symlinked)."""
+
+    spec: SliceSpec
+    workdir: Path
+    backend: Path
+    parallel: int | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def project(self) -> Path:
+        return self.workdir / f"project-{self.spec.name}"
+
+    def env(self, stats_dir: Path | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            PATH=f"{TOOLCHAIN_BIN}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
+            PULUMI_HOME=str(PULUMI_HOME),
+            PULUMI_BACKEND_URL=f"file://{self.backend}",
+            PULUMI_SKIP_UPDATE_CHECK="true",
+            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+            PULUMI_CONFIG_PASSPHRASE=env.get("PULUMI_CONFIG_PASSPHRASE", "cloudrepo-lab-only"),
+            PULUMI_SKIP_CONFIRMATIONS="true",
+        )
+        env.pop("CLOUDREPO_SSH_STATS", None)
+        if stats_dir is not None:
+            env["CLOUDREPO_SSH_STATS"] = str(stats_dir / "stats-{pid}.json")
+        return env
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [str(TOOLCHAIN_BIN / "pulumi"), *args, "--stack", self.spec.name]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            self._cmd(*args),
+            cwd=self.project,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise PulumiFailed(f"pulumi {' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def init(self) -> None:
+        """Project directory linked to this repository's program, a new stack, its config written."""
+        p = self.project
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "Pulumi.yaml").write_text(
+            f"name: cloudrepo\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT / '.venv'}\n"
+        )
+        for name in ("__main__.py", "providers", "components"):
+            link = p / name
+            if not link.exists():
+                link.symlink_to(ROOT / name)
+        self.backend.mkdir(parents=True, exist_ok=True)
+        self.run("stack", "init", "--non-interactive")
+        doc = {"config": self.spec.stack_config()}
+        (p / f"Pulumi.{self.spec.name}.yaml").write_text(json.dumps(doc, indent=2) + "\n")
+
+    def phase(self, name: str, stats_root: Path) -> Phase:
+        """Run one phase (`up`, `preview`, `up-noop`, `refresh`, `destroy`) and measure it."""
+        stats_dir = stats_root / f"{self.spec.name}-{name}"
+        shutil.rmtree(stats_dir, ignore_errors=True)
+        stats_dir.mkdir(parents=True)
+        args = list(PHASE_ARGS[name])
+        if self.parallel is not None:
+            args += ["--parallel", str(self.parallel)]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            self._cmd(*args),
+            cwd=self.project,
+            env=self.env(stats_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        with ProviderSampler(proc.pid) as sampler:
+            out, _ = proc.communicate(timeout=900)
+        seconds = time.monotonic() - started
+        self.log.append(f"$ pulumi {' '.join(args)}\n{out}")
+        if proc.returncode != 0:
+            raise PulumiFailed(f"pulumi {' '.join(args)} on {self.spec.name}: exit {proc.returncode}\n{out}")
+        result = Phase(name, seconds, provider_peak_rss_kb=sampler.peak_kb, summary=_summary(out))
+        for path in sorted(stats_dir.glob("stats-*.json")):
+            st = json.loads(path.read_text())
+            result.stats_files += 1
+            result.connections_opened += int(st.get("connections_opened", 0))
+            result.commands_run += int(st.get("commands_run", 0))
+            result.command_seconds += float(st.get("command_seconds", 0.0))
+            rss = st.get("ru_maxrss_kb")
+            if isinstance(rss, int) and (result.provider_peak_rss_kb or 0) < rss:
+                result.provider_peak_rss_kb = rss
+        return result
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.run("stack", "output", "--json", "--show-secrets").stdout)
+
+    def cleanup(self) -> None:
+        """Best effort: destroy whatever is left (after a failure) and remove the stack."""
+        self.run("cancel", "--yes", check=False)
+        r = self.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
+        if r.returncode != 0:
+            self.run("refresh", "--yes", "--non-interactive", "--clear-pending-creates", check=False)
+            self.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
+        self.run("stack", "rm", "--yes", "--force", check=False)

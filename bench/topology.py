@@ -1,0 +1,123 @@
+"""The benchmark slices: a ring of N VMs and N links, VMs alternating between two workers, a third online.
+
+The same description gives the stack config (for `pulumi up`) and the host objects the baselines create
+with the seed's commands, so both sides build the same TAPs, gateways, DHCP namespaces and NAT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = ROOT / ".lab"
+INTERNET_VLAN = 400
+PARKING_VLAN = 4094
+BRIDGE = "br-int"
+NETWORK_PORT = 2200
+
+
+@dataclass(frozen=True)
+class Tap:
+    worker: str
+    name: str
+    vlan: int
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """One benchmark slice: `links` links over `links` VMs (ids `first_vm`..), pool `pool_start`..+19."""
+
+    name: str
+    links: int
+    pool_start: int
+    first_vm: int
+    workers: tuple[str, ...] = ("worker1", "worker2")
+    vm_ids: list[int] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.links <= 20:
+            raise ValueError("a slice holds 2..20 links")
+        self.vm_ids.extend(range(self.first_vm, self.first_vm + self.links))
+
+    def internet(self, i: int) -> bool:
+        return i % 3 == 0
+
+    def vms(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": vm,
+                "worker": self.workers[i % len(self.workers)],
+                "dataInterfaces": 2,
+                "internet": self.internet(i),
+            }
+            for i, vm in enumerate(self.vm_ids)
+        ]
+
+    def link_pairs(self) -> list[list[str]]:
+        """Link i joins VM i's eth2 to VM i+1's eth1 (a ring): every link crosses the two workers."""
+        n = len(self.vm_ids)
+        return [[f"{self.vm_ids[i]}.eth2", f"{self.vm_ids[(i + 1) % n]}.eth1"] for i in range(n)]
+
+    def link_vlans(self) -> list[int]:
+        """A fresh stack gives each link the lowest free VLAN, in config order."""
+        return [self.pool_start + i for i in range(self.links)]
+
+    def taps(self) -> list[Tap]:
+        """Every VM interface's TAP and its tag (eth0: VLAN 400 when online, else parked)."""
+        n = len(self.vm_ids)
+        vlan_of: dict[tuple[int, str], int] = {}
+        for i, vlan in enumerate(self.link_vlans()):
+            vlan_of[(self.vm_ids[i], "eth2")] = vlan
+            vlan_of[(self.vm_ids[(i + 1) % n], "eth1")] = vlan
+        out = []
+        for i, vm in enumerate(self.vm_ids):
+            worker = self.workers[i % len(self.workers)]
+            eth0 = INTERNET_VLAN if self.internet(i) else PARKING_VLAN
+            out.append(Tap(worker, f"tap_{vm}_eth0", eth0))
+            for iface in ("eth1", "eth2"):
+                out.append(Tap(worker, f"tap_{vm}_{iface}", vlan_of[(vm, iface)]))
+        return out
+
+    @property
+    def has_internet(self) -> bool:
+        return any(self.internet(i) for i in range(len(self.vm_ids)))
+
+    def stack_config(self) -> dict[str, Any]:
+        """The `config:` map of `Pulumi.<stack>.yaml` for the testbed."""
+        return {
+            "cloudrepo:networkNode": {"host": "127.0.0.1", "port": NETWORK_PORT, "uplink": "ens3"},
+            "cloudrepo:workers": {
+                w: {"host": "127.0.0.1", "port": NETWORK_PORT + int(w.removeprefix("worker"))}
+                for w in self.workers
+            },
+            "cloudrepo:ssh": {
+                "user": "root",
+                "privateKeyPath": str(LAB / "id_ed25519"),
+                "knownHostsPath": str(LAB / "known_hosts"),
+                "sudo": True,
+            },
+            "cloudrepo:slice": {
+                "name": self.name,
+                "vlanPool": {"start": self.pool_start},
+                "vms": self.vms(),
+                "links": self.link_pairs(),
+            },
+        }
+
+
+def expected_outputs_match(spec: SliceSpec, outputs: dict[str, Any]) -> list[str]:
+    """Differences between what the baselines will build and what `pulumi up` built (empty: same objects)."""
+    want = {(t.name, t.vlan) for t in spec.taps()}
+    got = set()
+    for vm in outputs.get("vms", {}).values():
+        for iface in vm.get("interfaces", {}).values():
+            vlan = iface.get("vlan")
+            got.add((iface["tap"], int(vlan) if vlan is not None else PARKING_VLAN))
+    problems = [f"baseline TAP {n} tag {v} not in the stack" for n, v in sorted(want - got)]
+    problems += [f"stack TAP {n} tag {v} not in the baseline" for n, v in sorted(got - want)]
+    links = sorted(int(link["vlan"]) for link in outputs.get("links", []))
+    if links != sorted(spec.link_vlans()):
+        problems.append(f"link VLANs {links} != {spec.link_vlans()}")
+    return problems
