@@ -399,8 +399,10 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
             probe_pid = sh("dnsmasq", _PROC, pid_file(spec), kind="probe")
             try:
                 res = ssh.run_script(spec.host, [*steps, probe_pid], locked=spec.shared)
-            except StepFailed as exc:
-                if exc.step != STILL_THERE or attempt == 2:
+            except StepFailed:
+                # shared: the read ran outside the lock, so another slice may have created or removed
+                # the namespace since (two slices' first `up` at once): read again and re-plan, once
+                if not spec.shared or attempt == 2:
                     raise
                 continue
             proc = res.out("dnsmasq").splitlines()

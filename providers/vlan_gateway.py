@@ -233,8 +233,10 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec]):
             try:
                 ssh.run_script(spec.host, steps, locked=spec.shared)
                 break
-            except StepFailed as exc:
-                if exc.step != STILL_THERE or attempt == 2:
+            except StepFailed:
+                # shared: the read ran outside the lock, so another slice may have created or removed
+                # the gateway since (two slices' first `up` at once): read again and re-plan, once
+                if not spec.shared or attempt == 2:
                     raise
         users = tuple(sorted({*have.users, spec.slice})) if spec.shared else ()
         after = GatewayHave(

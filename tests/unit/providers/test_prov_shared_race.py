@@ -1,0 +1,127 @@
+"""Shared VLAN 400 objects created by two slices at once: the read runs outside the lock, so the locked
+script may find the object made (or removed) by the other slice meanwhile; the provider reads again and
+re-plans once instead of failing (seen with two `pulumi up` in parallel: "ns-dhcp-vlan400: File exists")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from provkit import dhcp, gateway, link, port
+
+from providers import dhcp_namespace as dn
+from providers import vlan_gateway as vg
+from providers.errors import StepFailed
+from providers.script import ScriptResult, Step, StepResult
+
+GW400 = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "400"}
+
+
+class Host:
+    """Fake reads (one per `_have`) and fake scripts: the first locked script fails at `fail_step`."""
+
+    def __init__(self, reads: list[Any], fail_step: str, stdout: str = "") -> None:
+        self.reads = reads
+        self.fail_step = fail_step
+        self.stdout = stdout
+        self.scripts: list[list[str]] = []
+
+    def have(self, _spec: Any) -> Any:
+        return self.reads.pop(0)
+
+    def run_script(
+        self, _endpoint: Any, steps: list[Step], *, locked: bool = False, **_: Any
+    ) -> ScriptResult:
+        names = [s.name for s in steps]
+        self.scripts.append(names)
+        if len(self.scripts) == 1 and self.fail_step in names:
+            raise StepFailed("network", self.fail_step, 1, "File exists")
+        return ScriptResult([StepResult(names[-1], 0, self.stdout)])
+
+
+def shared_dhcp(slice_name: str) -> Any:
+    return dhcp(
+        slice=slice_name, vlan=400, namespace="ns-dhcp-vlan400", port="dhcp_v400", address="10.60.7.2/24",
+        rangeStart="10.60.7.10", rangeEnd="10.60.7.250", router="10.60.7.1", shared=True,
+        reservations=[{"mac": "52:54:00:18:39:00", "ip": "10.60.7.186", "hostname": "vm6201"}],
+    )  # fmt: skip
+
+
+def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = shared_dhcp("b")
+    markers = dn._proc_markers(spec)
+    absent = dn.DhcpHave(None, False, None, None, markers=markers)
+    made_by_a = dn.DhcpHave(
+        owner="shared",
+        netns=True,
+        port=port("dhcp_v400", 400, "shared", **{"cloudrepo-kind": "dhcp", "cloudrepo-vlan": "400"}),
+        root_link=None,
+        ns_links=(link("dhcp_v400", True, "internal", None, "10.60.7.2/24"), link("lo", True, None, None)),
+        pid=4242,
+        cmdline=tuple(dn.dnsmasq_args(spec)),
+        hosts=None,
+        users=("a",),
+        markers=markers,
+    )
+    host = Host([absent, made_by_a], "add namespace", "4242\n" + "\n".join(dn.dnsmasq_args(spec)))
+    p = dn.DhcpNamespaceProvider()
+    monkeypatch.setattr(p, "_have", host.have)
+    monkeypatch.setattr(dn.ssh, "run_script", host.run_script)
+    out = p._ensure(spec)
+    assert "add namespace" in host.scripts[0]
+    # the second plan joins the namespace slice "a" made: register, own reservations, SIGHUP (same pid)
+    assert host.scripts[1] == [
+        dn.STILL_THERE,
+        "register user",
+        "write reservations",
+        "reload reservations",
+        "dnsmasq",
+    ]
+    assert out["observed"]["dnsmasqPid"] == 4242
+    assert out["observed"]["users"] == ["a", "b"]
+    assert out["drift"] == []
+
+
+def test_shared_gateway_created_meanwhile_by_another_slice_is_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = gateway(slice="b", vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
+    absent = vg.GatewayHave(None, None, ())
+    made_by_a = vg.GatewayHave(
+        port=port("gw_vlan400", 400, "shared", **GW400),
+        link=link("gw_vlan400", True, "internal", None, "10.60.7.1/24"),
+        others=(),
+        users=("a",),
+    )
+    host = Host([absent, made_by_a], "add address")
+    p = vg.VlanGatewayProvider()
+    monkeypatch.setattr(p, "_have", host.have)
+    monkeypatch.setattr(vg.ssh, "run_script", host.run_script)
+    out = p._ensure(spec)
+    assert host.scripts == [
+        ["register user", "add port", "add address", "port up"],
+        [vg.STILL_THERE, "register user"],
+    ]
+    assert out["observed"]["users"] == ["a", "b"]
+
+
+def test_a_failure_of_a_slices_own_gateway_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = Host([vg.GatewayHave(None, None, ()), vg.GatewayHave(None, None, ())], "add address")
+    p = vg.VlanGatewayProvider()
+    monkeypatch.setattr(p, "_have", host.have)
+    monkeypatch.setattr(vg.ssh, "run_script", host.run_script)
+    with pytest.raises(StepFailed, match="add address"):
+        p._ensure(gateway())
+    assert len(host.scripts) == 1
+
+
+def test_a_shared_step_that_fails_twice_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = gateway(slice="b", vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
+    host = Host([vg.GatewayHave(None, None, ()), vg.GatewayHave(None, None, ())], "add address")
+    host.run_script = lambda _e, steps, **_k: (_ for _ in ()).throw(
+        StepFailed("network", "add address", 2, "x")
+    )  # type: ignore[method-assign]
+    p = vg.VlanGatewayProvider()
+    monkeypatch.setattr(p, "_have", host.have)
+    monkeypatch.setattr(vg.ssh, "run_script", host.run_script)
+    with pytest.raises(StepFailed, match="add address"):
+        p._ensure(spec)
+    assert host.reads == []  # read twice, then the error
