@@ -1,0 +1,208 @@
+"""Helpers of the end-to-end scenarios 6-9: wall times, a slice's objects in a scan, the stack's state,
+guests' fresh leases, host keys and the testbed's sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from lab import guest as lab_guest
+from lab.procs import alive, pidfile_process
+from lab.slicecheck import Report, format_report, guest_name
+from tests.integration.slicekit import LAB, SliceStack
+from tests.labfixtures import lab_cli, scan
+
+TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", "/tmp/cloudrepo-e2e-times.json"))
+
+
+@contextmanager
+def wall_time(scenario: str) -> Iterator[None]:
+    """Print (and record in $CLOUDREPO_E2E_TIMES) how long a scenario took, passed or not."""
+    t0 = time.monotonic()
+    outcome = "failed"
+    try:
+        yield
+        outcome = "passed"
+    finally:
+        seconds = round(time.monotonic() - t0, 1)
+        print(f"\n[wall time] {scenario}: {seconds}s ({outcome})")
+        try:
+            times = json.loads(TIMES_FILE.read_text())
+        except (OSError, ValueError):
+            times = {}
+        times[scenario] = {"seconds": seconds, "outcome": outcome}
+        TIMES_FILE.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+
+
+def assert_slice_ok(report: Report) -> None:
+    text = format_report(report)
+    print(text)
+    assert report.ok, text
+
+
+# ---- a slice's objects on the hosts ----------------------------------------------------------------------
+
+
+def slice_markers(outputs: dict[str, Any]) -> tuple[str, ...]:
+    """Names that identify a deployed slice's objects in a scan: TAPs, gateway/DHCP ports and namespaces
+    of its link VLANs, and their subnets."""
+    names: set[str] = set()
+    for link in outputs["links"]:
+        vlan = int(link["vlan"])
+        names |= {f"gw_vlan{vlan}", f"dhcp_v{vlan}", f"ns-dhcp-vlan{vlan}", f"192.168.{vlan % 256}."}
+    for vm in outputs["vms"].values():
+        for spec in vm["interfaces"].values():
+            names.add(spec["tap"])
+    return tuple(sorted(names))
+
+
+def mine(node: Any, markers: tuple[str, ...]) -> Any:
+    """The parts of a scan that mention one of `markers` (in a key or in a value)."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if any(m in str(k) for m in markers):
+                out[k] = v
+            else:
+                sub = mine(v, markers)
+                if sub not in (None, {}, []):
+                    out[k] = sub
+        return out
+    if isinstance(node, list):
+        return [item for item in node if any(m in json.dumps(item) for m in markers)]
+    return node if any(m in str(node) for m in markers) else None
+
+
+def objects(markers: tuple[str, ...], host: str | None = None) -> Any:
+    """What the testbed's scan holds of these objects now (every host, or one)."""
+    return mine(scan(host), markers)
+
+
+def host_ports(doc: dict[str, Any], host: str) -> dict[str, Any]:
+    return dict(doc["hosts"][host]["ovs"]["br-int"]["ports"])
+
+
+def duplicates(doc: dict[str, Any]) -> list[str]:
+    """Objects present more than once in a whole scan: a dnsmasq per VLAN, an iptables rule line, an
+    address on an interface (OVS port and namespace names are unique by construction, checked by count)."""
+    found: list[str] = []
+    for host, h in doc["hosts"].items():
+        for table, lines in h["iptables"].items():
+            rules = [line for line in lines if line.startswith("-A")]
+            found += [f"{host} iptables {table}: {r}" for r in set(rules) if rules.count(r) > 1]
+        per_ns: dict[str, int] = {}
+        for proc in h["dnsmasq"]:
+            key = json.dumps(proc.get("namespace", proc), sort_keys=True)
+            per_ns[key] = per_ns.get(key, 0) + 1
+        found += [f"{host} dnsmasq x{n} in {k}" for k, n in per_ns.items() if n > 1]
+        for dev, addrs in h["addresses"].items():
+            found += [f"{host} {dev} address {a} x{addrs.count(a)}" for a in set(addrs) if addrs.count(a) > 1]
+    return sorted(found)
+
+
+# ---- the stack's state ----------------------------------------------------------------------------------
+
+
+def state(stack: SliceStack) -> dict[str, Any]:
+    return dict(json.loads(stack.cli.export_state()))
+
+
+def resources(stack: SliceStack, type_suffix: str = "") -> list[dict[str, Any]]:
+    """The custom resources of the stack's state (the dynamic ones: TapPort, VlanGateway, ...)."""
+    deployment = state(stack)["deployment"]
+    return [
+        r
+        for r in deployment.get("resources") or []
+        if r.get("custom")
+        and r["type"].startswith("pulumi-python:dynamic")
+        and r["urn"].endswith(type_suffix)
+    ]
+
+
+def drift_by_name(stack: SliceStack) -> dict[str, list[str]]:
+    """Resource name -> its `drift` output, for every resource whose drift is not empty."""
+    out: dict[str, list[str]] = {}
+    for r in resources(stack):
+        drift = (r.get("outputs") or {}).get("drift") or []
+        if drift:
+            out[r["urn"].rsplit("::", 1)[1]] = list(drift)
+    return out
+
+
+def pending_operations(stack: SliceStack) -> list[dict[str, Any]]:
+    return list(state(stack)["deployment"].get("pending_operations") or [])
+
+
+# ---- guests ---------------------------------------------------------------------------------------------
+
+
+def fresh_lease(vm: str, iface: str) -> str:
+    """Forget the guest's lease and address on IFACE, then ask DHCP again: only a live server answers."""
+    name = guest_name(vm)
+    (lab_guest.guest_dir(name) / f"{iface}.leases").unlink(missing_ok=True)
+    subprocess.run(
+        ["ip", "-n", lab_guest.guest_ns(name), "addr", "flush", "dev", iface], check=True, capture_output=True
+    )
+    assert lab_guest.address_of(name, iface) is None
+    return lab_guest.dhcp(name, iface)
+
+
+def guest_exec(vm: str, *command: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        lab_guest.exec_argv(guest_name(vm), list(command)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# ---- host keys and sshd ---------------------------------------------------------------------------------
+
+
+def known_hosts_with_wrong_key(dst: Path, port: int) -> Path:
+    """A copy of the testbed's known_hosts where the host on PORT has another (made up) key."""
+    real = paramiko.HostKeys(str(LAB / "known_hosts"))
+    pattern = f"[127.0.0.1]:{port}"
+    assert real.lookup(pattern), f"{pattern} is not in {LAB / 'known_hosts'}"
+    wrong = paramiko.HostKeys()
+    for hostname, keys in real.items():
+        for keytype, key in keys.items():
+            if hostname != pattern:
+                wrong.add(hostname, keytype, key)
+    fake = paramiko.Ed25519Key.from_private_key_file(str(LAB / "id_ed25519"))  # any other ed25519 key
+    wrong.add(pattern, fake.get_name(), fake)
+    wrong.save(str(dst))
+    return dst
+
+
+def sshd_pidfile(host: str) -> Path:
+    return LAB / "hosts" / host / "sshd.pid"
+
+
+def stop_sshd(host: str) -> int:
+    """Stop HOST's sshd by the pid in its pid file (the host's other processes keep running)."""
+    pid = pidfile_process(sshd_pidfile(host), "sshd")
+    assert pid is not None, f"{host}: no live sshd in {sshd_pidfile(host)}"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid), f"{host}: sshd {pid} still alive"
+    return pid
+
+
+def restart_testbed() -> None:
+    """`python -m lab up` is idempotent: it starts what is down (a stopped sshd) and leaves the rest."""
+    lab_cli("up", "--workers", "2", timeout=300)
+    status = lab_cli("status", check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
