@@ -31,7 +31,9 @@ def two_vm_slice(first_vm: int) -> tuple[list[dict[str, Any]], list[Any]]:
 
 def link_ips(outputs: dict[str, Any]) -> dict[str, str]:
     return {
-        vm_id: vm["interfaces"]["eth1"]["ip"] for vm_id, vm in outputs["vms"].items() if "eth1" in vm["interfaces"]
+        vm_id: vm["interfaces"]["eth1"]["ip"]
+        for vm_id, vm in outputs["vms"].items()
+        if "eth1" in vm["interfaces"]
     }
 
 
@@ -101,7 +103,11 @@ def run_stack_per_slice(slice_stack: Callable[..., SliceStack], testbed: Testbed
         assert "overlap slice 'e2e-msb'" in text, text
         net_after = scan("network")
         assert_scan_equal(net_before, net_after, only=markers_b)
-        assert_scan_equal(net_before, net_after, only=("gw_vlan210", "dhcp_v210", "ns-dhcp-vlan210", "192.168.210.", "e2e-msc"))
+        assert_scan_equal(
+            net_before,
+            net_after,
+            only=("gw_vlan210", "dhcp_v210", "ns-dhcp-vlan210", "192.168.210.", "e2e-msc"),
+        )
         # and B still serves its guests
         assert fresh_lease("6222", "eth1") == ips_b["6222"]
     finally:
