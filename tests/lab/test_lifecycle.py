@@ -3,6 +3,7 @@ crash halfway through `up` and with processes started inside the hosts over SSH.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,40 +58,50 @@ def live_processes() -> dict[int, str]:
     return procs
 
 
-def host_views() -> set[tuple[int, int]]:
-    """(dev, inode) of this testbed's per-host /run/netns directories (while it is up)."""
-    keys = set()
+@dataclass
+class Marks:
+    """How to recognise this testbed's processes after `down` deleted its namespaces and directories:
+    the inodes of its network namespaces and of its hosts' /run/netns directories, taken while up."""
+
+    nets: set[int]
+    views: set[tuple[int, int]]
+
+
+def marks() -> Marks:
+    nets = set()
+    for name in ours(os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
+        with contextlib.suppress(OSError):
+            nets.add(os.stat(f"/run/netns/{name}").st_ino)
+    views = set()
     for d in (LAB / "hosts").glob("*/netns"):
         st = d.stat()
-        keys.add((st.st_dev, st.st_ino))
-    return keys
+        views.add((st.st_dev, st.st_ino))
+    return Marks(nets, views)
 
 
-def leftover_processes(before: dict[int, str], views: set[tuple[int, int]]) -> list[str]:
+def leftover_processes(before: dict[int, str], mark: Marks) -> list[str]:
     """Processes that were not there before and belong to this testbed: they name its directory or
-    namespaces, live in a namespace of the root's /run/netns other than the root's network namespace
-    (hosts, guests), or see one of its hosts' /run/netns. Processes of another testbed (other prefix)
-    running beside this one are not counted."""
-    root_netns = os.stat("/proc/self/ns/net").st_ino
-    root_view = os.stat("/run/netns") if os.path.isdir("/run/netns") else None
+    namespaces, live in one of its network namespaces, or see one of its hosts' /run/netns. Processes
+    of another testbed (other prefix) running beside this one are not counted."""
     found = []
     for pid, cmd in live_processes().items():
         if pid in before or pid == os.getpid():
             continue
         try:
-            net = os.stat(f"/proc/{pid}/ns/net").st_ino
+            net: int | None = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            net = None
+        try:
             view = os.stat(f"/proc/{pid}/root/run/netns")
             view_key: tuple[int, int] | None = (view.st_dev, view.st_ino)
         except OSError:
             view_key = None
-            net = root_netns
-        in_root_view = root_view is not None and view_key == (root_view.st_dev, root_view.st_ino)
         if (
             str(LAB) in cmd
             or f" {NS_PREFIX}" in cmd
             or f" {VM_NS_PREFIX}" in cmd
-            or (net != root_netns and in_root_view)
-            or view_key in views
+            or net in mark.nets
+            or view_key in mark.views
         ):
             found.append(f"{pid}: {cmd}")
     return found
@@ -107,12 +119,12 @@ def our_mounts(lines: list[str]) -> list[str]:
     ]
 
 
-def assert_nothing_left(before: dict[str, Any], views: set[tuple[int, int]] | None = None) -> None:
+def assert_nothing_left(before: dict[str, Any], mark: Marks | None = None) -> None:
     after = root_snapshot()
     assert ours(after["netns"]) == ours(before["netns"])
     assert after["links"] == before["links"]
     assert our_mounts(after["mounts"]) == our_mounts(before["mounts"])
-    leftovers = leftover_processes(before["procs"], views or set())
+    leftovers = leftover_processes(before["procs"], mark or Marks(set(), set()))
     assert not leftovers, "processes left behind:\n" + "\n".join(leftovers)
 
 
@@ -162,12 +174,12 @@ def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) ->
     lab_cli("vm", "start", "lifecycle", "--host", "worker1", "--tap", "tap_9_eth1")
     assert "ns-lifecycle" in scan("network")["hosts"]["network"]["namespaces"]
 
-    views = host_views()
+    mark = marks()
     lab_cli("down")
     assert lab_cli("status", check=False).returncode == 1
-    assert_nothing_left(pristine, views)
+    assert_nothing_left(pristine, mark)
     lab_cli("down")  # a second down is a no-op
-    assert_nothing_left(pristine, views)
+    assert_nothing_left(pristine, mark)
     # Keys persist, so known_hosts stays valid across down/up.
     assert (LAB / "id_ed25519").exists() and (LAB / "known_hosts").exists()
 
@@ -184,9 +196,9 @@ def test_down_after_up_killed_halfway(pristine: dict[str, Any], delay: float) ->
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    views = host_views()
+    mark = marks()
     lab_cli("down")
-    assert_nothing_left(pristine, views)
+    assert_nothing_left(pristine, mark)
 
 
 def test_up_repairs_a_dead_sshd_and_the_host_keeps_its_namespaces(pristine: dict[str, Any]) -> None:
@@ -201,9 +213,9 @@ def test_up_repairs_a_dead_sshd_and_the_host_keeps_its_namespaces(pristine: dict
     assert lab_cli("status", check=False).returncode == 0
     assert_scan_equal(first, scan())
     tb.run("worker1", "sudo ip netns exec ns-repair true && sudo ip netns del ns-repair")
-    views = host_views()
+    mark = marks()
     lab_cli("down")
-    assert_nothing_left(pristine, views)
+    assert_nothing_left(pristine, mark)
 
 
 @pytest.mark.parametrize("kill_init", [False, True])
@@ -225,7 +237,7 @@ def test_down_ends_processes_of_a_host_whose_sshd_died(pristine: dict[str, Any],
     if kill_init:
         os.kill(int((host / "init.pid").read_text()), signal.SIGKILL)
     (LAB / "inventory.json").unlink()  # as if `up`'s state were lost too
-    views = host_views()
+    mark = marks()
     lab_cli("down")
     assert not any(cmd == "sleep 1001" for cmd in live_processes().values())
-    assert_nothing_left(pristine, views)
+    assert_nothing_left(pristine, mark)
