@@ -122,15 +122,20 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
     """The steps that bring the host from `have` to `spec` (empty when already in place)."""
     check_ownership(spec, have)
     steps: list[Step] = []
-    link = have.link
+    link, port = have.link, have.port
+    if link is None and port is not None:
+        # the TAP was deleted under its OVS port: the bridge still holds the old device (by its ifindex),
+        # so a TAP made again under the same name carries no traffic until the port is added afresh
+        steps.append(run("detach stale port", "ovs-vsctl", "--if-exists", "del-port", spec.name))
+        port = None
     if link is None:
         steps.append(run("create tap", "ip", "tuntap", "add", "mode", "tap", "name", spec.name))
     if link is None or link.alias != alias(spec):
         steps.append(run("mark tap", "ip", "link", "set", "dev", spec.name, "alias", alias(spec)))
     if link is None or not link.up:
         steps.append(run("tap up", "ip", "link", "set", "dev", spec.name, "up"))
-    if not ovs_in_place(spec, have.port):
-        steps.append(run("attach port", *ovs_command(spec, have.port)))
+    if not ovs_in_place(spec, port):
+        steps.append(run("attach port", *ovs_command(spec, port)))
     return steps
 
 

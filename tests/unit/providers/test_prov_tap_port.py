@@ -73,6 +73,19 @@ def test_interrupted_create_of_this_slice_is_resumed() -> None:
     assert names(tp.plan_ensure(tap(), have)) == ["tap up", "attach port"]
 
 
+def test_tap_deleted_under_its_port_is_made_again_with_a_fresh_port() -> None:
+    # the bridge still holds the deleted device: the port is removed before the TAP is made again, then
+    # added afresh (found on the testbed: a TAP re-made under the old port carried no traffic)
+    have = tp.TapHave(None, IN_PLACE.port)
+    assert argvs(tp.plan_ensure(tap(), have)) == [
+        ["ovs-vsctl", "--if-exists", "del-port", "tap_1002_eth1"],
+        ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo"],
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "up"],
+        OVS,
+    ]
+
+
 def test_port_on_another_bridge_moves_in_one_transaction() -> None:
     have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 120, None, bridge="br-old", **MARKS))
     (step,) = tp.plan_ensure(tap(), have)
