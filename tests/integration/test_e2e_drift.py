@@ -1,0 +1,82 @@
+"""Scenario 7: drift. A deployed slice is damaged by hand over SSH (a TAP deleted, a dnsmasq killed by the
+pid in its pid file, a gateway address removed, a DHCP namespace deleted, the NAT rule deleted);
+`pulumi refresh` reports each one in the resources' `drift` outputs, `pulumi up` repairs them all, the
+guests work again and the hosts' scan equals the one taken right after the first `up`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lab.slicecheck import check_slice, stop_guests
+from tests.integration.e2ekit import assert_slice_ok, drift_by_name, duplicates, wall_time
+from tests.integration.slicekit import SliceStack
+from tests.labfixtures import Testbed, assert_scan_equal, scan
+
+SLICE = "e2e-drift"
+VMS = [
+    {"id": 7301, "worker": "worker1", "dataInterfaces": 2, "internet": True},
+    {"id": 7302, "worker": "worker2", "dataInterfaces": 2},
+]
+LINKS = [["7301.eth1", "7302.eth1"], ["7301.eth2", "7302.eth2"]]
+NAT_COMMENT = "cloudrepo:nat-10.60.7.0-24"
+
+
+def test_drift_is_reported_and_repaired(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
+    with wall_time("7 drift"):
+        run_drift(slice_stack, testbed)
+
+
+def run_drift(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
+    stack = slice_stack(SLICE, 300, VMS, LINKS)
+    stack.up()
+    outputs = stack.outputs()
+    assert [link["vlan"] for link in outputs["links"]] == [300, 301]
+    baseline = scan()
+    assert drift_by_name(stack) == {}
+
+    # the damage, by hand on the hosts
+    testbed.run("worker2", "ip link delete tap_7302_eth1")
+    testbed.run("network", "kill $(cat /var/lib/cloudrepo/dhcp/vlan300/dnsmasq.pid)")
+    testbed.run("network", "ip addr del 192.168.45.1/24 dev gw_vlan301")
+    testbed.run("network", "ip netns delete ns-dhcp-vlan301")
+    masq = [
+        line
+        for line in testbed.run("network", "iptables -w -t nat -S POSTROUTING")[1].splitlines()
+        if NAT_COMMENT in line and "MASQUERADE" in line
+    ]
+    assert len(masq) == 1, masq
+    testbed.run("network", "iptables -w -t nat " + masq[0].replace("-A ", "-D ", 1))
+    damaged = scan()
+    assert damaged != baseline
+
+    # refresh finds every one of them
+    refresh_out = stack.refresh()
+    drift = drift_by_name(stack)
+    print("drift after refresh:", drift)
+    expected = {
+        f"{SLICE}-tap-7302-eth1": "TAP device missing",
+        f"{SLICE}-dhcp-vlan300": "dnsmasq not running",
+        f"{SLICE}-gw-vlan301": "address 192.168.45.1/24 missing",
+        f"{SLICE}-dhcp-vlan301": "namespace missing",
+        f"{SLICE}-nat": "rule masquerade missing",
+    }
+    for name, problem in expected.items():
+        assert any(problem in d for d in drift.get(name, [])), f"{name}: {problem!r} not in {drift.get(name)}"
+        assert name in refresh_out, f"`pulumi refresh` does not mention {name}:\n{refresh_out}"
+    assert set(drift) == set(expected), f"unexpected drift: {drift}"
+
+    # up repairs everything; a second up has nothing left to do
+    stack.up()
+    assert drift_by_name(stack) == {}
+    repaired = scan()
+    assert not duplicates(repaired), duplicates(repaired)
+    assert_scan_equal(baseline, repaired)
+    again = stack.cli.run("preview", "--non-interactive", "--expect-no-changes", check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    # and the guests work again
+    try:
+        assert_slice_ok(check_slice(outputs, testbed.inventory))
+    finally:
+        stop_guests(outputs["vms"])
+    assert_scan_equal(baseline, scan())
