@@ -1,1 +1,1 @@
-"""Benchmarks of cloudrepo on the testbed: the real `pulumi` CLI against baselines doing the same host work."""
+"""Benchmarks on the testbed: the real `pulumi` CLI against baselines that do the same host work."""

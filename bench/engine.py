@@ -45,6 +45,7 @@ class Phase:
     command_seconds: float = 0.0
     stats_files: int = 0
     provider_peak_rss_kb: int | None = None
+    provider_cpu_seconds: float | None = None
     summary: str = ""
 
     def as_json(self) -> dict[str, Any]:
@@ -56,6 +57,9 @@ class Phase:
             "stats_files": self.stats_files,
             "provider_peak_rss_mb": round(self.provider_peak_rss_kb / 1024, 1)
             if self.provider_peak_rss_kb
+            else None,
+            "provider_cpu_seconds": round(self.provider_cpu_seconds, 2)
+            if self.provider_cpu_seconds is not None
             else None,
             "summary": self.summary,
         }
@@ -80,6 +84,17 @@ def _descends_from(pid: int, root: int) -> bool:
     return False
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+
 def _vm_hwm_kb(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -100,6 +115,12 @@ class ProviderSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._known: set[int] = set()
+        self._cpu: dict[int, float] = {}
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        """utime + stime of the provider processes, as last seen (they are sampled until they exit)."""
+        return sum(self._cpu.values()) if self._cpu else None
 
     def __enter__(self) -> ProviderSampler:
         self._thread.start()
@@ -124,6 +145,9 @@ class ProviderSampler:
                 self._known.add(pid)
         for pid in list(self._known):
             kb = _vm_hwm_kb(pid)
+            cpu = _cpu_seconds(pid)
+            if cpu is not None:
+                self._cpu[pid] = cpu
             if kb is None:
                 self._known.discard(pid)
             elif self.peak_kb is None or kb > self.peak_kb:
@@ -194,7 +218,9 @@ class SliceStack:
             check=False,
         )
         if check and result.returncode != 0:
-            raise PulumiFailed(f"pulumi {' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise PulumiFailed(
+                f"pulumi {' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def init(self) -> None:
@@ -236,7 +262,13 @@ class SliceStack:
         self.log.append(f"$ pulumi {' '.join(args)}\n{out}")
         if proc.returncode != 0:
             raise PulumiFailed(f"pulumi {' '.join(args)} on {self.spec.name}: exit {proc.returncode}\n{out}")
-        result = Phase(name, seconds, provider_peak_rss_kb=sampler.peak_kb, summary=_summary(out))
+        result = Phase(
+            name,
+            seconds,
+            provider_peak_rss_kb=sampler.peak_kb,
+            provider_cpu_seconds=sampler.cpu_seconds,
+            summary=_summary(out),
+        )
         for path in sorted(stats_dir.glob("stats-*.json")):
             st = json.loads(path.read_text())
             result.stats_files += 1

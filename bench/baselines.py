@@ -1,0 +1,231 @@
+"""Baselines that do the same host work as a slice's `pulumi up` / `pulumi destroy`, with the seed's commands.
+
+(a) floor: one prepared script per host, sent over ONE SSH connection per host (paramiko), hosts in parallel.
+(b) one OpenSSH `ssh` process per command, in sequence: how the original orchestrator worked.
+
+Create = the seed's commands (`/work/shared/seed`): per TAP `ip tuntap add`, `ip link set up`,
+`ovs-vsctl --may-exist add-port ... tag=N`; per VLAN the gateway port (3 commands) and the DHCP namespace
+(6 commands, dnsmasq as in the seed); for the internet VLAN 400 the same plus ip_forward and 3 iptables rules.
+Deviations, the same for (a) and (b), so that teardown can be exact: parked eth0 TAPs get tag 4094 (as the
+program does; the seed left them untagged), and dnsmasq gets `--pid-file` and `--dhcp-leasefile` under
+`/tmp/cloudrepo-bench/` (the seed had neither, and leaked both the process and a shared lease file).
+Teardown (the seed has none that is correct): per TAP `del-port` + `ip link delete`; per VLAN kill dnsmasq by
+its pid file, delete the namespace, `del-port` the DHCP and gateway ports; `iptables -D` the NAT rules and
+restore ip_forward to the value it had.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import paramiko
+
+from bench.topology import BRIDGE, INTERNET_VLAN, LAB, NETWORK_PORT, SliceSpec
+
+NETWORK = "network"
+SUDO = "sudo"
+RUNDIR = "/tmp/cloudrepo-bench"
+
+
+def port_of(host: str) -> int:
+    return NETWORK_PORT if host == NETWORK else NETWORK_PORT + int(host.removeprefix("worker"))
+
+
+def _subnet(vlan: int) -> tuple[str, str, str, str]:
+    """(gateway, dhcp server, range start, range end) of a VLAN's subnet, as the seed derives them."""
+    base = "10.60.7" if vlan == INTERNET_VLAN else f"192.168.{vlan % 256}"
+    return f"{base}.1", f"{base}.2", f"{base}.10", f"{base}.250"
+
+
+def vlan_create(vlan: int) -> list[str]:
+    """The seed's gateway port and DHCP namespace for one VLAN."""
+    gw, dhcp, first, last = _subnet(vlan)
+    ns, port, gwp = f"ns-dhcp-vlan{vlan}", f"dhcp_v{vlan}", f"gw_vlan{vlan}"
+    return [
+        f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {gwp} tag={vlan}"
+        f" -- set interface {gwp} type=internal",
+        f"{SUDO} ip addr add {gw}/24 dev {gwp}",
+        f"{SUDO} ip link set dev {gwp} up",
+        f"{SUDO} ip netns add {ns}",
+        f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {port} tag={vlan}"
+        f" -- set interface {port} type=internal",
+        f"{SUDO} ip link set {port} netns {ns}",
+        f"{SUDO} ip netns exec {ns} ip addr add {dhcp}/24 dev {port}",
+        f"{SUDO} ip netns exec {ns} ip link set dev {port} up",
+        f"{SUDO} ip netns exec {ns} dnsmasq --interface={port} --bind-interfaces"
+        f" --dhcp-range={first},{last},24h --dhcp-option=3,{gw} --dhcp-option=6,8.8.8.8 --log-dhcp"
+        f" --log-facility={RUNDIR}/dnsmasq_vlan{vlan}.log --pid-file={RUNDIR}/dnsmasq_vlan{vlan}.pid"
+        f" --dhcp-leasefile={RUNDIR}/dnsmasq_vlan{vlan}.leases",
+    ]
+
+
+def vlan_teardown(vlan: int) -> list[str]:
+    ns, port, gwp = f"ns-dhcp-vlan{vlan}", f"dhcp_v{vlan}", f"gw_vlan{vlan}"
+    return [
+        f"{SUDO} kill $(cat {RUNDIR}/dnsmasq_vlan{vlan}.pid)",
+        f"{SUDO} ip netns delete {ns}",
+        f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {port}",
+        f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {gwp}",
+    ]
+
+
+NAT_RULES = (
+    "-t nat {op} POSTROUTING -s 10.60.7.0/24 -o ens3 -j MASQUERADE",
+    "{op} FORWARD -i gw_vlan400 -o ens3 -j ACCEPT",
+    "{op} FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+)
+
+
+@dataclass
+class HostWork:
+    """The commands of one slice on each host, in the order the original orchestrator ran them."""
+
+    create: dict[str, list[str]] = field(default_factory=dict)
+    teardown: dict[str, list[str]] = field(default_factory=dict)
+
+    def count(self, which: str) -> int:
+        return sum(len(v) for v in getattr(self, which).values())
+
+
+def host_work(specs: list[SliceSpec], ip_forward_before: str) -> HostWork:
+    work = HostWork()
+    for spec in specs:
+        for tap in spec.taps():
+            work.create.setdefault(tap.worker, []).extend(
+                [
+                    f"{SUDO} ip tuntap add mode tap name {tap.name}",
+                    f"{SUDO} ip link set dev {tap.name} up",
+                    f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {tap.name} tag={tap.vlan}",
+                ]
+            )
+            work.teardown.setdefault(tap.worker, []).extend(
+                [
+                    f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {tap.name}",
+                    f"{SUDO} ip link delete dev {tap.name}",
+                ]
+            )
+    net_c = work.create.setdefault(NETWORK, [f"mkdir -p {RUNDIR}"])
+    net_t = work.teardown.setdefault(NETWORK, [])
+    for spec in specs:
+        for vlan in spec.link_vlans():
+            net_c.extend(vlan_create(vlan))
+            net_t.extend(vlan_teardown(vlan))
+    if any(spec.has_internet for spec in specs):
+        net_c.extend(vlan_create(INTERNET_VLAN))
+        net_c.append(f"{SUDO} sysctl -w net.ipv4.ip_forward=1")
+        net_c.extend(f"{SUDO} iptables " + r.format(op="-A") for r in NAT_RULES)
+        net_t.extend(vlan_teardown(INTERNET_VLAN))
+        net_t.extend(f"{SUDO} iptables " + r.format(op="-D") for r in NAT_RULES)
+        net_t.append(f"{SUDO} sysctl -w net.ipv4.ip_forward={ip_forward_before}")
+    net_t.append(f"rm -rf {RUNDIR}")
+    return work
+
+
+# ---- (a) floor: one script per host over one paramiko connection, hosts in parallel ----------------------
+
+
+def _paramiko_client(port: int) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(LAB / "known_hosts"))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=port,
+        username="root",
+        key_filename=str(LAB / "id_ed25519"),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=10,
+    )
+    return client
+
+
+def _run_script(host: str, commands: list[str], errors: list[str], strict: bool = True) -> None:
+    """Script of the commands (`set -e` when strict) on stdin of `sh -s`: one connection, one channel."""
+    client = _paramiko_client(port_of(host))
+    try:
+        stdin, stdout, stderr = client.exec_command("sh -s")
+        stdin.write(("set -e\n" if strict else "") + "\n".join(commands) + "\n")
+        stdin.channel.shutdown_write()
+        status = stdout.channel.recv_exit_status()
+        if status != 0:
+            errors.append(f"{host}: exit {status}: {stderr.read().decode(errors='replace').strip()}")
+    finally:
+        client.close()
+
+
+@dataclass
+class BaselineRun:
+    seconds: float
+    connections: int
+    commands: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "ssh_connections_opened": self.connections,
+            "ssh_commands_run": self.commands,
+        }
+
+
+class BaselineFailed(RuntimeError):
+    pass
+
+
+def floor(per_host: dict[str, list[str]], strict: bool = True) -> BaselineRun:
+    """(a): every host's commands as one script over one connection, all hosts at once."""
+    errors: list[str] = []
+    started = time.monotonic()
+    threads = [
+        threading.Thread(target=_run_script, args=(host, cmds, errors, strict))
+        for host, cmds in per_host.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.monotonic() - started
+    if errors:
+        raise BaselineFailed("floor: " + "; ".join(errors))
+    return BaselineRun(seconds, len(per_host), len(per_host))
+
+
+# ---- (b) one ssh process per command, in sequence ----------------------------------------------------------
+
+
+def ssh_argv(host: str, command: str) -> list[str]:
+    return [
+        "ssh",
+        "-i",
+        str(LAB / "id_ed25519"),
+        "-o",
+        f"UserKnownHostsFile={LAB / 'known_hosts'}",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(port_of(host)),
+        "root@127.0.0.1",
+        command,
+    ]
+
+
+def per_command(per_host: dict[str, list[str]], order: list[str]) -> BaselineRun:
+    """Every command its own `ssh`, one after the other (workers' TAPs first, then the network node)."""
+    started = time.monotonic()
+    n = 0
+    for host in order:
+        for command in per_host.get(host, []):
+            r = subprocess.run(ssh_argv(host, command), capture_output=True, text=True, check=False)
+            n += 1
+            if r.returncode != 0:
+                raise BaselineFailed(f"(b) {host}: `{command}` exit {r.returncode}: {r.stderr.strip()}")
+    return BaselineRun(time.monotonic() - started, n, n)
+
+
+def remote_value(host: str, command: str) -> str:
+    r = subprocess.run(ssh_argv(host, command), capture_output=True, text=True, check=True)
+    return r.stdout.strip()
