@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ import paramiko
 from lab import guest as lab_guest
 from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
+from tests.enginekit import TOOLCHAIN_BIN
 from tests.integration.slicekit import LAB, SliceStack
 from tests.labfixtures import lab_cli, scan
 
@@ -206,3 +208,57 @@ def restart_testbed() -> None:
     lab_cli("up", "--workers", "2", timeout=300)
     status = lab_cli("status", check=False)
     assert status.returncode == 0, status.stdout + status.stderr
+
+
+# ---- the engine, killed -------------------------------------------------------------------------------
+
+
+def start_engine(stack: SliceStack, *args: str) -> subprocess.Popen[str]:
+    """`pulumi ARGS` in a process group of its own (the engine, language host, program and providers), so
+    the whole group can be killed as a crash would."""
+    return subprocess.Popen(
+        [str(TOOLCHAIN_BIN / "pulumi"), *args, "--stack", stack.cli.stack],
+        cwd=stack.cli.project_dir,
+        env=stack.cli.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def kill_when(proc: subprocess.Popen[str], pattern: str, timeout: float = 300) -> list[str]:
+    """Read the engine's output until a line matches `pattern`, then SIGKILL its process group.
+    Returns the lines read; fails if the engine ended before the line came."""
+    assert proc.stdout is not None
+    regex = re.compile(pattern)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if regex.search(line):
+                assert proc.poll() is None, "the engine ended before it could be killed"
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                return lines
+            assert time.monotonic() < deadline, "timed out waiting for: " + pattern
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    raise AssertionError(f"the engine ended without a line matching {pattern!r}:\n" + "\n".join(lines))
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Processes still in process group PGID (none should survive a SIGKILL of the group)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
