@@ -172,15 +172,26 @@ def reset_stats() -> None:
         STATS.command_seconds = 0.0
 
 
+_dump_lock = threading.Lock()
+
+
 def dump_stats() -> None:
-    """Write the counters as JSON to $CLOUDREPO_SSH_STATS (`{pid}` in it is replaced), atomically."""
+    """Write the counters as JSON to $CLOUDREPO_SSH_STATS (`{pid}` in it is replaced), atomically.
+
+    Called from every thread that ran a command: one writer at a time (a shared temporary file would be
+    renamed away under another thread), and a counter file that cannot be written never fails the operation.
+    """
     target = os.environ.get(STATS_ENV)
     if not target:
         return
     path = Path(target.replace("{pid}", str(os.getpid())))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(stats()) + "\n")
-    tmp.replace(path)
+    with _dump_lock:
+        try:
+            tmp.write_text(json.dumps(stats()) + "\n")
+            tmp.replace(path)
+        except OSError:
+            pass
 
 
 def _dump_at_exit() -> None:
@@ -344,7 +355,10 @@ def _exec(
                 err += chan.recv_stderr(65536)
                 got = True
             if not got:
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # sshd may send exit-status before the last of stdout: done only at EOF (all data is
+                # buffered by then) with the status in, or when the channel closed
+                done = chan.closed or (chan.eof_received and chan.exit_status_ready())
+                if done and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 if time.monotonic() > deadline:
                     raise _Timeout(_last_step(out.decode(errors="replace")))

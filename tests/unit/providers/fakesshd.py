@@ -6,6 +6,7 @@ import io
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +48,12 @@ class _Server(paramiko.ServerInterface):
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         with self.owner.lock:
             self.owner.commands.append(command.decode())
-        threading.Thread(target=_run, args=(channel, command.decode()), daemon=True).start()
+        args = (channel, command.decode(), self.owner.exit_status_first)
+        threading.Thread(target=_run, args=args, daemon=True).start()
         return True
 
 
-def _run(channel: paramiko.Channel, command: str) -> None:
+def _run(channel: paramiko.Channel, command: str, exit_status_first: bool = False) -> None:
     stdin = bytearray()
     while True:
         chunk = channel.recv(65536)
@@ -65,6 +67,13 @@ def _run(channel: paramiko.Channel, command: str) -> None:
     proc.stdin.write(bytes(stdin))
     proc.stdin.close()
     try:
+        if exit_status_first:  # as OpenSSH's sshd may do: the status, then the rest of the output
+            out, err = proc.stdout.read(), proc.stderr.read()
+            channel.send_exit_status(proc.wait(60))
+            time.sleep(0.1)
+            channel.sendall(out)
+            channel.sendall_stderr(err)
+            return
         while True:  # stream stdout as sshd does
             chunk = proc.stdout.read1(65536)
             if not chunk:
@@ -85,6 +94,8 @@ class FakeSshd:
     client_key: paramiko.PKey
     port: int = 0
     connections: int = 0
+    exit_status_first: bool = False
+    """Send each command's exit status before its output (sshd can, when the child exits first)."""
     commands: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _sock: socket.socket | None = None

@@ -176,6 +176,36 @@ def test_stats_dump_to_the_env_file(
     assert data["commands_run"] == 1 and data["connections_opened"] == 1
 
 
+def test_output_after_the_exit_status_is_still_read(configured: Endpoint, server: FakeSshd) -> None:
+    server.exit_status_first = True
+    res = ssh.run_script(configured, [probe("a", "echo", "first"), probe("b", "echo", "last")])
+    assert (res.out("a"), res.out("b")) == ("first\n", "last\n")
+
+
+def test_stats_dumps_from_many_threads_never_fail_an_operation(
+    configured: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ssh.STATS_ENV, str(tmp_path / "stats-{pid}.json"))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                ssh.dump_stats()
+        except BaseException as exc:  # collected and re-raised by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert len(list(tmp_path.glob("stats-*.json"))) == 1
+    monkeypatch.setenv(ssh.STATS_ENV, str(tmp_path / "missing-dir" / "stats-{pid}.json"))
+    assert ssh.run_script(configured, [probe("x", "echo", "ok")]).out("x") == "ok\n"
+
+
 # ---- configuration -------------------------------------------------------------------------------------
 
 
