@@ -230,7 +230,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--b-links",
         type=int,
         nargs="*",
-        help="sizes on which (b) runs (default 5 and 20; quick: 5): one ssh per command is slow",
+        help="sizes on which (b) runs (default 20; quick: 5): one ssh per command is slow",
+    )
+    ap.add_argument(
+        "--b-teardown",
+        action="store_true",
+        help="also time (b)'s teardown (default: quick mode only; otherwise the (a) script cleans up)",
     )
     ap.add_argument("--no-multi", action="store_true", help="skip 5 slices x 20 links")
     ap.add_argument("--parallel", type=int, default=None, help="pulumi --parallel (default: the engine's)")
@@ -241,7 +246,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sizes = args.links if args.links else ([5] if args.quick else [5, 10, 20])
-    b_sizes = set(args.b_links if args.b_links is not None else ([5] if args.quick else [5, 20]))
+    b_sizes = set(args.b_links if args.b_links is not None else ([5] if args.quick else [20]))
+    b_teardown = args.quick or args.b_teardown
     do_multi = not (args.quick or args.no_multi)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.ip_forward = bl.remote_value(bl.NETWORK, "cat /proc/sys/net/ipv4/ip_forward")
             try:
                 for n in sizes:
-                    results["scenarios"].append(bench.single(n, n in b_sizes, b_teardown=n in b_sizes))
+                    results["scenarios"].append(bench.single(n, n in b_sizes, b_teardown=b_teardown))
                 if do_multi:
                     results["scenarios"].append(bench.multi(20, MULTI_POOLS))
                 ok = True
