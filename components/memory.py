@@ -8,6 +8,7 @@ data while the program runs, and the VLAN allocation, the plan and every resourc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,15 +29,28 @@ def own_stack_name() -> str:
     return f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
 
 
+READ_ATTEMPTS = 4
+READ_RETRY_DELAY = 0.25
+
+
 def read_previous_outputs(stack: str | None = None) -> dict[str, Any]:
-    """The outputs of the last update of `stack` (default: this stack); `{}` before the first update."""
+    """The outputs of the last update of `stack` (default: this stack); `{}` before the first update.
+
+    The engine writes this stack's checkpoint while the program starts (the update in progress), so a read
+    can meet a checkpoint being written (seen on the file backend: "failed to load checkpoint: EOF"): a
+    failed read is tried again a few times before it is an error."""
     name = stack or own_stack_name()
-    try:
-        result = pulumi.runtime.invoke(READ_STACK_OUTPUTS, {"name": name})
-    except Exception as exc:
-        raise AllocationMemoryError(
-            f"cannot read the previous outputs of stack {name!r} (the VLAN allocation memory): {exc}"
-        ) from exc
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            result = pulumi.runtime.invoke(READ_STACK_OUTPUTS, {"name": name})
+            break
+        except Exception as exc:
+            if attempt < READ_ATTEMPTS:
+                time.sleep(READ_RETRY_DELAY * attempt)
+                continue
+            raise AllocationMemoryError(
+                f"cannot read the previous outputs of stack {name!r} (the VLAN allocation memory): {exc}"
+            ) from exc
     value = result.value if result is not None else None
     if not isinstance(value, Mapping):
         return {}
