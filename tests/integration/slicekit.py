@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.common import lab_dir
 from tests.enginekit import ROOT, PulumiCLI
 
-LAB = ROOT / ".lab"
+LAB = lab_dir()
 
 
 def make_project(dst: Path) -> Path:
@@ -26,16 +27,18 @@ def make_project(dst: Path) -> Path:
     return dst
 
 
-def lab_config(workers: int = 2, *, secret_key: bool = False) -> dict[str, Any]:
-    """Stack config that reaches the testbed's hosts (see docs/design.md, "Testbed endpoints")."""
-    ssh: dict[str, Any] = {"user": "root", "knownHostsPath": str(LAB / "known_hosts"), "sudo": True}
+def lab_config(workers: int | None = None, *, secret_key: bool = False) -> dict[str, Any]:
+    """Stack config that reaches the testbed's hosts, read from its inventory (`python -m lab up`)."""
+    inventory = json.loads((LAB / "inventory.json").read_text())
+    hosts = inventory["hosts"]
+    names = inventory["workers"] if workers is None else inventory["workers"][:workers]
+    ssh: dict[str, Any] = {"user": "root", "knownHostsPath": inventory["knownHostsPath"], "sudo": True}
     if not secret_key:
-        ssh["privateKeyPath"] = str(LAB / "id_ed25519")
+        ssh["privateKeyPath"] = inventory["privateKeyPath"]
+    network = hosts["network"]
     return {
-        "cloudrepo:networkNode": {"host": "127.0.0.1", "port": 2200, "uplink": "ens3"},
-        "cloudrepo:workers": {
-            f"worker{i}": {"host": "127.0.0.1", "port": 2200 + i} for i in range(1, workers + 1)
-        },
+        "cloudrepo:networkNode": {"host": network["address"], "port": network["port"], "uplink": "ens3"},
+        "cloudrepo:workers": {w: {"host": hosts[w]["address"], "port": hosts[w]["port"]} for w in names},
         "cloudrepo:ssh": ssh,
     }
 
