@@ -722,12 +722,22 @@ def _check_links(
             if ok:
                 links.append(Link(a=a, b=b, pinned=li.vlan))
     if pool is not None and len(raw_links) > POOL_SIZE:
-        extra = ", ".join(f"cloudrepo:slice.links[{i}]" for i in range(POOL_SIZE, len(raw_links)))
+        extra = ", ".join(
+            f"cloudrepo:slice.links[{i}]{_link_label(raw_links[i])}" for i in range(POOL_SIZE, len(raw_links))
+        )
         add(
             f"{NAMESPACE}:slice.links: VLAN pool exhausted: {len(raw_links)} links, but the pool "
             f"{pool.start}..{pool.end} holds {POOL_SIZE} VLANs (no VLAN for {extra})"
         )
     return links
+
+
+def _link_label(raw: Any) -> str:
+    """' (A -- B)' for a link entry whose endpoints are strings, else ''."""
+    ends = [raw.get("a"), raw.get("b")] if isinstance(raw, dict) else raw
+    if isinstance(ends, list | tuple) and len(ends) == 2 and all(isinstance(e, str) for e in ends):
+        return f" ({ends[0]} -- {ends[1]})"
+    return ""
 
 
 def raw_stack_config() -> dict[str, str]:

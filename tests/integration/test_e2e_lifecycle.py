@@ -187,7 +187,7 @@ def test_pool_exhausted_fails_at_preview_and_changes_nothing(
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "VLAN pool exhausted" in out
-    assert "2140.eth1" in out  # the 21st link is named
+    assert "cloudrepo:slice.links[20] (2140.eth1 -- 2141.eth1)" in out  # the 21st link is named
     up = stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
     assert up.returncode != 0 and "VLAN pool exhausted" in up.stdout + up.stderr
     assert_scan_equal(baseline, scan())

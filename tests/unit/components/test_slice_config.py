@@ -495,7 +495,7 @@ def test_21st_link_exhausts_the_pool() -> None:
     vm_list, links = _links(21)
     assert problems(with_changes(slice=slice_with(vms=vm_list, links=links))) == [
         "cloudrepo:slice.links: VLAN pool exhausted: 21 links, but the pool 120..139 holds 20 VLANs "
-        "(no VLAN for cloudrepo:slice.links[20])"
+        "(no VLAN for cloudrepo:slice.links[20] (2001.eth21 -- 2002.eth21))"
     ]
 
 
@@ -539,7 +539,8 @@ def test_all_problems_of_one_config_in_one_error() -> None:
         "cloudrepo:slice.links[22]: interface 2001.eth1 is already in cloudrepo:slice.links[0]",
         "cloudrepo:slice.links[22]: interface 2001.eth2 is already in cloudrepo:slice.links[1]",
         "cloudrepo:slice.links: VLAN pool exhausted: 23 links, but the pool 125..144 holds 20 VLANs "
-        "(no VLAN for cloudrepo:slice.links[20], cloudrepo:slice.links[21], cloudrepo:slice.links[22])",
+        "(no VLAN for cloudrepo:slice.links[20] (2001.eth21 -- 2002.eth21), cloudrepo:slice.links[21] "
+        "(2001.eth0 -- 3000.eth1), cloudrepo:slice.links[22] (2001.eth1 -- 2001.eth2))",
     ]
 
 
