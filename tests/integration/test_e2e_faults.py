@@ -1,0 +1,141 @@
+"""Scenario 8: faults. A worker whose sshd is stopped fails `pulumi up` naming the worker, and the next `up`
+converges once it is back; the engine killed with SIGKILL in the middle of an `up` leaves pending
+operations that are cleared, and the next `up` converges with no duplicate object; `pulumi destroy` with a
+host down fails clearly, and completes when run again with the host back: the hosts are as before the
+slice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from lab.slicecheck import check_slice, stop_guests
+from tests.integration.e2ekit import (
+    assert_slice_ok,
+    duplicates,
+    group_alive,
+    kill_when,
+    pending_operations,
+    restart_testbed,
+    start_engine,
+    state,
+    stop_sshd,
+    wall_time,
+)
+from tests.integration.slicekit import SliceStack, lab_config, slice_section
+from tests.labfixtures import Testbed, assert_scan_equal, scan
+
+SLICE = "e2e-faults"
+POOL = 320
+BASE_VMS = [
+    {"id": 8321, "worker": "worker1", "dataInterfaces": 2, "internet": True},
+    {"id": 8322, "worker": "worker2", "dataInterfaces": 2},
+]
+BASE_LINKS: list[Any] = [["8321.eth1", "8322.eth1"]]
+# a change that touches worker2: the parked eth2 TAPs join a new link
+MORE_LINKS: list[Any] = [*BASE_LINKS, ["8321.eth2", "8322.eth2"]]
+# a change with many creates in flight at once: two new VMs and their link
+MORE_VMS = [
+    *BASE_VMS,
+    {"id": 8323, "worker": "worker1", "dataInterfaces": 1, "internet": True},
+    {"id": 8324, "worker": "worker2", "dataInterfaces": 1},
+]
+ALL_LINKS: list[Any] = [*MORE_LINKS, ["8323.eth1", "8324.eth1"]]
+UP = ("up", "--yes", "--non-interactive", "--skip-preview")
+
+
+def set_slice(stack: SliceStack, vms: list[dict[str, Any]], links: list[Any]) -> None:
+    stack.write_config({**lab_config(), **slice_section(POOL, vms, links)})
+
+
+def failed_run(stack: SliceStack, *args: str) -> str:
+    result = stack.cli.run(*args, check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, f"`pulumi {' '.join(args)}` should have failed:\n{text}"
+    print("\n".join(dict.fromkeys(line.strip() for line in text.splitlines() if "error" in line.lower())))
+    return text
+
+
+def assert_converged(stack: SliceStack) -> None:
+    again = stack.cli.run("preview", "--non-interactive", "--expect-no-changes", check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def ports_per_name(doc: dict[str, Any]) -> dict[str, int]:
+    """How many OVS ports of each name on each host (a name in two bridges would count twice)."""
+    counts: dict[str, int] = {}
+    for host, h in doc["hosts"].items():
+        for bridge in h["ovs"].values():
+            for name in bridge["ports"]:
+                counts[f"{host}/{name}"] = counts.get(f"{host}/{name}", 0) + 1
+    return counts
+
+
+def test_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
+    with wall_time("8 faults"):
+        try:
+            run_faults(slice_stack, testbed)
+        finally:
+            restart_testbed()  # never leave a host without its sshd
+
+
+def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
+    baseline = scan()
+    stack = slice_stack(SLICE, POOL, BASE_VMS, BASE_LINKS)
+    stack.up()
+
+    # 1. a worker's sshd is down: the change fails naming it; with sshd back the next up converges
+    set_slice(stack, BASE_VMS, MORE_LINKS)
+    stop_sshd("worker2")
+    text = failed_run(stack, *UP)
+    assert "worker2: cannot connect to 127.0.0.1:2202" in text, text
+    restart_testbed()
+    stack.up()
+    assert_converged(stack)
+    assert [link["vlan"] for link in stack.outputs()["links"]] == [320, 321]
+
+    # 2. the engine is killed (SIGKILL, its whole process group) once the first new resource is created
+    set_slice(stack, MORE_VMS, ALL_LINKS)
+    proc = start_engine(stack, *UP)
+    lines = kill_when(proc, r"pulumi-python:dynamic:\S+ \S+ created")
+    print("\n".join(lines[-8:]))
+    assert not group_alive(proc.pid), "processes of the killed engine survived"
+    pending = pending_operations(stack)
+    print("pending operations:", json.dumps([(p["type"], p["resource"]["urn"]) for p in pending]))
+    assert pending, "the kill left no pending operation (the update was over?)"
+    # the killed engine left its lock on the file backend: the next run says so, `pulumi cancel` removes it
+    text = failed_run(stack, *UP)
+    assert "the stack is currently locked" in text, text
+    stack.cli.run("cancel", "--yes")
+    # the creates in flight may or may not have reached the hosts: clear them from the state (the next up
+    # makes them again, and adopts what this slice had already made)
+    stack.refresh("--clear-pending-creates")
+    assert pending_operations(stack) == []
+    stack.up()
+    assert_converged(stack)
+    outputs = stack.outputs()
+    assert [link["vlan"] for link in outputs["links"]] == [320, 321, 322]
+    now = scan()
+    assert not duplicates(now), duplicates(now)
+    assert all(n == 1 for n in ports_per_name(now).values()), ports_per_name(now)
+    net = now["hosts"]["network"]
+    for vlan in (320, 321, 322, 400):
+        assert [d["namespace"] for d in net["dnsmasq"]].count(f"ns-dhcp-vlan{vlan}") == 1, net["dnsmasq"]
+    masq = [r for r in net["iptables"]["nat"] if "MASQUERADE" in r and "cloudrepo:" in r]
+    assert len(masq) == 1, masq
+    urns = [r["urn"] for r in state(stack)["deployment"]["resources"]]
+    assert len(urns) == len(set(urns)), urns
+    try:
+        assert_slice_ok(check_slice(outputs, testbed.inventory))
+    finally:
+        stop_guests(outputs["vms"])
+
+    # 3. destroy with a host down fails clearly; again with the host back, it completes: back to baseline
+    stop_sshd("worker1")
+    text = failed_run(stack, "destroy", "--yes", "--non-interactive", "--skip-preview")
+    assert "worker1: cannot connect to 127.0.0.1:2201" in text, text
+    restart_testbed()
+    stack.destroy()
+    assert [r for r in state(stack)["deployment"].get("resources") or [] if r.get("custom")] == []
+    assert_scan_equal(baseline, scan())
