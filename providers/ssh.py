@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,11 @@ from . import script as script_mod
 from .errors import CommandTimeout, ConfigError, HostKeyError, HostUnreachable, SshError
 from .script import ScriptResult, Step
 from .specs import Endpoint
+
+# paramiko logs every failed connection attempt with its traceback (ERROR, "Exception (client): ..."); with no
+# handler anywhere, Python prints it to the provider's stderr and the engine shows each line as a message
+# of the stack (hundreds for one host down). The errors raised here already name the host and the cause.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 SSH_CONFIG_KEY = "cloudrepo:ssh"
 SSH_KEY_SECRET = "cloudrepo:sshPrivateKey"  # noqa: S105 (a config key name)
