@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,20 @@ def slice_stack(
 
     yield make
     for stack in reversed(made):
+        # A killed engine leaves a lock and pending creates whose objects are on the hosts: release the
+        # lock, let `up` adopt those objects (creates adopt what the slice owns), then destroy.
         stack.cli.run("cancel", "--yes", check=False)
+        if _pending_operations(stack):
+            stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
         result = stack.cli.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
         if result.returncode != 0:
-            # a pending operation from a killed engine: clear it and try once more
             stack.cli.run("refresh", "--yes", "--non-interactive", "--clear-pending-creates", check=False)
             stack.cli.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
         stack.cli.run("stack", "rm", "--yes", "--force", check=False)
+
+
+def _pending_operations(stack: SliceStack) -> bool:
+    exported = stack.cli.run("stack", "export", check=False)
+    if exported.returncode != 0:
+        return False
+    return bool(json.loads(exported.stdout).get("deployment", {}).get("pending_operations"))

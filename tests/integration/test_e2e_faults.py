@@ -134,7 +134,7 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     # 3. destroy with a host down fails clearly; again with the host back, it completes: back to baseline
     stop_sshd("worker1")
     text = failed_run(stack, "destroy", "--yes", "--non-interactive", "--skip-preview")
-    assert "worker1: cannot connect to 127.0.0.1:2201" in text, text
+    assert f"worker1: cannot connect to 127.0.0.1:{testbed.port('worker1')}" in text, text
     restart_testbed()
     stack.destroy()
     assert [r for r in state(stack)["deployment"].get("resources") or [] if r.get("custom")] == []
