@@ -2,7 +2,9 @@
 
 Lives only in the provider process (module state, never pickled).  The pool is shared by the gRPC threads
 that serve calls concurrently; a paramiko transport carries several channels at once, so one connection
-per host serves every resource on it.
+per host serves every resource on it.  On it, up to `MAX_RUNNERS` long-lived remote shells (`runner.py`,
+started on demand, each serving one call at a time) run the scripts: the login shell and its rc files
+start once per runner, not once per round trip.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import paramiko
 
+from . import runner as runner_mod
 from . import script as script_mod
 from .errors import CommandTimeout, ConfigError, HostKeyError, HostUnreachable, SshError
 from .script import ScriptResult, Step
@@ -151,6 +154,7 @@ class _Stats:
         self.connections_opened = 0
         self.connect_attempts = 0
         self.commands_run = 0
+        self.sessions_opened = 0
         self.command_seconds = 0.0
 
     def snapshot(self) -> dict[str, Any]:
@@ -160,6 +164,7 @@ class _Stats:
                 "connections_opened": self.connections_opened,
                 "connect_attempts": self.connect_attempts,
                 "commands_run": self.commands_run,
+                "sessions_opened": self.sessions_opened,
                 "command_seconds": round(self.command_seconds, 4),
             }
 
@@ -168,13 +173,14 @@ STATS = _Stats()
 
 
 def stats() -> dict[str, Any]:
-    """Counters of this process: SSH connections opened, remote commands (scripts) run."""
+    """Counters of this process: SSH connections opened, remote commands (scripts, i.e. round trips) run,
+    sessions (remote runners) started."""
     return STATS.snapshot()
 
 
 def reset_stats() -> None:
     with STATS.lock:
-        STATS.connections_opened = STATS.connect_attempts = STATS.commands_run = 0
+        STATS.connections_opened = STATS.connect_attempts = STATS.commands_run = STATS.sessions_opened = 0
         STATS.command_seconds = 0.0
 
 
@@ -202,21 +208,27 @@ def dump_stats() -> None:
 
 def _dump_at_exit() -> None:
     st = stats()
-    if st["connections_opened"] or st["commands_run"] or st["connect_attempts"]:
+    if st["connections_opened"] or st["commands_run"] or st["connect_attempts"] or st["sessions_opened"]:
         dump_stats()  # processes that never used SSH (e.g. the program itself) leave no file
 
 
 atexit.register(_dump_at_exit)
 
 
-class _Stale(Exception):
-    """The pooled connection could not open a channel (nothing was sent)."""
+MAX_RUNNERS = 4
+"""Remote runners per host at most (the provider serves up to 4 calls at once); more callers wait."""
 
 
 @dataclass
 class _Slot:
     lock: threading.Lock
     client: paramiko.SSHClient | None = None
+    cond: threading.Condition | None = None  # on `lock`: a runner came back
+    idle: list[runner_mod.Runner] = field(default_factory=list)
+    busy: int = 0  # runners handed out or being started
+
+    def __post_init__(self) -> None:
+        self.cond = threading.Condition(self.lock)
 
 
 _pool: dict[tuple[str, int, str], _Slot] = {}
@@ -312,19 +324,70 @@ def _drop(ep: Endpoint, s: Settings, client: paramiko.SSHClient) -> None:
 
 
 def close_all() -> None:
-    """Close every pooled connection (tests; reconfiguration)."""
+    """Close every pooled connection and runner (tests; reconfiguration)."""
     with _pool_lock:
         slots = list(_pool.values())
         _pool.clear()
     for slot in slots:
         with slot.lock:
+            for r in slot.idle:
+                r.close()
+            slot.idle.clear()
             if slot.client is not None:
                 slot.client.close()
                 slot.client = None
 
 
+def _slot(ep: Endpoint, s: Settings) -> _Slot:
+    with _pool_lock:
+        return _pool.setdefault((ep.address, ep.port, s.user), _Slot(threading.Lock()))
+
+
+def _acquire(ep: Endpoint, s: Settings, timeout: float) -> tuple[_Slot, runner_mod.Runner]:
+    """A live runner of this host for one call: an idle one, else a new one (at most MAX_RUNNERS)."""
+    slot = _slot(ep, s)
+    assert slot.cond is not None
+    with slot.cond:
+        while True:
+            while slot.idle:
+                r = slot.idle.pop()  # the most recently used: the others may stay idle
+                if r.client is slot.client and r.alive():
+                    slot.busy += 1
+                    return slot, r
+                r.close()
+            if slot.busy < MAX_RUNNERS:
+                slot.busy += 1
+                break
+            slot.cond.wait()
+    try:
+        client = _client(ep, s)
+        with STATS.lock:
+            STATS.sessions_opened += 1
+        try:
+            return slot, runner_mod.Runner.start(client, runner_mod.command(s.sudo), timeout)
+        except runner_mod.Stale:
+            _drop(ep, s, client)
+            raise
+    except BaseException:
+        _release(slot, None)
+        raise
+
+
+def _release(slot: _Slot, r: runner_mod.Runner | None, keep: bool = False) -> None:
+    assert slot.cond is not None
+    with slot.cond:
+        slot.busy -= 1
+        if r is not None:
+            if keep and r.client is slot.client:
+                slot.idle.append(r)
+            else:
+                r.close()
+        slot.cond.notify()
+
+
 def remote_command(s: Settings, locked: bool) -> str:
-    """The one command each round trip runs: sh reading the script from stdin (under sudo, under flock)."""
+    """What each round trip runs, as a one-shot command: sh reading the script from stdin (under sudo, under
+    flock).  The runner (`runner.py`) runs the script the same way; this names it in messages."""
     if locked:
         # the lock file's directory must exist before flock can open it
         inner = "mkdir -p /var/lib/cloudrepo && exec flock -w 60 /var/lib/cloudrepo/lock sh -s"
@@ -332,52 +395,6 @@ def remote_command(s: Settings, locked: bool) -> str:
     else:
         cmd = "sh -s"
     return f"sudo -n {cmd}" if s.sudo else cmd
-
-
-def _exec(
-    client: paramiko.SSHClient, ep: Endpoint, command: str, stdin: str, timeout: float
-) -> tuple[int, str, str, str]:
-    """Run `command` feeding `stdin`; returns (status, stdout, stderr, last-begun-step-marker-line)."""
-    transport = client.get_transport()
-    if transport is None or not transport.is_active():
-        raise _Stale("transport closed")
-    try:
-        chan = transport.open_session(timeout=timeout)
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise _Stale(str(exc)) from exc
-    try:
-        chan.settimeout(timeout)
-        chan.exec_command(command)
-        chan.sendall(stdin.encode())
-        chan.shutdown_write()
-        out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout
-        while True:
-            got = False
-            if chan.recv_ready():
-                out += chan.recv(65536)
-                got = True
-            if chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-                got = True
-            if not got:
-                # sshd may send exit-status before the last of stdout: done only at EOF (all data is
-                # buffered by then) with the status in, or when the channel closed
-                done = chan.closed or (chan.eof_received and chan.exit_status_ready())
-                if done and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if time.monotonic() > deadline:
-                    raise _Timeout(_last_step(out.decode(errors="replace")))
-                time.sleep(0.002)
-        # drain what arrived with the exit status
-        while chan.recv_ready():
-            out += chan.recv(65536)
-        while chan.recv_stderr_ready():
-            err += chan.recv_stderr(65536)
-        status = chan.recv_exit_status()
-        return status, out.decode(errors="replace"), err.decode(errors="replace"), ""
-    finally:
-        chan.close()
 
 
 def _last_step(stdout: str) -> int | None:
@@ -389,16 +406,10 @@ def _last_step(stdout: str) -> int | None:
     return int(num) if num.isdigit() else None
 
 
-class _Timeout(Exception):
-    def __init__(self, step_index: int | None) -> None:
-        super().__init__(step_index)
-        self.step_index = step_index
-
-
 def run_script(
     endpoint: Endpoint, steps: Sequence[Step], *, locked: bool = False, timeout: float | None = None
 ) -> ScriptResult:
-    """Run `steps` on `endpoint` as ONE remote command (one round trip) and parse the result.
+    """Run `steps` on `endpoint` as ONE script (one round trip, on a pooled runner) and parse the result.
 
     `locked=True` runs the whole script under `flock /var/lib/cloudrepo/lock`.  Raises `StepFailed` for the
     first failing `run` step, `HostKeyError` / `HostUnreachable` before anything runs.
@@ -407,39 +418,65 @@ def run_script(
         return ScriptResult()
     s = settings()
     text = script_mod.render(steps)
+    data = text.encode()
     command = remote_command(s, locked)
     limit = timeout or s.command_timeout
     started = time.monotonic()
     for attempt in (1, 2):
-        client = _client(endpoint, s)
         try:
-            status, out, err, _ = _exec(client, endpoint, command, text, limit)
-            break
-        except _Timeout as exc:
-            _drop(endpoint, s, client)
-            i = exc.step_index
-            name = steps[i].name if i is not None and i < len(steps) else "(before the first step)"
-            raise CommandTimeout(endpoint.name, name, limit) from None
-        except _Stale as exc:
+            slot, r = _acquire(endpoint, s, limit)
+        except runner_mod.Stale as exc:
             # a pooled connection that died between calls: nothing ran, so reconnect once
-            _drop(endpoint, s, client)
             if attempt == 2:
                 raise HostUnreachable(
                     endpoint.name, f"cannot open a session on {endpoint.address}:{endpoint.port}: {exc}"
                 ) from None
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            # the connection died while the script ran: its effect is unknown, so do not re-run it here
-            _drop(endpoint, s, client)
+            continue
+        except runner_mod.StartFailed as exc:
+            raise SshError(endpoint.name, f"remote command {command!r} (as a runner) {exc}") from None
+        except runner_mod.Timeout:
+            raise CommandTimeout(endpoint.name, "(before the first step)", limit) from None
+        keep = False
+        try:
+            status, out_b, err_b = r.call(data, locked, limit)
+            keep = True
+            break
+        except runner_mod.Timeout as exc:
+            # the runner is still busy with the script: dropped (never reused with a half-read frame)
+            i = _last_step(exc.stdout.decode(errors="replace"))
+            name = steps[i].name if i is not None and i < len(steps) else "(before the first step)"
+            raise CommandTimeout(endpoint.name, name, limit) from None
+        except runner_mod.Stale as exc:
+            # the runner or its connection ended between calls: nothing ran, so start a new one once
+            if not r.alive():
+                _drop_if_dead(endpoint, s, r.client)
+            if attempt == 2:
+                raise HostUnreachable(
+                    endpoint.name, f"cannot run a script on {endpoint.address}:{endpoint.port}: {exc}"
+                ) from None
+        except runner_mod.Lost as exc:
+            # the runner or the connection died while the script ran: its effect is unknown, do not re-run
+            _drop_if_dead(endpoint, s, r.client)
             raise HostUnreachable(
                 endpoint.name, f"lost the connection to {endpoint.address}:{endpoint.port} mid-script: {exc}"
             ) from None
+        finally:
+            _release(slot, r, keep)
     with STATS.lock:
         STATS.commands_run += 1
         STATS.command_seconds += time.monotonic() - started
     if os.environ.get(STATS_ENV):
         dump_stats()
+    out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
     if status != 0 and "@@" not in out:
         raise SshError(
             endpoint.name, f"remote command {command!r} exited {status}: {err.strip() or '(no stderr)'}"
         )
     return script_mod.parse(endpoint.name, steps, text, status, out, err)
+
+
+def _drop_if_dead(ep: Endpoint, s: Settings, client: paramiko.SSHClient) -> None:
+    """Drop the pooled connection if its transport is gone (a runner alone ending keeps it)."""
+    t = client.get_transport()
+    if t is None or not t.is_active():
+        _drop(ep, s, client)

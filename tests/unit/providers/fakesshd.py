@@ -1,14 +1,21 @@
-"""An in-process SSH server (paramiko) for unit tests: runs exec requests with the local sh, counts things."""
+"""An in-process SSH server (paramiko) for unit tests: runs exec requests with the local sh, counts things.
+
+stdin, stdout and stderr are streamed both ways, as sshd does, so a long-lived remote process (the runner)
+works through it."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
 import socket
 import subprocess
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import paramiko
 
@@ -48,43 +55,63 @@ class _Server(paramiko.ServerInterface):
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         with self.owner.lock:
             self.owner.commands.append(command.decode())
-        args = (channel, command.decode(), self.owner.exit_status_first)
-        threading.Thread(target=_run, args=args, daemon=True).start()
+        threading.Thread(target=_run, args=(self.owner, channel, command.decode()), daemon=True).start()
         return True
 
 
-def _run(channel: paramiko.Channel, command: str, exit_status_first: bool = False) -> None:
-    stdin = bytearray()
-    while True:
-        chunk = channel.recv(65536)
-        if not chunk:
-            break
-        stdin += chunk
-    proc = subprocess.Popen(
-        ["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    proc.stdin.write(bytes(stdin))
-    proc.stdin.close()
+def _feed(channel: paramiko.Channel, stdin: IO[bytes]) -> None:
+    """The channel's data to the process's stdin as it arrives (a long-lived reader sees each frame)."""
     try:
-        if exit_status_first:  # as OpenSSH's sshd may do: the status, then the rest of the output
-            out, err = proc.stdout.read(), proc.stderr.read()
-            channel.send_exit_status(proc.wait(60))
-            time.sleep(0.1)
-            channel.sendall(out)
-            channel.sendall_stderr(err)
-            return
-        while True:  # stream stdout as sshd does
-            chunk = proc.stdout.read1(65536)
+        while True:
+            chunk = channel.recv(65536)
             if not chunk:
                 break
-            channel.sendall(chunk)
-        channel.sendall_stderr(proc.stderr.read())
-        channel.send_exit_status(proc.wait(60))
-    except OSError:  # the client went away (e.g. it timed out)
-        proc.kill()
-        proc.wait()
+            stdin.write(chunk)
+            stdin.flush()
+    except OSError:
+        pass
     finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+def _pump(src: IO[bytes], send: Callable[[bytes], None]) -> None:
+    try:
+        while True:
+            chunk = src.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            send(chunk)
+    except OSError:  # the client went away (e.g. it timed out)
+        pass
+
+
+def _run(owner: FakeSshd, channel: paramiko.Channel, command: str) -> None:
+    proc = subprocess.Popen(
+        ["sh", "-c", command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a process group per request, as sshd gives each session
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    with owner.lock:
+        owner.procs.append(proc)
+    threading.Thread(target=_feed, args=(channel, proc.stdin), daemon=True).start()
+    err_pump = threading.Thread(target=_pump, args=(proc.stderr, channel.sendall_stderr), daemon=True)
+    err_pump.start()
+    try:
+        _pump(proc.stdout, channel.sendall)  # streamed as sshd does
+        err_pump.join(60)
+        status = proc.wait(60)
+        if status >= 0:  # killed by a signal: sshd sends exit-signal, paramiko's client then reports -1
+            channel.send_exit_status(status)
+    except OSError:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         channel.close()
 
 
@@ -94,9 +121,9 @@ class FakeSshd:
     client_key: paramiko.PKey
     port: int = 0
     connections: int = 0
-    exit_status_first: bool = False
-    """Send each command's exit status before its output (sshd can, when the child exits first)."""
     commands: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    """The local processes of the exec requests (a test may kill one)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _sock: socket.socket | None = None
     _transports: list[paramiko.Transport] = field(default_factory=list)
@@ -133,3 +160,11 @@ class FakeSshd:
             self._sock.close()
         for t in self._transports:
             t.close()
+        for p in self.procs:
+            self.kill(p)
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a request's whole process group (the remote runner and whatever it runs)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,15 @@ import paramiko
 import pytest
 from fakesshd import FakeSshd, new_key, pem, write_known_hosts
 
-from providers import ssh
-from providers.errors import CommandTimeout, ConfigError, HostKeyError, HostUnreachable, StepFailed
+from providers import runner, ssh
+from providers.errors import (
+    CommandTimeout,
+    ConfigError,
+    HostKeyError,
+    HostUnreachable,
+    SshError,
+    StepFailed,
+)
 from providers.script import probe, run
 from providers.specs import Endpoint
 
@@ -52,9 +61,9 @@ def test_one_round_trip_per_script_and_the_connection_is_reused(
         res = ssh.run_script(configured, [probe("a", "echo", f"call {i}"), probe("b", "printf", "%s", "x y")])
         assert res.out("a") == f"call {i}\n" and res.out("b") == "x y"
     assert server.connections == 1
-    assert server.commands == ["sh -s"] * 3
+    assert server.commands == [runner.command(False)]  # one remote process ran the 3 scripts
     st = ssh.stats()
-    assert (st["connections_opened"], st["commands_run"]) == (1, 3)
+    assert (st["connections_opened"], st["sessions_opened"], st["commands_run"]) == (1, 1, 3)
 
 
 def test_sudo_prefix_and_lock_wrapper() -> None:
@@ -157,8 +166,6 @@ def test_a_dropped_connection_is_replaced(configured: Endpoint, server: FakeSshd
     ssh.run_script(configured, [run("x", "true")])
     for t in server._transports:
         t.close()
-    import time
-
     time.sleep(0.2)
     assert ssh.run_script(configured, [probe("y", "echo", "again")]).out("y") == "again\n"
     assert server.connections == 2
@@ -176,10 +183,118 @@ def test_stats_dump_to_the_env_file(
     assert data["commands_run"] == 1 and data["connections_opened"] == 1
 
 
-def test_output_after_the_exit_status_is_still_read(configured: Endpoint, server: FakeSshd) -> None:
-    server.exit_status_first = True
-    res = ssh.run_script(configured, [probe("a", "echo", "first"), probe("b", "echo", "last")])
-    assert (res.out("a"), res.out("b")) == ("first\n", "last\n")
+# ---- the runner: one remote process per pooled channel ---------------------------------------------------
+
+
+def test_the_runner_command_is_constant_and_sudo_wraps_it() -> None:
+    assert runner.command(True) == "sudo -n " + runner.command(False)
+    assert runner.command(False) == "sh -c " + shlex.quote(runner.PROGRAM)
+
+
+def test_a_locked_script_holds_the_lock_and_an_unlocked_one_does_not(configured: Endpoint) -> None:
+    held = probe("held", "flock", "-n", "/var/lib/cloudrepo/lock", "true")
+    assert ssh.run_script(configured, [held], locked=True).status("held") == 1
+    assert ssh.run_script(configured, [held]).status("held") == 0
+    assert ssh.run_script(configured, [held], locked=True).status("held") == 1
+    assert ssh.stats()["sessions_opened"] == 1
+
+
+ODD = "tab\there é ✓ \x01\x7f 'q' \"dq\" $HOME `x` \\ @@:begin:7\n@@cafe:rc:0\n"
+
+
+def test_odd_bytes_and_big_scripts_are_framed_exactly(configured: Endpoint) -> None:
+    res = ssh.run_script(configured, [probe("odd", "printf", "%s", ODD)])
+    assert res.out("odd") == ODD
+    big = "x" * 100_000 + ODD  # a 100 KB script, then another through the same runner
+    for n in (1, 2):
+        res = ssh.run_script(configured, [probe("big", "sh", "-c", 'printf %s "$1" | wc -c', "sh", big)])
+        assert int(res.out("big")) == len(big.encode())
+        assert ssh.run_script(configured, [probe("after", "echo", str(n))]).out("after") == f"{n}\n"
+    for size in (511, 512, 513, 1023, 1024):  # around the reader's block size (the whole frame counts)
+        arg = "y" * size
+        assert ssh.run_script(configured, [probe("s", "printf", "%s", arg)]).out("s") == arg
+    assert ssh.stats()["sessions_opened"] == 1
+
+
+def test_output_without_a_final_newline_and_stderr_of_the_script(configured: Endpoint) -> None:
+    res = ssh.run_script(
+        configured, [probe("a", "printf", "no newline"), probe("b", "sh", "-c", "printf err >&2; printf x")]
+    )
+    assert (res.out("a"), res.out("b")) == ("no newline", "x")
+    with pytest.raises(StepFailed) as err:
+        ssh.run_script(configured, [run("bad", "sh", "-c", "printf 'no newline on stderr' >&2; exit 3")])
+    assert str(err.value) == "fake: step 'bad' failed with exit status 3: no newline on stderr"
+
+
+def test_a_step_reading_stdin_cannot_eat_the_next_frame(configured: Endpoint) -> None:
+    assert ssh.run_script(configured, [probe("cat", "sh", "-c", "cat; echo done")]).out("cat") == "done\n"
+    assert ssh.run_script(configured, [probe("n", "echo", "next")]).out("n") == "next\n"
+
+
+def test_a_timeout_drops_the_runner_and_the_next_call_works(configured: Endpoint, server: FakeSshd) -> None:
+    ssh.run_script(configured, [run("warm", "true")])
+    with pytest.raises(CommandTimeout) as err:
+        ssh.run_script(configured, [run("quick", "true"), run("slow", "sleep", "3")], timeout=0.5)
+    assert str(err.value) == "fake: step 'slow' still running after 0.5s (timed out)"
+    assert ssh.run_script(configured, [probe("y", "echo", "after")]).out("y") == "after\n"
+    st = ssh.stats()
+    assert (st["connections_opened"], st["sessions_opened"]) == (1, 2)
+    assert server.connections == 1
+
+
+def test_a_killed_runner_is_replaced(configured: Endpoint, server: FakeSshd) -> None:
+    ssh.run_script(configured, [run("x", "true")])
+    (proc,) = server.procs
+    server.kill(proc)  # its end may not have reached the client yet when the next call sends
+    assert ssh.run_script(configured, [probe("y", "echo", "again")]).out("y") == "again\n"
+    server.kill(server.procs[-1])
+    time.sleep(0.2)  # and when its end is already known
+    assert ssh.run_script(configured, [probe("z", "echo", "third")]).out("z") == "third\n"
+    st = ssh.stats()
+    assert (st["connections_opened"], st["sessions_opened"], st["commands_run"]) == (1, 3, 3)
+
+
+def test_a_runner_dying_mid_script_is_unreachable_mid_script(configured: Endpoint, server: FakeSshd) -> None:
+    ssh.run_script(configured, [run("x", "true")])
+    (proc,) = server.procs
+    # the step kills the runner (its parent's parent: sh FILE is the runner's child) and the script with it
+    kill = run("kill", "sh", "-c", "kill -9 $(ps -o ppid= -p $PPID) $PPID")
+    with pytest.raises(HostUnreachable, match="mid-script"):
+        ssh.run_script(configured, [probe("a", "echo", "started"), kill, run("never", "true")])
+    assert proc.wait(5) != 0
+    assert ssh.run_script(configured, [probe("y", "echo", "ok")]).out("y") == "ok\n"
+
+
+def test_a_runner_that_cannot_start_is_an_error_naming_the_cause(
+    configured: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "command", lambda sudo: "echo 'sudo: a password is required' >&2; exit 1")
+    with pytest.raises(SshError, match="exited 1: sudo: a password is required"):
+        ssh.run_script(configured, [run("x", "true")])
+
+
+def test_at_most_four_runners_per_host_each_serving_one_call(configured: Endpoint, server: FakeSshd) -> None:
+    errors: list[BaseException] = []
+    seen: list[str] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                # each script names its runner's process: no two calls run in one runner at once
+                res = ssh.run_script(configured, [probe("pid", "sh", "-c", "echo $PPID; sleep 0.2")])
+                seen.append(res.out("pid"))
+        except BaseException as exc:  # collected and re-raised by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(seen) == 18
+    assert ssh.stats()["sessions_opened"] == len(server.procs) <= ssh.MAX_RUNNERS
+    assert server.connections == 1
 
 
 def test_stats_dumps_from_many_threads_never_fail_an_operation(
