@@ -89,7 +89,7 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     set_slice(stack, BASE_VMS, MORE_LINKS)
     stop_sshd("worker2")
     text = failed_run(stack, *UP)
-    assert "worker2: cannot connect to 127.0.0.1:2202" in text, text
+    assert f"worker2: cannot connect to 127.0.0.1:{testbed.port('worker2')}" in text, text
     restart_testbed()
     stack.up()
     assert_converged(stack)
