@@ -433,7 +433,10 @@ def run_script(
                 ) from None
             continue
         except runner_mod.StartFailed as exc:
-            raise SshError(endpoint.name, f"remote command {command!r} (as a runner) {exc}") from None
+            sudo = "sudo -n " if s.sudo else ""
+            raise SshError(
+                endpoint.name, f"cannot start the remote runner ({sudo}sh -c ...): {exc}"
+            ) from None
         except runner_mod.Timeout:
             raise CommandTimeout(endpoint.name, "(before the first step)", limit) from None
         keep = False
