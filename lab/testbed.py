@@ -152,11 +152,44 @@ def existing_workers() -> list[str]:
     return sorted(found, key=lambda n: int(n[len("worker") :]))
 
 
+OWNERS_DIR = Path("/run/cloudrepo-lab")
+
+
+def _owner_file() -> Path:
+    return OWNERS_DIR / f"{NS_PREFIX}owner"
+
+
+def _check_owner() -> None:
+    """Refuse to touch `NS_PREFIX*` namespaces that another testbed directory made (same names, other dir)."""
+    owner = _owner_file()
+    theirs = owner.read_text().strip() if owner.exists() else ""
+    if theirs and theirs != str(lab_dir()) and any(ns.startswith(NS_PREFIX) for ns in netns.list_netns()):
+        raise LabError(
+            f"the {NS_PREFIX}* namespaces belong to the testbed of {theirs}: take it down there "
+            f"(CLOUDREPO_LAB_DIR={theirs} python -m lab down) or choose another CLOUDREPO_LAB_PREFIX"
+        )
+
+
+def _claim_owner() -> None:
+    OWNERS_DIR.mkdir(parents=True, exist_ok=True)
+    write_if_changed(_owner_file(), f"{lab_dir()}\n")
+
+
+def _release_owner() -> None:
+    owner = _owner_file()
+    if owner.exists() and owner.read_text().strip() == str(lab_dir()):
+        owner.unlink()
+    with contextlib.suppress(OSError):
+        OWNERS_DIR.rmdir()  # only when empty
+
+
 def up(workers: int = DEFAULT_WORKERS) -> dict[str, Any]:
     check_prerequisites()
     if workers < 1:
         raise LabError("--workers must be at least 1")
     with locked():
+        _check_owner()
+        _claim_owner()
         hosts = host_names(workers)
         # Workers beyond the requested count (from an earlier, bigger `up`) are taken down.
         for extra in existing_workers():
@@ -277,6 +310,7 @@ def down() -> None:
     from lab import guest
 
     with locked():
+        _check_owner()
         for name in guest.known_guests():
             guest.stop(name, locked_already=True)
         lab_ns = [ns for ns in netns.list_netns() if ns.startswith(NS_PREFIX)]
@@ -298,6 +332,7 @@ def down() -> None:
                 netns.delete(ns)
         inventory_path().unlink(missing_ok=True)
         _undo_root_changes()
+        _release_owner()
 
 
 def status() -> tuple[bool, list[str]]:
