@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +95,7 @@ def _run(owner: FakeSshd, channel: paramiko.Channel, command: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # a process group per request, as sshd gives each session
+        env={**os.environ, "TMPDIR": owner.tmpdir},  # what a killed runner leaves goes with the server
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     with owner.lock:
@@ -125,6 +128,7 @@ class FakeSshd:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     """The local processes of the exec requests (a test may kill one)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tmpdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="fakesshd-"))
     _sock: socket.socket | None = None
     _transports: list[paramiko.Transport] = field(default_factory=list)
 
@@ -162,6 +166,7 @@ class FakeSshd:
             t.close()
         for p in self.procs:
             self.kill(p)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL a request's whole process group (the remote runner and whatever it runs)."""
