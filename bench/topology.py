@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.common import SSH_BASE_PORT, lab_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-LAB = ROOT / ".lab"
+LAB = lab_dir()  # the testbed's directory (CLOUDREPO_LAB_DIR moves it)
 INTERNET_VLAN = 400
 PARKING_VLAN = 4094
 BRIDGE = "br-int"
-NETWORK_PORT = 2200
+NETWORK_PORT = SSH_BASE_PORT  # CLOUDREPO_LAB_PORT moves it
 
 
 @dataclass(frozen=True)
