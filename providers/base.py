@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    ConfigureRequest,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
 
 from . import specs, ssh
 
@@ -53,6 +62,40 @@ class HostProvider(ResourceProvider, Generic[S]):
     def spec(self, props: dict[str, Any]) -> S:
         """The validated spec of `props` (inputs, or outputs that carry the inputs)."""
         return self.spec_model.model_validate(input_part(props))  # type: ignore[return-value]
+
+    # Hooks of each resource kind: the object's id, the host read, the create-or-repair, what was observed.
+    def resource_id(self, spec: S) -> str:
+        raise NotImplementedError
+
+    def _have(self, spec: S) -> Any:
+        raise NotImplementedError
+
+    def _ensure(self, spec: S) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _observe(self, spec: S, have: Any) -> tuple[dict[str, Any], list[str]]:
+        raise NotImplementedError
+
+    def _gone(self, spec: S, have: Any) -> bool:
+        return bool(have.gone)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Create the object, or adopt this slice's own; another slice's or an unmarked one is refused."""
+        spec = self.spec(props)
+        return CreateResult(self.resource_id(spec), self._ensure(spec))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The object as it is on the host: gone -> empty id; differences listed in `drift`."""
+        spec = self.spec(props)
+        have = self._have(spec)
+        if self._gone(spec, have):
+            return ReadResult("", {})
+        observed, drift = self._observe(spec, have)
+        return ReadResult(id_, outputs(spec, observed, drift))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Bring the object to the new inputs in place (the same plan as create, from what is there)."""
+        return UpdateResult(self._ensure(self.spec(news)))
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Validate the inputs with the pydantic spec; report every problem at once."""

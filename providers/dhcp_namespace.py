@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
 from . import hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
@@ -430,23 +429,11 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed, drift)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        """Create or adopt the VLAN's DHCP server (refusing another slice's or an unmarked one)."""
-        spec = self.spec(props)
-        return CreateResult(resource_id(spec), self._ensure(spec))
+    def resource_id(self, spec: DhcpNamespaceSpec) -> str:
+        return resource_id(spec)
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """The DHCP server as it is: gone -> empty id; drift (dead dnsmasq, address, ...) listed."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        if have.gone:
-            return ReadResult("", {})
-        observed, drift = observe(spec, have)
-        return ReadResult(id_, outputs(spec, observed, drift))
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Reservations changed: rewrite the slice's file and SIGHUP; options changed: restart."""
-        return UpdateResult(self._ensure(self.spec(news)))
+    def _observe(self, spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], list[str]]:
+        return observe(spec, have)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop this VLAN's dnsmasq by pid, remove port, namespace and state (shared: last user only)."""

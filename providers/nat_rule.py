@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
 from . import hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
@@ -177,23 +176,11 @@ class NatRuleProvider(HostProvider[NatRuleSpec]):
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        """Register this slice and make sure the rules and forwarding are in place."""
-        spec = self.spec(props)
-        return CreateResult(resource_id(spec), self._ensure(spec))
+    def resource_id(self, spec: NatRuleSpec) -> str:
+        return resource_id(spec)
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """The rules as they are: none and no registration -> empty id; missing rules listed as drift."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        if have.gone:
-            return ReadResult("", {})
-        observed, drift = observe(spec, have)
-        return ReadResult(id_, outputs(spec, observed, drift))
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Re-add missing rules, re-register, forwarding back on."""
-        return UpdateResult(self._ensure(self.spec(news)))
+    def _observe(self, spec: NatRuleSpec, have: NatHave) -> tuple[dict[str, Any], list[str]]:
+        return observe(spec, have)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Leave; the last user removes the rules (one locked round trip)."""

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
 from . import naming, ssh
 from .base import HostProvider, HostResource, outputs
@@ -140,23 +139,14 @@ class PoolClaimProvider(HostProvider[PoolClaimSpec]):
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        """Claim the range (idempotent: the same claim of this slice is adopted)."""
-        spec = self.spec(props)
-        return CreateResult(resource_id(spec), self._ensure(spec))
+    def resource_id(self, spec: PoolClaimSpec) -> str:
+        return resource_id(spec)
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """The claim as recorded on the node: none -> empty id."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        if have.of(spec.slice) is None:
-            return ReadResult("", {})
-        observed, drift = observe(spec, have)
-        return ReadResult(id_, outputs(spec, observed, drift))
+    def _observe(self, spec: PoolClaimSpec, have: PoolHave) -> tuple[dict[str, Any], list[str]]:
+        return observe(spec, have)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Move the claim to the new range (same overlap rules)."""
-        return UpdateResult(self._ensure(self.spec(news)))
+    def _gone(self, spec: PoolClaimSpec, have: PoolHave) -> bool:
+        return have.of(spec.slice) is None
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Drop this slice's claim; already gone is fine."""

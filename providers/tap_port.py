@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
 from . import hoststate, ssh
 from .base import HostProvider, HostResource, outputs
@@ -213,23 +212,11 @@ class TapPortProvider(HostProvider[TapPortSpec]):
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        """Create (or adopt this slice's) TAP and port; refuse another slice's or an unmarked one."""
-        spec = self.spec(props)
-        return CreateResult(resource_id(spec), self._ensure(spec))
+    def resource_id(self, spec: TapPortSpec) -> str:
+        return resource_id(spec)
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """The TAP as it is: gone -> empty id; drift listed in `drift`."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        if have.gone:
-            return ReadResult("", {})
-        observed, drift = observe(spec, have)
-        return ReadResult(id_, outputs(spec, observed, drift))
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Retag / remark / re-protect in place (one OVSDB transaction)."""
-        return UpdateResult(self._ensure(self.spec(news)))
+    def _observe(self, spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]]:
+        return observe(spec, have)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove this slice's TAP and port; already gone is fine; another slice's is left alone."""

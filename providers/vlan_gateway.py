@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
 from . import hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
@@ -251,23 +250,11 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec]):
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        """Create or adopt the gateway (refusing another slice's, an unmarked one, or a taken subnet)."""
-        spec = self.spec(props)
-        return CreateResult(resource_id(spec), self._ensure(spec))
+    def resource_id(self, spec: VlanGatewaySpec) -> str:
+        return resource_id(spec)
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """The gateway as it is: gone -> empty id; drift listed."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        if have.gone:
-            return ReadResult("", {})
-        observed, drift = observe(spec, have)
-        return ReadResult(id_, outputs(spec, observed, drift))
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Fix address, tag, marks, link state in place."""
-        return UpdateResult(self._ensure(self.spec(news)))
+    def _observe(self, spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], list[str]]:
+        return observe(spec, have)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove this slice's gateway; for the shared one only when this slice was its last user."""
