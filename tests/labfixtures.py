@@ -85,6 +85,23 @@ def scan_diff(baseline: dict[str, Any], now: dict[str, Any], only: Iterable[str]
     return sorted(lines, key=lambda line: (line[2:], line[0]))
 
 
+def scan_parts(node: Any, markers: tuple[str, ...]) -> Any:
+    """The parts of a scan that mention one of `markers` (in a key or in a value)."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if any(m in str(k) for m in markers):
+                out[k] = v
+            else:
+                sub = scan_parts(v, markers)
+                if sub not in (None, {}, []):
+                    out[k] = sub
+        return out
+    if isinstance(node, list):
+        return [item for item in node if any(m in json.dumps(item) for m in markers)]
+    return node if any(m in str(node) for m in markers) else None
+
+
 def assert_scan_equal(
     baseline: dict[str, Any], now: dict[str, Any], only: Iterable[str] | None = None
 ) -> None:

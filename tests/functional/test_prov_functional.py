@@ -28,7 +28,7 @@ from providers.pool_claim import PoolClaimProvider
 from providers.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
 from providers.tap_port import TapPortProvider
 from providers.vlan_gateway import VlanGatewayProvider
-from tests.labfixtures import Testbed, assert_scan_equal, scan
+from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
 
 pytestmark = pytest.mark.integration
 
@@ -86,23 +86,6 @@ def lab(testbed: Testbed) -> Iterator[Testbed]:
     ssh.close_all()
 
 
-def _mine(node: Any, markers: tuple[str, ...]) -> Any:
-    """The parts of a scan that mention one of `markers` (in a key or in a value)."""
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            if any(m in str(k) for m in markers):
-                out[k] = v
-            else:
-                sub = _mine(v, markers)
-                if sub not in (None, {}, []):
-                    out[k] = sub
-        return out
-    if isinstance(node, list):
-        return [item for item in node if any(m in json.dumps(item) for m in markers)]
-    return node if any(m in str(node) for m in markers) else None
-
-
 def assert_back_to_baseline(host: str, baseline: dict[str, Any], markers: tuple[str, ...]) -> None:
     """The host's scan equals its baseline.  The testbed is shared with other test sessions, so when the
     full scans differ, the test still requires every object it touched (`markers`) to be as before, and
@@ -110,7 +93,7 @@ def assert_back_to_baseline(host: str, baseline: dict[str, Any], markers: tuple[
     now = scan(host)
     if now == baseline:
         return
-    assert_scan_equal(_mine(baseline, markers), _mine(now, markers))
+    assert_scan_equal(scan_parts(baseline, markers), scan_parts(now, markers))
     import warnings
 
     warnings.warn(f"{host}: scan changed outside this test's objects (another session at work)", stacklevel=2)

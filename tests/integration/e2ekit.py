@@ -21,7 +21,7 @@ from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
 from tests.enginekit import TOOLCHAIN_BIN
 from tests.integration.slicekit import LAB, SliceStack
-from tests.labfixtures import lab_cli, scan
+from tests.labfixtures import lab_cli, scan, scan_parts
 
 TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", "/tmp/cloudrepo-e2e-times.json"))
 
@@ -67,26 +67,9 @@ def slice_markers(outputs: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def mine(node: Any, markers: tuple[str, ...]) -> Any:
-    """The parts of a scan that mention one of `markers` (in a key or in a value)."""
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            if any(m in str(k) for m in markers):
-                out[k] = v
-            else:
-                sub = mine(v, markers)
-                if sub not in (None, {}, []):
-                    out[k] = sub
-        return out
-    if isinstance(node, list):
-        return [item for item in node if any(m in json.dumps(item) for m in markers)]
-    return node if any(m in str(node) for m in markers) else None
-
-
 def objects(markers: tuple[str, ...], host: str | None = None) -> Any:
     """What the testbed's scan holds of these objects now (every host, or one)."""
-    return mine(scan(host), markers)
+    return scan_parts(scan(host), markers)
 
 
 def host_ports(doc: dict[str, Any], host: str) -> dict[str, Any]:
