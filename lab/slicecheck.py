@@ -58,7 +58,7 @@ def guest_name(vm: str) -> str:
     return f"g{vm}"
 
 
-def _exec(vm: str, *command: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def guest_exec(vm: str, *command: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         guest.exec_argv(guest_name(vm), list(command)),
         capture_output=True,
@@ -70,11 +70,11 @@ def _exec(vm: str, *command: str, timeout: float = 20) -> subprocess.CompletedPr
 
 def can_ping(vm: str, address: str) -> bool:
     """One guest pings an address (3 tries, the first ARP may be lost on a fresh port)."""
-    return _exec(vm, "ping", "-c", "3", "-i", "0.2", "-W", "2", address).returncode == 0
+    return guest_exec(vm, "ping", "-c", "3", "-i", "0.2", "-W", "2", address).returncode == 0
 
 
 def cannot_ping(vm: str, address: str) -> bool:
-    return _exec(vm, "ping", "-c", "2", "-i", "0.2", "-W", "1", address).returncode != 0
+    return guest_exec(vm, "ping", "-c", "2", "-i", "0.2", "-W", "1", address).returncode != 0
 
 
 def attach_guests(vms: dict[str, Any]) -> list[Attachment]:
@@ -156,8 +156,8 @@ def internet_checks(
         if att is None or not att.ok:
             checks.append(Check(f"internet {vm_id}", False, "eth0 has no lease"))
             continue
-        page = _exec(vm_id, "curl", "-s", "-m", "5", internet["url"])
-        seen = _exec(vm_id, "curl", "-s", "-m", "5", internet["whoamiUrl"])
+        page = guest_exec(vm_id, "curl", "-s", "-m", "5", internet["url"])
+        seen = guest_exec(vm_id, "curl", "-s", "-m", "5", internet["whoamiUrl"])
         problems = []
         if page.returncode != 0 or page.stdout != internet["body"]:
             problems.append(f"page: curl exit {page.returncode}, body {page.stdout[:60]!r}")

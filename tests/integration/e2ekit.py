@@ -141,16 +141,6 @@ def fresh_lease(vm: str, iface: str) -> str:
     return lab_guest.dhcp(name, iface)
 
 
-def guest_exec(vm: str, *command: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        lab_guest.exec_argv(guest_name(vm), list(command)),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 # ---- host keys and sshd ---------------------------------------------------------------------------------
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lab.slicecheck import can_ping, cannot_ping, check_slice, stop_guests
+from lab.slicecheck import can_ping, cannot_ping, check_slice, guest_exec, stop_guests
 from tests.integration.e2ekit import (
     assert_slice_ok,
     fresh_lease,
-    guest_exec,
     objects,
     slice_markers,
     wall_time,
