@@ -37,6 +37,7 @@ from providers.naming import (
     slice_problem,
     tap_name,
 )
+from providers.specs import Endpoint
 
 NAMESPACE = "cloudrepo"
 POOL_SIZE = 20
@@ -150,15 +151,6 @@ class SliceInput(_Input):
 
 # ---------------------------------------------------------------------------------------------------------
 # The validated model
-
-
-class Endpoint(BaseModel):
-    """A host: logical name (identity), SSH address and port."""
-
-    model_config = ConfigDict(frozen=True)
-    name: str
-    address: str
-    port: int
 
 
 class IfaceRef(BaseModel):

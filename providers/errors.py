@@ -36,6 +36,18 @@ class CommandTimeout(SshError):
         self.seconds = seconds
 
 
+class LockTimeout(SshError):
+    """A locked script waited too long for the host's lock (another slice's operation held it)."""
+
+    def __init__(self, host: str, lock_file: str, seconds: int, holder: str | None) -> None:
+        who = f"slice {holder!r}" if holder else "an unknown holder"
+        super().__init__(
+            host, f"waited {seconds} s for the lock {lock_file} (last taken by {who}); nothing was run"
+        )
+        self.lock_file = lock_file
+        self.holder = holder
+
+
 class StepFailed(SshError):
     """A step of a remote script exited non-zero; the script stopped there."""
 

@@ -9,7 +9,8 @@ Protocol (the runner's program is the constant `PROGRAM`; everything variable ar
 - request: a header line `<length> <locked 0|1> <nonce>\\n`, then exactly `length` bytes of script.  The
   runner reads the header with the shell's `read` (byte by byte on a pipe) and the body with `dd` (full
   blocks, then single bytes: never more than `length`), checks the size, and runs `sh FILE </dev/null`
-  (under `flock -w 60 /var/lib/cloudrepo/lock` when locked) with stdout and stderr going straight to the
+  (under `flock -E 75 -w 60 /var/lib/cloudrepo/lock` when locked: 75 means the wait timed out) with stdout
+  and stderr going straight to the
   channel, so a timed-out call still has the partial stdout (the step markers);
 - response: the script's stdout then `@@<nonce>:rc:<status>\\n`; its stderr then `@@<nonce>:end\\n`.  The
   nonce is random per request and never given to the script, so no output can forge the end of a frame.
@@ -41,7 +42,7 @@ while IFS=' ' read -r len lk n; do
     dd bs=1 count=$((len % 512)) 2>/dev/null; } >"$d/s" || exit 3
   [ $(wc -c <"$d/s") -eq "$len" ] || exit 3
   if [ "$lk" = 1 ]; then
-    mkdir -p /var/lib/cloudrepo && flock -w 60 /var/lib/cloudrepo/lock sh "$d/s" </dev/null
+    mkdir -p /var/lib/cloudrepo && flock -E 75 -w 60 /var/lib/cloudrepo/lock sh "$d/s" </dev/null
   else
     sh "$d/s" </dev/null
   fi
