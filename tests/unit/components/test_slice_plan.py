@@ -41,7 +41,9 @@ def test_dev_plan_interfaces() -> None:
         (1004, "eth1"): ("tap_1004_eth1", 121, False, "192.168.121.11", "192.168.121.1"),
         (1004, "eth2"): ("tap_1004_eth2", 4094, True, None, None),
     }
-    nets = [(n.vlan, n.link, n.members, n.shared, [(r.mac, r.ip) for r in n.reservations]) for n in plan.networks]
+    nets = [
+        (n.vlan, n.link, n.members, n.shared, [(r.mac, r.ip) for r in n.reservations]) for n in plan.networks
+    ]
     assert nets == [
         (
             120,

@@ -285,7 +285,12 @@ def test_shared_dhcp_writes_after_verifying_the_addresses_under_the_lock() -> No
     spec = dn.resolve(shared_dhcp(), dn.DhcpHave(None, False, None, None))
     steps = dn.plan_ensure(spec, dn.DhcpHave(None, False, None, None))
     verify = next(s for s in steps if s.name == "verify addresses free")
-    assert list(verify.argv[4:]) == ["/var/lib/cloudrepo/dhcp/vlan400/hosts.d", "b", "10.60.7.10", "10.60.7.11"]
+    assert list(verify.argv[4:]) == [
+        "/var/lib/cloudrepo/dhcp/vlan400/hosts.d",
+        "b",
+        "10.60.7.10",
+        "10.60.7.11",
+    ]
     assert names(steps).index("verify addresses free") < names(steps).index("write reservations")
 
 
@@ -302,7 +307,14 @@ def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
     running = dn.dnsmasq_args(dn.resolve(shared_dhcp(), dn.DhcpHave(None, False, None, None)))
     mine = dn.resolve(shared_dhcp(dnsServers=["1.1.1.1"]), dn.DhcpHave(None, False, None, None))
     used = dn.DhcpHave(
-        "shared", True, None, None, pid=42, cmdline=tuple(running), users=("a",), markers=dn._proc_markers(mine)
+        "shared",
+        True,
+        None,
+        None,
+        pid=42,
+        cmdline=tuple(running),
+        users=("a",),
+        markers=dn._proc_markers(mine),
     )
     assert used.alive
     with pytest.raises(Conflict) as err:
@@ -313,7 +325,14 @@ def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
         "slice the same dnsServers; nothing changed"
     )
     alone = dn.DhcpHave(
-        "shared", True, None, None, pid=42, cmdline=tuple(running), users=("b",), markers=dn._proc_markers(mine)
+        "shared",
+        True,
+        None,
+        None,
+        pid=42,
+        cmdline=tuple(running),
+        users=("b",),
+        markers=dn._proc_markers(mine),
     )
     assert "start dnsmasq" in names(dn.plan_ensure(mine, alone))  # its only user may change them
 
@@ -392,7 +411,10 @@ def test_pool_claim_plan() -> None:
     assert argvs(steps)[1][-2:] == ["/var/lib/cloudrepo/pools/demo@120", "120 139"]
     assert pc.plan_ensure(pool(), pc.PoolHave((claim("demo", 120, 139),))) == []
     # the same slice's other claim (its pool moving) is no clash
-    assert names(pc.plan_ensure(pool(), pc.PoolHave((claim("demo", 130, 149),)))) == [pc.VERIFY, "write claim"]
+    assert names(pc.plan_ensure(pool(), pc.PoolHave((claim("demo", 130, 149),)))) == [
+        pc.VERIFY,
+        "write claim",
+    ]
 
 
 def test_pool_clash_names_both_slices_and_ranges() -> None:
@@ -403,7 +425,9 @@ def test_pool_clash_names_both_slices_and_ranges() -> None:
         "VLAN 130, subnet 192.168.130.0/24); choose another vlanPool.start; nothing changed"
     )
     # 376..395 is 120..139 modulo 256: the same link subnets
-    with pytest.raises(Conflict, match=r"claims 376-395: the same subnet as its VLAN 376, subnet 192.168.120"):
+    with pytest.raises(
+        Conflict, match=r"claims 376-395: the same subnet as its VLAN 376, subnet 192.168.120"
+    ):
         pc.plan_ensure(pool(), pc.PoolHave((claim("other", 376, 395),)))
     assert pc.plan_ensure(pool(), pc.PoolHave((claim("other", 140, 159),))) != []
 
