@@ -329,3 +329,42 @@ def test_main_program_rejects_a_typo() -> None:
             program()
     finally:
         pulumi.runtime.set_all_config({})
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "start"),
+    [
+        ([["1003.eth1", "1004.eth1"]], [["1002.eth1", "1004.eth2"]], 700),
+        (
+            [["1002.eth1", "1003.eth1"], ["1002.eth2", "1004.eth1"]],
+            [["1002.eth2", "1003.eth1"], ["1002.eth1", "1004.eth1"]],
+            120,
+        ),
+        (
+            [["1002.eth1", "1003.eth1"], ["1002.eth2", "1004.eth1"]],
+            [["1002.eth1", "1004.eth1"], ["1002.eth2", "1003.eth1"]],
+            120,
+        ),
+    ],
+)
+def test_reported_edits_build_under_mocks(
+    before: list[list[str]], after: list[list[str]], start: int
+) -> None:
+    """The edits that crashed the component (KeyError on a sibling not yet made, or a cycle) now build."""
+
+    def config(links: list[list[str]]) -> SliceConfig:
+        raw = dev()
+        raw["cloudrepo:slice"]["vlanPool"] = {"start": start}
+        raw["cloudrepo:slice"]["vms"] = [
+            {"id": 1002, "worker": "worker1", "dataInterfaces": 2},
+            {"id": 1003, "worker": "worker2", "dataInterfaces": 2},
+            {"id": 1004, "worker": "worker2", "dataInterfaces": 2},
+        ]
+        raw["cloudrepo:slice"]["links"] = links
+        return load_config(raw_config(raw), "dev")
+
+    _, out1 = build(config(before))
+    monitor, out2 = build(config(after), json.loads(json.dumps(out1)))
+    assert sorted(lk["vlan"] for lk in out2["links"]) == sorted(lk["vlan"] for lk in out1["links"])
+    taps = [r for r in monitor.registered.values() if r["type"] == f"{DYN}TapPort"]
+    assert len(taps) == 9
