@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import enginesim as sim
 from cfgkit import raw_config
@@ -25,6 +26,9 @@ from components.config import ConfigError, load_config
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
 from components.resources import PlannedResource, resource_plan
+from tests import churnkit
+
+T = TypeVar("T")
 
 SLICE = "churn"
 PARKING = 4094
@@ -46,98 +50,28 @@ def raw(state: dict[str, Any]) -> dict[str, str]:
             "cloudrepo:networkNode": {"host": "10.0.10.3"},
             "cloudrepo:workers": {w: {"host": f"10.0.10.{i + 1}"} for i, w in enumerate(WORKERS)},
             "cloudrepo:ssh": {"user": "root", "privateKeyPath": "k", "knownHostsPath": "h"},
-            "cloudrepo:slice": {
-                "name": SLICE,
-                "vlanPool": {"start": state["pool"]},
-                "vms": [
-                    {"id": i, "worker": v["worker"], "dataInterfaces": v["n"], "internet": v["internet"]}
-                    for i, v in sorted(state["vms"].items())
-                ],
-                "links": [
-                    {"a": a, "b": b, **({"vlan": pin} if pin is not None else {})}
-                    for a, b, pin in state["links"]
-                ],
-            },
+            "cloudrepo:slice": churnkit.slice_section(state, SLICE),
         }
     )
 
 
-def free_ifaces(state: dict[str, Any]) -> list[str]:
-    used = {e for a, b, _ in state["links"] for e in (a, b)}
-    return [
-        f"{i}.eth{k}"
-        for i, v in sorted(state["vms"].items())
-        for k in range(1, v["n"] + 1)
-        if f"{i}.eth{k}" not in used
-    ]
+class Drawn:
+    """The edit generator's choices, drawn by hypothesis (so failing examples shrink)."""
 
+    def __init__(self, data: st.DataObject) -> None:
+        self.data = data
 
-EDITS = (
-    "add link", "remove link", "move end", "swap ends", "add vm", "remove vm", "move vm", "toggle internet",
-    "pin", "unpin", "data interfaces", "move pool",
-)  # fmt: skip
+    def choice(self, seq: Sequence[T]) -> T:
+        return self.data.draw(st.sampled_from(list(seq)))
+
+    def randint(self, a: int, b: int) -> int:
+        return self.data.draw(st.integers(a, b))
 
 
 def edit(state: dict[str, Any], kind: str, data: st.DataObject) -> dict[str, Any]:
-    """`state` with one edit of `kind` applied (unchanged when the edit does not apply)."""
-    s = json.loads(json.dumps(state))
-    s["vms"] = {int(k): v for k, v in s["vms"].items()}
-    s["links"] = [tuple(lk) for lk in s["links"]]
-    links, vms = s["links"], s["vms"]
-    pick = data.draw
-    if kind == "add link":
-        free = free_ifaces(s)
-        if len(free) >= 2:
-            a = pick(st.sampled_from(free))
-            others = [f for f in free if f.split(".")[0] != a.split(".")[0]]
-            if others:
-                links.append((a, pick(st.sampled_from(others)), None))
-    elif kind == "remove link" and links:
-        links.pop(pick(st.integers(0, len(links) - 1)))
-    elif kind == "move end" and links:
-        i = pick(st.integers(0, len(links) - 1))
-        a, b, pin = links[i]
-        free = [f for f in free_ifaces(s) if f.split(".")[0] != a.split(".")[0]]
-        if free:
-            links[i] = (a, pick(st.sampled_from(free)), pin)
-    elif kind == "swap ends" and len(links) >= 2:
-        i, j = pick(st.lists(st.integers(0, len(links) - 1), min_size=2, max_size=2, unique=True))
-        (a1, b1, p1), (a2, b2, p2) = links[i], links[j]
-        links[i], links[j] = (a1, b2, p1), (a2, b1, p2)
-    elif kind == "add vm":
-        new = [i for i in range(1001, 1009) if i not in vms]
-        if new:
-            vm = pick(st.sampled_from(new))
-            vms[vm] = {
-                "worker": pick(st.sampled_from(WORKERS)),
-                "n": pick(st.integers(1, 3)),
-                "internet": pick(st.booleans()),
-            }
-    elif kind == "remove vm" and vms:
-        vm = pick(st.sampled_from(sorted(vms)))
-        del vms[vm]
-        s["links"] = [lk for lk in links if not any(e.split(".")[0] == str(vm) for e in lk[:2])]
-    elif kind == "move vm" and vms:
-        vms[pick(st.sampled_from(sorted(vms)))]["worker"] = pick(st.sampled_from(WORKERS))
-    elif kind == "toggle internet" and vms:
-        v = vms[pick(st.sampled_from(sorted(vms)))]
-        v["internet"] = not v["internet"]
-    elif kind == "pin" and links:
-        i = pick(st.integers(0, len(links) - 1))
-        a, b, _ = links[i]
-        links[i] = (a, b, s["pool"] + pick(st.integers(0, 19)))
-    elif kind == "unpin" and links:
-        i = pick(st.integers(0, len(links) - 1))
-        links[i] = (*links[i][:2], None)
-    elif kind == "data interfaces" and vms:
-        vm = pick(st.sampled_from(sorted(vms)))
-        vms[vm]["n"] = pick(st.integers(1, 3))
-        valid = {f"{vm}.eth{k}" for k in range(1, vms[vm]["n"] + 1)}
-        s["links"] = [lk for lk in links if all(e.split(".")[0] != str(vm) or e in valid for e in lk[:2])]
-    elif kind == "move pool":
-        s["pool"] = pick(st.sampled_from(POOL_STARTS))
-        s["links"] = [(a, b, None) for a, b, _ in s["links"]]
-    return s
+    return churnkit.edit(
+        state, kind, Drawn(data), workers=WORKERS, vm_ids=range(1001, 1009), pool_starts=POOL_STARTS
+    )
 
 
 def deploy(
@@ -162,7 +96,7 @@ def neighbour() -> sim.Hosts:
     return hosts
 
 
-@given(st.data(), st.lists(st.sampled_from(EDITS), min_size=1, max_size=10))
+@given(st.data(), st.lists(st.sampled_from(churnkit.EDITS), min_size=1, max_size=10))
 def test_any_edit_sequence_converges_safely(data: st.DataObject, kinds: list[str]) -> None:
     state: dict[str, Any] = {
         "pool": 120,
