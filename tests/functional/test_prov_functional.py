@@ -338,7 +338,14 @@ def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
     assert d.create(b).outs["observed"]["reserved"] == rb.outs["observed"]["reserved"]
     # another slice's differing DHCP options are refused while the shared server serves slice fa
     with pytest.raises(Conflict, match=r"dnsServers 1.1.1.1 of slice 'fc' differ from 8.8.8.8"):
-        d.create({**b, "slice": "fc", "dnsServers": ["1.1.1.1"]})
+        d.create(
+            {
+                **b,
+                "slice": "fc",
+                "dnsServers": ["1.1.1.1"],
+                "reservations": [{"mac": "52:54:00:23:92:03", "hostname": "cguest"}],
+            }
+        )
     d.delete("x", a)
     left = d.read("x", b)
     assert left.outs["observed"]["dnsmasqAlive"] is True
