@@ -26,7 +26,6 @@ STATE_ROOT = "/var/lib/cloudrepo"
 LOCK_FILE = f"{STATE_ROOT}/lock"
 LOCK_HOLDER_FILE = f"{STATE_ROOT}/lock.holder"
 """The slice of the last locked script, written once the lock is held (named when a lock wait times out)."""
-LOCK_WAIT_SECONDS = 60
 LOCK_TIMEOUT_STATUS = 75
 """flock's exit status when the wait times out (`flock -E`); no script of ours exits with it."""
 

@@ -34,9 +34,12 @@ from .errors import (
     LockTimeout,
     SshError,
 )
-from .naming import LOCK_FILE, LOCK_HOLDER_FILE, LOCK_TIMEOUT_STATUS, LOCK_WAIT_SECONDS
+from .naming import LOCK_FILE, LOCK_HOLDER_FILE, LOCK_TIMEOUT_STATUS
 from .script import ScriptResult, Step
 from .specs import Endpoint
+
+LOCK_WAIT_SECONDS = 60
+"""How long a locked script waits for the host's lock (`flock -w`)."""
 
 # paramiko logs every failed connection attempt with its traceback (ERROR, "Exception (client): ..."); with no
 # handler anywhere, Python prints it to the provider's stderr and the engine shows each line as a message
@@ -457,7 +460,7 @@ def run_script(
             raise CommandTimeout(endpoint.name, "(before the first step)", limit) from None
         keep = False
         try:
-            status, out_b, err_b = r.call(data, locked, limit)
+            status, out_b, err_b = r.call(data, LOCK_WAIT_SECONDS if locked else 0, limit)
             keep = True
             break
         except runner_mod.Timeout as exc:

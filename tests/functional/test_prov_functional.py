@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from pulumi.dynamic.config import Config
 
 from providers import ssh
 from providers.dhcp_namespace import DhcpNamespaceProvider
-from providers.errors import Conflict, HostKeyError, OwnershipConflict
+from providers.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
 from providers.nat_rule import NatRuleProvider
 from providers.pool_claim import PoolClaimProvider
 from providers.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
@@ -413,3 +414,32 @@ def test_pool_claims_refuse_overlap(lab: Testbed) -> None:
     measure("PoolClaim", "delete", lambda: p.delete(created.id, a))
     p.delete(ok.id, {**a, "slice": "fb", "start": 3220, "end": 3239})
     assert_back_to_baseline("network", baseline, ("pools", "32"))
+
+
+def test_a_lock_wait_that_times_out_names_the_lock_and_its_holder(
+    lab: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another slice's locked operation holds the network node's lock: the wait ends with a clear error."""
+    p = PoolClaimProvider()
+    configure(p, lab)
+    monkeypatch.setattr(ssh, "LOCK_WAIT_SECONDS", 1)
+    holder = threading.Thread(
+        target=lab.run,
+        args=(
+            "network",
+            "flock /var/lib/cloudrepo/lock sh -c 'echo fz >/var/lib/cloudrepo/lock.holder; sleep 4'",
+        ),
+    )
+    holder.start()
+    try:
+        time.sleep(0.5)
+        spec = PoolClaimSpec(slice="fy", host=endpoint(lab, "network"), start=3300, end=3319).inputs()
+        with pytest.raises(LockTimeout) as err:
+            p.create(spec)
+        assert str(err.value) == (
+            "network: waited 1 s for the lock /var/lib/cloudrepo/lock (last taken by slice 'fz'); "
+            "nothing was run"
+        )
+    finally:
+        holder.join()
+    assert "fy@3300" not in sh(lab, "network", "ls /var/lib/cloudrepo/pools 2>/dev/null || true")
