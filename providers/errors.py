@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import pulumi
+
 
 class CloudrepoError(Exception):
     """Base of every error the providers raise on purpose."""
 
 
-class ConfigError(CloudrepoError):
-    """The provider's stack config (cloudrepo:ssh, cloudrepo:sshPrivateKey) is missing or invalid."""
+class ConfigError(CloudrepoError, pulumi.RunError, ValueError):
+    """The stack config has problems; `problems` lists each one, the message lists them all.
+
+    A `pulumi.RunError`, so `pulumi preview` prints the message alone, without a Python traceback. Raised by
+    the program (every problem of the config at once) and by the providers (their SSH settings).
+    """
+
+    def __init__(self, problems: Iterable[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if isinstance(problems, str):
+            super().__init__(problems)
+            return
+        n = len(self.problems)
+        head = f"cloudrepo: {n} problem{'s' if n != 1 else ''} in the stack config (nothing was changed):"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
 
 
 class SshError(CloudrepoError):
