@@ -84,7 +84,7 @@ def deploy(
         plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
     except ConfigError:
         return None
-    resources = resource_plan(plan, deployed.workers)  # raises GraphError if incomplete or cyclic
+    resources = resource_plan(plan, deployed)  # raises GraphError if incomplete or cyclic
     return resources, json.loads(json.dumps(stack_outputs(plan)), parse_int=float)
 
 
