@@ -236,9 +236,8 @@ def test_joining_a_vlan_parks_its_strays_on_every_worker_first(monkeypatch: pyte
 
 
 def test_joining_a_vlan_free_on_its_worker_takes_no_lock_there(monkeypatch: pytest.MonkeyPatch) -> None:
-    rec = run_ensure(
-        monkeypatch, joining(join={"members": [], "hosts": [], "parkingVlan": 4094}), tp.TapHave(None, None)
-    )
+    alone = tap(join={"members": ["tap_1002_eth1", "tap_1003_eth1"], "hosts": [], "parkingVlan": 4094})
+    rec = run_ensure(monkeypatch, alone, tp.TapHave(None, None))
     assert [(h, locked) for h, _, locked in rec.calls] == [("worker1", False)]  # a fresh deploy: one script
 
 
