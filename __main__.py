@@ -3,7 +3,8 @@
 import pulumi
 
 from components.allocation import allocate_vlans
-from components.config import load_config, raw_stack_config
+from components.config import load_config
+from components.inputs import raw_stack_config
 from components.memory import read_previous_outputs
 from components.outputs import Deployed
 from components.plan import build_plan

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.config import INTERNET_VLAN, POOL_SIZE, IfaceRef, LinkKey, parse_iface_ref
+from components.model import INTERNET_VLAN, POOL_SIZE, IfaceRef, LinkKey, parse_iface_ref
 from components.plan import InterfacePlan, SlicePlan
 
 InternetIp = Callable[[str], Any]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pulumi
 
-from components.config import INTERNET_VLAN
+from components.model import INTERNET_VLAN
 from components.outputs import Deployed, stack_outputs
 from components.plan import SlicePlan
 from components.resources import dhcp_resource, resource_plan

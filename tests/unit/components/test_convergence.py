@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from components.allocation import allocate_vlans
-from components.config import ConfigError, load_config
+from components.config import load_config
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
 from components.resources import PlannedResource, resource_plan
+from providers.errors import ConfigError
 from tests import churnkit
 
 T = TypeVar("T")

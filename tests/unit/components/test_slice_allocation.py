@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from components.allocation import allocate_vlans
-from components.config import ConfigError, IfaceRef, Link, VlanPool
+from components.model import IfaceRef, Link, VlanPool
 from components.outputs import Deployed, previous_allocation, previous_vlan_workers
+from providers.errors import ConfigError
 
 POOL = VlanPool(start=120)
 

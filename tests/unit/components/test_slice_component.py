@@ -21,8 +21,9 @@ from cfgkit import ROOT, raw_config, raw_from_file, with_changes
 from pulumi.runtime.mocks import MockMonitor
 
 from components.allocation import allocate_vlans
-from components.config import SliceConfig, load_config
+from components.config import load_config
 from components.memory import READ_STACK_OUTPUTS
+from components.model import SliceConfig
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
 from components.slice import COMPONENT_TYPE, SliceComponent
