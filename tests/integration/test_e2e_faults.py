@@ -12,6 +12,7 @@ from typing import Any
 
 from lab.slicecheck import check_slice, stop_guests
 from tests.integration.e2ekit import (
+    SHARED_OBJECTS,
     assert_slice_ok,
     duplicates,
     group_alive,
@@ -122,7 +123,8 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     net = now["hosts"]["network"]
     for vlan in (320, 321, 322, 400):
         assert [d["namespace"] for d in net["dnsmasq"]].count(f"ns-dhcp-vlan{vlan}") == 1, net["dnsmasq"]
-    masq = [r for r in net["iptables"]["nat"] if "MASQUERADE" in r and "cloudrepo:" in r]
+    nat_mark = f"cloudrepo:{SHARED_OBJECTS['nat']}"
+    masq = [r for r in net["iptables"]["nat"] if "MASQUERADE" in r and nat_mark in r]
     assert len(masq) == 1, masq
     urns = [r["urn"] for r in state(stack)["deployment"]["resources"]]
     assert len(urns) == len(set(urns)), urns
