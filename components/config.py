@@ -37,6 +37,7 @@ from providers.naming import (
     slice_problem,
     tap_name,
 )
+from providers.ssh_settings import SshInput, input_problems
 
 NAMESPACE = "cloudrepo"
 POOL_SIZE = 20
@@ -52,8 +53,6 @@ NETWORK_NODE_NAME = "network"
 
 HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 """An SSH address: a DNS name or an IPv4 address (the providers' `Endpoint.address` rule)."""
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-"""A POSIX login name (useradd's default NAME_REGEX)."""
 SAFE_WORKER = SAFE_SLICE
 """A worker name: part of resource ids and Pulumi resource names."""
 IFACE_REF_RE = re.compile(r"^(?P<vm>[0-9]+)\.(?P<iface>eth(?:0|[1-9][0-9]*))$")
@@ -97,22 +96,6 @@ class WorkerInput(_Input):
 
     host: StrictStr
     port: StrictInt = 22
-
-
-class SshInput(_Input):
-    """`cloudrepo:ssh`: how the providers reach the hosts (they read it themselves in `configure()`)."""
-
-    user: StrictStr
-    private_key_path: StrictStr | None = Field(default=None, alias="privateKeyPath")
-    """A private key file; or the secret `cloudrepo:sshPrivateKey`."""
-    known_hosts_path: StrictStr = Field(alias="knownHostsPath")
-    """Required: host keys are always verified against this file."""
-    sudo: StrictBool = False
-    """Privileged commands run as `sudo -n ...`."""
-    connect_timeout: float | None = Field(default=None, alias="connectTimeout", gt=0)
-    """Seconds (read by the providers' SSH layer)."""
-    command_timeout: float | None = Field(default=None, alias="commandTimeout", gt=0)
-    """Seconds (read by the providers' SSH layer)."""
 
 
 class VlanPoolInput(_Input):
@@ -293,7 +276,7 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _validate(model: type[_Input], value: Any, where: str, problems: list[str]) -> Any:
+def _validate(model: type[BaseModel], value: Any, where: str, problems: list[str]) -> Any:
     """Validate `value` with `model`; append one readable problem per pydantic error; None when invalid."""
     try:
         return model.model_validate(value)
@@ -440,20 +423,8 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
         ssh_in = _validate(SshInput, values["ssh"], f"{ns}:ssh", problems)
     secret = values.get("sshPrivateKey")
     if ssh_in is not None:
-        if not USER_RE.fullmatch(ssh_in.user):
-            add(
-                f"{ns}:ssh.user: {ssh_in.user!r} is not a login name "
-                "(lower-case letters, digits, '_' and '-', starting with a letter or '_')"
-            )
-        if ssh_in.private_key_path is None and not secret:
-            add(
-                f"{ns}:ssh: no SSH key configured: set ssh.privateKeyPath or the secret "
-                f"{ns}:sshPrivateKey (pulumi config set --secret {ns}:sshPrivateKey < KEY)"
-            )
-        paths = (("privateKeyPath", ssh_in.private_key_path), ("knownHostsPath", ssh_in.known_hosts_path))
-        for field, path in paths:
-            if path is not None and (not path or "\0" in path or "\n" in path):
-                add(f"{ns}:ssh.{field}: not a usable file path, got {path!r}")
+        for p in input_problems(ssh_in, bool(secret)):
+            add(p)
 
     # ---- bridge, parking VLAN, DNS
     bridge = values.get("bridge", "br-int")
