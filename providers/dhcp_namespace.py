@@ -375,11 +375,10 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
     return observed, drift
 
 
-class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
+class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
     """Namespace + port + dnsmasq on the network node."""
 
     spec_model = DhcpNamespaceSpec
-    kind = "dhcp"
     identity = ("slice", "host", "namespace", "port", "vlan")
 
     def _have(self, spec: DhcpNamespaceSpec) -> DhcpHave:

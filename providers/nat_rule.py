@@ -153,11 +153,10 @@ def observe(spec: NatRuleSpec, have: NatHave) -> tuple[dict[str, Any], list[str]
     return observed, drift
 
 
-class NatRuleProvider(HostProvider[NatRuleSpec]):
+class NatRuleProvider(HostProvider[NatRuleSpec, NatHave]):
     """Shared NAT on the network node."""
 
     spec_model = NatRuleSpec
-    kind = "nat"
     identity = ("slice", "host", "subnet", "gatewayPort", "uplink")
     delete_before_replace = False  # the rules are shared; the new ones go in before the old user leaves
 

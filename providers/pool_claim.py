@@ -114,11 +114,10 @@ def observe(spec: PoolClaimSpec, have: PoolHave) -> tuple[dict[str, Any], list[s
     return observed, drift
 
 
-class PoolClaimProvider(HostProvider[PoolClaimSpec]):
+class PoolClaimProvider(HostProvider[PoolClaimSpec, PoolHave]):
     """VLAN range claim on the network node."""
 
     spec_model = PoolClaimSpec
-    kind = "pool"
     identity = ("slice", "host")
 
     def _have(self, spec: PoolClaimSpec) -> PoolHave:

@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 
 from . import hoststate, ssh
-from .base import HostProvider, HostResource, outputs
+from .base import HostProvider, HostResource
 from .errors import OwnershipConflict
 from .hoststate import LinkState, PortState
 from .script import ScriptResult, Step, run
@@ -187,36 +187,25 @@ def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]
     return observed, drift
 
 
-class TapPortProvider(HostProvider[TapPortSpec]):
+class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
     """TAP + OVS port on a worker."""
 
     spec_model = TapPortSpec
-    kind = "tap"
     identity = ("slice", "host", "name")
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
 
-    def _have(self, spec: TapPortSpec) -> TapHave:
-        res = ssh.run_script(spec.host, preflight(spec))
-        hoststate.check_ready(spec.host.name, res, spec.bridge)
+    def parse_have(self, spec: TapPortSpec, res: ScriptResult) -> TapHave:
         return parse_have(res)
 
-    def _ensure(self, spec: TapPortSpec) -> dict[str, Any]:
-        have = self._have(spec)
-        steps = plan_ensure(spec, have)
-        ssh.run_script(spec.host, steps)
-        after = TapHave(
+    def after(self, spec: TapPortSpec, have: TapHave, res: ScriptResult) -> TapHave:
+        return TapHave(
             link=LinkState(spec.name, True, "tap", alias(spec), have.link.addresses if have.link else ()),
             port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
         )
-        observed, _ = observe(spec, after)
-        observed["adopted"] = not have.gone
-        observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed)
-
-    def resource_id(self, spec: TapPortSpec) -> str:
-        return resource_id(spec)
-
-    def _observe(self, spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove this slice's TAP and port; already gone is fine; another slice's is left alone."""

@@ -14,9 +14,9 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, naming, shared, ssh
-from .base import HostProvider, HostResource, outputs
-from .errors import Conflict, OwnershipConflict, StepFailed
+from . import hoststate, naming, shared
+from .base import HostProvider, HostResource
+from .errors import Conflict, OwnershipConflict
 from .hoststate import LinkState, PortState
 from .script import ScriptResult, Step, probe, run, sh
 from .specs import VlanGatewaySpec
@@ -213,54 +213,29 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
     return observed, drift
 
 
-class VlanGatewayProvider(HostProvider[VlanGatewaySpec]):
+class VlanGatewayProvider(HostProvider[VlanGatewaySpec, GatewayHave]):
     """Gateway port on the network node."""
 
     spec_model = VlanGatewaySpec
-    kind = "gateway"
     identity = ("slice", "host", "port", "vlan")
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
+    parse_have = staticmethod(parse_have)
 
-    def _have(self, spec: VlanGatewaySpec) -> GatewayHave:
-        res = ssh.run_script(spec.host, preflight(spec))
-        hoststate.check_ready(spec.host.name, res, spec.bridge)
-        return parse_have(spec, res)
+    def locked(self, spec: VlanGatewaySpec) -> bool:
+        return spec.shared  # users registered under the lock; another slice's delete may remove it
 
-    def _ensure(self, spec: VlanGatewaySpec) -> dict[str, Any]:
-        for attempt in (1, 2):
-            have = self._have(spec)
-            steps = plan_ensure(spec, have)
-            try:
-                ssh.run_script(spec.host, steps, locked=spec.shared)
-                break
-            except StepFailed:
-                # shared: the read ran outside the lock, so another slice may have created or removed
-                # the gateway since (two slices' first `up` at once): read again and re-plan, once
-                if not spec.shared or attempt == 2:
-                    raise
-        users = tuple(sorted({*have.users, spec.slice})) if spec.shared else ()
-        after = GatewayHave(
+    def after(self, spec: VlanGatewaySpec, have: GatewayHave, res: ScriptResult) -> GatewayHave:
+        return GatewayHave(
             port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
             link=LinkState(spec.port, True, "internal", None, (spec.address,)),
             others=have.others,
-            users=users,
+            users=tuple(sorted({*have.users, spec.slice})) if spec.shared else (),
             isolation=frozenset(isolation_rules(spec)),
         )
-        observed, _ = observe(spec, after)
-        observed["adopted"] = not have.gone
-        observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed)
-
-    def resource_id(self, spec: VlanGatewaySpec) -> str:
-        return resource_id(spec)
-
-    def _observe(self, spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Remove this slice's gateway; for the shared one only when this slice was its last user."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared)
 
 
 class VlanGateway(HostResource, name="VlanGateway"):
