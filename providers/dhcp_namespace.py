@@ -15,7 +15,7 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, naming, shared, ssh
+from . import bodies, hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
@@ -52,7 +52,6 @@ _MOVE = (
     'if [ "$i" -ge 30 ]; then ovs-vsctl --if-exists del-port "$1"; '
     'echo "could not move $1 into $2; port removed" >&2; exit 1; fi; sleep 0.1; done'
 )
-_WRITE = 'mkdir -p "$(dirname "$1")" && printf "%s" "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"'
 _NETNS_EXISTS = '[ -e "/run/netns/$1" ] || [ -e "/var/run/netns/$1" ]'
 # every other slice's reservations on a shared VLAN: "<slice> mac,ip,hostname" lines
 _OTHERS = (
@@ -66,7 +65,7 @@ def resource_id(spec: DhcpNamespaceSpec) -> str:
 
 
 def owner_mark(spec: DhcpNamespaceSpec) -> str:
-    return naming.SHARED_OWNER if spec.shared else spec.slice
+    return bodies.owner_mark(spec.shared, spec.slice)
 
 
 def marks(spec: DhcpNamespaceSpec) -> dict[str, str]:
@@ -264,7 +263,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         if spec.slice not in have.users:
             steps.append(shared.register(ns, spec.slice))
     if have.owner != owner_mark(spec):
-        steps.append(sh("mark owner", _WRITE, f"{d}/owner", owner_mark(spec) + "\n"))
+        steps.append(bodies.write_file("mark owner", f"{d}/owner", owner_mark(spec) + "\n"))
     if not have.netns:
         steps.append(run("add namespace", "ip", "netns", "add", ns))
     link_in_ns = have.ns_link(port)
@@ -293,7 +292,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         steps.append(run("lo up", "ip", "-n", ns, "link", "set", "dev", "lo", "up"))
     hosts_changed = have.hosts != hosts_text(spec)
     if hosts_changed:
-        steps.append(sh("write reservations", _WRITE, hosts_file(spec), hosts_text(spec)))
+        steps.append(bodies.write_file("write reservations", hosts_file(spec), hosts_text(spec)))
     want = tuple(dnsmasq_args(spec))
     restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
     if restart:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 
-from . import naming, ssh
+from . import bodies, naming, ssh
 from .base import HostProvider, HostResource, outputs
 from .errors import Conflict, StepFailed
 from .script import ScriptResult, Step, run, sh
@@ -30,7 +30,6 @@ _VERIFY = (
     'if [ "$s" -le "$4" ] && [ "$3" -le "$e" ]; then '
     'echo "VLANs $3-$4 overlap slice $f (claims $s-$e)" >&2; exit 1; fi; done'
 )
-_WRITE = 'mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"'
 
 
 def resource_id(spec: PoolClaimSpec) -> str:
@@ -90,7 +89,7 @@ def plan_ensure(spec: PoolClaimSpec, have: PoolHave) -> list[Step]:
         return []
     return [
         sh(VERIFY, _VERIFY, POOLS_DIR, spec.slice, str(spec.start), str(spec.end)),
-        sh("write claim", _WRITE, naming.pool_file(spec.slice), f"{spec.start} {spec.end}"),
+        bodies.write_file("write claim", naming.pool_file(spec.slice), f"{spec.start} {spec.end}\n"),
     ]
 
 

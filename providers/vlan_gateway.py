@@ -14,18 +14,15 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, naming, shared
+from . import bodies, hoststate, naming, shared
 from .base import HostProvider, HostResource
 from .errors import Conflict, OwnershipConflict
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, probe, run, sh
+from .script import ScriptResult, Step, probe, run
 from .specs import VlanGatewaySpec
 
 TOOLS = ("ip", "ovs-vsctl", "flock", "iptables")
 STILL_THERE = "gateway still there"
-
-_INSERT = 'c=$1; shift; iptables -w -C "$c" "$@" 2>/dev/null || iptables -w -I "$c" 1 "$@"'
-_REMOVE = 'c=$1; shift; while iptables -w -C "$c" "$@" 2>/dev/null; do iptables -w -D "$c" "$@"; done'
 
 
 def resource_id(spec: VlanGatewaySpec) -> str:
@@ -33,7 +30,7 @@ def resource_id(spec: VlanGatewaySpec) -> str:
 
 
 def owner_mark(spec: VlanGatewaySpec) -> str:
-    return naming.SHARED_OWNER if spec.shared else spec.slice
+    return bodies.owner_mark(spec.shared, spec.slice)
 
 
 def marks(spec: VlanGatewaySpec) -> dict[str, str]:
@@ -158,7 +155,7 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         steps.append(run("port up", "ip", "link", "set", "dev", spec.port, "up"))
     for name, rule in isolation_rules(spec).items():
         if name not in have.isolation:
-            steps.append(sh(name, _INSERT, "FORWARD", *rule))
+            steps.append(bodies.add_rule(name, "filter", "FORWARD", rule, first=True))
     if [s.name for s in steps] == [STILL_THERE]:
         return []  # in place: nothing to assert
     return steps
@@ -173,7 +170,9 @@ def plan_delete(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         return [*steps, run("delete port", *delete), shared.forget(spec.port)] if ours else steps
     if not ours:
         return []
-    unisolate = [sh(f"remove {name}", _REMOVE, "FORWARD", *r) for name, r in isolation_rules(spec).items()]
+    unisolate = [
+        bodies.remove_rule(f"remove {n}", "filter", "FORWARD", r) for n, r in isolation_rules(spec).items()
+    ]
     return [run("delete port", *delete), *unisolate]
 
 
