@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from lab import PROJECT_ROOT
 
 TEST_TESTBED = {
     "CLOUDREPO_LAB_DIR": str(PROJECT_ROOT / ".lab-test"),

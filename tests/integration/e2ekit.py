@@ -21,7 +21,6 @@ import paramiko
 from lab import guest as lab_guest
 from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
-from tests.enginekit import TOOLCHAIN_BIN
 from tests.integration.slicekit import LAB, SliceStack
 from tests.labfixtures import lab_cli, scan, scan_parts
 
@@ -163,10 +162,6 @@ def drift_by_name(stack: SliceStack) -> dict[str, list[str]]:
     return out
 
 
-def pending_operations(stack: SliceStack) -> list[dict[str, Any]]:
-    return list(state(stack)["deployment"].get("pending_operations") or [])
-
-
 # ---- guests ---------------------------------------------------------------------------------------------
 
 
@@ -227,17 +222,8 @@ def restart_testbed() -> None:
 
 
 def start_engine(stack: SliceStack, *args: str) -> subprocess.Popen[str]:
-    """`pulumi ARGS` in a process group of its own (the engine, language host, program and providers), so
-    the whole group can be killed as a crash would."""
-    return subprocess.Popen(
-        [str(TOOLCHAIN_BIN / "pulumi"), *args, "--stack", stack.cli.stack],
-        cwd=stack.cli.project_dir,
-        env=stack.cli.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    """`pulumi ARGS` in a process group of its own, so the whole group can be killed as a crash would."""
+    return stack.cli.popen(*args, new_session=True)
 
 
 def kill_when(proc: subprocess.Popen[str], pattern: str, timeout: float = 300) -> list[str]:

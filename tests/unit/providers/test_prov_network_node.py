@@ -11,6 +11,7 @@ from providers import nat_rule as nr
 from providers import pool_claim as pc
 from providers import vlan_gateway as vg
 from providers.errors import Conflict, OwnershipConflict
+from providers.hoststate import LinkState
 
 GW_MARKS = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "120"}
 GW_ADD = [
@@ -39,14 +40,18 @@ ISOLATE = [
 
 
 def gw_have(
-    owner: str = "demo", addrs: tuple[str, ...] = ("192.168.120.1/24",), **kw: object
+    owner: str = "demo",
+    addrs: tuple[str, ...] = ("192.168.120.1/24",),
+    others: tuple[LinkState, ...] = (),
+    users: tuple[str, ...] = (),
+    isolation: tuple[str, ...] = ISOLATION,
 ) -> vg.GatewayHave:
     return vg.GatewayHave(
         port=port("gw_vlan120", 120, owner, **GW_MARKS),
         link=link("gw_vlan120", True, "internal", None, *addrs),
-        others=tuple(kw.get("others", ())),  # type: ignore[arg-type]
-        users=tuple(kw.get("users", ())),  # type: ignore[arg-type]
-        isolation=frozenset(kw.get("isolation", ISOLATION)),  # type: ignore[arg-type]
+        others=tuple(others),
+        users=tuple(users),
+        isolation=frozenset(isolation),
     )
 
 

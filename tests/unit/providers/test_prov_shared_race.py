@@ -117,12 +117,13 @@ def test_a_failure_of_a_slices_own_gateway_is_not_retried(monkeypatch: pytest.Mo
 def test_a_shared_step_that_fails_twice_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = gateway(slice="b", vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
     host = Host([vg.GatewayHave(None, None, ()), vg.GatewayHave(None, None, ())], "add address")
-    host.run_script = lambda _e, steps, **_k: (_ for _ in ()).throw(
-        StepFailed("network", "add address", 2, "x")
-    )  # type: ignore[method-assign]
+
+    def always_fails(_endpoint: Any, steps: list[Step], **_: Any) -> ScriptResult:
+        raise StepFailed("network", "add address", 2, "x")
+
     p = vg.VlanGatewayProvider()
     monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(ssh, "run_script", host.run_script)
+    monkeypatch.setattr(ssh, "run_script", always_fails)
     with pytest.raises(StepFailed, match="add address"):
         p._ensure(spec)
     assert host.reads == []  # read twice, then the error
