@@ -1,0 +1,1 @@
+"""The stack-config model, link graph, VLAN allocation, MACs, `SliceComponent` and the stack outputs."""

@@ -1,0 +1,1 @@
+"""Dynamic providers (TapPort, VlanGateway, DhcpNamespace, NatRule, PoolClaim) and their SSH layer."""

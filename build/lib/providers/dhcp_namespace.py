@@ -1,0 +1,449 @@
+"""DhcpNamespace: a VLAN's DHCP server on the network node.
+
+Namespace `ns-dhcp-vlanN`, internal port `dhcp_vN` moved into it (retried; on failure the port is removed),
+`.2/24`, `lo` up, and a dnsmasq of its own: state in `/var/lib/cloudrepo/dhcp/vlanN/`, no config file, no DNS,
+pid file, its own lease file and log, reservations in `hosts.d/<slice>` (`--dhcp-hostsdir`).  dnsmasq is
+alive only if the pid file's process exists and its /proc cmdline names this VLAN's pid file and interface;
+it is stopped by that pid (TERM, wait, KILL), never by name.  Shared (VLAN 400): users registered under the
+lock, each slice's reservations in its own file; the last user's delete removes everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from . import bodies, hoststate, naming, shared, ssh
+from .base import HostProvider, HostResource, outputs
+from .errors import Conflict, OwnershipConflict, StepFailed
+from .hoststate import LinkState, PortState
+from .script import ScriptResult, Step, probe, run, sh
+from .specs import DhcpNamespaceSpec
+
+TOOLS = ("ip", "ovs-vsctl", "dnsmasq", "flock")
+STILL_THERE = "namespace still there"
+
+# Constant sh programs; every variable part is a positional argument, never spliced into the text.
+_PROC = (
+    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
+    '[ -r "/proc/$p/cmdline" ] || exit 0; printf "%s\\n" "$p"; tr "\\000" "\\n" <"/proc/$p/cmdline"'
+)
+_OURS = (
+    'ours() { [ -r "/proc/$p/cmdline" ] && tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$2" '
+    '&& tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$3"; }; '
+)
+_STOP = (
+    'p=$(cat "$1" 2>/dev/null) || exit 0; '
+    'case "$p" in ""|*[!0-9]*) rm -f "$1"; exit 0;; esac; '
+    + _OURS
+    + 'if ours "$@"; then kill -TERM "$p" 2>/dev/null; i=0; '
+    'while ours "$@" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
+    'if ours "$@"; then kill -KILL "$p"; sleep 0.1; fi; fi; rm -f "$1"'
+)
+_HUP = (
+    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
+    + _OURS
+    + 'if ours "$@"; then kill -HUP "$p"; fi'
+)
+_MOVE = (
+    'i=0; until ip link set dev "$1" netns "$2" 2>/dev/null; do i=$((i+1)); '
+    'if [ "$i" -ge 30 ]; then ovs-vsctl --if-exists del-port "$1"; '
+    'echo "could not move $1 into $2; port removed" >&2; exit 1; fi; sleep 0.1; done'
+)
+_NETNS_EXISTS = '[ -e "/run/netns/$1" ] || [ -e "/var/run/netns/$1" ]'
+# every other slice's reservations on a shared VLAN: "<slice> mac,ip,hostname" lines
+_OTHERS = (
+    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] || continue; '
+    'while IFS= read -r line; do printf "%s %s\\n" "$f" "$line"; done <"$f"; done; exit 0'
+)
+
+
+def resource_id(spec: DhcpNamespaceSpec) -> str:
+    return f"{spec.host.name}/dhcp/{spec.namespace}"
+
+
+def owner_mark(spec: DhcpNamespaceSpec) -> str:
+    return bodies.owner_mark(spec.shared, spec.slice)
+
+
+def marks(spec: DhcpNamespaceSpec) -> dict[str, str]:
+    return {"cloudrepo-slice": owner_mark(spec), "cloudrepo-kind": "dhcp", "cloudrepo-vlan": str(spec.vlan)}
+
+
+def state_dir(spec: DhcpNamespaceSpec) -> str:
+    return naming.dhcp_dir(spec.vlan)
+
+
+def pid_file(spec: DhcpNamespaceSpec) -> str:
+    return f"{state_dir(spec)}/dnsmasq.pid"
+
+
+def hosts_file(spec: DhcpNamespaceSpec) -> str:
+    return f"{state_dir(spec)}/hosts.d/{spec.slice}"
+
+
+def hosts_text(spec: DhcpNamespaceSpec) -> str:
+    """This slice's reservations: `mac,ip,hostname` lines."""
+    return "".join(f"{r.mac},{r.ip},{r.hostname}\n" for r in spec.reservations)
+
+
+def dnsmasq_args(spec: DhcpNamespaceSpec) -> list[str]:
+    """dnsmasq's argv (as /proc/<pid>/cmdline shows it): daemonizes, writes its pid file, serves DHCP only."""
+    d = state_dir(spec)
+    args = [
+        "dnsmasq",
+        "--conf-file=/dev/null",
+        "--no-hosts",
+        "--no-resolv",
+        "--port=0",
+        f"--pid-file={d}/dnsmasq.pid",
+        f"--interface={spec.port}",
+        "--bind-interfaces",
+        "--except-interface=lo",
+        f"--dhcp-range={spec.range_start},{spec.range_end},{spec.lease_time}",
+        f"--dhcp-option=3,{spec.router}",
+    ]
+    if spec.dns_servers:
+        args.append(f"--dhcp-option=6,{','.join(spec.dns_servers)}")
+    args += [
+        f"--dhcp-leasefile={d}/leases",
+        f"--dhcp-hostsdir={d}/hosts.d",
+        "--log-dhcp",
+        f"--log-facility={d}/dnsmasq.log",
+    ]
+    return args
+
+
+def _proc_markers(spec: DhcpNamespaceSpec) -> tuple[str, str]:
+    return f"--pid-file={pid_file(spec)}", f"--interface={spec.port}"
+
+
+@dataclass(frozen=True)
+class DhcpHave:
+    owner: str | None
+    """Content of the state dir's `owner` file (None: no file)."""
+    netns: bool
+    port: PortState | None
+    root_link: LinkState | None
+    """The port's device while still in the root namespace."""
+    ns_links: tuple[LinkState, ...] = ()
+    pid: int | None = None
+    cmdline: tuple[str, ...] = ()
+    hosts: str | None = None
+    users: tuple[str, ...] = ()
+    markers: tuple[str, str] = ("", "")
+    others: tuple[tuple[str, str, str], ...] = ()
+    """Other slices' reservations on a shared VLAN: (slice, mac, ip)."""
+
+    @property
+    def gone(self) -> bool:
+        return self.owner is None and not self.netns and self.port is None
+
+    def ns_link(self, name: str) -> LinkState | None:
+        return next((lk for lk in self.ns_links if lk.name == name), None)
+
+    @property
+    def alive(self) -> bool:
+        """A process from the pid file whose cmdline names this VLAN's pid file and interface."""
+        return self.pid is not None and all(m in self.cmdline for m in self.markers)
+
+
+def preflight(spec: DhcpNamespaceSpec) -> list[Step]:
+    d = state_dir(spec)
+    steps = [
+        *hoststate.readiness_steps(spec.bridge, *TOOLS),
+        hoststate.read_file_probe("owner", f"{d}/owner"),
+        sh("netns", _NETNS_EXISTS, spec.namespace, kind="probe"),
+        hoststate.port_probe("port", spec.port),
+        hoststate.port_bridge_probe("port bridge", spec.port),
+        hoststate.link_probe("root link", spec.port),
+        probe("ns links", "ip", "-n", spec.namespace, "-d", "-j", "addr", "show"),
+        sh("dnsmasq", _PROC, pid_file(spec), kind="probe"),
+        hoststate.read_file_probe("hosts", hosts_file(spec)),
+    ]
+    if spec.shared:
+        steps.append(shared.users_probe(spec.namespace))
+        steps.append(sh("other reservations", _OTHERS, f"{d}/hosts.d", spec.slice, kind="probe"))
+    return steps
+
+
+def parse_others(text: str) -> tuple[tuple[str, str, str], ...]:
+    found = []
+    for line in text.splitlines():
+        owner, _, entry = line.partition(" ")
+        fields = entry.split(",")
+        if len(fields) >= 2:
+            found.append((owner, fields[0].lower(), fields[1]))
+    return tuple(found)
+
+
+def check_reservations(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
+    """On a shared VLAN, refuse an IP or MAC that another slice has reserved, naming that slice."""
+    for r in spec.reservations:
+        for owner, mac, ip in have.others:
+            if ip == r.ip or mac == r.mac:
+                what = f"IP {r.ip}" if ip == r.ip else f"MAC {r.mac}"
+                raise Conflict(
+                    spec.host.name,
+                    f"{what} of {r.hostname} (slice {spec.slice!r}) on VLAN {spec.vlan} is already reserved "
+                    f"by slice {owner!r}; nothing changed",
+                )
+
+
+def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
+    netns = res.status("netns") == 0
+    proc = res.out("dnsmasq").splitlines()
+    pid = int(proc[0]) if proc and proc[0].isdigit() else None
+    return DhcpHave(
+        owner=res.out("owner").strip() if res.status("owner") == 0 else None,
+        netns=netns,
+        port=hoststate.parse_port(res.out("port"), res.out("port bridge"), res.status("port bridge")),
+        root_link=hoststate.parse_link(res.out("root link"), res.status("root link")),
+        ns_links=tuple(hoststate.parse_links(res.out("ns links")))
+        if netns and res.status("ns links") == 0
+        else (),
+        pid=pid,
+        cmdline=tuple(proc[1:]) if pid is not None else (),
+        hosts=res.out("hosts") if res.status("hosts") == 0 else None,
+        users=tuple(shared.parse_users(res.out("users"))) if res.ran("users") else (),
+        markers=_proc_markers(spec),
+        others=parse_others(res.out("other reservations")) if res.ran("other reservations") else (),
+    )
+
+
+def check_ownership(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
+    what = f"DHCP namespace {spec.namespace}"
+    accepted = {naming.SHARED_OWNER, spec.slice} if spec.shared else {spec.slice}
+    if have.owner is not None:
+        if have.owner not in accepted:
+            raise OwnershipConflict(spec.host.name, what, spec.slice, have.owner or None)
+        return
+    # no owner file: a leftover of this slice's own interrupted create is marked on the OVS port
+    if have.port is not None and have.port.owner not in accepted:
+        raise OwnershipConflict(spec.host.name, f"DHCP port {spec.port}", spec.slice, have.port.owner)
+    if have.port is None and (have.netns or have.root_link is not None):
+        raise OwnershipConflict(
+            spec.host.name, what, spec.slice, None, "namespace or interface exists unmarked"
+        )
+
+
+def _port_in_place(spec: DhcpNamespaceSpec, port: PortState | None) -> bool:
+    if port is None or port.bridge != spec.bridge or port.tag != spec.vlan or port.trunks:
+        return False
+    return all(port.external_ids.get(k) == v for k, v in marks(spec).items())
+
+
+def _add_port_argv(spec: DhcpNamespaceSpec) -> list[str]:
+    argv = ["ovs-vsctl", "--may-exist", "add-port", spec.bridge, spec.port, f"tag={spec.vlan}"]
+    argv += ["--", "set", "interface", spec.port, "type=internal"]
+    argv += ["--", "set", "port", spec.port, f"tag={spec.vlan}", "vlan_mode=access", "trunks=[]"]
+    argv += [f'external_ids:{k}="{v}"' for k, v in marks(spec).items()]
+    return argv
+
+
+def stop_step(spec: DhcpNamespaceSpec) -> Step:
+    return sh("stop dnsmasq", _STOP, pid_file(spec), *_proc_markers(spec))
+
+
+def hup_step(spec: DhcpNamespaceSpec) -> Step:
+    return sh("reload reservations", _HUP, pid_file(spec), *_proc_markers(spec))
+
+
+def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
+    """Steps from `have` to `spec`: empty when in place (shared: at least the user registration)."""
+    check_ownership(spec, have)
+    check_reservations(spec, have)
+    ns, port, d = spec.namespace, spec.port, state_dir(spec)
+    steps: list[Step] = []
+    if spec.shared:
+        if have.netns:
+            steps.append(sh(STILL_THERE, _NETNS_EXISTS, ns))
+        if spec.slice not in have.users:
+            steps.append(shared.register(ns, spec.slice))
+    if have.owner != owner_mark(spec):
+        steps.append(bodies.write_file("mark owner", f"{d}/owner", owner_mark(spec) + "\n"))
+    if not have.netns:
+        steps.append(run("add namespace", "ip", "netns", "add", ns))
+    link_in_ns = have.ns_link(port)
+    rewired = False
+    if have.port is not None and link_in_ns is None and have.root_link is None:
+        # an OVS record whose device vanished (e.g. the namespace was deleted): start the port afresh
+        steps.append(run("remove stale port", "ovs-vsctl", "--if-exists", "del-port", port))
+        steps.append(run("add port", *_add_port_argv(spec)))
+        rewired = True
+    elif not _port_in_place(spec, have.port):
+        steps.append(run("add port", *_add_port_argv(spec)))
+        rewired = have.port is None
+    if link_in_ns is None:
+        steps.append(sh("move port into namespace", _MOVE, port, ns))
+        rewired = True
+    current = link_in_ns.addresses if link_in_ns else ()
+    for addr in current:
+        if addr != spec.address:
+            steps.append(run(f"remove address {addr}", "ip", "-n", ns, "addr", "del", addr, "dev", port))
+    if spec.address not in current:
+        steps.append(run("add address", "ip", "-n", ns, "addr", "add", spec.address, "dev", port))
+    if link_in_ns is None or not link_in_ns.up:
+        steps.append(run("port up", "ip", "-n", ns, "link", "set", "dev", port, "up"))
+    lo = have.ns_link("lo")
+    if lo is None or not lo.up:
+        steps.append(run("lo up", "ip", "-n", ns, "link", "set", "dev", "lo", "up"))
+    hosts_changed = have.hosts != hosts_text(spec)
+    if hosts_changed:
+        steps.append(bodies.write_file("write reservations", hosts_file(spec), hosts_text(spec)))
+    want = tuple(dnsmasq_args(spec))
+    restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
+    if restart:
+        if have.pid is not None or have.alive:
+            steps.append(stop_step(spec))
+        steps.append(run("start dnsmasq", "ip", "netns", "exec", ns, *want))
+    elif hosts_changed:
+        steps.append(hup_step(spec))
+    if [s.name for s in steps] == [STILL_THERE]:
+        return []  # in place: nothing to assert
+    return steps
+
+
+def plan_teardown(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
+    steps = [stop_step(spec), run("delete port", "ovs-vsctl", "--if-exists", "del-port", spec.port)]
+    if have.netns:
+        steps.append(run("delete namespace", "ip", "netns", "delete", spec.namespace))
+    steps.append(run("remove state", "rm", "-rf", "--", state_dir(spec)))
+    return steps
+
+
+def owned(spec: DhcpNamespaceSpec, have: DhcpHave) -> bool:
+    if have.owner is not None:
+        return have.owner == owner_mark(spec)
+    return have.port is not None and have.port.owner == owner_mark(spec)
+
+
+def plan_delete(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
+    """Non-shared: tear down if this slice's.  Shared: drop this slice's reservations and registration;
+    the last user tears down."""
+    ours = owned(spec, have)
+    if not spec.shared:
+        return plan_teardown(spec, have) if ours else []
+    steps = [shared.unregister(spec.namespace, spec.slice)]
+    if have.hosts is not None:
+        steps += [run("remove reservations", "rm", "-f", hosts_file(spec)), hup_step(spec)]
+    steps.append(shared.last_user_guard(spec.namespace))
+    if ours:
+        steps += [*plan_teardown(spec, have), shared.forget(spec.namespace)]
+    return steps
+
+
+def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], list[str]]:
+    link = have.ns_link(spec.port)
+    observed: dict[str, Any] = {
+        "owner": have.owner,
+        "namespace": have.netns,
+        "tag": have.port.tag if have.port else None,
+        "addresses": list(link.addresses) if link else [],
+        "up": bool(link and link.up),
+        "dnsmasqAlive": have.alive,
+        "dnsmasqPid": have.pid if have.alive else None,
+        "users": list(have.users),
+    }
+    drift: list[str] = []
+    if have.owner != owner_mark(spec):
+        drift.append(f"owner mark {have.owner!r}, want {owner_mark(spec)!r}")
+    if not have.netns:
+        drift.append("namespace missing")
+    if have.port is None:
+        drift.append("port missing")
+    elif have.port.tag != spec.vlan:
+        drift.append(f"tag {have.port.tag}, want {spec.vlan}")
+    if link is None:
+        drift.append("port not in the namespace")
+    else:
+        if spec.address not in link.addresses:
+            drift.append(f"address {spec.address} missing")
+        if not link.up:
+            drift.append("port down")
+    if not have.alive:
+        drift.append("dnsmasq not running")
+    elif have.cmdline != tuple(dnsmasq_args(spec)):
+        drift.append("dnsmasq runs with other options")
+    if have.hosts != hosts_text(spec):
+        drift.append("reservations differ")
+    if spec.shared and spec.slice not in have.users:
+        drift.append(f"slice {spec.slice} not registered as a user")
+    return observed, drift
+
+
+class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
+    """Namespace + port + dnsmasq on the network node."""
+
+    spec_model = DhcpNamespaceSpec
+    identity = ("slice", "host", "namespace", "port", "vlan")
+
+    def _have(self, spec: DhcpNamespaceSpec) -> DhcpHave:
+        res = ssh.run_script(spec.host, preflight(spec))
+        hoststate.check_ready(spec.host.name, res, spec.bridge)
+        return parse_have(spec, res)
+
+    def _ensure(self, spec: DhcpNamespaceSpec) -> dict[str, Any]:
+        for attempt in (1, 2):
+            have = self._have(spec)
+            steps = plan_ensure(spec, have)
+            # the pid is read back in the same round trip, so the outputs show the running server
+            if not steps:  # in place: the read already has the running server
+                pid, cmdline = have.pid, have.cmdline
+                break
+            probe_pid = sh("dnsmasq", _PROC, pid_file(spec), kind="probe")
+            try:
+                res = ssh.run_script(spec.host, [*steps, probe_pid], locked=spec.shared)
+            except StepFailed:
+                # shared: the read ran outside the lock, so another slice may have created or removed
+                # the namespace since (two slices' first `up` at once): read again and re-plan, once
+                if not spec.shared or attempt == 2:
+                    raise
+                continue
+            proc = res.out("dnsmasq").splitlines()
+            pid = int(proc[0]) if proc and proc[0].isdigit() else None
+            cmdline = tuple(proc[1:]) if pid is not None else ()
+            break
+        users = tuple(sorted({*have.users, spec.slice})) if spec.shared else ()
+        after = DhcpHave(
+            owner=owner_mark(spec),
+            netns=True,
+            port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
+            root_link=None,
+            ns_links=(
+                LinkState(spec.port, True, "internal", None, (spec.address,)),
+                LinkState("lo", True, None, None),
+            ),
+            pid=pid,
+            cmdline=cmdline,
+            hosts=hosts_text(spec),
+            users=users,
+            markers=_proc_markers(spec),
+        )
+        observed, drift = observe(spec, after)
+        observed["adopted"] = not have.gone
+        observed["changed"] = [s.name for s in steps]
+        return outputs(spec, observed, drift)
+
+    def resource_id(self, spec: DhcpNamespaceSpec) -> str:
+        return resource_id(spec)
+
+    def _observe(self, spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], list[str]]:
+        return observe(spec, have)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Stop this VLAN's dnsmasq by pid, remove port, namespace and state (shared: last user only)."""
+        spec = self.spec(props)
+        have = self._have(spec)
+        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared)
+
+
+class DhcpNamespace(HostResource, name="DhcpNamespace"):
+    """A VLAN's DHCP server on the network node; see `DhcpNamespaceSpec` for the inputs."""
+
+    def __init__(
+        self, resource_name: str, spec: DhcpNamespaceSpec, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(DhcpNamespaceProvider(), resource_name, spec, opts)

@@ -1,0 +1,70 @@
+"""Typed errors of the SSH layer and the providers; each message names the host (and step)."""
+
+from __future__ import annotations
+
+
+class CloudrepoError(Exception):
+    """Base of every error the providers raise on purpose."""
+
+
+class ConfigError(CloudrepoError):
+    """The provider's stack config (cloudrepo:ssh, cloudrepo:sshPrivateKey) is missing or invalid."""
+
+
+class SshError(CloudrepoError):
+    """Something went wrong talking to a host."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(f"{host}: {message}")
+        self.host = host
+
+
+class HostUnreachable(SshError):
+    """The host could not be reached (or authenticated to) after the bounded retries."""
+
+
+class HostKeyError(SshError):
+    """The host presented a key that is unknown to, or different from, the configured known_hosts."""
+
+
+class CommandTimeout(SshError):
+    """A remote script ran past its deadline (the channel is closed)."""
+
+    def __init__(self, host: str, step: str, seconds: float) -> None:
+        super().__init__(host, f"step {step!r} still running after {seconds:g}s (timed out)")
+        self.step = step
+        self.seconds = seconds
+
+
+class StepFailed(SshError):
+    """A step of a remote script exited non-zero; the script stopped there."""
+
+    def __init__(self, host: str, step: str, status: int, stderr: str) -> None:
+        detail = stderr.strip() or "(no stderr)"
+        super().__init__(host, f"step {step!r} failed with exit status {status}: {detail}")
+        self.step = step
+        self.status = status
+        self.stderr = stderr
+
+
+class OwnershipConflict(CloudrepoError):
+    """An object this slice wants already belongs to another slice (or is unmarked); nothing was changed."""
+
+    def __init__(self, host: str, obj: str, wanted_by: str, owner: str | None, detail: str = "") -> None:
+        held = f"slice {owner!r}" if owner else "no slice (unmarked)"
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"{host}: {obj} is wanted by slice {wanted_by!r} but belongs to {held}{extra}; nothing changed"
+        )
+        self.host = host
+        self.obj = obj
+        self.wanted_by = wanted_by
+        self.owner = owner
+
+
+class Conflict(CloudrepoError):
+    """The host's state makes the request impossible (e.g. the subnet is on another interface)."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(f"{host}: {message}")
+        self.host = host

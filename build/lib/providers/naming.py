@@ -1,0 +1,90 @@
+"""Names of the kernel and OVS objects the providers manage (the seed's names, checked against IFNAMSIZ)."""
+
+from __future__ import annotations
+
+import re
+
+IFNAMSIZ_MAX = 15
+"""Longest Linux interface name (IFNAMSIZ is 16 including the trailing NUL)."""
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+"""An interface name: 1..15 characters, no '/', whitespace, ':' or shell metacharacters."""
+
+SAFE_NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+"""A network-namespace name (a file under /run/netns, so not limited to 15 characters)."""
+
+SAFE_SLICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+"""A slice name: used in file names under /var/lib/cloudrepo and in OVS external_ids."""
+
+SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+"""A DHCP reservation host name (one DNS label)."""
+
+SHARED_OWNER = "shared"
+"""The owner mark of the VLAN 400 objects every slice on a network node shares."""
+
+STATE_ROOT = "/var/lib/cloudrepo"
+LOCK_FILE = f"{STATE_ROOT}/lock"
+
+
+def tap_name(vm: int, iface: str) -> str:
+    """The seed's TAP name for a VM interface (validate it with `ifname_problem`)."""
+    return f"tap_{vm}_{iface}"
+
+
+def gateway_port(vlan: int) -> str:
+    """The gateway's internal OVS port on the network node."""
+    return f"gw_vlan{vlan}"
+
+
+def dhcp_port(vlan: int) -> str:
+    """The DHCP server's internal OVS port (moved into the DHCP namespace)."""
+    return f"dhcp_v{vlan}"
+
+
+def dhcp_namespace(vlan: int) -> str:
+    """The network namespace that runs the VLAN's dnsmasq."""
+    return f"ns-dhcp-vlan{vlan}"
+
+
+def dhcp_dir(vlan: int) -> str:
+    """The VLAN's DHCP state directory on the network node."""
+    return f"{STATE_ROOT}/dhcp/vlan{vlan}"
+
+
+def shared_dir(obj: str) -> str:
+    """The state directory of a shared object."""
+    return f"{STATE_ROOT}/shared/{obj}"
+
+
+def shared_users_dir(obj: str) -> str:
+    """The users registry of a shared object (one empty file per slice using it)."""
+    return f"{shared_dir(obj)}/users"
+
+
+def pool_file(slice_name: str) -> str:
+    """The file that records a slice's VLAN-pool claim on a network node."""
+    return f"{STATE_ROOT}/pools/{slice_name}"
+
+
+def ifname_problem(name: str) -> str | None:
+    """Why `name` cannot be a Linux interface name, or None when it can."""
+    if len(name) > IFNAMSIZ_MAX:
+        return f"interface name {name!r} is {len(name)} characters, over the Linux limit of {IFNAMSIZ_MAX}"
+    if not SAFE_NAME.fullmatch(name):
+        return (
+            f"interface name {name!r} must start with a letter or digit and contain only "
+            "letters, digits, '_', '.' and '-'"
+        )
+    return None
+
+
+def slice_problem(name: str) -> str | None:
+    """Why `name` cannot be a slice name, or None when it can."""
+    if not SAFE_SLICE.fullmatch(name):
+        return (
+            f"slice name {name!r} must be 1..63 characters, start with a letter or digit and contain only "
+            "letters, digits, '_', '.' and '-'"
+        )
+    if name == SHARED_OWNER:
+        return f"slice name {name!r} is reserved for the objects slices share"
+    return None

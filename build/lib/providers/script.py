@@ -1,0 +1,153 @@
+"""One POSIX sh script per operation: steps run in order; the first failing step stops it and is reported.
+
+This is the only place argv lists become shell text (`shlex.join`).  A step is one of:
+- `run`: must exit 0, else the script stops and `StepFailed` names the step, its status and its stderr;
+- `probe`: a read; its stdout (and status) are returned, any status is fine;
+- `guard`: a condition; exit 0 continues, non-zero ends the script successfully (the rest is skipped).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import SshError, StepFailed
+
+StepKind = Literal["run", "probe", "guard"]
+
+_NAME = re.compile(r"^[A-Za-z0-9 _.:/=,@+-]{1,80}$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a script: a name for messages, an argv list, and how its status counts."""
+
+    name: str
+    argv: tuple[str, ...]
+    kind: StepKind = "run"
+
+    def __init__(self, name: str, argv: Sequence[str], kind: StepKind = "run") -> None:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"step name {name!r} has characters a report cannot carry")
+        if not argv:
+            raise ValueError(f"step {name!r} has an empty argv")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "argv", tuple(str(a) for a in argv))
+        object.__setattr__(self, "kind", kind)
+
+
+def run(name: str, *argv: str) -> Step:
+    return Step(name, argv, "run")
+
+
+def probe(name: str, *argv: str) -> Step:
+    return Step(name, argv, "probe")
+
+
+def guard(name: str, *argv: str) -> Step:
+    return Step(name, argv, "guard")
+
+
+def sh(name: str, body: str, *args: str, kind: StepKind = "run") -> Step:
+    """A step running a constant sh program `body` with `args` as $1.. (never interpolated into it)."""
+    return Step(name, ["sh", "-c", body, "sh", *args], kind)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    status: int
+    stdout: str
+
+
+@dataclass
+class ScriptResult:
+    """What came back: each step that ran (in order) and whether a guard ended the script early."""
+
+    steps: list[StepResult] = field(default_factory=list)
+    stopped_by: str | None = None
+
+    def out(self, name: str) -> str:
+        """The stdout of the step called `name` (KeyError if it did not run)."""
+        for s in self.steps:
+            if s.name == name:
+                return s.stdout
+        raise KeyError(name)
+
+    def status(self, name: str) -> int:
+        for s in self.steps:
+            if s.name == name:
+                return s.status
+        raise KeyError(name)
+
+    def ran(self, name: str) -> bool:
+        return any(s.name == name for s in self.steps)
+
+
+def render(steps: Sequence[Step], nonce: str | None = None) -> str:
+    """The sh text of `steps`.  Each step's output sits between marker lines carrying a random nonce."""
+    n = nonce or secrets.token_hex(8)
+    lines = [
+        "set -u",
+        "umask 022",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH",
+        "LC_ALL=C; export LC_ALL",
+        "E=$(mktemp) || exit 125",
+        "trap 'rm -f \"$E\"' EXIT",
+    ]
+    for i, step in enumerate(steps):
+        lines.append(f"# {i}: {step.name}")
+        lines.append(f"printf '%s\\n' '@@{n}:begin:{i}'")
+        lines.append(f'{shlex.join(step.argv)} </dev/null 2>"$E"; s=$?')
+        lines.append(f"printf '\\n%s%s\\n' '@@{n}:end:{i}:' \"$s\"")
+        if step.kind == "run":
+            lines.append('if [ "$s" -ne 0 ]; then cat "$E" >&2; exit 100; fi')
+        elif step.kind == "guard":
+            lines.append(f"if [ \"$s\" -ne 0 ]; then printf '%s\\n' '@@{n}:stop:{i}'; exit 0; fi")
+    lines.append(f"printf '%s\\n' '@@{n}:done'")
+    return "\n".join(lines) + "\n"
+
+
+def parse(
+    host: str, steps: Sequence[Step], script_text: str, status: int, stdout: str, stderr: str
+) -> ScriptResult:
+    """Turn the script's output back into results; raise `StepFailed` for the failed step."""
+    m = re.search(r"'@@([0-9a-f]+):begin:", script_text)
+    if m is None:
+        raise ValueError("not a rendered script")
+    n = m.group(1)
+    result = ScriptResult()
+    pos = 0
+    for i, step in enumerate(steps):
+        begin = f"@@{n}:begin:{i}\n"
+        b = stdout.find(begin, pos)
+        if b < 0:
+            break
+        end_prefix = f"\n@@{n}:end:{i}:"
+        e = stdout.find(end_prefix, b + len(begin))
+        if e < 0:
+            # the step started and never finished: the script died (killed, or the connection dropped)
+            raise StepFailed(host, step.name, status if status >= 0 else -1, stderr)
+        eol = stdout.find("\n", e + len(end_prefix))
+        code = int(stdout[e + len(end_prefix) : eol if eol >= 0 else None])
+        body = stdout[b + len(begin) : e]
+        result.steps.append(StepResult(step.name, code, body))
+        pos = eol + 1 if eol >= 0 else len(stdout)
+        if code != 0 and step.kind == "run":
+            raise StepFailed(host, step.name, code, stderr)
+        if code != 0 and step.kind == "guard":
+            result.stopped_by = step.name
+            return result
+    if f"@@{n}:done\n" not in stdout:
+        ran = len(result.steps)
+        what = steps[ran].name if ran < len(steps) else "(end)"
+        raise SshError(
+            host,
+            f"script stopped before step {what!r} with exit status {status}: "
+            f"{stderr.strip() or '(no stderr)'}",
+        )
+    return result

@@ -1,0 +1,133 @@
+"""The SSH layer's entry points: `configure()` from the stack config, and `run_script(endpoint, steps)`.
+
+Lives only in the provider process (module state, never pickled).  The parts: `ssh_settings` (the one parser
+of `cloudrepo:ssh`), `ssh_pool` (a connection per host and its runners), `runner` (a long-lived remote
+shell that runs one script per round trip), `script` (steps to sh text and back), `ssh_stats` (counters).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import runner as runner_mod
+from . import script as script_mod
+from . import ssh_pool
+from .errors import CommandTimeout, ConfigError, HostUnreachable, SshError
+from .script import ScriptResult, Step
+from .specs import Endpoint
+from .ssh_pool import close_all
+from .ssh_settings import ConfigLike, Settings, settings_from_config
+from .ssh_stats import STATS, STATS_ENV, dump_stats, reset_stats, stats
+
+__all__ = ["close_all", "configure", "reset_stats", "run_script", "settings", "stats"]
+
+_settings: Settings | None = None
+_settings_lock = threading.Lock()
+
+
+def configure(config: ConfigLike | Mapping[str, Any], base: Path | None = None) -> None:
+    """Install the credentials for this process (called from every provider's `configure`)."""
+    install(settings_from_config(config, base))
+
+
+def install(new: Settings) -> None:
+    """Use `new` from now on; pooled connections made with other credentials are closed."""
+    global _settings
+    with _settings_lock:
+        if _settings is not None and (
+            _settings.user != new.user
+            or _settings.known_hosts != new.known_hosts
+            or _settings.sudo != new.sudo
+            or _settings.lock_file != new.lock_file
+        ):
+            close_all()
+        _settings = new
+
+
+def settings() -> Settings:
+    if _settings is None:
+        raise ConfigError("the provider was not configured: no SSH settings (cloudrepo:ssh)")
+    return _settings
+
+
+def _last_step(stdout: str) -> int | None:
+    """Index of the last step the script began (from its marker lines)."""
+    idx = stdout.rfind(":begin:")
+    if idx < 0:
+        return None
+    num = stdout[idx + 7 :].split("\n", 1)[0]
+    return int(num) if num.isdigit() else None
+
+
+def run_script(
+    endpoint: Endpoint, steps: Sequence[Step], *, locked: bool = False, timeout: float | None = None
+) -> ScriptResult:
+    """Run `steps` on `endpoint` as ONE script (one round trip, on a pooled runner) and parse the result.
+
+    `locked=True` runs the whole script under `flock` of the hosts' lock file (`naming.LOCK_FILE`).  Raises
+    `StepFailed` for the first failing `run` step, `HostKeyError` / `HostUnreachable` before anything runs.
+    """
+    if not steps:
+        return ScriptResult()
+    s = settings()
+    text = script_mod.render(steps)
+    data = text.encode()
+    limit = timeout or s.command_timeout
+    started = time.monotonic()
+    for attempt in (1, 2):
+        try:
+            slot, r = ssh_pool.acquire(endpoint, s, limit)
+        except runner_mod.Stale as exc:
+            # a pooled connection that died between calls: nothing ran, so reconnect once
+            if attempt == 2:
+                raise HostUnreachable(
+                    endpoint.name, f"cannot open a session on {endpoint.address}:{endpoint.port}: {exc}"
+                ) from None
+            continue
+        except runner_mod.StartFailed as exc:
+            sudo = "sudo -n " if s.sudo else ""
+            raise SshError(
+                endpoint.name, f"cannot start the remote runner ({sudo}sh -c ...): {exc}"
+            ) from None
+        except runner_mod.Timeout:
+            raise CommandTimeout(endpoint.name, "(before the first step)", limit) from None
+        keep = False
+        try:
+            status, out_b, err_b = r.call(data, locked, limit)
+            keep = True
+            break
+        except runner_mod.Timeout as exc:
+            # the runner is still busy with the script: dropped (never reused with a half-read frame)
+            i = _last_step(exc.stdout.decode(errors="replace"))
+            name = steps[i].name if i is not None and i < len(steps) else "(before the first step)"
+            raise CommandTimeout(endpoint.name, name, limit) from None
+        except runner_mod.Stale as exc:
+            # the runner or its connection ended between calls: nothing ran, so start a new one once
+            if not r.alive():
+                ssh_pool.drop_if_dead(endpoint, s, r.client)
+            if attempt == 2:
+                raise HostUnreachable(
+                    endpoint.name, f"cannot run a script on {endpoint.address}:{endpoint.port}: {exc}"
+                ) from None
+        except runner_mod.Lost as exc:
+            # the runner or the connection died while the script ran: its effect is unknown, do not re-run
+            ssh_pool.drop_if_dead(endpoint, s, r.client)
+            raise HostUnreachable(
+                endpoint.name, f"lost the connection to {endpoint.address}:{endpoint.port} mid-script: {exc}"
+            ) from None
+        finally:
+            ssh_pool.release(slot, r, keep)
+    STATS.add(commands_run=1, command_seconds=time.monotonic() - started)
+    if os.environ.get(STATS_ENV):
+        dump_stats()
+    out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    if status != 0 and "@@" not in out:
+        what = f"under flock {s.lock_file}" if locked else "in the runner"
+        detail = err.strip() or "(no stderr)"
+        raise SshError(endpoint.name, f"the script ({what}) exited {status} before its first step: {detail}")
+    return script_mod.parse(endpoint.name, steps, text, status, out, err)

@@ -1,0 +1,228 @@
+"""TapPort: a VM interface's TAP on a worker, on the bridge with its VLAN tag (parked: protected too).
+
+want (TapPortSpec) / have (TapHave, from one read round trip) / commands (pure `plan_*` functions).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from . import hoststate, ssh
+from .base import HostProvider, HostResource
+from .errors import OwnershipConflict
+from .hoststate import LinkState, PortState
+from .script import ScriptResult, Step, run
+from .specs import TapPortSpec
+
+log = logging.getLogger(__name__)
+
+TOOLS = ("ip", "ovs-vsctl")
+ALIAS_PREFIX = "cloudrepo:"
+
+
+def resource_id(spec: TapPortSpec) -> str:
+    return f"{spec.host.name}/tap/{spec.name}"
+
+
+def marks(spec: TapPortSpec) -> dict[str, str]:
+    """The OVS external_ids that mark the port as this slice's."""
+    return {
+        "cloudrepo-slice": spec.slice,
+        "cloudrepo-vm": str(spec.vm),
+        "cloudrepo-iface": spec.iface,
+        "attached-mac": spec.mac,
+        "cloudrepo-kind": "tap",
+    }
+
+
+def alias(spec: TapPortSpec) -> str:
+    """The kernel ifalias that marks the TAP device itself (a TAP not on any bridge is still marked)."""
+    return f"{ALIAS_PREFIX}{spec.slice}"
+
+
+@dataclass(frozen=True)
+class TapHave:
+    link: LinkState | None
+    port: PortState | None
+
+    @property
+    def gone(self) -> bool:
+        return self.link is None and self.port is None
+
+
+def preflight(spec: TapPortSpec) -> list[Step]:
+    """One read round trip: tools, bridge, the TAP device, its OVS port and that port's bridge."""
+    return [
+        *hoststate.readiness_steps(spec.bridge, *TOOLS),
+        hoststate.link_probe("link", spec.name),
+        hoststate.port_probe("port", spec.name),
+        hoststate.port_bridge_probe("port bridge", spec.name),
+    ]
+
+
+def parse_have(res: ScriptResult) -> TapHave:
+    return TapHave(
+        link=hoststate.parse_link(res.out("link"), res.status("link")),
+        port=hoststate.parse_port(res.out("port"), res.out("port bridge"), res.status("port bridge")),
+    )
+
+
+def owner(have: TapHave) -> tuple[bool, str | None]:
+    """(found, owning slice or None when unmarked)."""
+    if have.port is not None:
+        return True, have.port.owner
+    if have.link is not None:
+        a = have.link.alias or ""
+        return True, a[len(ALIAS_PREFIX) :] if a.startswith(ALIAS_PREFIX) else None
+    return False, None
+
+
+def check_ownership(spec: TapPortSpec, have: TapHave) -> None:
+    """Raise `OwnershipConflict` unless the TAP is absent or already this slice's."""
+    found, who = owner(have)
+    if not found:
+        return
+    what = f"TAP {spec.name}"
+    if have.link is not None and have.link.kind != "tap":
+        raise OwnershipConflict(
+            spec.host.name, what, spec.slice, who, f"it is a {have.link.kind or 'plain'} device"
+        )
+    if who != spec.slice:
+        raise OwnershipConflict(spec.host.name, what, spec.slice, who)
+
+
+def ovs_in_place(spec: TapPortSpec, port: PortState | None) -> bool:
+    if port is None or port.bridge != spec.bridge or port.tag != spec.vlan:
+        return False
+    if port.vlan_mode not in (None, "access") or port.trunks:
+        return False
+    if port.protected != spec.parked:
+        return False
+    return all(port.external_ids.get(k) == v for k, v in marks(spec).items())
+
+
+def ovs_command(spec: TapPortSpec, port: PortState | None) -> list[str]:
+    """One OVSDB transaction: add the port if missing AND (re)set tag, marks, protection on it."""
+    argv = ["ovs-vsctl"]
+    if port is not None and port.bridge is not None and port.bridge != spec.bridge:
+        argv += ["--if-exists", "del-port", port.bridge, spec.name, "--"]
+    argv += ["--may-exist", "add-port", spec.bridge, spec.name, f"tag={spec.vlan}"]
+    argv += ["--", "set", "port", spec.name, f"tag={spec.vlan}", "vlan_mode=access", "trunks=[]"]
+    argv += [f'external_ids:{k}="{v}"' for k, v in marks(spec).items()]
+    argv += [f"protected={'true' if spec.parked else 'false'}"]
+    return argv
+
+
+def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
+    """The steps that bring the host from `have` to `spec` (empty when already in place)."""
+    check_ownership(spec, have)
+    steps: list[Step] = []
+    link, port = have.link, have.port
+    if link is None and port is not None:
+        # the TAP was deleted under its OVS port: the bridge still holds the old device (by its ifindex),
+        # so a TAP made again under the same name carries no traffic until the port is added afresh
+        steps.append(run("detach stale port", "ovs-vsctl", "--if-exists", "del-port", spec.name))
+        port = None
+    if link is None:
+        steps.append(run("create tap", "ip", "tuntap", "add", "mode", "tap", "name", spec.name))
+    if link is None or link.alias != alias(spec):
+        steps.append(run("mark tap", "ip", "link", "set", "dev", spec.name, "alias", alias(spec)))
+    if link is None or not link.up:
+        steps.append(run("tap up", "ip", "link", "set", "dev", spec.name, "up"))
+    if not ovs_in_place(spec, port):
+        steps.append(run("attach port", *ovs_command(spec, port)))
+    return steps
+
+
+def plan_delete(spec: TapPortSpec, have: TapHave) -> list[Step]:
+    """Remove the port and the TAP if this slice owns them; nothing otherwise (already gone = success)."""
+    found, who = owner(have)
+    if not found or who != spec.slice:
+        return []
+    steps: list[Step] = []
+    if have.port is not None:
+        argv = ["ovs-vsctl", "--if-exists", "del-port"]
+        argv += [have.port.bridge, spec.name] if have.port.bridge else [spec.name]
+        steps.append(run("detach port", *argv))
+    if have.link is not None and have.link.kind == "tap":
+        # `ip tuntap del` fails with EBUSY while a VM holds the TAP open; `ip link delete` does not
+        steps.append(run("delete tap", "ip", "link", "delete", "dev", spec.name))
+    return steps
+
+
+def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]]:
+    """What is on the host, and how it differs from `spec`."""
+    port, link = have.port, have.link
+    observed: dict[str, Any] = {
+        "exists": link is not None,
+        "up": bool(link and link.up),
+        "bridge": port.bridge if port else None,
+        "tag": port.tag if port else None,
+        "protected": port.protected if port else None,
+        "owner": owner(have)[1],
+    }
+    drift: list[str] = []
+    if link is None:
+        drift.append("TAP device missing")
+    elif not link.up:
+        drift.append("TAP is down")
+    if port is None:
+        drift.append("not on the bridge")
+    else:
+        if port.bridge != spec.bridge:
+            drift.append(f"on bridge {port.bridge}, want {spec.bridge}")
+        if port.tag != spec.vlan:
+            drift.append(f"tag {port.tag if port.tag is not None else 'none (trunk)'}, want {spec.vlan}")
+        if port.protected != spec.parked:
+            drift.append(f"protected={str(port.protected).lower()}, want {str(spec.parked).lower()}")
+        if port.trunks or port.vlan_mode not in (None, "access"):
+            drift.append(f"vlan_mode {port.vlan_mode} trunks {list(port.trunks)}")
+        bad = sorted(k for k, v in marks(spec).items() if port.external_ids.get(k) != v)
+        if bad:
+            drift.append(f"external_ids differ: {', '.join(bad)}")
+    return observed, drift
+
+
+class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
+    """TAP + OVS port on a worker."""
+
+    spec_model = TapPortSpec
+    identity = ("slice", "host", "name")
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
+
+    def parse_have(self, spec: TapPortSpec, res: ScriptResult) -> TapHave:
+        return parse_have(res)
+
+    def after(self, spec: TapPortSpec, have: TapHave, res: ScriptResult) -> TapHave:
+        return TapHave(
+            link=LinkState(spec.name, True, "tap", alias(spec), have.link.addresses if have.link else ()),
+            port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
+        )
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Remove this slice's TAP and port; already gone is fine; another slice's is left alone."""
+        spec = self.spec(props)
+        have = self._have(spec)
+        found, who = owner(have)
+        if found and who != spec.slice:
+            log.warning(
+                "%s: TAP %s now belongs to %s; left in place", spec.host.name, spec.name, who or "no slice"
+            )
+        ssh.run_script(spec.host, plan_delete(spec, have))
+
+
+class TapPort(HostResource, name="TapPort"):
+    """A VM interface's TAP on a worker; see `TapPortSpec` for the inputs."""
+
+    def __init__(
+        self, resource_name: str, spec: TapPortSpec, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TapPortProvider(), resource_name, spec, opts)
