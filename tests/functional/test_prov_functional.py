@@ -64,8 +64,8 @@ def endpoint(testbed: Testbed, host: str) -> Endpoint:
 
 def outs(result: Any) -> dict[str, Any]:
     """A provider result's outputs (always set by these providers)."""
-    assert outs(result) is not None
-    return dict(outs(result))
+    assert result.outs is not None
+    return dict(result.outs)
 
 
 def measure(resource: str, op: str, fn: Callable[[], T]) -> T:
