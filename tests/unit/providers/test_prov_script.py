@@ -101,7 +101,7 @@ WORD_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=20),
+        st.text(WORD_CHARS, max_size=20),
         min_size=1,
         max_size=4,
     )
