@@ -3,6 +3,7 @@ around each kind's pure plans, and the Resource base."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -29,6 +30,13 @@ OUTPUT_KEYS = ("drift", "observed")
 
 S = TypeVar("S", bound=specs.HostSpec)
 H = TypeVar("H")
+log = logging.getLogger("cloudrepo")
+
+
+def warn_foreign(host: str, what: str, slice_name: str, owner: str | None) -> None:
+    """A delete found the object owned by someone else: say so (it is left in place)."""
+    held = f"slice {owner!r}" if owner else "no slice (unmarked)"
+    log.warning("%s: %s belongs to %s, not to slice %r: left in place", host, what, held, slice_name)
 
 
 def _has_unknown(value: Any) -> bool:
@@ -74,6 +82,8 @@ class HostProvider(ResourceProvider, Generic[S, H]):
     """The steps that remove this slice's object (or its use of a shared one); none when gone."""
     observe: Callable[[Any, Any], tuple[dict[str, Any], list[str]]]
     """What the host has, as outputs, and how it differs from the spec (`drift`)."""
+    not_diffed: ClassVar[tuple[str, ...]] = ()
+    """Input keys that only say how to apply a change: a change of them alone is no change."""
 
     def configure(self, req: ConfigureRequest) -> None:
         """Read the SSH settings from the stack config into the provider process."""
@@ -124,7 +134,9 @@ class HostProvider(ResourceProvider, Generic[S, H]):
             if not steps:
                 return have, steps, ScriptResult()
             try:
-                res = ssh.run_script(spec.host, [*steps, *self.readback(spec)], locked=self.locked(spec))
+                res = ssh.run_script(
+                    spec.host, [*steps, *self.readback(spec)], locked=self.locked(spec), holder=spec.slice
+                )
             except StepFailed:
                 if not self.locked(spec) or attempt == 2:
                     raise
@@ -157,10 +169,19 @@ class HostProvider(ResourceProvider, Generic[S, H]):
         """Bring the object to the new inputs in place (the same plan as create, from what is there)."""
         return UpdateResult(self._ensure(self.spec(news)))
 
+    def foreign(self, spec: S, have: H) -> tuple[str, str | None] | None:
+        """(what, its owner) when a delete finds the object another slice's or unmarked; else None."""
+        return None
+
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Remove this slice's object (or its use of a shared one); already gone is fine."""
+        """Remove this slice's object (or its use of a shared one); already gone is fine; another slice's
+        is left in place, with a warning."""
         spec = self.spec(props)
-        ssh.run_script(spec.host, self.plan_delete(spec, self._have(spec)), locked=self.locked(spec))
+        have = self._have(spec)
+        found = self.foreign(spec, have)
+        if found is not None:
+            warn_foreign(spec.host.name, found[0], spec.slice, found[1])
+        ssh.run_script(spec.host, self.plan_delete(spec, have), locked=self.locked(spec), holder=spec.slice)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Validate the inputs with the pydantic spec; report every problem at once."""
@@ -184,7 +205,7 @@ class HostProvider(ResourceProvider, Generic[S, H]):
         replaces: list[str] = []
         for key in sorted(set(old_in) | set(new_in)):
             a, b = old_in.get(key), new_in.get(key)
-            if a == b:
+            if a == b or key in self.not_diffed:
                 continue
             changed.append(key)
             if key == "host" and "host" in self.identity:

@@ -17,7 +17,8 @@ from typing import Any
 from . import runner as runner_mod
 from . import script as script_mod
 from . import ssh_pool
-from .errors import CommandTimeout, ConfigError, HostUnreachable, SshError
+from .errors import CloudrepoError, CommandTimeout, ConfigError, HostUnreachable, LockTimeout, SshError
+from .naming import LOCK_TIMEOUT_STATUS
 from .script import ScriptResult, Step
 from .specs import Endpoint
 from .ssh_pool import close_all
@@ -25,6 +26,10 @@ from .ssh_settings import ConfigLike, Settings, settings_from_config
 from .ssh_stats import STATS, STATS_ENV, dump_stats, reset_stats, stats
 
 __all__ = ["close_all", "configure", "reset_stats", "run_script", "settings", "stats"]
+
+LOCK_WAIT_SECONDS = 60
+"""How long a locked script waits for the host's lock (`flock -w`)."""
+NOTE_HOLDER = "note lock holder"
 
 _settings: Settings | None = None
 _settings_lock = threading.Lock()
@@ -64,17 +69,30 @@ def _last_step(stdout: str) -> int | None:
     return int(num) if num.isdigit() else None
 
 
+def holder_file(s: Settings) -> str:
+    """Where a locked script notes its slice: beside the lock file (`naming.LOCK_HOLDER_FILE` on hosts)."""
+    return f"{s.lock_file}.holder"
+
+
 def run_script(
-    endpoint: Endpoint, steps: Sequence[Step], *, locked: bool = False, timeout: float | None = None
+    endpoint: Endpoint,
+    steps: Sequence[Step],
+    *,
+    locked: bool = False,
+    timeout: float | None = None,
+    holder: str | None = None,
 ) -> ScriptResult:
     """Run `steps` on `endpoint` as ONE script (one round trip, on a pooled runner) and parse the result.
 
-    `locked=True` runs the whole script under `flock` of the hosts' lock file (`naming.LOCK_FILE`).  Raises
-    `StepFailed` for the first failing `run` step, `HostKeyError` / `HostUnreachable` before anything runs.
+    `locked=True` runs the whole script under `flock` of the hosts' lock file (`naming.LOCK_FILE`), first
+    noting `holder` (the slice) beside it.  Raises `StepFailed` for the first failing `run` step,
+    `HostKeyError` / `HostUnreachable` before anything runs, `LockTimeout` when the lock stays taken.
     """
     if not steps:
         return ScriptResult()
     s = settings()
+    if locked and holder is not None:
+        steps = [script_mod.sh(NOTE_HOLDER, 'printf "%s\\n" "$2" >"$1"', holder_file(s), holder), *steps]
     text = script_mod.render(steps)
     data = text.encode()
     limit = timeout or s.command_timeout
@@ -98,7 +116,7 @@ def run_script(
             raise CommandTimeout(endpoint.name, "(before the first step)", limit) from None
         keep = False
         try:
-            status, out_b, err_b = r.call(data, locked, limit)
+            status, out_b, err_b = r.call(data, LOCK_WAIT_SECONDS if locked else 0, limit)
             keep = True
             break
         except runner_mod.Timeout as exc:
@@ -126,8 +144,20 @@ def run_script(
     if os.environ.get(STATS_ENV):
         dump_stats()
     out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    if locked and status == LOCK_TIMEOUT_STATUS and "@@" not in out:
+        raise LockTimeout(endpoint.name, s.lock_file, LOCK_WAIT_SECONDS, _lock_holder(endpoint, s))
     if status != 0 and "@@" not in out:
         what = f"under flock {s.lock_file}" if locked else "in the runner"
         detail = err.strip() or "(no stderr)"
         raise SshError(endpoint.name, f"the script ({what}) exited {status} before its first step: {detail}")
     return script_mod.parse(endpoint.name, steps, text, status, out, err)
+
+
+def _lock_holder(endpoint: Endpoint, s: Settings) -> str | None:
+    """The slice that last took the host's lock (best effort: None when it cannot be read)."""
+    read = script_mod.sh("holder", '[ -f "$1" ] || exit 1; cat "$1"', holder_file(s), kind="probe")
+    try:
+        res = run_script(endpoint, [read])
+    except CloudrepoError:
+        return None
+    return (res.out("holder").strip() or None) if res.status("holder") == 0 else None

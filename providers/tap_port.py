@@ -1,27 +1,42 @@
 """TapPort: a VM interface's TAP on a worker, on the bridge with its VLAN tag (parked: protected too).
 
 want (TapPortSpec) / have (TapHave, from one read round trip) / commands (pure `plan_*` functions).
+
+Joining a link VLAN (a create, or a tag change): first, on each other worker that had the VLAN
+(`spec.join.hosts`), under that worker's lock, every port of the slice still tagged with the VLAN that is
+not one of the link's TAPs is parked; then the TAP is tagged, after parking such strays on its own worker
+in the same locked script (the read finds them). A tag change away from a VLAN runs under the lock too, so
+a park never undoes a concurrent move.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from . import hoststate, ssh
-from .base import HostProvider, HostResource
+from .base import HostProvider, HostResource, outputs
 from .errors import OwnershipConflict
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, run
-from .specs import TapPortSpec
-
-log = logging.getLogger(__name__)
+from .script import ScriptResult, Step, probe, run, sh
+from .specs import JoinSpec, TapPortSpec
 
 TOOLS = ("ip", "ovs-vsctl")
 ALIAS_PREFIX = "cloudrepo:"
+PARK_OTHERS = "park others on the vlan"
+ON_VLAN = "on the vlan"
+
+# $1 slice, $2 VLAN, $3 parking VLAN, then the TAPs that belong on the VLAN; prints each port it parked
+_PARK_OTHERS = (
+    "s=$1; v=$2; p=$3; shift 3; "
+    'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:cloudrepo-slice="$s"" '
+    '"external_ids:cloudrepo-kind=tap") || exit 1; '
+    'for port in $ports; do keep=0; for m in "$@"; do [ "$m" = "$port" ] && keep=1; done; '
+    '[ "$keep" = 1 ] && continue; ovs-vsctl set port "$port" "tag=$p" protected=true || exit 1; '
+    'printf "%s\n" "$port"; done'
+)
 
 
 def resource_id(spec: TapPortSpec) -> str:
@@ -48,26 +63,43 @@ def alias(spec: TapPortSpec) -> str:
 class TapHave:
     link: LinkState | None
     port: PortState | None
+    strays: tuple[str, ...] = ()
+    """Ports of the slice on the VLAN this TAP joins that are not the link's (read only when it joins one)."""
 
     @property
     def gone(self) -> bool:
         return self.link is None and self.port is None
 
 
+def on_vlan_probe(spec: TapPortSpec) -> Step:
+    """The names of the slice's TAP ports tagged with `spec.vlan`."""
+    return probe(
+        ON_VLAN, "ovs-vsctl", "--bare", "--columns=name", "find", "port", f"tag={spec.vlan}",
+        f'external_ids:cloudrepo-slice="{spec.slice}"', "external_ids:cloudrepo-kind=tap",
+    )  # fmt: skip
+
+
 def preflight(spec: TapPortSpec) -> list[Step]:
-    """One read round trip: tools, bridge, the TAP device, its OVS port and that port's bridge."""
-    return [
+    """One read round trip: tools, bridge, the TAP device, its OVS port and that port's bridge (and, for a
+    link VLAN, who else of the slice is on it)."""
+    steps = [
         *hoststate.readiness_steps(spec.bridge, *TOOLS),
         hoststate.link_probe("link", spec.name),
         hoststate.port_probe("port", spec.name),
         hoststate.port_bridge_probe("port bridge", spec.name),
     ]
+    if spec.join is not None:
+        steps.append(on_vlan_probe(spec))
+    return steps
 
 
-def parse_have(res: ScriptResult) -> TapHave:
+def parse_have(spec: TapPortSpec, res: ScriptResult) -> TapHave:
+    members = set(spec.join.members) if spec.join is not None else set()
+    strays = res.out(ON_VLAN).split() if res.ran(ON_VLAN) and res.status(ON_VLAN) == 0 else []
     return TapHave(
         link=hoststate.parse_link(res.out("link"), res.status("link")),
         port=hoststate.parse_port(res.out("port"), res.out("port bridge"), res.status("port bridge")),
+        strays=tuple(sorted(n for n in strays if n not in members)),
     )
 
 
@@ -138,6 +170,16 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
     return steps
 
 
+def park_others(spec: TapPortSpec, join: JoinSpec) -> Step:
+    """Park every TAP of the slice on `spec.vlan` that is not one of `join.members` (under the lock)."""
+    return sh(PARK_OTHERS, _PARK_OTHERS, spec.slice, str(spec.vlan), str(join.parking_vlan), *join.members)
+
+
+def retags(spec: TapPortSpec, have: TapHave) -> bool:
+    """Whether the ensure changes the port's VLAN (or adds the port)."""
+    return have.port is None or have.port.tag != spec.vlan
+
+
 def plan_delete(spec: TapPortSpec, have: TapHave) -> list[Step]:
     """Remove the port and the TAP if this slice owns them; nothing otherwise (already gone = success)."""
     found, who = owner(have)
@@ -192,31 +234,45 @@ class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
 
     spec_model = TapPortSpec
     identity = ("slice", "host", "name")
+    not_diffed = ("join",)
     resource_id = staticmethod(resource_id)
     preflight = staticmethod(preflight)
+    parse_have = staticmethod(parse_have)
     plan_ensure = staticmethod(plan_ensure)
     plan_delete = staticmethod(plan_delete)
     observe = staticmethod(observe)
 
-    def parse_have(self, spec: TapPortSpec, res: ScriptResult) -> TapHave:
-        return parse_have(res)
-
-    def after(self, spec: TapPortSpec, have: TapHave, res: ScriptResult) -> TapHave:
-        return TapHave(
+    def _ensure(self, spec: TapPortSpec) -> dict[str, Any]:
+        have = self._have(spec)
+        steps = plan_ensure(spec, have)
+        joins = spec.join if retags(spec, have) else None
+        parked: list[str] = []
+        if joins is not None:
+            park = park_others(spec, joins)
+            for host in joins.hosts:
+                if host.name != spec.host.name:
+                    res = ssh.run_script(host, [park], locked=True, holder=spec.slice)
+                    parked += [f"{host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
+            if have.strays:
+                steps = [park, *steps]
+        moves = have.port is not None and have.port.tag != spec.vlan
+        locked = moves or (joins is not None and bool(have.strays))
+        res = ssh.run_script(spec.host, steps, locked=locked, holder=spec.slice)
+        if res.ran(PARK_OTHERS):
+            parked += [f"{spec.host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
+        after = TapHave(
             link=LinkState(spec.name, True, "tap", alias(spec), have.link.addresses if have.link else ()),
             port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
         )
+        observed, _ = observe(spec, after)
+        observed["adopted"] = not have.gone
+        observed["changed"] = [s.name for s in steps]
+        observed["parkedOthers"] = parked
+        return outputs(spec, observed)
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Remove this slice's TAP and port; already gone is fine; another slice's is left alone."""
-        spec = self.spec(props)
-        have = self._have(spec)
+    def foreign(self, spec: TapPortSpec, have: TapHave) -> tuple[str, str | None] | None:
         found, who = owner(have)
-        if found and who != spec.slice:
-            log.warning(
-                "%s: TAP %s now belongs to %s; left in place", spec.host.name, spec.name, who or "no slice"
-            )
-        ssh.run_script(spec.host, plan_delete(spec, have))
+        return (f"TAP {spec.name}", who) if found and who != spec.slice else None
 
 
 class TapPort(HostResource, name="TapPort"):

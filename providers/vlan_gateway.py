@@ -236,6 +236,11 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec, GatewayHave]):
             isolation=frozenset(isolation_rules(spec)),
         )
 
+    def foreign(self, spec: VlanGatewaySpec, have: GatewayHave) -> tuple[str, str | None] | None:
+        if have.port is not None and have.port.owner != owner_mark(spec):
+            return f"gateway {spec.port}", have.port.owner
+        return None
+
 
 class VlanGateway(HostResource, name="VlanGateway"):
     """A VLAN's gateway port on the network node; see `VlanGatewaySpec` for the inputs."""

@@ -97,7 +97,7 @@ def duplicates(doc: dict[str, Any]) -> list[str]:
 
 # ---- the shared VLAN 400 objects, seen from one slice -------------------------------------------------
 
-SHARED_OBJECTS = {"gateway": "gw_vlan400", "dhcp": "ns-dhcp-vlan400", "nat": "nat-10.60.7.0-24"}
+SHARED_OBJECTS = {"gateway": "gw_vlan400", "dhcp": "ns-dhcp-vlan400", "nat": "nat-10.60.7.0-24-ens3"}
 """The objects every internet slice on the network node shares, by their users-registry name."""
 
 
