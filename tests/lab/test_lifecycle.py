@@ -96,6 +96,8 @@ def leftover_processes(before: dict[int, str], mark: Marks) -> list[str]:
             view_key: tuple[int, int] | None = (view.st_dev, view.st_ino)
         except OSError:
             view_key = None
+        if view_key in mark.views and not netns_view(pid).startswith(f"{LAB}/hosts/"):
+            view_key = None  # the inode of a directory `down` deleted, reused by another testbed's host
         if (
             str(LAB) in cmd
             or f" {NS_PREFIX}" in cmd
@@ -105,6 +107,15 @@ def leftover_processes(before: dict[int, str], mark: Marks) -> list[str]:
         ):
             found.append(f"{pid}: {cmd}")
     return found
+
+
+def netns_view(pid: int) -> str:
+    """The directory mounted on the process's /run/netns (mountinfo's root field; "" when none)."""
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split()[3] for line in lines if line.split()[4] == "/run/netns"), "")
 
 
 def ours(names: list[str]) -> list[str]:
