@@ -6,6 +6,7 @@ Needs PyPI (the build backend and the dependencies; pip's cache makes later runs
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -31,8 +32,15 @@ def test_pip_installs_the_shipped_packages_into_a_fresh_virtualenv(tmp_path: Pat
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
+    # from a copy of what a clone holds (the build leaves its build/ and egg-info there, not in the checkout)
+    src = tmp_path / "src"
+    shutil.copytree(
+        PROJECT_ROOT,
+        src,
+        ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "toolchain", "tests"),
+    )
     pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(PROJECT_ROOT)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
         capture_output=True,
         text=True,
         timeout=900,

@@ -1,1 +1,0 @@
-"""The stack-config model, link graph, VLAN allocation, MACs, `SliceComponent` and the stack outputs."""

@@ -1,1 +1,0 @@
-"""Dynamic providers (TapPort, VlanGateway, DhcpNamespace, NatRule, PoolClaim) and their SSH layer."""
