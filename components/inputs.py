@@ -35,22 +35,6 @@ class WorkerInput(_Input):
     port: StrictInt = 22
 
 
-class SshInput(_Input):
-    """`cloudrepo:ssh`: how the providers reach the hosts (they read it themselves in `configure()`)."""
-
-    user: StrictStr
-    private_key_path: StrictStr | None = Field(default=None, alias="privateKeyPath")
-    """A private key file; or the secret `cloudrepo:sshPrivateKey`."""
-    known_hosts_path: StrictStr = Field(alias="knownHostsPath")
-    """Required: host keys are always verified against this file."""
-    sudo: StrictBool = False
-    """Privileged commands run as `sudo -n ...`."""
-    connect_timeout: float | None = Field(default=None, alias="connectTimeout", gt=0)
-    """Seconds (read by the providers' SSH layer)."""
-    command_timeout: float | None = Field(default=None, alias="commandTimeout", gt=0)
-    """Seconds (read by the providers' SSH layer)."""
-
-
 class VlanPoolInput(_Input):
     start: StrictInt
     """The first VLAN of the slice's pool; the pool is start..start+19."""
