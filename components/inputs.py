@@ -101,7 +101,7 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def validate_input(model: type[_Input], value: Any, where: str, problems: list[str]) -> Any:
+def validate_input(model: type[BaseModel], value: Any, where: str, problems: list[str]) -> Any:
     """Validate `value` with `model`; append one readable problem per pydantic error; None when invalid."""
     try:
         return model.model_validate(value)
