@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
 )
 
+from components.topology import expand_topology
 from providers.naming import (
     IFNAMSIZ_MAX,
     SAFE_NETNS,
@@ -146,6 +147,8 @@ class SliceInput(_Input):
     """Validated one by one (`VmInput`) so one bad VM does not hide the other problems."""
     links: list[Any] = Field(default_factory=list)
     """`["1002.eth1", "1003.eth1"]` or `{a, b, vlan}`; validated one by one."""
+    topology: list[Any] = Field(default_factory=list)
+    """Presets `{preset, vms}` expanded into more links (components/topology.py)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -494,7 +497,9 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
             add(f"{where}.name: {why}{origin}")
         pool = _check_pool(slice_in.vlan_pool.start, parking, add)
         vms, bad_vm_ids = _check_vms(slice_in.vms, workers if "workers" in values else None, add)
-        links = _check_links(slice_in.links, vms, bad_vm_ids, pool, add)
+        sizes = {v.id: v.data_interfaces for v in vms}
+        preset_links = expand_topology(slice_in.topology, sizes, bad_vm_ids, slice_in.links, POOL_SIZE, add)
+        links = _check_links([*slice_in.links, *preset_links], vms, bad_vm_ids, pool, add)
 
     if problems:
         raise ConfigError(problems)
