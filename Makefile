@@ -20,6 +20,7 @@ venv:
 
 toolchain: venv
 	@scripts/install-pulumi
+	@scripts/install-versitygw
 
 setup: system venv toolchain
 
