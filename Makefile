@@ -40,6 +40,7 @@ demo: setup
 	$(ACTIVATE) && (pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK))
 	$(ACTIVATE) && pulumi up --yes --stack $(STACK)
 	$(ACTIVATE) && python -m lab.slicecheck --stack $(STACK)
+	@$(ACTIVATE) && echo "picture of the slice: $$(python -m cloudrepo diagram $(STACK) -o slice-$(STACK).svg)"
 
 demo-down:
 	$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)
