@@ -20,7 +20,7 @@ from tests.enginekit import TOOLCHAIN_BIN
 VERSITYGW = TOOLCHAIN_BIN / "versitygw"
 BUCKET = "pulumi-state"
 ACCESS_KEY = "cloudrepo-test"
-SECRET_KEY = "cloudrepo-test-secret"  # noqa: S105  (a throwaway server's key, loopback only)
+SECRET_KEY = "cloudrepo-test-secret"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def free_port() -> int:
 
 def _answers(port: int) -> bool:
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)  # noqa: S310  (loopback http)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
     except urllib.error.HTTPError:
         return True  # 403 without credentials: it is serving
     except OSError:

@@ -169,7 +169,7 @@ def _vlan_memory_and_the_lock(alice: Checkout, bob: Checkout, s3_env: dict[str, 
     # Bob works on Alice's slice from his checkout: the stack config file travels (as in git).
     shutil.copy(alice.stack_file("team-a"), bob.stack_file("team-a"))
 
-    # Two deploys of the same slice at once, from both checkouts: one runs, the backend's lock refuses the other.
+    # Two deploys of one slice at once, from both checkouts: one runs, the backend's lock refuses the other.
     first_out: list[str] = []
     first = alice.popen("deploy", "team-a")
     _wait_for(first, "Updating (", first_out)
