@@ -43,7 +43,9 @@ def _checked(config: dict[str, Any], name: str, outputs: dict[str, Any]) -> None
         raise SliceError(f"refused, nothing written:\n{exc}") from exc
 
 
-def _edit(args: argparse.Namespace, change: Callable[[dict[str, Any]], dict[str, Any]], done: str) -> int:
+def _edit(
+    args: argparse.Namespace, change: Callable[[dict[str, Any]], dict[str, Any]], done: Callable[[], str]
+) -> int:
     slices = Slices(_project(args))
     path = stackfile.stack_file(slices.project, args.name)
     if not path.exists():
@@ -54,7 +56,7 @@ def _edit(args: argparse.Namespace, change: Callable[[dict[str, Any]], dict[str,
     config[stackfile.SLICE_KEY] = section
     _checked(config, args.name, slices.outputs(args.name))
     stackfile.write(path, {**doc, "config": config})
-    say(f"slice {args.name}: {done} (not deployed yet: cloudrepo deploy {args.name})")
+    say(f"slice {args.name}: {done()} (not deployed yet: cloudrepo deploy {args.name})")
     return OK
 
 
@@ -99,7 +101,7 @@ def cmd_vm_add(args: argparse.Namespace) -> int:
     return _edit(
         args,
         lambda s: edits.add_vm(s, args.id, args.worker, args.data_interfaces, args.internet),
-        f"VM {args.id} added on {args.worker}",
+        lambda: f"VM {args.id} added on {args.worker}",
     )
 
 
@@ -111,24 +113,28 @@ def cmd_vm_rm(args: argparse.Namespace) -> int:
         notes.extend(more)
         return out
 
-    return _edit(args, change, f"VM {args.id} removed" + "".join(f"; {n}" for n in notes))
+    return _edit(args, change, lambda: f"VM {args.id} removed" + "".join(f"; {n}" for n in notes))
 
 
 def cmd_link_add(args: argparse.Namespace) -> int:
     pin = f" on VLAN {args.vlan}" if args.vlan is not None else ""
     return _edit(
-        args, lambda s: edits.add_link(s, args.a, args.b, args.vlan), f"link {args.a} -- {args.b}{pin} added"
+        args,
+        lambda s: edits.add_link(s, args.a, args.b, args.vlan),
+        lambda: f"link {args.a} -- {args.b}{pin} added",
     )
 
 
 def cmd_link_rm(args: argparse.Namespace) -> int:
-    return _edit(args, lambda s: edits.rm_link(s, args.a, args.b), f"link {args.a} -- {args.b} removed")
+    return _edit(
+        args, lambda s: edits.rm_link(s, args.a, args.b), lambda: f"link {args.a} -- {args.b} removed"
+    )
 
 
 def cmd_topology_add(args: argparse.Namespace) -> int:
     ids = " ".join(map(str, args.ids))
     return _edit(
-        args, lambda s: edits.add_topology(s, args.preset, args.ids), f"{args.preset} of {ids} added"
+        args, lambda s: edits.add_topology(s, args.preset, args.ids), lambda: f"{args.preset} of {ids} added"
     )
 
 
