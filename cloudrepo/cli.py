@@ -26,7 +26,8 @@ def say(text: str) -> None:
 
 
 def fail(text: str) -> None:
-    print(f"cloudrepo: {text}", file=sys.stderr, flush=True)
+    prefix = "" if text.startswith("cloudrepo:") else "cloudrepo: "
+    print(f"{prefix}{text}", file=sys.stderr, flush=True)
 
 
 def _project(args: argparse.Namespace) -> Path:
@@ -40,7 +41,7 @@ def _checked(config: dict[str, Any], name: str, outputs: dict[str, Any]) -> None
     try:
         stackfile.check(config, name, outputs)
     except ConfigError as exc:
-        raise SliceError(f"refused, nothing written:\n{exc}") from exc
+        raise SliceError(str(exc)) from exc
 
 
 def _edit(

@@ -126,9 +126,9 @@ class Slices:
         stack = self.stack(name)
         try:
             if verb == "preview":
-                return stack.preview(on_output=out, diff=False)
+                return stack.preview(on_output=out, diff=False, suppress_outputs=True)
             if verb == "up":
-                return stack.up(on_output=out)
+                return stack.up(on_output=out, suppress_outputs=True)
             return stack.destroy(on_output=out)
         except auto.CommandError as exc:
             if is_lock_conflict(exc):
