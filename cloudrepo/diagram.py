@@ -16,7 +16,7 @@ from typing import Any
 import graphviz
 
 from components.config import INTERNET_VLAN
-from components.plan import INTERNET_GATEWAY, INTERNET_SUBNET
+from components.plan import INTERNET_SUBNET, host_in
 from providers.naming import dhcp_namespace, gateway_port
 
 FORMATS = {".svg": "svg", ".png": "png"}
@@ -34,16 +34,17 @@ def _vm_label(vm_id: str, vm: dict[str, Any]) -> str:
     """An HTML-like table: the VM, then one row (a port for edges) per interface."""
     rows = [f'<TR><TD COLSPAN="2" BGCOLOR="#e8eef7"><B>VM {escape(vm_id)}</B></TD></TR>']
     for iface, spec in sorted(vm["interfaces"].items(), key=lambda kv: int(kv[0][3:])):
-        if spec.get("parked") or spec.get("ip") is None:
+        if spec.get("parked"):
             grey = f'<FONT COLOR="{PARKED_GREY}">'
             rows.append(
                 f'<TR><TD PORT="w_{iface}" ALIGN="LEFT">{grey}{iface}</FONT></TD>'
                 f'<TD PORT="e_{iface}" ALIGN="LEFT">{grey}<I>parked</I></FONT></TD></TR>'
             )
         else:
+            address = escape(str(spec["ip"] or "(address by DHCP)"))
             rows.append(
                 f'<TR><TD PORT="w_{iface}" ALIGN="LEFT">{iface}</TD>'
-                f'<TD PORT="e_{iface}" ALIGN="LEFT">{escape(str(spec["ip"]))}</TD></TR>'
+                f'<TD PORT="e_{iface}" ALIGN="LEFT">{address}</TD></TR>'
             )
     return '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">' + "".join(rows) + "</TABLE>>"
 
@@ -64,7 +65,7 @@ def _network_label(links: list[dict[str, Any]], internet: bool) -> str:
     if internet:
         rows.append(
             f'<TR><TD PORT="nat" BGCOLOR="#e6f2e6">{INTERNET_VLAN} + NAT</TD>'
-            f"<TD>{gateway_port(INTERNET_VLAN)} {INTERNET_GATEWAY}</TD>"
+            f"<TD>{gateway_port(INTERNET_VLAN)} {host_in(INTERNET_SUBNET, 1)}</TD>"
             f'<TD PORT="v{INTERNET_VLAN}">{dhcp_namespace(INTERNET_VLAN)}</TD></TR>'
         )
     return (

@@ -16,7 +16,7 @@ import yaml
 
 from components.allocation import allocate_vlans
 from components.config import NAMESPACE, SliceConfig, load_config
-from components.memory import Memory
+from components.outputs import Deployed
 from components.plan import build_plan
 
 SLICE_KEY = f"{NAMESPACE}:slice"
@@ -68,9 +68,8 @@ def check(config: Mapping[str, Any], stack: str, previous_outputs: Mapping[str, 
     """The checks `pulumi preview` runs before any resource: the config, then the VLAN allocation and the
     plan against the stack's last outputs (its memory). Raises `ConfigError` listing every problem."""
     cfg = load_config(raw_config(config), stack)
-    memory = Memory(previous_outputs)
-    vlans = allocate_vlans(cfg.links, cfg.pool, memory.vlans)
-    build_plan(cfg, vlans, memory.internet_ips)
+    deployed = Deployed.from_outputs(previous_outputs)
+    build_plan(cfg, allocate_vlans(cfg.links, cfg.pool, deployed.vlans))
     return cfg
 
 

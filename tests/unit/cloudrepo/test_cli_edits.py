@@ -10,7 +10,7 @@ import pytest
 
 from cloudrepo import edits, stackfile, tables
 from cloudrepo.cli import USAGE, main
-from components.config import ConfigError
+from providers.errors import ConfigError
 from tests.unit.components.cfgkit import BASE
 
 GOLDEN = Path(__file__).parents[1] / "components" / "golden"
@@ -127,7 +127,7 @@ def test_show_table() -> None:
     lines = text.splitlines()
     assert lines[0] == "slice demo (stack dev): VLAN pool 120..139, 2 of 20 used"
     assert lines[2].split() == ["VM", "worker", "interface", "TAP", "VLAN", "IP"]
-    assert lines[3].split() == ["1002", "worker1", "eth0", "tap_1002_eth0", "400", "10.60.7.48"]
+    assert lines[3].split() == ["1002", "worker1", "eth0", "tap_1002_eth0", "400", "-"]
     assert lines[6].split() == ["1003", "worker2", "eth0", "tap_1003_eth0", "parked", "-"]
     assert lines[-2].split() == ["120", "192.168.120.0/24", "192.168.120.1", "1002.eth1", "--", "1003.eth1"]
     assert tables.show("x", {}) == "slice x: not deployed (cloudrepo deploy x)"
