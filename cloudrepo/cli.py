@@ -187,7 +187,11 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 def cmd_diagram(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    diagram_format(out)
+    try:
+        diagram_format(out)
+    except ValueError as exc:
+        fail(str(exc))
+        return USAGE
     outputs = Slices(_project(args)).outputs(args.name)
     if not outputs:
         raise SliceError(f"slice {args.name!r} is not deployed: no outputs to draw")
