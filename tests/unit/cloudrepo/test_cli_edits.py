@@ -151,6 +151,9 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert "usage: cloudrepo" in capsys.readouterr().err
 
 
-def test_a_picture_format_graphviz_is_not_asked_for_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_picture_format_graphviz_is_not_asked_for_is_bad_usage(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cloudrepo.cli.apply_environment", lambda: None)
     assert main(["diagram", "s", "-o", "s.pdf"]) == USAGE
     assert "unknown picture format '.pdf'" in capsys.readouterr().err
