@@ -3,6 +3,7 @@ backend each, the real engine underneath."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -26,8 +27,6 @@ class Checkout:
     script: list[str] = field(default_factory=lambda: [sys.executable, "-m", "cloudrepo"])
 
     def env(self) -> dict[str, str]:
-        import os
-
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "AWS_"))}
         env.update(
             PATH=f"{TOOLCHAIN_BIN}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
