@@ -15,7 +15,7 @@ from typing import Any
 from cloudrepo import edits, stackfile, tables
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, decrypt_config
-from components.config import NAMESPACE
+from components.model import NAMESPACE
 from components.topology import MIN_VMS
 from providers.errors import ConfigError
 

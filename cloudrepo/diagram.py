@@ -15,7 +15,7 @@ from typing import Any
 
 import graphviz
 
-from components.config import INTERNET_VLAN
+from components.model import INTERNET_VLAN
 from components.plan import INTERNET_SUBNET, host_in
 from providers.naming import dhcp_namespace, gateway_port
 

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from components.allocation import allocate_vlans
-from components.config import NAMESPACE, SliceConfig, load_config
+from components.config import load_config
+from components.model import NAMESPACE, SliceConfig
 from components.outputs import Deployed
 from components.plan import build_plan
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from components.config import POOL_SIZE
+from components.model import POOL_SIZE
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

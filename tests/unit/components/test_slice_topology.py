@@ -11,7 +11,8 @@ from cfgkit import raw_config, slice_with, with_changes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.config import POOL_SIZE, load_config
+from components.config import load_config
+from components.model import POOL_SIZE
 from components.topology import MIN_VMS, expand_topology, link_count, preset_pairs
 from providers.errors import ConfigError
 
