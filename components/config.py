@@ -22,6 +22,7 @@ from components.model import (
     INTERNET_VLAN,
     NAMESPACE,
     NETWORK_NODE_NAME,
+    POOL_SIZE,
     Link,
     SliceConfig,
     SshSettings,
@@ -29,6 +30,7 @@ from components.model import (
     Vm,
 )
 from components.slice_rules import check_links, check_pool, check_vms
+from components.topology import expand_topology
 from providers.errors import ConfigError
 from providers.naming import SAFE_SLICE, ifname_problem, slice_problem
 from providers.specs import Endpoint
@@ -151,7 +153,9 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
             add(f"{where}.name: {why}{origin}")
         pool = check_pool(slice_in.vlan_pool.start, parking, add)
         vms, bad_vm_ids = check_vms(slice_in.vms, workers if "workers" in values else None, add)
-        links = check_links(slice_in.links, vms, bad_vm_ids, pool, add)
+        sizes = {v.id: v.data_interfaces for v in vms}
+        preset_links = expand_topology(slice_in.topology, sizes, bad_vm_ids, slice_in.links, POOL_SIZE, add)
+        links = check_links([*slice_in.links, *preset_links], vms, bad_vm_ids, pool, add)
 
     if problems:
         raise ConfigError(problems)

@@ -66,6 +66,8 @@ class SliceInput(_Input):
     """Validated one by one (`VmInput`) so one bad VM does not hide the other problems."""
     links: list[Any] = Field(default_factory=list)
     """`["1002.eth1", "1003.eth1"]` or `{a, b, vlan}`; validated one by one."""
+    topology: list[Any] = Field(default_factory=list)
+    """Presets `{preset, vms}` expanded into more links (components/topology.py)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
