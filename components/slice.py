@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 
 from components.config import INTERNET_VLAN, Endpoint
+from components.launch import Launch
 from components.outputs import stack_outputs
 from components.plan import (
     INTERNET_DHCP,
@@ -25,6 +26,7 @@ from components.plan import (
     host_in,
     link_subnet,
 )
+from components.vms import add_launched_vms
 from providers import specs
 from providers.dhcp_namespace import DhcpNamespace
 from providers.naming import dhcp_namespace, dhcp_port, gateway_port
@@ -226,6 +228,7 @@ class SliceComponent(pulumi.ComponentResource):
         plan: SlicePlan,
         previous_vlans: Mapping[str, int | None] | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        launches: Mapping[int, Launch] | None = None,
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, {}, opts)
         self.resources = {}
@@ -238,4 +241,6 @@ class SliceComponent(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, depends_on=deps or None),
             )
         self.outputs = stack_outputs(plan)
+        for vm_id, extra in add_launched_vms(self, name, plan, launches or {}, self.resources).items():
+            self.outputs["vms"][vm_id].update(extra)
         self.register_outputs(self.outputs)
