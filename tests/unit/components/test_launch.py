@@ -88,8 +88,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, files: dict[str, Path
         "cloudrepo:qemu.binary: must be a command name or absolute path without spaces, got 'qemu system'",
         "cloudrepo:slice.vms[0].launch.cpus: input should be greater than or equal to 1, got 0",
         "cloudrepo:slice.vms[1].launch.memoryMb: input should be greater than or equal to 32, got 8",
-        "cloudrepo:slice.vms[1].launch.colour: unknown key 'colour' (known: image, kernel, initrd, append, cpus, "
-        "memoryMb, accel)",
+        "cloudrepo:slice.vms[1].launch.colour: unknown key 'colour' (known: image, kernel, initrd, append, "
+        "cpus, memoryMb, accel)",
         "cloudrepo:slice.vms[2].launch.append: only with kernel (direct kernel boot), not with image "
         "'disk.qcow2'",
     ]
