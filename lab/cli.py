@@ -89,7 +89,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "vm":
         return _vm(args)
     if args.cmd == "image":
-        print(json.dumps(image.build()))
+        print(json.dumps(image.guest()))
         return 0
     if args.cmd == "guest":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -7,7 +7,9 @@ and keeps a shell on the serial console (`ttyS0`), which `lab.console` drives.
 Built from Debian packages only: the kernel package is downloaded with `apt-get download` (not installed)
 and unpacked with `dpkg-deb -x`; busybox comes from `busybox-static`. The result lives in
 `$CLOUDREPO_CACHE/guest-<key>/` (default `~/.cache/cloudrepo`), `<key>` hashing the kernel package and
-this file, so a second build, or a fresh clone on the same machine, costs nothing.
+the guest's scripts, so a second build, or a fresh clone on the same machine, costs nothing. `guest()`
+also places the two files at a fixed path in the testbed's directory (`.lab/guest/`), which
+`Pulumi.dev.yaml` names.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lab.common import LabError, run
+from lab.common import LabError, lab_dir, run
 
 KERNEL_META = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
@@ -96,12 +98,32 @@ def kernel_package() -> tuple[str, str]:
 
 
 def image_key(pkg: str, version: str) -> str:
-    recipe = Path(__file__).read_bytes()
-    return hashlib.sha256(f"{pkg}={version}\n".encode() + recipe).hexdigest()[:16]
+    recipe = "\n".join([pkg, version, *MODULES, INIT, UDHCPC_SCRIPT, PROFILE])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def guest() -> dict[str, str]:
+    """The guest's kernel and initrd in `.lab/guest/` (built on first use): {"kernel": P, "initrd": P}."""
+    built = build()
+    out = {}
+    for key, path in built.items():
+        src = Path(path)
+        dst = lab_dir() / "guest" / src.name
+        if (
+            not dst.exists()
+            or dst.stat().st_size != src.stat().st_size
+            or dst.read_bytes() != src.read_bytes()
+        ):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+        out[key] = str(dst)
+    return out
 
 
 def build() -> dict[str, str]:
-    """The guest's kernel and initrd (built on first use); {"kernel": PATH, "initrd": PATH}."""
+    """The guest's kernel and initrd in the cache (built on first use); {"kernel": PATH, "initrd": PATH}."""
     pkg, version = kernel_package()
     out = cache_dir() / f"guest-{image_key(pkg, version)}"
     result = {"kernel": str(out / "vmlinuz"), "initrd": str(out / "initrd.gz")}
