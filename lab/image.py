@@ -1,8 +1,10 @@
 """The testbed's tiny guest: a Debian cloud kernel and a busybox initramfs, built once and cached.
 
-The guest loads the virtio-net modules, configures every interface by DHCP (`udhcpc`, the eth0 router is
-the default route, another interface's router only when there is none), quiets the kernel on the console
-and keeps a shell on the serial console (`ttyS0`), which `lab.console` drives.
+The guest loads the virtio-net modules (`virtio_net csum=0 gso=0`: the testbed's userspace OVS datapath
+forwards a guest's partial TCP checksums unfinished, as the stand-in guests' `ethtool -K tx off` avoids),
+configures every interface by DHCP (`udhcpc`; eth0's router is the default route, another interface's only
+when there is none), quiets the kernel on the console and keeps a shell on the serial console (`ttyS0`),
+which `lab.console` drives.
 
 Built from Debian packages only: the kernel package is downloaded with `apt-get download` (not installed)
 and unpacked with `dpkg-deb -x`; busybox comes from `busybox-static`. The result lives in
@@ -46,7 +48,11 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 dmesg -n 1
-for m in MODULES; do insmod /lib/modules/$m.ko; done
+for m in MODULES; do
+  args=
+  [ "$m" = virtio_net ] && args="csum=0 gso=0"
+  insmod /lib/modules/$m.ko $args
+done
 hostname guest
 ip link set lo up
 for dev in /sys/class/net/eth*; do

@@ -97,7 +97,7 @@ def cannot_ping(vm: str, address: str) -> bool:
 def fetch(vm: str, url: str) -> subprocess.CompletedProcess[str]:
     """An HTTP GET from the guest (busybox wget in launched guests, curl in stand-ins)."""
     if vm in _launched:
-        return guest_exec(vm, "wget", "-q", "-T", "5", "-O", "-", url)
+        return guest_exec(vm, "timeout", "5", "wget", "-q", "-O", "-", url)  # busybox 1.35: -T crashes
     return guest_exec(vm, "curl", "-s", "-m", "5", url)
 
 
