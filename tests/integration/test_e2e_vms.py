@@ -109,9 +109,15 @@ def run_vms(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: 
     net = outputs["vms"]["7402"]["qemuNetArgs"]
     assert argv[argv.index(net[0]) :][: len(net)] == net
     assert (host_paths("worker1").state / "vms/7403/disk.qcow2").exists()
-    # one copy of each boot file per worker, under its sha256
-    images = sorted(p.name for p in (host_paths("worker1").state / "images").iterdir() if p.is_file())
-    assert len(images) == 3 and all(len(n) == 64 for n in images), images
+    # each boot file on each worker that boots from it, under its sha256; nothing left in incoming/
+    for worker, files in (
+        ("worker1", (guest["kernel"], guest["initrd"], str(disk))),
+        ("worker2", guest.values()),
+    ):
+        store = host_paths(worker).state / "images"
+        for f in files:
+            assert (store / hashlib.sha256(Path(f).read_bytes()).hexdigest()).is_file(), (worker, f)
+        assert not any((store / "incoming").iterdir())
 
     again = stack.cli.run("preview", "--non-interactive", "--expect-no-changes", check=False)
     assert again.returncode == 0, again.stdout + again.stderr
