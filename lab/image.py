@@ -58,7 +58,8 @@ ip link set lo up
 for dev in /sys/class/net/eth*; do
   i=${dev##*/}
   ip link set "$i" up
-  udhcpc -i "$i" -s /etc/udhcpc.sh -b -q -t 20 -T 1 -A 2 -x hostname:guest >/dev/null 2>&1
+  # every interface at once, never blocking the boot: a parked one has no DHCP server and retries forever
+  udhcpc -f -i "$i" -s /etc/udhcpc.sh -t 3 -T 1 -A 1 >/dev/null 2>&1 &
 done
 while true; do
   setsid cttyhack sh -l </dev/ttyS0 >/dev/ttyS0 2>&1

@@ -101,22 +101,33 @@ def fetch(vm: str, url: str) -> subprocess.CompletedProcess[str]:
     return guest_exec(vm, "curl", "-s", "-m", "5", url)
 
 
-def launched_lease(vm: str, iface: str, expected: str | None, timeout: float = LEASE_TIMEOUT) -> str:
-    """The address a launched guest's interface holds, waiting (up to `timeout`) for the expected one."""
-    deadline = time.monotonic() + timeout
-    got: str | None = None
-    while True:
-        try:
-            out = guest_exec(vm, "ip", "-4", "-o", "addr", "show", "dev", iface, timeout=10).stdout
-            m = re.search(r"inet ([0-9.]+)/", out)
-            got = m.group(1) if m else None
-        except LabError:
-            got = None  # still booting
-        if got == expected or time.monotonic() > deadline:
+def launched_leases(
+    wanted: dict[tuple[str, str], str], timeout: float = LEASE_TIMEOUT
+) -> dict[tuple[str, str], tuple[str | None, float]]:
+    """Wait for launched guests to hold their reserved addresses, all guests at once.
+
+    `wanted` maps (VM, iface) to the expected address; returns (address held, seconds until it was seen)
+    per interface (the last address seen and the full wait when the expected one never came)."""
+    t0 = time.monotonic()
+    got: dict[tuple[str, str], tuple[str | None, float]] = {}
+    done: set[tuple[str, str]] = set()
+    while len(done) < len(wanted):
+        for key, expected in wanted.items():
+            if key in done:
+                continue
+            vm, iface = key
+            try:
+                out = guest_exec(vm, "ip", "-4", "-o", "addr", "show", "dev", iface, timeout=3).stdout
+                m = re.search(r"inet ([0-9.]+)/", out)
+                ip = m.group(1) if m else None
+            except LabError:
+                ip = None  # still booting: the shell does not answer yet
+            got[key] = (ip, round(time.monotonic() - t0, 1))
+            if ip == expected:
+                done.add(key)
+        if time.monotonic() - t0 > timeout:
             break
-        time.sleep(1)
-    if got is None:
-        raise LabError(f"VM {vm} {iface}: no DHCP lease within {timeout:.0f}s")
+        time.sleep(0.3)
     return got
 
 
@@ -136,13 +147,16 @@ def attach_guests(vms: dict[str, Any]) -> list[Attachment]:
                 guest.start(guest_name(vm_id), vm["worker"], spec["tap"], iface, spec["mac"])
             except LabError as exc:
                 att.error = str(exc)
+    wanted = {(a.vm, a.iface): a.expected_ip or "" for a in attachments if a.vm in _launched}
+    leases = launched_leases(wanted) if wanted else {}
     for att in attachments:
-        if att.error is None:
+        if att.vm in _launched:
+            att.got_ip = leases[(att.vm, att.iface)][0]
+            if att.got_ip is None:
+                att.error = f"no DHCP lease within {LEASE_TIMEOUT:.0f}s"
+        elif att.error is None:
             try:
-                if att.vm in _launched:
-                    att.got_ip = launched_lease(att.vm, att.iface, att.expected_ip)
-                else:
-                    att.got_ip = guest.dhcp(guest_name(att.vm), att.iface)
+                att.got_ip = guest.dhcp(guest_name(att.vm), att.iface)
             except LabError as exc:
                 att.error = str(exc)
     return attachments
@@ -215,10 +229,15 @@ def internet_checks(
     return checks
 
 
-def check_slice(outputs: dict[str, Any], inventory: dict[str, Any]) -> Report:
-    """Attach guests to a deployed slice and run every check. Guests stay up: `stop_guests` ends them."""
+def use_launched(outputs: dict[str, Any]) -> None:
+    """Remember which VMs of the deployed slice run as launched QEMU guests."""
     _launched.clear()
     _launched.update({k: v for k, v in outputs["vms"].items() if v.get("console")})
+
+
+def check_slice(outputs: dict[str, Any], inventory: dict[str, Any]) -> Report:
+    """Attach guests to a deployed slice and run every check. Guests stay up: `stop_guests` ends them."""
+    use_launched(outputs)
     report = Report()
     report.attachments = attach_guests(outputs["vms"])
     attached = {(a.vm, a.iface): a for a in report.attachments}
