@@ -8,18 +8,8 @@ takes the lowest free VLAN of the pool. A removed link is simply absent, so its 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from components.config import NAMESPACE, ConfigError, IfaceRef, Link, LinkKey, VlanPool, parse_iface_ref
-
-
-def canonical_key(a: str, b: str) -> LinkKey | None:
-    """The canonical identity of a link given as two `VM.ethN` texts, or None when one is malformed."""
-    ra, rb = parse_iface_ref(a), parse_iface_ref(b)
-    if ra is None or rb is None:
-        return None
-    x, y = sorted((ra, rb), key=IfaceRef.sort_key)
-    return (str(x), str(y))
+from components.config import NAMESPACE, ConfigError, Link, LinkKey, VlanPool
 
 
 def allocate_vlans(
@@ -92,53 +82,3 @@ def allocate_vlans(
     if problems:
         raise ConfigError(problems)
     return {link.key: result[link.key] for link in links}
-
-
-def previous_allocation(links_output: Any) -> dict[LinkKey, int]:
-    """Read the allocation of the previous run from its `links` stack output (anything else: empty).
-
-    Entries that are malformed are skipped: the memory only ever keeps VLANs stable, it never decides
-    whether a config is valid.
-    """
-    out: dict[LinkKey, int] = {}
-    if not isinstance(links_output, list):
-        return out
-    for entry in links_output:
-        if not isinstance(entry, Mapping):
-            continue
-        endpoints = entry.get("endpoints")
-        vlan = entry.get("vlan")
-        if (
-            not isinstance(endpoints, Sequence)
-            or isinstance(endpoints, str)
-            or len(endpoints) != 2
-            or not all(isinstance(e, str) for e in endpoints)
-        ):
-            continue
-        if isinstance(vlan, float) and vlan.is_integer():
-            vlan = int(vlan)  # the engine hands numbers to Python as floats
-        if not isinstance(vlan, int) or isinstance(vlan, bool):
-            continue
-        key = canonical_key(endpoints[0], endpoints[1])
-        if key is not None:
-            out[key] = vlan
-    return out
-
-
-def previous_internet_ips(vms_output: Any) -> dict[int, str]:
-    """Read the VLAN 400 address each VM had in the previous run from its `vms` stack output."""
-    out: dict[int, str] = {}
-    if not isinstance(vms_output, Mapping):
-        return out
-    for vm_text, vm in vms_output.items():
-        if not isinstance(vm_text, str) or not vm_text.isdigit() or not isinstance(vm, Mapping):
-            continue
-        ifaces = vm.get("interfaces")
-        eth0 = ifaces.get("eth0") if isinstance(ifaces, Mapping) else None
-        if not isinstance(eth0, Mapping):
-            continue
-        vlan = eth0.get("vlan")
-        ip = eth0.get("ip")
-        if vlan in (400, 400.0) and isinstance(ip, str):
-            out[int(vm_text)] = ip
-    return out

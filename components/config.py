@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-import pulumi
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
+from providers.errors import ConfigError
 from providers.naming import (
     IFNAMSIZ_MAX,
     SAFE_NETNS,
@@ -37,6 +37,7 @@ from providers.naming import (
     slice_problem,
     tap_name,
 )
+from providers.specs import Endpoint
 
 NAMESPACE = "cloudrepo"
 POOL_SIZE = 20
@@ -58,19 +59,6 @@ SAFE_WORKER = SAFE_SLICE
 """A worker name: part of resource ids and Pulumi resource names."""
 IFACE_REF_RE = re.compile(r"^(?P<vm>[0-9]+)\.(?P<iface>eth(?:0|[1-9][0-9]*))$")
 """A link endpoint `VM.ethN`."""
-
-
-class ConfigError(pulumi.RunError, ValueError):
-    """The stack config has problems; `problems` lists each one, the message lists them all.
-
-    A `pulumi.RunError`, so `pulumi preview` prints the message alone, without a Python traceback.
-    """
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems = list(problems)
-        n = len(self.problems)
-        head = f"{NAMESPACE}: {n} problem{'s' if n != 1 else ''} in the stack config (nothing was changed):"
-        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,15 +140,6 @@ class SliceInput(_Input):
 
 # ---------------------------------------------------------------------------------------------------------
 # The validated model
-
-
-class Endpoint(BaseModel):
-    """A host: logical name (identity), SSH address and port."""
-
-    model_config = ConfigDict(frozen=True)
-    name: str
-    address: str
-    port: int
 
 
 class IfaceRef(BaseModel):

@@ -1,9 +1,9 @@
-"""The allocation memory: what the previous run of this stack deployed, read back at preview.
+"""The allocation memory: the stack's own last outputs, read back at preview.
 
-The program reads its own stack's last outputs (`links`, `vms`) with the engine's builtin invoke
-`pulumi:pulumi:readStackOutputs` -- the call `StackReference` itself is built on -- so the values are plain
-data while the program runs, and the VLAN allocation, the plan and every resource input are known at
-`pulumi preview`. See docs/design.md, "VLAN allocation memory".
+The program reads them with the engine's builtin invoke `pulumi:pulumi:readStackOutputs` -- the call
+`StackReference` itself is built on -- so the values are plain data while the program runs, and the VLAN
+allocation, the plan and every resource input are known at `pulumi preview`. What is read is parsed by
+`components.outputs` (the module that writes them). See docs/design.md, "VLAN allocation memory".
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Any
 
 import pulumi
 
-from components.allocation import previous_allocation, previous_internet_ips
-from components.config import LinkKey
-
 READ_STACK_OUTPUTS = "pulumi:pulumi:readStackOutputs"
+READ_ATTEMPTS = 4
+READ_RETRY_DELAY = 0.25
 
 
 class AllocationMemoryError(RuntimeError):
@@ -27,10 +26,6 @@ class AllocationMemoryError(RuntimeError):
 def own_stack_name() -> str:
     """The running stack's full name (`organization/<project>/<stack>` on the file backend)."""
     return f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-
-
-READ_ATTEMPTS = 4
-READ_RETRY_DELAY = 0.25
 
 
 def read_previous_outputs(stack: str | None = None) -> dict[str, Any]:
@@ -56,31 +51,3 @@ def read_previous_outputs(stack: str | None = None) -> dict[str, Any]:
         return {}
     outputs = value.get("outputs")
     return dict(outputs) if isinstance(outputs, Mapping) else {}
-
-
-def previous_interface_vlans(vms_output: Any) -> dict[str, int | None]:
-    """`VM.ethN` -> the VLAN the interface had in the previous run (None where it was parked)."""
-    out: dict[str, int | None] = {}
-    if not isinstance(vms_output, Mapping):
-        return out
-    for vm_text, vm in vms_output.items():
-        ifaces = vm.get("interfaces") if isinstance(vm, Mapping) else None
-        if not isinstance(ifaces, Mapping):
-            continue
-        for iface, data in ifaces.items():
-            if not isinstance(data, Mapping):
-                continue
-            vlan = data.get("vlan")
-            if isinstance(vlan, float) and vlan.is_integer():
-                vlan = int(vlan)
-            out[f"{vm_text}.{iface}"] = vlan if isinstance(vlan, int) and not isinstance(vlan, bool) else None
-    return out
-
-
-class Memory:
-    """The parts of the previous outputs the program uses."""
-
-    def __init__(self, outputs: Mapping[str, Any]) -> None:
-        self.vlans: dict[LinkKey, int] = previous_allocation(outputs.get("links"))
-        self.internet_ips: dict[int, str] = previous_internet_ips(outputs.get("vms"))
-        self.interface_vlans: dict[str, int | None] = previous_interface_vlans(outputs.get("vms"))

@@ -1,11 +1,20 @@
-"""Stack outputs as pure functions of the plan (plain values, so they are known at `pulumi preview`)."""
+"""The stack outputs: written from the plan, and read back by the next run (the allocation memory).
+
+Both directions live here, so the shape the program exports and the shape it reads back are one fact.
+Every value but the VLAN 400 addresses is a pure function of the plan, known at `pulumi preview`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from components.config import INTERNET_VLAN, POOL_SIZE
+from components.config import INTERNET_VLAN, POOL_SIZE, IfaceRef, LinkKey, parse_iface_ref
 from components.plan import InterfacePlan, SlicePlan
+
+InternetIp = Callable[[str], Any]
+"""MAC -> that interface's VLAN 400 address (a plain value or a `pulumi.Output`)."""
 
 
 def vlan_pool_output(plan: SlicePlan) -> dict[str, Any]:
@@ -16,8 +25,9 @@ def vlan_pool_output(plan: SlicePlan) -> dict[str, Any]:
 
 def links_output(plan: SlicePlan) -> list[dict[str, Any]]:
     return [
-        {"endpoints": list(lp.key), "vlan": lp.vlan, "cidr": lp.cidr, "gateway": lp.gateway}
-        for lp in plan.links
+        {"endpoints": list(n.link), "vlan": n.vlan, "cidr": str(n.subnet), "gateway": n.gateway}
+        for n in plan.link_networks
+        if n.link is not None
     ]
 
 
@@ -35,10 +45,14 @@ def qemu_net_args(ifaces: list[InterfacePlan]) -> list[str]:
     return args
 
 
-def vms_output(plan: SlicePlan) -> dict[str, Any]:
+def _no_internet_ip(_mac: str) -> None:
+    return None
+
+
+def vms_output(plan: SlicePlan, internet_ip: InternetIp = _no_internet_ip) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for vm in plan.config.vms:
-        ifaces = plan.by_vm[vm.id]
+        ifaces = plan.by_vm(vm.id)
         out[str(vm.id)] = {
             "worker": vm.worker,
             "internet": vm.internet,
@@ -47,7 +61,7 @@ def vms_output(plan: SlicePlan) -> dict[str, Any]:
                     "tap": ip.tap,
                     "vlan": None if ip.parked else ip.vlan,
                     "mac": ip.mac,
-                    "ip": ip.ip,
+                    "ip": internet_ip(ip.mac) if ip.vlan == INTERNET_VLAN and not ip.parked else ip.ip,
                     "gateway": ip.gateway,
                     "parked": ip.parked,
                 }
@@ -68,22 +82,87 @@ def topology_output(plan: SlicePlan) -> str:
             if vm.worker == worker:
                 lines.append(f'    vm{vm.id}["VM {vm.id}"]')
         lines.append("  end")
-    for lp in plan.links:
-        (a_vm, a_if), (b_vm, b_if) = (e.split(".") for e in lp.key)
-        lines.append(f'  vm{a_vm} ---|"{a_if} - {b_if}, VLAN {lp.vlan}"| vm{b_vm}')
-    if plan.internet:
+    for net in plan.link_networks:
+        assert net.link is not None
+        (a_vm, a_if), (b_vm, b_if) = (e.split(".") for e in net.link)
+        lines.append(f'  vm{a_vm} ---|"{a_if} - {b_if}, VLAN {net.vlan}"| vm{b_vm}')
+    if plan.internet is not None:
         lines.append('  internet(("internet"))')
         for vm in plan.config.internet_vms:
             lines.append(f'  vm{vm.id} -.-|"eth0, VLAN {INTERNET_VLAN}, NAT"| internet')
     return "\n".join(lines) + "\n"
 
 
-def stack_outputs(plan: SlicePlan) -> dict[str, Any]:
+def stack_outputs(plan: SlicePlan, internet_ip: InternetIp = _no_internet_ip) -> dict[str, Any]:
     """Every stack output of the program, by name."""
     return {
         "slice": plan.config.slice_name,
         "vlanPool": vlan_pool_output(plan),
         "links": links_output(plan),
-        "vms": vms_output(plan),
+        "vms": vms_output(plan, internet_ip),
         "topology": topology_output(plan),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading them back
+
+
+def canonical_key(a: str, b: str) -> LinkKey | None:
+    """The canonical identity of a link given as two `VM.ethN` texts, or None when one is malformed."""
+    ra, rb = parse_iface_ref(a), parse_iface_ref(b)
+    if ra is None or rb is None:
+        return None
+    x, y = sorted((ra, rb), key=IfaceRef.sort_key)
+    return (str(x), str(y))
+
+
+def _int(value: Any) -> int | None:
+    """The engine hands numbers to Python as floats; anything not a whole number is None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def previous_allocation(links: Any) -> dict[LinkKey, int]:
+    """Link -> VLAN from a `links` output (malformed entries skipped: memory only keeps VLANs stable)."""
+    out: dict[LinkKey, int] = {}
+    for entry in links if isinstance(links, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        ends, vlan = entry.get("endpoints"), _int(entry.get("vlan"))
+        if (
+            vlan is None
+            or not isinstance(ends, Sequence)
+            or isinstance(ends, str)
+            or len(ends) != 2
+            or not all(isinstance(e, str) for e in ends)
+        ):
+            continue
+        key = canonical_key(ends[0], ends[1])
+        if key is not None:
+            out[key] = vlan
+    return out
+
+
+def previous_workers(vms: Any) -> dict[int, str]:
+    """VM id -> worker from a `vms` output."""
+    out: dict[int, str] = {}
+    for vm_text, vm in vms.items() if isinstance(vms, Mapping) else []:
+        if isinstance(vm_text, str) and vm_text.isdigit() and isinstance(vm, Mapping):
+            worker = vm.get("worker")
+            if isinstance(worker, str):
+                out[int(vm_text)] = worker
+    return out
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What the previous run of the stack deployed, as its outputs remember it."""
+
+    vlans: dict[LinkKey, int] = field(default_factory=dict)
+    workers: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, Any]) -> Deployed:
+        return cls(previous_allocation(outputs.get("links")), previous_workers(outputs.get("vms")))

@@ -1,21 +1,22 @@
-"""The slice's desired network plane as plain data: MACs, TAPs, link subnets, DHCP reservations, VLAN 400.
+"""The slice's desired network plane as plain data: MACs, TAPs, one entry per VLAN (link VLANs and VLAN 400).
 
 Everything here is a pure function of the validated config and the VLAN allocation, so the whole plan (and
-the stack outputs built from it) is known at `pulumi preview`.
+the stack outputs built from it) is known at `pulumi preview` -- except the VLAN 400 addresses, which the
+network node hands out under its lock (first free address, kept while the VM exists), so that slices
+cannot collide on the shared subnet.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from components.config import INTERNET_VLAN, NAMESPACE, ConfigError, LinkKey, SliceConfig, Vm
-from providers.naming import dhcp_namespace, dhcp_port, gateway_port, tap_name
+from components.config import INTERNET_VLAN, NAMESPACE, ConfigError, LinkKey, SliceConfig
+from providers.naming import tap_name
+from providers.specs import Reservation
 
 INTERNET_SUBNET = ipaddress.IPv4Network("10.60.7.0/24")
-INTERNET_GATEWAY = "10.60.7.1"
-INTERNET_DHCP = "10.60.7.2"
 RANGE_FIRST = 10
 RANGE_LAST = 250
 LEASE_TIME = "24h"
@@ -28,23 +29,17 @@ def mac_address(vm: int, index: int) -> str:
     return f"52:54:00:{vm >> 8:02x}:{vm & 0xFF:02x}:{index:02x}"
 
 
-def link_subnet(vlan: int) -> ipaddress.IPv4Network:
-    """The seed's link subnet `192.168.{vlan % 256}.0/24`."""
-    return ipaddress.IPv4Network(f"192.168.{vlan % 256}.0/24")
+def vlan_subnet(vlan: int) -> ipaddress.IPv4Network:
+    """The subnet of a VLAN: the seed's `192.168.{vlan % 256}.0/24` for links, 10.60.7.0/24 for VLAN 400."""
+    return INTERNET_SUBNET if vlan == INTERNET_VLAN else ipaddress.IPv4Network(f"192.168.{vlan % 256}.0/24")
 
 
 def host_in(net: ipaddress.IPv4Network, n: int) -> str:
     return str(net.network_address + n)
 
 
-@dataclass(frozen=True)
-class Reservation:
-    mac: str
-    ip: str
-    hostname: str
-
-    def as_input(self) -> dict[str, str]:
-        return {"mac": self.mac, "ip": self.ip, "hostname": self.hostname}
+def hostname(vm: int, iface: str) -> str:
+    return f"vm{vm}-{iface}"
 
 
 @dataclass(frozen=True)
@@ -58,165 +53,116 @@ class InterfacePlan:
     """The TAP's tag: the link VLAN, 400, or the parking VLAN."""
     parked: bool
     ip: str | None
+    """Fixed address on a link; None when parked or on VLAN 400 (the network node allocates it)."""
     gateway: str | None
     link: LinkKey | None = None
 
 
 @dataclass(frozen=True)
-class LinkPlan:
-    key: LinkKey
+class VlanPlan:
+    """One VLAN the slice uses on the network node: its gateway, its DHCP server and who is on it."""
+
     vlan: int
-    cidr: str
-    gateway: str
-    """Gateway address (no prefix)."""
-    dhcp_address: str
-    """DHCP server address (no prefix)."""
+    subnet: ipaddress.IPv4Network
     reservations: tuple[Reservation, ...]
+    """Link VLANs: fixed addresses. VLAN 400: `ip` is None (allocated on the node)."""
+    link: LinkKey | None
+    """The link on this VLAN; None for the shared VLAN 400."""
+    members: tuple[str, ...] = ()
+    """The TAPs (names) that belong on this VLAN: nothing else of the slice may stay on it."""
 
     @property
-    def gateway_port(self) -> str:
-        return gateway_port(self.vlan)
+    def shared(self) -> bool:
+        return self.vlan == INTERNET_VLAN
 
     @property
-    def dhcp_port(self) -> str:
-        return dhcp_port(self.vlan)
+    def gateway(self) -> str:
+        return host_in(self.subnet, 1)
 
     @property
-    def namespace(self) -> str:
-        return dhcp_namespace(self.vlan)
+    def dhcp_address(self) -> str:
+        return host_in(self.subnet, 2)
+
+    @property
+    def range_start(self) -> str:
+        return host_in(self.subnet, RANGE_FIRST)
+
+    @property
+    def range_end(self) -> str:
+        return host_in(self.subnet, RANGE_LAST)
 
 
 @dataclass(frozen=True)
 class SlicePlan:
     config: SliceConfig
     vlans: dict[LinkKey, int]
+    """The allocation: link -> VLAN, in config order."""
     interfaces: tuple[InterfacePlan, ...]
-    links: tuple[LinkPlan, ...]
-    internet: tuple[Reservation, ...]
-    """Reservations of this slice's internet VMs on the shared VLAN 400 (empty: no internet)."""
-    by_vm: dict[int, list[InterfacePlan]] = field(default_factory=dict)
+    networks: tuple[VlanPlan, ...]
+    """One entry per VLAN in use: the links' VLANs in config order, then VLAN 400 when any VM has internet."""
+
+    def by_vm(self, vm: int) -> list[InterfacePlan]:
+        return [ip for ip in self.interfaces if ip.vm == vm]
+
+    @property
+    def link_networks(self) -> tuple[VlanPlan, ...]:
+        return tuple(n for n in self.networks if not n.shared)
+
+    @property
+    def internet(self) -> VlanPlan | None:
+        return next((n for n in self.networks if n.shared), None)
 
 
-def hostname(vm: int, iface: str) -> str:
-    return f"vm{vm}-{iface}"
-
-
-def internet_ips(vms: list[Vm], previous: Mapping[int, str] | None = None) -> dict[int, str]:
-    """VLAN 400 addresses of this slice's internet VMs.
-
-    Each VM keeps the address it had (`previous`, from the last run's `vms` output) when that is still in the
-    range and not taken; otherwise it gets `10.60.7.{10 + vm % 241}`, probing upwards (wrapping in
-    .10-.250) past addresses taken in this slice. VM ids are unique across the cloud, so two slices collide
-    only when two ids are congruent mod 241; the shared DhcpNamespace provider must refuse a reservation
-    whose address another slice already holds, naming both slices.
-    """
-    previous = previous or {}
-    size = RANGE_LAST - RANGE_FIRST + 1
-    if len(vms) > size:
-        raise ConfigError(
-            [f"{NAMESPACE}:slice.vms: {len(vms)} internet VMs, but VLAN 400 holds {size} addresses"]
-        )
-    taken: set[str] = set()
-    out: dict[int, str] = {}
-    ordered = sorted(vms, key=lambda v: v.id)
-    for vm in ordered:
-        ip = previous.get(vm.id)
-        if ip is None:
-            continue
-        try:
-            addr = ipaddress.IPv4Address(ip)
-        except ValueError:
-            continue
-        n = int(addr) - int(INTERNET_SUBNET.network_address)
-        if addr in INTERNET_SUBNET and RANGE_FIRST <= n <= RANGE_LAST and ip not in taken:
-            out[vm.id] = ip
-            taken.add(ip)
-    for vm in ordered:
-        if vm.id in out:
-            continue
-        slot = vm.id % size
-        while True:
-            ip = host_in(INTERNET_SUBNET, RANGE_FIRST + slot)
-            if ip not in taken:
-                break
-            slot = (slot + 1) % size
-        out[vm.id] = ip
-        taken.add(ip)
-    return {vm.id: out[vm.id] for vm in vms}
-
-
-def build_plan(
-    config: SliceConfig, vlans: Mapping[LinkKey, int], previous_ips: Mapping[int, str] | None = None
-) -> SlicePlan:
+def build_plan(config: SliceConfig, vlans: Mapping[LinkKey, int]) -> SlicePlan:
     """The whole desired network plane of the slice."""
+    size = RANGE_LAST - RANGE_FIRST + 1
+    if len(config.internet_vms) > size:
+        raise ConfigError(
+            [f"{NAMESPACE}:slice.vms: {len(config.internet_vms)} internet VMs, but VLAN 400 holds {size}"]
+        )
     link_of: dict[str, LinkKey] = {}
-    links: list[LinkPlan] = []
     endpoint_ip: dict[str, str] = {}
+    networks: list[VlanPlan] = []
     for link in config.links:
         vlan = vlans[link.key]
-        net = link_subnet(vlan)
+        net = vlan_subnet(vlan)
         res: list[Reservation] = []
         for n, end in enumerate((link.a, link.b)):
             end_ip = host_in(net, RANGE_FIRST + n)
             endpoint_ip[str(end)] = end_ip
             link_of[str(end)] = link.key
-            mac = mac_address(end.vm, end.index)
-            res.append(Reservation(mac=mac, ip=end_ip, hostname=hostname(end.vm, end.iface)))
-        links.append(
-            LinkPlan(
-                key=link.key,
-                vlan=vlan,
-                cidr=str(net),
-                gateway=host_in(net, 1),
-                dhcp_address=host_in(net, 2),
-                reservations=tuple(res),
+            res.append(
+                Reservation(
+                    mac=mac_address(end.vm, end.index), ip=end_ip, hostname=hostname(end.vm, end.iface)
+                )
             )
-        )
-    link_by_key = {lp.key: lp for lp in links}
+        members = tuple(tap_name(e.vm, e.iface) for e in (link.a, link.b))
+        networks.append(VlanPlan(vlan, net, tuple(res), link.key, members))
+    vlan_of = {n.link: n for n in networks}
 
-    inet_ips = internet_ips(config.internet_vms, previous_ips)
-    internet = tuple(
-        Reservation(mac=mac_address(vm.id, 0), ip=inet_ips[vm.id], hostname=hostname(vm.id, "eth0"))
-        for vm in sorted(config.internet_vms, key=lambda v: v.id)
-    )
+    internet = sorted(config.internet_vms, key=lambda v: v.id)
+    if internet:
+        res400 = tuple(
+            Reservation(mac=mac_address(vm.id, 0), ip=None, hostname=hostname(vm.id, "eth0"))
+            for vm in internet
+        )
+        networks.append(VlanPlan(INTERNET_VLAN, INTERNET_SUBNET, res400, None))
 
     interfaces: list[InterfacePlan] = []
-    by_vm: dict[int, list[InterfacePlan]] = {}
     for vm in config.vms:
         for iface in vm.interfaces:
             ref = f"{vm.id}.{iface}"
-            tap = tap_name(vm.id, iface)
-            mac = mac_address(vm.id, int(iface[3:]))
-            tag: int
-            ip: str | None
-            gw: str | None
-            lk: LinkKey | None
+            tap, mac = tap_name(vm.id, iface), mac_address(vm.id, int(iface[3:]))
+            vlan, parked = config.parking_vlan, True
+            ip: str | None = None
+            gateway: str | None = None
+            on_link: LinkKey | None = None
             if iface == "eth0" and vm.internet:
-                tag, parked, ip, gw, lk = INTERNET_VLAN, False, inet_ips[vm.id], INTERNET_GATEWAY, None
+                vlan, parked, gateway = INTERNET_VLAN, False, host_in(INTERNET_SUBNET, 1)
             elif ref in link_of:
-                lp = link_by_key[link_of[ref]]
-                tag, parked, ip, gw, lk = lp.vlan, False, endpoint_ip[ref], lp.gateway, lp.key
-            else:
-                tag, parked, ip, gw, lk = config.parking_vlan, True, None, None, None
-            ip_plan = InterfacePlan(
-                vm=vm.id,
-                iface=iface,
-                worker=vm.worker,
-                tap=tap,
-                mac=mac,
-                vlan=tag,
-                parked=parked,
-                ip=ip,
-                gateway=gw,
-                link=lk,
+                vp = vlan_of[link_of[ref]]
+                vlan, parked, ip, gateway, on_link = vp.vlan, False, endpoint_ip[ref], vp.gateway, vp.link
+            interfaces.append(
+                InterfacePlan(vm.id, iface, vm.worker, tap, mac, vlan, parked, ip, gateway, on_link)
             )
-            interfaces.append(ip_plan)
-            by_vm.setdefault(vm.id, []).append(ip_plan)
-    return SlicePlan(
-        config=config,
-        vlans=dict(vlans),
-        interfaces=tuple(interfaces),
-        links=tuple(links),
-        internet=internet,
-        by_vm=by_vm,
-    )
+    return SlicePlan(config=config, vlans=dict(vlans), interfaces=tuple(interfaces), networks=tuple(networks))

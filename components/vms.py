@@ -75,7 +75,7 @@ def launch_plan(plan: SlicePlan, launches: Mapping[int, Launch]) -> tuple[list[I
         launch = launches.get(vm.id)
         if launch is None:
             continue
-        ifaces = plan.by_vm[vm.id]
+        ifaces = plan.by_vm(vm.id)
         mine = []
         for f in launch.files:
             copy = copies.setdefault((vm.worker, f.sha256), ImageCopy(vm.worker, f))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pulumi
@@ -24,6 +25,13 @@ OUTPUT_KEYS = ("drift", "observed")
 """Outputs added to the inputs: `drift` (what `read` found different) and `observed` (the host's state)."""
 
 S = TypeVar("S", bound=specs.HostSpec)
+log = logging.getLogger("cloudrepo")
+
+
+def warn_foreign(host: str, what: str, slice_name: str, owner: str | None) -> None:
+    """A delete found the object owned by someone else: say so (it is left in place)."""
+    held = f"slice {owner!r}" if owner else "no slice (unmarked)"
+    log.warning("%s: %s belongs to %s, not to slice %r: left in place", host, what, held, slice_name)
 
 
 def _has_unknown(value: Any) -> bool:
@@ -54,6 +62,8 @@ class HostProvider(ResourceProvider, Generic[S]):
     """Input keys whose change replaces the resource (`host` means `host.name`)."""
     delete_before_replace: ClassVar[bool] = True
     """Kernel/OVS names would collide, so the old object goes first."""
+    not_diffed: ClassVar[tuple[str, ...]] = ()
+    """Input keys that only say how to apply a change: a change of them alone is no change."""
 
     def configure(self, req: ConfigureRequest) -> None:
         """Read the SSH settings from the stack config into the provider process."""
@@ -119,7 +129,7 @@ class HostProvider(ResourceProvider, Generic[S]):
         replaces: list[str] = []
         for key in sorted(set(old_in) | set(new_in)):
             a, b = old_in.get(key), new_in.get(key)
-            if a == b:
+            if a == b or key in self.not_diffed:
                 continue
             changed.append(key)
             if key == "host" and "host" in self.identity:

@@ -5,7 +5,11 @@ Namespace `ns-dhcp-vlanN`, internal port `dhcp_vN` moved into it (retried; on fa
 pid file, its own lease file and log, reservations in `hosts.d/<slice>` (`--dhcp-hostsdir`).  dnsmasq is
 alive only if the pid file's process exists and its /proc cmdline names this VLAN's pid file and interface;
 it is stopped by that pid (TERM, wait, KILL), never by name.  Shared (VLAN 400): users registered under the
-lock, each slice's reservations in its own file; the last user's delete removes everything.
+lock, each slice's reservations in its own file, its addresses handed out by the node
+(`providers.dhcp_addresses`); the last user's delete removes everything. Its options are one setting of
+the node: a slice whose `dnsServers` differ from those the running server gives other slices is refused.
+A link VLAN whose reservations moved to other MACs (a VLAN handed to another link) restarts its dnsmasq
+with the stale leases dropped, since dnsmasq does not hand out a reserved address another MAC holds.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, naming, shared, ssh
-from .base import HostProvider, HostResource, outputs
+from . import dhcp_addresses, hoststate, naming, shared, ssh
+from .base import HostProvider, HostResource, outputs, warn_foreign
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
 from .script import ScriptResult, Step, probe, run, sh
@@ -54,6 +58,19 @@ _MOVE = (
 )
 _WRITE = 'mkdir -p "$(dirname "$1")" && printf "%s" "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"'
 _NETNS_EXISTS = '[ -e "/run/netns/$1" ] || [ -e "/var/run/netns/$1" ]'
+# $1 hosts.d, $2 this slice, then IPs: fails naming the slice whose reservations hold one of them
+_VERIFY_FREE = (
+    'd=$1; s=$2; shift 2; cd "$d" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$s" ] '
+    '|| continue; for ip in "$@"; do if grep -qF ",$ip," "$f"; then '
+    'echo "IP $ip on the shared VLAN was just reserved by slice $f" >&2; exit 1; fi; done; done'
+)
+# $1 lease file, then MACs whose leases go
+_PRUNE = (
+    'f=$1; shift; [ -f "$f" ] || exit 0; : >"$f.tmp" || exit 1; '
+    'while read -r exp mac rest; do drop=0; for m in "$@"; do [ "$m" = "$mac" ] && drop=1; done; '
+    '[ "$drop" = 1 ] || printf "%s %s %s\n" "$exp" "$mac" "$rest" >>"$f.tmp"; done <"$f"; mv -f "$f.tmp" "$f"'
+)
+DNS_OPTION = "--dhcp-option=6,"
 # every other slice's reservations on a shared VLAN: "<slice> mac,ip,hostname" lines
 _OTHERS = (
     'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] || continue; '
@@ -85,9 +102,13 @@ def hosts_file(spec: DhcpNamespaceSpec) -> str:
     return f"{state_dir(spec)}/hosts.d/{spec.slice}"
 
 
+def leases_file(spec: DhcpNamespaceSpec) -> str:
+    return f"{state_dir(spec)}/leases"
+
+
 def hosts_text(spec: DhcpNamespaceSpec) -> str:
     """This slice's reservations: `mac,ip,hostname` lines."""
-    return "".join(f"{r.mac},{r.ip},{r.hostname}\n" for r in spec.reservations)
+    return dhcp_addresses.hosts_text(spec.reservations)
 
 
 def dnsmasq_args(spec: DhcpNamespaceSpec) -> list[str]:
@@ -137,6 +158,8 @@ class DhcpHave:
     markers: tuple[str, str] = ("", "")
     others: tuple[tuple[str, str, str], ...] = ()
     """Other slices' reservations on a shared VLAN: (slice, mac, ip)."""
+    leases: tuple[tuple[str, str], ...] = ()
+    """(MAC, IP) of the lease file."""
 
     @property
     def gone(self) -> bool:
@@ -163,6 +186,7 @@ def preflight(spec: DhcpNamespaceSpec) -> list[Step]:
         probe("ns links", "ip", "-n", spec.namespace, "-d", "-j", "addr", "show"),
         sh("dnsmasq", _PROC, pid_file(spec), kind="probe"),
         hoststate.read_file_probe("hosts", hosts_file(spec)),
+        hoststate.read_file_probe("leases", leases_file(spec)),
     ]
     if spec.shared:
         steps.append(shared.users_probe(spec.namespace))
@@ -178,6 +202,41 @@ def parse_others(text: str) -> tuple[tuple[str, str, str], ...]:
         if len(fields) >= 2:
             found.append((owner, fields[0].lower(), fields[1]))
     return tuple(found)
+
+
+def resolve(spec: DhcpNamespaceSpec, have: DhcpHave) -> DhcpNamespaceSpec:
+    """`spec` with a shared VLAN's addresses allocated (a link VLAN's are fixed by the plan)."""
+    if not spec.shared:
+        return spec
+    own = dhcp_addresses.parse_hosts(have.hosts)
+    found = dhcp_addresses.allocate(spec, own, have.others, have.leases)
+    return spec.model_copy(update={"reservations": found})
+
+
+def reserved(spec: DhcpNamespaceSpec) -> dict[str, str | None]:
+    """MAC -> IP of the (resolved) reservations."""
+    return {r.mac: r.ip for r in spec.reservations}
+
+
+def dns_option(cmdline: tuple[str, ...] | list[str]) -> str | None:
+    return next((a for a in cmdline if a.startswith(DNS_OPTION)), None)
+
+
+def check_shared_options(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
+    """A shared server serves one set of options: refuse a slice whose `dnsServers` differ from those the
+    running server gives other slices (a restart would change them under those slices)."""
+    others = sorted(set(have.users) - {spec.slice})
+    want = dns_option(dnsmasq_args(spec))
+    if spec.shared and have.alive and others and dns_option(have.cmdline) != want:
+        running = (dns_option(have.cmdline) or DNS_OPTION).removeprefix(DNS_OPTION) or "none"
+        mine = (want or DNS_OPTION).removeprefix(DNS_OPTION) or "none"
+        raise Conflict(
+            spec.host.name,
+            f"dnsServers {mine} of slice {spec.slice!r} differ from {running}, which the shared VLAN "
+            f"{spec.vlan} DHCP server gives slice(s) {', '.join(repr(o) for o in others)}; the options of "
+            f"VLAN {spec.vlan}'s DHCP are one setting of the network node: give every slice the same "
+            "dnsServers; nothing changed",
+        )
 
 
 def check_reservations(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
@@ -211,6 +270,7 @@ def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
         users=tuple(shared.parse_users(res.out("users"))) if res.ran("users") else (),
         markers=_proc_markers(spec),
         others=parse_others(res.out("other reservations")) if res.ran("other reservations") else (),
+        leases=dhcp_addresses.parse_leases(res.out("leases")) if res.status("leases") == 0 else (),
     )
 
 
@@ -253,9 +313,11 @@ def hup_step(spec: DhcpNamespaceSpec) -> Step:
 
 
 def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
-    """Steps from `have` to `spec`: empty when in place (shared: at least the user registration)."""
+    """Steps from `have` to `spec` (resolved: see `resolve`): empty when in place (shared: at least the
+    user registration)."""
     check_ownership(spec, have)
     check_reservations(spec, have)
+    check_shared_options(spec, have)
     ns, port, d = spec.namespace, spec.port, state_dir(spec)
     steps: list[Step] = []
     if spec.shared:
@@ -293,12 +355,18 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         steps.append(run("lo up", "ip", "-n", ns, "link", "set", "dev", "lo", "up"))
     hosts_changed = have.hosts != hosts_text(spec)
     if hosts_changed:
+        if spec.shared:
+            ips = [r.ip for r in spec.reservations if r.ip is not None]
+            steps.append(sh("verify addresses free", _VERIFY_FREE, f"{d}/hosts.d", spec.slice, *ips))
         steps.append(sh("write reservations", _WRITE, hosts_file(spec), hosts_text(spec)))
     want = tuple(dnsmasq_args(spec))
+    stale = [] if spec.shared else dhcp_addresses.stale_leases(spec, have.leases)
     restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
-    if restart:
+    if restart or stale:
         if have.pid is not None or have.alive:
             steps.append(stop_step(spec))
+        if stale:
+            steps.append(sh("drop stale leases", _PRUNE, leases_file(spec), *stale))
         steps.append(run("start dnsmasq", "ip", "netns", "exec", ns, *want))
     elif hosts_changed:
         steps.append(hup_step(spec))
@@ -347,6 +415,7 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
         "dnsmasqAlive": have.alive,
         "dnsmasqPid": have.pid if have.alive else None,
         "users": list(have.users),
+        "reserved": reserved(spec),
     }
     drift: list[str] = []
     if have.owner != owner_mark(spec):
@@ -387,9 +456,10 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
         hoststate.check_ready(spec.host.name, res, spec.bridge)
         return parse_have(spec, res)
 
-    def _ensure(self, spec: DhcpNamespaceSpec) -> dict[str, Any]:
+    def _ensure(self, want: DhcpNamespaceSpec) -> dict[str, Any]:
         for attempt in (1, 2):
-            have = self._have(spec)
+            have = self._have(want)
+            spec = resolve(want, have)
             steps = plan_ensure(spec, have)
             # the pid is read back in the same round trip, so the outputs show the running server
             if not steps:  # in place: the read already has the running server
@@ -397,7 +467,7 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
                 break
             probe_pid = sh("dnsmasq", _PROC, pid_file(spec), kind="probe")
             try:
-                res = ssh.run_script(spec.host, [*steps, probe_pid], locked=spec.shared)
+                res = ssh.run_script(spec.host, [*steps, probe_pid], locked=spec.shared, holder=spec.slice)
             except StepFailed:
                 # shared: the read ran outside the lock, so another slice may have created or removed
                 # the namespace since (two slices' first `up` at once): read again and re-plan, once
@@ -427,19 +497,26 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
         observed, drift = observe(spec, after)
         observed["adopted"] = not have.gone
         observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed, drift)
+        return outputs(want, observed, drift)
 
     def resource_id(self, spec: DhcpNamespaceSpec) -> str:
         return resource_id(spec)
 
     def _observe(self, spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
+        try:
+            resolved = resolve(spec, have)
+        except Conflict:
+            resolved = spec  # no address left: report what is there
+        return observe(resolved, have)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop this VLAN's dnsmasq by pid, remove port, namespace and state (shared: last user only)."""
         spec = self.spec(props)
         have = self._have(spec)
-        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared)
+        if not have.gone and not owned(spec, have):
+            owner = have.owner if have.owner is not None else (have.port.owner if have.port else None)
+            warn_foreign(spec.host.name, f"DHCP namespace {spec.namespace}", spec.slice, owner)
+        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared, holder=spec.slice)
 
 
 class DhcpNamespace(HostResource, name="DhcpNamespace"):

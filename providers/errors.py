@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import pulumi
+
 
 class CloudrepoError(Exception):
     """Base of every error the providers raise on purpose."""
 
 
-class ConfigError(CloudrepoError):
-    """The provider's stack config (cloudrepo:ssh, cloudrepo:sshPrivateKey) is missing or invalid."""
+class ConfigError(CloudrepoError, pulumi.RunError, ValueError):
+    """The stack config has problems; `problems` lists each one, the message lists them all.
+
+    A `pulumi.RunError`, so `pulumi preview` prints the message alone, without a Python traceback. Raised by
+    the program (every problem of the config at once) and by the providers (their SSH settings).
+    """
+
+    def __init__(self, problems: Iterable[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if isinstance(problems, str):
+            super().__init__(problems)
+            return
+        n = len(self.problems)
+        head = f"cloudrepo: {n} problem{'s' if n != 1 else ''} in the stack config (nothing was changed):"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
 
 
 class SshError(CloudrepoError):
@@ -34,6 +51,18 @@ class CommandTimeout(SshError):
         super().__init__(host, f"step {step!r} still running after {seconds:g}s (timed out)")
         self.step = step
         self.seconds = seconds
+
+
+class LockTimeout(SshError):
+    """A locked script waited too long for the host's lock (another slice's operation held it)."""
+
+    def __init__(self, host: str, lock_file: str, seconds: int, holder: str | None) -> None:
+        who = f"slice {holder!r}" if holder else "an unknown holder"
+        super().__init__(
+            host, f"waited {seconds} s for the lock {lock_file} (last taken by {who}); nothing was run"
+        )
+        self.lock_file = lock_file
+        self.holder = holder
 
 
 class StepFailed(SshError):

@@ -24,6 +24,10 @@ SHARED_OWNER = "shared"
 
 STATE_ROOT = "/var/lib/cloudrepo"
 LOCK_FILE = f"{STATE_ROOT}/lock"
+LOCK_HOLDER_FILE = f"{STATE_ROOT}/lock.holder"
+"""The slice of the last locked script, written once the lock is held (named when a lock wait times out)."""
+LOCK_TIMEOUT_STATUS = 75
+"""flock's exit status when the wait times out (`flock -E`); no script of ours exits with it."""
 
 
 def tap_name(vm: int, iface: str) -> str:
@@ -61,9 +65,13 @@ def shared_users_dir(obj: str) -> str:
     return f"{shared_dir(obj)}/users"
 
 
-def pool_file(slice_name: str) -> str:
-    """The file that records a slice's VLAN-pool claim on a network node."""
-    return f"{STATE_ROOT}/pools/{slice_name}"
+POOLS_DIR = f"{STATE_ROOT}/pools"
+
+
+def pool_file(slice_name: str, start: int) -> str:
+    """The file that records one VLAN-pool claim of a slice on a network node (`<slice>@<start>`; a slice
+    holds two while its pool moves)."""
+    return f"{POOLS_DIR}/{slice_name}@{start}"
 
 
 def ifname_problem(name: str) -> str | None:

@@ -41,8 +41,10 @@ _FORWARD_RESTORE = (
 
 
 def object_name(spec: NatRuleSpec) -> str:
-    """The shared object's name: registry directory and rule comment (`cloudrepo:<it>`)."""
-    return "nat-" + spec.subnet.replace("/", "-")
+    """The shared object's name: registry directory and rule comment (`cloudrepo:<it>`). It names the
+    uplink too: slices with different uplinks each have their own rules, and a slice that changes its
+    uplink joins the new object before it leaves the old one."""
+    return f"nat-{spec.subnet.replace('/', '-')}-{spec.uplink}"
 
 
 def comment(spec: NatRuleSpec) -> str:
@@ -169,7 +171,7 @@ class NatRuleProvider(HostProvider[NatRuleSpec]):
     def _ensure(self, spec: NatRuleSpec) -> dict[str, Any]:
         have = self._have(spec)
         steps = plan_ensure(spec, have)
-        ssh.run_script(spec.host, steps, locked=True)
+        ssh.run_script(spec.host, steps, locked=True, holder=spec.slice)
         after = NatHave(frozenset(r.name for r in rules(spec)), "1", tuple(sorted({*have.users, spec.slice})))
         observed, _ = observe(spec, after)
         observed["adopted"] = bool(have.present)
@@ -185,7 +187,7 @@ class NatRuleProvider(HostProvider[NatRuleSpec]):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Leave; the last user removes the rules (one locked round trip)."""
         spec = self.spec(props)
-        ssh.run_script(spec.host, plan_delete(spec), locked=True)
+        ssh.run_script(spec.host, plan_delete(spec), locked=True, holder=spec.slice)
 
 
 class NatRule(HostResource, name="NatRule"):

@@ -1,7 +1,10 @@
 """PoolClaim: a slice's VLAN range claimed on a network node, under the lock.
 
-`/var/lib/cloudrepo/pools/<slice>` holds `start end`.  A range overlapping another slice's claim is refused
-with a message naming that slice and its range (checked from the read, and again under the lock).
+`/var/lib/cloudrepo/pools/<slice>@<start>` holds `start end`; a slice holds two claims while its pool moves
+(the new one is made before the old one goes). Two slices' claims may not meet: not the same VLAN, and not
+the same `VLAN % 256` either, since that is the link subnet's third octet (`192.168.{vlan % 256}.0/24`).
+A clash is refused with a message naming both slices and both ranges, checked from the read and again
+under the lock. Every other resource of the slice depends on its claim.
 """
 
 from __future__ import annotations
@@ -17,24 +20,30 @@ from .errors import Conflict, StepFailed
 from .script import ScriptResult, Step, run, sh
 from .specs import PoolClaimSpec
 
-POOLS_DIR = f"{naming.STATE_ROOT}/pools"
-VERIFY = "verify no overlap"
+VERIFY = "verify no clash"
+SUBNET_OCTETS = 256
+"""VLANs that are equal modulo this give the same link subnet."""
 
+# every claim file: "<file> <start> <end>"
 _LIST = (
     'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] || continue; '
     'case "$f" in .*) continue;; esac; printf "%s %s\\n" "$f" "$(head -n 1 "$f")"; done'
 )
+# $1 dir, $2 slice, $3 start, $4 end: fails naming the first other slice whose claim meets start..end
 _VERIFY = (
-    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] || continue; '
-    'read -r s e <"$f" || continue; '
-    'if [ "$s" -le "$4" ] && [ "$3" -le "$e" ]; then '
-    'echo "VLANs $3-$4 overlap slice $f (claims $s-$e)" >&2; exit 1; fi; done'
+    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] || continue; o=${f%@*}; '
+    '[ "$o" != "$2" ] || continue; read -r s e <"$f" || continue; v=$3; '
+    'while [ "$v" -le "$4" ]; do w=$s; while [ "$w" -le "$e" ]; do '
+    "if [ $((v % 256)) -eq $((w % 256)) ]; then "
+    "echo \"VLANs $3-$4 of slice '$2' meet slice '$o' "
+    '(claims $s-$e: VLAN $w, subnet 192.168.$((w % 256)).0/24)" >&2; '
+    "exit 1; fi; w=$((w+1)); done; v=$((v+1)); done; done"
 )
 _WRITE = 'mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"'
 
 
 def resource_id(spec: PoolClaimSpec) -> str:
-    return f"{spec.host.name}/pool/{spec.slice}"
+    return f"{spec.host.name}/pool/{spec.slice}@{spec.start}"
 
 
 @dataclass(frozen=True)
@@ -42,18 +51,26 @@ class Claim:
     slice: str
     start: int
     end: int
+    file: str
+    """The file name under the pools directory."""
 
 
 @dataclass(frozen=True)
 class PoolHave:
     claims: tuple[Claim, ...]
 
-    def of(self, slice_name: str) -> Claim | None:
-        return next((c for c in self.claims if c.slice == slice_name), None)
+    def of(self, slice_name: str, start: int) -> Claim | None:
+        return next((c for c in self.claims if c.slice == slice_name and c.start == start), None)
 
 
-def preflight(spec: PoolClaimSpec) -> list[Step]:
-    return [sh("claims", _LIST, POOLS_DIR, kind="probe")]
+def meet(a_start: int, a_end: int, b_start: int, b_end: int) -> int | None:
+    """A VLAN of b_start..b_end equal to one of a_start..a_end modulo 256 (same VLAN or subnet), or None."""
+    residues = {v % SUBNET_OCTETS for v in range(a_start, a_end + 1)}
+    return next((w for w in range(b_start, b_end + 1) if w % SUBNET_OCTETS in residues), None)
+
+
+def preflight(_spec: PoolClaimSpec) -> list[Step]:
+    return [sh("claims", _LIST, naming.POOLS_DIR, kind="probe")]
 
 
 def parse_claims(text: str) -> tuple[Claim, ...]:
@@ -61,7 +78,8 @@ def parse_claims(text: str) -> tuple[Claim, ...]:
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            out.append(Claim(parts[0], int(parts[1]), int(parts[2])))
+            name = parts[0].rpartition("@")[0] or parts[0]  # "<slice>@<start>", or an older "<slice>"
+            out.append(Claim(name, int(parts[1]), int(parts[2]), parts[0]))
     return tuple(sorted(out, key=lambda c: (c.start, c.slice)))
 
 
@@ -69,47 +87,54 @@ def parse_have(res: ScriptResult) -> PoolHave:
     return PoolHave(parse_claims(res.out("claims")))
 
 
-def overlap(spec: PoolClaimSpec, have: PoolHave) -> Claim | None:
-    return next(
-        (c for c in have.claims if c.slice != spec.slice and c.start <= spec.end and spec.start <= c.end),
-        None,
+def clash_message(spec: PoolClaimSpec, other: Claim, vlan: int) -> str:
+    same = "VLAN" if spec.start <= vlan <= spec.end else "subnet"
+    return (
+        f"VLANs {spec.start}-{spec.end} of slice {spec.slice!r} meet slice {other.slice!r} "
+        f"(claims {other.start}-{other.end}: the same {same} as its VLAN {vlan}, "
+        f"subnet 192.168.{vlan % SUBNET_OCTETS}.0/24); choose another vlanPool.start; nothing changed"
     )
 
 
+def clash(spec: PoolClaimSpec, have: PoolHave) -> str | None:
+    """Why the claim is refused (another slice's claim meets it), or None."""
+    for c in have.claims:
+        if c.slice != spec.slice and (vlan := meet(spec.start, spec.end, c.start, c.end)) is not None:
+            return clash_message(spec, c, vlan)
+    return None
+
+
 def plan_ensure(spec: PoolClaimSpec, have: PoolHave) -> list[Step]:
-    """Refuse an overlap; write the claim unless it is already there (re-verified under the lock)."""
-    other = overlap(spec, have)
-    if other is not None:
-        raise Conflict(
-            spec.host.name,
-            f"VLANs {spec.start}-{spec.end} of slice {spec.slice!r} overlap slice {other.slice!r} "
-            f"(claims {other.start}-{other.end}); nothing changed",
-        )
-    mine = have.of(spec.slice)
-    if mine is not None and (mine.start, mine.end) == (spec.start, spec.end):
+    """Refuse a clash; write the claim unless it is already there (re-verified under the lock)."""
+    why = clash(spec, have)
+    if why is not None:
+        raise Conflict(spec.host.name, why)
+    mine = have.of(spec.slice, spec.start)
+    if mine is not None and mine.end == spec.end:
         return []
     return [
-        sh(VERIFY, _VERIFY, POOLS_DIR, spec.slice, str(spec.start), str(spec.end)),
-        sh("write claim", _WRITE, naming.pool_file(spec.slice), f"{spec.start} {spec.end}"),
+        sh(VERIFY, _VERIFY, naming.POOLS_DIR, spec.slice, str(spec.start), str(spec.end)),
+        sh("write claim", _WRITE, naming.pool_file(spec.slice, spec.start), f"{spec.start} {spec.end}"),
     ]
 
 
 def plan_delete(spec: PoolClaimSpec, have: PoolHave) -> list[Step]:
-    if have.of(spec.slice) is None:
+    mine = have.of(spec.slice, spec.start)
+    if mine is None:
         return []
-    return [run("remove claim", "rm", "-f", naming.pool_file(spec.slice))]
+    return [run("remove claim", "rm", "-f", f"{naming.POOLS_DIR}/{mine.file}")]
 
 
 def observe(spec: PoolClaimSpec, have: PoolHave) -> tuple[dict[str, Any], list[str]]:
-    mine = have.of(spec.slice)
+    mine = have.of(spec.slice, spec.start)
     observed = {
         "claim": [mine.start, mine.end] if mine else None,
-        "others": {c.slice: [c.start, c.end] for c in have.claims if c.slice != spec.slice},
+        "others": {f"{c.slice}@{c.start}": [c.start, c.end] for c in have.claims if c.slice != spec.slice},
     }
     drift = []
     if mine is None:
         drift.append("claim missing")
-    elif (mine.start, mine.end) != (spec.start, spec.end):
+    elif mine.end != spec.end:
         drift.append(f"claim is {mine.start}-{mine.end}, want {spec.start}-{spec.end}")
     return observed, drift
 
@@ -119,7 +144,7 @@ class PoolClaimProvider(HostProvider[PoolClaimSpec]):
 
     spec_model = PoolClaimSpec
     kind = "pool"
-    identity = ("slice", "host")
+    identity = ("slice", "host", "start")
 
     def _have(self, spec: PoolClaimSpec) -> PoolHave:
         return parse_have(ssh.run_script(spec.host, preflight(spec)))
@@ -128,14 +153,17 @@ class PoolClaimProvider(HostProvider[PoolClaimSpec]):
         have = self._have(spec)
         steps = plan_ensure(spec, have)
         try:
-            ssh.run_script(spec.host, steps, locked=True)
+            ssh.run_script(spec.host, steps, locked=True, holder=spec.slice)
         except StepFailed as exc:
             if exc.step == VERIFY:
                 raise Conflict(spec.host.name, f"{exc.stderr.strip()}; nothing changed") from None
             raise
-        others = tuple(c for c in have.claims if c.slice != spec.slice)
-        observed, _ = observe(spec, PoolHave((*others, Claim(spec.slice, spec.start, spec.end))))
-        observed["adopted"] = have.of(spec.slice) is not None
+        mine = Claim(
+            spec.slice, spec.start, spec.end, naming.pool_file(spec.slice, spec.start).rpartition("/")[2]
+        )
+        rest = tuple(c for c in have.claims if (c.slice, c.start) != (spec.slice, spec.start))
+        observed, _ = observe(spec, PoolHave((*rest, mine)))
+        observed["adopted"] = have.of(spec.slice, spec.start) is not None
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed)
 
@@ -146,13 +174,13 @@ class PoolClaimProvider(HostProvider[PoolClaimSpec]):
         return observe(spec, have)
 
     def _gone(self, spec: PoolClaimSpec, have: PoolHave) -> bool:
-        return have.of(spec.slice) is None
+        return have.of(spec.slice, spec.start) is None
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Drop this slice's claim; already gone is fine."""
+        """Drop this claim of the slice; already gone is fine."""
         spec = self.spec(props)
         have = self._have(spec)
-        ssh.run_script(spec.host, plan_delete(spec, have), locked=True)
+        ssh.run_script(spec.host, plan_delete(spec, have), locked=True, holder=spec.slice)
 
 
 class PoolClaim(HostResource, name="PoolClaim"):

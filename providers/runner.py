@@ -6,10 +6,12 @@ hosts with `pyenv init` in root's `.bashrc`).  A runner pays that once; each rou
 
 Protocol (the runner's program is the constant `PROGRAM`; everything variable arrives as data):
 - on start the runner prints `READY` on stdout and on stderr (anything before it is rc-file noise);
-- request: a header line `<length> <locked 0|1> <nonce>\\n`, then exactly `length` bytes of script.  The
+- request: a header line `<length> <lock wait> <nonce>\\n`, then exactly `length` bytes of script.  The
   runner reads the header with the shell's `read` (byte by byte on a pipe) and the body with `dd` (full
   blocks, then single bytes: never more than `length`), checks the size, and runs `sh FILE </dev/null`
-  (under `flock -w 60 /var/lib/cloudrepo/lock` when locked) with stdout and stderr going straight to the
+  (under `flock -E 75 -w <lock wait> /var/lib/cloudrepo/lock` when the wait is not 0: 75 means the wait
+  timed out) with stdout
+  and stderr going straight to the
   channel, so a timed-out call still has the partial stdout (the step markers);
 - response: the script's stdout then `@@<nonce>:rc:<status>\\n`; its stderr then `@@<nonce>:end\\n`.  The
   nonce is random per request and never given to the script, so no output can forge the end of a frame.
@@ -35,13 +37,13 @@ printf '%s\n' '@@cloudrepo-runner:ready'
 printf '%s\n' '@@cloudrepo-runner:ready' >&2
 while IFS=' ' read -r len lk n; do
   case $len in ''|*[!0-9]*) exit 2 ;; esac
-  case $lk in 0|1) ;; *) exit 2 ;; esac
+  case $lk in ''|*[!0-9]*) exit 2 ;; esac
   case $n in ''|*[!0-9a-f]*) exit 2 ;; esac
   { dd bs=512 count=$((len / 512)) iflag=fullblock 2>/dev/null
     dd bs=1 count=$((len % 512)) 2>/dev/null; } >"$d/s" || exit 3
   [ $(wc -c <"$d/s") -eq "$len" ] || exit 3
-  if [ "$lk" = 1 ]; then
-    mkdir -p /var/lib/cloudrepo && flock -w 60 /var/lib/cloudrepo/lock sh "$d/s" </dev/null
+  if [ "$lk" -gt 0 ]; then
+    mkdir -p /var/lib/cloudrepo && flock -E 75 -w "$lk" /var/lib/cloudrepo/lock sh "$d/s" </dev/null
   else
     sh "$d/s" </dev/null
   fi
@@ -149,13 +151,13 @@ class Runner:
     def close(self) -> None:
         self.chan.close()
 
-    def call(self, script: bytes, locked: bool, timeout: float) -> tuple[int, bytes, bytes]:
+    def call(self, script: bytes, lock_wait: int, timeout: float) -> tuple[int, bytes, bytes]:
         """Run one script; returns (status, stdout, stderr).  Raises Stale, Lost, Timeout."""
         chan = self.chan
         if not self.alive():
             raise Stale("the runner had ended")
         nonce = secrets.token_hex(16)
-        frame = f"{len(script)} {1 if locked else 0} {nonce}\n".encode() + script
+        frame = f"{len(script)} {int(lock_wait)} {nonce}\n".encode() + script
         try:
             chan.sendall(frame)
         except (paramiko.SSHException, EOFError, OSError) as exc:

@@ -120,6 +120,18 @@ class HostSpec(_Model):
     """The OVS integration bridge."""
 
 
+class JoinSpec(_Model):
+    """How a TAP joins a link VLAN: first, under each worker's lock, every port of the slice still tagged
+    with that VLAN that is not one of `members` is parked (a VLAN handed from one link to another is never
+    carried by both)."""
+
+    members: list[IfName]
+    """The TAPs that belong on the VLAN (the link's two ends)."""
+    hosts: list[Endpoint]
+    """The workers to clear: every worker the slice had or has a VM on."""
+    parking_vlan: Vlan
+
+
 class TapPortSpec(HostSpec):
     """A VM interface's TAP on a worker, attached to the bridge with a VLAN tag."""
 
@@ -130,6 +142,8 @@ class TapPortSpec(HostSpec):
     vlan: Vlan
     parked: bool = False
     """True: `vlan` is the parking VLAN and the port is also `protected=true`."""
+    join: JoinSpec | None = None
+    """On a link VLAN: what joining it clears first. Not part of the diff (see `TapPortProvider`)."""
 
 
 class VlanGatewaySpec(HostSpec):
@@ -142,10 +156,10 @@ class VlanGatewaySpec(HostSpec):
 
 
 class Reservation(_Model):
-    """A fixed MAC -> IP lease."""
+    """A fixed MAC -> IP lease; on a shared VLAN `ip` is None and the network node allocates it."""
 
     mac: Mac
-    ip: IPv4
+    ip: IPv4 | None = None
     hostname: Annotated[str, Field(pattern=naming.SAFE_HOSTNAME.pattern)]
 
 
@@ -181,17 +195,23 @@ class DhcpNamespaceSpec(HostSpec):
         seen_mac: dict[str, str] = {}
         seen_ip: dict[str, str] = {}
         for i, r in enumerate(self.reservations):
-            ip = ipaddress.IPv4Address(r.ip)
             where = f"reservations.{i}"
+            if r.mac in seen_mac:
+                problems.append(f"{where}: {seen_mac[r.mac]} and {r.hostname} share MAC {r.mac}")
+            seen_mac.setdefault(r.mac, r.hostname)
+            if r.ip is None:
+                if not self.shared:
+                    problems.append(f"{where}: {r.hostname} has no IP (only a shared VLAN allocates them)")
+                continue
+            if self.shared:
+                problems.append(f"{where}: {r.hostname}: the network node allocates shared-VLAN addresses")
+            ip = ipaddress.IPv4Address(r.ip)
             if ip not in net:
                 problems.append(f"{where}: {r.hostname}'s {ip} is outside {net}")
             elif ip in (own, router, net.network_address, net.broadcast_address):
                 problems.append(f"{where}: {r.hostname}'s {ip} is not a free host address")
-            if r.mac in seen_mac:
-                problems.append(f"{where}: {seen_mac[r.mac]} and {r.hostname} share MAC {r.mac}")
             if r.ip in seen_ip:
                 problems.append(f"{where}: {seen_ip[r.ip]} and {r.hostname} share IP {r.ip}")
-            seen_mac.setdefault(r.mac, r.hostname)
             seen_ip.setdefault(r.ip, r.hostname)
         if problems:
             raise ValueError("; ".join(problems))

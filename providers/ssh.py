@@ -25,9 +25,21 @@ import paramiko
 
 from . import runner as runner_mod
 from . import script as script_mod
-from .errors import CommandTimeout, ConfigError, HostKeyError, HostUnreachable, SshError
+from .errors import (
+    CloudrepoError,
+    CommandTimeout,
+    ConfigError,
+    HostKeyError,
+    HostUnreachable,
+    LockTimeout,
+    SshError,
+)
+from .naming import LOCK_FILE, LOCK_HOLDER_FILE, LOCK_TIMEOUT_STATUS
 from .script import ScriptResult, Step
 from .specs import Endpoint
+
+LOCK_WAIT_SECONDS = 60
+"""How long a locked script waits for the host's lock (`flock -w`)."""
 
 # paramiko logs every failed connection attempt with its traceback (ERROR, "Exception (client): ..."); with no
 # handler anywhere, Python prints it to the provider's stderr and the engine shows each line as a message
@@ -390,7 +402,7 @@ def remote_command(s: Settings, locked: bool) -> str:
     flock).  The runner (`runner.py`) runs the script the same way; this names it in messages."""
     if locked:
         # the lock file's directory must exist before flock can open it
-        inner = "mkdir -p /var/lib/cloudrepo && exec flock -w 60 /var/lib/cloudrepo/lock sh -s"
+        inner = "mkdir -p /var/lib/cloudrepo && exec flock -E 75 -w 60 /var/lib/cloudrepo/lock sh -s"
         cmd = f"sh -c '{inner}'"
     else:
         cmd = "sh -s"
@@ -407,7 +419,12 @@ def _last_step(stdout: str) -> int | None:
 
 
 def run_script(
-    endpoint: Endpoint, steps: Sequence[Step], *, locked: bool = False, timeout: float | None = None
+    endpoint: Endpoint,
+    steps: Sequence[Step],
+    *,
+    locked: bool = False,
+    timeout: float | None = None,
+    holder: str | None = None,
 ) -> ScriptResult:
     """Run `steps` on `endpoint` as ONE script (one round trip, on a pooled runner) and parse the result.
 
@@ -416,6 +433,8 @@ def run_script(
     """
     if not steps:
         return ScriptResult()
+    if locked and holder is not None:
+        steps = [script_mod.sh(NOTE_HOLDER, 'printf "%s\\n" "$2" >"$1"', LOCK_HOLDER_FILE, holder), *steps]
     s = settings()
     text = script_mod.render(steps)
     data = text.encode()
@@ -441,7 +460,7 @@ def run_script(
             raise CommandTimeout(endpoint.name, "(before the first step)", limit) from None
         keep = False
         try:
-            status, out_b, err_b = r.call(data, locked, limit)
+            status, out_b, err_b = r.call(data, LOCK_WAIT_SECONDS if locked else 0, limit)
             keep = True
             break
         except runner_mod.Timeout as exc:
@@ -471,11 +490,26 @@ def run_script(
     if os.environ.get(STATS_ENV):
         dump_stats()
     out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    if locked and status == LOCK_TIMEOUT_STATUS and "@@" not in out:
+        raise LockTimeout(endpoint.name, LOCK_FILE, LOCK_WAIT_SECONDS, _lock_holder(endpoint))
     if status != 0 and "@@" not in out:
         raise SshError(
             endpoint.name, f"remote command {command!r} exited {status}: {err.strip() or '(no stderr)'}"
         )
     return script_mod.parse(endpoint.name, steps, text, status, out, err)
+
+
+NOTE_HOLDER = "note lock holder"
+
+
+def _lock_holder(endpoint: Endpoint) -> str | None:
+    """The slice that last took the host's lock (best effort: None when it cannot be read)."""
+    read = script_mod.sh("holder", '[ -f "$1" ] || exit 1; cat "$1"', LOCK_HOLDER_FILE, kind="probe")
+    try:
+        res = run_script(endpoint, [read])
+    except CloudrepoError:
+        return None
+    return (res.out("holder").strip() or None) if res.status("holder") == 0 else None
 
 
 def _drop_if_dead(ep: Endpoint, s: Settings, client: paramiko.SSHClient) -> None:

@@ -1,27 +1,41 @@
 """TapPort: a VM interface's TAP on a worker, on the bridge with its VLAN tag (parked: protected too).
 
 want (TapPortSpec) / have (TapHave, from one read round trip) / commands (pure `plan_*` functions).
+
+Joining a link VLAN (a create, or a tag change): first, on every worker of the slice (`spec.join.hosts`),
+under that worker's lock, every port of the slice still tagged with the VLAN that is not one of the link's
+TAPs is parked; then, under its own worker's lock, the TAP is tagged. A tag change away from a VLAN runs
+under the lock too, so a park never undoes a concurrent move. The decision is taken from the host's state,
+not from the stack's memory, so it holds even after an interrupted update.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from . import hoststate, ssh
-from .base import HostProvider, HostResource, outputs
+from .base import HostProvider, HostResource, outputs, warn_foreign
 from .errors import OwnershipConflict
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, run
-from .specs import TapPortSpec
-
-log = logging.getLogger(__name__)
+from .script import ScriptResult, Step, run, sh
+from .specs import JoinSpec, TapPortSpec
 
 TOOLS = ("ip", "ovs-vsctl")
 ALIAS_PREFIX = "cloudrepo:"
+PARK_OTHERS = "park others on the vlan"
+
+# $1 slice, $2 VLAN, $3 parking VLAN, then the TAPs that belong on the VLAN; prints each port it parked
+_PARK_OTHERS = (
+    "s=$1; v=$2; p=$3; shift 3; "
+    'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:cloudrepo-slice="$s"" '
+    '"external_ids:cloudrepo-kind=tap") || exit 1; '
+    'for port in $ports; do keep=0; for m in "$@"; do [ "$m" = "$port" ] && keep=1; done; '
+    '[ "$keep" = 1 ] && continue; ovs-vsctl set port "$port" "tag=$p" protected=true || exit 1; '
+    'printf "%s\n" "$port"; done'
+)
 
 
 def resource_id(spec: TapPortSpec) -> str:
@@ -138,6 +152,16 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
     return steps
 
 
+def park_others(spec: TapPortSpec, join: JoinSpec) -> Step:
+    """Park every TAP of the slice on `spec.vlan` that is not one of `join.members` (under the lock)."""
+    return sh(PARK_OTHERS, _PARK_OTHERS, spec.slice, str(spec.vlan), str(join.parking_vlan), *join.members)
+
+
+def retags(spec: TapPortSpec, have: TapHave) -> bool:
+    """Whether the ensure changes the port's VLAN (or adds the port)."""
+    return have.port is None or have.port.tag != spec.vlan
+
+
 def plan_delete(spec: TapPortSpec, have: TapHave) -> list[Step]:
     """Remove the port and the TAP if this slice owns them; nothing otherwise (already gone = success)."""
     found, who = owner(have)
@@ -193,6 +217,7 @@ class TapPortProvider(HostProvider[TapPortSpec]):
     spec_model = TapPortSpec
     kind = "tap"
     identity = ("slice", "host", "name")
+    not_diffed = ("join",)
 
     def _have(self, spec: TapPortSpec) -> TapHave:
         res = ssh.run_script(spec.host, preflight(spec))
@@ -202,7 +227,19 @@ class TapPortProvider(HostProvider[TapPortSpec]):
     def _ensure(self, spec: TapPortSpec) -> dict[str, Any]:
         have = self._have(spec)
         steps = plan_ensure(spec, have)
-        ssh.run_script(spec.host, steps)
+        joins = spec.join if retags(spec, have) else None
+        parked: list[str] = []
+        if joins is not None:
+            park = park_others(spec, joins)
+            for host in joins.hosts:
+                if host.name != spec.host.name:
+                    res = ssh.run_script(host, [park], locked=True, holder=spec.slice)
+                    parked += [f"{host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
+            steps = [park, *steps]
+        moves = have.port is not None and have.port.tag != spec.vlan
+        res = ssh.run_script(spec.host, steps, locked=moves or joins is not None, holder=spec.slice)
+        if res.ran(PARK_OTHERS):
+            parked += [f"{spec.host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
         after = TapHave(
             link=LinkState(spec.name, True, "tap", alias(spec), have.link.addresses if have.link else ()),
             port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
@@ -210,6 +247,7 @@ class TapPortProvider(HostProvider[TapPortSpec]):
         observed, _ = observe(spec, after)
         observed["adopted"] = not have.gone
         observed["changed"] = [s.name for s in steps]
+        observed["parkedOthers"] = parked
         return outputs(spec, observed)
 
     def resource_id(self, spec: TapPortSpec) -> str:
@@ -224,9 +262,7 @@ class TapPortProvider(HostProvider[TapPortSpec]):
         have = self._have(spec)
         found, who = owner(have)
         if found and who != spec.slice:
-            log.warning(
-                "%s: TAP %s now belongs to %s; left in place", spec.host.name, spec.name, who or "no slice"
-            )
+            warn_foreign(spec.host.name, f"TAP {spec.name}", spec.slice, who)
         ssh.run_script(spec.host, plan_delete(spec, have))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 
 from . import hoststate, naming, shared, ssh
-from .base import HostProvider, HostResource, outputs
+from .base import HostProvider, HostResource, outputs, warn_foreign
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
 from .script import ScriptResult, Step, probe, run, sh
@@ -230,7 +230,7 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec]):
             have = self._have(spec)
             steps = plan_ensure(spec, have)
             try:
-                ssh.run_script(spec.host, steps, locked=spec.shared)
+                ssh.run_script(spec.host, steps, locked=spec.shared, holder=spec.slice)
                 break
             except StepFailed:
                 # shared: the read ran outside the lock, so another slice may have created or removed
@@ -260,7 +260,9 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec]):
         """Remove this slice's gateway; for the shared one only when this slice was its last user."""
         spec = self.spec(props)
         have = self._have(spec)
-        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared)
+        if have.port is not None and have.port.owner != owner_mark(spec):
+            warn_foreign(spec.host.name, f"gateway {spec.port}", spec.slice, have.port.owner)
+        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared, holder=spec.slice)
 
 
 class VlanGateway(HostResource, name="VlanGateway"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from pulumi.dynamic.config import Config
 
 from providers import ssh
 from providers.dhcp_namespace import DhcpNamespaceProvider
-from providers.errors import Conflict, HostKeyError, OwnershipConflict
+from providers.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
 from providers.nat_rule import NatRuleProvider
 from providers.pool_claim import PoolClaimProvider
 from providers.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
@@ -319,16 +320,33 @@ def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
     baseline = scan("network")
     d = DhcpNamespaceProvider()
     configure(d, lab)
-    a = dhcp_spec(lab, slice_name="fa", vlan=3107, shared=True)
+    a = dhcp_spec(
+        lab, slice_name="fa", vlan=3107, shared=True,
+        reservations=[{"mac": "52:54:00:23:90:01", "hostname": "guest1"}],
+    )  # fmt: skip
     b = dhcp_spec(
         lab, slice_name="fb", vlan=3107, shared=True,
-        reservations=[{"mac": "52:54:00:23:91:02", "ip": "10.232.7.88", "hostname": "bguest"}],
+        reservations=[{"mac": "52:54:00:23:91:02", "hostname": "bguest"}],
     )  # fmt: skip
     ra = d.create(a)
     rb = d.create(b)
     assert rb.outs["observed"]["dnsmasqPid"] == ra.outs["observed"]["dnsmasqPid"]  # no restart for slice b
     files = sh(lab, "network", "ls /var/lib/cloudrepo/dhcp/vlan3107/hosts.d").split()
     assert files == ["fa", "fb"]
+    # the node hands out the lowest free addresses, one slice after the other, and keeps them
+    assert ra.outs["observed"]["reserved"] == {"52:54:00:23:90:01": "10.232.7.10"}
+    assert rb.outs["observed"]["reserved"] == {"52:54:00:23:91:02": "10.232.7.11"}
+    assert d.create(b).outs["observed"]["reserved"] == rb.outs["observed"]["reserved"]
+    # another slice's differing DHCP options are refused while the shared server serves slice fa
+    with pytest.raises(Conflict, match=r"dnsServers 1.1.1.1 of slice 'fc' differ from 8.8.8.8"):
+        d.create(
+            {
+                **b,
+                "slice": "fc",
+                "dnsServers": ["1.1.1.1"],
+                "reservations": [{"mac": "52:54:00:23:92:03", "hostname": "cguest"}],
+            }
+        )
     d.delete("x", a)
     left = d.read("x", b)
     assert left.outs["observed"]["dnsmasqAlive"] is True
@@ -355,9 +373,9 @@ def test_nat_is_shared_and_never_cut_while_used(lab: Testbed) -> None:
     assert measure("NatRule", "create (again)", lambda: p.create(a)).outs["observed"]["changed"] == []
     p.create(b)
     rules = sh(lab, "network", "iptables -w -t nat -S POSTROUTING")
-    assert rules.count("cloudrepo:nat-10.233.0.0-24") == 1
+    assert rules.count("cloudrepo:nat-10.233.0.0-24-ens3") == 1
     sh(lab, "network", "iptables -w -t nat -D POSTROUTING -s 10.233.0.0/24 -o ens3 "
-       "-m comment --comment cloudrepo:nat-10.233.0.0-24 -j MASQUERADE")  # fmt: skip
+       "-m comment --comment cloudrepo:nat-10.233.0.0-24-ens3 -j MASQUERADE")  # fmt: skip
     read = measure("NatRule", "read", lambda: p.read(created.id, created.outs))
     assert read.outs["drift"] == ["rule masquerade missing"]
     assert p.update(created.id, read.outs, a).outs["observed"]["changed"] == ["add masquerade"]
@@ -379,17 +397,49 @@ def test_pool_claims_refuse_overlap(lab: Testbed) -> None:
     a = PoolClaimSpec(slice="fa", host=endpoint(lab, "network"), start=3200, end=3219).inputs()
     created = measure("PoolClaim", "create", lambda: p.create(a))
     assert measure("PoolClaim", "create (again)", lambda: p.create(a)).outs["observed"]["changed"] == []
-    with pytest.raises(
-        Conflict, match="VLANs 3210-3229 of slice 'fb' overlap slice 'fa' \\(claims 3200-3219\\)"
-    ):
+    with pytest.raises(Conflict, match="VLANs 3210-3229 of slice 'fb' meet slice 'fa' \\(claims 3200-3219"):
         p.create({**a, "slice": "fb", "start": 3210, "end": 3229})
+    # 3456..3475 is 3200..3219 modulo 256: the same link subnets, refused too
+    with pytest.raises(Conflict, match="VLANs 3456-3475 of slice 'fb' meet slice 'fa'"):
+        p.create({**a, "slice": "fb", "start": 3456, "end": 3475})
     ok = p.create({**a, "slice": "fb", "start": 3220, "end": 3239})
-    assert measure("PoolClaim", "read", lambda: p.read(created.id, a)).outs["observed"]["others"]["fb"] == [
+    assert measure("PoolClaim", "read", lambda: p.read(created.id, a)).outs["observed"]["others"][
+        "fb@3220"
+    ] == [
         3220,
         3239,
     ]
-    sh(lab, "network", "rm /var/lib/cloudrepo/pools/fa")
+    sh(lab, "network", "rm /var/lib/cloudrepo/pools/fa@3200")
     assert p.read(created.id, a).id == ""
     measure("PoolClaim", "delete", lambda: p.delete(created.id, a))
     p.delete(ok.id, {**a, "slice": "fb", "start": 3220, "end": 3239})
     assert_back_to_baseline("network", baseline, ("pools", "32"))
+
+
+def test_a_lock_wait_that_times_out_names_the_lock_and_its_holder(
+    lab: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another slice's locked operation holds the network node's lock: the wait ends with a clear error."""
+    p = PoolClaimProvider()
+    configure(p, lab)
+    monkeypatch.setattr(ssh, "LOCK_WAIT_SECONDS", 1)
+    holder = threading.Thread(
+        target=lab.run,
+        args=(
+            "network",
+            "flock /var/lib/cloudrepo/lock sh -c 'echo fz >/var/lib/cloudrepo/lock.holder; sleep 4'",
+        ),
+    )
+    holder.start()
+    try:
+        time.sleep(0.5)
+        spec = PoolClaimSpec(slice="fy", host=endpoint(lab, "network"), start=3300, end=3319).inputs()
+        with pytest.raises(LockTimeout) as err:
+            p.create(spec)
+        assert str(err.value) == (
+            "network: waited 1 s for the lock /var/lib/cloudrepo/lock (last taken by slice 'fz'); "
+            "nothing was run"
+        )
+    finally:
+        holder.join()
+    assert "fy@3300" not in sh(lab, "network", "ls /var/lib/cloudrepo/pools 2>/dev/null || true")

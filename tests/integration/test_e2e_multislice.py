@@ -99,7 +99,7 @@ def run_stack_per_slice(slice_stack: Callable[..., SliceStack], testbed: Testbed
         failed = c.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
         text = failed.stdout + failed.stderr
         assert failed.returncode != 0, text
-        assert "overlap slice 'e2e-msb'" in text, text
+        assert "meet slice 'e2e-msb'" in text, text
         net_after = scan("network")
         assert_scan_equal(net_before, net_after, only=markers_b)
         assert_scan_equal(
@@ -107,6 +107,9 @@ def run_stack_per_slice(slice_stack: Callable[..., SliceStack], testbed: Testbed
             net_after,
             only=("gw_vlan210", "dhcp_v210", "ns-dhcp-vlan210", "192.168.210.", "e2e-msc"),
         )
+        assert not any(
+            tap.startswith(("tap_6241_", "tap_6242_")) for h in scan()["hosts"].values() for tap in h["taps"]
+        ), "the refused slice's TAPs are on the workers"
         # and B still serves its guests
         assert fresh_lease("6222", "eth1") == ips_b["6222"]
     finally:

@@ -132,7 +132,7 @@ def test_launch_plan_copies_once_per_worker(tmp_path: Path, files: dict[str, Pat
     assert by_vm[1002].copies == by_vm[1004].copies
     assert by_vm[1002].taps == ("tap-1002-eth0", "tap-1002-eth1", "tap-1002-eth2")
     for vm in vms:
-        net = qemu_net_args(plan.by_vm[vm.spec.vm])
+        net = qemu_net_args(plan.by_vm(vm.spec.vm))
         assert vm.spec.net_args == net
         argv = qemu_argv(vm.spec)
         i = argv.index(net[0])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.allocation import allocate_vlans, previous_allocation, previous_internet_ips
+from components.allocation import allocate_vlans
 from components.config import ConfigError, IfaceRef, Link, VlanPool
-from components.memory import Memory, previous_interface_vlans
+from components.outputs import Deployed, previous_allocation, previous_workers
 
 POOL = VlanPool(start=120)
 
@@ -184,27 +184,18 @@ def test_previous_allocation_reads_only_well_formed_entries() -> None:
     assert previous_allocation({"links": []}) == {}
 
 
-def test_memory_reads_internet_ips_and_interface_vlans() -> None:
+def test_memory_reads_vlans_and_workers() -> None:
     vms = {
-        "1002": {
-            "interfaces": {
-                "eth0": {"vlan": 400.0, "ip": "10.60.7.48"},
-                "eth1": {"vlan": 120.0, "ip": "192.168.120.10"},
-                "eth2": {"vlan": None, "ip": None},
-            }
-        },
-        "1003": {"interfaces": {"eth0": {"vlan": None, "ip": None}}},
-        "bad": {"interfaces": {}},
+        "1002": {"worker": "worker1", "interfaces": {"eth0": {"vlan": 400.0, "ip": "10.60.7.10"}}},
+        "1003": {"worker": "worker2", "interfaces": {}},
+        "bad": {"worker": "worker3"},
+        "1004": {"worker": 7},
     }
-    assert previous_internet_ips(vms) == {1002: "10.60.7.48"}
-    assert previous_interface_vlans(vms) == {
-        "1002.eth0": 400,
-        "1002.eth1": 120,
-        "1002.eth2": None,
-        "1003.eth0": None,
-    }
-    memory = Memory({"links": [{"endpoints": ["1002.eth1", "1003.eth1"], "vlan": 120.0}], "vms": vms})
-    assert memory.vlans == {("1002.eth1", "1003.eth1"): 120}
-    assert memory.internet_ips == {1002: "10.60.7.48"}
-    empty = Memory({})
-    assert (empty.vlans, empty.internet_ips, empty.interface_vlans) == ({}, {}, {})
+    assert previous_workers(vms) == {1002: "worker1", 1003: "worker2"}
+    assert previous_workers(None) == {}
+    deployed = Deployed.from_outputs(
+        {"links": [{"endpoints": ["1003.eth1", "1002.eth1"], "vlan": 120.0}], "vms": vms}
+    )
+    assert deployed.vlans == {("1002.eth1", "1003.eth1"): 120}
+    assert deployed.workers == {1002: "worker1", 1003: "worker2"}
+    assert Deployed.from_outputs({}) == Deployed()

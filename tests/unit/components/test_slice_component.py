@@ -22,8 +22,8 @@ from pulumi.runtime.mocks import MockMonitor
 
 from components.allocation import allocate_vlans
 from components.config import SliceConfig, load_config
-from components.memory import READ_STACK_OUTPUTS, Memory
-from components.outputs import stack_outputs
+from components.memory import READ_STACK_OUTPUTS
+from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
 from components.slice import COMPONENT_TYPE, SliceComponent
 
@@ -141,12 +141,12 @@ def load(topology: str) -> SliceConfig:
 
 def build(config: SliceConfig, previous: dict[str, Any] | None = None) -> tuple[Recorder, dict[str, Any]]:
     monitor, _ = install(previous)
-    memory = Memory(previous or {})
-    plan = build_plan(config, allocate_vlans(config.links, config.pool, memory.vlans), memory.internet_ips)
+    deployed = Deployed.from_outputs(previous or {})
+    plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
 
     @pulumi.runtime.test
     def program() -> None:
-        SliceComponent(config.slice_name, plan, memory.interface_vlans)
+        SliceComponent(config.slice_name, plan, deployed.workers)
 
     program()
     return monitor, stack_outputs(plan)
@@ -189,9 +189,9 @@ def test_component_resources_and_golden(topology: str) -> None:
         }
     )
 
-    # every child is parented to the component; network-node resources wait for the pool claim
+    # every child is parented to the component; every resource waits for the pool claim
     comp_urn = reg[name]["urn"]
-    pool_urn = reg[f"{name}-pool"]["urn"]
+    pool_urn = reg[f"{name}-pool-{config.pool.start}"]["urn"]
     for rname, r in reg.items():
         if rname == name:
             continue
@@ -206,8 +206,8 @@ def test_component_resources_and_golden(topology: str) -> None:
                 "address": config.network_node.address,
                 "port": config.network_node.port,
             }
-            if r["type"] != f"{DYN}PoolClaim":
-                assert pool_urn in r["dependencies"], rname
+        if r["type"] != f"{DYN}PoolClaim":
+            assert pool_urn in r["dependencies"], rname
         assert r["inputs"]["slice"] == name
         assert r["inputs"]["bridge"] == "br-int"
     if internet:
@@ -218,10 +218,13 @@ def test_component_resources_and_golden(topology: str) -> None:
         vlan = lk["vlan"]
         dhcp = reg[f"{name}-dhcp-vlan{vlan}"]["inputs"]
         reserved = {(r["mac"], r["ip"]) for r in dhcp["reservations"]}
-        for endpoint in lk["endpoints"]:
+        taps = [reg[f"{name}-tap-{e.replace('.', '-')}"]["inputs"] for e in lk["endpoints"]]
+        for endpoint, tap in zip(lk["endpoints"], taps, strict=True):
             vm, iface = endpoint.split(".")
-            tap = reg[f"{name}-tap-{vm}-{iface}"]["inputs"]
             assert (tap["vlan"], tap["parked"]) == (vlan, False)
+            # joining the VLAN clears it of every other TAP of the slice, on every worker the slice uses
+            assert tap["join"]["members"] == [t["name"] for t in taps]
+            assert {h["name"] for h in tap["join"]["hosts"]} == {vm.worker for vm in config.vms}
             out_iface = outputs["vms"][vm]["interfaces"][iface]
             assert (out_iface["mac"], out_iface["ip"]) in reserved
         assert (
@@ -230,6 +233,7 @@ def test_component_resources_and_golden(topology: str) -> None:
     for r in reg.values():
         if r["type"] == f"{DYN}TapPort" and r["inputs"]["parked"]:
             assert r["inputs"]["vlan"] == config.parking_vlan
+            assert r["inputs"].get("join") is None
 
     # MACs unique
     macs = [r["inputs"]["mac"] for r in reg.values() if r["type"] == f"{DYN}TapPort"]
@@ -250,7 +254,10 @@ def test_star_pinned_link_and_two_internet_vms() -> None:
     dhcp400 = monitor.registered["star-dhcp-vlan400"]["inputs"]
     assert dhcp400["shared"] is True
     assert dhcp400["address"] == "10.60.7.2/24"
-    assert [r["hostname"] for r in dhcp400["reservations"]] == ["vm1200-eth0", "vm1201-eth0"]
+    assert [(r["hostname"], r.get("ip")) for r in dhcp400["reservations"]] == [
+        ("vm1200-eth0", None),  # the network node allocates VLAN 400 addresses
+        ("vm1201-eth0", None),
+    ]
     gw400 = monitor.registered["star-gw-vlan400"]["inputs"]
     assert (gw400["address"], gw400["shared"], gw400["port"]) == ("10.60.7.1/24", True, "gw_vlan400")
     nat = monitor.registered["star-nat"]["inputs"]
@@ -262,11 +269,12 @@ def test_mesh_uses_15_vlans() -> None:
     assert outputs["vlanPool"] == {"start": 160, "end": 179, "used": list(range(160, 175)), "free": 5}
 
 
-def test_second_run_keeps_vlans_and_orders_retagging() -> None:
-    """Run 2 drops ring's first link and adds a new one.
+def test_second_run_keeps_vlans_and_hands_over_a_freed_vlan() -> None:
+    """Run 2 drops ring's first link and adds a new one on a new VM.
 
-    The new link gets the freed VLAN 120, the others keep theirs, and the TAP that joins VLAN 120 waits for
-    the TAP that leaves it.
+    The new link gets the freed VLAN 120, the others keep theirs; the joining TAP clears VLAN 120 of
+    everything but the new link's two ends (so the TAP leaving it is parked first), and no TAP waits for
+    another (no order between TAPs, hence no cycle whatever the edit).
     """
     config1 = load("ring")
     _, out1 = build(config1)
@@ -280,10 +288,11 @@ def test_second_run_keeps_vlans_and_orders_retagging() -> None:
     assert all(after[k] == v for k, v in before.items() if k in after)
     assert after[("1101.eth2", "1199.eth1")] == 120
     reg = monitor.registered
-    # 1102.eth1 left VLAN 120 (parked now); 1199.eth1 joins 120 and waits for it. 1101.eth2 stays on 120.
     assert reg["ring-tap-1102-eth1"]["inputs"]["parked"] is True
-    assert reg["ring-tap-1102-eth1"]["urn"] in reg["ring-tap-1199-eth1"]["dependencies"]
-    assert reg["ring-tap-1101-eth2"]["dependencies"] == []
+    assert reg["ring-tap-1199-eth1"]["inputs"]["join"]["members"] == ["tap_1101_eth2", "tap_1199_eth1"]
+    pool = next(r for n, r in reg.items() if n.startswith("ring-pool-"))["urn"]
+    taps = [r for r in reg.values() if r["type"] == f"{DYN}TapPort"]
+    assert all(r["dependencies"] == [pool] for r in taps)
 
 
 def test_main_program_under_mocks() -> None:
@@ -326,3 +335,42 @@ def test_main_program_rejects_a_typo() -> None:
             program()
     finally:
         pulumi.runtime.set_all_config({})
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "start"),
+    [
+        ([["1003.eth1", "1004.eth1"]], [["1002.eth1", "1004.eth2"]], 700),
+        (
+            [["1002.eth1", "1003.eth1"], ["1002.eth2", "1004.eth1"]],
+            [["1002.eth2", "1003.eth1"], ["1002.eth1", "1004.eth1"]],
+            120,
+        ),
+        (
+            [["1002.eth1", "1003.eth1"], ["1002.eth2", "1004.eth1"]],
+            [["1002.eth1", "1004.eth1"], ["1002.eth2", "1003.eth1"]],
+            120,
+        ),
+    ],
+)
+def test_reported_edits_build_under_mocks(
+    before: list[list[str]], after: list[list[str]], start: int
+) -> None:
+    """The edits that crashed the component (KeyError on a sibling not yet made, or a cycle) now build."""
+
+    def config(links: list[list[str]]) -> SliceConfig:
+        raw = dev()
+        raw["cloudrepo:slice"]["vlanPool"] = {"start": start}
+        raw["cloudrepo:slice"]["vms"] = [
+            {"id": 1002, "worker": "worker1", "dataInterfaces": 2},
+            {"id": 1003, "worker": "worker2", "dataInterfaces": 2},
+            {"id": 1004, "worker": "worker2", "dataInterfaces": 2},
+        ]
+        raw["cloudrepo:slice"]["links"] = links
+        return load_config(raw_config(raw), "dev")
+
+    _, out1 = build(config(before))
+    monitor, out2 = build(config(after), json.loads(json.dumps(out1)))
+    assert sorted(lk["vlan"] for lk in out2["links"]) == sorted(lk["vlan"] for lk in out1["links"])
+    taps = [r for r in monitor.registered.values() if r["type"] == f"{DYN}TapPort"]
+    assert len(taps) == 9

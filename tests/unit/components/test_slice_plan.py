@@ -1,4 +1,4 @@
-"""The pure plan: MACs, link subnets and reservations, VLAN 400 addresses, QEMU arguments, Mermaid."""
+"""The pure plan: MACs, link subnets and reservations, one entry per VLAN, QEMU arguments, Mermaid."""
 
 from __future__ import annotations
 
@@ -6,13 +6,9 @@ import pytest
 from cfgkit import ROOT, raw_from_file
 
 from components.allocation import allocate_vlans
-from components.config import Vm, load_config
+from components.config import load_config
 from components.outputs import qemu_net_args, stack_outputs, topology_output
-from components.plan import build_plan, internet_ips, link_subnet, mac_address
-
-
-def vm(i: int) -> Vm:
-    return Vm(id=i, worker="w", data_interfaces=0, internet=True)
+from components.plan import build_plan, mac_address, vlan_subnet
 
 
 def test_mac_is_the_originals_and_unique() -> None:
@@ -25,24 +21,10 @@ def test_mac_is_the_originals_and_unique() -> None:
             mac_address(*bad)
 
 
-def test_link_subnet_is_the_seeds() -> None:
-    assert str(link_subnet(120)) == "192.168.120.0/24"
-    assert str(link_subnet(376)) == "192.168.120.0/24"  # why pools are claimed per node (see design.md)
-
-
-def test_internet_ips_hash_probe_and_memory() -> None:
-    # 10 + id % 241; 1002 % 241 = 38 -> .48; 1243 % 241 = 38 too -> probes to .49
-    assert internet_ips([vm(1002)]) == {1002: "10.60.7.48"}
-    assert internet_ips([vm(1243), vm(1002)]) == {1243: "10.60.7.49", 1002: "10.60.7.48"}
-    # a VM keeps the address it had even when a newcomer hashes onto it
-    assert internet_ips([vm(1243), vm(1002)], {1243: "10.60.7.48"}) == {
-        1243: "10.60.7.48",
-        1002: "10.60.7.49",
-    }
-    # a remembered address outside the range is not kept
-    assert internet_ips([vm(1002)], {1002: "10.60.7.2"}) == {1002: "10.60.7.48"}
-    # wrap-around at .250
-    assert internet_ips([vm(240), vm(481)]) == {240: "10.60.7.250", 481: "10.60.7.10"}
+def test_vlan_subnet_is_the_seeds() -> None:
+    assert str(vlan_subnet(120)) == "192.168.120.0/24"
+    assert str(vlan_subnet(376)) == "192.168.120.0/24"  # why pools are claimed per node (see design.md)
+    assert str(vlan_subnet(400)) == "10.60.7.0/24"
 
 
 def test_dev_plan_interfaces() -> None:
@@ -50,7 +32,7 @@ def test_dev_plan_interfaces() -> None:
     plan = build_plan(cfg, allocate_vlans(cfg.links, cfg.pool))
     rows = {(i.vm, i.iface): (i.tap, i.vlan, i.parked, i.ip, i.gateway) for i in plan.interfaces}
     assert rows == {
-        (1002, "eth0"): ("tap_1002_eth0", 400, False, "10.60.7.48", "10.60.7.1"),
+        (1002, "eth0"): ("tap_1002_eth0", 400, False, None, "10.60.7.1"),  # the node allocates it
         (1002, "eth1"): ("tap_1002_eth1", 120, False, "192.168.120.10", "192.168.120.1"),
         (1002, "eth2"): ("tap_1002_eth2", 121, False, "192.168.121.10", "192.168.121.1"),
         (1003, "eth0"): ("tap_1003_eth0", 4094, True, None, None),
@@ -59,7 +41,28 @@ def test_dev_plan_interfaces() -> None:
         (1004, "eth1"): ("tap_1004_eth1", 121, False, "192.168.121.11", "192.168.121.1"),
         (1004, "eth2"): ("tap_1004_eth2", 4094, True, None, None),
     }
-    outputs = stack_outputs(plan)
+    nets = [
+        (n.vlan, n.link, n.members, n.shared, [(r.mac, r.ip) for r in n.reservations]) for n in plan.networks
+    ]
+    assert nets == [
+        (
+            120,
+            ("1002.eth1", "1003.eth1"),
+            ("tap_1002_eth1", "tap_1003_eth1"),
+            False,
+            [("52:54:00:03:ea:01", "192.168.120.10"), ("52:54:00:03:eb:01", "192.168.120.11")],
+        ),
+        (
+            121,
+            ("1002.eth2", "1004.eth1"),
+            ("tap_1002_eth2", "tap_1004_eth1"),
+            False,
+            [("52:54:00:03:ea:02", "192.168.121.10"), ("52:54:00:03:ec:01", "192.168.121.11")],
+        ),
+        (400, None, (), True, [("52:54:00:03:ea:00", None)]),
+    ]
+    outputs = stack_outputs(plan, {"52:54:00:03:ea:00": "10.60.7.10"}.get)
+    assert outputs["vms"]["1002"]["interfaces"]["eth0"]["ip"] == "10.60.7.10"
     assert outputs["vlanPool"] == {"start": 120, "end": 139, "used": [120, 121], "free": 18}
     assert outputs["links"][0] == {
         "endpoints": ["1002.eth1", "1003.eth1"],
@@ -75,7 +78,7 @@ def test_dev_plan_interfaces() -> None:
         "gateway": None,
         "parked": True,
     }
-    assert qemu_net_args(plan.by_vm[1003]) == [
+    assert qemu_net_args(plan.by_vm(1003)) == [
         "-netdev",
         "tap,id=net0,ifname=tap_1003_eth0,script=no,downscript=no",
         "-device",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from provkit import argvs, dhcp, gateway, link, names, nat, pool, port
 
 from providers import dhcp_namespace as dn
@@ -10,6 +14,7 @@ from providers import nat_rule as nr
 from providers import pool_claim as pc
 from providers import vlan_gateway as vg
 from providers.errors import Conflict, OwnershipConflict
+from providers.specs import DhcpNamespaceSpec
 
 GW_MARKS = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "120"}
 GW_ADD = [
@@ -240,35 +245,111 @@ def test_dhcp_delete_stops_by_pid_then_removes_everything() -> None:
     assert dn.plan_delete(dhcp(), dhcp_in_place(owner="other")) == []
 
 
-def test_shared_dhcp_refuses_an_address_or_mac_another_slice_reserved() -> None:
-    spec = dhcp(
-        shared=True,
-        slice="b",
-        vlan=400,
-        namespace="ns-dhcp-vlan400",
-        port="dhcp_v400",
-        address="10.60.7.2/24",
-        rangeStart="10.60.7.10",
-        rangeEnd="10.60.7.250",
-        router="10.60.7.1",
-        reservations=[{"mac": "52:54:00:05:00:00", "ip": "10.60.7.48", "hostname": "vm1280"}],
-    )
-    taken_ip = dn.DhcpHave(None, False, None, None, others=(("a", "52:54:00:03:ea:00", "10.60.7.48"),))
-    with pytest.raises(Conflict) as err:
-        dn.plan_ensure(spec, taken_ip)
-    assert str(err.value) == (
-        "network: IP 10.60.7.48 of vm1280 (slice 'b') on VLAN 400 is already reserved by slice 'a'; "
-        "nothing changed"
-    )
+def shared_dhcp(**kw: Any) -> DhcpNamespaceSpec:
+    base: dict[str, Any] = {
+        "shared": True,
+        "slice": "b",
+        "vlan": 400,
+        "namespace": "ns-dhcp-vlan400",
+        "port": "dhcp_v400",
+        "address": "10.60.7.2/24",
+        "rangeStart": "10.60.7.10",
+        "rangeEnd": "10.60.7.250",
+        "router": "10.60.7.1",
+        "reservations": [
+            {"mac": "52:54:00:05:00:00", "hostname": "vm1280-eth0"},
+            {"mac": "52:54:00:05:01:00", "hostname": "vm1281-eth0"},
+        ],
+    }
+    return dhcp(**{**base, **kw})
+
+
+def test_shared_dhcp_hands_out_the_lowest_free_addresses_and_keeps_them() -> None:
+    spec = shared_dhcp()
+    others = (("a", "52:54:00:03:ea:00", "10.60.7.10"), ("a", "52:54:00:03:eb:00", "10.60.7.12"))
+    leases = (("52:54:00:09:09:00", "10.60.7.13"), ("52:54:00:05:01:00", "10.60.7.11"))
+    fresh = dn.DhcpHave(None, False, None, None, others=others, leases=leases)
+    # .10 and .12 are another slice's, .13 is leased to an unknown MAC; a lease of our own MAC is no obstacle
+    assert [r.ip for r in dn.resolve(spec, fresh).reservations] == ["10.60.7.11", "10.60.7.14"]
+    # a MAC keeps the address its slice's file gives it, even when a lower one is free
+    kept = dn.DhcpHave(None, False, None, None, hosts="52:54:00:05:01:00,10.60.7.200,vm1281-eth0\n")
+    assert [r.ip for r in dn.resolve(spec, kept).reservations] == ["10.60.7.10", "10.60.7.200"]
+    # ... unless another slice now holds it
+    stolen = dn.DhcpHave(None, False, None, None, hosts=kept.hosts, others=(("a", "x", "10.60.7.200"),))
+    assert [r.ip for r in dn.resolve(spec, stolen).reservations] == ["10.60.7.10", "10.60.7.11"]
+    # a link VLAN's addresses are the plan's
+    assert dn.resolve(dhcp(), fresh) == dhcp()
+
+
+def test_shared_dhcp_writes_after_verifying_the_addresses_under_the_lock() -> None:
+    spec = dn.resolve(shared_dhcp(), dn.DhcpHave(None, False, None, None))
+    steps = dn.plan_ensure(spec, dn.DhcpHave(None, False, None, None))
+    verify = next(s for s in steps if s.name == "verify addresses free")
+    assert list(verify.argv[4:]) == [
+        "/var/lib/cloudrepo/dhcp/vlan400/hosts.d",
+        "b",
+        "10.60.7.10",
+        "10.60.7.11",
+    ]
+    assert names(steps).index("verify addresses free") < names(steps).index("write reservations")
+
+
+def test_shared_dhcp_full_range_and_foreign_mac_are_refused() -> None:
+    spec = shared_dhcp(rangeEnd="10.60.7.10")
+    with pytest.raises(Conflict, match=r"VLAN 400 has no free address left for vm1281-eth0 \(slice 'b'\)"):
+        dn.resolve(spec, dn.DhcpHave(None, False, None, None))
     taken_mac = dn.DhcpHave(None, False, None, None, others=(("a", "52:54:00:05:00:00", "10.60.7.99"),))
-    with pytest.raises(Conflict, match=r"MAC 52:54:00:05:00:00 of vm1280 .* by slice 'a'"):
-        dn.plan_ensure(spec, taken_mac)
-    free = dn.DhcpHave(None, False, None, None, others=(("a", "52:54:00:03:ea:00", "10.60.7.47"),))
-    assert dn.plan_ensure(spec, free)
+    with pytest.raises(Conflict, match=r"MAC 52:54:00:05:00:00 of vm1280-eth0 .* by slice 'a'"):
+        dn.plan_ensure(dn.resolve(shared_dhcp(), taken_mac), taken_mac)
+
+
+def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
+    running = dn.dnsmasq_args(dn.resolve(shared_dhcp(), dn.DhcpHave(None, False, None, None)))
+    mine = dn.resolve(shared_dhcp(dnsServers=["1.1.1.1"]), dn.DhcpHave(None, False, None, None))
+    used = dn.DhcpHave(
+        "shared",
+        True,
+        None,
+        None,
+        pid=42,
+        cmdline=tuple(running),
+        users=("a",),
+        markers=dn._proc_markers(mine),
+    )
+    assert used.alive
+    with pytest.raises(Conflict) as err:
+        dn.plan_ensure(mine, used)
+    assert str(err.value) == (
+        "network: dnsServers 1.1.1.1 of slice 'b' differ from 8.8.8.8, which the shared VLAN 400 DHCP server "
+        "gives slice(s) 'a'; the options of VLAN 400's DHCP are one setting of the network node: give every "
+        "slice the same dnsServers; nothing changed"
+    )
+    alone = dn.DhcpHave(
+        "shared",
+        True,
+        None,
+        None,
+        pid=42,
+        cmdline=tuple(running),
+        users=("b",),
+        markers=dn._proc_markers(mine),
+    )
+    assert "start dnsmasq" in names(dn.plan_ensure(mine, alone))  # its only user may change them
+
+
+def test_link_dhcp_drops_leases_another_mac_holds_on_a_reserved_address() -> None:
+    spec = dhcp()
+    stale = dhcp_in_place()
+    stale = dn.DhcpHave(**{**stale.__dict__, "leases": (("52:54:00:99:99:01", "192.168.120.11"),)})
+    steps = dn.plan_ensure(spec, stale)
+    assert names(steps) == ["stop dnsmasq", "drop stale leases", "start dnsmasq"]
+    assert list(steps[1].argv[4:]) == ["/var/lib/cloudrepo/dhcp/vlan120/leases", "52:54:00:99:99:01"]
+    ok = dn.DhcpHave(**{**stale.__dict__, "leases": (("52:54:00:03:ea:01", "192.168.120.11"),)})
+    assert dn.plan_ensure(spec, ok) == []
 
 
 def test_shared_dhcp_delete_drops_own_reservations_then_guards() -> None:
-    spec = dhcp(shared=True)
+    spec = shared_dhcp(slice="demo", vlan=120, namespace="ns-dhcp-vlan120", port="dhcp_v120")
     steps = dn.plan_delete(spec, dhcp_in_place(owner="shared"))
     assert names(steps) == [
         "unregister user", "remove reservations", "reload reservations", "no other users",
@@ -278,7 +359,7 @@ def test_shared_dhcp_delete_drops_own_reservations_then_guards() -> None:
 
 # ---- NatRule --------------------------------------------------------------------------------------------
 
-C = ["-m", "comment", "--comment", "cloudrepo:nat-10.60.7.0-24"]
+C = ["-m", "comment", "--comment", "cloudrepo:nat-10.60.7.0-24-ens3"]
 
 
 def test_nat_rules_are_commented_and_checked_first() -> None:
@@ -320,29 +401,49 @@ def test_nat_delete_is_guarded_and_restores_forwarding() -> None:
 # ---- PoolClaim ------------------------------------------------------------------------------------------
 
 
+def claim(slice_name: str, start: int, end: int) -> pc.Claim:
+    return pc.Claim(slice_name, start, end, f"{slice_name}@{start}")
+
+
 def test_pool_claim_plan() -> None:
     steps = pc.plan_ensure(pool(), pc.PoolHave(()))
     assert names(steps) == [pc.VERIFY, "write claim"]
-    assert argvs(steps)[1][-2:] == ["/var/lib/cloudrepo/pools/demo", "120 139"]
-    assert pc.plan_ensure(pool(), pc.PoolHave((pc.Claim("demo", 120, 139),))) == []
+    assert argvs(steps)[1][-2:] == ["/var/lib/cloudrepo/pools/demo@120", "120 139"]
+    assert pc.plan_ensure(pool(), pc.PoolHave((claim("demo", 120, 139),))) == []
+    # the same slice's other claim (its pool moving) is no clash
+    assert names(pc.plan_ensure(pool(), pc.PoolHave((claim("demo", 130, 149),)))) == [
+        pc.VERIFY,
+        "write claim",
+    ]
 
 
-def test_pool_overlap_names_the_other_slice_and_its_range() -> None:
-    have = pc.PoolHave((pc.Claim("other", 130, 149),))
+def test_pool_clash_names_both_slices_and_ranges() -> None:
     with pytest.raises(Conflict) as err:
-        pc.plan_ensure(pool(), have)
+        pc.plan_ensure(pool(), pc.PoolHave((claim("other", 130, 149),)))
     assert str(err.value) == (
-        "network: VLANs 120-139 of slice 'demo' overlap slice 'other' (claims 130-149); nothing changed"
+        "network: VLANs 120-139 of slice 'demo' meet slice 'other' (claims 130-149: the same VLAN as its "
+        "VLAN 130, subnet 192.168.130.0/24); choose another vlanPool.start; nothing changed"
     )
-    assert pc.plan_ensure(pool(), pc.PoolHave((pc.Claim("other", 140, 159),))) != []
+    # 376..395 is 120..139 modulo 256: the same link subnets
+    with pytest.raises(
+        Conflict, match=r"claims 376-395: the same subnet as its VLAN 376, subnet 192.168.120"
+    ):
+        pc.plan_ensure(pool(), pc.PoolHave((claim("other", 376, 395),)))
+    assert pc.plan_ensure(pool(), pc.PoolHave((claim("other", 140, 159),))) != []
+
+
+@given(st.integers(1, 4075), st.integers(1, 4075))
+def test_pools_meet_exactly_when_they_share_a_subnet(a: int, b: int) -> None:
+    subnets = {v % 256 for v in range(a, a + 20)} & {w % 256 for w in range(b, b + 20)}
+    assert (pc.meet(a, a + 19, b, b + 19) is not None) == bool(subnets)
 
 
 def test_pool_claims_parse_and_delete() -> None:
-    assert pc.parse_claims("a 120 139\nb 140 159\njunk\n") == (
-        pc.Claim("a", 120, 139),
-        pc.Claim("b", 140, 159),
+    assert pc.parse_claims("a@120 120 139\nb 140 159\njunk\n") == (
+        pc.Claim("a", 120, 139, "a@120"),
+        pc.Claim("b", 140, 159, "b"),  # an older claim file: "<slice>"
     )
-    assert argvs(pc.plan_delete(pool(), pc.PoolHave((pc.Claim("demo", 1, 2),)))) == [
-        ["rm", "-f", "/var/lib/cloudrepo/pools/demo"]
+    assert argvs(pc.plan_delete(pool(), pc.PoolHave((claim("demo", 120, 139),)))) == [
+        ["rm", "-f", "/var/lib/cloudrepo/pools/demo@120"]
     ]
-    assert pc.plan_delete(pool(), pc.PoolHave(())) == []
+    assert pc.plan_delete(pool(), pc.PoolHave((claim("demo", 140, 159),))) == []

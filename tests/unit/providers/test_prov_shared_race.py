@@ -43,7 +43,7 @@ def shared_dhcp(slice_name: str) -> Any:
     return dhcp(
         slice=slice_name, vlan=400, namespace="ns-dhcp-vlan400", port="dhcp_v400", address="10.60.7.2/24",
         rangeStart="10.60.7.10", rangeEnd="10.60.7.250", router="10.60.7.1", shared=True,
-        reservations=[{"mac": "52:54:00:18:39:00", "ip": "10.60.7.186", "hostname": "vm6201"}],
+        reservations=[{"mac": "52:54:00:18:39:00", "hostname": "vm6201"}],
     )  # fmt: skip
 
 
@@ -58,7 +58,7 @@ def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: p
         root_link=None,
         ns_links=(link("dhcp_v400", True, "internal", None, "10.60.7.2/24"), link("lo", True, None, None)),
         pid=4242,
-        cmdline=tuple(dn.dnsmasq_args(spec)),
+        cmdline=tuple(dn.dnsmasq_args(shared_dhcp("a"))),  # the server slice "a" started
         hosts=None,
         users=("a",),
         markers=markers,
@@ -73,6 +73,7 @@ def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: p
     assert host.scripts[1] == [
         dn.STILL_THERE,
         "register user",
+        "verify addresses free",
         "write reservations",
         "reload reservations",
         "dnsmasq",

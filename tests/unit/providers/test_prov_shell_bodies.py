@@ -19,15 +19,25 @@ def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_pool_list_and_verify(tmp_path: Path) -> None:
-    (tmp_path / "alpha").write_text("120 139\n")
-    (tmp_path / "beta").write_text("140 159\n")
+    (tmp_path / "alpha@120").write_text("120 139\n")
+    (tmp_path / "beta@140").write_text("140 159\n")
     listed = sh(pc._LIST, str(tmp_path))
-    assert pc.parse_claims(listed.stdout) == (pc.Claim("alpha", 120, 139), pc.Claim("beta", 140, 159))
+    assert pc.parse_claims(listed.stdout) == (
+        pc.Claim("alpha", 120, 139, "alpha@120"),
+        pc.Claim("beta", 140, 159, "beta@140"),
+    )
     assert sh(pc._LIST, str(tmp_path / "missing")).stdout == ""
     assert sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179").returncode == 0
     assert sh(pc._VERIFY, str(tmp_path), "alpha", "120", "139").returncode == 0  # its own claim
+    assert sh(pc._VERIFY, str(tmp_path), "alpha", "100", "119").returncode == 0  # its own, moving
     bad = sh(pc._VERIFY, str(tmp_path), "gamma", "150", "169")
-    assert bad.returncode == 1 and bad.stderr.strip() == "VLANs 150-169 overlap slice beta (claims 140-159)"
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (
+        "VLANs 150-169 of slice 'gamma' meet slice 'beta' (claims 140-159: VLAN 150, subnet 192.168.150.0/24)"
+    )
+    # 396..415 is 140..159 modulo 256: the same subnets
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "396", "415")
+    assert bad.returncode == 1 and "meet slice 'beta' (claims 140-159: VLAN 140," in bad.stderr
 
 
 def test_registry_register_guard_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,7 +70,7 @@ def test_sudo_prefix_and_lock_wrapper() -> None:
     s = dataclasses.replace(_dummy_settings(), sudo=True)
     assert ssh.remote_command(s, locked=False) == "sudo -n sh -s"
     assert ssh.remote_command(s, locked=True) == (
-        "sudo -n sh -c 'mkdir -p /var/lib/cloudrepo && exec flock -w 60 /var/lib/cloudrepo/lock sh -s'"
+        "sudo -n sh -c 'mkdir -p /var/lib/cloudrepo && exec flock -E 75 -w 60 /var/lib/cloudrepo/lock sh -s'"
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from provkit import argvs, link, names, ovs_find_json, port, tap
+from provkit import WORKER, argvs, link, names, ovs_find_json, port, tap
 
 from providers import tap_port as tp
 from providers.errors import OwnershipConflict
@@ -181,3 +181,77 @@ def test_preflight_is_one_read_and_parses() -> None:
         ]
     )
     assert tp.parse_have(gone).gone
+
+
+# ---- joining a link VLAN ----------------------------------------------------------------------------------
+
+W2 = {"name": "worker2", "address": "127.0.0.1", "port": 2202}
+
+
+def joining(**over: object) -> tp.TapPortSpec:
+    join = {"members": ["tap_1002_eth1", "tap_1003_eth1"], "hosts": [WORKER, W2], "parkingVlan": 4094}
+    return tap(join=join, **over)
+
+
+class Recorder:
+    """ssh.run_script as the provider calls it: (host, step names, locked), in order."""
+
+    def __init__(self, have: tp.TapHave, parked: str = "") -> None:
+        self.have, self.parked = have, parked
+        self.calls: list[tuple[str, list[str], bool]] = []
+
+    def run_script(
+        self, host: object, steps: list[object], locked: bool = False, **_: object
+    ) -> ScriptResult:
+        names_ = [s.name for s in steps]  # type: ignore[attr-defined]
+        if not names_:
+            return ScriptResult()  # as the real one: no script at all
+        self.calls.append((host.name, names_, locked))  # type: ignore[attr-defined]
+        if names_ and names_[0] == "tools":
+            return ScriptResult()
+        return ScriptResult([StepResult(n, 0, self.parked if n == tp.PARK_OTHERS else "") for n in names_])
+
+
+def run_ensure(monkeypatch: pytest.MonkeyPatch, spec: tp.TapPortSpec, have: tp.TapHave) -> Recorder:
+    rec = Recorder(have, parked="tap_1004_eth1\n")
+    p = tp.TapPortProvider()
+    monkeypatch.setattr(p, "_have", lambda _spec: have)
+    monkeypatch.setattr(tp.ssh, "run_script", rec.run_script)
+    out = p._ensure(spec)
+    rec.outputs = out  # type: ignore[attr-defined]
+    return rec
+
+
+def test_joining_a_vlan_parks_its_strays_on_every_worker_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 4094, None, **MARKS))  # parked, now joins 120
+    rec = run_ensure(monkeypatch, joining(), have)
+    assert rec.calls == [
+        ("worker2", [tp.PARK_OTHERS], True),  # the other worker first, under its lock
+        ("worker1", [tp.PARK_OTHERS, "attach port"], True),  # then its own worker: park and tag, one script
+    ]
+    park = tp.park_others(joining(), joining().join)  # type: ignore[arg-type]
+    assert list(park.argv[4:]) == ["demo", "120", "4094", "tap_1002_eth1", "tap_1003_eth1"]
+    assert rec.outputs["observed"]["parkedOthers"] == ["worker2/tap_1004_eth1", "worker1/tap_1004_eth1"]  # type: ignore[attr-defined]
+
+
+def test_staying_on_a_vlan_parks_nothing_and_takes_no_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = run_ensure(monkeypatch, joining(), IN_PLACE)
+    assert rec.calls == []  # in place: no script at all
+    down = tp.TapHave(link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), IN_PLACE.port)
+    rec = run_ensure(monkeypatch, joining(), down)
+    assert rec.calls == [("worker1", ["tap up"], False)]
+
+
+def test_leaving_a_vlan_is_retagged_under_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = run_ensure(monkeypatch, tap(vlan=4094, parked=True), IN_PLACE)
+    assert rec.calls == [("worker1", ["attach port"], True)]
+    fresh = run_ensure(monkeypatch, tap(vlan=4094, parked=True), tp.TapHave(None, None))
+    assert [locked for _, _, locked in fresh.calls] == [False]  # a new parked TAP needs no lock
+
+
+def test_the_join_input_alone_is_no_change() -> None:
+    p = tp.TapPortProvider()
+    old = {**joining().inputs(), "drift": [], "observed": {}}
+    new = {**joining().inputs(), "join": {**joining().inputs()["join"], "hosts": [WORKER]}}
+    assert p.diff("id", old, new).changes is False
+    assert p.diff("id", old, {**new, "vlan": 121}).changes is True

@@ -1,0 +1,191 @@
+"""The slice's resources and their dependency graph, as plain data (a pure function of the plan).
+
+The graph is acyclic by construction: the pool claim depends on nothing, every other resource depends on
+the claim (so nothing of the slice is tagged or started before its VLAN range is held), and NAT also waits
+for VLAN 400's gateway. No resource waits for a sibling TAP: a TAP that joins a link VLAN parks, under each
+worker's lock, every port of the slice still on that VLAN that does not belong there (see `JoinSpec` and
+docs/design.md, "Edits of a deployed slice"), so VLAN hand-overs need no ordering between TAPs at all.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from components.plan import LEASE_TIME, SlicePlan, VlanPlan
+from providers import specs
+from providers.naming import dhcp_namespace, dhcp_port, gateway_port
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    """One child of the component: which class, its logical name suffix, its spec, what it waits for."""
+
+    kind: str
+    """A key of `components.slice.RESOURCE_CLASSES`."""
+    name: str
+    """Suffix of the Pulumi name (`{component}-{name}`)."""
+    spec: specs.HostSpec
+    depends_on: tuple[str, ...] = field(default=())
+    """Names (suffixes) of sibling resources this one must wait for."""
+
+
+def pool_name(start: int) -> str:
+    """A claim per pool start: moving the pool claims the new range before the old one is released."""
+    return f"pool-{start}"
+
+
+def tap_resource(vm: int, iface: str) -> str:
+    return f"tap-{vm}-{iface}"
+
+
+def gateway_resource(vlan: int) -> str:
+    return f"gw-vlan{vlan}"
+
+
+def dhcp_resource(vlan: int) -> str:
+    return f"dhcp-vlan{vlan}"
+
+
+def _network_resources(
+    plan: SlicePlan, net: VlanPlan, node: specs.Endpoint, pool: str
+) -> list[PlannedResource]:
+    config = plan.config
+    common = specs.HostSpec(slice=config.slice_name, bridge=config.bridge, host=node).model_dump()
+    prefix = net.subnet.prefixlen
+    gw = gateway_resource(net.vlan)
+    out = [
+        PlannedResource(
+            "VlanGateway",
+            gw,
+            specs.VlanGatewaySpec(
+                **common,
+                vlan=net.vlan,
+                port=gateway_port(net.vlan),
+                address=f"{net.gateway}/{prefix}",
+                shared=net.shared,
+            ),
+            (pool,),
+        ),
+        PlannedResource(
+            "DhcpNamespace",
+            dhcp_resource(net.vlan),
+            specs.DhcpNamespaceSpec(
+                **common,
+                vlan=net.vlan,
+                namespace=dhcp_namespace(net.vlan),
+                port=dhcp_port(net.vlan),
+                address=f"{net.dhcp_address}/{prefix}",
+                range_start=net.range_start,
+                range_end=net.range_end,
+                lease_time=LEASE_TIME,
+                router=net.gateway,
+                dns_servers=list(config.dns_servers),
+                reservations=list(net.reservations),
+                shared=net.shared,
+            ),
+            (pool,),
+        ),
+    ]
+    if net.shared:
+        out.append(
+            PlannedResource(
+                "NatRule",
+                "nat",
+                specs.NatRuleSpec(
+                    **common,
+                    subnet=str(net.subnet),
+                    gateway_port=gateway_port(net.vlan),
+                    uplink=config.uplink,
+                ),
+                (pool, gw),
+            )
+        )
+    return out
+
+
+def resource_plan(
+    plan: SlicePlan, previous_workers: Mapping[int, str] | None = None
+) -> list[PlannedResource]:
+    """Every child resource of the slice, dependencies first, with its validated spec.
+
+    `previous_workers` (VM id -> worker, from the last run's outputs) adds the workers the slice leaves to
+    the hosts a joining TAP clears: a removed VM's TAPs are deleted only at the end of the update.
+    """
+    config = plan.config
+    node = config.network_node
+    pool = pool_name(config.pool.start)
+    out = [
+        PlannedResource(
+            "PoolClaim",
+            pool,
+            specs.PoolClaimSpec(
+                slice=config.slice_name,
+                bridge=config.bridge,
+                host=node,
+                start=config.pool.start,
+                end=config.pool.end,
+            ),
+        )
+    ]
+    used = {vm.worker for vm in config.vms} | set((previous_workers or {}).values())
+    clear_hosts = [config.workers[w] for w in sorted(used) if w in config.workers]
+    by_vlan = {n.vlan: n for n in plan.link_networks}
+    for ip in plan.interfaces:
+        net = None if ip.parked else by_vlan.get(ip.vlan)
+        join = (
+            specs.JoinSpec(members=list(net.members), hosts=clear_hosts, parking_vlan=config.parking_vlan)
+            if net is not None
+            else None
+        )
+        out.append(
+            PlannedResource(
+                "TapPort",
+                tap_resource(ip.vm, ip.iface),
+                specs.TapPortSpec(
+                    slice=config.slice_name,
+                    bridge=config.bridge,
+                    host=config.workers[ip.worker],
+                    name=ip.tap,
+                    vm=ip.vm,
+                    iface=ip.iface,
+                    mac=ip.mac,
+                    vlan=ip.vlan,
+                    parked=ip.parked,
+                    join=join,
+                ),
+                (pool,),
+            )
+        )
+    for net in plan.networks:
+        out += _network_resources(plan, net, node, pool)
+    return ordered(out)
+
+
+class GraphError(ValueError):
+    """The resource graph names a dependency that is not in it, or has a cycle."""
+
+
+def ordered(resources: Iterable[PlannedResource]) -> list[PlannedResource]:
+    """`resources` with every dependency before its dependents (stable otherwise); `GraphError` when the
+    graph is incomplete or cyclic."""
+    by_name: dict[str, PlannedResource] = {}
+    for r in resources:
+        if r.name in by_name:
+            raise GraphError(f"two resources are named {r.name!r}")
+        by_name[r.name] = r
+    missing = sorted({d for r in by_name.values() for d in r.depends_on if d not in by_name})
+    if missing:
+        raise GraphError(f"dependencies not in the plan: {', '.join(missing)}")
+    sorter = graphlib.TopologicalSorter({n: r.depends_on for n, r in by_name.items()})
+    try:
+        names = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise GraphError(f"dependency cycle: {' -> '.join(exc.args[1])}") from None
+    rank = {n: i for i, n in enumerate(by_name)}
+    # static_order is a valid order; re-sort stably by (depth, declaration order) for readable plans
+    depth: dict[str, int] = {}
+    for n in names:
+        depth[n] = 1 + max((depth[d] for d in by_name[n].depends_on), default=-1)
+    return [by_name[n] for n in sorted(names, key=lambda n: (depth[n], rank[n]))]
