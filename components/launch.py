@@ -162,6 +162,10 @@ def parse_launch(
     for p in problems:
         add(p)
     if li is None:
+        for key in ("image", "kernel", "initrd"):  # the files' problems too, all at once
+            value = raw.get(key) if isinstance(raw, dict) else None
+            if isinstance(value, str) and not any(p.startswith(f"{where}.{key}:") for p in problems):
+                boot_file(value, f"{where}.{key}", base, add)
         return None
     ok = True
     accel = _accel(li.accel, f"{where}.accel", add)

@@ -90,6 +90,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, files: dict[str, Path
         "cloudrepo:slice.vms[1].launch.memoryMb: input should be greater than or equal to 32, got 8",
         "cloudrepo:slice.vms[1].launch.colour: unknown key 'colour' (known: image, kernel, initrd, append, "
         "cpus, memoryMb, accel)",
+        f"cloudrepo:slice.vms[1].launch.kernel: no such file 'nope/vmlinuz' (looked at "
+        f"'{tmp_path / 'nope/vmlinuz'}')",
         "cloudrepo:slice.vms[2].launch.append: only with kernel (direct kernel boot), not with image "
         "'disk.qcow2'",
     ]
