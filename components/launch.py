@@ -20,18 +20,19 @@ from typing import Any, Literal
 from pydantic import Field, StrictInt, StrictStr
 
 from components.config import NAMESPACE, ConfigError, SliceConfig, _Input, _validate, load_config
+from providers.qemu_vm import (
+    ACCELS,
+    BINARY_PATTERN,
+    IMAGES_DIR,
+    MAX_APPEND,
+    MAX_CPUS,
+    MAX_MEMORY_MB,
+    MIN_MEMORY_MB,
+)
 
-IMAGES_DIR = "/var/lib/cloudrepo/images"
-VMS_DIR = "/var/lib/cloudrepo/vms"
 DEFAULT_BINARY = "qemu-system-x86_64"
 DEFAULT_ACCEL = "kvm"
-ACCELS = ("kvm", "tcg")
-MAX_CPUS = 64
-MIN_MEMORY_MB = 32
-MAX_MEMORY_MB = 1 << 20
-MAX_APPEND = 1024
-BINARY_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
-"""A command name or absolute path: no spaces or shell characters."""
+BINARY_RE = re.compile(BINARY_PATTERN)
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -86,14 +87,6 @@ class Launch:
     @property
     def files(self) -> tuple[BootFile, ...]:
         return tuple(f for f in (self.image, self.kernel, self.initrd) if f is not None)
-
-    @property
-    def state_dir(self) -> str:
-        return f"{VMS_DIR}/{self.vm}"
-
-    @property
-    def console(self) -> str:
-        return f"{self.state_dir}/console.sock"
 
 
 def _accel(value: str | None, where: str, add: Callable[[str], None]) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from . import ssh
 from .base import HostProvider, HostResource, outputs
@@ -30,8 +30,21 @@ log = logging.getLogger(__name__)
 IMAGES_DIR = "/var/lib/cloudrepo/images"
 VMS_DIR = "/var/lib/cloudrepo/vms"
 SEP = "\x1f"
+ACCELS = ("kvm", "tcg")
+MAX_CPUS = 64
+MIN_MEMORY_MB = 32
+MAX_MEMORY_MB = 1 << 20
+MAX_APPEND = 1024
+BINARY_PATTERN = r"^[A-Za-z0-9_./+-]{1,255}$"
+"""A command name or absolute path: no spaces or shell characters."""
 STOP_WAIT = 10
 """Seconds a VM gets to exit on SIGTERM before SIGKILL."""
+
+
+def _printable(value: str) -> str:
+    if len(value) > MAX_APPEND or not value.isprintable():
+        raise ValueError(f"the kernel command line must be printable text of at most {MAX_APPEND} characters")
+    return value
 
 
 class BootFileRef(_Model):
@@ -45,13 +58,13 @@ class QemuVmSpec(HostSpec):
     """A VM's QEMU process; `net_args` are exactly the VM's `qemuNetArgs` output."""
 
     vm: Annotated[int, Field(ge=1, le=0xFFFF)]
-    binary: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./+-]{1,255}$")]
+    binary: Annotated[str, Field(pattern=BINARY_PATTERN)]
     accel: Literal["kvm", "tcg"]
-    cpus: Annotated[int, Field(ge=1, le=64)] = 1
-    memory_mb: Annotated[int, Field(ge=32, le=1 << 20)] = 256
+    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)] = 1
+    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
     kernel: BootFileRef | None = None
     initrd: BootFileRef | None = None
-    append: str | None = None
+    append: Annotated[str, AfterValidator(_printable)] | None = None
     image: BootFileRef | None = None
     image_format: Literal["qcow2", "raw"] | None = None
     net_args: list[str] = Field(default_factory=list)
@@ -161,7 +174,7 @@ def probe_steps(spec: QemuVmSpec) -> list[Step]:
 
 def parse_have(res: ScriptResult) -> VmHave:
     fields: dict[str, str] = {}
-    lines = res.out("vm state").splitlines()
+    lines = res.out("vm state").split("\n")  # only "\n": an argv may hold other line breaks
     for line in lines[1:]:
         key, _, value = line.partition("=")
         fields[key] = value

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from providers import qemu_vm as qv
 from providers.errors import OwnershipConflict
@@ -73,6 +75,8 @@ def test_bad_inputs_are_refused() -> None:
         spec(kernel={"path": "/etc/passwd", "sha256": SHA})
     with pytest.raises(ValueError, match="binary"):
         spec(binary="qemu; rm -rf /")
+    with pytest.raises(ValueError, match="printable"):
+        spec(append="console=ttyS0\x85")
 
 
 def test_parse_have() -> None:
@@ -136,3 +140,28 @@ def test_verify_names_a_missing_or_changed_file(tmp_path: Path) -> None:
     f.write_bytes(b"x")
     bad = sh(qv._VERIFY, str(f), SHA)
     assert bad.returncode == 1 and f"want {SHA}" in bad.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cpus=st.integers(1, 64),
+    memory=st.integers(32, 1 << 20),
+    append=st.none()
+    | st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=200).filter(str.isprintable),
+    ifaces=st.integers(1, 8),
+)
+def test_argv_round_trips_through_the_probe(cpus: int, memory: int, append: str | None, ifaces: int) -> None:
+    """Whatever the launch, the argv read back from /proc (as the probe prints it) is recognised as ours
+    and as exactly the wanted one, and it carries the VM's net args in order."""
+    net: list[str] = []
+    for i in range(ifaces):
+        net += ["-netdev", f"tap,id=net{i},ifname=tap_1002_eth{i},script=no,downscript=no"]
+        net += ["-device", f"virtio-net-pci,netdev=net{i},mac=52:54:00:03:ea:{i:02x}"]
+    s = spec(cpus=cpus, memoryMb=memory, append=append, netArgs=net)
+    argv = qv.qemu_argv(s)
+    assert argv == qv.qemu_argv(s)
+    h = running(s)
+    assert h.cmdline == tuple(argv) and h.ours(qv.pid_file(s)) and qv.running_as_wanted(s, h)
+    assert qv.plan_ensure(s, h) == [] and qv.observe(s, h)[1] == []
+    i = argv.index("-netdev")
+    assert argv[i : i + len(net)] == net
