@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from components.config import NAMESPACE, ConfigError, Link, LinkKey, VlanPool
+from components.model import NAMESPACE, Link, LinkKey, VlanPool
+from providers.errors import ConfigError
 
 
 def allocate_vlans(

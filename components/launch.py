@@ -19,7 +19,10 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
-from components.config import NAMESPACE, ConfigError, SliceConfig, _Input, _validate, load_config
+from components.config import load_config
+from components.inputs import _Input, validate_input
+from components.model import NAMESPACE, SliceConfig
+from providers.errors import ConfigError
 from providers.qemu_vm import (
     ACCELS,
     BINARY_PATTERN,
@@ -129,7 +132,7 @@ def _image_format(path: str) -> Literal["qcow2", "raw"]:
 def parse_qemu(raw: Any, add: Callable[[str], None]) -> QemuInput | None:
     where = f"{NAMESPACE}:qemu"
     problems: list[str] = []
-    q = _validate(QemuInput, {} if raw is None else raw, where, problems)
+    q = validate_input(QemuInput, {} if raw is None else raw, where, problems)
     for p in problems:
         add(p)
     if q is None:
@@ -151,7 +154,7 @@ def parse_launch(
 ) -> Launch | None:
     """One VM's `launch`; None (after reporting) when it is invalid."""
     problems: list[str] = []
-    li = _validate(LaunchInput, raw, where, problems)
+    li = validate_input(LaunchInput, raw, where, problems)
     for p in problems:
         add(p)
     if li is None:

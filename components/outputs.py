@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.config import INTERNET_VLAN, POOL_SIZE, IfaceRef, LinkKey, parse_iface_ref
+from components.model import INTERNET_VLAN, POOL_SIZE, IfaceRef, LinkKey, parse_iface_ref
 from components.plan import InterfacePlan, SlicePlan
 
 InternetIp = Callable[[str], Any]
@@ -145,15 +145,19 @@ def previous_allocation(links: Any) -> dict[LinkKey, int]:
     return out
 
 
-def previous_workers(vms: Any) -> dict[int, str]:
-    """VM id -> worker from a `vms` output."""
-    out: dict[int, str] = {}
-    for vm_text, vm in vms.items() if isinstance(vms, Mapping) else []:
-        if isinstance(vm_text, str) and vm_text.isdigit() and isinstance(vm, Mapping):
-            worker = vm.get("worker")
-            if isinstance(worker, str):
-                out[int(vm_text)] = worker
-    return out
+def previous_vlan_workers(vms: Any) -> dict[int, tuple[str, ...]]:
+    """VLAN -> the workers that had a TAP of the slice on it, from a `vms` output."""
+    out: dict[int, set[str]] = {}
+    for vm in vms.values() if isinstance(vms, Mapping) else []:
+        worker = vm.get("worker") if isinstance(vm, Mapping) else None
+        ifaces = vm.get("interfaces") if isinstance(vm, Mapping) else None
+        if not isinstance(worker, str) or not isinstance(ifaces, Mapping):
+            continue
+        for iface in ifaces.values():
+            vlan = _int(iface.get("vlan")) if isinstance(iface, Mapping) else None
+            if vlan is not None:
+                out.setdefault(vlan, set()).add(worker)
+    return {vlan: tuple(sorted(ws)) for vlan, ws in sorted(out.items())}
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,9 @@ class Deployed:
     """What the previous run of the stack deployed, as its outputs remember it."""
 
     vlans: dict[LinkKey, int] = field(default_factory=dict)
-    workers: dict[int, str] = field(default_factory=dict)
+    vlan_workers: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """VLAN -> the workers that had TAPs of the slice on it."""
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, Any]) -> Deployed:
-        return cls(previous_allocation(outputs.get("links")), previous_workers(outputs.get("vms")))
+        return cls(previous_allocation(outputs.get("links")), previous_vlan_workers(outputs.get("vms")))

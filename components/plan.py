@@ -12,7 +12,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from components.config import INTERNET_VLAN, NAMESPACE, ConfigError, LinkKey, SliceConfig
+from components.model import INTERNET_VLAN, NAMESPACE, LinkKey, SliceConfig
+from providers.errors import ConfigError
 from providers.naming import tap_name
 from providers.specs import Reservation
 

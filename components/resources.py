@@ -2,17 +2,19 @@
 
 The graph is acyclic by construction: the pool claim depends on nothing, every other resource depends on
 the claim (so nothing of the slice is tagged or started before its VLAN range is held), and NAT also waits
-for VLAN 400's gateway. No resource waits for a sibling TAP: a TAP that joins a link VLAN parks, under each
-worker's lock, every port of the slice still on that VLAN that does not belong there (see `JoinSpec` and
-docs/design.md, "Edits of a deployed slice"), so VLAN hand-overs need no ordering between TAPs at all.
+for VLAN 400's gateway. No resource waits for a sibling TAP: a TAP that joins a link VLAN first parks every
+port of the slice still on that VLAN that does not belong there, on its own worker and on the workers that
+had the VLAN (see `JoinSpec` and docs/design.md, "Edits of a deployed slice"), so VLAN hand-overs need no
+ordering between TAPs at all.
 """
 
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from components.outputs import Deployed
 from components.plan import LEASE_TIME, SlicePlan, VlanPlan
 from providers import specs
 from providers.naming import dhcp_namespace, dhcp_port, gateway_port
@@ -105,13 +107,11 @@ def _network_resources(
     return out
 
 
-def resource_plan(
-    plan: SlicePlan, previous_workers: Mapping[int, str] | None = None
-) -> list[PlannedResource]:
+def resource_plan(plan: SlicePlan, deployed: Deployed | None = None) -> list[PlannedResource]:
     """Every child resource of the slice, dependencies first, with its validated spec.
 
-    `previous_workers` (VM id -> worker, from the last run's outputs) adds the workers the slice leaves to
-    the hosts a joining TAP clears: a removed VM's TAPs are deleted only at the end of the update.
+    `deployed` (the last run's outputs) tells which workers had TAPs of the slice on each VLAN: a TAP that
+    joins the VLAN clears those workers too (a removed VM's TAPs are deleted only at the end of the update).
     """
     config = plan.config
     node = config.network_node
@@ -129,16 +129,16 @@ def resource_plan(
             ),
         )
     ]
-    used = {vm.worker for vm in config.vms} | set((previous_workers or {}).values())
-    clear_hosts = [config.workers[w] for w in sorted(used) if w in config.workers]
+    had = (deployed or Deployed()).vlan_workers
     by_vlan = {n.vlan: n for n in plan.link_networks}
     for ip in plan.interfaces:
         net = None if ip.parked else by_vlan.get(ip.vlan)
-        join = (
-            specs.JoinSpec(members=list(net.members), hosts=clear_hosts, parking_vlan=config.parking_vlan)
-            if net is not None
-            else None
-        )
+        join = None
+        if net is not None:
+            hosts = [
+                config.workers[w] for w in had.get(net.vlan, ()) if w in config.workers and w != ip.worker
+            ]
+            join = specs.JoinSpec(members=list(net.members), hosts=hosts, parking_vlan=config.parking_vlan)
         out.append(
             PlannedResource(
                 "TapPort",

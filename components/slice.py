@@ -11,9 +11,9 @@ from typing import Any
 
 import pulumi
 
-from components.config import INTERNET_VLAN
 from components.launch import Launch
-from components.outputs import stack_outputs
+from components.model import INTERNET_VLAN
+from components.outputs import Deployed, stack_outputs
 from components.plan import SlicePlan
 from components.resources import dhcp_resource, resource_plan
 from components.vms import add_launched_vms
@@ -45,13 +45,13 @@ class SliceComponent(pulumi.ComponentResource):
         self,
         name: str,
         plan: SlicePlan,
-        previous_workers: Mapping[int, str] | None = None,
+        deployed: Deployed | None = None,
         opts: pulumi.ResourceOptions | None = None,
         launches: Mapping[int, Launch] | None = None,
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, {}, opts)
         self.resources = {}
-        for planned in resource_plan(plan, previous_workers):
+        for planned in resource_plan(plan, deployed):
             cls = RESOURCE_CLASSES[planned.kind]
             deps = [self.resources[d] for d in planned.depends_on]
             self.resources[planned.name] = cls(

@@ -21,11 +21,12 @@ import paramiko
 import pulumi
 from pulumi_command import remote
 
-from components.config import NAMESPACE, ConfigError, Endpoint, SliceConfig
 from components.launch import BootFile, Launch
+from components.model import NAMESPACE, SliceConfig
 from components.outputs import qemu_net_args
 from components.plan import SlicePlan
 from providers import specs
+from providers.errors import ConfigError
 from providers.qemu_vm import IMAGES_DIR, BootFileRef, QemuVm, QemuVmSpec, console_path
 
 INCOMING_DIR = f"{IMAGES_DIR}/incoming"
@@ -102,7 +103,7 @@ def launch_plan(plan: SlicePlan, launches: Mapping[int, Launch]) -> tuple[list[I
     return list(copies.values()), vms
 
 
-def host_key(known_hosts: Path, ep: Endpoint) -> str:
+def host_key(known_hosts: Path, ep: specs.Endpoint) -> str:
     """The worker's public key line (`type base64`) from known_hosts; ConfigError when there is none."""
     name = ep.address if ep.port == 22 else f"[{ep.address}]:{ep.port}"
     where = f"{NAMESPACE}:ssh.knownHostsPath"

@@ -121,14 +121,14 @@ class HostSpec(_Model):
 
 
 class JoinSpec(_Model):
-    """How a TAP joins a link VLAN: first, under each worker's lock, every port of the slice still tagged
-    with that VLAN that is not one of `members` is parked (a VLAN handed from one link to another is never
-    carried by both)."""
+    """How a TAP joins a link VLAN: first every port of the slice still tagged with that VLAN that is not
+    one of `members` is parked, under the worker's lock, on its own worker and on `hosts` (a VLAN handed
+    from one link to another is never carried by both)."""
 
     members: list[IfName]
     """The TAPs that belong on the VLAN (the link's two ends)."""
     hosts: list[Endpoint]
-    """The workers to clear: every worker the slice had or has a VM on."""
+    """The other workers that had TAPs of the slice on the VLAN (from the previous outputs)."""
     parking_vlan: Vlan
 
 

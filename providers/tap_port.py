@@ -2,11 +2,11 @@
 
 want (TapPortSpec) / have (TapHave, from one read round trip) / commands (pure `plan_*` functions).
 
-Joining a link VLAN (a create, or a tag change): first, on every worker of the slice (`spec.join.hosts`),
-under that worker's lock, every port of the slice still tagged with the VLAN that is not one of the link's
-TAPs is parked; then, under its own worker's lock, the TAP is tagged. A tag change away from a VLAN runs
-under the lock too, so a park never undoes a concurrent move. The decision is taken from the host's state,
-not from the stack's memory, so it holds even after an interrupted update.
+Joining a link VLAN (a create, or a tag change): first, on each other worker that had the VLAN
+(`spec.join.hosts`), under that worker's lock, every port of the slice still tagged with the VLAN that is
+not one of the link's TAPs is parked; then the TAP is tagged, after parking such strays on its own worker
+in the same locked script (the read finds them). A tag change away from a VLAN runs under the lock too, so
+a park never undoes a concurrent move.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from . import hoststate, ssh
 from .base import HostProvider, HostResource, outputs, warn_foreign
 from .errors import OwnershipConflict
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, run, sh
+from .script import ScriptResult, Step, probe, run, sh
 from .specs import JoinSpec, TapPortSpec
 
 TOOLS = ("ip", "ovs-vsctl")
 ALIAS_PREFIX = "cloudrepo:"
 PARK_OTHERS = "park others on the vlan"
+ON_VLAN = "on the vlan"
 
 # $1 slice, $2 VLAN, $3 parking VLAN, then the TAPs that belong on the VLAN; prints each port it parked
 _PARK_OTHERS = (
@@ -62,26 +63,43 @@ def alias(spec: TapPortSpec) -> str:
 class TapHave:
     link: LinkState | None
     port: PortState | None
+    strays: tuple[str, ...] = ()
+    """Ports of the slice on the VLAN this TAP joins that are not the link's (read only when it joins one)."""
 
     @property
     def gone(self) -> bool:
         return self.link is None and self.port is None
 
 
+def on_vlan_probe(spec: TapPortSpec) -> Step:
+    """The names of the slice's TAP ports tagged with `spec.vlan`."""
+    return probe(
+        ON_VLAN, "ovs-vsctl", "--bare", "--columns=name", "find", "port", f"tag={spec.vlan}",
+        f'external_ids:cloudrepo-slice="{spec.slice}"', "external_ids:cloudrepo-kind=tap",
+    )  # fmt: skip
+
+
 def preflight(spec: TapPortSpec) -> list[Step]:
-    """One read round trip: tools, bridge, the TAP device, its OVS port and that port's bridge."""
-    return [
+    """One read round trip: tools, bridge, the TAP device, its OVS port and that port's bridge (and, for a
+    link VLAN, who else of the slice is on it)."""
+    steps = [
         *hoststate.readiness_steps(spec.bridge, *TOOLS),
         hoststate.link_probe("link", spec.name),
         hoststate.port_probe("port", spec.name),
         hoststate.port_bridge_probe("port bridge", spec.name),
     ]
+    if spec.join is not None:
+        steps.append(on_vlan_probe(spec))
+    return steps
 
 
-def parse_have(res: ScriptResult) -> TapHave:
+def parse_have(spec: TapPortSpec, res: ScriptResult) -> TapHave:
+    members = set(spec.join.members) if spec.join is not None else set()
+    strays = res.out(ON_VLAN).split() if res.ran(ON_VLAN) and res.status(ON_VLAN) == 0 else []
     return TapHave(
         link=hoststate.parse_link(res.out("link"), res.status("link")),
         port=hoststate.parse_port(res.out("port"), res.out("port bridge"), res.status("port bridge")),
+        strays=tuple(sorted(n for n in strays if n not in members)),
     )
 
 
@@ -222,7 +240,7 @@ class TapPortProvider(HostProvider[TapPortSpec]):
     def _have(self, spec: TapPortSpec) -> TapHave:
         res = ssh.run_script(spec.host, preflight(spec))
         hoststate.check_ready(spec.host.name, res, spec.bridge)
-        return parse_have(res)
+        return parse_have(spec, res)
 
     def _ensure(self, spec: TapPortSpec) -> dict[str, Any]:
         have = self._have(spec)
@@ -235,9 +253,11 @@ class TapPortProvider(HostProvider[TapPortSpec]):
                 if host.name != spec.host.name:
                     res = ssh.run_script(host, [park], locked=True, holder=spec.slice)
                     parked += [f"{host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
-            steps = [park, *steps]
+            if have.strays:
+                steps = [park, *steps]
         moves = have.port is not None and have.port.tag != spec.vlan
-        res = ssh.run_script(spec.host, steps, locked=moves or joins is not None, holder=spec.slice)
+        locked = moves or (joins is not None and bool(have.strays))
+        res = ssh.run_script(spec.host, steps, locked=locked, holder=spec.slice)
         if res.ran(PARK_OTHERS):
             parked += [f"{spec.host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
         after = TapHave(

@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from components.allocation import allocate_vlans
-from components.config import ConfigError, load_config
+from components.config import load_config
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
 from components.resources import PlannedResource, resource_plan
+from providers.errors import ConfigError
 from tests import churnkit
 
 T = TypeVar("T")
@@ -84,7 +85,7 @@ def deploy(
         plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
     except ConfigError:
         return None
-    resources = resource_plan(plan, deployed.workers)  # raises GraphError if incomplete or cyclic
+    resources = resource_plan(plan, deployed)  # raises GraphError if incomplete or cyclic
     return resources, json.loads(json.dumps(stack_outputs(plan)), parse_int=float)
 
 

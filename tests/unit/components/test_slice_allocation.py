@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from components.allocation import allocate_vlans
-from components.config import ConfigError, IfaceRef, Link, VlanPool
-from components.outputs import Deployed, previous_allocation, previous_workers
+from components.model import IfaceRef, Link, VlanPool
+from components.outputs import Deployed, previous_allocation, previous_vlan_workers
+from providers.errors import ConfigError
 
 POOL = VlanPool(start=120)
 
@@ -184,18 +185,21 @@ def test_previous_allocation_reads_only_well_formed_entries() -> None:
     assert previous_allocation({"links": []}) == {}
 
 
-def test_memory_reads_vlans_and_workers() -> None:
+def test_memory_reads_vlans_and_the_workers_on_each() -> None:
     vms = {
-        "1002": {"worker": "worker1", "interfaces": {"eth0": {"vlan": 400.0, "ip": "10.60.7.10"}}},
-        "1003": {"worker": "worker2", "interfaces": {}},
+        "1002": {
+            "worker": "worker1",
+            "interfaces": {"eth0": {"vlan": 400.0, "ip": "10.60.7.10"}, "eth1": {"vlan": 120.0}},
+        },
+        "1003": {"worker": "worker2", "interfaces": {"eth1": {"vlan": 120.0}, "eth2": {"vlan": None}}},
         "bad": {"worker": "worker3"},
-        "1004": {"worker": 7},
+        "1004": {"worker": 7, "interfaces": {"eth1": {"vlan": 121}}},
     }
-    assert previous_workers(vms) == {1002: "worker1", 1003: "worker2"}
-    assert previous_workers(None) == {}
+    assert previous_vlan_workers(vms) == {120: ("worker1", "worker2"), 400: ("worker1",)}
+    assert previous_vlan_workers(None) == {}
     deployed = Deployed.from_outputs(
         {"links": [{"endpoints": ["1003.eth1", "1002.eth1"], "vlan": 120.0}], "vms": vms}
     )
     assert deployed.vlans == {("1002.eth1", "1003.eth1"): 120}
-    assert deployed.workers == {1002: "worker1", 1003: "worker2"}
+    assert deployed.vlan_workers[120] == ("worker1", "worker2")
     assert Deployed.from_outputs({}) == Deployed()

@@ -10,7 +10,9 @@ import pulumi
 import pytest
 from cfgkit import BASE, ROOT, raw_config, raw_from_file, slice_with, with_changes
 
-from components.config import ConfigError, load_config, raw_stack_config
+from components.config import load_config
+from components.inputs import raw_stack_config
+from providers.errors import ConfigError
 
 HEAD = "cloudrepo: {n} problem{s} in the stack config (nothing was changed):"
 

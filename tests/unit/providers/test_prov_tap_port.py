@@ -167,7 +167,7 @@ def test_preflight_is_one_read_and_parses() -> None:
             StepResult("port bridge", 0, "br-int\n"),
         ]
     )
-    have = tp.parse_have(res)
+    have = tp.parse_have(tap(), res)
     assert have.link == link("tap_1002_eth1", True, "tap", "cloudrepo:demo")
     assert have.port is not None and have.port.tag == 120 and have.port.owner == "demo"
     assert tp.plan_ensure(tap(), have) == []
@@ -180,7 +180,7 @@ def test_preflight_is_one_read_and_parses() -> None:
             StepResult("port bridge", 1, ""),
         ]
     )
-    assert tp.parse_have(gone).gone
+    assert tp.parse_have(tap(), gone).gone
 
 
 # ---- joining a link VLAN ----------------------------------------------------------------------------------
@@ -223,15 +223,37 @@ def run_ensure(monkeypatch: pytest.MonkeyPatch, spec: tp.TapPortSpec, have: tp.T
 
 
 def test_joining_a_vlan_parks_its_strays_on_every_worker_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 4094, None, **MARKS))  # parked, now joins 120
+    parked = port("tap_1002_eth1", 4094, None, **MARKS)  # parked, now joins 120 where tap_1004_eth1 still is
+    have = tp.TapHave(IN_PLACE.link, parked, strays=("tap_1004_eth1",))
     rec = run_ensure(monkeypatch, joining(), have)
     assert rec.calls == [
-        ("worker2", [tp.PARK_OTHERS], True),  # the other worker first, under its lock
+        ("worker2", [tp.PARK_OTHERS], True),  # the other worker that had the VLAN first, under its lock
         ("worker1", [tp.PARK_OTHERS, "attach port"], True),  # then its own worker: park and tag, one script
     ]
     park = tp.park_others(joining(), joining().join)  # type: ignore[arg-type]
     assert list(park.argv[4:]) == ["demo", "120", "4094", "tap_1002_eth1", "tap_1003_eth1"]
     assert rec.outputs["observed"]["parkedOthers"] == ["worker2/tap_1004_eth1", "worker1/tap_1004_eth1"]  # type: ignore[attr-defined]
+
+
+def test_joining_a_vlan_free_on_its_worker_takes_no_lock_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    alone = tap(join={"members": ["tap_1002_eth1", "tap_1003_eth1"], "hosts": [], "parkingVlan": 4094})
+    rec = run_ensure(monkeypatch, alone, tp.TapHave(None, None))
+    assert [(h, locked) for h, _, locked in rec.calls] == [("worker1", False)]  # a fresh deploy: one script
+
+
+def test_the_read_names_the_strays_of_the_vlan_it_joins() -> None:
+    res = ScriptResult(
+        [
+            StepResult("tools", 0, ""),
+            StepResult("bridge", 0, ""),
+            StepResult("link", 1, ""),
+            StepResult("port", 0, ""),
+            StepResult("port bridge", 1, ""),
+            StepResult(tp.ON_VLAN, 0, "tap_1003_eth1\ntap_1004_eth1\n"),
+        ]
+    )
+    assert tp.parse_have(joining(), res).strays == ("tap_1004_eth1",)  # tap_1003_eth1 is the link's
+    assert tp.ON_VLAN in names(tp.preflight(joining())) and tp.ON_VLAN not in names(tp.preflight(tap()))
 
 
 def test_staying_on_a_vlan_parks_nothing_and_takes_no_lock(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,204 @@
+"""The raw stack config: the input models of each `cloudrepo:*` object (unknown fields are errors), the
+decoding of the engine's raw values, and readable problems from pydantic's errors."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from components.model import NAMESPACE
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class NetworkNodeInput(_Input):
+    """`cloudrepo:networkNode`: the dedicated network node (gateways, DHCP, NAT)."""
+
+    host: StrictStr
+    """SSH address or name."""
+    port: StrictInt = 22
+    """SSH port."""
+    uplink: StrictStr = "ens3"
+    """NAT egress interface."""
+
+
+class WorkerInput(_Input):
+    """One entry of `cloudrepo:workers`."""
+
+    host: StrictStr
+    port: StrictInt = 22
+
+
+class SshInput(_Input):
+    """`cloudrepo:ssh`: how the providers reach the hosts (they read it themselves in `configure()`)."""
+
+    user: StrictStr
+    private_key_path: StrictStr | None = Field(default=None, alias="privateKeyPath")
+    """A private key file; or the secret `cloudrepo:sshPrivateKey`."""
+    known_hosts_path: StrictStr = Field(alias="knownHostsPath")
+    """Required: host keys are always verified against this file."""
+    sudo: StrictBool = False
+    """Privileged commands run as `sudo -n ...`."""
+    connect_timeout: float | None = Field(default=None, alias="connectTimeout", gt=0)
+    """Seconds (read by the providers' SSH layer)."""
+    command_timeout: float | None = Field(default=None, alias="commandTimeout", gt=0)
+    """Seconds (read by the providers' SSH layer)."""
+
+
+class VlanPoolInput(_Input):
+    start: StrictInt
+    """The first VLAN of the slice's pool; the pool is start..start+19."""
+
+
+class VmInput(_Input):
+    id: StrictInt
+    """VM id, unique across the cloud, 1..65535."""
+    worker: StrictStr
+    """A key of `cloudrepo:workers`."""
+    data_interfaces: StrictInt = Field(default=0, alias="dataInterfaces", ge=0)
+    """Number of data interfaces eth1..ethN (eth0 is the management interface)."""
+    internet: StrictBool = False
+    """eth0 on the shared VLAN 400 with NAT."""
+    launch: Any = None
+    """Optional QEMU launch of the VM; validated by `components.launch`."""
+
+
+class LinkInput(_Input):
+    a: StrictStr
+    b: StrictStr
+    vlan: StrictInt | None = None
+    """Pin the link to this VLAN of the pool."""
+
+
+class SliceInput(_Input):
+    name: StrictStr | None = None
+    """Default: the stack name."""
+    vlan_pool: VlanPoolInput = Field(alias="vlanPool")
+    vms: list[dict[str, Any]] = Field(default_factory=list)
+    """Validated one by one (`VmInput`) so one bad VM does not hide the other problems."""
+    links: list[Any] = Field(default_factory=list)
+    """`["1002.eth1", "1003.eth1"]` or `{a, b, vlan}`; validated one by one."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Raw config -> model
+
+KeyKind = Literal["json", "text", "int"]
+KNOWN_KEYS: dict[str, KeyKind] = {
+    "networkNode": "json",
+    "workers": "json",
+    "ssh": "json",
+    "sshPrivateKey": "text",
+    "bridge": "text",
+    "slice": "json",
+    "parkingVlan": "int",
+    "dnsServers": "json",
+    "qemu": "json",  # validated by components.launch
+}
+REQUIRED_KEYS = ("networkNode", "workers", "ssh", "slice")
+
+
+def _fmt_loc(prefix: str, loc: tuple[int | str, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _known_fields(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def validate_input(model: type[_Input], value: Any, where: str, problems: list[str]) -> Any:
+    """Validate `value` with `model`; append one readable problem per pydantic error; None when invalid."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            path = _fmt_loc(where, loc)
+            kind = err["type"]
+            if kind == "extra_forbidden":
+                # find the model that owns the unknown field, to list the known ones
+                owner: type[BaseModel] = model
+                for part in loc[:-1]:
+                    if isinstance(part, str):
+                        field = next(
+                            (f for n, f in owner.model_fields.items() if (f.alias or n) == part), None
+                        )
+                        ann = getattr(field, "annotation", None)
+                        if isinstance(ann, type) and issubclass(ann, BaseModel):
+                            owner = ann
+                known = _known_fields(owner)
+                problems.append(
+                    f"{path}: unknown key {str(loc[-1])!r}{suggest(str(loc[-1]), known)}"
+                    f" (known: {', '.join(known)})"
+                )
+            elif kind == "missing":
+                problems.append(f"{path}: required")
+            elif kind in ("model_type", "dict_type"):
+                problems.append(f"{path}: must be an object, got {err['input']!r}")
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{path}: {msg[0].lower()}{msg[1:]}, got {err['input']!r}")
+        return None
+
+
+def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """Split the raw config into the `cloudrepo:` keys and decode them; report unknown and bad keys."""
+    values: dict[str, Any] = {}
+    for full_key in sorted(raw):
+        ns, sep, key = full_key.partition(":")
+        if not sep or ns != NAMESPACE:
+            continue
+        if key not in KNOWN_KEYS:
+            problems.append(
+                f"{full_key}: unknown config key{suggest(key, KNOWN_KEYS)}"
+                f" (known: {', '.join(f'{NAMESPACE}:{k}' for k in KNOWN_KEYS)})"
+            )
+            continue
+        text = raw[full_key]
+        kind = KNOWN_KEYS[key]
+        if kind == "json":
+            if not isinstance(text, str):
+                values[key] = text
+                continue
+            try:
+                values[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {text!r}")
+        elif kind == "int":
+            try:
+                values[key] = int(str(text).strip())
+            except ValueError:
+                problems.append(f"{full_key}: must be an integer, got {text!r}")
+        else:
+            values[key] = str(text)
+    for key in REQUIRED_KEYS:
+        if key not in values and f"{NAMESPACE}:{key}" not in raw:
+            problems.append(f"{NAMESPACE}:{key}: required")
+    return values
+
+
+def raw_stack_config() -> dict[str, str]:
+    """The raw config the engine gave this program: every key, including unknown `cloudrepo:*` ones.
+
+    `pulumi.Config` only answers for keys it is asked about, so typos would pass unnoticed; the SDK keeps
+    the whole map in `pulumi.runtime.config` (set from the engine's run request, or `PULUMI_CONFIG`).
+    """
+    from pulumi.runtime import config as runtime_config
+
+    raw: dict[str, Any] = dict(runtime_config.get_config_env())
+    raw.update(runtime_config.CONFIG.get())
+    return {str(k): v for k, v in raw.items()}

@@ -1,0 +1,136 @@
+"""The validated stack config: constants and the model types that `load_config` returns."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from providers.specs import Endpoint
+
+NAMESPACE = "cloudrepo"
+POOL_SIZE = 20
+INTERNET_VLAN = 400
+DEFAULT_PARKING_VLAN = 4094
+DEFAULT_DNS = ("8.8.8.8",)
+MAX_VM_ID = 0xFFFF
+"""The MAC `52:54:00:{vm>>8}:{vm&0xff}:{iface}` holds 16 bits of the VM id."""
+MAX_DATA_INTERFACES = 0xFF
+"""... and the interface number in its last byte."""
+NETWORK_NODE_NAME = "network"
+"""The logical host name of `cloudrepo:networkNode` in every resource's `host` input."""
+
+IFACE_REF_RE = re.compile(r"^(?P<vm>[0-9]+)\.(?P<iface>eth(?:0|[1-9][0-9]*))$")
+"""A link endpoint `VM.ethN`."""
+
+
+# The validated model
+
+
+class IfaceRef(BaseModel):
+    """A VM interface, `1002.eth1`."""
+
+    model_config = ConfigDict(frozen=True)
+    vm: int
+    iface: str
+
+    @property
+    def index(self) -> int:
+        return int(self.iface[3:])
+
+    def __str__(self) -> str:
+        return f"{self.vm}.{self.iface}"
+
+    def sort_key(self) -> tuple[int, int]:
+        return (self.vm, self.index)
+
+
+LinkKey = tuple[str, str]
+"""A link's identity: its two endpoints as text, in canonical order (lower VM id / interface first)."""
+
+
+class Link(BaseModel):
+    """A validated link; `a` is the canonical first endpoint (lower VM id, then lower interface)."""
+
+    model_config = ConfigDict(frozen=True)
+    a: IfaceRef
+    b: IfaceRef
+    pinned: int | None = None
+
+    @property
+    def key(self) -> LinkKey:
+        return (str(self.a), str(self.b))
+
+    @property
+    def label(self) -> str:
+        return f"{self.a} -- {self.b}"
+
+
+class Vm(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: int
+    worker: str
+    data_interfaces: int
+    internet: bool
+
+    @property
+    def interfaces(self) -> list[str]:
+        return [f"eth{i}" for i in range(self.data_interfaces + 1)]
+
+
+class VlanPool(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    start: int
+
+    @property
+    def end(self) -> int:
+        return self.start + POOL_SIZE - 1
+
+    @property
+    def vlans(self) -> range:
+        return range(self.start, self.end + 1)
+
+
+class SshSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    user: str
+    private_key_path: str | None
+    known_hosts_path: str
+    sudo: bool
+    private_key: SecretStr | None
+    """The secret `cloudrepo:sshPrivateKey`, when set."""
+
+
+class SliceConfig(BaseModel):
+    """The whole stack config, validated."""
+
+    model_config = ConfigDict(frozen=True)
+    stack: str
+    slice_name: str
+    network_node: Endpoint
+    uplink: str
+    workers: dict[str, Endpoint]
+    ssh: SshSettings
+    bridge: str
+    parking_vlan: int
+    dns_servers: tuple[str, ...]
+    pool: VlanPool
+    vms: tuple[Vm, ...]
+    links: tuple[Link, ...]
+
+    def vm(self, vm_id: int) -> Vm:
+        return next(v for v in self.vms if v.id == vm_id)
+
+    @property
+    def internet_vms(self) -> list[Vm]:
+        return [v for v in self.vms if v.internet]
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def parse_iface_ref(text: str) -> IfaceRef | None:
+    m = IFACE_REF_RE.fullmatch(text)
+    if not m:
+        return None
+    return IfaceRef(vm=int(m["vm"]), iface=m["iface"])
