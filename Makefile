@@ -37,6 +37,7 @@ test: setup lint
 
 demo: setup
 	$(ACTIVATE) && python -m lab up
+	$(ACTIVATE) && python -m lab image
 	$(ACTIVATE) && (pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK))
 	$(ACTIVATE) && pulumi up --yes --stack $(STACK)
 	$(ACTIVATE) && python -m lab.slicecheck --stack $(STACK)

@@ -3,16 +3,16 @@
 import pulumi
 
 from components.allocation import allocate_vlans
-from components.config import load_config
 from components.inputs import raw_stack_config
+from components.launch import load
 from components.memory import read_previous_outputs
 from components.outputs import Deployed
 from components.plan import build_plan
 from components.slice import SliceComponent
 
-config = load_config(raw_stack_config(), pulumi.get_stack())
+config, launches = load(raw_stack_config(), pulumi.get_stack())
 deployed = Deployed.from_outputs(read_previous_outputs())
 plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
-slice_ = SliceComponent(config.slice_name, plan, deployed)
+slice_ = SliceComponent(config.slice_name, plan, deployed, launches=launches)
 for key, value in slice_.outputs.items():
     pulumi.export(key, value)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines as bl
+from bench import vms as bench_vms
 from bench.engine import Phase, SliceStack
 from bench.report import C_UNAVAILABLE, ratios, table, targets
 from bench.topology import ROOT, SliceSpec, expected_outputs_match
@@ -239,6 +240,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="also time (b)'s teardown (default: quick mode only; otherwise the (a) script cleans up)",
     )
     ap.add_argument("--no-multi", action="store_true", help="skip 5 slices x 20 links")
+    ap.add_argument("--no-vms", action="store_true", help="skip boot-to-lease of 4 launched VMs")
     ap.add_argument("--parallel", type=int, default=None, help="pulumi --parallel (default: the engine's)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<time>.json)")
     return ap.parse_args(argv)
@@ -281,7 +283,14 @@ def main(argv: list[str] | None = None) -> int:
                     results["scenarios"].append(bench.single(n, n in b_sizes, b_teardown=b_teardown))
                 if do_multi:
                     results["scenarios"].append(bench.multi(20, MULTI_POOLS))
-                ok = True
+                if not args.no_vms:
+                    log("boot-to-lease: 4 launched VMs")
+                    results["vms"] = bench_vms.boot_to_lease(
+                        workdir, bench.backend, workdir / "stats", args.parallel
+                    )
+                    ok = not results["vms"]["missing"] and not results["vms"]["qemu_left"]
+                else:
+                    ok = True
             except (PulumiFailed, bl.BaselineFailed, ScanMismatch, RuntimeError) as exc:
                 results["error"] = str(exc)
                 log(f"FAILED: {exc}")
@@ -314,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         for t in results["targets"]:
             mark = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
             print(f"- {t['target']}: {mark} ({t['evidence']})")
+    if "vms" in results:
+        v = results["vms"]
+        print(
+            f"\nlaunched VMs ({v['vms']}, TCG): up {v['up_seconds']} s; all {v['leases']} leases held "
+            f"{v['up_to_all_leases_seconds']} s after up started (missing: {v['missing'] or 'none'}); "
+            f"destroy {v['destroy_seconds']} s, no QEMU left after {v['destroy_to_no_qemu_seconds']} s"
+        )
     print(f"\nJSON: {out}\nengine output: {logdir}")
     return 0 if ok else 1
 

@@ -49,6 +49,8 @@ class VmInput(_Input):
     """Number of data interfaces eth1..ethN (eth0 is the management interface)."""
     internet: StrictBool = False
     """eth0 on the shared VLAN 400 with NAT."""
+    launch: Any = None
+    """Optional QEMU launch of the VM; validated by `components.launch`."""
 
 
 class LinkInput(_Input):
@@ -83,6 +85,7 @@ KNOWN_KEYS: dict[str, KeyKind] = {
     "slice": "json",
     "parkingVlan": "int",
     "dnsServers": "json",
+    "qemu": "json",  # validated by components.launch
 }
 REQUIRED_KEYS = ("networkNode", "workers", "ssh", "slice")
 

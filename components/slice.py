@@ -6,14 +6,17 @@ function (tested without Pulumi); the component only instantiates them, dependen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
 
+from components.launch import Launch
 from components.model import INTERNET_VLAN
 from components.outputs import Deployed, stack_outputs
 from components.plan import SlicePlan
 from components.resources import dhcp_resource, resource_plan
+from components.vms import add_launched_vms
 from providers.dhcp_namespace import DhcpNamespace
 from providers.nat_rule import NatRule
 from providers.pool_claim import PoolClaim
@@ -44,6 +47,7 @@ class SliceComponent(pulumi.ComponentResource):
         plan: SlicePlan,
         deployed: Deployed | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        launches: Mapping[int, Launch] | None = None,
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, {}, opts)
         self.resources = {}
@@ -65,4 +69,6 @@ class SliceComponent(pulumi.ComponentResource):
                 return addresses.apply(lambda o: ((o or {}).get("reserved") or {}).get(mac))
 
             self.outputs = stack_outputs(plan, internet_ip)
+        for vm_id, extra in add_launched_vms(self, name, plan, launches or {}, self.resources).items():
+            self.outputs["vms"][vm_id].update(extra)
         self.register_outputs(self.outputs)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
 
-from lab import guest, scan, testbed
+from lab import guest, image, scan, testbed, vms
 from lab.common import DEFAULT_WORKERS, LabError
 
 
@@ -38,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     sp = vsub.add_parser("stop", help="stop a guest and delete its namespace")
     sp.add_argument("name")
     vsub.add_parser("list", help="list guests")
+    sub.add_parser("image", help='build (once) the tiny QEMU guest; prints {"kernel": PATH, "initrd": PATH}')
+    gq = sub.add_parser("guest", help="launched QEMU guests of a stack")
+    gsub = gq.add_subparsers(dest="guestcmd", required=True)
+    gx = gsub.add_parser("exec", help="run a command in a launched VM: guest exec --stack S VM -- CMD...")
+    gx.add_argument("--stack", required=True)
+    gx.add_argument("--timeout", type=float, default=60)
+    gx.add_argument("vm")
+    gx.add_argument("command", nargs=argparse.REMAINDER)
     return p
 
 
@@ -79,6 +88,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.cmd == "vm":
         return _vm(args)
+    if args.cmd == "image":
+        print(json.dumps(image.guest()))
+        return 0
+    if args.cmd == "guest":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            raise LabError("guest exec --stack STACK VM -- CMD...")
+        result = vms.exec_in(vms.stack_outputs(args.stack)["vms"], args.vm, command, args.timeout)
+        sys.stdout.write(result.stdout)
+        return result.returncode
     raise AssertionError(args.cmd)
 
 

@@ -2,6 +2,10 @@
 reserved addresses by DHCP, reach the other end of each link and its gateway, cannot reach other links, and
 internet VMs fetch the internet host's page from behind the network node's NAT.
 
+A VM the slice launched (its `vms` output has a `console`) is checked from inside its real QEMU guest,
+through the serial console (`lab.vms`): its leases are the ones its own DHCP client took at boot. Any
+other VM gets a stand-in guest (`lab.guest`: a namespace on a veth, bridged to the TAP) for the check.
+
 ``python -m lab.slicecheck [--stack dev] [--keep-guests]`` reads the stack's outputs with ``pulumi stack
 output`` (run it after ``source scripts/activate``) and prints a table; exit status 1 when a check fails.
 """
@@ -10,14 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from lab import PROJECT_ROOT, guest, testbed
+from lab import vms as launched_vms
 from lab.common import LabError
 from lab.pulumi_cli import PulumiCLI
+
+LEASE_TIMEOUT = 120.0
+"""Seconds a launched guest gets to hold its leases (TCG boots take a few seconds, more on a busy host)."""
+
+_launched: dict[str, Any] = {}
+"""VM id -> its `vms` output, for the launched VMs of the slice being checked (set by `check_slice`)."""
 
 
 @dataclass
@@ -60,6 +73,10 @@ def guest_name(vm: str) -> str:
 
 
 def guest_exec(vm: str, *command: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run a command in the VM's guest: the launched QEMU guest, else the stand-in guest."""
+    if vm in _launched:
+        res = launched_vms.exec_in(_launched, vm, list(command), timeout)
+        return subprocess.CompletedProcess(list(command), res.returncode, res.stdout, "")
     return subprocess.run(
         guest.exec_argv(guest_name(vm), list(command)),
         capture_output=True,
@@ -78,6 +95,43 @@ def cannot_ping(vm: str, address: str) -> bool:
     return guest_exec(vm, "ping", "-c", "2", "-i", "0.2", "-W", "1", address).returncode != 0
 
 
+def fetch(vm: str, url: str) -> subprocess.CompletedProcess[str]:
+    """An HTTP GET from the guest (busybox wget in launched guests, curl in stand-ins)."""
+    if vm in _launched:
+        return guest_exec(vm, "timeout", "5", "wget", "-q", "-O", "-", url)  # busybox 1.35: -T crashes
+    return guest_exec(vm, "curl", "-s", "-m", "5", url)
+
+
+def launched_leases(
+    wanted: dict[tuple[str, str], str], timeout: float = LEASE_TIMEOUT
+) -> dict[tuple[str, str], tuple[str | None, float]]:
+    """Wait for launched guests to hold their reserved addresses, all guests at once.
+
+    `wanted` maps (VM, iface) to the expected address; returns (address held, seconds until it was seen)
+    per interface (the last address seen and the full wait when the expected one never came)."""
+    t0 = time.monotonic()
+    got: dict[tuple[str, str], tuple[str | None, float]] = {}
+    done: set[tuple[str, str]] = set()
+    while len(done) < len(wanted):
+        for key, expected in wanted.items():
+            if key in done:
+                continue
+            vm, iface = key
+            try:
+                out = guest_exec(vm, "ip", "-4", "-o", "addr", "show", "dev", iface, timeout=3).stdout
+                m = re.search(r"inet ([0-9.]+)/", out)
+                ip = m.group(1) if m else None
+            except LabError:
+                ip = None  # still booting: the shell does not answer yet
+            got[key] = (ip, round(time.monotonic() - t0, 1))
+            if ip == expected:
+                done.add(key)
+        if time.monotonic() - t0 > timeout:
+            break
+        time.sleep(0.3)
+    return got
+
+
 def attach_guests(vms: dict[str, Any]) -> list[Attachment]:
     """Start a guest per VM on every interface that has an address (eth0 first: its router is the default
     route), then run DHCP on each."""
@@ -88,12 +142,20 @@ def attach_guests(vms: dict[str, Any]) -> list[Attachment]:
                 continue
             att = Attachment(vm_id, iface, vm["worker"], spec["tap"], spec.get("vlan"), spec["ip"])
             attachments.append(att)
+            if vm_id in _launched:
+                continue
             try:
                 guest.start(guest_name(vm_id), vm["worker"], spec["tap"], iface, spec["mac"])
             except LabError as exc:
                 att.error = str(exc)
+    wanted = {(a.vm, a.iface): a.expected_ip or "" for a in attachments if a.vm in _launched}
+    leases = launched_leases(wanted) if wanted else {}
     for att in attachments:
-        if att.error is None:
+        if att.vm in _launched:
+            att.got_ip = leases[(att.vm, att.iface)][0]
+            if att.got_ip is None:
+                att.error = f"no DHCP lease within {LEASE_TIMEOUT:.0f}s"
+        elif att.error is None:
             try:
                 att.got_ip = guest.dhcp(guest_name(att.vm), att.iface)
             except LabError as exc:
@@ -157,8 +219,8 @@ def internet_checks(
         if att is None or not att.ok:
             checks.append(Check(f"internet {vm_id}", False, "eth0 has no lease"))
             continue
-        page = guest_exec(vm_id, "curl", "-s", "-m", "5", internet["url"])
-        seen = guest_exec(vm_id, "curl", "-s", "-m", "5", internet["whoamiUrl"])
+        page = fetch(vm_id, internet["url"])
+        seen = fetch(vm_id, internet["whoamiUrl"])
         problems = []
         if page.returncode != 0 or page.stdout != internet["body"]:
             problems.append(f"page: curl exit {page.returncode}, body {page.stdout[:60]!r}")
@@ -168,8 +230,15 @@ def internet_checks(
     return checks
 
 
+def use_launched(outputs: dict[str, Any]) -> None:
+    """Remember which VMs of the deployed slice run as launched QEMU guests."""
+    _launched.clear()
+    _launched.update({k: v for k, v in outputs["vms"].items() if v.get("console")})
+
+
 def check_slice(outputs: dict[str, Any], inventory: dict[str, Any]) -> Report:
     """Attach guests to a deployed slice and run every check. Guests stay up: `stop_guests` ends them."""
+    use_launched(outputs)
     report = Report()
     report.attachments = attach_guests(outputs["vms"])
     attached = {(a.vm, a.iface): a for a in report.attachments}
@@ -178,9 +247,11 @@ def check_slice(outputs: dict[str, Any], inventory: dict[str, Any]) -> Report:
     return report
 
 
-def stop_guests(vms: dict[str, Any]) -> None:
-    for vm_id in sorted(vms):
-        guest.stop(guest_name(vm_id))
+def stop_guests(vms_output: dict[str, Any]) -> None:
+    """Stop the stand-in guests (launched VMs belong to the stack: `pulumi destroy` stops them)."""
+    for vm_id, vm in sorted(vms_output.items()):
+        if not vm.get("console"):
+            guest.stop(guest_name(vm_id))
 
 
 def format_report(report: Report) -> str:

@@ -1,4 +1,4 @@
-"""The real engine end to end, offline: CLI, language host, dynamic-provider shim."""
+"""The real engine end to end, offline: CLI, language host, dynamic-provider shim, the command plugin."""
 
 from __future__ import annotations
 
@@ -31,18 +31,24 @@ def test_preview_up_destroy_with_a_dynamic_resource(smoke_stack: PulumiCLI, tmp_
     smoke_stack.run("config", "set", "path", str(marker))
 
     preview = smoke_stack.run("preview", "--non-interactive", "--diff")
-    assert "+ 2 to create" in preview.stdout
+    assert "+ 3 to create" in preview.stdout
     assert not marker.exists(), "preview must not create anything"
 
     smoke_stack.run("up", "--yes", "--non-interactive", "--skip-preview")
     assert marker.read_text() == "cloudrepo smoke"
-    assert smoke_stack.outputs() == {"path": str(marker)}
+    assert smoke_stack.outputs() == {"path": str(marker), "hello": "cloudrepo smoke command"}
 
     again = smoke_stack.run("preview", "--non-interactive", "--expect-no-changes")
-    assert "2 unchanged" in again.stdout
+    assert "3 unchanged" in again.stdout
 
     smoke_stack.run("destroy", "--yes", "--non-interactive", "--skip-preview")
     assert not marker.exists()
+
+
+def test_the_command_plugin_is_installed_offline() -> None:
+    cli = PulumiCLI(project_dir=PROGRAM, backend_dir=Path("/nonexistent"), stack="x")
+    listed = cli.run("plugin", "ls").stdout
+    assert any(line.split()[:3] == ["command", "resource", "1.2.1"] for line in listed.splitlines()), listed
 
 
 def test_a_stack_without_config_reaches_the_program(smoke_stack: PulumiCLI) -> None:

@@ -1,9 +1,11 @@
-"""A dynamic resource that writes a file, so the smoke test can see create and delete happen."""
+"""A dynamic resource that writes a file, so the smoke test can see create and delete happen, and a
+pulumi-command `local.Command` (the plugin installed offline by scripts/install-pulumi)."""
 
 import pathlib
 
 import pulumi
 import pulumi.dynamic as dyn
+from pulumi_command import local
 
 
 class MarkerProvider(dyn.ResourceProvider):
@@ -25,3 +27,5 @@ class Marker(dyn.Resource):
 config = pulumi.Config()
 marker = Marker("marker", config.require("path"), "cloudrepo smoke")
 pulumi.export("path", marker.id)
+hello = local.Command("hello", create="echo cloudrepo smoke command")
+pulumi.export("hello", hello.stdout)

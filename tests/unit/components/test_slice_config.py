@@ -314,13 +314,13 @@ def test_other_namespaces_are_not_ours() -> None:
             [
                 "cloudrepo:bridg: unknown config key; did you mean 'bridge'? (known: cloudrepo:networkNode, "
                 "cloudrepo:workers, cloudrepo:ssh, cloudrepo:sshPrivateKey, cloudrepo:bridge, cloudrepo:slice, "
-                "cloudrepo:parkingVlan, cloudrepo:dnsServers)",
+                "cloudrepo:parkingVlan, cloudrepo:dnsServers, cloudrepo:qemu)",
                 "cloudrepo:parkingVLAN: unknown config key; did you mean 'parkingVlan'? (known: "
                 "cloudrepo:networkNode, cloudrepo:workers, cloudrepo:ssh, cloudrepo:sshPrivateKey, "
-                "cloudrepo:bridge, cloudrepo:slice, cloudrepo:parkingVlan, cloudrepo:dnsServers)",
+                "cloudrepo:bridge, cloudrepo:slice, cloudrepo:parkingVlan, cloudrepo:dnsServers, cloudrepo:qemu)",
                 "cloudrepo:sliec: unknown config key; did you mean 'slice'? (known: cloudrepo:networkNode, "
                 "cloudrepo:workers, cloudrepo:ssh, cloudrepo:sshPrivateKey, cloudrepo:bridge, cloudrepo:slice, "
-                "cloudrepo:parkingVlan, cloudrepo:dnsServers)",
+                "cloudrepo:parkingVlan, cloudrepo:dnsServers, cloudrepo:qemu)",
             ],
             id="unknown-config-keys",
         ),
@@ -522,14 +522,14 @@ def test_all_problems_of_one_config_in_one_error() -> None:
     assert problems(config) == [
         "cloudrepo:sliec: unknown config key; did you mean 'slice'? (known: cloudrepo:networkNode, "
         "cloudrepo:workers, cloudrepo:ssh, cloudrepo:sshPrivateKey, cloudrepo:bridge, cloudrepo:slice, "
-        "cloudrepo:parkingVlan, cloudrepo:dnsServers)",
+        "cloudrepo:parkingVlan, cloudrepo:dnsServers, cloudrepo:qemu)",
         "cloudrepo:networkNode.uplnk: unknown key 'uplnk'; did you mean 'uplink'? (known: host, port, uplink)",
         "cloudrepo:ssh: no SSH key configured: set ssh.privateKeyPath or the secret cloudrepo:sshPrivateKey "
         "(pulumi config set --secret cloudrepo:sshPrivateKey < KEY)",
         "cloudrepo:bridge: interface name 'br;x' must start with a letter or digit and contain only letters, "
         "digits, '_', '.' and '-'",
         "cloudrepo:slice.vms[2].internett: unknown key 'internett'; did you mean 'internet'? "
-        "(known: id, worker, dataInterfaces, internet)",
+        "(known: id, worker, dataInterfaces, internet, launch)",
         "cloudrepo:slice.vms[2].worker: VM 1002: unknown worker 'worker9'; did you mean 'worker2'? "
         "(cloudrepo:workers has: worker1, worker2)",
         "cloudrepo:slice.vms[3].id: duplicate VM id 2001 (also cloudrepo:slice.vms[0])",

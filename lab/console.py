@@ -1,0 +1,113 @@
+"""Run a command in a QEMU guest through its serial console (a unix socket), with its output and status.
+
+The guest keeps a shell on ttyS0 (`lab.image`). One command at a time per console (a lock file next to
+the socket): the command line is framed by markers that the shell prints, built so that the terminal's
+echo of the typed line can never look like them, and carrying a random nonce.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import shlex
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.common import LabError
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    """stdout and stderr together (one serial line), with the terminal's CR removed."""
+
+
+@contextmanager
+def _locked(sock_path: Path) -> Iterator[None]:
+    lock = sock_path.with_name(sock_path.name + ".lock")
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _connect(sock_path: Path, timeout: float) -> socket.socket:
+    """Connect by a relative name from the socket's directory (unix socket paths are limited to 108
+    bytes; the testbed's host directories can be deep)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    cwd = os.getcwd()
+    try:
+        os.chdir(sock_path.parent)
+        sock.connect(sock_path.name)
+    except OSError as exc:
+        sock.close()
+        raise LabError(f"cannot connect to the console {sock_path}: {exc}") from None
+    finally:
+        os.chdir(cwd)
+    return sock
+
+
+def run(sock_path: Path, argv: list[str], timeout: float = 30) -> Result:
+    """Run `argv` in the guest behind the console socket; raises LabError when no answer within timeout."""
+    if not argv:
+        raise LabError("no command given")
+    nonce = secrets.token_hex(8)
+    begin = f"@@B:{nonce}\n"
+    end_re = re.compile(rf"@@E:{nonce}:(\d+)\n")
+    # printf's format arguments are typed as separate words, so the echoed line never matches the markers
+    line = (
+        f"printf '@@%s:%s\\n' B {nonce}; {shlex.join(argv)} </dev/null 2>&1; "
+        f"printf '@@%s:%s:%s\\n' E {nonce} $?\n"
+    )
+    deadline = time.monotonic() + timeout
+    with _locked(sock_path):
+        sock = _connect(sock_path, timeout)
+        try:
+            # a Ctrl-C and an empty line: whatever an earlier, abandoned command left, a fresh prompt
+            sock.sendall(b"\x03\n")
+            time.sleep(0.2)
+            sock.sendall(line.encode())
+            buf = ""
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LabError(f"no answer from the guest on {sock_path} within {timeout}s: {argv}")
+                sock.settimeout(left)
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    raise LabError(f"the console {sock_path} closed")
+                buf += chunk.decode(errors="replace").replace("\r", "")
+                m = end_re.search(buf)
+                if m and begin in buf[: m.start()]:
+                    body = buf[buf.index(begin) + len(begin) : m.start()]
+                    return Result(int(m.group(1)), body)
+        finally:
+            sock.close()
+
+
+def wait_ready(sock_path: Path, timeout: float = 60) -> None:
+    """Wait until the guest's shell answers on its console."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            left = min(5.0, max(1.0, deadline - time.monotonic()))
+            if run(sock_path, ["true"], timeout=left).returncode == 0:
+                return
+        except LabError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise LabError(f"the guest's shell did not answer on {sock_path} within {timeout}s ({last})")

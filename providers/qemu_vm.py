@@ -1,0 +1,292 @@
+"""QemuVm: a VM's QEMU process on its worker, started on the VM's existing TAPs.
+
+State on the worker: `/var/lib/cloudrepo/vms/<vm>/` holds `owner` (the slice), `qemu.pid`, the serial
+console `console.sock` and, for a disk image, the VM's qcow2 overlay `disk.qcow2` (`disk.base` names its
+base; the base under `/var/lib/cloudrepo/images/` is never written). The process is ours when its pid file
+names it AND its command line is the one we started (`-pidfile` with our path); it is never found by name.
+
+`read` reports a dead VM (or one running other arguments) as drift, so `pulumi refresh` shows it and
+`pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
+removes the directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import pulumi
+from pydantic import AfterValidator, Field
+
+from . import ssh
+from .base import HostProvider, HostResource, outputs
+from .errors import OwnershipConflict
+from .script import ScriptResult, Step, run, sh
+from .specs import HostSpec, _Model
+
+log = logging.getLogger(__name__)
+
+IMAGES_DIR = "/var/lib/cloudrepo/images"
+VMS_DIR = "/var/lib/cloudrepo/vms"
+SEP = "\x1f"
+ACCELS = ("kvm", "tcg")
+MAX_CPUS = 64
+MIN_MEMORY_MB = 32
+MAX_MEMORY_MB = 1 << 20
+MAX_APPEND = 1024
+BINARY_PATTERN = r"^[A-Za-z0-9_./+-]{1,255}$"
+"""A command name or absolute path: no spaces or shell characters."""
+STOP_WAIT = 10
+"""Seconds a VM gets to exit on SIGTERM before SIGKILL."""
+
+
+def _printable(value: str) -> str:
+    if len(value) > MAX_APPEND or not value.isprintable():
+        raise ValueError(f"the kernel command line must be printable text of at most {MAX_APPEND} characters")
+    return value
+
+
+class BootFileRef(_Model):
+    """A file on the worker that the VM boots from, with the sha256 it must have."""
+
+    path: Annotated[str, Field(pattern=r"^/var/lib/cloudrepo/images/[0-9a-f]{64}$")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class QemuVmSpec(HostSpec):
+    """A VM's QEMU process; `net_args` are exactly the VM's `qemuNetArgs` output."""
+
+    vm: Annotated[int, Field(ge=1, le=0xFFFF)]
+    binary: Annotated[str, Field(pattern=BINARY_PATTERN)]
+    accel: Literal["kvm", "tcg"]
+    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)] = 1
+    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
+    kernel: BootFileRef | None = None
+    initrd: BootFileRef | None = None
+    append: Annotated[str, AfterValidator(_printable)] | None = None
+    image: BootFileRef | None = None
+    image_format: Literal["qcow2", "raw"] | None = None
+    net_args: list[str] = Field(default_factory=list)
+
+
+def state_dir(spec: QemuVmSpec) -> str:
+    return f"{VMS_DIR}/{spec.vm}"
+
+
+def console_path(vm: int) -> str:
+    return f"{VMS_DIR}/{vm}/console.sock"
+
+
+def pid_file(spec: QemuVmSpec) -> str:
+    return f"{state_dir(spec)}/qemu.pid"
+
+
+def overlay(spec: QemuVmSpec) -> str:
+    return f"{state_dir(spec)}/disk.qcow2"
+
+
+def resource_id(spec: QemuVmSpec) -> str:
+    return f"{spec.host.name}/vm/{spec.vm}"
+
+
+def qemu_argv(spec: QemuVmSpec) -> list[str]:
+    """The whole QEMU command line (pure): the same inputs always give the same list."""
+    argv = [spec.binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
+    argv += ["-smp", str(spec.cpus), "-nodefaults", "-display", "none"]
+    argv += ["-chardev", f"socket,id=console,path={console_path(spec.vm)},server=on,wait=off"]
+    argv += ["-serial", "chardev:console"]
+    if spec.kernel is not None:
+        argv += ["-kernel", spec.kernel.path]
+        if spec.initrd is not None:
+            argv += ["-initrd", spec.initrd.path]
+        if spec.append is not None:
+            argv += ["-append", spec.append]
+    if spec.image is not None:
+        argv += ["-drive", f"file={overlay(spec)},if=virtio,format=qcow2"]
+    argv += list(spec.net_args)
+    argv += ["-pidfile", pid_file(spec), "-daemonize"]
+    return argv
+
+
+@dataclass(frozen=True)
+class VmHave:
+    present: bool
+    """The VM's state directory exists."""
+    owner: str | None
+    pid: int | None
+    cmdline: tuple[str, ...] | None
+    """The live process's argv when the pid file names a live process."""
+    base: str | None
+    """The base image of the overlay (disk.base)."""
+
+    @property
+    def gone(self) -> bool:
+        return not self.present and self.cmdline is None
+
+    def ours(self, pidfile: str) -> bool:
+        """The pid file's process is a QEMU we started (its argv carries our pid file)."""
+        return self.cmdline is not None and pidfile in self.cmdline
+
+
+_PROBE = r"""d=$1
+[ -d "$d" ] || { echo absent; exit 0; }
+echo present
+printf 'owner=%s\n' "$(cat "$d/owner" 2>/dev/null)"
+printf 'base=%s\n' "$(cat "$d/disk.base" 2>/dev/null)"
+pid=$(cat "$d/qemu.pid" 2>/dev/null)
+case $pid in ''|*[!0-9]*) exit 0 ;; esac
+printf 'pid=%s\n' "$pid"
+c=$(tr '\000' '\037' <"/proc/$pid/cmdline" 2>/dev/null) || exit 0
+[ -n "$c" ] && printf 'cmdline=%s\n' "$c"
+exit 0
+"""
+
+_STOP = r"""pf=$1; wait=$2
+pid=$(cat "$pf" 2>/dev/null) || exit 0
+case $pid in ''|*[!0-9]*) exit 0 ;; esac
+ours() { tr '\000' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$pf"; }
+ours || exit 0
+kill -TERM "$pid" 2>/dev/null
+i=0
+while ours && [ "$i" -lt $((wait * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+if ours; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
+! ours
+"""
+
+_VERIFY = r"""[ -f "$1" ] || { echo "$1 is missing (the image copy did not happen)" >&2; exit 1; }
+s=$(sha256sum "$1" | cut -d' ' -f1)
+[ "$s" = "$2" ] || { echo "$1 has sha256 $s, want $2" >&2; exit 1; }
+"""
+
+_OVERLAY = r"""d=$1; base=$2; fmt=$3
+[ -f "$d/disk.qcow2" ] && [ "$(cat "$d/disk.base" 2>/dev/null)" = "$base" ] && exit 0
+rm -f "$d/disk.qcow2" "$d/disk.base"
+qemu-img create -q -f qcow2 -F "$fmt" -b "$base" "$d/disk.qcow2" && printf '%s\n' "$base" >"$d/disk.base"
+"""
+
+_OWNER = r"""printf '%s\n' "$2" >"$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" """
+
+
+def probe_steps(spec: QemuVmSpec) -> list[Step]:
+    return [sh("vm state", _PROBE, state_dir(spec), kind="probe")]
+
+
+def parse_have(res: ScriptResult) -> VmHave:
+    fields: dict[str, str] = {}
+    lines = res.out("vm state").split("\n")  # only "\n": an argv may hold other line breaks
+    for line in lines[1:]:
+        key, _, value = line.partition("=")
+        fields[key] = value
+    pid = fields.get("pid")
+    cmd = fields.get("cmdline")
+    return VmHave(
+        present=bool(lines) and lines[0] == "present",
+        owner=fields.get("owner") or None,
+        pid=int(pid) if pid else None,
+        cmdline=tuple(cmd.rstrip(SEP).split(SEP)) if cmd else None,
+        base=fields.get("base") or None,
+    )
+
+
+def check_ownership(spec: QemuVmSpec, have: VmHave) -> None:
+    if have.present and have.owner is not None and have.owner != spec.slice:
+        raise OwnershipConflict(spec.host.name, f"VM {spec.vm} ({state_dir(spec)})", spec.slice, have.owner)
+
+
+def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
+    return have.cmdline == tuple(qemu_argv(spec))
+
+
+def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
+    """Nothing when the VM runs with exactly its argv; else stop ours (if any) and start it again."""
+    check_ownership(spec, have)
+    d = state_dir(spec)
+    steps: list[Step] = [
+        run("vm dir", "mkdir", "-p", d),
+        sh("mark vm", _OWNER, d, spec.slice),
+    ]
+    if running_as_wanted(spec, have):
+        return steps if have.owner != spec.slice else []
+    steps.append(sh("stop vm", _STOP, pid_file(spec), str(STOP_WAIT)))
+    for label, ref in (("kernel", spec.kernel), ("initrd", spec.initrd), ("image", spec.image)):
+        if ref is not None:
+            steps.append(sh(f"check {label}", _VERIFY, ref.path, ref.sha256))
+    if spec.image is not None:
+        steps.append(sh("overlay", _OVERLAY, d, spec.image.path, spec.image_format or "raw"))
+    steps.append(run("clear console", "rm", "-f", console_path(spec.vm), pid_file(spec)))
+    steps.append(run("start qemu", *qemu_argv(spec)))
+    return steps
+
+
+def plan_delete(spec: QemuVmSpec, have: VmHave) -> list[Step]:
+    """Stop our process by pid, then remove the VM's directory (overlay, socket, pid file)."""
+    if not have.present or (have.owner is not None and have.owner != spec.slice):
+        return []
+    return [
+        sh("stop vm", _STOP, pid_file(spec), str(STOP_WAIT)),
+        run("remove vm dir", "rm", "-rf", state_dir(spec)),
+    ]
+
+
+def observe(spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
+    running = have.ours(pid_file(spec))
+    observed = {
+        "running": running,
+        "pid": have.pid if running else None,
+        "console": console_path(spec.vm),
+        "owner": have.owner,
+    }
+    drift: list[str] = []
+    if not running:
+        drift.append("QEMU not running")
+    elif not running_as_wanted(spec, have):
+        drift.append("QEMU runs with other arguments")
+    if spec.image is not None and have.base != spec.image.path:
+        drift.append("overlay missing or on another base")
+    return observed, drift
+
+
+class QemuVmProvider(HostProvider[QemuVmSpec]):
+    """A VM's QEMU process on its worker."""
+
+    spec_model = QemuVmSpec
+    kind = "vm"
+    identity = ("slice", "host", "vm")
+
+    def resource_id(self, spec: QemuVmSpec) -> str:
+        return resource_id(spec)
+
+    def _have(self, spec: QemuVmSpec) -> VmHave:
+        return parse_have(ssh.run_script(spec.host, probe_steps(spec)))
+
+    def _ensure(self, spec: QemuVmSpec) -> dict[str, Any]:
+        have = self._have(spec)
+        steps = plan_ensure(spec, have)
+        res = ssh.run_script(spec.host, [*steps, *probe_steps(spec)] if steps else probe_steps(spec))
+        after = parse_have(res)
+        observed, _ = observe(spec, after)
+        if not observed["running"]:
+            raise RuntimeError(f"{spec.host.name}: VM {spec.vm}: QEMU did not stay up ({after})")
+        observed["changed"] = [s.name for s in steps]
+        return outputs(spec, observed)
+
+    def _observe(self, spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
+        return observe(spec, have)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Stop the VM by pid and remove its directory; another slice's VM is left alone."""
+        spec = self.spec(props)
+        have = self._have(spec)
+        if have.present and have.owner is not None and have.owner != spec.slice:
+            log.warning("%s: VM %s now belongs to %s; left in place", spec.host.name, spec.vm, have.owner)
+        ssh.run_script(spec.host, plan_delete(spec, have))
+
+
+class QemuVm(HostResource, name="QemuVm"):
+    """A VM's QEMU process on its worker; see `QemuVmSpec` for the inputs."""
+
+    def __init__(
+        self, resource_name: str, spec: QemuVmSpec, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(QemuVmProvider(), resource_name, spec, opts)

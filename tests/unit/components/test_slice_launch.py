@@ -1,0 +1,93 @@
+"""`SliceComponent` with launched VMs under Pulumi mocks: copies once per worker, QemuVm after its TAPs and
+copies, host keys pinned, the private key a secret, the `console` and `running` outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from cfgkit import raw_config, slice_with, with_changes
+from test_slice_component import install
+
+from components.allocation import allocate_vlans
+from components.launch import load
+from components.plan import build_plan
+from components.slice import SliceComponent
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfFAQWnbMwM0xRNDcl1aJuK4nl7LVSNUX4lKsRy/wRs"
+DYN = "pulumi-python:dynamic:"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi.runtime.rpc._special_sig_key
+
+
+def secret(value: dict[str, Any]) -> dict[str, Any]:
+    """The value of a serialized secret (and fail when it is not one)."""
+    assert value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270", f"not a secret: {value}"
+    return dict(value["value"])
+
+
+def test_launched_vms_under_mocks(tmp_path: Path) -> None:
+    (tmp_path / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "initrd.gz").write_bytes(b"initrd")
+    (tmp_path / "id").write_text("PRIVATE KEY TEXT\n")
+    (tmp_path / "known_hosts").write_text(f"10.0.10.1 {HOST_KEY}\n[10.0.10.2]:2222 {HOST_KEY}\n")
+    launch = {"kernel": "vmlinuz", "initrd": "initrd.gz", "accel": "tcg"}
+    vms = [
+        {"id": 1002, "worker": "worker1", "dataInterfaces": 1, "internet": True, "launch": launch},
+        {"id": 1003, "worker": "worker2", "dataInterfaces": 1, "launch": launch},
+        {"id": 1004, "worker": "worker1", "dataInterfaces": 0, "launch": launch},
+        {"id": 1005, "worker": "worker2", "dataInterfaces": 0},
+    ]
+    cfg = with_changes(
+        workers={"worker1": {"host": "10.0.10.1"}, "worker2": {"host": "10.0.10.2", "port": 2222}},
+        ssh={
+            "user": "root",
+            "privateKeyPath": str(tmp_path / "id"),
+            "knownHostsPath": str(tmp_path / "known_hosts"),
+            "sudo": True,
+        },
+        slice=slice_with(vms=vms, links=[["1002.eth1", "1003.eth1"]]),
+    )
+    config, launches = load(raw_config(cfg), "dev", tmp_path)
+    plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
+    monitor, _ = install()
+    seen: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program() -> None:
+        comp = SliceComponent(config.slice_name, plan, launches=launches)
+        seen["outputs"] = comp.outputs
+
+    program()
+    reg = monitor.registered
+    by_type: dict[str, list[str]] = {}
+    for name, r in reg.items():
+        by_type.setdefault(r["type"], []).append(name)
+    # kernel + initrd once per worker (1002 and 1004 share worker1's), one directory command per worker
+    assert len(by_type["command:remote:CopyToRemote"]) == 4
+    assert sorted(n for n in by_type["command:remote:Command"] if "-images-" in n) == [
+        "demo-images-worker1",
+        "demo-images-worker2",
+    ]
+    assert sorted(by_type[DYN + "QemuVm"]) == ["demo-vm-1002", "demo-vm-1003", "demo-vm-1004"]
+    vm = reg["demo-vm-1002"]
+    deps = set(vm["dependencies"])
+    for tap in ("tap-1002-eth0", "tap-1002-eth1"):
+        assert reg[f"demo-{tap}"]["urn"] in deps
+    places = [n for n in by_type["command:remote:Command"] if n.startswith("demo-image-worker1-")]
+    assert len(places) == 2 and {reg[n]["urn"] for n in places} <= deps
+    assert vm["inputs"]["netArgs"] == seen["outputs"]["vms"]["1002"]["qemuNetArgs"]
+    copy = reg[by_type["command:remote:CopyToRemote"][0]]
+    conn = secret(copy["inputs"]["connection"])  # it holds the private key: secret as a whole
+    assert conn["privateKey"] == "PRIVATE KEY TEXT\n"
+    assert conn["hostKey"] == HOST_KEY and conn["user"] == "root"
+    assert copy["inputs"]["remotePath"].startswith("/var/lib/cloudrepo/images/incoming/demo-")
+    copies = [reg[n] for n in by_type["command:remote:CopyToRemote"]]
+    w2 = next(
+        secret(c["inputs"]["connection"]) for c in copies if secret(c["inputs"]["connection"])["port"] == 2222
+    )
+    assert w2["host"] == "10.0.10.2"
+    launched = seen["outputs"]["vms"]["1002"]
+    assert launched["console"] == "/var/lib/cloudrepo/vms/1002/console.sock"
+    assert isinstance(launched["running"], pulumi.Output)  # from the QemuVm's `observed`
+    assert "console" not in seen["outputs"]["vms"]["1005"]
