@@ -247,11 +247,10 @@ def observe(spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
     return observed, drift
 
 
-class QemuVmProvider(HostProvider[QemuVmSpec]):
+class QemuVmProvider(HostProvider[QemuVmSpec, VmHave]):
     """A VM's QEMU process on its worker."""
 
     spec_model = QemuVmSpec
-    kind = "vm"
     identity = ("slice", "host", "vm")
 
     def resource_id(self, spec: QemuVmSpec) -> str:

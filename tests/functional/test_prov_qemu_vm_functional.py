@@ -15,7 +15,7 @@ from lab.common import host_paths
 from providers.qemu_vm import QemuVmProvider, qemu_argv
 from providers.specs import TapPortSpec
 from providers.tap_port import TapPortProvider
-from tests.functional.test_prov_functional import configure, endpoint
+from tests.functional.test_prov_functional import configure, endpoint, outs
 from tests.labfixtures import Testbed
 
 pytestmark = pytest.mark.integration
@@ -81,13 +81,14 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
     configure(provider, testbed)
     checked = provider.check({}, props)
     assert not checked.failures, checked.failures
+    assert checked.inputs is not None
     props = checked.inputs
     spec = provider.spec(props)
     vm_dir = host_paths("worker1").state / "vms" / str(VM)
     try:
         created = provider.create(props)
         assert created.id == f"worker1/vm/{VM}"
-        assert created.outs["observed"]["running"] and created.outs["drift"] == []
+        assert outs(created)["observed"]["running"] and outs(created)["drift"] == []
         pid = int((vm_dir / "qemu.pid").read_text())
         assert Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec)
         assert (vm_dir / "owner").read_text() == f"{SLICE}\n"
@@ -98,19 +99,19 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
 
         # create again: adopts the running VM, changes nothing
         again = provider.create(props)
-        assert again.outs["observed"]["changed"] == []
+        assert outs(again)["observed"]["changed"] == []
         assert int((vm_dir / "qemu.pid").read_text()) == pid
 
         # killed by hand: read reports drift, update starts it again with the same argv
         testbed.run("worker1", f"kill -KILL {pid}")
-        read = provider.read(created.id, created.outs)
-        assert read.outs["drift"] == ["QEMU not running"] and not read.outs["observed"]["running"]
-        updated = provider.update(created.id, read.outs, props)
-        assert updated.outs["observed"]["running"]
+        read = provider.read(created.id, outs(created))
+        assert outs(read)["drift"] == ["QEMU not running"] and not outs(read)["observed"]["running"]
+        updated = provider.update(created.id, outs(read), props)
+        assert outs(updated)["observed"]["running"]
         new_pid = int((vm_dir / "qemu.pid").read_text())
         assert new_pid != pid
         assert Path(f"/proc/{new_pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec)
-        assert provider.read(created.id, updated.outs).outs["drift"] == []
+        assert outs(provider.read(created.id, outs(updated)))["drift"] == []
     finally:
         provider.delete("", props)
     assert not vm_dir.exists()
