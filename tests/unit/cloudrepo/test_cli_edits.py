@@ -11,7 +11,7 @@ import pytest
 from cloudrepo import edits, stackfile, tables
 from cloudrepo.cli import USAGE, main
 from providers.errors import ConfigError
-from tests.unit.components.cfgkit import BASE
+from tests.cfgkit import BASE
 
 GOLDEN = Path(__file__).parents[1] / "components" / "golden"
 

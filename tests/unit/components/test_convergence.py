@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import enginesim as sim
-from cfgkit import raw_config
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -28,6 +27,7 @@ from components.plan import build_plan
 from components.resources import PlannedResource, resource_plan
 from providers.errors import ConfigError
 from tests import churnkit
+from tests.cfgkit import raw_config
 
 T = TypeVar("T")
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfgkit import raw_config, slice_with, with_changes
 
 from components.allocation import allocate_vlans
 from components.config import ConfigError
@@ -16,6 +15,7 @@ from components.outputs import qemu_net_args
 from components.plan import build_plan
 from components.vms import launch_plan
 from providers.qemu_vm import qemu_argv
+from tests.cfgkit import raw_config, slice_with, with_changes
 
 
 @pytest.fixture

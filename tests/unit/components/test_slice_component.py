@@ -17,7 +17,6 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
-from cfgkit import ROOT, raw_config, raw_from_file, with_changes
 from pulumi.runtime.mocks import MockMonitor
 
 from components.allocation import allocate_vlans
@@ -27,6 +26,7 @@ from components.model import SliceConfig
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
 from components.slice import COMPONENT_TYPE, SliceComponent
+from tests.cfgkit import ROOT, raw_config, raw_from_file, with_changes
 
 GOLDEN = Path(__file__).parent / "golden"
 DYN = "pulumi-python:dynamic:"

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from cfgkit import raw_config, slice_with, with_changes
 from test_slice_component import install
 
 from components.allocation import allocate_vlans
 from components.launch import load
 from components.plan import build_plan
 from components.slice import SliceComponent
+from tests.cfgkit import raw_config, slice_with, with_changes
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfFAQWnbMwM0xRNDcl1aJuK4nl7LVSNUX4lKsRy/wRs"
 DYN = "pulumi-python:dynamic:"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from cfgkit import ROOT, raw_from_file
 
 from components.allocation import allocate_vlans
 from components.config import load_config
 from components.outputs import qemu_net_args, stack_outputs, topology_output
 from components.plan import build_plan, mac_address, vlan_subnet
+from tests.cfgkit import ROOT, raw_from_file
 
 
 def test_mac_is_the_originals_and_unique() -> None:

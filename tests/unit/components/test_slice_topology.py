@@ -7,7 +7,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from cfgkit import raw_config, slice_with, with_changes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from components.config import load_config
 from components.model import POOL_SIZE
 from components.topology import MIN_VMS, expand_topology, link_count, preset_pairs
 from providers.errors import ConfigError
+from tests.cfgkit import raw_config, slice_with, with_changes
 
 PRESETS = sorted(MIN_VMS)
 

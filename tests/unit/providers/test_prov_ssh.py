@@ -29,7 +29,7 @@ from providers.errors import (
 from providers.script import probe, run
 from providers.specs import Endpoint
 from providers.ssh_settings import settings_from_config
-from tests.unit.components.cfgkit import raw_config, with_changes
+from tests.cfgkit import raw_config, with_changes
 
 HOST_KEY = new_key()
 CLIENT_KEY = new_key()

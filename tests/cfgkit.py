@@ -32,7 +32,7 @@ def raw_from_file(path: Path) -> dict[str, str]:
     return raw_config(yaml.safe_load(path.read_text())["config"])
 
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 
 BASE: dict[str, Any] = {
     "cloudrepo:networkNode": {"host": "10.0.10.3"},
