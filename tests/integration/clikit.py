@@ -12,11 +12,9 @@ from typing import Any
 
 import yaml
 
-from lab.pulumi_cli import PROJECT_ROOT as ROOT
-from lab.pulumi_cli import PULUMI_HOME, TOOLCHAIN_BIN, PulumiCLI, make_project
+from lab import PROJECT_ROOT
+from lab.pulumi_cli import LAB_PASSPHRASE, PULUMI_HOME, TOOLCHAIN_BIN, PulumiCLI, make_project
 from tests.integration.slicekit import lab_config
-
-PASSPHRASE = "cloudrepo-lab-only"
 
 
 @dataclass
@@ -30,9 +28,9 @@ class Checkout:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "AWS_"))}
         env.update(
-            PATH=f"{TOOLCHAIN_BIN}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
+            PATH=f"{TOOLCHAIN_BIN}:{PROJECT_ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
             PULUMI_HOME=str(PULUMI_HOME),
-            PULUMI_CONFIG_PASSPHRASE=PASSPHRASE,
+            PULUMI_CONFIG_PASSPHRASE=LAB_PASSPHRASE,
             **self.backend_env,
         )
         return env

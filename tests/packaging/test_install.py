@@ -64,3 +64,6 @@ def test_pip_installs_the_shipped_packages_into_a_fresh_virtualenv(tmp_path: Pat
         assert found[name] == str(site / name), (name, found[name])
     assert (site / "lab" / "README.md").is_file()
     assert (found["bench"], found["toolchain"]) == (None, None), "only the runtime packages ship"
+    if extra:  # the operators' command is installed too
+        cli = subprocess.run([str(env_dir / "bin" / "cloudrepo"), "--help"], capture_output=True, text=True)
+        assert cli.returncode == 0 and "cloudrepo" in cli.stdout, cli.stdout + cli.stderr

@@ -113,11 +113,11 @@ def test_stack_file_round_trip_keeps_objects_and_secrets(tmp_path: Path) -> None
 
 def test_slice_from_yaml_accepts_three_forms(tmp_path: Path) -> None:
     section: dict[str, Any] = {"vlanPool": {"start": 140}, "vms": [], "links": []}
-    docs: list[dict[str, Any]] = [
+    docs: tuple[dict[str, Any], ...] = (
         {"config": {"cloudrepo:slice": section}},
         {"cloudrepo:slice": section},
         section,
-    ]
+    )
     for n, doc in enumerate(docs):
         f = tmp_path / f"{n}.yaml"
         stackfile.write(f, doc)
