@@ -101,6 +101,46 @@ def test_verb_by_verb_equals_yaml(
         assert scan_diff(scan_verbs, scan()) == []
 
 
+def test_a_full_pool_refuses_the_next_link_and_writes_nothing(
+    engine: None, testbed: Any, tmp_path: Path
+) -> None:
+    """The 21st `link add`, and a preset past the pool, answer "VLAN pool exhausted" with the count."""
+    op = checkout(tmp_path / "checkout", {"PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}"})
+    full = tmp_path / "full.yaml"
+    vms = [
+        {"id": 3401, "worker": "worker1", "dataInterfaces": 21},
+        {"id": 3402, "worker": "worker2", "dataInterfaces": 21},
+    ]
+    vms += [{"id": 3410 + i, "worker": "worker1", "dataInterfaces": 6} for i in range(7)]
+    links = [[f"3401.eth{i}", f"3402.eth{i}"] for i in range(1, 21)]
+    full.write_text(yaml.safe_dump({"vlanPool": {"start": 720}, "vms": vms, "links": links}))
+    try:
+        op.ok(
+            "slice",
+            "create",
+            "cli-full",
+            "--cloud",
+            str(cloud_file(tmp_path, tmp_path / "cs")),
+            "--from",
+            str(full),
+        )
+        before = op.stack_file("cli-full").read_text()
+        result = op.run("link", "add", "cli-full", "3401.eth21", "3402.eth21")
+        assert result.returncode == 1
+        assert "VLAN pool exhausted: 21 links, but the pool 720..739 holds 20 VLANs" in result.stderr, (
+            result.stderr
+        )
+        mesh = op.run("topology", "add", "cli-full", "mesh", *(str(3410 + i) for i in range(7)))
+        assert mesh.returncode == 1
+        assert (
+            "cloudrepo:slice.topology[0] (mesh of 7 VMs): VLAN pool exhausted: it makes 21 links "
+            "(cloudrepo:slice.links has 20), but the pool holds 20 VLANs"
+        ) in mesh.stderr, mesh.stderr
+        assert op.stack_file("cli-full").read_text() == before
+    finally:
+        op.cleanup("cli-full")
+
+
 def _wait_for(proc: Any, text: str, seen: list[str]) -> None:
     """Read the process's output until a line holds `text`; keep reading it in the background."""
     for line in proc.stdout:
