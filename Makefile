@@ -20,12 +20,13 @@ venv:
 
 toolchain: venv
 	@scripts/install-pulumi
+	@scripts/install-versitygw
 
 setup: system venv toolchain
 
 lint: venv
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check providers components lab bench tests __main__.py
+	.venv/bin/ruff format --check providers components lab bench cloudrepo tests __main__.py
 	.venv/bin/mypy
 
 unit: venv
@@ -40,6 +41,7 @@ demo: setup
 	$(ACTIVATE) && (pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK))
 	$(ACTIVATE) && pulumi up --yes --stack $(STACK)
 	$(ACTIVATE) && python -m lab.slicecheck --stack $(STACK)
+	@$(ACTIVATE) && echo "picture of the slice: $$(python -m cloudrepo diagram $(STACK) -o slice-$(STACK).svg)"
 
 demo-down:
 	$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)

@@ -21,10 +21,11 @@ from typing import Any
 
 from bench import baselines as bl
 from bench import vms as bench_vms
-from bench.engine import TOOLCHAIN_BIN, Phase, PulumiFailed, SliceStack
+from bench.engine import Phase, SliceStack
 from bench.report import C_UNAVAILABLE, ratios, table, targets
 from bench.topology import ROOT, SliceSpec, expected_outputs_match
 from lab.exclusive import testbed_lock
+from lab.pulumi_cli import TOOLCHAIN_BIN, PulumiFailed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MULTI_POOLS = (100, 120, 140, 160, 180)  # 100 VLANs, clear of 400 and of >= 980; vlan % 256 all distinct

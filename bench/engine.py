@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.topology import ROOT, SliceSpec
+from bench.topology import SliceSpec
+from lab.pulumi_cli import PulumiCLI, PulumiFailed, make_project
+from providers.ssh_stats import STATS_ENV
 
-TOOLCHAIN_BIN = ROOT / ".toolchain" / "bin"
-PULUMI_HOME = ROOT / ".toolchain" / "home"
 PHASE_ARGS: dict[str, tuple[str, ...]] = {
     "up": ("up", "--yes", "--non-interactive", "--skip-preview"),
     "preview": ("preview", "--non-interactive"),
@@ -28,10 +28,6 @@ PHASE_ARGS: dict[str, tuple[str, ...]] = {
     "refresh": ("refresh", "--yes", "--non-interactive", "--skip-preview"),
     "destroy": ("destroy", "--yes", "--non-interactive", "--skip-preview"),
 }
-
-
-class PulumiFailed(RuntimeError):
-    pass
 
 
 @dataclass
@@ -188,56 +184,20 @@ class SliceStack:
     def project(self) -> Path:
         return self.workdir / f"project-{self.spec.name}"
 
-    def env(self, stats_dir: Path | None = None) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            PATH=f"{TOOLCHAIN_BIN}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
-            PULUMI_HOME=str(PULUMI_HOME),
-            PULUMI_BACKEND_URL=f"file://{self.backend}",
-            PULUMI_SKIP_UPDATE_CHECK="true",
-            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-            PULUMI_CONFIG_PASSPHRASE=env.get("PULUMI_CONFIG_PASSPHRASE", "cloudrepo-lab-only"),
-            PULUMI_SKIP_CONFIRMATIONS="true",
-        )
-        env.pop("CLOUDREPO_SSH_STATS", None)
-        if stats_dir is not None:
-            env["CLOUDREPO_SSH_STATS"] = str(stats_dir / "stats-{pid}.json")
-        return env
-
-    def _cmd(self, *args: str) -> list[str]:
-        return [str(TOOLCHAIN_BIN / "pulumi"), *args, "--stack", self.spec.name]
+    @property
+    def cli(self) -> PulumiCLI:
+        # counters only where a phase asks for them (an empty $CLOUDREPO_SSH_STATS writes none)
+        return PulumiCLI(self.project, self.spec.name, self.backend, extra_env={STATS_ENV: ""})
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            self._cmd(*args),
-            cwd=self.project,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise PulumiFailed(
-                f"pulumi {' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-            )
-        return result
+        return self.cli.run(*args, check=check, timeout=timeout)
 
     def init(self) -> None:
         """Project directory linked to this repository's program, a new stack, its config written."""
-        p = self.project
-        p.mkdir(parents=True, exist_ok=True)
-        (p / "Pulumi.yaml").write_text(
-            f"name: cloudrepo\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT / '.venv'}\n"
-        )
-        for name in ("__main__.py", "providers", "components"):
-            link = p / name
-            if not link.exists():
-                link.symlink_to(ROOT / name)
-        self.backend.mkdir(parents=True, exist_ok=True)
-        self.run("stack", "init", "--non-interactive")
+        make_project(self.project)
+        self.cli.init()
         doc = {"config": self.spec.stack_config()}
-        (p / f"Pulumi.{self.spec.name}.yaml").write_text(json.dumps(doc, indent=2) + "\n")
+        (self.project / f"Pulumi.{self.spec.name}.yaml").write_text(json.dumps(doc, indent=2) + "\n")
 
     def phase(self, name: str, stats_root: Path) -> Phase:
         """Run one phase (`up`, `preview`, `up-noop`, `refresh`, `destroy`) and measure it."""
@@ -248,14 +208,7 @@ class SliceStack:
         if self.parallel is not None:
             args += ["--parallel", str(self.parallel)]
         started = time.monotonic()
-        proc = subprocess.Popen(
-            self._cmd(*args),
-            cwd=self.project,
-            env=self.env(stats_dir),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = self.cli.popen(*args, env={STATS_ENV: str(stats_dir / "stats-{pid}.json")})
         with ProviderSampler(proc.pid) as sampler:
             out, _ = proc.communicate(timeout=900)
         seconds = time.monotonic() - started
@@ -281,13 +234,9 @@ class SliceStack:
         return result
 
     def outputs(self) -> dict[str, Any]:
-        return json.loads(self.run("stack", "output", "--json", "--show-secrets").stdout)
+        return self.cli.outputs()
 
     def cleanup(self) -> None:
         """Best effort: destroy whatever is left (after a failure) and remove the stack."""
-        self.run("cancel", "--yes", check=False)
-        r = self.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
-        if r.returncode != 0:
-            self.run("refresh", "--yes", "--non-interactive", "--clear-pending-creates", check=False)
-            self.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
-        self.run("stack", "rm", "--yes", "--force", check=False)
+        self.cli.destroy_all()
+        self.cli.remove()

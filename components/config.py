@@ -15,13 +15,14 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
-from components.inputs import NetworkNodeInput, SliceInput, SshInput, WorkerInput, parse_raw, validate_input
+from components.inputs import NetworkNodeInput, SliceInput, WorkerInput, parse_raw, validate_input
 from components.model import (
     DEFAULT_DNS,
     DEFAULT_PARKING_VLAN,
     INTERNET_VLAN,
     NAMESPACE,
     NETWORK_NODE_NAME,
+    POOL_SIZE,
     Link,
     SliceConfig,
     SshSettings,
@@ -29,14 +30,14 @@ from components.model import (
     Vm,
 )
 from components.slice_rules import check_links, check_pool, check_vms
+from components.topology import expand_topology
 from providers.errors import ConfigError
 from providers.naming import SAFE_SLICE, ifname_problem, slice_problem
 from providers.specs import Endpoint
+from providers.ssh_settings import SshInput, input_problems
 
 HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 """An SSH address: a DNS name or an IPv4 address (the providers' `Endpoint.address` rule)."""
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-"""A POSIX login name (useradd's default NAME_REGEX)."""
 SAFE_WORKER = SAFE_SLICE
 """A worker name: part of resource ids and Pulumi resource names."""
 
@@ -110,20 +111,8 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
         ssh_in = validate_input(SshInput, values["ssh"], f"{ns}:ssh", problems)
     secret = values.get("sshPrivateKey")
     if ssh_in is not None:
-        if not USER_RE.fullmatch(ssh_in.user):
-            add(
-                f"{ns}:ssh.user: {ssh_in.user!r} is not a login name "
-                "(lower-case letters, digits, '_' and '-', starting with a letter or '_')"
-            )
-        if ssh_in.private_key_path is None and not secret:
-            add(
-                f"{ns}:ssh: no SSH key configured: set ssh.privateKeyPath or the secret "
-                f"{ns}:sshPrivateKey (pulumi config set --secret {ns}:sshPrivateKey < KEY)"
-            )
-        paths = (("privateKeyPath", ssh_in.private_key_path), ("knownHostsPath", ssh_in.known_hosts_path))
-        for field, path in paths:
-            if path is not None and (not path or "\0" in path or "\n" in path):
-                add(f"{ns}:ssh.{field}: not a usable file path, got {path!r}")
+        for p in input_problems(ssh_in, bool(secret)):
+            add(p)
 
     # ---- bridge, parking VLAN, DNS
     bridge = values.get("bridge", "br-int")
@@ -164,7 +153,9 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
             add(f"{where}.name: {why}{origin}")
         pool = check_pool(slice_in.vlan_pool.start, parking, add)
         vms, bad_vm_ids = check_vms(slice_in.vms, workers if "workers" in values else None, add)
-        links = check_links(slice_in.links, vms, bad_vm_ids, pool, add)
+        sizes = {v.id: v.data_interfaces for v in vms}
+        preset_links = expand_topology(slice_in.topology, sizes, bad_vm_ids, slice_in.links, POOL_SIZE, add)
+        links = check_links([*slice_in.links, *preset_links], vms, bad_vm_ids, pool, add)
 
     if problems:
         raise ConfigError(problems)

@@ -35,22 +35,6 @@ class WorkerInput(_Input):
     port: StrictInt = 22
 
 
-class SshInput(_Input):
-    """`cloudrepo:ssh`: how the providers reach the hosts (they read it themselves in `configure()`)."""
-
-    user: StrictStr
-    private_key_path: StrictStr | None = Field(default=None, alias="privateKeyPath")
-    """A private key file; or the secret `cloudrepo:sshPrivateKey`."""
-    known_hosts_path: StrictStr = Field(alias="knownHostsPath")
-    """Required: host keys are always verified against this file."""
-    sudo: StrictBool = False
-    """Privileged commands run as `sudo -n ...`."""
-    connect_timeout: float | None = Field(default=None, alias="connectTimeout", gt=0)
-    """Seconds (read by the providers' SSH layer)."""
-    command_timeout: float | None = Field(default=None, alias="commandTimeout", gt=0)
-    """Seconds (read by the providers' SSH layer)."""
-
-
 class VlanPoolInput(_Input):
     start: StrictInt
     """The first VLAN of the slice's pool; the pool is start..start+19."""
@@ -84,6 +68,8 @@ class SliceInput(_Input):
     """Validated one by one (`VmInput`) so one bad VM does not hide the other problems."""
     links: list[Any] = Field(default_factory=list)
     """`["1002.eth1", "1003.eth1"]` or `{a, b, vlan}`; validated one by one."""
+    topology: list[Any] = Field(default_factory=list)
+    """Presets `{preset, vms}` expanded into more links (components/topology.py)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -120,7 +106,7 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def validate_input(model: type[_Input], value: Any, where: str, problems: list[str]) -> Any:
+def validate_input(model: type[BaseModel], value: Any, where: str, problems: list[str]) -> Any:
     """Validate `value` with `model`; append one readable problem per pydantic error; None when invalid."""
     try:
         return model.model_validate(value)

@@ -2,3 +2,8 @@
 
 Run as root: ``python -m lab up|down|status|scan|vm ...``.
 """
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout the testbed belongs to (its default directory is `.lab` there)."""

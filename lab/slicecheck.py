@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab import guest, testbed
+from lab import PROJECT_ROOT, guest, testbed
 from lab import vms as launched_vms
 from lab.common import LabError
+from lab.pulumi_cli import PulumiCLI
 
 LEASE_TIMEOUT = 120.0
 """Seconds a launched guest gets to hold its leases (TCG boots take a few seconds, more on a busy host)."""
@@ -286,12 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if inventory is None:
         print("slicecheck: the testbed is down (python -m lab up)", file=sys.stderr)
         return 2
-    out = subprocess.run(
-        ["pulumi", "stack", "output", "--json", "--stack", args.stack],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = PulumiCLI(PROJECT_ROOT, args.stack).run("stack", "output", "--json", check=False)
     if out.returncode != 0:
         print(f"slicecheck: cannot read the outputs of stack {args.stack}:\n{out.stderr}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
-"""What every cloudrepo dynamic provider shares: configure, check, an explicit diff, and the Resource base."""
+"""What every cloudrepo dynamic provider shares: configure, check, an explicit diff, create/read/update/delete
+around each kind's pure plans, and the Resource base."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pulumi
@@ -17,7 +19,9 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from . import specs, ssh
+from . import hoststate, specs, ssh
+from .errors import StepFailed
+from .script import ScriptResult, Step
 
 PROVIDER_KEY = "__provider"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN (preview placeholder)
@@ -25,6 +29,7 @@ OUTPUT_KEYS = ("drift", "observed")
 """Outputs added to the inputs: `drift` (what `read` found different) and `observed` (the host's state)."""
 
 S = TypeVar("S", bound=specs.HostSpec)
+H = TypeVar("H")
 log = logging.getLogger("cloudrepo")
 
 
@@ -49,19 +54,34 @@ def input_part(props: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k != PROVIDER_KEY and k not in OUTPUT_KEYS}
 
 
-class HostProvider(ResourceProvider, Generic[S]):
+class HostProvider(ResourceProvider, Generic[S, H]):
     """A provider whose resource lives on one host reached over SSH.
 
     Holds no state: credentials and connections live in `providers.ssh` (the provider process), so the
-    pickled object is just a reference to this class.
+    pickled object is just a reference to this class.  Each kind gives its pure parts (usually its module's
+    functions, as `staticmethod`s): `resource_id`, `preflight` (one read round trip), `parse_have`,
+    `plan_ensure`, `plan_delete`, `observe`, and `after` (the host once the plan ran); the create, read,
+    update and delete around them, and the re-plan of a shared object raced by another slice, live here.
     """
 
     spec_model: ClassVar[type[specs.HostSpec]]
-    kind: ClassVar[str]
     identity: ClassVar[tuple[str, ...]] = ()
     """Input keys whose change replaces the resource (`host` means `host.name`)."""
     delete_before_replace: ClassVar[bool] = True
     """Kernel/OVS names would collide, so the old object goes first."""
+    needs_bridge: ClassVar[bool] = True
+    """The preflight checks the bridge too (`hoststate.check_ready`)."""
+
+    resource_id: Callable[[Any], str]
+    """The resource's id: `{host.name}/{kind}/{object}`."""
+    preflight: Callable[[Any], list[Step]]
+    """The steps of the one read round trip (tools, bridge, the object)."""
+    plan_ensure: Callable[[Any, Any], list[Step]]
+    """The steps from what the host has to the spec (raises on another slice's object)."""
+    plan_delete: Callable[[Any, Any], list[Step]]
+    """The steps that remove this slice's object (or its use of a shared one); none when gone."""
+    observe: Callable[[Any, Any], tuple[dict[str, Any], list[str]]]
+    """What the host has, as outputs, and how it differs from the spec (`drift`)."""
     not_diffed: ClassVar[tuple[str, ...]] = ()
     """Input keys that only say how to apply a change: a change of them alone is no change."""
 
@@ -73,21 +93,63 @@ class HostProvider(ResourceProvider, Generic[S]):
         """The validated spec of `props` (inputs, or outputs that carry the inputs)."""
         return self.spec_model.model_validate(input_part(props))  # type: ignore[return-value]
 
-    # Hooks of each resource kind: the object's id, the host read, the create-or-repair, what was observed.
-    def resource_id(self, spec: S) -> str:
+    def parse_have(self, spec: S, res: ScriptResult) -> H:
+        """The host's state from the preflight's result."""
         raise NotImplementedError
 
-    def _have(self, spec: S) -> Any:
+    def after(self, spec: S, have: H, res: ScriptResult) -> H:
+        """The host's state once `plan_ensure`'s steps ran (`res`: that script's result), without a read."""
         raise NotImplementedError
+
+    def locked(self, spec: S) -> bool:
+        """Whether changes run under the hosts' lock (objects that slices share)."""
+        return False
+
+    def readback(self, spec: S) -> list[Step]:
+        """Probes appended to the ensure script (what `after` needs from the host)."""
+        return []
+
+    def _gone(self, spec: S, have: H) -> bool:
+        return bool(getattr(have, "gone"))  # noqa: B009 (every kind's state says so)
+
+    def _have(self, spec: S) -> H:
+        """The one read round trip; `HostNotReady` when a tool or the bridge is missing."""
+        res = ssh.run_script(spec.host, self.preflight(spec))
+        if res.ran("tools"):
+            hoststate.check_ready(spec.host.name, res, spec.bridge if self.needs_bridge else None)
+        return self.parse_have(spec, res)
+
+    def _observe(self, spec: S, have: H) -> tuple[dict[str, Any], list[str]]:
+        return self.observe(spec, have)
+
+    def _apply(self, spec: S) -> tuple[H, list[Step], ScriptResult]:
+        """Read, plan and run the plan: (what was there, the steps run, their result).
+
+        A locked plan is made from a read outside the lock, so another slice may have made or removed the
+        shared object since (two slices' first `up` at once): a failed step re-reads and re-plans, once.
+        """
+        for attempt in (1, 2):
+            have = self._have(spec)
+            steps = self.plan_ensure(spec, have)
+            if not steps:
+                return have, steps, ScriptResult()
+            try:
+                res = ssh.run_script(
+                    spec.host, [*steps, *self.readback(spec)], locked=self.locked(spec), holder=spec.slice
+                )
+            except StepFailed:
+                if not self.locked(spec) or attempt == 2:
+                    raise
+                continue
+            return have, steps, res
+        raise AssertionError("unreachable")
 
     def _ensure(self, spec: S) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _observe(self, spec: S, have: Any) -> tuple[dict[str, Any], list[str]]:
-        raise NotImplementedError
-
-    def _gone(self, spec: S, have: Any) -> bool:
-        return bool(have.gone)
+        have, steps, res = self._apply(spec)
+        observed, drift = self.observe(spec, self.after(spec, have, res))
+        observed["adopted"] = not self._gone(spec, have)
+        observed["changed"] = [s.name for s in steps]
+        return outputs(spec, observed, drift)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Create the object, or adopt this slice's own; another slice's or an unmarked one is refused."""
@@ -106,6 +168,20 @@ class HostProvider(ResourceProvider, Generic[S]):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Bring the object to the new inputs in place (the same plan as create, from what is there)."""
         return UpdateResult(self._ensure(self.spec(news)))
+
+    def foreign(self, spec: S, have: H) -> tuple[str, str | None] | None:
+        """(what, its owner) when a delete finds the object another slice's or unmarked; else None."""
+        return None
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Remove this slice's object (or its use of a shared one); already gone is fine; another slice's
+        is left in place, with a warning."""
+        spec = self.spec(props)
+        have = self._have(spec)
+        found = self.foreign(spec, have)
+        if found is not None:
+            warn_foreign(spec.host.name, found[0], spec.slice, found[1])
+        ssh.run_script(spec.host, self.plan_delete(spec, have), locked=self.locked(spec), holder=spec.slice)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Validate the inputs with the pydantic spec; report every problem at once."""

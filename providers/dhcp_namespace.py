@@ -19,7 +19,7 @@ from typing import Any
 
 import pulumi
 
-from . import dhcp_addresses, hoststate, naming, shared, ssh
+from . import bodies, dhcp_addresses, hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs, warn_foreign
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
@@ -56,7 +56,6 @@ _MOVE = (
     'if [ "$i" -ge 30 ]; then ovs-vsctl --if-exists del-port "$1"; '
     'echo "could not move $1 into $2; port removed" >&2; exit 1; fi; sleep 0.1; done'
 )
-_WRITE = 'mkdir -p "$(dirname "$1")" && printf "%s" "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"'
 _NETNS_EXISTS = '[ -e "/run/netns/$1" ] || [ -e "/var/run/netns/$1" ]'
 # $1 hosts.d, $2 this slice, then IPs: fails naming the slice whose reservations hold one of them
 _VERIFY_FREE = (
@@ -83,7 +82,7 @@ def resource_id(spec: DhcpNamespaceSpec) -> str:
 
 
 def owner_mark(spec: DhcpNamespaceSpec) -> str:
-    return naming.SHARED_OWNER if spec.shared else spec.slice
+    return bodies.owner_mark(spec.shared, spec.slice)
 
 
 def marks(spec: DhcpNamespaceSpec) -> dict[str, str]:
@@ -326,7 +325,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         if spec.slice not in have.users:
             steps.append(shared.register(ns, spec.slice))
     if have.owner != owner_mark(spec):
-        steps.append(sh("mark owner", _WRITE, f"{d}/owner", owner_mark(spec) + "\n"))
+        steps.append(bodies.write_file("mark owner", f"{d}/owner", owner_mark(spec) + "\n"))
     if not have.netns:
         steps.append(run("add namespace", "ip", "netns", "add", ns))
     link_in_ns = have.ns_link(port)
@@ -358,7 +357,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         if spec.shared:
             ips = [r.ip for r in spec.reservations if r.ip is not None]
             steps.append(sh("verify addresses free", _VERIFY_FREE, f"{d}/hosts.d", spec.slice, *ips))
-        steps.append(sh("write reservations", _WRITE, hosts_file(spec), hosts_text(spec)))
+        steps.append(bodies.write_file("write reservations", hosts_file(spec), hosts_text(spec)))
     want = tuple(dnsmasq_args(spec))
     stale = [] if spec.shared else dhcp_addresses.stale_leases(spec, have.leases)
     restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
@@ -444,11 +443,10 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
     return observed, drift
 
 
-class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec]):
+class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
     """Namespace + port + dnsmasq on the network node."""
 
     spec_model = DhcpNamespaceSpec
-    kind = "dhcp"
     identity = ("slice", "host", "namespace", "port", "vlan")
 
     def _have(self, spec: DhcpNamespaceSpec) -> DhcpHave:

@@ -167,15 +167,6 @@ def parse_link(text: str, status: int) -> LinkState | None:
     return links[0] if links else None
 
 
-def all_addresses_probe(step_name: str = "addresses") -> Step:
-    return probe(step_name, "ip", "-j", "addr", "show")
-
-
 def read_file_probe(step_name: str, path: str) -> Step:
     """Prints the file, status 0; status 1 and nothing when it does not exist."""
     return sh(step_name, '[ -f "$1" ] || exit 1; cat "$1"', path, kind="probe")
-
-
-def list_dir_probe(step_name: str, path: str) -> Step:
-    """Names in a directory, one a line (nothing when it does not exist)."""
-    return sh(step_name, '[ -d "$1" ] || exit 0; ls -1A "$1"', path, kind="probe")

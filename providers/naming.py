@@ -24,8 +24,8 @@ SHARED_OWNER = "shared"
 
 STATE_ROOT = "/var/lib/cloudrepo"
 LOCK_FILE = f"{STATE_ROOT}/lock"
-LOCK_HOLDER_FILE = f"{STATE_ROOT}/lock.holder"
-"""The slice of the last locked script, written once the lock is held (named when a lock wait times out)."""
+"""The hosts' lock (`flock`); a locked script notes its slice in `lock.holder` beside it once it holds it,
+so a lock wait that times out names the slice that last held it."""
 LOCK_TIMEOUT_STATUS = 75
 """flock's exit status when the wait times out (`flock -E`); no script of ours exits with it."""
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, naming, shared, ssh
+from . import bodies, hoststate, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs
 from .script import ScriptResult, Step, probe, sh
 from .specs import NatRuleSpec
@@ -25,11 +25,6 @@ from .specs import NatRuleSpec
 TOOLS = ("iptables", "sysctl", "flock")
 FORWARD_RECORD = f"{naming.STATE_ROOT}/ip_forward.before"
 
-_ADD = 't=$1; c=$2; shift 2; iptables -w -t "$t" -C "$c" "$@" 2>/dev/null || iptables -w -t "$t" -A "$c" "$@"'
-_DEL = (
-    "t=$1; c=$2; shift 2; "
-    'while iptables -w -t "$t" -C "$c" "$@" 2>/dev/null; do iptables -w -t "$t" -D "$c" "$@"; done'
-)
 _FORWARD_ON = '[ -f "$1" ] || cat /proc/sys/net/ipv4/ip_forward >"$1"; sysctl -qw net.ipv4.ip_forward=1'
 # restore only when no other NAT object on the host still has users
 _FORWARD_RESTORE = (
@@ -117,7 +112,7 @@ def plan_ensure(spec: NatRuleSpec, have: NatHave) -> list[Step]:
         steps.append(shared.register(object_name(spec), spec.slice))
     for r in rules(spec):
         if r.name not in have.present:
-            steps.append(sh(f"add {r.name}", _ADD, r.table, r.chain, *r.spec))
+            steps.append(bodies.add_rule(f"add {r.name}", r.table, r.chain, r.spec))
     if have.ip_forward != "1":
         steps.append(sh("enable forwarding", _FORWARD_ON, FORWARD_RECORD))
     return steps
@@ -127,7 +122,7 @@ def plan_delete(spec: NatRuleSpec) -> list[Step]:
     """Unregister; if no other slice uses it, remove the rules and restore forwarding."""
     obj = object_name(spec)
     steps = [shared.unregister(obj, spec.slice), shared.last_user_guard(obj)]
-    steps += [sh(f"delete {r.name}", _DEL, r.table, r.chain, *r.spec) for r in rules(spec)]
+    steps += [bodies.remove_rule(f"delete {r.name}", r.table, r.chain, r.spec) for r in rules(spec)]
     steps.append(
         sh(
             "restore forwarding",
@@ -155,11 +150,10 @@ def observe(spec: NatRuleSpec, have: NatHave) -> tuple[dict[str, Any], list[str]
     return observed, drift
 
 
-class NatRuleProvider(HostProvider[NatRuleSpec]):
+class NatRuleProvider(HostProvider[NatRuleSpec, NatHave]):
     """Shared NAT on the network node."""
 
     spec_model = NatRuleSpec
-    kind = "nat"
     identity = ("slice", "host", "subnet", "gatewayPort", "uplink")
     delete_before_replace = False  # the rules are shared; the new ones go in before the old user leaves
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pulumi
 
-from . import naming, ssh
+from . import bodies, naming, ssh
 from .base import HostProvider, HostResource, outputs
 from .errors import Conflict, StepFailed
 from .script import ScriptResult, Step, run, sh
@@ -39,7 +39,6 @@ _VERIFY = (
     '(claims $s-$e: VLAN $w, subnet 192.168.$((w % 256)).0/24)" >&2; '
     "exit 1; fi; w=$((w+1)); done; v=$((v+1)); done; done"
 )
-_WRITE = 'mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"'
 
 
 def resource_id(spec: PoolClaimSpec) -> str:
@@ -114,7 +113,9 @@ def plan_ensure(spec: PoolClaimSpec, have: PoolHave) -> list[Step]:
         return []
     return [
         sh(VERIFY, _VERIFY, naming.POOLS_DIR, spec.slice, str(spec.start), str(spec.end)),
-        sh("write claim", _WRITE, naming.pool_file(spec.slice, spec.start), f"{spec.start} {spec.end}"),
+        bodies.write_file(
+            "write claim", naming.pool_file(spec.slice, spec.start), f"{spec.start} {spec.end}\n"
+        ),
     ]
 
 
@@ -139,11 +140,10 @@ def observe(spec: PoolClaimSpec, have: PoolHave) -> tuple[dict[str, Any], list[s
     return observed, drift
 
 
-class PoolClaimProvider(HostProvider[PoolClaimSpec]):
+class PoolClaimProvider(HostProvider[PoolClaimSpec, PoolHave]):
     """VLAN range claim on the network node."""
 
     spec_model = PoolClaimSpec
-    kind = "pool"
     identity = ("slice", "host", "start")
 
     def _have(self, spec: PoolClaimSpec) -> PoolHave:

@@ -12,20 +12,22 @@ removes the directory.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
 from pydantic import AfterValidator, Field
 
-from . import ssh
-from .base import HostProvider, HostResource, outputs
-from .errors import OwnershipConflict
+from . import hoststate
+from .base import HostProvider, HostResource
+from .errors import CloudrepoError, OwnershipConflict
 from .script import ScriptResult, Step, run, sh
 from .specs import HostSpec, _Model
 
-log = logging.getLogger(__name__)
+
+class VmNotRunning(CloudrepoError):
+    """QEMU started but its process is not there."""
+
 
 IMAGES_DIR = "/var/lib/cloudrepo/images"
 VMS_DIR = "/var/lib/cloudrepo/vms"
@@ -247,40 +249,43 @@ def observe(spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
     return observed, drift
 
 
-class QemuVmProvider(HostProvider[QemuVmSpec]):
+def preflight(spec: QemuVmSpec) -> list[Step]:
+    """One read round trip: the tools the VM needs, then its state."""
+    tools = [spec.binary, "sha256sum", *(["qemu-img"] if spec.image is not None else [])]
+    return [hoststate.tools_probe(*tools), *probe_steps(spec)]
+
+
+class QemuVmProvider(HostProvider[QemuVmSpec, VmHave]):
     """A VM's QEMU process on its worker."""
 
     spec_model = QemuVmSpec
-    kind = "vm"
     identity = ("slice", "host", "vm")
+    needs_bridge = False
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
 
-    def resource_id(self, spec: QemuVmSpec) -> str:
-        return resource_id(spec)
+    def parse_have(self, spec: QemuVmSpec, res: ScriptResult) -> VmHave:
+        return parse_have(res)
 
-    def _have(self, spec: QemuVmSpec) -> VmHave:
-        return parse_have(ssh.run_script(spec.host, probe_steps(spec)))
+    def readback(self, spec: QemuVmSpec) -> list[Step]:
+        return probe_steps(spec)
+
+    def after(self, spec: QemuVmSpec, have: VmHave, res: ScriptResult) -> VmHave:
+        return parse_have(res) if res.ran("vm state") else have
+
+    def foreign(self, spec: QemuVmSpec, have: VmHave) -> tuple[str, str | None] | None:
+        if have.present and have.owner is not None and have.owner != spec.slice:
+            return f"VM {spec.vm} ({state_dir(spec)})", have.owner
+        return None
 
     def _ensure(self, spec: QemuVmSpec) -> dict[str, Any]:
-        have = self._have(spec)
-        steps = plan_ensure(spec, have)
-        res = ssh.run_script(spec.host, [*steps, *probe_steps(spec)] if steps else probe_steps(spec))
-        after = parse_have(res)
-        observed, _ = observe(spec, after)
-        if not observed["running"]:
-            raise RuntimeError(f"{spec.host.name}: VM {spec.vm}: QEMU did not stay up ({after})")
-        observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed)
-
-    def _observe(self, spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Stop the VM by pid and remove its directory; another slice's VM is left alone."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        if have.present and have.owner is not None and have.owner != spec.slice:
-            log.warning("%s: VM %s now belongs to %s; left in place", spec.host.name, spec.vm, have.owner)
-        ssh.run_script(spec.host, plan_delete(spec, have))
+        out = super()._ensure(spec)
+        if not out["observed"]["running"]:
+            raise VmNotRunning(f"{spec.host.name}: VM {spec.vm}: QEMU exited right after it started")
+        return out
 
 
 class QemuVm(HostResource, name="QemuVm"):

@@ -9,10 +9,9 @@ Protocol (the runner's program is the constant `PROGRAM`; everything variable ar
 - request: a header line `<length> <lock wait> <nonce>\\n`, then exactly `length` bytes of script.  The
   runner reads the header with the shell's `read` (byte by byte on a pipe) and the body with `dd` (full
   blocks, then single bytes: never more than `length`), checks the size, and runs `sh FILE </dev/null`
-  (under `flock -E 75 -w <lock wait> /var/lib/cloudrepo/lock` when the wait is not 0: 75 means the wait
-  timed out) with stdout
-  and stderr going straight to the
-  channel, so a timed-out call still has the partial stdout (the step markers);
+  (under `flock -E 75 -w <lock wait> LOCK` when the wait is not 0: 75 means the wait timed out; LOCK is
+  the runner's `$1`, `naming.LOCK_FILE`) with stdout and stderr going straight to the channel, so a
+  timed-out call still has the partial stdout (the step markers);
 - response: the script's stdout then `@@<nonce>:rc:<status>\\n`; its stderr then `@@<nonce>:end\\n`.  The
   nonce is random per request and never given to the script, so no output can forge the end of a frame.
 """
@@ -25,9 +24,12 @@ import time
 
 import paramiko
 
+from . import naming
+
 READY = b"@@cloudrepo-runner:ready\n"
 
 PROGRAM = r"""set -u
+lock=$1
 d=$(mktemp -d) || exit 1
 trap 'rm -rf "$d"' EXIT
 trap 'exit 129' HUP
@@ -43,7 +45,7 @@ while IFS=' ' read -r len lk n; do
     dd bs=1 count=$((len % 512)) 2>/dev/null; } >"$d/s" || exit 3
   [ $(wc -c <"$d/s") -eq "$len" ] || exit 3
   if [ "$lk" -gt 0 ]; then
-    mkdir -p /var/lib/cloudrepo && flock -E 75 -w "$lk" /var/lib/cloudrepo/lock sh "$d/s" </dev/null
+    mkdir -p "$(dirname "$lock")" && flock -E 75 -w "$lk" "$lock" sh "$d/s" </dev/null
   else
     sh "$d/s" </dev/null
   fi
@@ -56,9 +58,10 @@ done
 _POLL = 0.002
 
 
-def command(sudo: bool) -> str:
-    """The one remote command of a runner (the login shell parses it; the program is one quoted word)."""
-    cmd = "sh -c " + shlex.quote(PROGRAM)
+def command(sudo: bool, lock_file: str = naming.LOCK_FILE) -> str:
+    """The one remote command of a runner (the login shell parses it; the program and the lock file's path
+    are quoted words)."""
+    cmd = shlex.join(["sh", "-c", PROGRAM, "sh", lock_file])
     return f"sudo -n {cmd}" if sudo else cmd
 
 

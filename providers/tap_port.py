@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 
 from . import hoststate, ssh
-from .base import HostProvider, HostResource, outputs, warn_foreign
+from .base import HostProvider, HostResource, outputs
 from .errors import OwnershipConflict
 from .hoststate import LinkState, PortState
 from .script import ScriptResult, Step, probe, run, sh
@@ -229,18 +229,18 @@ def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]
     return observed, drift
 
 
-class TapPortProvider(HostProvider[TapPortSpec]):
+class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
     """TAP + OVS port on a worker."""
 
     spec_model = TapPortSpec
-    kind = "tap"
     identity = ("slice", "host", "name")
     not_diffed = ("join",)
-
-    def _have(self, spec: TapPortSpec) -> TapHave:
-        res = ssh.run_script(spec.host, preflight(spec))
-        hoststate.check_ready(spec.host.name, res, spec.bridge)
-        return parse_have(spec, res)
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    parse_have = staticmethod(parse_have)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
 
     def _ensure(self, spec: TapPortSpec) -> dict[str, Any]:
         have = self._have(spec)
@@ -270,20 +270,9 @@ class TapPortProvider(HostProvider[TapPortSpec]):
         observed["parkedOthers"] = parked
         return outputs(spec, observed)
 
-    def resource_id(self, spec: TapPortSpec) -> str:
-        return resource_id(spec)
-
-    def _observe(self, spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Remove this slice's TAP and port; already gone is fine; another slice's is left alone."""
-        spec = self.spec(props)
-        have = self._have(spec)
+    def foreign(self, spec: TapPortSpec, have: TapHave) -> tuple[str, str | None] | None:
         found, who = owner(have)
-        if found and who != spec.slice:
-            warn_foreign(spec.host.name, f"TAP {spec.name}", spec.slice, who)
-        ssh.run_script(spec.host, plan_delete(spec, have))
+        return (f"TAP {spec.name}", who) if found and who != spec.slice else None
 
 
 class TapPort(HostResource, name="TapPort"):

@@ -14,18 +14,15 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, naming, shared, ssh
-from .base import HostProvider, HostResource, outputs, warn_foreign
-from .errors import Conflict, OwnershipConflict, StepFailed
+from . import bodies, hoststate, naming, shared
+from .base import HostProvider, HostResource
+from .errors import Conflict, OwnershipConflict
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, probe, run, sh
+from .script import ScriptResult, Step, probe, run
 from .specs import VlanGatewaySpec
 
 TOOLS = ("ip", "ovs-vsctl", "flock", "iptables")
 STILL_THERE = "gateway still there"
-
-_INSERT = 'c=$1; shift; iptables -w -C "$c" "$@" 2>/dev/null || iptables -w -I "$c" 1 "$@"'
-_REMOVE = 'c=$1; shift; while iptables -w -C "$c" "$@" 2>/dev/null; do iptables -w -D "$c" "$@"; done'
 
 
 def resource_id(spec: VlanGatewaySpec) -> str:
@@ -33,7 +30,7 @@ def resource_id(spec: VlanGatewaySpec) -> str:
 
 
 def owner_mark(spec: VlanGatewaySpec) -> str:
-    return naming.SHARED_OWNER if spec.shared else spec.slice
+    return bodies.owner_mark(spec.shared, spec.slice)
 
 
 def marks(spec: VlanGatewaySpec) -> dict[str, str]:
@@ -158,7 +155,7 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         steps.append(run("port up", "ip", "link", "set", "dev", spec.port, "up"))
     for name, rule in isolation_rules(spec).items():
         if name not in have.isolation:
-            steps.append(sh(name, _INSERT, "FORWARD", *rule))
+            steps.append(bodies.add_rule(name, "filter", "FORWARD", rule, first=True))
     if [s.name for s in steps] == [STILL_THERE]:
         return []  # in place: nothing to assert
     return steps
@@ -173,7 +170,9 @@ def plan_delete(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         return [*steps, run("delete port", *delete), shared.forget(spec.port)] if ours else steps
     if not ours:
         return []
-    unisolate = [sh(f"remove {name}", _REMOVE, "FORWARD", *r) for name, r in isolation_rules(spec).items()]
+    unisolate = [
+        bodies.remove_rule(f"remove {n}", "filter", "FORWARD", r) for n, r in isolation_rules(spec).items()
+    ]
     return [run("delete port", *delete), *unisolate]
 
 
@@ -213,56 +212,34 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
     return observed, drift
 
 
-class VlanGatewayProvider(HostProvider[VlanGatewaySpec]):
+class VlanGatewayProvider(HostProvider[VlanGatewaySpec, GatewayHave]):
     """Gateway port on the network node."""
 
     spec_model = VlanGatewaySpec
-    kind = "gateway"
     identity = ("slice", "host", "port", "vlan")
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
+    parse_have = staticmethod(parse_have)
 
-    def _have(self, spec: VlanGatewaySpec) -> GatewayHave:
-        res = ssh.run_script(spec.host, preflight(spec))
-        hoststate.check_ready(spec.host.name, res, spec.bridge)
-        return parse_have(spec, res)
+    def locked(self, spec: VlanGatewaySpec) -> bool:
+        return spec.shared  # users registered under the lock; another slice's delete may remove it
 
-    def _ensure(self, spec: VlanGatewaySpec) -> dict[str, Any]:
-        for attempt in (1, 2):
-            have = self._have(spec)
-            steps = plan_ensure(spec, have)
-            try:
-                ssh.run_script(spec.host, steps, locked=spec.shared, holder=spec.slice)
-                break
-            except StepFailed:
-                # shared: the read ran outside the lock, so another slice may have created or removed
-                # the gateway since (two slices' first `up` at once): read again and re-plan, once
-                if not spec.shared or attempt == 2:
-                    raise
-        users = tuple(sorted({*have.users, spec.slice})) if spec.shared else ()
-        after = GatewayHave(
+    def after(self, spec: VlanGatewaySpec, have: GatewayHave, res: ScriptResult) -> GatewayHave:
+        return GatewayHave(
             port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
             link=LinkState(spec.port, True, "internal", None, (spec.address,)),
             others=have.others,
-            users=users,
+            users=tuple(sorted({*have.users, spec.slice})) if spec.shared else (),
             isolation=frozenset(isolation_rules(spec)),
         )
-        observed, _ = observe(spec, after)
-        observed["adopted"] = not have.gone
-        observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed)
 
-    def resource_id(self, spec: VlanGatewaySpec) -> str:
-        return resource_id(spec)
-
-    def _observe(self, spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Remove this slice's gateway; for the shared one only when this slice was its last user."""
-        spec = self.spec(props)
-        have = self._have(spec)
+    def foreign(self, spec: VlanGatewaySpec, have: GatewayHave) -> tuple[str, str | None] | None:
         if have.port is not None and have.port.owner != owner_mark(spec):
-            warn_foreign(spec.host.name, f"gateway {spec.port}", spec.slice, have.port.owner)
-        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared, holder=spec.slice)
+            return f"gateway {spec.port}", have.port.owner
+        return None
 
 
 class VlanGateway(HostResource, name="VlanGateway"):

@@ -1,10 +1,11 @@
 """pytest support for the testbed (``python -m lab``).
 
 Fixtures:
-- ``lab_session`` (session): controls the testbed; ``ensure_up()``, ``owned`` (True when this session
+- ``lab_session`` (session): the session's hold on its testbed (the test suite's own, `lab.testenv`):
+  ``hold()`` takes its lock for the rest of the session, ``ensure_up()``, ``owned`` (True when this session
   brought it up: it then takes it down at the end, even after failures).
-- ``testbed`` (session): the testbed, up. Reuses one that is already up (and leaves it up); skips with a
-  reason when not root or tools are missing.
+- ``testbed`` (session): the testbed, up and held. Reuses one that is already up (and leaves it up); stops
+  the run when it holds a slice; skips with a reason when not root or tools are missing.
 - ``guest`` (function): factory ``guest(name, host=..., tap=..., iface="eth1", mac=None)``; every guest it
   started is stopped at teardown.
 Helpers: ``scan(host=None)``, ``assert_scan_equal(baseline, now)``, ``lab_cli(*args)``.
@@ -18,6 +19,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lab import owners  # noqa: E402
 from lab.common import lab_dir  # noqa: E402
+from lab.exclusive import testbed_lock  # noqa: E402
+from lab.testbed import read_inventory  # noqa: E402
 
 LAB = lab_dir()
 DEFAULT_WORKERS = int(os.environ.get("CLOUDREPO_LAB_WORKERS", "2"))
@@ -193,54 +198,26 @@ class Testbed:
         return scan(host)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 @dataclass
 class LabSession:
-    """Who brought the testbed up in this pytest session, and bringing it up on demand.
+    """This pytest session's hold on its testbed (`lab.testenv`: never the demo's).
 
-    Every pytest session using the testbed registers itself under ``.lab/users/<pid>``; the session that
-    brought the testbed up takes it down at the end only when no other live session still uses it.
+    The session holds the testbed's lock (`lab.exclusive`) from its first use to its end, so no other test
+    run or benchmark uses it meanwhile; it takes the testbed down at the end when it brought it up. A
+    testbed that holds a slice this run did not make stops the run, naming the slice.
     """
 
-    owned: bool = False
     skip: str | None = None
-    inventory: dict[str, Any] | None = field(default=None)
+    owned: bool = False
+    checked: bool = False
+    locks: ExitStack = field(default_factory=ExitStack)
+    held: bool = False
 
-    @property
-    def user_file(self) -> Path:
-        return LAB / "users" / str(os.getpid())
-
-    def other_users(self) -> list[int]:
-        users = []
-        try:
-            entries = list((LAB / "users").iterdir())
-        except FileNotFoundError:
-            return []
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if pid == os.getpid():
-                continue
-            if _alive(pid):
-                users.append(pid)
-            else:
-                entry.unlink(missing_ok=True)
-        return users
-
-    def register(self) -> None:
-        self.user_file.parent.mkdir(parents=True, exist_ok=True)
-        self.user_file.write_text(f"{os.getpid()}\n")
-
-    def unregister(self) -> None:
-        self.user_file.unlink(missing_ok=True)
+    def hold(self) -> None:
+        """Take the testbed's lock for the rest of the session (waits for the current holder)."""
+        if not self.held:
+            self.locks.enter_context(testbed_lock(f"pytest {' '.join(sys.argv[1:]) or 'tests'}"))
+            self.held = True
 
     def is_up(self) -> bool:
         return lab_cli("status", check=False).returncode == 0
@@ -248,19 +225,40 @@ class LabSession:
     def ensure_up(self, workers: int = DEFAULT_WORKERS) -> Testbed:
         if self.skip:
             pytest.skip(self.skip)
-        self.register()
-        if self.is_up():
-            inventory = json.loads((LAB / "inventory.json").read_text())
-            if len(inventory["workers"]) >= workers:
-                return Testbed(inventory)
-        lab_cli("up", "--workers", str(workers))
-        self.owned = True
-        inventory = json.loads((LAB / "inventory.json").read_text())
+        self.hold()
+        inventory = read_inventory() if self.is_up() else None
+        if inventory is None or len(inventory["workers"]) < workers:
+            lab_cli("up", "--workers", str(workers), timeout=300)
+            self.owned = True
+            inventory = read_inventory()
+            assert inventory is not None, f"`python -m lab up` wrote no inventory in {LAB}"
+        if not self.checked:
+            stop_on_foreign_slices(inventory)
+            self.checked = True
         return Testbed(inventory)
 
-    def down(self) -> None:
-        lab_cli("down")
-        self.owned = False
+    def close(self) -> None:
+        try:
+            if self.owned:
+                lab_cli("down", check=False)
+        finally:
+            self.locks.close()
+            self.held = False
+
+
+def stop_on_foreign_slices(inventory: dict[str, Any]) -> None:
+    """Stop the run when the testbed holds a slice: this run has made none yet (it has just begun)."""
+    found = owners.slices(scan(), inventory)
+    if found:
+        where = "; ".join(
+            f"{name} ({', '.join(objs[:3])}{', ...' if len(objs) > 3 else ''})"
+            for name, objs in sorted(found.items())
+        )
+        pytest.exit(
+            f"the testbed in {LAB} holds slices this test run did not make: {where}. Destroy their stacks, "
+            "or take the testbed down (`python -m lab down` with the same CLOUDREPO_LAB_* settings).",
+            returncode=3,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -269,9 +267,7 @@ def lab_session() -> Iterator[LabSession]:
     try:
         yield session
     finally:
-        session.unregister()
-        if session.owned and not session.other_users():
-            lab_cli("down", check=False)
+        session.close()
 
 
 @pytest.fixture(scope="session")

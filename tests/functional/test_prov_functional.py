@@ -26,7 +26,15 @@ from providers.dhcp_namespace import DhcpNamespaceProvider
 from providers.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
 from providers.nat_rule import NatRuleProvider
 from providers.pool_claim import PoolClaimProvider
-from providers.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
+from providers.specs import (
+    DhcpNamespaceSpec,
+    Endpoint,
+    NatRuleSpec,
+    PoolClaimSpec,
+    Reservation,
+    TapPortSpec,
+    VlanGatewaySpec,
+)
 from providers.tap_port import TapPortProvider
 from providers.vlan_gateway import VlanGatewayProvider
 from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
@@ -51,8 +59,14 @@ def configure(provider: Any, testbed: Testbed, known_hosts: str | None = None) -
     provider.configure(ConfigureRequest(Config(engine_config(testbed, known_hosts), "cloudrepo")))
 
 
-def endpoint(testbed: Testbed, host: str) -> dict[str, Any]:
-    return {"name": host, "address": "127.0.0.1", "port": testbed.port(host)}
+def endpoint(testbed: Testbed, host: str) -> Endpoint:
+    return Endpoint(name=host, address="127.0.0.1", port=testbed.port(host))
+
+
+def outs(result: Any) -> dict[str, Any]:
+    """A provider result's outputs (always set by these providers)."""
+    assert result.outs is not None
+    return dict(result.outs)
 
 
 def measure(resource: str, op: str, fn: Callable[[], T]) -> T:
@@ -118,9 +132,9 @@ def test_tap_port_lifecycle(lab: Testbed) -> None:
     props = spec.inputs()
     created = measure("TapPort", "create", lambda: p.create(props))
     assert created.id == "worker1/tap/tap_9101_eth1"
-    assert created.outs["observed"]["changed"] == ["create tap", "mark tap", "tap up", "attach port"]
+    assert outs(created)["observed"]["changed"] == ["create tap", "mark tap", "tap up", "attach port"]
     again = measure("TapPort", "create (again)", lambda: p.create(props))
-    assert again.outs["observed"]["changed"] == [] and again.outs["observed"]["adopted"] is True
+    assert outs(again)["observed"]["changed"] == [] and outs(again)["observed"]["adopted"] is True
     tag = sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 tag").strip()
     assert tag == "3101"
     ids = sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 external_ids")
@@ -128,13 +142,13 @@ def test_tap_port_lifecycle(lab: Testbed) -> None:
 
     # damage by hand: untag (a trunk!) and take the link down
     sh(lab, "worker1", "ovs-vsctl clear port tap_9101_eth1 tag && ip link set dev tap_9101_eth1 down")
-    read = measure("TapPort", "read", lambda: p.read(created.id, created.outs))
+    read = measure("TapPort", "read", lambda: p.read(created.id, outs(created)))
     assert read.id == created.id
-    assert read.outs["drift"] == ["TAP is down", "tag none (trunk), want 3101"]
-    assert p.diff(created.id, read.outs, {**props, "__provider": "x"}).changes is True
-    fixed = measure("TapPort", "update", lambda: p.update(created.id, read.outs, props))
-    assert fixed.outs["observed"]["changed"] == ["tap up", "attach port"]
-    assert p.read(created.id, fixed.outs).outs["drift"] == []
+    assert outs(read)["drift"] == ["TAP is down", "tag none (trunk), want 3101"]
+    assert p.diff(created.id, outs(read), {**props, "__provider": "x"}).changes is True
+    fixed = measure("TapPort", "update", lambda: p.update(created.id, outs(read), props))
+    assert outs(fixed)["observed"]["changed"] == ["tap up", "attach port"]
+    assert outs(p.read(created.id, outs(fixed)))["drift"] == []
 
     # retag in place (the seed's --may-exist add-port would not), then park
     parked = {**props, "vlan": 4094, "parked": True}
@@ -203,7 +217,9 @@ def test_vlan_gateway_lifecycle_and_subnet_conflict(lab: Testbed) -> None:
     spec = VlanGatewaySpec(slice="ftest", host=net, vlan=3102, port="gw_vlan3102", address="10.231.2.1/24")
     props = spec.inputs()
     created = measure("VlanGateway", "create", lambda: p.create(props))
-    assert measure("VlanGateway", "create (again)", lambda: p.create(props)).outs["observed"]["changed"] == []
+    assert (
+        outs(measure("VlanGateway", "create (again)", lambda: p.create(props)))["observed"]["changed"] == []
+    )
     # the same subnet on another VLAN's gateway is refused, naming the interface holding it
     clash = VlanGatewaySpec(
         slice="ftest2", host=net, vlan=3103, port="gw_vlan3103", address="10.231.2.254/24"
@@ -211,8 +227,8 @@ def test_vlan_gateway_lifecycle_and_subnet_conflict(lab: Testbed) -> None:
     with pytest.raises(Conflict, match=r"overlaps 10\.231\.2\.1/24 on interface gw_vlan3102"):
         p.create(clash.inputs())
     sh(lab, "network", "ip addr flush dev gw_vlan3102")
-    read = measure("VlanGateway", "read", lambda: p.read(created.id, created.outs))
-    assert read.outs["drift"] == ["address 10.231.2.1/24 missing (has none)"]
+    read = measure("VlanGateway", "read", lambda: p.read(created.id, outs(created)))
+    assert outs(read)["drift"] == ["address 10.231.2.1/24 missing (has none)"]
     moved = {**props, "address": "10.231.2.254/24"}
     p.update(created.id, props, moved)
     assert "10.231.2.254/24" in sh(lab, "network", "ip -4 -o addr show dev gw_vlan3102")
@@ -233,9 +249,9 @@ def test_shared_gateway_lives_until_its_last_user_leaves(lab: Testbed) -> None:
     b = {**a, "slice": "fb"}
     p.create(a)
     p.create(b)
-    assert p.read("x", a).outs["observed"]["users"] == ["fa", "fb"]
+    assert outs(p.read("x", a))["observed"]["users"] == ["fa", "fb"]
     p.delete("x", a)
-    assert p.read("x", b).outs["observed"]["exists"] is True
+    assert outs(p.read("x", b))["observed"]["exists"] is True
     p.delete("x", b)
     assert p.read("x", b).id == ""
     assert_back_to_baseline("network", baseline, ("gw_vlan3104", "10.231.4.", "3104"))
@@ -250,7 +266,7 @@ def dhcp_spec(lab: Testbed, slice_name: str = "ftest", vlan: int = 3105, **over:
         slice=slice_name, host=endpoint(lab, "network"), vlan=vlan, namespace=f"ns-dhcp-vlan{vlan}",
         port=f"dhcp_v{vlan}", address=f"10.232.{n}.2/24", range_start=f"10.232.{n}.10",
         range_end=f"10.232.{n}.250", router=f"10.232.{n}.1", dns_servers=["8.8.8.8"],
-        reservations=[{"mac": "52:54:00:23:90:01", "ip": f"10.232.{n}.77", "hostname": "guest1"}],
+        reservations=[Reservation(mac="52:54:00:23:90:01", ip=f"10.232.{n}.77", hostname="guest1")],
     ).inputs()  # fmt: skip
     base.update(over)
     return base
@@ -262,10 +278,10 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
     configure(d, lab)
     props = dhcp_spec(lab)
     created = measure("DhcpNamespace", "create", lambda: d.create(props))
-    assert created.outs["observed"]["dnsmasqAlive"] is True
+    assert outs(created)["observed"]["dnsmasqAlive"] is True
     again = measure("DhcpNamespace", "create (again)", lambda: d.create(props))
-    assert again.outs["observed"]["changed"] == []
-    assert again.outs["observed"]["dnsmasqPid"] == created.outs["observed"]["dnsmasqPid"]
+    assert outs(again)["observed"]["changed"] == []
+    assert outs(again)["observed"]["dnsmasqPid"] == outs(created)["observed"]["dnsmasqPid"]
 
     # a guest on a worker TAP in the same VLAN gets its reserved address across the trunk
     tap = TapPortSpec(
@@ -277,15 +293,15 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
     assert g.dhcp("eth1") == "10.232.5.77"
 
     # damage: kill dnsmasq by hand; read shows it, update restarts it
-    pid = created.outs["observed"]["dnsmasqPid"]
+    pid = outs(created)["observed"]["dnsmasqPid"]
     sh(lab, "network", f"kill {pid}; sleep 0.3")
-    read = measure("DhcpNamespace", "read", lambda: d.read(created.id, created.outs))
-    assert read.outs["observed"]["dnsmasqAlive"] is False and "dnsmasq not running" in read.outs["drift"]
-    fixed = d.update(created.id, read.outs, props)
-    assert fixed.outs["observed"]["dnsmasqAlive"] is True
+    read = measure("DhcpNamespace", "read", lambda: d.read(created.id, outs(created)))
+    assert outs(read)["observed"]["dnsmasqAlive"] is False and "dnsmasq not running" in outs(read)["drift"]
+    fixed = d.update(created.id, outs(read), props)
+    assert outs(fixed)["observed"]["dnsmasqAlive"] is True
 
     # a reservation change is a SIGHUP (same pid); an option change is a restart (new pid)
-    pid1 = fixed.outs["observed"]["dnsmasqPid"]
+    pid1 = outs(fixed)["observed"]["dnsmasqPid"]
     more = {
         **props,
         "reservations": [
@@ -294,13 +310,13 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
         ],
     }
     r1 = d.update(created.id, props, more)
-    assert r1.outs["observed"]["changed"] == ["write reservations", "reload reservations"]
-    assert r1.outs["observed"]["dnsmasqPid"] == pid1
+    assert outs(r1)["observed"]["changed"] == ["write reservations", "reload reservations"]
+    assert outs(r1)["observed"]["dnsmasqPid"] == pid1
     hosts = sh(lab, "network", "cat /var/lib/cloudrepo/dhcp/vlan3105/hosts.d/ftest")
     assert hosts == "52:54:00:23:90:01,10.232.5.77,guest1\n52:54:00:23:90:02,10.232.5.78,guest2\n"
     opts = {**more, "dnsServers": ["9.9.9.9"]}
     r2 = d.update(created.id, more, opts)
-    assert r2.outs["observed"]["dnsmasqPid"] != pid1 and r2.outs["observed"]["dnsmasqAlive"]
+    assert outs(r2)["observed"]["dnsmasqPid"] != pid1 and outs(r2)["observed"]["dnsmasqAlive"]
 
     # another slice's dnsmasq on another VLAN is untouched by this one's delete (no pkill by name)
     other = dhcp_spec(lab, slice_name="fother", vlan=3106, reservations=[])
@@ -309,8 +325,8 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
     measure("DhcpNamespace", "delete (again)", lambda: d.delete(created.id, opts))
     assert d.read(created.id, opts).id == ""
     still = d.read(o.id, other)
-    assert still.outs["observed"]["dnsmasqAlive"] is True
-    assert still.outs["observed"]["dnsmasqPid"] == o.outs["observed"]["dnsmasqPid"]
+    assert outs(still)["observed"]["dnsmasqAlive"] is True
+    assert outs(still)["observed"]["dnsmasqPid"] == outs(o)["observed"]["dnsmasqPid"]
     d.delete(o.id, other)
     t.delete("x", tap)
     assert_back_to_baseline("network", net_base, ("3105", "3106", "10.232.5.", "10.232.6."))
@@ -326,17 +342,17 @@ def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
     )  # fmt: skip
     b = dhcp_spec(
         lab, slice_name="fb", vlan=3107, shared=True,
-        reservations=[{"mac": "52:54:00:23:91:02", "hostname": "bguest"}],
+        reservations=[Reservation(mac="52:54:00:23:91:02", hostname="bguest")],
     )  # fmt: skip
     ra = d.create(a)
     rb = d.create(b)
-    assert rb.outs["observed"]["dnsmasqPid"] == ra.outs["observed"]["dnsmasqPid"]  # no restart for slice b
+    assert outs(rb)["observed"]["dnsmasqPid"] == outs(ra)["observed"]["dnsmasqPid"]  # no restart for slice b
     files = sh(lab, "network", "ls /var/lib/cloudrepo/dhcp/vlan3107/hosts.d").split()
     assert files == ["fa", "fb"]
     # the node hands out the lowest free addresses, one slice after the other, and keeps them
-    assert ra.outs["observed"]["reserved"] == {"52:54:00:23:90:01": "10.232.7.10"}
-    assert rb.outs["observed"]["reserved"] == {"52:54:00:23:91:02": "10.232.7.11"}
-    assert d.create(b).outs["observed"]["reserved"] == rb.outs["observed"]["reserved"]
+    assert outs(ra)["observed"]["reserved"] == {"52:54:00:23:90:01": "10.232.7.10"}
+    assert outs(rb)["observed"]["reserved"] == {"52:54:00:23:91:02": "10.232.7.11"}
+    assert outs(d.create(b))["observed"]["reserved"] == outs(rb)["observed"]["reserved"]
     # another slice's differing DHCP options are refused while the shared server serves slice fa
     with pytest.raises(Conflict, match=r"dnsServers 1.1.1.1 of slice 'fc' differ from 8.8.8.8"):
         d.create(
@@ -349,8 +365,8 @@ def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
         )
     d.delete("x", a)
     left = d.read("x", b)
-    assert left.outs["observed"]["dnsmasqAlive"] is True
-    assert left.outs["observed"]["dnsmasqPid"] == ra.outs["observed"]["dnsmasqPid"]
+    assert outs(left)["observed"]["dnsmasqAlive"] is True
+    assert outs(left)["observed"]["dnsmasqPid"] == outs(ra)["observed"]["dnsmasqPid"]
     assert sh(lab, "network", "ls /var/lib/cloudrepo/dhcp/vlan3107/hosts.d").split() == ["fb"]
     d.delete("x", b)
     assert d.read("x", b).id == ""
@@ -370,17 +386,21 @@ def test_nat_is_shared_and_never_cut_while_used(lab: Testbed) -> None:
     ).inputs()  # fmt: skip
     b = {**a, "slice": "fb"}
     created = measure("NatRule", "create", lambda: p.create(a))
-    assert measure("NatRule", "create (again)", lambda: p.create(a)).outs["observed"]["changed"] == []
+    assert outs(measure("NatRule", "create (again)", lambda: p.create(a)))["observed"]["changed"] == []
     p.create(b)
     rules = sh(lab, "network", "iptables -w -t nat -S POSTROUTING")
     assert rules.count("cloudrepo:nat-10.233.0.0-24-ens3") == 1
     sh(lab, "network", "iptables -w -t nat -D POSTROUTING -s 10.233.0.0/24 -o ens3 "
        "-m comment --comment cloudrepo:nat-10.233.0.0-24-ens3 -j MASQUERADE")  # fmt: skip
-    read = measure("NatRule", "read", lambda: p.read(created.id, created.outs))
-    assert read.outs["drift"] == ["rule masquerade missing"]
-    assert p.update(created.id, read.outs, a).outs["observed"]["changed"] == ["add masquerade"]
+    read = measure("NatRule", "read", lambda: p.read(created.id, outs(created)))
+    assert outs(read)["drift"] == ["rule masquerade missing"]
+    assert outs(p.update(created.id, outs(read), a))["observed"]["changed"] == ["add masquerade"]
     measure("NatRule", "delete", lambda: p.delete(created.id, a))
-    assert p.read(created.id, b).outs["observed"]["rules"] == ["forward out", "forward replies", "masquerade"]
+    assert outs(p.read(created.id, b))["observed"]["rules"] == [
+        "forward out",
+        "forward replies",
+        "masquerade",
+    ]
     p.delete(created.id, b)
     measure("NatRule", "delete (again)", lambda: p.delete(created.id, b))
     assert p.read(created.id, b).id == ""
@@ -396,14 +416,14 @@ def test_pool_claims_refuse_overlap(lab: Testbed) -> None:
     configure(p, lab)
     a = PoolClaimSpec(slice="fa", host=endpoint(lab, "network"), start=3200, end=3219).inputs()
     created = measure("PoolClaim", "create", lambda: p.create(a))
-    assert measure("PoolClaim", "create (again)", lambda: p.create(a)).outs["observed"]["changed"] == []
+    assert outs(measure("PoolClaim", "create (again)", lambda: p.create(a)))["observed"]["changed"] == []
     with pytest.raises(Conflict, match="VLANs 3210-3229 of slice 'fb' meet slice 'fa' \\(claims 3200-3219"):
         p.create({**a, "slice": "fb", "start": 3210, "end": 3229})
     # 3456..3475 is 3200..3219 modulo 256: the same link subnets, refused too
     with pytest.raises(Conflict, match="VLANs 3456-3475 of slice 'fb' meet slice 'fa'"):
         p.create({**a, "slice": "fb", "start": 3456, "end": 3475})
     ok = p.create({**a, "slice": "fb", "start": 3220, "end": 3239})
-    assert measure("PoolClaim", "read", lambda: p.read(created.id, a)).outs["observed"]["others"][
+    assert outs(measure("PoolClaim", "read", lambda: p.read(created.id, a)))["observed"]["others"][
         "fb@3220"
     ] == [
         3220,

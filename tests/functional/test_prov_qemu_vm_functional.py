@@ -24,6 +24,11 @@ SLICE = "fn-qemu"
 VM = 7501
 
 
+def outs(result: Any) -> dict[str, Any]:
+    assert result.outs is not None
+    return dict(result.outs)
+
+
 def put_image(testbed: Testbed, local: str) -> dict[str, str]:
     """Copy a boot file to worker1's image store over SFTP (what the program does with pulumi-command)."""
     data = Path(local).read_bytes()
@@ -87,7 +92,7 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
     try:
         created = provider.create(props)
         assert created.id == f"worker1/vm/{VM}"
-        assert created.outs["observed"]["running"] and created.outs["drift"] == []
+        assert outs(created)["observed"]["running"] and outs(created)["drift"] == []
         pid = int((vm_dir / "qemu.pid").read_text())
         assert Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec)
         assert (vm_dir / "owner").read_text() == f"{SLICE}\n"
@@ -98,19 +103,19 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
 
         # create again: adopts the running VM, changes nothing
         again = provider.create(props)
-        assert again.outs["observed"]["changed"] == []
+        assert outs(again)["observed"]["changed"] == []
         assert int((vm_dir / "qemu.pid").read_text()) == pid
 
         # killed by hand: read reports drift, update starts it again with the same argv
         testbed.run("worker1", f"kill -KILL {pid}")
-        read = provider.read(created.id, created.outs)
-        assert read.outs["drift"] == ["QEMU not running"] and not read.outs["observed"]["running"]
-        updated = provider.update(created.id, read.outs, props)
-        assert updated.outs["observed"]["running"]
+        read = provider.read(created.id, outs(created))
+        assert outs(read)["drift"] == ["QEMU not running"] and not outs(read)["observed"]["running"]
+        updated = provider.update(created.id, outs(read), props)
+        assert outs(updated)["observed"]["running"]
         new_pid = int((vm_dir / "qemu.pid").read_text())
         assert new_pid != pid
         assert Path(f"/proc/{new_pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec)
-        assert provider.read(created.id, updated.outs).outs["drift"] == []
+        assert outs(provider.read(created.id, outs(updated)))["drift"] == []
     finally:
         provider.delete("", props)
     assert not vm_dir.exists()

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.exclusive import testbed_lock
-from tests.enginekit import PulumiCLI, pulumi_binary
-from tests.integration.slicekit import SliceStack, lab_config, make_project, slice_section
+from lab.pulumi_cli import PulumiCLI, make_project, pulumi_binary
+from tests.integration.slicekit import LAB, SliceStack, lab_config, slice_section
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session", autouse=True)
-def exclusive_testbed() -> Iterator[None]:
-    """Scenarios compare whole-host scans and stop hosts: nobody else may use the testbed meanwhile."""
-    with testbed_lock("pytest tests/integration"):
-        yield
 
 
 @pytest.fixture(scope="session")
@@ -66,21 +57,20 @@ def slice_stack(
         return stack
 
     yield make
-    for stack in reversed(made):
-        # A killed engine leaves a lock and pending creates whose objects are on the hosts: release the
-        # lock, let `up` adopt those objects (creates adopt what the slice owns), then destroy.
-        stack.cli.run("cancel", "--yes", check=False)
-        if _pending_operations(stack):
-            stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
-        result = stack.cli.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
-        if result.returncode != 0:
-            stack.cli.run("refresh", "--yes", "--non-interactive", "--clear-pending-creates", check=False)
-            stack.cli.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
-        stack.cli.run("stack", "rm", "--yes", "--force", check=False)
+    failed = [name for name in (teardown(stack) for stack in reversed(made)) if name]
+    if failed:
+        pytest.fail(
+            f"teardown: `pulumi destroy` failed for stack(s) {', '.join(failed)}; their objects are still on "
+            f"the testbed in {LAB} (output above)",
+            pytrace=False,
+        )
 
 
-def _pending_operations(stack: SliceStack) -> bool:
-    exported = stack.cli.run("stack", "export", check=False)
-    if exported.returncode != 0:
-        return False
-    return bool(json.loads(exported.stdout).get("deployment", {}).get("pending_operations"))
+def teardown(stack: SliceStack) -> str | None:
+    """Destroy and remove the stack; its name when the destroy failed (the stack is then kept)."""
+    result = stack.cli.destroy_all()
+    if result.returncode != 0:
+        print(f"--- destroy of stack {stack.cli.stack} ---\n{result.stdout}\n{result.stderr}")
+        return stack.cli.stack
+    stack.cli.remove()
+    return None

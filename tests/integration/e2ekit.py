@@ -8,10 +8,12 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Empty, Queue
 from typing import Any
 
 import paramiko
@@ -19,7 +21,6 @@ import paramiko
 from lab import guest as lab_guest
 from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
-from tests.enginekit import TOOLCHAIN_BIN
 from tests.integration.slicekit import LAB, SliceStack
 from tests.labfixtures import lab_cli, scan, scan_parts
 
@@ -94,6 +95,44 @@ def duplicates(doc: dict[str, Any]) -> list[str]:
     return sorted(found)
 
 
+# ---- the shared VLAN 400 objects, seen from one slice -------------------------------------------------
+
+SHARED_OBJECTS = {"gateway": "gw_vlan400", "dhcp": "ns-dhcp-vlan400", "nat": "nat-10.60.7.0-24-ens3"}
+"""The objects every internet slice on the network node shares, by their users-registry name."""
+
+
+def shared_users(inventory: dict[str, Any], obj: str) -> list[str]:
+    """The slices registered as users of a shared object (its registry in the network node's state)."""
+    users = Path(inventory["hosts"]["network"]["stateDir"]) / "shared" / obj / "users"
+    return sorted(p.name for p in users.iterdir()) if users.is_dir() else []
+
+
+def shared_present(net: dict[str, Any]) -> dict[str, bool]:
+    """Which shared objects exist in the network node's scan."""
+    return {
+        "gateway": "gw_vlan400" in net["ovs"]["br-int"]["ports"],
+        "dhcp": "ns-dhcp-vlan400" in net["namespaces"],
+        "nat": any(f"cloudrepo:{SHARED_OBJECTS['nat']}" in rule for rule in net["iptables"]["nat"]),
+    }
+
+
+def assert_left_shared(inventory: dict[str, Any], slice_name: str, net: dict[str, Any]) -> None:
+    """SLICE uses no shared object any more; each one is gone unless another slice still uses it."""
+    present = shared_present(net)
+    for kind, obj in SHARED_OBJECTS.items():
+        users = shared_users(inventory, obj)
+        assert slice_name not in users, f"{slice_name} is still a user of {obj}: {users}"
+        assert present[kind] == bool(users), f"{obj}: present={present[kind]}, users {users}"
+
+
+def assert_uses_shared(inventory: dict[str, Any], slice_name: str, net: dict[str, Any]) -> None:
+    """SLICE is a user of every shared object, and each one exists."""
+    present = shared_present(net)
+    for kind, obj in SHARED_OBJECTS.items():
+        assert slice_name in shared_users(inventory, obj), f"{slice_name} is not a user of {obj}"
+        assert present[kind], f"{obj} is missing while {slice_name} uses it"
+
+
 # ---- the stack's state ----------------------------------------------------------------------------------
 
 
@@ -121,10 +160,6 @@ def drift_by_name(stack: SliceStack) -> dict[str, list[str]]:
         if drift:
             out[r["urn"].rsplit("::", 1)[1]] = list(drift)
     return out
-
-
-def pending_operations(stack: SliceStack) -> list[dict[str, Any]]:
-    return list(state(stack)["deployment"].get("pending_operations") or [])
 
 
 # ---- guests ---------------------------------------------------------------------------------------------
@@ -187,40 +222,49 @@ def restart_testbed() -> None:
 
 
 def start_engine(stack: SliceStack, *args: str) -> subprocess.Popen[str]:
-    """`pulumi ARGS` in a process group of its own (the engine, language host, program and providers), so
-    the whole group can be killed as a crash would."""
-    return subprocess.Popen(
-        [str(TOOLCHAIN_BIN / "pulumi"), *args, "--stack", stack.cli.stack],
-        cwd=stack.cli.project_dir,
-        env=stack.cli.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    """`pulumi ARGS` in a process group of its own, so the whole group can be killed as a crash would."""
+    return stack.cli.popen(*args, new_session=True)
 
 
 def kill_when(proc: subprocess.Popen[str], pattern: str, timeout: float = 300) -> list[str]:
     """Read the engine's output until a line matches `pattern`, then SIGKILL its process group.
-    Returns the lines read; fails if the engine ended before the line came."""
+
+    Returns the lines read. A watchdog bounds the wait: when no matching line came within `timeout` seconds
+    (the engine went silent, or talks without reaching the point), the group is killed and the call fails
+    with what was read; it also fails if the engine ended before the line came."""
     assert proc.stdout is not None
     regex = re.compile(pattern)
     lines: list[str] = []
+    queue: Queue[str | None] = Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, queue), daemon=True)
+    reader.start()
     deadline = time.monotonic() + timeout
     try:
-        for line in proc.stdout:
+        while True:
+            try:
+                line = queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Empty:
+                tail = "\n".join(lines[-20:])
+                raise AssertionError(
+                    f"watchdog: no line matching {pattern!r} within {timeout:g}s; last output:\n{tail}"
+                ) from None
+            if line is None:
+                break
             lines.append(line.rstrip("\n"))
             if regex.search(line):
                 assert proc.poll() is None, "the engine ended before it could be killed"
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
                 return lines
-            assert time.monotonic() < deadline, "timed out waiting for: " + pattern
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
     raise AssertionError(f"the engine ended without a line matching {pattern!r}:\n" + "\n".join(lines))
+
+
+def _read_lines(stream: Any, queue: Queue[str | None]) -> None:
+    for line in stream:
+        queue.put(line)
+    queue.put(None)
 
 
 def group_alive(pgid: int) -> list[int]:

@@ -9,22 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.common import lab_dir
-from tests.enginekit import ROOT, PulumiCLI
+from lab.pulumi_cli import PulumiCLI
 
 LAB = lab_dir()
-
-
-def make_project(dst: Path) -> Path:
-    """A project directory that runs this repository's program (code linked, not copied)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / "Pulumi.yaml").write_text(
-        f"name: cloudrepo\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT / '.venv'}\n"
-    )
-    for name in ("__main__.py", "providers", "components"):
-        link = dst / name
-        if not link.exists():
-            link.symlink_to(ROOT / name)
-    return dst
 
 
 def lab_config(workers: int | None = None, *, secret_key: bool = False) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from typing import Any
 
 from lab.slicecheck import check_slice, stop_guests
 from tests.integration.e2ekit import (
+    SHARED_OBJECTS,
     assert_slice_ok,
     duplicates,
     group_alive,
     kill_when,
-    pending_operations,
     restart_testbed,
     start_engine,
     state,
@@ -101,7 +101,7 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     lines = kill_when(proc, r"pulumi-python:dynamic:\S+ \S+ created")
     print("\n".join(lines[-8:]))
     assert not group_alive(proc.pid), "processes of the killed engine survived"
-    pending = pending_operations(stack)
+    pending = stack.cli.pending_operations()
     print("pending operations:", json.dumps([(p["type"], p["resource"]["urn"]) for p in pending]))
     assert pending, "the kill left no pending operation (the update was over?)"
     # the killed engine left its lock on the file backend: the next run says so, `pulumi cancel` removes it
@@ -111,7 +111,7 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     # the creates in flight may or may not have reached the hosts: clear them from the state (the next up
     # makes them again, and adopts what this slice had already made)
     stack.refresh("--clear-pending-creates")
-    assert pending_operations(stack) == []
+    assert stack.cli.pending_operations() == []
     stack.up()
     assert_converged(stack)
     outputs = stack.outputs()
@@ -122,7 +122,8 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     net = now["hosts"]["network"]
     for vlan in (320, 321, 322, 400):
         assert [d["namespace"] for d in net["dnsmasq"]].count(f"ns-dhcp-vlan{vlan}") == 1, net["dnsmasq"]
-    masq = [r for r in net["iptables"]["nat"] if "MASQUERADE" in r and "cloudrepo:" in r]
+    nat_mark = f"cloudrepo:{SHARED_OBJECTS['nat']}"
+    masq = [r for r in net["iptables"]["nat"] if "MASQUERADE" in r and nat_mark in r]
     assert len(masq) == 1, masq
     urns = [r["urn"] for r in state(stack)["deployment"]["resources"]]
     assert len(urns) == len(set(urns)), urns

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from lab import slicecheck
+from tests.integration.e2ekit import assert_left_shared, assert_uses_shared
 from tests.integration.slicekit import SliceStack, lab_config, planned_steps, slice_section
 from tests.labfixtures import assert_scan_equal, scan
 
@@ -162,15 +163,14 @@ def test_change_keeps_vlans_and_retags_in_place(
     assert not any(op.startswith(("replace", "create-replacement", "delete-replaced")) for op, _, _ in steps)
     stack.up()
     assert stack.outputs()["vms"]["2004"]["interfaces"]["eth0"]["vlan"] == 400
+    assert_uses_shared(testbed.inventory, "e2e-change", host_scan("network"))
 
-    # internet off on every VM: VLAN 400's gateway, DHCP and NAT go
+    # internet off on every VM: the slice leaves VLAN 400's gateway, DHCP and NAT (gone with their last user)
     for v in vms:
         v["internet"] = False
     stack.write_config(_config_of(vms, removed))
     stack.up()
-    net = host_scan("network")
-    assert "gw_vlan400" not in net["ovs"]["br-int"]["ports"] and "ns-dhcp-vlan400" not in net["namespaces"]
-    assert not any("MASQUERADE" in rule for rule in net["iptables"]["nat"])
+    assert_left_shared(testbed.inventory, "e2e-change", host_scan("network"))
     assert stack.outputs()["vms"]["2001"]["interfaces"]["eth0"]["vlan"] is None
 
 

@@ -78,6 +78,7 @@ def private_key_is_never_in_clear(slice_stack: Callable[..., SliceStack]) -> Non
 
     problems = leaks("stack export", stack.cli.export_state())
     problems += leaks(stack.config_file.name, config + stack.config_file.read_text())
+    assert stack.cli.backend_dir is not None  # every test stack has a backend of its own
     files = [p for p in stack.cli.backend_dir.rglob("*") if p.is_file()]
     assert any(stack.cli.stack in str(p) for p in files), files
     for path in files:

@@ -151,8 +151,8 @@ def run_vms(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: 
     for w in ("worker1", "worker2"):
         left = host_paths(w).state / "vms"
         assert not left.exists() or not any(left.iterdir()), sorted(left.rglob("*"))
-    for f in (host_paths("worker1").state / "images").iterdir():
-        if f.is_file():
-            assert hashlib.sha256(f.read_bytes()).hexdigest() == f.name, f"{f} was written"
+    for stored in (host_paths("worker1").state / "images").iterdir():
+        if stored.is_file():
+            assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.name, f"{stored} was written"
     TIMES.write_text(json.dumps(times, indent=2) + "\n")
     print("VM times:", times)

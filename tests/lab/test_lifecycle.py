@@ -4,7 +4,6 @@ crash halfway through `up` and with processes started inside the hosts over SSH.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -97,6 +96,8 @@ def leftover_processes(before: dict[int, str], mark: Marks) -> list[str]:
             view_key: tuple[int, int] | None = (view.st_dev, view.st_ino)
         except OSError:
             view_key = None
+        if view_key in mark.views and not netns_view(pid).startswith(f"{LAB}/hosts/"):
+            view_key = None  # the inode of a directory `down` deleted, reused by another testbed's host
         if (
             str(LAB) in cmd
             or f" {NS_PREFIX}" in cmd
@@ -106,6 +107,15 @@ def leftover_processes(before: dict[int, str], mark: Marks) -> list[str]:
         ):
             found.append(f"{pid}: {cmd}")
     return found
+
+
+def netns_view(pid: int) -> str:
+    """The directory mounted on the process's /run/netns (mountinfo's root field; "" when none)."""
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split()[3] for line in lines if line.split()[4] == "/run/netns"), "")
 
 
 def ours(names: list[str]) -> list[str]:
@@ -129,57 +139,24 @@ def assert_nothing_left(before: dict[str, Any], mark: Marks | None = None) -> No
     assert not leftovers, "processes left behind:\n" + "\n".join(leftovers)
 
 
-@contextlib.contextmanager
-def exclusive_or_skip() -> Iterator[None]:
-    """Hold the testbed's session lock (lab.exclusive) while taking the testbed down and up; skip when
-    another process holds it. When this process holds it already (a whole-suite run), go ahead."""
-    path = LAB / "session.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        fh.seek(0)
-        holder = fh.read().strip()
-        if holder.endswith(f"(pid {os.getpid()})"):
-            yield
-            return
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pytest.skip(f"the testbed is held by {holder or 'another session'}: not taking it down")
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pytest tests/lab lifecycle (pid {os.getpid()})\n")
-            fh.flush()
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 @pytest.fixture
 def pristine(lab_session: LabSession) -> Iterator[dict[str, Any]]:
-    """The testbed down (restored afterwards if this session had it up); yields the root's snapshot."""
+    """The testbed down (brought back afterwards when it was up); yields the root's snapshot. The session
+    holds the testbed's lock meanwhile: the testbed is the test suite's own, no one else uses it."""
     if lab_session.skip:
         pytest.skip(lab_session.skip)
-    with exclusive_or_skip():
-        was_up = lab_session.is_up()
-        if was_up and not lab_session.owned:
-            pytest.skip("a testbed started outside this test session is up: not taking it down")
-        others = lab_session.other_users()
-        if others:
-            pytest.skip(f"other test sessions use the testbed (pids {others}): not taking it down")
-        lab_session.register()
+    lab_session.hold()
+    was_up = lab_session.is_up()
+    if was_up:
+        lab_cli("down")
+    before = root_snapshot()
+    try:
+        yield before
+    finally:
         if was_up:
-            lab_cli("down")
-        before = root_snapshot()
-        try:
-            yield before
-        finally:
-            if was_up:
-                lab_cli("up", "--workers", str(DEFAULT_WORKERS))
-            else:
-                lab_cli("down", check=False)
+            lab_cli("up", "--workers", str(DEFAULT_WORKERS))
+        else:
+            lab_cli("down", check=False)
 
 
 def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) -> None:

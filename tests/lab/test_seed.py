@@ -120,12 +120,12 @@ TAP_A, TAP_B, TAP_NAT = "tap_7771_eth1", "tap_7772_eth1", "tap_7773_eth0"
 
 
 def require_free(testbed: Testbed, host: str, names: list[str], namespaces: list[str]) -> None:
-    """Skip when a shared object the test would make already exists (a deployed slice owns it)."""
+    """Fail when an object the test would make already exists: the test run owns its testbed."""
     data = testbed.scan(host)["hosts"][host]
     taken = [n for n in names if n in data["links"] or n in data["ovs"]["br-int"]["ports"]]
     taken += [ns for ns in namespaces if ns in data["namespaces"]]
     if taken:
-        pytest.skip(f"{host} already has {', '.join(taken)} (in use by someone else)")
+        pytest.fail(f"{host} already has {', '.join(taken)}: left by an earlier test?")
 
 
 def test_seed_link_vlan_two_workers_dhcp_and_ping(testbed: Testbed, guest, undo: Undo) -> None:
@@ -179,7 +179,7 @@ def test_seed_vlan400_nat_to_internet(testbed: Testbed, guest, undo: Undo) -> No
     baseline = testbed.scan()
     network = baseline["hosts"]["network"]
     if any("10.60.7.0/24" in rule for rule in network["iptables"]["nat"]) or network["ip_forward"]:
-        pytest.skip("the network node already NATs VLAN 400 (in use by someone else)")
+        pytest.fail("the network node already NATs VLAN 400 or forwards: left by an earlier test?")
     mine = [TAP_NAT, "gw_vlan400", "dhcp_v400", "ns-dhcp-vlan400", "10.60.7.", "ip_forward", "ens3"]
     undo.add(w1, undo_tap(TAP_NAT))
     testbed.run(w1, seed_tap(TAP_NAT, 400))

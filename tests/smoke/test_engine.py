@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.enginekit import PulumiCLI, pulumi_binary
+from lab.pulumi_cli import PulumiCLI, pulumi_binary
 
 PROGRAM = Path(__file__).parent / "program"
 

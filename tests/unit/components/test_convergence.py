@@ -107,7 +107,9 @@ def test_any_edit_sequence_converges_safely(data: st.DataObject, kinds: list[str
         },
         "links": [("1001.eth1", "1002.eth1", None)],
     }
-    hosts, resources, outputs = neighbour(), [], {}
+    hosts = neighbour()
+    resources: list[Any] = []
+    outputs: dict[str, Any] = {}
     seed = data.draw(st.integers(0, 2**32 - 1), label="order seed")
     rng = random.Random(seed)
     sequence = 0

@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from providers.errors import StepFailed
 from providers.script import ScriptResult, Step, guard, parse, probe, render, run, sh
@@ -27,9 +29,11 @@ HOSTILE = [
 
 
 def execute(steps: Sequence[Step]) -> ScriptResult:
+    """Run the script as the runner does; parse what comes back (bytes decoded as `ssh.run_script` does)."""
     text = render(steps)
-    proc = subprocess.run(["sh", "-s"], input=text, capture_output=True, text=True, timeout=30)
-    return parse("testhost", steps, text, proc.returncode, proc.stdout, proc.stderr)
+    proc = subprocess.run(["sh", "-s"], input=text.encode(), capture_output=True, timeout=30)
+    out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    return parse("testhost", steps, text, proc.returncode, out, err)
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -90,10 +94,23 @@ def test_steps_do_not_read_the_script_from_stdin() -> None:
     assert res.out("cat") == "" and res.out("after") == "still here\n"
 
 
-def test_render_is_shlex_quoted_argv() -> None:
-    text = render([run("x", "ip", "link", "set", "dev", "a b", "up")], nonce="00ff")
-    assert "ip link set dev 'a b' up </dev/null 2>\"$E\"; s=$?" in text
-    assert "@@00ff:begin:0" in text
+WORD_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
+"""Any character an argv word can hold (not NUL; valid UTF-8)."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(WORD_CHARS, max_size=20),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_argv_reaches_the_command_as_it_was(argv: list[str]) -> None:
+    """Whatever the words (quotes, `$(...)`, newlines, our own markers), the command gets them unchanged."""
+    res = execute([probe("args", "printf", "%s\\0", *argv), probe("after", "echo", "ok")])
+    assert res.out("args").split("\0")[:-1] == argv
+    assert res.out("after") == "ok\n"
 
 
 def test_step_names_are_restricted() -> None:

@@ -10,6 +10,7 @@ import pytest
 from provkit import dhcp, gateway, link, port
 
 from providers import dhcp_namespace as dn
+from providers import ssh
 from providers import vlan_gateway as vg
 from providers.errors import StepFailed
 from providers.script import ScriptResult, Step, StepResult
@@ -66,7 +67,7 @@ def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: p
     host = Host([absent, made_by_a], "add namespace", "4242\n" + "\n".join(dn.dnsmasq_args(spec)))
     p = dn.DhcpNamespaceProvider()
     monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(dn.ssh, "run_script", host.run_script)
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
     out = p._ensure(spec)
     assert "add namespace" in host.scripts[0]
     # the second plan joins the namespace slice "a" made: register, own reservations, SIGHUP (same pid)
@@ -95,7 +96,7 @@ def test_shared_gateway_created_meanwhile_by_another_slice_is_joined(monkeypatch
     host = Host([absent, made_by_a], "add address")
     p = vg.VlanGatewayProvider()
     monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(vg.ssh, "run_script", host.run_script)
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
     out = p._ensure(spec)
     assert host.scripts == [
         ["register user", "add port", "add address", "port up"],
@@ -108,7 +109,7 @@ def test_a_failure_of_a_slices_own_gateway_is_not_retried(monkeypatch: pytest.Mo
     host = Host([vg.GatewayHave(None, None, ()), vg.GatewayHave(None, None, ())], "add address")
     p = vg.VlanGatewayProvider()
     monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(vg.ssh, "run_script", host.run_script)
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
     with pytest.raises(StepFailed, match="add address"):
         p._ensure(gateway())
     assert len(host.scripts) == 1
@@ -117,12 +118,13 @@ def test_a_failure_of_a_slices_own_gateway_is_not_retried(monkeypatch: pytest.Mo
 def test_a_shared_step_that_fails_twice_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = gateway(slice="b", vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
     host = Host([vg.GatewayHave(None, None, ()), vg.GatewayHave(None, None, ())], "add address")
-    host.run_script = lambda _e, steps, **_k: (_ for _ in ()).throw(
-        StepFailed("network", "add address", 2, "x")
-    )  # type: ignore[method-assign]
+
+    def always_fails(_endpoint: Any, steps: list[Step], **_: Any) -> ScriptResult:
+        raise StepFailed("network", "add address", 2, "x")
+
     p = vg.VlanGatewayProvider()
     monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(vg.ssh, "run_script", host.run_script)
+    monkeypatch.setattr(ssh, "run_script", always_fails)
     with pytest.raises(StepFailed, match="add address"):
         p._ensure(spec)
     assert host.reads == []  # read twice, then the error

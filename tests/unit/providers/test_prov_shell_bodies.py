@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from providers import bodies, shared
 from providers import dhcp_namespace as dn
 from providers import pool_claim as pc
-from providers import shared
+from providers.script import Step
 
 
 def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -103,7 +108,8 @@ def test_hup_goes_to_this_vlans_process_only(tmp_path: Path) -> None:
 def test_atomic_write_of_reservations(tmp_path: Path) -> None:
     target = tmp_path / "hosts.d" / "demo"
     text = "52:54:00:03:ea:01,192.168.120.11,vm1002\n"
-    assert sh(dn._WRITE, str(target), text).returncode == 0
+    step = bodies.write_file("w", str(target), text)
+    assert subprocess.run(step.argv, capture_output=True).returncode == 0
     assert target.read_text() == text
     assert sorted(p.name for p in target.parent.iterdir()) == ["demo"]
 
@@ -120,3 +126,70 @@ def test_other_slices_reservations_are_listed_without_own(tmp_path: Path) -> Non
         ("beta", "52:54:00:04:01:00", "10.60.7.61"),
     )
     assert sh(dn._OTHERS, str(tmp_path / "missing"), "alpha").stdout == ""
+
+
+# ---- iptables rules, against an iptables of our own on PATH (the testbed runs the real one) -------------
+
+FAKE_IPTABLES = r"""
+import json, os, sys
+args = sys.argv[1:]
+state = os.environ["FAKE_IPTABLES_STATE"]
+rules = json.load(open(state)) if os.path.exists(state) else {}
+assert args[0] == "-w" and args[1] == "-t", args
+table, op, chain, rest = args[2], args[3], args[4], args[5:]
+chain_rules = rules.setdefault(f"{table} {chain}", [])
+if op == "-I":
+    assert rest[0] == "1", rest
+    chain_rules.insert(0, rest[1:])
+elif op == "-A":
+    chain_rules.append(rest)
+elif op == "-C":
+    sys.exit(0 if rest in chain_rules else 1)
+elif op == "-D":
+    if rest not in chain_rules:
+        sys.exit(1)
+    chain_rules.remove(rest)
+json.dump(rules, open(state, "w"))
+"""
+
+
+@pytest.fixture
+def iptables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], dict[str, list[list[str]]]]:
+    """A fake `iptables` first on PATH keeping its rules in a file; returns a reader of them."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "iptables"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_IPTABLES}")
+    fake.chmod(0o755)
+    state = tmp_path / "rules.json"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_IPTABLES_STATE", str(state))
+    return lambda: json.loads(state.read_text()) if state.exists() else {}
+
+
+def run_step(step: Step) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(step.argv, capture_output=True, text=True, timeout=30)
+
+
+RULE_A = ["-i", "gw_vlan120", "-m", "comment", "--comment", "cloudrepo:gw_vlan120", "-j", "DROP"]
+RULE_B = ["-o", "gw_vlan120", "-m", "comment", "--comment", "cloudrepo:gw_vlan120", "-j", "DROP"]
+
+
+def test_a_rule_is_added_once_and_first_when_asked(iptables: Callable[[], Any]) -> None:
+    run_step(bodies.add_rule("x", "filter", "FORWARD", ["-j", "ACCEPT"]))
+    for _ in range(2):
+        assert run_step(bodies.add_rule("a", "filter", "FORWARD", RULE_A, first=True)).returncode == 0
+        assert run_step(bodies.add_rule("b", "filter", "FORWARD", RULE_B)).returncode == 0
+    assert iptables() == {"filter FORWARD": [RULE_A, ["-j", "ACCEPT"], RULE_B]}
+
+
+def test_removing_a_rule_removes_every_copy_and_nothing_else(iptables: Callable[[], Any]) -> None:
+    run_step(bodies.add_rule("a", "nat", "POSTROUTING", RULE_B))
+    for _ in range(3):
+        assert (
+            run_step(Step("dup", ["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", *RULE_A])).returncode
+            == 0
+        )
+    assert run_step(bodies.remove_rule("r", "nat", "POSTROUTING", RULE_A)).returncode == 0
+    assert iptables() == {"nat POSTROUTING": [RULE_B]}
+    assert run_step(bodies.remove_rule("r", "nat", "POSTROUTING", RULE_A)).returncode == 0  # none left: fine

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ import paramiko
 import pytest
 from fakesshd import FakeSshd, new_key, pem, write_known_hosts
 
-from providers import runner, ssh
+from components import config as config_model
+from providers import runner, ssh, ssh_pool, ssh_stats
 from providers.errors import (
     CommandTimeout,
     ConfigError,
@@ -26,6 +28,8 @@ from providers.errors import (
 )
 from providers.script import probe, run
 from providers.specs import Endpoint
+from providers.ssh_settings import settings_from_config
+from tests.unit.components.cfgkit import raw_config, with_changes
 
 HOST_KEY = new_key()
 CLIENT_KEY = new_key()
@@ -48,6 +52,8 @@ def config(tmp_path: Path, **over: Any) -> dict[str, Any]:
 def configured(tmp_path: Path, server: FakeSshd) -> Iterator[Endpoint]:
     write_known_hosts(tmp_path / "known_hosts", server.port, HOST_KEY)
     ssh.configure(config(tmp_path))
+    # locked scripts run locally here: their lock lives in the test's directory, not /var/lib/cloudrepo
+    ssh.install(dataclasses.replace(ssh.settings(), lock_file=str(tmp_path / "state" / "lock")))
     ssh.close_all()
     ssh.reset_stats()
     yield Endpoint(name="fake", address="127.0.0.1", port=server.port)
@@ -61,16 +67,16 @@ def test_one_round_trip_per_script_and_the_connection_is_reused(
         res = ssh.run_script(configured, [probe("a", "echo", f"call {i}"), probe("b", "printf", "%s", "x y")])
         assert res.out("a") == f"call {i}\n" and res.out("b") == "x y"
     assert server.connections == 1
-    assert server.commands == [runner.command(False)]  # one remote process ran the 3 scripts
+    # one remote process ran the 3 scripts
+    assert server.commands == [runner.command(False, ssh.settings().lock_file)]
     st = ssh.stats()
     assert (st["connections_opened"], st["sessions_opened"], st["commands_run"]) == (1, 1, 3)
 
 
-def test_sudo_prefix_and_lock_wrapper() -> None:
-    s = dataclasses.replace(_dummy_settings(), sudo=True)
-    assert ssh.remote_command(s, locked=False) == "sudo -n sh -s"
-    assert ssh.remote_command(s, locked=True) == (
-        "sudo -n sh -c 'mkdir -p /var/lib/cloudrepo && exec flock -E 75 -w 60 /var/lib/cloudrepo/lock sh -s'"
+def test_the_runner_gets_the_lock_file_as_its_argument() -> None:
+    assert runner.command(False) == shlex.join(["sh", "-c", runner.PROGRAM, "sh", "/var/lib/cloudrepo/lock"])
+    assert runner.command(True, "/tmp/x y/lock") == "sudo -n " + shlex.join(
+        ["sh", "-c", runner.PROGRAM, "sh", "/tmp/x y/lock"]
     )
 
 
@@ -118,9 +124,24 @@ def test_changed_host_key_is_refused_before_any_command(tmp_path: Path, server: 
     write_known_hosts(tmp_path / "known_hosts", server.port, new_key())
     ssh.configure(config(tmp_path))
     ssh.close_all()
-    with pytest.raises(HostKeyError, match="CHANGED"):
+    with pytest.raises(HostKeyError, match="CHANGED") as err:
         ssh.run_script(Endpoint(name="fake", address="127.0.0.1", port=server.port), [run("x", "true")])
     assert server.commands == []
+    # both keys named as OpenSSH names them (`ssh-keygen -l`), so they can be compared with `ssh-keyscan`
+    got = openssh_fingerprint(tmp_path, HOST_KEY)
+    assert f"got ecdsa-sha2-nistp256 {got}, " in str(err.value), str(err.value)
+    wanted = subprocess.run(
+        ["ssh-keygen", "-lf", str(tmp_path / "known_hosts")], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    assert f"has ecdsa-sha2-nistp256 {wanted}; refusing" in str(err.value), str(err.value)
+    assert got != wanted and got.startswith("SHA256:") and not got.endswith("=")
+
+
+def openssh_fingerprint(tmp_path: Path, key: paramiko.PKey) -> str:
+    pub = tmp_path / "key.pub"
+    pub.write_text(f"{key.get_name()} {key.get_base64()}\n")
+    out = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True).stdout
+    return out.split()[1]
 
 
 def test_key_for_another_port_does_not_count(tmp_path: Path, server: FakeSshd) -> None:
@@ -146,7 +167,7 @@ def test_wrong_client_key_is_unreachable_not_retried_forever(tmp_path: Path, ser
 def test_closed_port_fails_after_bounded_retries(
     configured: Endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ssh, "_settings", dataclasses.replace(ssh.settings(), connect_attempts=2))
+    ssh.install(dataclasses.replace(ssh.settings(), connect_attempts=2))
     sock = __import__("socket").socket()
     sock.bind(("127.0.0.1", 0))
     free_port = sock.getsockname()[1]
@@ -175,7 +196,7 @@ def test_stats_dump_to_the_env_file(
     configured: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "stats-{pid}.json"
-    monkeypatch.setenv(ssh.STATS_ENV, str(target))
+    monkeypatch.setenv(ssh_stats.STATS_ENV, str(target))
     ssh.run_script(configured, [run("x", "true")])
     files = list(tmp_path.glob("stats-*.json"))
     assert len(files) == 1
@@ -188,11 +209,10 @@ def test_stats_dump_to_the_env_file(
 
 def test_the_runner_command_is_constant_and_sudo_wraps_it() -> None:
     assert runner.command(True) == "sudo -n " + runner.command(False)
-    assert runner.command(False) == "sh -c " + shlex.quote(runner.PROGRAM)
 
 
 def test_a_locked_script_holds_the_lock_and_an_unlocked_one_does_not(configured: Endpoint) -> None:
-    held = probe("held", "flock", "-n", "/var/lib/cloudrepo/lock", "true")
+    held = probe("held", "flock", "-n", ssh.settings().lock_file, "true")
     assert ssh.run_script(configured, [held], locked=True).status("held") == 1
     assert ssh.run_script(configured, [held]).status("held") == 0
     assert ssh.run_script(configured, [held], locked=True).status("held") == 1
@@ -268,7 +288,8 @@ def test_a_runner_dying_mid_script_is_unreachable_mid_script(configured: Endpoin
 def test_a_runner_that_cannot_start_is_an_error_naming_the_cause(
     configured: Endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "command", lambda sudo: "echo 'sudo: a password is required' >&2; exit 1")
+    refused = "echo 'sudo: a password is required' >&2; exit 1"
+    monkeypatch.setattr(runner, "command", lambda sudo, lock: refused)
     with pytest.raises(SshError, match="exited 1: sudo: a password is required"):
         ssh.run_script(configured, [run("x", "true")])
 
@@ -293,20 +314,20 @@ def test_at_most_four_runners_per_host_each_serving_one_call(configured: Endpoin
         t.join(60)
     assert errors == []
     assert len(seen) == 18
-    assert ssh.stats()["sessions_opened"] == len(server.procs) <= ssh.MAX_RUNNERS
+    assert ssh.stats()["sessions_opened"] == len(server.procs) <= ssh_pool.MAX_RUNNERS
     assert server.connections == 1
 
 
 def test_stats_dumps_from_many_threads_never_fail_an_operation(
     configured: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(ssh.STATS_ENV, str(tmp_path / "stats-{pid}.json"))
+    monkeypatch.setenv(ssh_stats.STATS_ENV, str(tmp_path / "stats-{pid}.json"))
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
             for _ in range(50):
-                ssh.dump_stats()
+                ssh_stats.dump_stats()
         except BaseException as exc:  # collected and re-raised by the test
             errors.append(exc)
 
@@ -317,15 +338,11 @@ def test_stats_dumps_from_many_threads_never_fail_an_operation(
         th.join()
     assert errors == []
     assert len(list(tmp_path.glob("stats-*.json"))) == 1
-    monkeypatch.setenv(ssh.STATS_ENV, str(tmp_path / "missing-dir" / "stats-{pid}.json"))
+    monkeypatch.setenv(ssh_stats.STATS_ENV, str(tmp_path / "missing-dir" / "stats-{pid}.json"))
     assert ssh.run_script(configured, [probe("x", "echo", "ok")]).out("x") == "ok\n"
 
 
 # ---- configuration -------------------------------------------------------------------------------------
-
-
-def _dummy_settings() -> ssh.Settings:
-    return ssh.Settings(user="u", pkey=CLIENT_KEY, known_hosts=Path("/dev/null"))
 
 
 def test_relative_paths_resolve_against_the_project_dir(tmp_path: Path) -> None:
@@ -333,7 +350,7 @@ def test_relative_paths_resolve_against_the_project_dir(tmp_path: Path) -> None:
     (tmp_path / ".lab" / "known_hosts").write_text("")
     (tmp_path / ".lab" / "id").write_text(pem(CLIENT_KEY))
     raw = {"user": "root", "privateKeyPath": ".lab/id", "knownHostsPath": ".lab/known_hosts", "sudo": True}
-    s = ssh.settings_from_config({"cloudrepo:ssh": json.dumps(raw)}, base=tmp_path)
+    s = settings_from_config({"cloudrepo:ssh": json.dumps(raw)}, base=tmp_path)
     assert s.known_hosts == tmp_path / ".lab" / "known_hosts"
     assert s.sudo is True and s.user == "root"
     assert s.pkey == CLIENT_KEY
@@ -342,7 +359,7 @@ def test_relative_paths_resolve_against_the_project_dir(tmp_path: Path) -> None:
 def test_tilde_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "kh").write_text("")
-    s = ssh.settings_from_config(
+    s = settings_from_config(
         {"cloudrepo:ssh": {"user": "u", "knownHostsPath": "~/kh"}, "cloudrepo:sshPrivateKey": pem(CLIENT_KEY)}
     )
     assert s.known_hosts == tmp_path / "kh"
@@ -353,20 +370,44 @@ def test_tilde_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (None, "stack config cloudrepo:ssh is not set"),
         ("{nope", "is not a JSON object"),
-        (json.dumps({"knownHostsPath": "/dev/null"}), "cloudrepo:ssh.user is required"),
-        (json.dumps({"user": "u"}), "host keys are always verified"),
-        (json.dumps({"user": "u", "knownHostsPath": "/nonexistent/kh"}), "is not a file"),
+        (json.dumps({"knownHostsPath": "/dev/null"}), "cloudrepo:ssh.user: required"),
+        (json.dumps({"user": "u"}), "cloudrepo:ssh.knownHostsPath: required"),
+        (json.dumps({"user": "u", "knownHostsPath": "/no/kh", "privateKeyPath": "k"}), "is not a file"),
+        (json.dumps({"user": "Root!", "knownHostsPath": "/dev/null"}), "is not a login name"),
+        (json.dumps({"user": "u", "knownHostsPath": "/dev/null", "commandTimeout": 0}), "commandTimeout"),
+        (json.dumps({"user": "u", "knownHostsPath": "kh", "knownHosts": "x"}), "knownHosts: unknown key"),
     ],
 )
 def test_config_errors(raw: Any, message: str, tmp_path: Path) -> None:
     cfg = {} if raw is None else {"cloudrepo:ssh": raw}
     with pytest.raises(ConfigError, match=message):
-        ssh.settings_from_config(cfg, base=tmp_path)
+        settings_from_config(cfg, base=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("ssh_in", "problem"),
+    [
+        ({"user": "Root!", "knownHostsPath": "kh", "privateKeyPath": "k"}, "is not a login name"),
+        ({"user": "u", "knownHostsPath": "kh"}, "no SSH key configured"),
+        ({"user": "u", "knownHostsPath": "kh", "privateKeyPath": "k", "sudoo": True}, "unknown key"),
+        ({"user": "u", "knownHostsPath": "", "privateKeyPath": "k"}, "not a usable file path"),
+        ({"user": "u", "knownHostsPath": "kh", "privateKeyPath": "k", "connectTimeout": -1}, "Timeout"),
+    ],
+)
+def test_the_program_and_the_provider_refuse_the_same_ssh_config(
+    ssh_in: dict[str, Any], problem: str, tmp_path: Path
+) -> None:
+    """One parser: what `pulumi preview` refuses, the provider refuses too, and for the same reason."""
+    with pytest.raises(config_model.ConfigError) as at_preview:
+        config_model.load_config(raw_config(with_changes(ssh=ssh_in)), "dev")
+    assert any("cloudrepo:ssh" in p and problem in p for p in at_preview.value.problems), at_preview.value
+    with pytest.raises(ConfigError, match=problem):
+        settings_from_config({"cloudrepo:ssh": json.dumps(ssh_in)}, base=tmp_path)
 
 
 def test_key_never_appears_in_repr(tmp_path: Path) -> None:
     (tmp_path / "kh").write_text("")
-    s = ssh.settings_from_config(
+    s = settings_from_config(
         {
             "cloudrepo:ssh": {"user": "u", "knownHostsPath": str(tmp_path / "kh")},
             "cloudrepo:sshPrivateKey": pem(CLIENT_KEY),
@@ -378,7 +419,7 @@ def test_key_never_appears_in_repr(tmp_path: Path) -> None:
 def test_bad_pem_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "kh").write_text("")
     with pytest.raises(ConfigError, match="secret cloudrepo:sshPrivateKey is not a usable"):
-        ssh.settings_from_config(
+        settings_from_config(
             {
                 "cloudrepo:ssh": {"user": "u", "knownHostsPath": str(tmp_path / "kh")},
                 "cloudrepo:sshPrivateKey": "x",

@@ -1,0 +1,1 @@
+"""The `cloudrepo` command: slices as Pulumi stacks, edited verb by verb (Automation API), and drawn."""

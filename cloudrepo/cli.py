@@ -1,0 +1,283 @@
+"""`cloudrepo`: the operators' verbs on slices (one Pulumi stack each). Exit codes: 0 ok, 1 failed, 2 usage.
+
+Every edit is checked with the rules `pulumi preview` applies (config, VLAN allocation against the stack's
+memory, plan) before the stack config file is written; a refused edit writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cloudrepo import edits, stackfile, tables
+from cloudrepo.diagram import diagram_format, write_diagram
+from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, decrypt_config
+from components.model import NAMESPACE
+from components.topology import MIN_VMS
+from providers.errors import ConfigError
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def fail(text: str) -> None:
+    prefix = "" if text.startswith("cloudrepo:") else "cloudrepo: "
+    print(f"{prefix}{text}", file=sys.stderr, flush=True)
+
+
+def _project(args: argparse.Namespace) -> Path:
+    if args.project:
+        return Path(args.project).resolve()
+    here = Path.cwd()
+    return here if (here / "Pulumi.yaml").exists() else ROOT
+
+
+def _checked(config: dict[str, Any], name: str, outputs: dict[str, Any]) -> None:
+    try:
+        stackfile.check(config, name, outputs)
+    except ConfigError as exc:
+        raise SliceError(str(exc)) from exc
+
+
+def _edit(
+    args: argparse.Namespace, change: Callable[[dict[str, Any]], dict[str, Any]], done: Callable[[], str]
+) -> int:
+    slices = Slices(_project(args))
+    path = stackfile.stack_file(slices.project, args.name)
+    if not path.exists():
+        raise SliceError(f"no slice {args.name!r} in this checkout ({path} is missing)")
+    doc = stackfile.read(path)
+    config = stackfile.config_of(doc)
+    section = change(dict(config.get(stackfile.SLICE_KEY) or {}))
+    config[stackfile.SLICE_KEY] = section
+    _checked(config, args.name, slices.outputs(args.name))
+    stackfile.write(path, {**doc, "config": config})
+    say(f"slice {args.name}: {done()} (not deployed yet: cloudrepo deploy {args.name})")
+    return OK
+
+
+def _cloud_settings(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every `cloudrepo:` setting of a stack config file but the slice: plain values as they are, secrets
+    decrypted (to be encrypted again for the new stack)."""
+    wanted = {
+        k: v
+        for k, v in stackfile.config_of(stackfile.read(path)).items()
+        if k.startswith(f"{NAMESPACE}:") and k != stackfile.SLICE_KEY
+    }
+    secret_keys = {k for k, v in wanted.items() if isinstance(v, dict) and set(v) == {"secure"}}
+    plain = {k: v for k, v in wanted.items() if k not in secret_keys}
+    if not secret_keys:
+        return plain, {}
+    values = decrypt_config(path)
+    return plain, {k: values[k].value for k in secret_keys}
+
+
+def cmd_slice_create(args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    path = stackfile.stack_file(slices.project, args.name)
+    if path.exists() or slices.exists(args.name):
+        raise SliceError(f"slice {args.name!r} already exists ({path} or the backend has it)")
+    base = stackfile.slice_from_yaml(Path(args.from_file)) if args.from_file else None
+    pool = args.pool if args.pool is not None else ((base or {}).get("vlanPool") or {}).get("start")
+    if pool is None:
+        raise SliceError("--pool START is needed (the file given with --from has no vlanPool)")
+    plain, secrets = _cloud_settings(Path(args.cloud)) if args.cloud else ({}, {})
+    config = {**plain, stackfile.SLICE_KEY: edits.new_slice(int(pool), base)}
+    _checked({**config, **{k: {"secure": "?"} for k in secrets}}, args.name, {})
+    slices.create(args.name)
+    doc = stackfile.read(path)
+    stackfile.write(path, {**doc, "config": config})
+    for key, value in secrets.items():
+        slices.set_secret(args.name, key, value)
+    say(f"slice {args.name} created in {path.name} (VLAN pool {pool}..{int(pool) + 19})")
+    return OK
+
+
+def cmd_vm_add(args: argparse.Namespace) -> int:
+    return _edit(
+        args,
+        lambda s: edits.add_vm(s, args.id, args.worker, args.data_interfaces, args.internet),
+        lambda: f"VM {args.id} added on {args.worker}",
+    )
+
+
+def cmd_vm_rm(args: argparse.Namespace) -> int:
+    notes: list[str] = []
+
+    def change(section: dict[str, Any]) -> dict[str, Any]:
+        out, more = edits.rm_vm(section, args.id)
+        notes.extend(more)
+        return out
+
+    return _edit(args, change, lambda: f"VM {args.id} removed" + "".join(f"; {n}" for n in notes))
+
+
+def cmd_link_add(args: argparse.Namespace) -> int:
+    pin = f" on VLAN {args.vlan}" if args.vlan is not None else ""
+    return _edit(
+        args,
+        lambda s: edits.add_link(s, args.a, args.b, args.vlan),
+        lambda: f"link {args.a} -- {args.b}{pin} added",
+    )
+
+
+def cmd_link_rm(args: argparse.Namespace) -> int:
+    return _edit(
+        args, lambda s: edits.rm_link(s, args.a, args.b), lambda: f"link {args.a} -- {args.b} removed"
+    )
+
+
+def cmd_topology_add(args: argparse.Namespace) -> int:
+    ids = " ".join(map(str, args.ids))
+    return _edit(
+        args, lambda s: edits.add_topology(s, args.preset, args.ids), lambda: f"{args.preset} of {ids} added"
+    )
+
+
+def _engine(verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        Slices(_project(args)).run(verb, args.name, say)
+        return OK
+
+    return run
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    say(tables.show(args.name, Slices(_project(args)).outputs(args.name)))
+    return OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    rows = []
+    for name in slices.names():
+        update = slices.last_update(name)
+        outputs = slices.outputs(name)
+        rows.append(
+            tables.list_row(
+                name, outputs, *(update.kind, update.result, update.end) if update else (None,) * 3
+            )
+        )
+    say(tables.list_table(rows))
+    return OK
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            fail(f"destroy {args.name}: not a terminal, pass --yes to confirm")
+            return USAGE
+        answer = input(f"Destroy slice {args.name}: every object it made on the hosts goes. Type its name: ")
+        if answer.strip() != args.name:
+            say("not destroyed")
+            return FAILED
+    slices = Slices(_project(args))
+    slices.run("destroy", args.name, say)
+    if args.rm:
+        slices.remove(args.name)
+        say(f"slice {args.name} removed from the backend, with its stack config file")
+    return OK
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    try:
+        diagram_format(out)
+    except ValueError as exc:
+        fail(str(exc))
+        return USAGE
+    outputs = Slices(_project(args)).outputs(args.name)
+    if not outputs:
+        raise SliceError(f"slice {args.name!r} is not deployed: no outputs to draw")
+    say(str(write_diagram(outputs, out).resolve()))
+    return OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cloudrepo", description="Slices of a Cloud Repositorio cloud, one Pulumi stack each."
+    )
+    p.add_argument("--project", help="the cloudrepo checkout (default: this directory if it has Pulumi.yaml)")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(
+        parent: Any, name: str, func: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        q: argparse.ArgumentParser = parent.add_parser(name, help=help)
+        q.set_defaults(func=func)
+        return q
+
+    def group(name: str, help: str) -> Any:
+        return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
+
+    create = verb(group("slice", "create a slice"), "create", cmd_slice_create, "a new slice (stack)")
+    create.add_argument("name")
+    create.add_argument("--pool", type=int, help="first VLAN of the slice's pool of 20")
+    create.add_argument(
+        "--cloud", help="copy every cloudrepo: setting but the slice from this stack config file"
+    )
+    create.add_argument("--from", dest="from_file", help="take the whole slice from this YAML file")
+
+    vm = group("vm", "add or remove a VM")
+    q = verb(vm, "add", cmd_vm_add, "add a VM")
+    q.add_argument("name")
+    q.add_argument("--id", type=int, required=True)
+    q.add_argument("--worker", required=True)
+    q.add_argument("--data-interfaces", type=int, default=0)
+    q.add_argument("--internet", action="store_true")
+    q = verb(vm, "rm", cmd_vm_rm, "remove a VM and its links")
+    q.add_argument("name")
+    q.add_argument("id", type=int)
+
+    link = group("link", "add or remove a link")
+    q = verb(link, "add", cmd_link_add, "link two interfaces (VM.ethN)")
+    q.add_argument("name")
+    q.add_argument("a")
+    q.add_argument("b")
+    q.add_argument("--vlan", type=int, help="pin the link to this VLAN of the pool")
+    q = verb(link, "rm", cmd_link_rm, "remove a written link")
+    q.add_argument("name")
+    q.add_argument("a")
+    q.add_argument("b")
+
+    q = verb(group("topology", "add a preset"), "add", cmd_topology_add, "ring, bus, star or mesh of VMs")
+    q.add_argument("name")
+    q.add_argument("preset", choices=list(MIN_VMS))
+    q.add_argument("ids", type=int, nargs="+")
+
+    for name, func, help in (
+        ("preview", _engine("preview"), "what deploy would change"),
+        ("deploy", _engine("up"), "apply the slice to the hosts"),
+        ("show", cmd_show, "the slice's interfaces and links"),
+    ):
+        verb(sub, name, func, help).add_argument("name")
+    verb(sub, "list", cmd_list, "every slice in the backend")
+    q = verb(sub, "destroy", cmd_destroy, "remove the slice from the hosts")
+    q.add_argument("name")
+    q.add_argument("--rm", action="store_true", help="also remove the stack and its config file")
+    q.add_argument("--yes", action="store_true", help="do not ask")
+    q = verb(sub, "diagram", cmd_diagram, "draw the deployed slice (SVG or PNG by suffix)")
+    q.add_argument("name")
+    q.add_argument("-o", "--output", required=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    apply_environment()
+    try:
+        return int(args.func(args))
+    except edits.EditError as exc:
+        fail(f"{exc}; nothing written")
+        return FAILED
+    except (SliceError, ValueError, OSError) as exc:
+        fail(str(exc))
+        return FAILED
+    except KeyboardInterrupt:
+        return FAILED

@@ -1,0 +1,64 @@
+"""What `cloudrepo show` and `cloudrepo list` print, as pure functions of stack outputs and history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from components.model import POOL_SIZE
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns aligned on the widest cell, two spaces apart."""
+    cells = [[str(c) for c in headers], *([("-" if c is None else str(c)) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def show(name: str, outputs: dict[str, Any]) -> str:
+    """The slice's interfaces (VM, interface, TAP, VLAN, IP), then its links."""
+    if not outputs:
+        return f"slice {name}: not deployed (cloudrepo deploy {name})"
+    pool = outputs.get("vlanPool") or {}
+    links = outputs.get("links") or []
+    span = f"{pool.get('start')}..{pool.get('end')}"
+    used = f"{len(links)} of {POOL_SIZE} used"
+    head = f"slice {outputs.get('slice', name)} (stack {name}): VLAN pool {span}, {used}"
+    rows = []
+    vms = outputs.get("vms") or {}
+    for vm_id in sorted(vms, key=int):
+        vm = vms[vm_id]
+        for iface in sorted(vm["interfaces"], key=lambda i: int(i[3:])):
+            spec = vm["interfaces"][iface]
+            vlan = "parked" if spec.get("parked") else spec.get("vlan")
+            rows.append([vm_id, vm.get("worker"), iface, spec.get("tap"), vlan, spec.get("ip")])
+    interfaces = table(["VM", "worker", "interface", "TAP", "VLAN", "IP"], rows)
+    link_rows = [
+        [link["vlan"], link["cidr"], link["gateway"], " -- ".join(link["endpoints"])]
+        for link in sorted(links, key=lambda link: int(link["vlan"]))
+    ]
+    link_table = table(["VLAN", "subnet", "gateway", "link"], link_rows) if link_rows else "(no links)"
+    return f"{head}\n\n{interfaces}\n\nlinks:\n{link_table}"
+
+
+def when(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else None
+
+
+def list_row(
+    name: str, outputs: dict[str, Any], kind: str | None, result: str | None, end: datetime | None
+) -> list[Any]:
+    """One slice in `cloudrepo list`: name, pool, links used of 20, last update, its kind and result."""
+    pool = outputs.get("vlanPool") or {}
+    span = f"{pool['start']}..{pool['end']}" if pool else None
+    used = f"{len(outputs.get('links') or [])}/{POOL_SIZE}" if pool else None
+    return [name, span, used, when(end), kind, result]
+
+
+def list_table(rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return "no slices in this backend"
+    return table(["slice", "pool", "links", "last update (UTC)", "kind", "result"], rows)

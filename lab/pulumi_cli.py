@@ -1,0 +1,164 @@
+"""The project's `pulumi` CLI, run from Python (tests, benchmarks, the slice check): one stack of one project.
+
+The toolchain `make setup` builds (`.toolchain/bin`), its own PULUMI_HOME, no update checks or plugin
+downloads, and a file backend: the one given, else $PULUMI_BACKEND_URL, else `.pulumi-state` (as
+`scripts/activate` sets it). The lab's passphrase applies unless PULUMI_CONFIG_PASSPHRASE is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import PROJECT_ROOT
+
+TOOLCHAIN_BIN = PROJECT_ROOT / ".toolchain" / "bin"
+PULUMI_HOME = PROJECT_ROOT / ".toolchain" / "home"
+LAB_PASSPHRASE = "cloudrepo-lab-only"  # noqa: S105 (the lab's file backend only; see scripts/activate)
+NO_STACK = {"version", "login", "plugin"}
+"""Commands that take no --stack."""
+
+
+def pulumi_binary() -> Path | None:
+    """The project's pulumi, or None when `make setup` has not run."""
+    candidate = TOOLCHAIN_BIN / "pulumi"
+    return candidate if candidate.exists() else None
+
+
+class PulumiFailed(RuntimeError):
+    """A pulumi command exited non-zero; the message carries its output."""
+
+
+def make_project(dst: Path) -> Path:
+    """A project directory that runs this repository's program (code linked, not copied)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "Pulumi.yaml").write_text(
+        f"name: cloudrepo\nruntime:\n  name: python\n  options:\n    virtualenv: {PROJECT_ROOT / '.venv'}\n"
+    )
+    for name in ("__main__.py", "providers", "components"):
+        link = dst / name
+        if not link.exists():
+            link.symlink_to(PROJECT_ROOT / name)
+    return dst
+
+
+@dataclass
+class PulumiCLI:
+    """One project directory and one stack on a file backend (`backend_dir`, or the environment's)."""
+
+    project_dir: Path
+    stack: str
+    backend_dir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        backend = (
+            f"file://{self.backend_dir}"
+            if self.backend_dir is not None
+            else env.get("PULUMI_BACKEND_URL", f"file://{PROJECT_ROOT / '.pulumi-state'}")
+        )
+        env.update(
+            PATH=f"{TOOLCHAIN_BIN}:{PROJECT_ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
+            PULUMI_HOME=str(PULUMI_HOME),
+            PULUMI_BACKEND_URL=backend,
+            PULUMI_SKIP_UPDATE_CHECK="true",
+            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+            PULUMI_CONFIG_PASSPHRASE=env.get("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE),
+            PULUMI_SKIP_CONFIRMATIONS="true",
+        )
+        env.update(self.extra_env)
+        env.update(extra)
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        """`pulumi ARGS --stack STACK` (where the command takes a stack)."""
+        cmd = [str(TOOLCHAIN_BIN / "pulumi"), *args]
+        if args and args[0] not in NO_STACK and "--stack" not in args:
+            cmd += ["--stack", self.stack]
+        return cmd
+
+    def run(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 900,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `pulumi ARGS` to the end; `PulumiFailed` (with its output) when it fails and `check`."""
+        if self.backend_dir is not None:
+            self.backend_dir.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            self.argv(*args),
+            cwd=self.project_dir,
+            env=self.env(**(env or {})),
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise PulumiFailed(
+                f"`pulumi {' '.join(args)}` on stack {self.stack} exited {result.returncode}\n"
+                f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+            )
+        return result
+
+    def popen(
+        self, *args: str, env: dict[str, str] | None = None, new_session: bool = False
+    ) -> subprocess.Popen[str]:
+        """Start `pulumi ARGS` without waiting (stdout and stderr to one pipe); with `new_session`, in a
+        process group of its own (the engine, language host, program and providers), to kill as a crash
+        would."""
+        if self.backend_dir is not None:
+            self.backend_dir.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            self.argv(*args),
+            cwd=self.project_dir,
+            env=self.env(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=new_session,
+        )
+
+    def init(self) -> None:
+        self.run("stack", "init", "--non-interactive")
+
+    def outputs(self) -> dict[str, Any]:
+        return dict(json.loads(self.run("stack", "output", "--json", "--show-secrets").stdout))
+
+    def export_state(self) -> str:
+        return self.run("stack", "export").stdout
+
+    def pending_operations(self) -> list[dict[str, Any]]:
+        exported = self.run("stack", "export", check=False)
+        if exported.returncode != 0:
+            return []
+        return list(json.loads(exported.stdout).get("deployment", {}).get("pending_operations") or [])
+
+    def destroy_all(self) -> subprocess.CompletedProcess[str]:
+        """Destroy whatever the stack holds, even after a crash; the last destroy's result.
+
+        A killed engine leaves a lock and pending creates whose objects are on the hosts: release the lock,
+        let `up` adopt those objects (creates adopt what the slice owns), then destroy; if that fails,
+        clear the pending creates and destroy again.
+        """
+        self.run("cancel", "--yes", check=False)
+        if self.pending_operations():
+            self.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
+        result = self.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
+        if result.returncode != 0:
+            self.run("refresh", "--yes", "--non-interactive", "--clear-pending-creates", check=False)
+            result = self.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
+        return result
+
+    def remove(self) -> None:
+        """Remove the stack from its backend."""
+        self.run("stack", "rm", "--yes", "--force", check=False)

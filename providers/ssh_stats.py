@@ -1,0 +1,93 @@
+"""Counters of the SSH layer in this process (connections, round trips, runners), for tests and benchmarks.
+
+With $CLOUDREPO_SSH_STATS set (`{pid}` in it is replaced), each thread that ran a command writes them there
+as JSON, and so does the process at exit when it used SSH at all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+STATS_ENV = "CLOUDREPO_SSH_STATS"
+
+
+class Stats:
+    """The counters, under one lock (the provider serves calls on several threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections_opened = 0
+        self.connect_attempts = 0
+        self.commands_run = 0
+        self.sessions_opened = 0
+        self.command_seconds = 0.0
+
+    def add(self, **counts: float) -> None:
+        with self.lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "pid": os.getpid(),
+                "connections_opened": self.connections_opened,
+                "connect_attempts": self.connect_attempts,
+                "commands_run": self.commands_run,
+                "sessions_opened": self.sessions_opened,
+                "command_seconds": round(self.command_seconds, 4),
+            }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.connections_opened = self.connect_attempts = self.commands_run = self.sessions_opened = 0
+            self.command_seconds = 0.0
+
+
+STATS = Stats()
+
+
+def stats() -> dict[str, Any]:
+    """Counters of this process: SSH connections opened, remote commands (scripts, i.e. round trips) run,
+    sessions (remote runners) started."""
+    return STATS.snapshot()
+
+
+def reset_stats() -> None:
+    STATS.reset()
+
+
+_dump_lock = threading.Lock()
+
+
+def dump_stats() -> None:
+    """Write the counters as JSON to $CLOUDREPO_SSH_STATS, atomically.
+
+    One writer at a time (a shared temporary file would be renamed away under another thread), and a
+    counter file that cannot be written never fails the operation.
+    """
+    target = os.environ.get(STATS_ENV)
+    if not target:
+        return
+    path = Path(target.replace("{pid}", str(os.getpid())))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with _dump_lock:
+        try:
+            tmp.write_text(json.dumps(stats()) + "\n")
+            tmp.replace(path)
+        except OSError:
+            pass
+
+
+def _dump_at_exit() -> None:
+    st = stats()
+    if st["connections_opened"] or st["commands_run"] or st["connect_attempts"] or st["sessions_opened"]:
+        dump_stats()  # processes that never used SSH (e.g. the program itself) leave no file
+
+
+atexit.register(_dump_at_exit)
