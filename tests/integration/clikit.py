@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from tests.enginekit import PULUMI_HOME, ROOT, TOOLCHAIN_BIN, PulumiCLI
+
 from tests.integration.slicekit import lab_config, make_project
 
 PASSPHRASE = "cloudrepo-lab-only"
