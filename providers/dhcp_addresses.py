@@ -12,7 +12,21 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from .errors import Conflict
+from .script import Step, sh
 from .specs import DhcpNamespaceSpec, Reservation
+
+# Constant sh programs; every variable part is a positional argument, never spliced into the text.
+# $1 hosts.d, $2 this slice, then IPs: fails naming the slice whose reservations hold one of them
+_VERIFY_FREE = (
+    'd=$1; s=$2; shift 2; cd "$d" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$s" ] '
+    '|| continue; for ip in "$@"; do if grep -qF ",$ip," "$f"; then '
+    'echo "IP $ip on the shared VLAN was just reserved by slice $f" >&2; exit 1; fi; done; done'
+)
+# every other slice's reservations on a shared VLAN: "<slice> mac,ip,hostname" lines
+_OTHERS = (
+    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] || continue; '
+    'while IFS= read -r line; do printf "%s %s\\n" "$f" "$line"; done <"$f"; done; exit 0'
+)
 
 
 def hosts_text(reservations: Iterable[Reservation]) -> str:
@@ -97,3 +111,36 @@ def range_of(first: ipaddress.IPv4Address, last: ipaddress.IPv4Address) -> Itera
     while a <= last:
         yield a
         a += 1
+
+
+def others_probe(hosts_dir: str, slice_name: str) -> Step:
+    """Every other slice's reservations on a shared VLAN: `<slice> mac,ip,hostname` lines."""
+    return sh("other reservations", _OTHERS, hosts_dir, slice_name, kind="probe")
+
+
+def verify_free_step(hosts_dir: str, slice_name: str, ips: list[str]) -> Step:
+    """Under the lock: fails, naming the slice, when another slice's file now holds one of `ips`."""
+    return sh("verify addresses free", _VERIFY_FREE, hosts_dir, slice_name, *ips)
+
+
+def parse_others(text: str) -> tuple[tuple[str, str, str], ...]:
+    found = []
+    for line in text.splitlines():
+        owner, _, entry = line.partition(" ")
+        fields = entry.split(",")
+        if len(fields) >= 2:
+            found.append((owner, fields[0].lower(), fields[1]))
+    return tuple(found)
+
+
+def check_reservations(spec: DhcpNamespaceSpec, others: Iterable[tuple[str, str, str]]) -> None:
+    """On a shared VLAN, refuse an IP or MAC that another slice has reserved, naming that slice."""
+    for r in spec.reservations:
+        for owner, mac, ip in others:
+            if ip == r.ip or mac == r.mac:
+                what = f"IP {r.ip}" if ip == r.ip else f"MAC {r.mac}"
+                raise Conflict(
+                    spec.host.name,
+                    f"{what} of {r.hostname} (slice {spec.slice!r}) on VLAN {spec.vlan} is already reserved "
+                    f"by slice {owner!r}; nothing changed",
+                )

@@ -1,11 +1,9 @@
 """DhcpNamespace: a VLAN's DHCP server on the network node.
 
-Namespace `ns-dhcp-vlanN`, internal port `dhcp_vN` moved into it (retried; on failure the port is removed),
-`.2/24`, `lo` up, and a dnsmasq of its own: state in `/var/lib/cloudrepo/dhcp/vlanN/`, no config file, no DNS,
-pid file, its own lease file and log, reservations in `hosts.d/<slice>` (`--dhcp-hostsdir`).  dnsmasq is
-alive only if the pid file's process exists and its /proc cmdline names this VLAN's pid file and interface;
-it is stopped by that pid (TERM, wait, KILL), never by name.  Shared (VLAN 400): users registered under the
-lock, each slice's reservations in its own file, its addresses handed out by the node
+Namespace `ns-dhcp-vlanN`, internal port `dhcp_vN` moved into it (`providers.internal_port`), `.2/24`, `lo`
+up, and a dnsmasq of its own (`providers.dnsmasq`: no config file, no DNS, its own pid, lease and log files,
+reservations in `hosts.d/<slice>`, found and stopped by pid, never by name). Shared (VLAN 400): users
+registered under the lock, each slice's reservations in its own file, its addresses handed out by the node
 (`providers.dhcp_addresses`); the last user's delete removes everything. Its options are one setting of
 the node: a slice whose `dnsServers` differ from those the running server gives other slices is refused.
 A link VLAN whose reservations moved to other MACs (a VLAN handed to another link) restarts its dnsmasq
@@ -19,62 +17,18 @@ from typing import Any
 
 import pulumi
 
-from . import bodies, dhcp_addresses, hoststate, naming, shared, ssh
+from . import bodies, dhcp_addresses, dnsmasq, hoststate, internal_port, naming, shared, ssh
 from .base import HostProvider, HostResource, outputs, warn_foreign
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, probe, run, sh
+from .script import ScriptResult, Step, probe, run
 from .specs import DhcpNamespaceSpec
 
 TOOLS = ("ip", "ovs-vsctl", "dnsmasq", "flock")
+OTHERS = "other reservations"
 STILL_THERE = "namespace still there"
 
 # Constant sh programs; every variable part is a positional argument, never spliced into the text.
-_PROC = (
-    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
-    '[ -r "/proc/$p/cmdline" ] || exit 0; printf "%s\\n" "$p"; tr "\\000" "\\n" <"/proc/$p/cmdline"'
-)
-_OURS = (
-    'ours() { [ -r "/proc/$p/cmdline" ] && tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$2" '
-    '&& tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$3"; }; '
-)
-_STOP = (
-    'p=$(cat "$1" 2>/dev/null) || exit 0; '
-    'case "$p" in ""|*[!0-9]*) rm -f "$1"; exit 0;; esac; '
-    + _OURS
-    + 'if ours "$@"; then kill -TERM "$p" 2>/dev/null; i=0; '
-    'while ours "$@" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
-    'if ours "$@"; then kill -KILL "$p"; sleep 0.1; fi; fi; rm -f "$1"'
-)
-_HUP = (
-    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
-    + _OURS
-    + 'if ours "$@"; then kill -HUP "$p"; fi'
-)
-_MOVE = (
-    'i=0; until ip link set dev "$1" netns "$2" 2>/dev/null; do i=$((i+1)); '
-    'if [ "$i" -ge 30 ]; then ovs-vsctl --if-exists del-port "$1"; '
-    'echo "could not move $1 into $2; port removed" >&2; exit 1; fi; sleep 0.1; done'
-)
-_NETNS_EXISTS = '[ -e "/run/netns/$1" ] || [ -e "/var/run/netns/$1" ]'
-# $1 hosts.d, $2 this slice, then IPs: fails naming the slice whose reservations hold one of them
-_VERIFY_FREE = (
-    'd=$1; s=$2; shift 2; cd "$d" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$s" ] '
-    '|| continue; for ip in "$@"; do if grep -qF ",$ip," "$f"; then '
-    'echo "IP $ip on the shared VLAN was just reserved by slice $f" >&2; exit 1; fi; done; done'
-)
-# $1 lease file, then MACs whose leases go
-_PRUNE = (
-    'f=$1; shift; [ -f "$f" ] || exit 0; : >"$f.tmp" || exit 1; '
-    'while read -r exp mac rest; do drop=0; for m in "$@"; do [ "$m" = "$mac" ] && drop=1; done; '
-    '[ "$drop" = 1 ] || printf "%s %s %s\n" "$exp" "$mac" "$rest" >>"$f.tmp"; done <"$f"; mv -f "$f.tmp" "$f"'
-)
-DNS_OPTION = "--dhcp-option=6,"
-# every other slice's reservations on a shared VLAN: "<slice> mac,ip,hostname" lines
-_OTHERS = (
-    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] || continue; '
-    'while IFS= read -r line; do printf "%s %s\\n" "$f" "$line"; done <"$f"; done; exit 0'
-)
 
 
 def resource_id(spec: DhcpNamespaceSpec) -> str:
@@ -89,56 +43,9 @@ def marks(spec: DhcpNamespaceSpec) -> dict[str, str]:
     return {"cloudrepo-slice": owner_mark(spec), "cloudrepo-kind": "dhcp", "cloudrepo-vlan": str(spec.vlan)}
 
 
-def state_dir(spec: DhcpNamespaceSpec) -> str:
-    return naming.dhcp_dir(spec.vlan)
-
-
-def pid_file(spec: DhcpNamespaceSpec) -> str:
-    return f"{state_dir(spec)}/dnsmasq.pid"
-
-
-def hosts_file(spec: DhcpNamespaceSpec) -> str:
-    return f"{state_dir(spec)}/hosts.d/{spec.slice}"
-
-
-def leases_file(spec: DhcpNamespaceSpec) -> str:
-    return f"{state_dir(spec)}/leases"
-
-
 def hosts_text(spec: DhcpNamespaceSpec) -> str:
     """This slice's reservations: `mac,ip,hostname` lines."""
     return dhcp_addresses.hosts_text(spec.reservations)
-
-
-def dnsmasq_args(spec: DhcpNamespaceSpec) -> list[str]:
-    """dnsmasq's argv (as /proc/<pid>/cmdline shows it): daemonizes, writes its pid file, serves DHCP only."""
-    d = state_dir(spec)
-    args = [
-        "dnsmasq",
-        "--conf-file=/dev/null",
-        "--no-hosts",
-        "--no-resolv",
-        "--port=0",
-        f"--pid-file={d}/dnsmasq.pid",
-        f"--interface={spec.port}",
-        "--bind-interfaces",
-        "--except-interface=lo",
-        f"--dhcp-range={spec.range_start},{spec.range_end},{spec.lease_time}",
-        f"--dhcp-option=3,{spec.router}",
-    ]
-    if spec.dns_servers:
-        args.append(f"--dhcp-option=6,{','.join(spec.dns_servers)}")
-    args += [
-        f"--dhcp-leasefile={d}/leases",
-        f"--dhcp-hostsdir={d}/hosts.d",
-        "--log-dhcp",
-        f"--log-facility={d}/dnsmasq.log",
-    ]
-    return args
-
-
-def _proc_markers(spec: DhcpNamespaceSpec) -> tuple[str, str]:
-    return f"--pid-file={pid_file(spec)}", f"--interface={spec.port}"
 
 
 @dataclass(frozen=True)
@@ -174,33 +81,23 @@ class DhcpHave:
 
 
 def preflight(spec: DhcpNamespaceSpec) -> list[Step]:
-    d = state_dir(spec)
+    d = dnsmasq.state_dir(spec)
     steps = [
         *hoststate.readiness_steps(spec.bridge, *TOOLS),
         hoststate.read_file_probe("owner", f"{d}/owner"),
-        sh("netns", _NETNS_EXISTS, spec.namespace, kind="probe"),
+        internal_port.netns_exists("netns", spec.namespace, probe=True),
         hoststate.port_probe("port", spec.port),
         hoststate.port_bridge_probe("port bridge", spec.port),
         hoststate.link_probe("root link", spec.port),
         probe("ns links", "ip", "-n", spec.namespace, "-d", "-j", "addr", "show"),
-        sh("dnsmasq", _PROC, pid_file(spec), kind="probe"),
-        hoststate.read_file_probe("hosts", hosts_file(spec)),
-        hoststate.read_file_probe("leases", leases_file(spec)),
+        dnsmasq.proc_probe(spec),
+        hoststate.read_file_probe("hosts", dnsmasq.hosts_file(spec)),
+        hoststate.read_file_probe("leases", dnsmasq.leases_file(spec)),
     ]
     if spec.shared:
         steps.append(shared.users_probe(spec.namespace))
-        steps.append(sh("other reservations", _OTHERS, f"{d}/hosts.d", spec.slice, kind="probe"))
+        steps.append(dhcp_addresses.others_probe(f"{d}/hosts.d", spec.slice))
     return steps
-
-
-def parse_others(text: str) -> tuple[tuple[str, str, str], ...]:
-    found = []
-    for line in text.splitlines():
-        owner, _, entry = line.partition(" ")
-        fields = entry.split(",")
-        if len(fields) >= 2:
-            found.append((owner, fields[0].lower(), fields[1]))
-    return tuple(found)
 
 
 def resolve(spec: DhcpNamespaceSpec, have: DhcpHave) -> DhcpNamespaceSpec:
@@ -217,18 +114,16 @@ def reserved(spec: DhcpNamespaceSpec) -> dict[str, str | None]:
     return {r.mac: r.ip for r in spec.reservations}
 
 
-def dns_option(cmdline: tuple[str, ...] | list[str]) -> str | None:
-    return next((a for a in cmdline if a.startswith(DNS_OPTION)), None)
-
-
 def check_shared_options(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
     """A shared server serves one set of options: refuse a slice whose `dnsServers` differ from those the
     running server gives other slices (a restart would change them under those slices)."""
     others = sorted(set(have.users) - {spec.slice})
-    want = dns_option(dnsmasq_args(spec))
-    if spec.shared and have.alive and others and dns_option(have.cmdline) != want:
-        running = (dns_option(have.cmdline) or DNS_OPTION).removeprefix(DNS_OPTION) or "none"
-        mine = (want or DNS_OPTION).removeprefix(DNS_OPTION) or "none"
+    want = dnsmasq.dns_option(dnsmasq.dnsmasq_args(spec))
+    if spec.shared and have.alive and others and dnsmasq.dns_option(have.cmdline) != want:
+        running = (dnsmasq.dns_option(have.cmdline) or dnsmasq.DNS_OPTION).removeprefix(
+            dnsmasq.DNS_OPTION
+        ) or "none"
+        mine = (want or dnsmasq.DNS_OPTION).removeprefix(dnsmasq.DNS_OPTION) or "none"
         raise Conflict(
             spec.host.name,
             f"dnsServers {mine} of slice {spec.slice!r} differ from {running}, which the shared VLAN "
@@ -238,23 +133,9 @@ def check_shared_options(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
         )
 
 
-def check_reservations(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
-    """On a shared VLAN, refuse an IP or MAC that another slice has reserved, naming that slice."""
-    for r in spec.reservations:
-        for owner, mac, ip in have.others:
-            if ip == r.ip or mac == r.mac:
-                what = f"IP {r.ip}" if ip == r.ip else f"MAC {r.mac}"
-                raise Conflict(
-                    spec.host.name,
-                    f"{what} of {r.hostname} (slice {spec.slice!r}) on VLAN {spec.vlan} is already reserved "
-                    f"by slice {owner!r}; nothing changed",
-                )
-
-
 def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
     netns = res.status("netns") == 0
-    proc = res.out("dnsmasq").splitlines()
-    pid = int(proc[0]) if proc and proc[0].isdigit() else None
+    pid, cmdline = dnsmasq.parse_proc(res.out("dnsmasq"))
     return DhcpHave(
         owner=res.out("owner").strip() if res.status("owner") == 0 else None,
         netns=netns,
@@ -264,11 +145,13 @@ def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
         if netns and res.status("ns links") == 0
         else (),
         pid=pid,
-        cmdline=tuple(proc[1:]) if pid is not None else (),
+        cmdline=cmdline,
         hosts=res.out("hosts") if res.status("hosts") == 0 else None,
         users=tuple(shared.parse_users(res.out("users"))) if res.ran("users") else (),
-        markers=_proc_markers(spec),
-        others=parse_others(res.out("other reservations")) if res.ran("other reservations") else (),
+        markers=dnsmasq.proc_markers(spec),
+        others=dhcp_addresses.parse_others(res.out("other reservations"))
+        if res.ran("other reservations")
+        else (),
         leases=dhcp_addresses.parse_leases(res.out("leases")) if res.status("leases") == 0 else (),
     )
 
@@ -289,39 +172,17 @@ def check_ownership(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
         )
 
 
-def _port_in_place(spec: DhcpNamespaceSpec, port: PortState | None) -> bool:
-    if port is None or port.bridge != spec.bridge or port.tag != spec.vlan or port.trunks:
-        return False
-    return all(port.external_ids.get(k) == v for k, v in marks(spec).items())
-
-
-def _add_port_argv(spec: DhcpNamespaceSpec) -> list[str]:
-    argv = ["ovs-vsctl", "--may-exist", "add-port", spec.bridge, spec.port, f"tag={spec.vlan}"]
-    argv += ["--", "set", "interface", spec.port, "type=internal"]
-    argv += ["--", "set", "port", spec.port, f"tag={spec.vlan}", "vlan_mode=access", "trunks=[]"]
-    argv += [f'external_ids:{k}="{v}"' for k, v in marks(spec).items()]
-    return argv
-
-
-def stop_step(spec: DhcpNamespaceSpec) -> Step:
-    return sh("stop dnsmasq", _STOP, pid_file(spec), *_proc_markers(spec))
-
-
-def hup_step(spec: DhcpNamespaceSpec) -> Step:
-    return sh("reload reservations", _HUP, pid_file(spec), *_proc_markers(spec))
-
-
 def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     """Steps from `have` to `spec` (resolved: see `resolve`): empty when in place (shared: at least the
     user registration)."""
     check_ownership(spec, have)
-    check_reservations(spec, have)
+    dhcp_addresses.check_reservations(spec, have.others)
     check_shared_options(spec, have)
-    ns, port, d = spec.namespace, spec.port, state_dir(spec)
+    ns, port, d = spec.namespace, spec.port, dnsmasq.state_dir(spec)
     steps: list[Step] = []
     if spec.shared:
         if have.netns:
-            steps.append(sh(STILL_THERE, _NETNS_EXISTS, ns))
+            steps.append(internal_port.netns_exists(STILL_THERE, ns))
         if spec.slice not in have.users:
             steps.append(shared.register(ns, spec.slice))
     if have.owner != owner_mark(spec):
@@ -333,13 +194,13 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     if have.port is not None and link_in_ns is None and have.root_link is None:
         # an OVS record whose device vanished (e.g. the namespace was deleted): start the port afresh
         steps.append(run("remove stale port", "ovs-vsctl", "--if-exists", "del-port", port))
-        steps.append(run("add port", *_add_port_argv(spec)))
+        steps.append(run("add port", *internal_port.add_argv(spec.bridge, port, spec.vlan, marks(spec))))
         rewired = True
-    elif not _port_in_place(spec, have.port):
-        steps.append(run("add port", *_add_port_argv(spec)))
+    elif not internal_port.in_place(have.port, spec.bridge, spec.vlan, marks(spec)):
+        steps.append(run("add port", *internal_port.add_argv(spec.bridge, port, spec.vlan, marks(spec))))
         rewired = have.port is None
     if link_in_ns is None:
-        steps.append(sh("move port into namespace", _MOVE, port, ns))
+        steps.append(internal_port.move_step(port, ns))
         rewired = True
     current = link_in_ns.addresses if link_in_ns else ()
     for addr in current:
@@ -356,29 +217,29 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     if hosts_changed:
         if spec.shared:
             ips = [r.ip for r in spec.reservations if r.ip is not None]
-            steps.append(sh("verify addresses free", _VERIFY_FREE, f"{d}/hosts.d", spec.slice, *ips))
-        steps.append(bodies.write_file("write reservations", hosts_file(spec), hosts_text(spec)))
-    want = tuple(dnsmasq_args(spec))
+            steps.append(dhcp_addresses.verify_free_step(f"{d}/hosts.d", spec.slice, ips))
+        steps.append(bodies.write_file("write reservations", dnsmasq.hosts_file(spec), hosts_text(spec)))
+    want = tuple(dnsmasq.dnsmasq_args(spec))
     stale = [] if spec.shared else dhcp_addresses.stale_leases(spec, have.leases)
     restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
     if restart or stale:
         if have.pid is not None or have.alive:
-            steps.append(stop_step(spec))
+            steps.append(dnsmasq.stop_step(spec))
         if stale:
-            steps.append(sh("drop stale leases", _PRUNE, leases_file(spec), *stale))
+            steps.append(dnsmasq.prune_step(spec, stale))
         steps.append(run("start dnsmasq", "ip", "netns", "exec", ns, *want))
     elif hosts_changed:
-        steps.append(hup_step(spec))
+        steps.append(dnsmasq.hup_step(spec))
     if [s.name for s in steps] == [STILL_THERE]:
         return []  # in place: nothing to assert
     return steps
 
 
 def plan_teardown(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
-    steps = [stop_step(spec), run("delete port", "ovs-vsctl", "--if-exists", "del-port", spec.port)]
+    steps = [dnsmasq.stop_step(spec), run("delete port", "ovs-vsctl", "--if-exists", "del-port", spec.port)]
     if have.netns:
         steps.append(run("delete namespace", "ip", "netns", "delete", spec.namespace))
-    steps.append(run("remove state", "rm", "-rf", "--", state_dir(spec)))
+    steps.append(run("remove state", "rm", "-rf", "--", dnsmasq.state_dir(spec)))
     return steps
 
 
@@ -396,7 +257,7 @@ def plan_delete(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         return plan_teardown(spec, have) if ours else []
     steps = [shared.unregister(spec.namespace, spec.slice)]
     if have.hosts is not None:
-        steps += [run("remove reservations", "rm", "-f", hosts_file(spec)), hup_step(spec)]
+        steps += [run("remove reservations", "rm", "-f", dnsmasq.hosts_file(spec)), dnsmasq.hup_step(spec)]
     steps.append(shared.last_user_guard(spec.namespace))
     if ours:
         steps += [*plan_teardown(spec, have), shared.forget(spec.namespace)]
@@ -434,7 +295,7 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
             drift.append("port down")
     if not have.alive:
         drift.append("dnsmasq not running")
-    elif have.cmdline != tuple(dnsmasq_args(spec)):
+    elif have.cmdline != tuple(dnsmasq.dnsmasq_args(spec)):
         drift.append("dnsmasq runs with other options")
     if have.hosts != hosts_text(spec):
         drift.append("reservations differ")
@@ -463,7 +324,7 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
             if not steps:  # in place: the read already has the running server
                 pid, cmdline = have.pid, have.cmdline
                 break
-            probe_pid = sh("dnsmasq", _PROC, pid_file(spec), kind="probe")
+            probe_pid = dnsmasq.proc_probe(spec)
             try:
                 res = ssh.run_script(spec.host, [*steps, probe_pid], locked=spec.shared, holder=spec.slice)
             except StepFailed:
@@ -472,9 +333,7 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
                 if not spec.shared or attempt == 2:
                     raise
                 continue
-            proc = res.out("dnsmasq").splitlines()
-            pid = int(proc[0]) if proc and proc[0].isdigit() else None
-            cmdline = tuple(proc[1:]) if pid is not None else ()
+            pid, cmdline = dnsmasq.parse_proc(res.out("dnsmasq"))
             break
         users = tuple(sorted({*have.users, spec.slice})) if spec.shared else ()
         after = DhcpHave(
@@ -490,7 +349,7 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
             cmdline=cmdline,
             hosts=hosts_text(spec),
             users=users,
-            markers=_proc_markers(spec),
+            markers=dnsmasq.proc_markers(spec),
         )
         observed, drift = observe(spec, after)
         observed["adopted"] = not have.gone

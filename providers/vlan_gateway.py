@@ -14,7 +14,7 @@ from typing import Any
 
 import pulumi
 
-from . import bodies, hoststate, naming, shared
+from . import bodies, hoststate, internal_port, naming, shared
 from .base import HostProvider, HostResource
 from .errors import Conflict, OwnershipConflict
 from .hoststate import LinkState, PortState
@@ -137,13 +137,8 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         if spec.slice not in have.users:
             steps.append(shared.register(spec.port, spec.slice))
     if not port_in_place(spec, have.port):
-        argv = ["ovs-vsctl"]
-        if have.port is not None and have.port.bridge not in (None, spec.bridge):
-            argv += ["--if-exists", "del-port", str(have.port.bridge), spec.port, "--"]
-        argv += ["--may-exist", "add-port", spec.bridge, spec.port, f"tag={spec.vlan}"]
-        argv += ["--", "set", "interface", spec.port, "type=internal"]
-        argv += ["--", "set", "port", spec.port, f"tag={spec.vlan}", "vlan_mode=access", "trunks=[]"]
-        argv += [f'external_ids:{k}="{v}"' for k, v in marks(spec).items()]
+        from_bridge = have.port.bridge if have.port is not None else None
+        argv = internal_port.add_argv(spec.bridge, spec.port, spec.vlan, marks(spec), from_bridge)
         steps.append(run("add port", *argv))
     current = have.link.addresses if have.link else ()
     for addr in current:

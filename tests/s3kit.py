@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.enginekit import TOOLCHAIN_BIN
+from lab.pulumi_cli import TOOLCHAIN_BIN
 
 VERSITYGW = TOOLCHAIN_BIN / "versitygw"
 BUCKET = "pulumi-state"

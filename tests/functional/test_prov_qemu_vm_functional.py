@@ -15,18 +15,13 @@ from lab.common import host_paths
 from providers.qemu_vm import QemuVmProvider, qemu_argv
 from providers.specs import TapPortSpec
 from providers.tap_port import TapPortProvider
-from tests.functional.test_prov_functional import configure, endpoint
+from tests.functional.test_prov_functional import configure, endpoint, outs
 from tests.labfixtures import Testbed
 
 pytestmark = pytest.mark.integration
 
 SLICE = "fn-qemu"
 VM = 7501
-
-
-def outs(result: Any) -> dict[str, Any]:
-    assert result.outs is not None
-    return dict(result.outs)
 
 
 def put_image(testbed: Testbed, local: str) -> dict[str, str]:
@@ -86,6 +81,7 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
     configure(provider, testbed)
     checked = provider.check({}, props)
     assert not checked.failures, checked.failures
+    assert checked.inputs is not None
     props = checked.inputs
     spec = provider.spec(props)
     vm_dir = host_paths("worker1").state / "vms" / str(VM)

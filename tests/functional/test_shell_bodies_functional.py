@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from providers import bodies, ssh
-from providers import dhcp_namespace as dn
+from providers import bodies, internal_port, ssh
 from providers import nat_rule as nr
 from providers.errors import StepFailed
 from providers.script import Step, sh
@@ -91,7 +90,7 @@ def test_a_port_moves_into_its_namespace_or_is_removed(testbed: Testbed, node: E
            "interface", "ftestmv0", "type=internal"]  # fmt: skip
     try:
         run(node, Step("add", add), Step("netns", ["ip", "netns", "add", "ns-ftest-mv"]))
-        run(node, sh("move", dn._MOVE, "ftestmv0", "ns-ftest-mv"))
+        run(node, sh("move", internal_port._MOVE, "ftestmv0", "ns-ftest-mv"))
         links = testbed.run(HOST, "ip -n ns-ftest-mv -j link show")[1]
         assert "ftestmv0" in [link["ifname"] for link in json.loads(links)]
         assert testbed.run(HOST, "ip link show ftestmv0", check=False)[0] != 0, "still in the root namespace"
@@ -100,7 +99,7 @@ def test_a_port_moves_into_its_namespace_or_is_removed(testbed: Testbed, node: E
         run(node, Step("add again", [*add[:4], "ftestmv1", "tag=3999", "--", "set", "interface", "ftestmv1",
                                      "type=internal"]))  # fmt: skip
         with pytest.raises(StepFailed, match="could not move ftestmv1 into ns-ftest-none; port removed"):
-            run(node, sh("move", dn._MOVE, "ftestmv1", "ns-ftest-none"))
+            run(node, sh("move", internal_port._MOVE, "ftestmv1", "ns-ftest-none"))
         assert testbed.run(HOST, "ovs-vsctl port-to-br ftestmv1", check=False)[0] != 0
     finally:
         testbed.run(HOST, "ip netns del ns-ftest-mv", check=False)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.enginekit import PULUMI_HOME, ROOT, TOOLCHAIN_BIN, PulumiCLI
 
-from tests.integration.slicekit import lab_config, make_project
+from lab.pulumi_cli import PROJECT_ROOT as ROOT
+from lab.pulumi_cli import PULUMI_HOME, TOOLCHAIN_BIN, PulumiCLI, make_project
+from tests.integration.slicekit import lab_config
 
 PASSPHRASE = "cloudrepo-lab-only"
 

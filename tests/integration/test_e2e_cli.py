@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.enginekit import PulumiCLI
 
+from lab.pulumi_cli import PulumiCLI
 from tests.integration.clikit import Checkout, checkout, cloud_file
 from tests.integration.e2ekit import wall_time
 from tests.integration.slicekit import SliceStack, slice_section

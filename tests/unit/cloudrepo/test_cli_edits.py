@@ -39,7 +39,7 @@ def test_verbs_build_the_section_the_yaml_holds() -> None:
 
 
 def test_rm_vm_takes_its_links_and_shrinks_presets() -> None:
-    s = {
+    s: dict[str, Any] = {
         "vlanPool": {"start": 120},
         "vms": [{"id": i, "worker": "worker1", "dataInterfaces": 3} for i in (1, 2, 3, 4)],
         "links": [["1.eth1", "2.eth1"], {"a": "3.eth1", "b": "4.eth1"}],
@@ -112,10 +112,13 @@ def test_stack_file_round_trip_keeps_objects_and_secrets(tmp_path: Path) -> None
 
 
 def test_slice_from_yaml_accepts_three_forms(tmp_path: Path) -> None:
-    section = {"vlanPool": {"start": 140}, "vms": [], "links": []}
-    for n, doc in enumerate(
-        ({"config": {"cloudrepo:slice": section}}, {"cloudrepo:slice": section}, section)
-    ):
+    section: dict[str, Any] = {"vlanPool": {"start": 140}, "vms": [], "links": []}
+    docs: list[dict[str, Any]] = [
+        {"config": {"cloudrepo:slice": section}},
+        {"cloudrepo:slice": section},
+        section,
+    ]
+    for n, doc in enumerate(docs):
         f = tmp_path / f"{n}.yaml"
         stackfile.write(f, doc)
         assert stackfile.slice_from_yaml(f) == section

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from provkit import argvs, dhcp, gateway, link, names, nat, pool, port
 
-from providers import bodies
+from providers import bodies, dnsmasq
 from providers import dhcp_namespace as dn
 from providers import nat_rule as nr
 from providers import pool_claim as pc
@@ -183,7 +183,7 @@ def dhcp_in_place(**over: object) -> dn.DhcpHave:
 
 
 def test_dnsmasq_command_line_is_isolated() -> None:
-    assert dn.dnsmasq_args(dhcp()) == DNSMASQ
+    assert dnsmasq.dnsmasq_args(dhcp()) == DNSMASQ
     assert "--keep-in-foreground" not in DNSMASQ
 
 
@@ -316,7 +316,7 @@ def test_shared_dhcp_full_range_and_foreign_mac_are_refused() -> None:
 
 
 def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
-    running = dn.dnsmasq_args(dn.resolve(shared_dhcp(), dn.DhcpHave(None, False, None, None)))
+    running = dnsmasq.dnsmasq_args(dn.resolve(shared_dhcp(), dn.DhcpHave(None, False, None, None)))
     mine = dn.resolve(shared_dhcp(dnsServers=["1.1.1.1"]), dn.DhcpHave(None, False, None, None))
     used = dn.DhcpHave(
         "shared",
@@ -326,7 +326,7 @@ def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
         pid=42,
         cmdline=tuple(running),
         users=("a",),
-        markers=dn._proc_markers(mine),
+        markers=dnsmasq.proc_markers(mine),
     )
     assert used.alive
     with pytest.raises(Conflict) as err:
@@ -344,7 +344,7 @@ def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
         pid=42,
         cmdline=tuple(running),
         users=("b",),
-        markers=dn._proc_markers(mine),
+        markers=dnsmasq.proc_markers(mine),
     )
     assert "start dnsmasq" in names(dn.plan_ensure(mine, alone))  # its only user may change them
 

@@ -10,7 +10,7 @@ import pytest
 from provkit import dhcp, gateway, link, port
 
 from providers import dhcp_namespace as dn
-from providers import ssh
+from providers import dnsmasq, ssh
 from providers import vlan_gateway as vg
 from providers.errors import StepFailed
 from providers.script import ScriptResult, Step, StepResult
@@ -50,7 +50,7 @@ def shared_dhcp(slice_name: str) -> Any:
 
 def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = shared_dhcp("b")
-    markers = dn._proc_markers(spec)
+    markers = dnsmasq.proc_markers(spec)
     absent = dn.DhcpHave(None, False, None, None, markers=markers)
     made_by_a = dn.DhcpHave(
         owner="shared",
@@ -59,12 +59,12 @@ def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: p
         root_link=None,
         ns_links=(link("dhcp_v400", True, "internal", None, "10.60.7.2/24"), link("lo", True, None, None)),
         pid=4242,
-        cmdline=tuple(dn.dnsmasq_args(shared_dhcp("a"))),  # the server slice "a" started
+        cmdline=tuple(dnsmasq.dnsmasq_args(shared_dhcp("a"))),  # the server slice "a" started
         hosts=None,
         users=("a",),
         markers=markers,
     )
-    host = Host([absent, made_by_a], "add namespace", "4242\n" + "\n".join(dn.dnsmasq_args(spec)))
+    host = Host([absent, made_by_a], "add namespace", "4242\n" + "\n".join(dnsmasq.dnsmasq_args(spec)))
     p = dn.DhcpNamespaceProvider()
     monkeypatch.setattr(p, "_have", host.have)
     monkeypatch.setattr(ssh, "run_script", host.run_script)

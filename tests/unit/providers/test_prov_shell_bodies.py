@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from providers import bodies, shared
-from providers import dhcp_namespace as dn
+from providers import bodies, dhcp_addresses, dnsmasq, shared
 from providers import pool_claim as pc
 from providers.script import Step
 
@@ -70,7 +69,7 @@ def test_stop_kills_only_the_process_whose_cmdline_names_this_vlan(tmp_path: Pat
     stranger = _spawn(tmp_path, f"--pid-file={tmp_path}/other.pid", "--interface=dhcp_v120")
     try:
         pidfile.write_text(f"{stranger.pid}\n")  # a stale pid file pointing at a reused pid
-        assert sh(dn._STOP, str(pidfile), *markers).returncode == 0
+        assert sh(dnsmasq._STOP, str(pidfile), *markers).returncode == 0
         assert stranger.poll() is None, "a process that is not this VLAN's dnsmasq was killed"
         assert not pidfile.exists()
     finally:
@@ -79,17 +78,17 @@ def test_stop_kills_only_the_process_whose_cmdline_names_this_vlan(tmp_path: Pat
     ours = _spawn(tmp_path, *markers)
     try:
         pidfile.write_text(f"{ours.pid}\n")
-        probe = sh(dn._PROC, str(pidfile))
+        probe = sh(dnsmasq._PROC, str(pidfile))
         assert probe.stdout.splitlines()[0] == str(ours.pid) and markers[0] in probe.stdout.splitlines()
         t0 = time.monotonic()
-        assert sh(dn._STOP, str(pidfile), *markers).returncode == 0
+        assert sh(dnsmasq._STOP, str(pidfile), *markers).returncode == 0
         assert ours.wait(5) == -15  # SIGTERM
         assert time.monotonic() - t0 < 5
     finally:
         if ours.poll() is None:
             ours.kill()
             ours.wait()
-    assert sh(dn._STOP, str(pidfile), *markers).returncode == 0  # no pid file: nothing to do
+    assert sh(dnsmasq._STOP, str(pidfile), *markers).returncode == 0  # no pid file: nothing to do
 
 
 def test_hup_goes_to_this_vlans_process_only(tmp_path: Path) -> None:
@@ -97,7 +96,9 @@ def test_hup_goes_to_this_vlans_process_only(tmp_path: Path) -> None:
     stranger = _spawn(tmp_path)
     try:
         pidfile.write_text(str(stranger.pid))
-        assert sh(dn._HUP, str(pidfile), f"--pid-file={pidfile}", "--interface=dhcp_v120").returncode == 0
+        assert (
+            sh(dnsmasq._HUP, str(pidfile), f"--pid-file={pidfile}", "--interface=dhcp_v120").returncode == 0
+        )
         time.sleep(0.2)
         assert stranger.poll() is None  # a SIGHUP would have ended it
     finally:
@@ -119,13 +120,13 @@ def test_other_slices_reservations_are_listed_without_own(tmp_path: Path) -> Non
     (tmp_path / "beta").write_text(
         "52:54:00:04:00:00,10.60.7.60,vm1024\n52:54:00:04:01:00,10.60.7.61,vm1025\n"
     )
-    listed = sh(dn._OTHERS, str(tmp_path), "alpha")
+    listed = sh(dhcp_addresses._OTHERS, str(tmp_path), "alpha")
     assert listed.returncode == 0
-    assert dn.parse_others(listed.stdout) == (
+    assert dhcp_addresses.parse_others(listed.stdout) == (
         ("beta", "52:54:00:04:00:00", "10.60.7.60"),
         ("beta", "52:54:00:04:01:00", "10.60.7.61"),
     )
-    assert sh(dn._OTHERS, str(tmp_path / "missing"), "alpha").stdout == ""
+    assert sh(dhcp_addresses._OTHERS, str(tmp_path / "missing"), "alpha").stdout == ""
 
 
 # ---- iptables rules, against an iptables of our own on PATH (the testbed runs the real one) -------------

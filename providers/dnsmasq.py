@@ -1,0 +1,129 @@
+"""A VLAN's dnsmasq as a process: its command line, its files, and how it is found, stopped and reloaded.
+
+dnsmasq is alive only if the pid file's process exists and its /proc cmdline names this VLAN's pid file and
+interface; it is stopped by that pid (TERM, wait, KILL), never by name. Its state lives in
+`/var/lib/cloudrepo/dhcp/vlanN/`: pid file, lease file, log, and `hosts.d/<slice>` reservations
+(`--dhcp-hostsdir`, which dnsmasq re-reads by itself).
+"""
+
+from __future__ import annotations
+
+from . import naming
+from .script import Step, sh
+from .specs import DhcpNamespaceSpec
+
+# Constant sh programs; every variable part is a positional argument, never spliced into the text.
+_PROC = (
+    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
+    '[ -r "/proc/$p/cmdline" ] || exit 0; printf "%s\\n" "$p"; tr "\\000" "\\n" <"/proc/$p/cmdline"'
+)
+_OURS = (
+    'ours() { [ -r "/proc/$p/cmdline" ] && tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$2" '
+    '&& tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$3"; }; '
+)
+_STOP = (
+    'p=$(cat "$1" 2>/dev/null) || exit 0; '
+    'case "$p" in ""|*[!0-9]*) rm -f "$1"; exit 0;; esac; '
+    + _OURS
+    + 'if ours "$@"; then kill -TERM "$p" 2>/dev/null; i=0; '
+    'while ours "$@" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
+    'if ours "$@"; then kill -KILL "$p"; sleep 0.1; fi; fi; rm -f "$1"'
+)
+_HUP = (
+    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
+    + _OURS
+    + 'if ours "$@"; then kill -HUP "$p"; fi'
+)
+# $1 lease file, then MACs whose leases go
+_PRUNE = (
+    'f=$1; shift; [ -f "$f" ] || exit 0; : >"$f.tmp" || exit 1; '
+    'while read -r exp mac rest; do drop=0; for m in "$@"; do [ "$m" = "$mac" ] && drop=1; done; '
+    '[ "$drop" = 1 ] || printf "%s %s %s\n" "$exp" "$mac" "$rest" >>"$f.tmp"; done <"$f"; mv -f "$f.tmp" "$f"'
+)
+DNS_OPTION = "--dhcp-option=6,"
+
+
+def state_dir(spec: DhcpNamespaceSpec) -> str:
+    return naming.dhcp_dir(spec.vlan)
+
+
+def pid_file(spec: DhcpNamespaceSpec) -> str:
+    return f"{state_dir(spec)}/dnsmasq.pid"
+
+
+def hosts_file(spec: DhcpNamespaceSpec) -> str:
+    return f"{state_dir(spec)}/hosts.d/{spec.slice}"
+
+
+def leases_file(spec: DhcpNamespaceSpec) -> str:
+    return f"{state_dir(spec)}/leases"
+
+
+def dnsmasq_args(spec: DhcpNamespaceSpec) -> list[str]:
+    """dnsmasq's argv (as /proc/<pid>/cmdline shows it): daemonizes, writes its pid file, serves DHCP only."""
+    d = state_dir(spec)
+    args = [
+        "dnsmasq",
+        "--conf-file=/dev/null",
+        "--no-hosts",
+        "--no-resolv",
+        "--port=0",
+        f"--pid-file={d}/dnsmasq.pid",
+        f"--interface={spec.port}",
+        "--bind-interfaces",
+        "--except-interface=lo",
+        f"--dhcp-range={spec.range_start},{spec.range_end},{spec.lease_time}",
+        f"--dhcp-option=3,{spec.router}",
+    ]
+    if spec.dns_servers:
+        args.append(f"--dhcp-option=6,{','.join(spec.dns_servers)}")
+    args += [
+        f"--dhcp-leasefile={d}/leases",
+        f"--dhcp-hostsdir={d}/hosts.d",
+        "--log-dhcp",
+        f"--log-facility={d}/dnsmasq.log",
+    ]
+    return args
+
+
+def _proc_markers(spec: DhcpNamespaceSpec) -> tuple[str, str]:
+    return f"--pid-file={pid_file(spec)}", f"--interface={spec.port}"
+
+
+def proc_markers(spec: DhcpNamespaceSpec) -> tuple[str, str]:
+    """What a process's cmdline must hold to be this VLAN's dnsmasq."""
+    return f"--pid-file={pid_file(spec)}", f"--interface={spec.port}"
+
+
+def proc_probe(spec: DhcpNamespaceSpec) -> Step:
+    """Prints the pid file's pid and its process's cmdline, a line each (nothing when not running)."""
+    return sh("dnsmasq", _PROC, pid_file(spec), kind="probe")
+
+
+def parse_proc(text: str) -> tuple[int | None, tuple[str, ...]]:
+    """(pid, cmdline) from `proc_probe`'s output."""
+    lines = text.splitlines()
+    pid = int(lines[0]) if lines and lines[0].isdigit() else None
+    return pid, tuple(lines[1:]) if pid is not None else ()
+
+
+def dns_servers_of(option: str | None) -> str:
+    """The servers a DNS option gives, as text ("none" without one)."""
+    return (option or DNS_OPTION).removeprefix(DNS_OPTION) or "none"
+
+
+def dns_option(cmdline: tuple[str, ...] | list[str]) -> str | None:
+    return next((a for a in cmdline if a.startswith(DNS_OPTION)), None)
+
+
+def stop_step(spec: DhcpNamespaceSpec) -> Step:
+    return sh("stop dnsmasq", _STOP, pid_file(spec), *proc_markers(spec))
+
+
+def hup_step(spec: DhcpNamespaceSpec) -> Step:
+    return sh("reload reservations", _HUP, pid_file(spec), *proc_markers(spec))
+
+
+def prune_step(spec: DhcpNamespaceSpec, macs: list[str]) -> Step:
+    """Drop the leases of `macs` from the lease file (dnsmasq stopped: it reads the file only at start)."""
+    return sh("drop stale leases", _PRUNE, leases_file(spec), *macs)
