@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
+from pulumi.dynamic import DiffResult
 from pydantic import AfterValidator, Field
 
 from . import hoststate
-from .base import HostProvider, HostResource
-from .errors import CloudrepoError, OwnershipConflict
+from .base import HostProvider, HostResource, _has_unknown, input_part, log
+from .errors import CloudrepoError, OwnershipConflict, SshError
 from .script import ScriptResult, Step, run, sh
 from .specs import HostSpec, _Model
 
@@ -280,6 +281,23 @@ class QemuVmProvider(HostProvider[QemuVmSpec, VmHave]):
         if have.present and have.owner is not None and have.owner != spec.slice:
             return f"VM {spec.vm} ({state_dir(spec)})", have.owner
         return None
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """As every resource's; and when nothing else changed, whether the VM still runs as wanted. A VM
+        that died (or runs other arguments) is a change, so `pulumi preview` shows it and `pulumi up`
+        starts it again, refresh or not. One probe round trip; an unreachable worker leaves the diff as is."""
+        result = super().diff(_id, olds, news)
+        if result.changes or _has_unknown(input_part(news)):
+            return result
+        spec = self.spec(news)
+        try:
+            have = self._have(spec)
+        except SshError as exc:
+            log.warning("%s: VM %s: cannot check that QEMU runs: %s", spec.host.name, spec.vm, exc)
+            return result
+        if running_as_wanted(spec, have):
+            return result
+        return DiffResult(changes=True, replaces=[], stables=[], delete_before_replace=False)
 
     def _ensure(self, spec: QemuVmSpec) -> dict[str, Any]:
         out = super()._ensure(spec)
