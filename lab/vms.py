@@ -7,22 +7,17 @@ console path that the stack reports on the worker is reachable from the root nam
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from lab import console
+from lab import PROJECT_ROOT, console
 from lab.common import STATE_ROOT, LabError, host_paths
+from lab.pulumi_cli import PulumiCLI
 
 
 def stack_outputs(stack: str) -> dict[str, Any]:
-    """`pulumi stack output --json` of a stack (run after `source scripts/activate`)."""
-    out = subprocess.run(
-        ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """`pulumi stack output --json` of a stack of this checkout."""
+    out = PulumiCLI(PROJECT_ROOT, stack).run("stack", "output", "--json", check=False)
     if out.returncode != 0:
         raise LabError(f"cannot read the outputs of stack {stack}: {out.stderr.strip()}")
     return dict(json.loads(out.stdout))

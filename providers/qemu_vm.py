@@ -12,20 +12,23 @@ removes the directory.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
+from pulumi.dynamic import DiffResult
 from pydantic import AfterValidator, Field
 
-from . import ssh
-from .base import HostProvider, HostResource, outputs
-from .errors import OwnershipConflict
+from . import hoststate
+from .base import HostProvider, HostResource, _has_unknown, input_part, log
+from .errors import CloudrepoError, OwnershipConflict, SshError
 from .script import ScriptResult, Step, run, sh
 from .specs import HostSpec, _Model
 
-log = logging.getLogger(__name__)
+
+class VmNotRunning(CloudrepoError):
+    """QEMU started but its process is not there."""
+
 
 IMAGES_DIR = "/var/lib/cloudrepo/images"
 VMS_DIR = "/var/lib/cloudrepo/vms"
@@ -247,39 +250,60 @@ def observe(spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
     return observed, drift
 
 
+def preflight(spec: QemuVmSpec) -> list[Step]:
+    """One read round trip: the tools the VM needs, then its state."""
+    tools = [spec.binary, "sha256sum", *(["qemu-img"] if spec.image is not None else [])]
+    return [hoststate.tools_probe(*tools), *probe_steps(spec)]
+
+
 class QemuVmProvider(HostProvider[QemuVmSpec, VmHave]):
     """A VM's QEMU process on its worker."""
 
     spec_model = QemuVmSpec
     identity = ("slice", "host", "vm")
+    needs_bridge = False
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
 
-    def resource_id(self, spec: QemuVmSpec) -> str:
-        return resource_id(spec)
+    def parse_have(self, spec: QemuVmSpec, res: ScriptResult) -> VmHave:
+        return parse_have(res)
 
-    def _have(self, spec: QemuVmSpec) -> VmHave:
-        return parse_have(ssh.run_script(spec.host, probe_steps(spec)))
+    def readback(self, spec: QemuVmSpec) -> list[Step]:
+        return probe_steps(spec)
+
+    def after(self, spec: QemuVmSpec, have: VmHave, res: ScriptResult) -> VmHave:
+        return parse_have(res) if res.ran("vm state") else have
+
+    def foreign(self, spec: QemuVmSpec, have: VmHave) -> tuple[str, str | None] | None:
+        if have.present and have.owner is not None and have.owner != spec.slice:
+            return f"VM {spec.vm} ({state_dir(spec)})", have.owner
+        return None
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """As every resource's; and when nothing else changed, whether the VM still runs as wanted. A VM
+        that died (or runs other arguments) is a change, so `pulumi preview` shows it and `pulumi up`
+        starts it again, refresh or not. One probe round trip; an unreachable worker leaves the diff as is."""
+        result = super().diff(_id, olds, news)
+        if result.changes or _has_unknown(input_part(news)):
+            return result
+        spec = self.spec(news)
+        try:
+            have = self._have(spec)
+        except SshError as exc:
+            log.warning("%s: VM %s: cannot check that QEMU runs: %s", spec.host.name, spec.vm, exc)
+            return result
+        if running_as_wanted(spec, have):
+            return result
+        return DiffResult(changes=True, replaces=[], stables=[], delete_before_replace=False)
 
     def _ensure(self, spec: QemuVmSpec) -> dict[str, Any]:
-        have = self._have(spec)
-        steps = plan_ensure(spec, have)
-        res = ssh.run_script(spec.host, [*steps, *probe_steps(spec)] if steps else probe_steps(spec))
-        after = parse_have(res)
-        observed, _ = observe(spec, after)
-        if not observed["running"]:
-            raise RuntimeError(f"{spec.host.name}: VM {spec.vm}: QEMU did not stay up ({after})")
-        observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed)
-
-    def _observe(self, spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Stop the VM by pid and remove its directory; another slice's VM is left alone."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        if have.present and have.owner is not None and have.owner != spec.slice:
-            log.warning("%s: VM %s now belongs to %s; left in place", spec.host.name, spec.vm, have.owner)
-        ssh.run_script(spec.host, plan_delete(spec, have))
+        out = super()._ensure(spec)
+        if not out["observed"]["running"]:
+            raise VmNotRunning(f"{spec.host.name}: VM {spec.vm}: QEMU exited right after it started")
+        return out
 
 
 class QemuVm(HostResource, name="QemuVm"):

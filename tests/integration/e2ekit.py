@@ -19,12 +19,34 @@ from typing import Any
 import paramiko
 
 from lab import guest as lab_guest
+from lab import image
 from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
 from tests.integration.slicekit import LAB, SliceStack
 from tests.labfixtures import lab_cli, scan, scan_parts
 
 TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", "/tmp/cloudrepo-e2e-times.json"))
+
+
+QEMU_TCG = {"cloudrepo:qemu": {"accel": "tcg"}}
+"""Stack config for launched VMs on the testbed (nested KVM hangs here)."""
+
+
+def guest_launch(memory_mb: int = 128) -> dict[str, Any]:
+    """A VM's `launch` that boots the testbed's tiny guest (`python -m lab image`)."""
+    guest = image.guest()
+    return {
+        "kernel": guest["kernel"],
+        "initrd": guest["initrd"],
+        "append": "console=ttyS0 quiet",
+        "memoryMb": memory_mb,
+    }
+
+
+def launched(vms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The VMs, each launched on the testbed's guest."""
+    boot = guest_launch()
+    return [{**vm, "launch": boot} for vm in vms]
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from providers import qemu_vm as qv
-from providers.errors import OwnershipConflict
+from providers.errors import HostUnreachable, OwnershipConflict
 from providers.script import ScriptResult, StepResult
 
 SHA = "ab" * 32
@@ -165,3 +165,23 @@ def test_argv_round_trips_through_the_probe(cpus: int, memory: int, append: str 
     assert qv.plan_ensure(s, h) == [] and qv.observe(s, h)[1] == []
     i = argv.index("-netdev")
     assert argv[i : i + len(net)] == net
+
+
+def test_diff_sees_a_vm_that_died(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no input changed, a dead VM is still a change (preview shows it, up restarts it); an
+    unreachable worker leaves the diff alone."""
+    provider = qv.QemuVmProvider()
+    s = spec()
+    props = s.inputs()
+    monkeypatch.setattr(provider, "_have", running)
+    assert not provider.diff("id", props, props).changes
+    monkeypatch.setattr(provider, "_have", lambda _s: have_from("present\nowner=demo\nbase=\npid=4242\n"))
+    assert provider.diff("id", props, props).changes
+
+    def unreachable(_s: qv.QemuVmSpec) -> qv.VmHave:
+        raise HostUnreachable("worker1", "cannot connect")
+
+    monkeypatch.setattr(provider, "_have", unreachable)
+    assert not provider.diff("id", props, props).changes
+    changed = spec(memoryMb=512).inputs()
+    assert provider.diff("id", props, changed).changes  # an input change needs no probe
