@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,27 @@ class PulumiCLI:
             return []
         return list(json.loads(exported.stdout).get("deployment", {}).get("pending_operations") or [])
 
+    def checkpoint_file(self) -> Path | None:
+        """The stack's checkpoint on a file backend given by `backend_dir` (None otherwise)."""
+        if self.backend_dir is None:
+            return None
+        return self.backend_dir / ".pulumi" / "stacks" / self.project_name() / f"{self.stack}.json"
+
+    def project_name(self) -> str:
+        text = (self.project_dir / "Pulumi.yaml").read_text()
+        return next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("name:"))
+
+    def recover_checkpoint(self) -> bool:
+        """An engine killed while it wrote the checkpoint leaves it cut short ("failed to load checkpoint:
+        EOF"): put the backend's backup of the previous checkpoint (`.json.bak`) back, as an operator would.
+        True when the checkpoint was unreadable and the backup was restored."""
+        path = self.checkpoint_file()
+        exported = self.run("stack", "export", check=False)
+        if exported.returncode == 0 or path is None or not path.with_suffix(".json.bak").is_file():
+            return False
+        shutil.copyfile(path.with_suffix(".json.bak"), path)
+        return True
+
     def destroy_all(self) -> subprocess.CompletedProcess[str]:
         """Destroy whatever the stack holds, even after a crash; the last destroy's result.
 
@@ -151,6 +173,7 @@ class PulumiCLI:
         clear the pending creates and destroy again.
         """
         self.run("cancel", "--yes", check=False)
+        self.recover_checkpoint()
         if self.pending_operations():
             self.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
         result = self.run("destroy", "--yes", "--non-interactive", "--skip-preview", check=False)
