@@ -8,6 +8,10 @@ registered under the lock, each slice's reservations in its own file, its addres
 the node: a slice whose `dnsServers` differ from those the running server gives other slices is refused.
 A link VLAN whose reservations moved to other MACs (a VLAN handed to another link) restarts its dnsmasq
 with the stale leases dropped, since dnsmasq does not hand out a reserved address another MAC holds.
+
+Longer than the other resources (~380 lines) because its plan is one decision over four objects (namespace,
+port, address, process) plus the shared registration; the parts that stand alone live in `dnsmasq`,
+`internal_port` and `dhcp_addresses`.
 """
 
 from __future__ import annotations
