@@ -172,8 +172,31 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     return True
 
 
-def is_mountpoint(path: str) -> bool:
-    """True when something is mounted on ``path`` in this mount namespace (bind mounts included)."""
+def is_mountpoint(path: str, pid: str = "self") -> bool:
+    """True when something is mounted on ``path`` in the mount namespace of ``pid`` (bind mounts included)."""
     target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as fh:
-        return any(line.split()[4] == target for line in fh)
+    try:
+        with open(f"/proc/{pid}/mountinfo") as fh:
+            return any(line.split()[4] == target for line in fh)
+    except OSError:
+        return False
+
+
+def mounted_anywhere(path: str) -> bool:
+    """True when ``path`` is a mount point in any process's mount namespace. Removing such a directory
+    would detach those mounts (Linux does so for mount points of other namespaces): another testbed's
+    hosts would lose their OVS, state or netns directories."""
+    seen: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{entry}/ns/mnt").st_ino
+        except OSError:
+            continue
+        if ns in seen:
+            continue
+        seen.add(ns)
+        if is_mountpoint(path, entry):
+            return True
+    return False

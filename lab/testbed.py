@@ -38,6 +38,7 @@ from lab.common import (
     host_paths,
     is_mountpoint,
     lab_dir,
+    mounted_anywhere,
     run,
     ssh_port,
     write_if_changed,
@@ -250,6 +251,8 @@ def _undo_root_changes() -> None:
     if notes.get("netnsMount") and is_mountpoint(NETNS_RUN) and not netns.list_netns():
         run(["umount", NETNS_RUN], check=False)
     for d in notes.get("dirs", []):
+        if mounted_anywhere(d):
+            continue  # another testbed's hosts (or anyone) still mount on it: removing it would detach them
         with contextlib.suppress(OSError):
             os.rmdir(d)  # only when empty
     marker.unlink(missing_ok=True)
