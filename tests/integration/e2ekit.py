@@ -3,6 +3,7 @@ guests' fresh leases, host keys and the testbed's sshd."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -278,9 +279,34 @@ def kill_when(proc: subprocess.Popen[str], pattern: str, timeout: float = 300) -
                 return lines
     finally:
         if proc.poll() is None:
+            # the engine's plugins (language host, program, providers) run in sessions of their own: a
+            # crash leaves them waiting for an engine that is gone, so they are ended by pid after it
+            plugins = descendants(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+            for pid in plugins:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     raise AssertionError(f"the engine ended without a line matching {pattern!r}:\n" + "\n".join(lines))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process started, directly or not, by `pid` (whatever its session or group)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
 
 
 def _read_lines(stream: Any, queue: Queue[str | None]) -> None:

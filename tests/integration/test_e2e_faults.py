@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from lab.procs import all_pids, cmdline
 from lab.slicecheck import check_slice, stop_guests
 from tests.integration.e2ekit import (
     SHARED_OBJECTS,
@@ -101,6 +102,9 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     lines = kill_when(proc, r"pulumi-python:dynamic:\S+ \S+ created")
     print("\n".join(lines[-8:]))
     assert not group_alive(proc.pid), "processes of the killed engine survived"
+    project = str(stack.cli.project_dir)
+    orphans = [p for p in all_pids() if any(project in a for a in cmdline(p))]
+    assert not orphans, f"plugins of the killed engine survived: {orphans}"
     if stack.cli.recover_checkpoint():  # the kill landed while the engine wrote its checkpoint
         print("checkpoint cut short by the kill: restored the backend's backup")
     pending = stack.cli.pending_operations()
