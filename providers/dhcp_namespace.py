@@ -32,8 +32,6 @@ TOOLS = ("ip", "ovs-vsctl", "dnsmasq", "flock")
 OTHERS = "other reservations"
 STILL_THERE = "namespace still there"
 
-# Constant sh programs; every variable part is a positional argument, never spliced into the text.
-
 
 def resource_id(spec: DhcpNamespaceSpec) -> str:
     return f"{spec.host.name}/dhcp/{spec.namespace}"

@@ -8,6 +8,9 @@ names it AND its command line is the one we started (`-pidfile` with our path); 
 `read` reports a dead VM (or one running other arguments) as drift, so `pulumi refresh` shows it and
 `pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
 removes the directory.
+
+A little over 300 lines because the module also holds the VM's spec (its inputs exist for this resource
+only) and the diff that probes a VM's liveness at preview.
 """
 
 from __future__ import annotations
