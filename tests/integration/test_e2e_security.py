@@ -55,8 +55,9 @@ def changed_host_key_is_refused(
     assert "worker1" in text and "host key" in text.lower(), text
     assert "CHANGED" in text or "changed" in text, text
     assert_scan_equal(before, scan("worker1"))
-    # positive control: worker2 (its key is right) was reached and got its TAPs
-    assert "tap_9402_eth1" in scan("worker2")["hosts"]["worker2"]["taps"]
+    # positive control: worker2 (its key is right) was reached and got TAPs (how many of them the engine
+    # started before worker1's failure stopped it depends on timing: each waits for the pool claim)
+    assert any(t.startswith("tap_9402_") for t in scan("worker2")["hosts"]["worker2"]["taps"])
 
 
 def private_key_is_never_in_clear(slice_stack: Callable[..., SliceStack]) -> None:
