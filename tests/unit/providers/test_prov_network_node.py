@@ -318,16 +318,15 @@ def test_shared_dhcp_full_range_and_foreign_mac_are_refused() -> None:
 def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
     running = dnsmasq.dnsmasq_args(dn.resolve(shared_dhcp(), dn.DhcpHave(None, False, None, None)))
     mine = dn.resolve(shared_dhcp(dnsServers=["1.1.1.1"]), dn.DhcpHave(None, False, None, None))
-    used = dn.DhcpHave(
-        "shared",
-        True,
-        None,
-        None,
-        pid=42,
-        cmdline=tuple(running),
-        users=("a",),
-        markers=dnsmasq.proc_markers(mine),
-    )
+
+    def serving(*users: str) -> dn.DhcpHave:
+        """The shared server running with `running`'s options, used by `users`."""
+        markers = dnsmasq.proc_markers(mine)
+        return dn.DhcpHave(
+            "shared", True, None, None, pid=42, cmdline=tuple(running), users=users, markers=markers
+        )
+
+    used = serving("a")
     assert used.alive
     with pytest.raises(Conflict) as err:
         dn.plan_ensure(mine, used)
@@ -336,16 +335,7 @@ def test_shared_dhcp_refuses_other_dns_servers_while_others_use_it() -> None:
         "gives slice(s) 'a'; the options of VLAN 400's DHCP are one setting of the network node: give every "
         "slice the same dnsServers; nothing changed"
     )
-    alone = dn.DhcpHave(
-        "shared",
-        True,
-        None,
-        None,
-        pid=42,
-        cmdline=tuple(running),
-        users=("b",),
-        markers=dnsmasq.proc_markers(mine),
-    )
+    alone = serving("b")
     assert "start dnsmasq" in names(dn.plan_ensure(mine, alone))  # its only user may change them
 
 
