@@ -3,11 +3,13 @@ around each kind's pure plans, and the Resource base."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pulumi
+import pydantic
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
@@ -21,6 +23,7 @@ from pulumi.dynamic import (
 
 from . import hoststate, specs, ssh
 from .errors import StepFailed
+from .predict import Expectation
 from .script import ScriptResult, Step
 
 PROVIDER_KEY = "__provider"
@@ -62,6 +65,9 @@ class HostProvider(ResourceProvider, Generic[S, H]):
     functions, as `staticmethod`s): `resource_id`, `preflight` (one read round trip), `parse_have`,
     `plan_ensure`, `plan_delete`, `observe`, and `after` (the host once the plan ran); the create, read,
     update and delete around them, and the re-plan of a shared object raced by another slice, live here.
+    A kind that can say what a change will find (`expect_create`, `expect_update`, `expect_delete`, see
+    `providers.predict`) has it made in one round trip; otherwise, or when the host is not as expected, a
+    read comes first.
     """
 
     spec_model: ClassVar[type[specs.HostSpec]]
@@ -109,6 +115,18 @@ class HostProvider(ResourceProvider, Generic[S, H]):
         """Probes appended to the ensure script (what `after` needs from the host)."""
         return []
 
+    def expect_create(self, spec: S) -> Expectation[H] | None:
+        """What a create expects to find (its object absent), when one round trip can make it."""
+        return None
+
+    def expect_update(self, spec: S, old: S) -> Expectation[H] | None:
+        """What an update from the `old` inputs expects to find, when one round trip can apply it."""
+        return None
+
+    def expect_delete(self, spec: S) -> Expectation[H] | None:
+        """What a delete expects to find (the object as this slice made it), when one round trip can do it."""
+        return None
+
     def _gone(self, spec: S, have: H) -> bool:
         return bool(getattr(have, "gone"))  # noqa: B009 (every kind's state says so)
 
@@ -144,17 +162,33 @@ class HostProvider(ResourceProvider, Generic[S, H]):
             return have, steps, res
         raise AssertionError("unreachable")
 
-    def _ensure(self, spec: S) -> dict[str, Any]:
-        have, steps, res = self._apply(spec)
+    def _outputs(self, spec: S, have: H, steps: list[Step], res: ScriptResult) -> dict[str, Any]:
+        """The outputs once `steps` ran on a host that had `have`."""
         observed, drift = self.observe(spec, self.after(spec, have, res))
         observed["adopted"] = not self._gone(spec, have)
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed, drift)
 
+    def _ensure(self, spec: S) -> dict[str, Any]:
+        have, steps, res = self._apply(spec)
+        return self._outputs(spec, have, steps, res)
+
+    def _expected(self, spec: S, expected: Expectation[H] | None) -> dict[str, Any] | None:
+        """The plan for the expected state, behind its guards, in one round trip: the outputs, or None
+        when a guard found the host otherwise (nothing changed; the caller reads and plans)."""
+        if expected is None:
+            return None
+        steps = self.plan_ensure(spec, expected.have)
+        res = self._run_expected(spec, expected, [*steps, *self.readback(spec)])
+        if expected.missed(res):
+            return None
+        return self._outputs(spec, expected.have, steps, res)
+
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Create the object, or adopt this slice's own; another slice's or an unmarked one is refused."""
         spec = self.spec(props)
-        return CreateResult(self.resource_id(spec), self._ensure(spec))
+        out = self._expected(spec, self.expect_create(spec))
+        return CreateResult(self.resource_id(spec), out if out is not None else self._ensure(spec))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """The object as it is on the host: gone -> empty id; differences listed in `drift`."""
@@ -165,9 +199,15 @@ class HostProvider(ResourceProvider, Generic[S, H]):
         observed, drift = self._observe(spec, have)
         return ReadResult(id_, outputs(spec, observed, drift))
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Bring the object to the new inputs in place (the same plan as create, from what is there)."""
-        return UpdateResult(self._ensure(self.spec(news)))
+        spec = self.spec(news)
+        expected = None
+        if not olds.get("drift"):
+            with contextlib.suppress(pydantic.ValidationError):  # older inputs: read first
+                expected = self.expect_update(spec, self.spec(olds))
+        out = self._expected(spec, expected)
+        return UpdateResult(out if out is not None else self._ensure(spec))
 
     def foreign(self, spec: S, have: H) -> tuple[str, str | None] | None:
         """(what, its owner) when a delete finds the object another slice's or unmarked; else None."""
@@ -177,11 +217,26 @@ class HostProvider(ResourceProvider, Generic[S, H]):
         """Remove this slice's object (or its use of a shared one); already gone is fine; another slice's
         is left in place, with a warning."""
         spec = self.spec(props)
+        if self._deleted_as_expected(spec):
+            return
         have = self._have(spec)
         found = self.foreign(spec, have)
         if found is not None:
             warn_foreign(spec.host.name, found[0], spec.slice, found[1])
         ssh.run_script(spec.host, self.plan_delete(spec, have), locked=self.locked(spec), holder=spec.slice)
+
+    def _deleted_as_expected(self, spec: S) -> bool:
+        """The delete of the expected state, behind its guards, in one round trip; False when a guard found
+        the host otherwise (nothing changed; the caller reads and plans)."""
+        expected = self.expect_delete(spec)
+        if expected is None:
+            return False
+        res = self._run_expected(spec, expected, self.plan_delete(spec, expected.have))
+        return not expected.missed(res)
+
+    def _run_expected(self, spec: S, expected: Expectation[H], steps: list[Step]) -> ScriptResult:
+        locked = expected.locked or self.locked(spec)
+        return ssh.run_script(spec.host, [*expected.guards(), *steps], locked=locked, holder=spec.slice)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Validate the inputs with the pydantic spec; report every problem at once."""

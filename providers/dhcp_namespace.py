@@ -9,6 +9,11 @@ the node: a slice whose `dnsServers` differ from those the running server gives 
 A link VLAN whose reservations moved to other MACs (a VLAN handed to another link) restarts its dnsmasq
 with the stale leases dropped, since dnsmasq does not hand out a reserved address another MAC holds.
 
+One round trip (`providers.predict`) for a link VLAN's server: a create expects no state file,
+namespace, port or device of its names; a delete expects the owner file to name the slice and the
+namespace to exist. The shared server's decisions involve other slices: it reads first, then acts under the
+lock.
+
 Longer than the other resources (~380 lines) because its plan is one decision over four objects (namespace,
 port, address, process) plus the shared registration; the parts that stand alone live in `dnsmasq`,
 `internal_port` and `dhcp_addresses`.
@@ -21,16 +26,22 @@ from typing import Any
 
 import pulumi
 
-from . import bodies, dhcp_addresses, dnsmasq, hoststate, internal_port, naming, shared, ssh
-from .base import HostProvider, HostResource, outputs, warn_foreign
+from . import bodies, dhcp_addresses, dnsmasq, hoststate, internal_port, naming, predict, shared, ssh
+from .base import HostProvider, HostResource, warn_foreign
 from .errors import Conflict, OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
-from .script import ScriptResult, Step, probe, run
+from .predict import Expect, Expectation
+from .script import ScriptResult, Step, probe, run, sh
 from .specs import DhcpNamespaceSpec
 
 TOOLS = ("ip", "ovs-vsctl", "dnsmasq", "flock")
 OTHERS = "other reservations"
 STILL_THERE = "namespace still there"
+# $1 the namespace, then the state files: exit 0 when none of them exists
+_NO_STATE = 'n=$1; shift; for f in "/run/netns/$n" "/var/run/netns/$n" "$@"; do [ ! -e "$f" ] || exit 1; done'
+_OURS = (
+    '[ "$(cat "$1/owner" 2>/dev/null)" = "$2" ] && { [ -e "/run/netns/$3" ] || [ -e "/var/run/netns/$3" ]; }'
+)
 
 
 def resource_id(spec: DhcpNamespaceSpec) -> str:
@@ -237,6 +248,59 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     return steps
 
 
+def expect_create(spec: DhcpNamespaceSpec) -> Expectation[DhcpHave] | None:
+    """A link VLAN's server: no state file (owner, pid, reservations, leases), namespace, OVS port or
+    device of its names."""
+    if spec.shared:
+        return None
+
+    def no_state(have: DhcpHave) -> bool:
+        files = have.owner is None and have.pid is None and have.hosts is None and not have.leases
+        return files and not have.netns and not have.ns_links
+
+    d = dnsmasq.state_dir(spec)
+    files = (f"{d}/owner", dnsmasq.pid_file(spec), dnsmasq.hosts_file(spec), dnsmasq.leases_file(spec))
+    step = sh("expect no dhcp state", _NO_STATE, spec.namespace, *files, kind="guard")
+    expects: tuple[Expect[DhcpHave], ...] = (
+        predict.ready(spec.bridge, *TOOLS),
+        Expect(step, no_state),
+        predict.no_port(spec.port, lambda have: have.port is None),
+        predict.no_device(spec.port, lambda have: have.root_link is None),
+    )
+    return Expectation(DhcpHave(None, False, None, None, markers=dnsmasq.proc_markers(spec)), expects)
+
+
+def expect_delete(spec: DhcpNamespaceSpec) -> Expectation[DhcpHave] | None:
+    """A link VLAN's server: the owner file names this slice and the namespace exists."""
+    if spec.shared:
+        return None
+    step = sh(
+        "expect dhcp ours", _OURS, dnsmasq.state_dir(spec), owner_mark(spec), spec.namespace, kind="guard"
+    )
+    have = DhcpHave(owner_mark(spec), True, None, None, markers=dnsmasq.proc_markers(spec))
+    return Expectation(have, (Expect(step, lambda h: h.owner == owner_mark(spec) and h.netns),))
+
+
+def after(spec: DhcpNamespaceSpec, have: DhcpHave, res: ScriptResult) -> DhcpHave:
+    """The server once the plan ran (`res`: that script, ending with `dnsmasq.proc_probe`)."""
+    pid, cmdline = dnsmasq.parse_proc(res.out("dnsmasq")) if res.ran("dnsmasq") else (have.pid, have.cmdline)
+    return DhcpHave(
+        owner=owner_mark(spec),
+        netns=True,
+        port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
+        root_link=None,
+        ns_links=(
+            LinkState(spec.port, True, "internal", None, (spec.address,)),
+            LinkState("lo", True, None, None),
+        ),
+        pid=pid,
+        cmdline=cmdline,
+        hosts=hosts_text(spec),
+        users=tuple(sorted({*have.users, spec.slice})) if spec.shared else (),
+        markers=dnsmasq.proc_markers(spec),
+    )
+
+
 def plan_teardown(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     steps = [dnsmasq.stop_step(spec), run("delete port", "ovs-vsctl", "--if-exists", "del-port", spec.port)]
     if have.netns:
@@ -311,6 +375,17 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
 
     spec_model = DhcpNamespaceSpec
     identity = ("slice", "host", "namespace", "port", "vlan")
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
+    expect_create = staticmethod(expect_create)
+    expect_delete = staticmethod(expect_delete)
+
+    def after(self, spec: DhcpNamespaceSpec, have: DhcpHave, res: ScriptResult) -> DhcpHave:
+        return after(spec, have, res)
+
+    def readback(self, spec: DhcpNamespaceSpec) -> list[Step]:
+        return [dnsmasq.proc_probe(spec)]  # the outputs show the server that runs
 
     def _have(self, spec: DhcpNamespaceSpec) -> DhcpHave:
         res = ssh.run_script(spec.host, preflight(spec))
@@ -322,41 +397,23 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
             have = self._have(want)
             spec = resolve(want, have)
             steps = plan_ensure(spec, have)
-            # the pid is read back in the same round trip, so the outputs show the running server
             if not steps:  # in place: the read already has the running server
-                pid, cmdline = have.pid, have.cmdline
+                res = ScriptResult()
                 break
-            probe_pid = dnsmasq.proc_probe(spec)
             try:
-                res = ssh.run_script(spec.host, [*steps, probe_pid], locked=spec.shared, holder=spec.slice)
+                res = ssh.run_script(
+                    spec.host, [*steps, *self.readback(spec)], locked=spec.shared, holder=spec.slice
+                )
             except StepFailed:
                 # shared: the read ran outside the lock, so another slice may have created or removed
                 # the namespace since (two slices' first `up` at once): read again and re-plan, once
                 if not spec.shared or attempt == 2:
                     raise
                 continue
-            pid, cmdline = dnsmasq.parse_proc(res.out("dnsmasq"))
             break
-        users = tuple(sorted({*have.users, spec.slice})) if spec.shared else ()
-        after = DhcpHave(
-            owner=owner_mark(spec),
-            netns=True,
-            port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
-            root_link=None,
-            ns_links=(
-                LinkState(spec.port, True, "internal", None, (spec.address,)),
-                LinkState("lo", True, None, None),
-            ),
-            pid=pid,
-            cmdline=cmdline,
-            hosts=hosts_text(spec),
-            users=users,
-            markers=dnsmasq.proc_markers(spec),
-        )
-        observed, drift = observe(spec, after)
-        observed["adopted"] = not have.gone
-        observed["changed"] = [s.name for s in steps]
-        return outputs(want, observed, drift)
+        out = self._outputs(spec, have, steps, res)
+        out.update(want.inputs())  # the inputs as given (a shared VLAN's addresses are outputs)
+        return out
 
     def resource_id(self, spec: DhcpNamespaceSpec) -> str:
         return resource_id(spec)
@@ -371,6 +428,8 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop this VLAN's dnsmasq by pid, remove port, namespace and state (shared: last user only)."""
         spec = self.spec(props)
+        if self._deleted_as_expected(spec):
+            return
         have = self._have(spec)
         if not have.gone and not owned(spec, have):
             owner = have.owner if have.owner is not None else (have.port.owner if have.port else None)

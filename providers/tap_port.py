@@ -7,6 +7,12 @@ Joining a link VLAN (a create, or a tag change): first, on each other worker tha
 not one of the link's TAPs is parked; then the TAP is tagged, after parking such strays on its own worker
 in the same locked script (the read finds them). A tag change away from a VLAN runs under the lock too, so
 a park never undoes a concurrent move.
+
+One round trip (`providers.predict`): a create expects no TAP and no port of that name; an update expects the
+slice's TAP, up, on the bridge (the port's VLAN, marks and protection are not guarded: the one OVSDB
+transaction sets them all) and runs locked; a delete expects the slice's TAP and port. A TAP that joins a
+link VLAN also expects no stray of the slice on it on its own worker, and none of these is tried when other
+workers had the VLAN (their strays are parked first, in round trips of their own).
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, ssh
-from .base import HostProvider, HostResource, outputs
+from . import hoststate, predict, ssh
+from .base import HostProvider, HostResource
 from .errors import OwnershipConflict
 from .hoststate import LinkState, PortState
+from .predict import Expect, Expectation
 from .script import ScriptResult, Step, probe, run, sh
 from .specs import JoinSpec, TapPortSpec
 
@@ -37,6 +44,20 @@ _PARK_OTHERS = (
     '[ "$keep" = 1 ] && continue; ovs-vsctl set port "$port" "tag=$p" protected=true || exit 1; '
     'printf "%s\n" "$port"; done'
 )
+# $1 slice, $2 VLAN, then the TAPs that belong on the VLAN; exit 0 when no other port of the slice is on it
+_NO_STRAYS = (
+    "s=$1; v=$2; shift 2; "
+    'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:cloudrepo-slice="$s"" '
+    '"external_ids:cloudrepo-kind=tap") || exit 1; '
+    'for port in $ports; do keep=1; for m in "$@"; do [ "$m" = "$port" ] && keep=0; done; '
+    '[ "$keep" = 0 ] || exit 1; done'
+)
+# $1 TAP, $2 its alias: a TAP device (IFF_TAP in tun_flags) carrying the alias
+_TAP_OURS = (
+    'ip link show dev "$1" >/dev/null 2>&1 || exit 1; d=/sys/class/net/$1; '
+    '[ "$(cat "$d/ifalias")" = "$2" ] || exit 1; f=$(cat "$d/tun_flags") || exit 1; [ $(( f & 2 )) -ne 0 ]'
+)
+_DEVICE_UP = 'g=$(cat "/sys/class/net/$1/flags") || exit 1; [ $(( g & 1 )) -ne 0 ]'
 
 
 def resource_id(spec: TapPortSpec) -> str:
@@ -229,6 +250,82 @@ def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]
     return observed, drift
 
 
+def no_strays(spec: TapPortSpec, join: JoinSpec) -> Expect[TapHave]:
+    step = sh("expect no strays", _NO_STRAYS, spec.slice, str(spec.vlan), *join.members, kind="guard")
+    return Expect(step, lambda have: not have.strays)
+
+
+def tap_ours(spec: TapPortSpec) -> Expect[TapHave]:
+    def holds(have: TapHave) -> bool:
+        return have.link is not None and have.link.kind == "tap" and have.link.alias == alias(spec)
+
+    return Expect(sh("expect tap ours", _TAP_OURS, spec.name, alias(spec), kind="guard"), holds)
+
+
+def tap_up(spec: TapPortSpec) -> Expect[TapHave]:
+    step = sh("expect tap up", _DEVICE_UP, spec.name, kind="guard")
+    return Expect(step, lambda have: bool(have.link and have.link.up))
+
+
+def port_ours(spec: TapPortSpec) -> Expect[TapHave]:
+    def holds(have: TapHave) -> bool:
+        return have.port is not None and have.port.owner == spec.slice and have.port.bridge == spec.bridge
+
+    return predict.port_ours(spec.name, spec.slice, spec.bridge, holds)
+
+
+def joins_elsewhere(spec: TapPortSpec) -> bool:
+    """Whether joining the VLAN first parks strays on other workers (one round trip is not enough)."""
+    return spec.join is not None and any(h.name != spec.host.name for h in spec.join.hosts)
+
+
+def expect_create(spec: TapPortSpec) -> Expectation[TapHave] | None:
+    """No TAP and no port of that name (nor, joining a link VLAN, a stray of the slice on it)."""
+    if joins_elsewhere(spec):
+        return None
+    expects: list[Expect[TapHave]] = [
+        predict.ready(spec.bridge, *TOOLS),
+        predict.no_device(spec.name, lambda have: have.link is None),
+        predict.no_port(spec.name, lambda have: have.port is None),
+    ]
+    if spec.join is not None:
+        expects.append(no_strays(spec, spec.join))
+    return Expectation(TapHave(None, None), tuple(expects))
+
+
+def expect_update(spec: TapPortSpec, old: TapPortSpec) -> Expectation[TapHave] | None:
+    """The slice's TAP, up, its port on the bridge; its VLAN, marks and protection set anew (locked, as a
+    move is)."""
+    if joins_elsewhere(spec) or old.bridge != spec.bridge:
+        return None
+    expects: list[Expect[TapHave]] = [predict.ready(spec.bridge, *TOOLS), tap_ours(spec), tap_up(spec)]
+    expects.append(port_ours(spec))
+    if spec.join is not None:
+        expects.append(no_strays(spec, spec.join))
+    have = TapHave(
+        link=LinkState(spec.name, True, "tap", alias(spec)),
+        port=PortState(spec.name, spec.bridge, None, {"cloudrepo-slice": spec.slice}),
+    )
+    return Expectation(have, tuple(expects), locked=True)
+
+
+def expect_delete(spec: TapPortSpec) -> Expectation[TapHave]:
+    """The slice's TAP and its port on the bridge."""
+    have = TapHave(
+        link=LinkState(spec.name, True, "tap", alias(spec)),
+        port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
+    )
+    return Expectation(have, (tap_ours(spec), port_ours(spec)))
+
+
+def after(spec: TapPortSpec, have: TapHave) -> TapHave:
+    """The TAP once the plan ran."""
+    return TapHave(
+        link=LinkState(spec.name, True, "tap", alias(spec), have.link.addresses if have.link else ()),
+        port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
+    )
+
+
 class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
     """TAP + OVS port on a worker."""
 
@@ -241,6 +338,24 @@ class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
     plan_ensure = staticmethod(plan_ensure)
     plan_delete = staticmethod(plan_delete)
     observe = staticmethod(observe)
+    expect_create = staticmethod(expect_create)
+    expect_update = staticmethod(expect_update)
+    expect_delete = staticmethod(expect_delete)
+
+    def after(self, spec: TapPortSpec, have: TapHave, res: ScriptResult) -> TapHave:
+        return after(spec, have)
+
+    def _outputs(
+        self,
+        spec: TapPortSpec,
+        have: TapHave,
+        steps: list[Step],
+        res: ScriptResult,
+        parked: list[str] | None = None,
+    ) -> dict[str, Any]:
+        out = super()._outputs(spec, have, steps, res)
+        out["observed"]["parkedOthers"] = parked or []
+        return out
 
     def _ensure(self, spec: TapPortSpec) -> dict[str, Any]:
         have = self._have(spec)
@@ -260,15 +375,7 @@ class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
         res = ssh.run_script(spec.host, steps, locked=locked, holder=spec.slice)
         if res.ran(PARK_OTHERS):
             parked += [f"{spec.host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
-        after = TapHave(
-            link=LinkState(spec.name, True, "tap", alias(spec), have.link.addresses if have.link else ()),
-            port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
-        )
-        observed, _ = observe(spec, after)
-        observed["adopted"] = not have.gone
-        observed["changed"] = [s.name for s in steps]
-        observed["parkedOthers"] = parked
-        return outputs(spec, observed)
+        return self._outputs(spec, have, steps, res, parked)
 
     def foreign(self, spec: TapPortSpec, have: TapHave) -> tuple[str, str | None] | None:
         found, who = owner(have)

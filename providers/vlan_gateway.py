@@ -4,6 +4,10 @@ A link VLAN's gateway is an address, not a router: FORWARD rules (marked `cloudr
 first) drop whatever would be routed into or out of it, so links, slices and the uplink stay apart even
 while the node forwards for the internet VLAN. Refuses a subnet already on another interface of the node.
 Shared (VLAN 400): marked `shared`, its users registered under the lock; the last user's delete removes it.
+
+One round trip (`providers.predict`) for a link VLAN's gateway: a create expects no port or device of that
+name and the subnet on no other interface; a delete expects the port marked as the slice's. The shared
+gateway's decisions involve other slices: it reads first, then acts under the lock.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from typing import Any
 
 import pulumi
 
-from . import bodies, hoststate, internal_port, naming, shared
+from . import bodies, hoststate, internal_port, naming, predict, shared
 from .base import HostProvider, HostResource
 from .errors import Conflict, OwnershipConflict
 from .hoststate import LinkState, PortState
+from .predict import Expect, Expectation
 from .script import ScriptResult, Step, probe, run
 from .specs import VlanGatewaySpec
 
@@ -119,6 +124,39 @@ def check_subnet(spec: VlanGatewaySpec, have: GatewayHave) -> None:
                 )
 
 
+def subnet_clash(spec: VlanGatewaySpec, have: GatewayHave) -> bool:
+    """Whether another interface of the node has an address in the subnet (what `check_subnet` refuses)."""
+    try:
+        check_subnet(spec, have)
+    except Conflict:
+        return True
+    return False
+
+
+def expect_create(spec: VlanGatewaySpec) -> Expectation[GatewayHave] | None:
+    """A link VLAN's gateway: no port or device of that name, the subnet on no other interface."""
+    if spec.shared:
+        return None
+    expects: tuple[Expect[GatewayHave], ...] = (
+        predict.ready(spec.bridge, *TOOLS),
+        predict.no_port(spec.port, lambda have: have.port is None),
+        predict.no_device(spec.port, lambda have: have.link is None),
+        predict.subnet_free(spec.address, spec.port, lambda have: not subnet_clash(spec, have)),
+    )
+    return Expectation(GatewayHave(None, None, ()), expects)
+
+
+def expect_delete(spec: VlanGatewaySpec) -> Expectation[GatewayHave] | None:
+    """A link VLAN's gateway: the port marked as this slice's."""
+    if spec.shared:
+        return None
+    have = GatewayHave(PortState(spec.port, spec.bridge, spec.vlan, marks(spec)), None, ())
+    ours: Expect[GatewayHave] = predict.port_ours(
+        spec.port, owner_mark(spec), None, lambda h: h.port is not None and h.port.owner == owner_mark(spec)
+    )
+    return Expectation(have, (ours,))
+
+
 def port_in_place(spec: VlanGatewaySpec, port: PortState | None) -> bool:
     if port is None or port.bridge != spec.bridge or port.tag != spec.vlan or port.trunks:
         return False
@@ -218,6 +256,8 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec, GatewayHave]):
     plan_delete = staticmethod(plan_delete)
     observe = staticmethod(observe)
     parse_have = staticmethod(parse_have)
+    expect_create = staticmethod(expect_create)
+    expect_delete = staticmethod(expect_delete)
 
     def locked(self, spec: VlanGatewaySpec) -> bool:
         return spec.shared  # users registered under the lock; another slice's delete may remove it

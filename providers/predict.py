@@ -1,0 +1,103 @@
+"""One round trip per change: a plan made from the state a resource expects, run behind guards that check
+that state on the host first.
+
+A create expects its object absent, a delete expects it as this slice made it, an update expects it as the
+previous inputs left it.  The script starts with the guards (`script.guard`): the first that does not hold
+ends it before any change, and the provider then reads and plans as before (two round trips).  Each guard
+is paired with the same condition on a parsed state (`Expect.holds`), so the unit tests can show, for any
+state the guards let through, that the plan made from the expectation is the plan a read would have made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .script import ScriptResult, Step, sh
+
+H = TypeVar("H")
+
+_READY = (
+    'b=$1; shift; for c in "$@"; do command -v "$c" >/dev/null 2>&1 || exit 1; done; ovs-vsctl br-exists "$b"'
+)
+_NO_DEVICE = '! ip link show dev "$1" >/dev/null 2>&1'
+_NO_PORT = 'u=$(ovs-vsctl --bare --columns=_uuid find port "name=\\"$1\\"") || exit 1; [ -z "$u" ]'
+_PORT_OURS = (
+    'o=$(ovs-vsctl --bare --columns=name find port "name=\\"$1\\"" "external_ids:cloudrepo-slice=\\"$2\\"") '
+    '|| exit 1; [ "$o" = "$1" ] || exit 1; [ -z "$3" ] || [ "$(ovs-vsctl port-to-br "$1")" = "$3" ]'
+)
+# $1 network address, $2 prefix length, $3 an interface to skip: exit 1 when another interface's IPv4
+# address overlaps the network (one network inside the other: equal under the shorter prefix)
+_SUBNET_FREE = (
+    "n() { o=$IFS; IFS=.; set -- $1; IFS=$o; echo $(( ($1 << 24) | ($2 << 16) | ($3 << 8) | $4 )); }; "
+    'w=$(n "$1"); wl=$2; a=$(ip -o -4 addr show) || exit 1; '
+    'printf "%s\\n" "$a" | { while read -r _ dev _ cidr _; do '
+    '[ -n "$cidr" ] && [ "$dev" != "$3" ] || continue; l=${cidr#*/}; '
+    'if [ "$l" -lt "$wl" ]; then p=$l; else p=$wl; fi; '
+    "m=$(( p == 0 ? 0 : (0xffffffff << (32 - p)) & 0xffffffff )); "
+    '[ $(( $(n "${cidr%/*}") & m )) -ne $(( w & m )) ] || exit 1; done; exit 0; }'
+)
+
+
+@dataclass(frozen=True)
+class Expect(Generic[H]):
+    """One condition of an expectation: `step` checks it on the host (a guard: exit 0 when it holds);
+    `holds` is the same condition on a parsed state."""
+
+    step: Step
+    holds: Callable[[H], bool]
+
+
+@dataclass(frozen=True)
+class Expectation(Generic[H]):
+    """The state a change expects to find, the checks that confirm it, and whether it runs locked."""
+
+    have: H
+    expects: tuple[Expect[H], ...]
+    locked: bool = False
+
+    def guards(self) -> list[Step]:
+        return [e.step for e in self.expects]
+
+    def holds(self, have: H) -> bool:
+        """Whether the guards would let a host in state `have` through."""
+        return all(e.holds(have) for e in self.expects)
+
+    def missed(self, res: ScriptResult) -> bool:
+        """Whether a guard stopped the script (the host is not as expected; nothing was changed)."""
+        return res.stopped_by is not None and res.stopped_by in {e.step.name for e in self.expects}
+
+
+def _always(_have: object) -> bool:
+    return True
+
+
+def ready(bridge: str, *tools: str) -> Expect[H]:
+    """The tools and the bridge are there (what `hoststate.check_ready` reports when they are not)."""
+    return Expect(sh("expect ready", _READY, bridge, *tools, kind="guard"), _always)
+
+
+def no_device(name: str, holds: Callable[[H], bool]) -> Expect[H]:
+    """No network device `name` in the host's namespace."""
+    return Expect(sh(f"expect no device {name}", _NO_DEVICE, name, kind="guard"), holds)
+
+
+def no_port(name: str, holds: Callable[[H], bool]) -> Expect[H]:
+    """No OVS port `name`."""
+    return Expect(sh(f"expect no port {name}", _NO_PORT, name, kind="guard"), holds)
+
+
+def port_ours(name: str, owner: str, bridge: str | None, holds: Callable[[H], bool]) -> Expect[H]:
+    """OVS port `name` is marked `cloudrepo-slice=owner` (and is on `bridge`, when given)."""
+    return Expect(sh(f"expect port {name} ours", _PORT_OURS, name, owner, bridge or "", kind="guard"), holds)
+
+
+def subnet_free(address: str, skip: str, holds: Callable[[H], bool]) -> Expect[H]:
+    """No interface but `skip` has an IPv4 address overlapping `address`'s network."""
+    net = ipaddress.IPv4Interface(address).network
+    step = sh(
+        "expect subnet free", _SUBNET_FREE, str(net.network_address), str(net.prefixlen), skip, kind="guard"
+    )
+    return Expect(step, holds)
