@@ -1,4 +1,5 @@
-"""The benchmark slices: a ring of N VMs and N links, VMs alternating between two workers, a third online.
+"""The benchmark slices: a ring of N VMs and N links, VMs alternating between two workers, a third online;
+or N pairs of VMs (2N VMs, one data interface each) spread over more workers.
 
 The same description gives the stack config (for `pulumi up`) and the host objects the baselines create
 with the seed's commands, so both sides build the same TAPs, gateways, DHCP namespaces and NAT.
@@ -29,19 +30,26 @@ class Tap:
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """One benchmark slice: `links` links over `links` VMs (ids `first_vm`..), pool `pool_start`..+19."""
+    """One benchmark slice, pool `pool_start`..+19: `links` links over `links` VMs (ids `first_vm`..) in a
+    ring, or with `pairs` over 2 x `links` VMs, VM 2i's eth1 linked to VM 2i+1's."""
 
     name: str
     links: int
     pool_start: int
     first_vm: int
     workers: tuple[str, ...] = ("worker1", "worker2")
+    pairs: bool = False
     vm_ids: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         if not 2 <= self.links <= 20:
             raise ValueError("a slice holds 2..20 links")
-        self.vm_ids.extend(range(self.first_vm, self.first_vm + self.links))
+        count = self.links * (2 if self.pairs else 1)
+        self.vm_ids.extend(range(self.first_vm, self.first_vm + count))
+
+    @property
+    def data_ifaces(self) -> tuple[str, ...]:
+        return ("eth1",) if self.pairs else ("eth1", "eth2")
 
     def internet(self, i: int) -> bool:
         return i % 3 == 0
@@ -51,16 +59,22 @@ class SliceSpec:
             {
                 "id": vm,
                 "worker": self.workers[i % len(self.workers)],
-                "dataInterfaces": 2,
+                "dataInterfaces": len(self.data_ifaces),
                 "internet": self.internet(i),
             }
             for i, vm in enumerate(self.vm_ids)
         ]
 
+    def link_ends(self) -> list[tuple[tuple[int, str], tuple[int, str]]]:
+        """Ring: link i joins VM i's eth2 to VM i+1's eth1. Pairs: link i joins VM 2i's eth1 to VM 2i+1's.
+        Consecutive VMs sit on different workers: every link crosses workers."""
+        v = self.vm_ids
+        if self.pairs:
+            return [((v[2 * i], "eth1"), (v[2 * i + 1], "eth1")) for i in range(self.links)]
+        return [((v[i], "eth2"), (v[(i + 1) % len(v)], "eth1")) for i in range(len(v))]
+
     def link_pairs(self) -> list[list[str]]:
-        """Link i joins VM i's eth2 to VM i+1's eth1 (a ring): every link crosses the two workers."""
-        n = len(self.vm_ids)
-        return [[f"{self.vm_ids[i]}.eth2", f"{self.vm_ids[(i + 1) % n]}.eth1"] for i in range(n)]
+        return [[f"{a}.{ai}", f"{b}.{bi}"] for (a, ai), (b, bi) in self.link_ends()]
 
     def link_vlans(self) -> list[int]:
         """A fresh stack gives each link the lowest free VLAN, in config order."""
@@ -68,17 +82,15 @@ class SliceSpec:
 
     def taps(self) -> list[Tap]:
         """Every VM interface's TAP and its tag (eth0: VLAN 400 when online, else parked)."""
-        n = len(self.vm_ids)
         vlan_of: dict[tuple[int, str], int] = {}
-        for i, vlan in enumerate(self.link_vlans()):
-            vlan_of[(self.vm_ids[i], "eth2")] = vlan
-            vlan_of[(self.vm_ids[(i + 1) % n], "eth1")] = vlan
+        for (a, b), vlan in zip(self.link_ends(), self.link_vlans(), strict=True):
+            vlan_of[a] = vlan_of[b] = vlan
         out = []
         for i, vm in enumerate(self.vm_ids):
             worker = self.workers[i % len(self.workers)]
             eth0 = INTERNET_VLAN if self.internet(i) else PARKING_VLAN
             out.append(Tap(worker, f"tap_{vm}_eth0", eth0))
-            for iface in ("eth1", "eth2"):
+            for iface in self.data_ifaces:
                 out.append(Tap(worker, f"tap_{vm}_{iface}", vlan_of[(vm, iface)]))
         return out
 
