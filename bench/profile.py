@@ -194,21 +194,37 @@ def _netns_ids(prefix: str) -> set[str]:
 class Proc:
     group: str
     start_ticks: int
-    base: float  # own + children cpu when first seen (0 for a process started during the run)
-    last: float
     ppid: int
     comm: str
+    own: float  # utime + stime, s
+    kids: float  # cutime + cstime: the children it reaped, s
+    base_own: float = 0.0  # when first seen (0 for a process started during the run)
+    base_kids: float = 0.0
+    prev_kids: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.own + self.kids
+
+    @property
+    def used(self) -> float:
+        return self.own - self.base_own + self.kids - self.base_kids
+
+
+ENGINE_TREE = ("engine", "langhost", "program", "provider")
 
 
 class CpuSampler:
     """Samples /proc every `interval` s in a thread: CPU per process group, machine CPU, process starts.
 
-    A group's CPU = what its processes used during the run, each counted as own + reaped children's time
-    (so short-lived host commands show up in their runner's), minus what a tracked parent collected from a
-    tracked child that ended (counted in the child's group).  Groups: the `pulumi` process (`engine`), the
-    language host, the program, the dynamic provider (and its shim), on the testbed's hosts sshd/sudo/nc
-    and the root namespace's socat forwarders (`sshd`), OVS, and everything else there (`hostcmds`: the
-    runners, the scripts and their commands, dnsmasq).
+    A process counts its own time and what its reaped children used (so the short-lived host commands show
+    up in their runner's group); what a tracked process collects from a tracked child that ended is taken
+    off its group (the child counted it), also when they end in the same sample (then only as far as the
+    survivor's collected time grew).  Groups: the `pulumi` process (`engine`) and, under it, the language
+    host, the program and the dynamic provider (and its shim); on the testbed's hosts sshd/sudo/nc and the
+    root namespace's socat forwarders (`sshd`), OVS, and everything else there (`hostcmds`: the runners,
+    the scripts and their commands, dnsmasq).  Other processes (other testbeds, other work) are not
+    tracked: the machine's CPU minus the groups'.
     """
 
     def __init__(self, root_pid: int, interval: float = 0.1) -> None:
@@ -229,8 +245,6 @@ class CpuSampler:
         self.machine_busy = 0.0
         self.machine_all = 0.0
         self.sampler_cpu = 0.0
-        self.t0 = time.time()
-        self.t1 = self.t0
         self._first = True
 
     def __enter__(self) -> CpuSampler:
@@ -248,23 +262,22 @@ class CpuSampler:
         self.machine_all = (m1[1] - self._m0[1]) / TICKS
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         self.sampler_cpu = r1.ru_utime + r1.ru_stime - self._self0.ru_utime - self._self0.ru_stime
-        self.t1 = time.time()
 
     def _classify(self, pid: int, comm: str, ppid: int) -> str | None:
+        if pid == self.root:
+            return "engine"
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             return None
         parent = self.procs.get(ppid)
-        if pid == self.root:
-            return "engine"
-        if "pulumi-language-python-exec" in cmd:
-            return "program"
-        if "pulumi.dynamic" in cmd or "dynamic_workers" in cmd or "pulumi-resource-pulumi-python" in cmd:
-            return "provider"
-        if "pulumi-language-python" in cmd:
-            return "langhost"
-        if parent is not None and parent.group in ("engine", "langhost", "program", "provider"):
+        if parent is not None and parent.group in ENGINE_TREE:
+            if "pulumi-language-python-exec" in cmd:
+                return "program"
+            if "pulumi.dynamic" in cmd or "dynamic_workers" in cmd or "pulumi-resource-pulumi-python" in cmd:
+                return "provider"
+            if "pulumi-language-python" in cmd:
+                return "langhost"
             return parent.group
         if comm == "socat" and any(p in cmd for p in self.ports):
             return "sshd"
@@ -286,10 +299,7 @@ class CpuSampler:
         now = time.time()
         boot_now = time.clock_gettime(time.CLOCK_BOOTTIME)
         seen: set[int] = set()
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            pid = int(name)
+        for pid in sorted(int(n) for n in os.listdir("/proc") if n.isdigit()):
             if pid in self.ignored:
                 continue
             st = _stat(pid)
@@ -298,41 +308,57 @@ class CpuSampler:
             comm, ppid, start_ticks, own, kids = st
             known = self.procs.get(pid)
             if known is not None and known.start_ticks != start_ticks:
-                self._ended(pid, known, set())  # the pid was reused
+                self._vanished({pid: self.procs.pop(pid)}, seen)  # the pid was reused
                 known = None
-            if known is not None and known.comm != comm:
-                # it exec'd since it was classified (a fork is its parent's copy until then)
-                known.group = self._classify(pid, comm, ppid) or known.group
-                known.comm = comm
-                if not self._first and known.group not in self.starts:
-                    self.starts[known.group] = now - (boot_now - start_ticks / TICKS)
+            started = now - (boot_now - start_ticks / TICKS)
             if known is None:
                 group = self._classify(pid, comm, ppid)
                 if group is None:
                     self.ignored.add(pid)
                     continue
-                base = own + kids if self._first else 0.0
-                known = self.procs[pid] = Proc(group, start_ticks, base, own + kids, ppid, comm)
-                started = now - (boot_now - start_ticks / TICKS)
-                if not self._first and (group not in self.starts or started < self.starts[group]):
+                known = self.procs[pid] = Proc(group, start_ticks, ppid, comm, own, kids)
+                if self._first:
+                    known.base_own, known.base_kids = own, kids
+                elif group not in self.starts or started < self.starts[group]:
                     self.starts[group] = started
-            known.last = own + kids
-            known.ppid = ppid
+            elif known.comm != comm:
+                # it exec'd since it was classified (a fork is its parent's copy until then)
+                known.group = self._classify(pid, comm, ppid) or known.group
+                known.comm = comm
+                if not self._first and known.group not in self.starts:
+                    self.starts[known.group] = started
+            known.prev_kids, known.own, known.kids, known.ppid = known.kids, own, kids, ppid
             seen.add(pid)
-        for pid in [p for p in self.procs if p not in seen]:
-            self._ended(pid, self.procs.pop(pid), seen)
+        gone = {pid: self.procs.pop(pid) for pid in [p for p in self.procs if p not in seen]}
+        if gone:
+            self._vanished(gone, seen)
+        for p in self.procs.values():
+            p.prev_kids = p.kids
         self.timeline.append((now, _machine_jiffies()[0] / TICKS, self.group_cpu()))
 
-    def _ended(self, pid: int, p: Proc, alive: set[int]) -> None:
-        self.ended[p.group] += p.last - p.base
-        parent = self.procs.get(p.ppid)
-        if parent is not None and p.ppid in alive:
-            self.adjust[parent.group] -= p.last  # its parent collected it: counted here, not there
+    def _vanished(self, gone: dict[int, Proc], alive: set[int]) -> None:
+        """Processes that ended (were reaped) since the last sample: keep what they used in their group;
+        take it off the group of the tracked survivor that collected it."""
+        direct: dict[int, float] = defaultdict(float)
+        indirect: dict[int, float] = defaultdict(float)
+        for p in gone.values():
+            self.ended[p.group] += p.used
+            parent, hops = p.ppid, 0
+            while parent in gone and hops < 20:  # ended in the same sample: up to the first survivor
+                parent, hops = gone[parent].ppid, hops + 1
+            if parent in alive and parent in self.procs:
+                (indirect if hops else direct)[parent] += p.total
+        for pid in set(direct) | set(indirect):
+            a = self.procs[pid]
+            grown = max(0.0, a.kids - a.prev_kids)
+            take = min(direct[pid], grown)
+            take += min(indirect[pid], grown - take)
+            self.adjust[a.group] -= take
 
     def group_cpu(self) -> dict[str, float]:
         out = {g: self.ended[g] + self.adjust[g] for g in GROUPS}
         for p in self.procs.values():
-            out[p.group] += p.last - p.base
+            out[p.group] += p.used
         return out
 
     def _run(self) -> None:
