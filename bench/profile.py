@@ -811,8 +811,8 @@ def print_report(run: Run) -> None:
 def compare_table(runs: list[Run], variants: list[Variant]) -> str:
     lines = [
         "| variant | phase | n | mean s | min..max s | load (1 min) | provider calls max | queued s | "
-        "machine busy % | provider CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "machine busy % | our CPU s | others' CPU s | provider CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
         for phase in ("up", "destroy"):
@@ -824,11 +824,13 @@ def compare_table(runs: list[Run], variants: list[Variant]) -> str:
             queued = [r.report.get("in_calls", {}).get("queued_beyond_workers_s") for r in rs]
             busy = [r.report["cpu"]["machine_busy_pct"] for r in rs]
             pcpu = [r.report["cpu"]["groups_s"]["provider"] for r in rs]
+            ours = [sum(r.report["cpu"]["groups_s"].values()) for r in rs]
+            others = [r.report["cpu"]["other_s"] for r in rs]
             lines.append(
                 f"| {v.name} | {phase} | {len(rs)} | {statistics.mean(walls):.2f} "
                 f"| {min(walls):.2f}..{max(walls):.2f} "
                 f"| {statistics.mean(r.load_before[0] for r in rs):.2f} | {_fmt(conc)} | {_fmt(queued)} "
-                f"| {_fmt(busy)} | {_fmt(pcpu)} |"
+                f"| {_fmt(busy)} | {_fmt(ours)} | {_fmt(others)} | {_fmt(pcpu)} |"
             )
     return "\n".join(lines)
 
