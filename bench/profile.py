@@ -17,8 +17,10 @@ and round trips run at once, and CPU use.
 
 Knobs, compared alternately on the same load (`--variants`, each `key=value,...`, repeated `--repeat`
 times in turn): `parallel` (`pulumi --parallel`), `runners` ($CLOUDREPO_SSH_MAX_RUNNERS: runners per host),
-`workers` (the provider's gRPC worker threads, through `bench/dynamic_workers.py`), `instrument` (0: no
-gRPC log and no round-trip records, to see their cost).  `default` = the engine's and SDK's defaults.
+`workers` (the provider's gRPC worker threads, through `bench/dynamic_workers.py`), `skipcp`
+($PULUMI_SKIP_CHECKPOINTS: the engine writes the state once at the end instead of after every step),
+`instrument` (0: no gRPC log and no round-trip records, to see their cost).  `default` = the engine's and
+the SDK's defaults.
 
     python -m bench.profile --links 20
     python -m bench.profile --links 20 --repeat 3 --variants default parallel=16 runners=8 workers=8
@@ -439,6 +441,7 @@ class Variant:
     runners: int | None = None
     workers: int | None = None
     instrument: bool = True
+    skip_checkpoints: bool = False
 
     @classmethod
     def parse(cls, text: str, instrument: bool) -> Variant:
@@ -455,10 +458,11 @@ class Variant:
                 v.workers = int(value)
             elif key == "instrument":
                 v.instrument = value not in ("0", "no", "off", "false")
+            elif key == "skipcp":
+                v.skip_checkpoints = value not in ("0", "no", "off", "false")
             else:
-                raise SystemExit(
-                    f"unknown knob {key!r} in variant {text!r} (parallel, runners, workers, instrument)"
-                )
+                knobs = "parallel, runners, workers, skipcp, instrument"
+                raise SystemExit(f"unknown knob {key!r} in variant {text!r} ({knobs})")
         return v
 
 
@@ -507,6 +511,8 @@ def run_phase(st: SliceStack, phase: str, v: Variant, rep: int, logdir: Path, wo
         env[RUNNERS_ENV] = str(v.runners)
     if v.workers is not None:
         env[WORKERS_ENV] = str(v.workers)
+    if v.skip_checkpoints:
+        env["PULUMI_SKIP_CHECKPOINTS"] = "true"  # the engine saves the state once, at the end (experimental)
     set_plugin_override(st, provider_plugin_dir(workdir) if v.workers is not None else None)
     args = list(PHASE_ARGS[phase])
     if v.parallel is not None:
