@@ -878,7 +878,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--quiet", action="store_true", help="no per-run breakdown, only the comparison")
     ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/profile-<time>.json)")
-    ap.add_argument("--keep", type=Path, default=None, help="keep every run's logs in this directory")
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="keep every run's logs and report in this directory"
+    )
     return ap.parse_args(argv)
 
 
@@ -926,8 +928,7 @@ def main(argv: list[str] | None = None) -> int:
                     log("the hosts differ from the scan before the runs")
                     ok = False
     finally:
-        if args.keep is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         if started_lab:
             lab("down", check=False)
     if len(variants) > 1 or args.repeat > 1:
