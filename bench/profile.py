@@ -143,6 +143,7 @@ class RoundTrip:
     locked: bool
     steps: int
     thread: int
+    read: bool = False
 
 
 def read_round_trips(directory: Path) -> list[RoundTrip]:
@@ -154,7 +155,16 @@ def read_round_trips(directory: Path) -> list[RoundTrip]:
             h0, h1 = (span[0] / 1e9, span[1] / 1e9) if span else (None, None)
             out.append(
                 RoundTrip(
-                    r["host"], r["start"], r["runner"], r["end"], h0, h1, r["locked"], r["steps"], r["thread"]
+                    r["host"],
+                    r["start"],
+                    r["runner"],
+                    r["end"],
+                    h0,
+                    h1,
+                    r["locked"],
+                    r["steps"],
+                    r["thread"],
+                    bool(r.get("read")),
                 )
             )
     return sorted(out, key=lambda rt: rt.start)
@@ -706,12 +716,15 @@ def _round_trip_stats(rts: list[RoundTrip]) -> dict[str, Any]:
     return {
         "n": len(rts),
         "locked": sum(r.locked for r in rts),
+        "reads": sum(r.read for r in rts),
         "per_host": {h: sum(r.host == h for r in rts) for h in sorted({r.host for r in rts})},
         "steps_mean": round(statistics.mean(r.steps for r in rts), 1),
         "total": ms([r.end - r.start for r in rts]),
         "runner_wait": ms([r.runner - r.start for r in rts]),
         "dispatch_to_host_start": ms([(r.h0 or 0) - r.runner for r in stamped]),
         "host_script": ms([(r.h1 or 0) - (r.h0 or 0) for r in stamped]),
+        "host_script_reads": ms([(r.h1 or 0) - (r.h0 or 0) for r in stamped if r.read]),
+        "host_script_changes": ms([(r.h1 or 0) - (r.h0 or 0) for r in stamped if not r.read]),
         "host_end_to_result": ms([r.end - (r.h1 or 0) for r in stamped]),
         "lock_wait_estimate": ms(lock_wait),
     }
@@ -801,6 +814,8 @@ def print_report(run: Run) -> None:
             "runner_wait",
             "dispatch_to_host_start",
             "host_script",
+            "host_script_reads",
+            "host_script_changes",
             "host_end_to_result",
             "lock_wait_estimate",
         ):

@@ -155,6 +155,7 @@ def run_script(
             host_span=script_mod.host_span(text, out),
             locked=locked,
             steps=len(steps),
+            read=all(st.kind != "run" for st in steps),
             status=status,
             attempt=attempt,
             bytes_out=len(data),

@@ -111,7 +111,8 @@ def record_round_trip(**fields: Any) -> None:
 
     Fields (`ssh.run_script`): `host`, `start` (the call), `runner` (a runner in hand), `end` (the result
     read): seconds of the epoch; `host_span`: [start, end] of the script on the host's clock (ns) or null;
-    `locked`, `steps` (count), `status`, `attempt`, `bytes_out`, `bytes_in`."""
+    `locked`, `steps` (count), `read` (no `run` step: a read), `status`, `attempt`, `bytes_out`,
+    `bytes_in`."""
     target = os.environ.get(TIMING_ENV)
     if not target:
         return

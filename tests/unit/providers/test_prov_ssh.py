@@ -330,10 +330,12 @@ def test_round_trip_timing_is_off_by_default_and_one_line_per_round_trip_when_on
     ssh.run_script(configured, [run("c", "true")], locked=True, holder="s1")
     (path,) = tmp_path.glob("timing-*.jsonl")
     recs = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(r["host"], r["steps"], r["locked"], r["status"]) for r in recs] == [
-        ("fake", 2, False, 0),
-        ("fake", 2, True, 0),  # the holder note is a step
+    assert [(r["host"], r["steps"], r["locked"], r["read"], r["status"]) for r in recs] == [
+        ("fake", 2, False, False, 0),
+        ("fake", 2, True, False, 0),  # the holder note is a step
     ]
+    ssh.run_script(configured, [probe("p", "true")])
+    assert json.loads(path.read_text().splitlines()[-1])["read"] is True
     for r in recs:
         assert before <= r["start"] <= r["runner"] <= r["end"] <= time.time()
         h0, h1 = r["host_span"]  # the fake server runs scripts on this machine's clock
