@@ -88,16 +88,23 @@ class ScriptResult:
         return any(s.name == name for s in self.steps)
 
 
-def render(steps: Sequence[Step], nonce: str | None = None) -> str:
-    """The sh text of `steps`.  Each step's output sits between marker lines carrying a random nonce."""
+def render(steps: Sequence[Step], nonce: str | None = None, stamps: bool = False) -> str:
+    """The sh text of `steps`.  Each step's output sits between marker lines carrying a random nonce.
+
+    `stamps` (profiling only: two `date` runs more): the script's start and end on the host's clock, in ns,
+    as a line `@@<nonce>:t:<start> <end>` printed on exit (`host_span` reads it)."""
     n = nonce or secrets.token_hex(8)
+    trap = 'rm -f "$E"'
+    if stamps:
+        trap += f'; printf "@@{n}:t:%s %s\\n" "$T0" "$(date +%s%N)"'
     lines = [
         "set -u",
         "umask 022",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH",
+        *(["T0=$(date +%s%N)"] if stamps else []),
         "LC_ALL=C; export LC_ALL",
         "E=$(mktemp) || exit 125",
-        "trap 'rm -f \"$E\"' EXIT",
+        f"trap '{trap}' EXIT",
     ]
     for i, step in enumerate(steps):
         lines.append(f"# {i}: {step.name}")
@@ -151,3 +158,12 @@ def parse(
             f"{stderr.strip() or '(no stderr)'}",
         )
     return result
+
+
+def host_span(script_text: str, stdout: str) -> tuple[int, int] | None:
+    """(start, end) in ns of a script rendered with `stamps`, from its output; None when absent."""
+    m = re.search(r"'@@([0-9a-f]+):begin:", script_text)
+    if m is None:
+        return None
+    t = re.search(rf"@@{m.group(1)}:t:([0-9]+) ([0-9]+)$", stdout, re.MULTILINE)
+    return (int(t.group(1)), int(t.group(2))) if t else None

@@ -23,7 +23,7 @@ from .script import ScriptResult, Step
 from .specs import Endpoint
 from .ssh_pool import close_all
 from .ssh_settings import ConfigLike, Settings, settings_from_config
-from .ssh_stats import STATS, STATS_ENV, dump_stats, reset_stats, stats
+from .ssh_stats import STATS, STATS_ENV, dump_stats, record_round_trip, reset_stats, stats, timing_enabled
 
 __all__ = ["close_all", "configure", "reset_stats", "run_script", "settings", "stats"]
 
@@ -93,13 +93,15 @@ def run_script(
     s = settings()
     if locked and holder is not None:
         steps = [script_mod.sh(NOTE_HOLDER, 'printf "%s\\n" "$2" >"$1"', holder_file(s), holder), *steps]
-    text = script_mod.render(steps)
+    timed = timing_enabled()
+    text = script_mod.render(steps, stamps=timed)
     data = text.encode()
     limit = timeout or s.command_timeout
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
     for attempt in (1, 2):
         try:
             slot, r = ssh_pool.acquire(endpoint, s, limit)
+            in_hand = time.time()
         except runner_mod.Stale as exc:
             # a pooled connection that died between calls: nothing ran, so reconnect once
             if attempt == 2:
@@ -144,6 +146,21 @@ def run_script(
     if os.environ.get(STATS_ENV):
         dump_stats()
     out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    if timed:
+        record_round_trip(
+            host=endpoint.name,
+            start=wall,
+            runner=in_hand,
+            end=time.time(),
+            host_span=script_mod.host_span(text, out),
+            locked=locked,
+            steps=len(steps),
+            read=all(st.kind != "run" for st in steps),
+            status=status,
+            attempt=attempt,
+            bytes_out=len(data),
+            bytes_in=len(out_b) + len(err_b),
+        )
     if locked and status == LOCK_TIMEOUT_STATUS and "@@" not in out:
         raise LockTimeout(endpoint.name, s.lock_file, LOCK_WAIT_SECONDS, _lock_holder(endpoint, s))
     if status != 0 and "@@" not in out:

@@ -8,6 +8,7 @@ the configured known_hosts file only (never the user's or the system's); connect
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,16 @@ from .ssh_stats import STATS
 # of the stack (hundreds for one host down). The errors raised here already name the host and the cause.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-MAX_RUNNERS = 4
+RUNNERS_ENV = "CLOUDREPO_SSH_MAX_RUNNERS"
+
+
+def _max_runners(default: int = 4) -> int:
+    """`default`, or $CLOUDREPO_SSH_MAX_RUNNERS (1..64) for experiments (`bench/profile.py`)."""
+    raw = os.environ.get(RUNNERS_ENV, "")
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 64 else default
+
+
+MAX_RUNNERS = _max_runners()
 """Remote runners per host at most (the provider serves up to 4 calls at once); more callers wait."""
 
 

@@ -2,6 +2,10 @@
 
 With $CLOUDREPO_SSH_STATS set (`{pid}` in it is replaced), each thread that ran a command writes them there
 as JSON, and so does the process at exit when it used SSH at all.
+
+With $CLOUDREPO_SSH_TIMING set (a file, `{pid}` replaced; `bench/profile.py`), every round trip also appends
+one JSON line of its times there (`record_round_trip`), and scripts carry the host's start and end stamps.
+Unset (the default), nothing of this runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 STATS_ENV = "CLOUDREPO_SSH_STATS"
+TIMING_ENV = "CLOUDREPO_SSH_TIMING"
 
 
 class Stats:
@@ -91,3 +96,31 @@ def _dump_at_exit() -> None:
 
 
 atexit.register(_dump_at_exit)
+
+
+def timing_enabled() -> bool:
+    """Whether round trips are timed ($CLOUDREPO_SSH_TIMING set)."""
+    return bool(os.environ.get(TIMING_ENV))
+
+
+_timing_lock = threading.Lock()
+
+
+def record_round_trip(**fields: Any) -> None:
+    """Append one round trip's record (a JSON line) to $CLOUDREPO_SSH_TIMING; never fails the operation.
+
+    Fields (`ssh.run_script`): `host`, `start` (the call), `runner` (a runner in hand), `end` (the result
+    read): seconds of the epoch; `host_span`: [start, end] of the script on the host's clock (ns) or null;
+    `locked`, `steps` (count), `read` (no `run` step: a read), `status`, `attempt`, `bytes_out`,
+    `bytes_in`."""
+    target = os.environ.get(TIMING_ENV)
+    if not target:
+        return
+    line = json.dumps({"pid": os.getpid(), "thread": threading.get_ident(), **fields}) + "\n"
+    path = target.replace("{pid}", str(os.getpid()))
+    with _timing_lock:
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError:
+            pass

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from providers.errors import StepFailed
-from providers.script import ScriptResult, Step, guard, parse, probe, render, run, sh
+from providers.script import ScriptResult, Step, guard, host_span, parse, probe, render, run, sh
 
 HOSTILE = [
     "$(touch /tmp/cloudrepo-pwned)",
@@ -118,3 +118,28 @@ def test_step_names_are_restricted() -> None:
         Step("bad\nname", ["true"])
     with pytest.raises(ValueError, match="empty argv"):
         Step("empty", [])
+
+
+@pytest.mark.parametrize(
+    "steps", [[probe("a", "echo", "x")], [guard("g", "false"), run("b", "true")]], ids=["done", "guard"]
+)
+def test_stamps_give_the_hosts_start_and_end_and_change_nothing_else(steps: list[Step]) -> None:
+    import time
+
+    plain = render(steps, nonce="ab12")
+    text = render(steps, nonce="ab12", stamps=True)
+    assert "date" not in plain and ":t:" not in plain
+    before = time.time_ns()
+    proc = subprocess.run(["sh", "-s"], input=text.encode(), capture_output=True, timeout=30)
+    out = proc.stdout.decode()
+    span = host_span(text, out)
+    assert span is not None and before <= span[0] <= span[1] <= time.time_ns()
+    stamped = parse("testhost", steps, text, proc.returncode, out, proc.stderr.decode())
+    proc = subprocess.run(["sh", "-s"], input=plain.encode(), capture_output=True, timeout=30)
+    assert stamped == parse("testhost", steps, plain, proc.returncode, proc.stdout.decode(), "")
+
+
+def test_stamps_survive_a_failing_step() -> None:
+    text = render([run("f", "false")], stamps=True)
+    proc = subprocess.run(["sh", "-s"], input=text.encode(), capture_output=True, timeout=30)
+    assert proc.returncode == 100 and host_span(text, proc.stdout.decode()) is not None

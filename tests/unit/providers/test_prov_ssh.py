@@ -318,6 +318,30 @@ def test_at_most_four_runners_per_host_each_serving_one_call(configured: Endpoin
     assert server.connections == 1
 
 
+def test_round_trip_timing_is_off_by_default_and_one_line_per_round_trip_when_on(
+    configured: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ssh_stats.TIMING_ENV, raising=False)
+    ssh.run_script(configured, [run("x", "true")])
+    assert list(tmp_path.glob("timing-*")) == []
+    monkeypatch.setenv(ssh_stats.TIMING_ENV, str(tmp_path / "timing-{pid}.jsonl"))
+    before = time.time()
+    ssh.run_script(configured, [run("a", "true"), probe("b", "echo", "x")])
+    ssh.run_script(configured, [run("c", "true")], locked=True, holder="s1")
+    (path,) = tmp_path.glob("timing-*.jsonl")
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["host"], r["steps"], r["locked"], r["read"], r["status"]) for r in recs] == [
+        ("fake", 2, False, False, 0),
+        ("fake", 2, True, False, 0),  # the holder note is a step
+    ]
+    ssh.run_script(configured, [probe("p", "true")])
+    assert json.loads(path.read_text().splitlines()[-1])["read"] is True
+    for r in recs:
+        assert before <= r["start"] <= r["runner"] <= r["end"] <= time.time()
+        h0, h1 = r["host_span"]  # the fake server runs scripts on this machine's clock
+        assert r["start"] * 1e9 <= h0 <= h1 <= r["end"] * 1e9
+
+
 def test_stats_dumps_from_many_threads_never_fail_an_operation(
     configured: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
