@@ -22,7 +22,7 @@ from pulumi.dynamic import (
 )
 
 from . import hoststate, specs, ssh
-from .errors import StepFailed
+from .errors import CloudrepoError, StepFailed
 from .predict import Expectation
 from .script import ScriptResult, Step
 
@@ -155,8 +155,9 @@ class HostProvider(ResourceProvider, Generic[S, H]):
                 res = ssh.run_script(
                     spec.host, [*steps, *self.readback(spec)], locked=self.locked(spec), holder=spec.slice
                 )
-            except StepFailed:
+            except StepFailed as exc:
                 if not self.locked(spec) or attempt == 2:
+                    exc.fresh = self._gone(spec, have)
                     raise
                 continue
             return have, steps, res
@@ -179,7 +180,11 @@ class HostProvider(ResourceProvider, Generic[S, H]):
         if expected is None:
             return None
         steps = self.plan_ensure(spec, expected.have)
-        res = self._run_expected(spec, expected, [*steps, *self.readback(spec)])
+        try:
+            res = self._run_expected(spec, expected, [*steps, *self.readback(spec)])
+        except StepFailed as exc:
+            exc.fresh = self._gone(spec, expected.have)
+            raise
         if expected.missed(res):
             return None
         return self._outputs(spec, expected.have, steps, res)
@@ -187,8 +192,24 @@ class HostProvider(ResourceProvider, Generic[S, H]):
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Create the object, or adopt this slice's own; another slice's or an unmarked one is refused."""
         spec = self.spec(props)
-        out = self._expected(spec, self.expect_create(spec))
-        return CreateResult(self.resource_id(spec), out if out is not None else self._ensure(spec))
+        try:
+            out = self._expected(spec, self.expect_create(spec))
+            return CreateResult(self.resource_id(spec), out if out is not None else self._ensure(spec))
+        except StepFailed as exc:
+            if exc.fresh:
+                self._undo_create(spec)
+            raise
+
+    def _undo_create(self, spec: S) -> None:
+        """A create that found its object absent failed part-way: remove what it made (best effort), so
+        a failed `up` followed by `destroy` leaves nothing (the engine records no failed create)."""
+        try:
+            have = self._have(spec)
+            if self.foreign(spec, have) is None:
+                steps = self.plan_delete(spec, have)
+                ssh.run_script(spec.host, steps, locked=self.locked(spec), holder=spec.slice)
+        except CloudrepoError as exc:
+            log.warning("%s: what the failed create of %s made is left: %s", spec.host.name, spec.slice, exc)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """The object as it is on the host: gone -> empty id; differences listed in `drift`."""

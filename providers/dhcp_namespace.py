@@ -404,10 +404,11 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
                 res = ssh.run_script(
                     spec.host, [*steps, *self.readback(spec)], locked=spec.shared, holder=spec.slice
                 )
-            except StepFailed:
+            except StepFailed as exc:
                 # shared: the read ran outside the lock, so another slice may have created or removed
                 # the namespace since (two slices' first `up` at once): read again and re-plan, once
                 if not spec.shared or attempt == 2:
+                    exc.fresh = have.gone
                     raise
                 continue
             break

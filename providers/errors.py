@@ -74,6 +74,8 @@ class StepFailed(SshError):
         self.step = step
         self.status = status
         self.stderr = stderr
+        self.fresh = False
+        """Set by a create that found its object absent: what the script made before the step is undone."""
 
 
 class OwnershipConflict(CloudrepoError):

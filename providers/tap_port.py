@@ -24,7 +24,7 @@ import pulumi
 
 from . import hoststate, predict, ssh
 from .base import HostProvider, HostResource
-from .errors import OwnershipConflict
+from .errors import OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
 from .predict import Expect, Expectation
 from .script import ScriptResult, Step, probe, run, sh
@@ -372,7 +372,11 @@ class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
                 steps = [park, *steps]
         moves = have.port is not None and have.port.tag != spec.vlan
         locked = moves or (joins is not None and bool(have.strays))
-        res = ssh.run_script(spec.host, steps, locked=locked, holder=spec.slice)
+        try:
+            res = ssh.run_script(spec.host, steps, locked=locked, holder=spec.slice)
+        except StepFailed as exc:
+            exc.fresh = have.gone
+            raise
         if res.ran(PARK_OTHERS):
             parked += [f"{spec.host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
         return self._outputs(spec, have, steps, res, parked)

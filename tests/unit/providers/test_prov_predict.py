@@ -15,6 +15,7 @@ from providers import dhcp_namespace as dn
 from providers import dnsmasq, predict
 from providers import tap_port as tp
 from providers import vlan_gateway as vg
+from providers.errors import StepFailed
 from providers.hoststate import LinkState, PortState
 from providers.predict import Expectation
 from providers.script import ScriptResult, Step, StepResult
@@ -350,3 +351,44 @@ def test_missed_counts_only_the_expectations_guards() -> None:
     assert not e.missed(ScriptResult(stopped_by="last user"))
     assert not e.missed(ScriptResult())
     assert predict.ready("br-int", "ip").step.argv[-2:] == ("br-int", "ip")
+
+
+def test_a_fresh_create_that_fails_part_way_removes_what_it_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripts: list[list[str]] = []
+
+    def run_script(_host: Any, steps: list[Step], locked: bool = False, holder: str = "") -> ScriptResult:
+        scripts.append([s.name for s in steps])
+        if "attach port" in scripts[-1]:
+            raise StepFailed("worker1", "attach port", 1, "ovs-vsctl: no bridge")
+        return ScriptResult()
+
+    made = tp.TapHave(link("tap_1002_eth1", True, "tap", "cloudrepo:demo"), None)
+    monkeypatch.setattr(tp.ssh, "run_script", run_script)
+    monkeypatch.setattr(tp.TapPortProvider, "_have", lambda _self, _spec: made)
+    with pytest.raises(StepFailed):
+        tp.TapPortProvider().create(tap().inputs())
+    assert scripts[-1] == ["delete tap"]  # the TAP the failed script made, read back and removed
+
+
+def test_a_failed_update_or_a_failed_adoption_removes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripts: list[list[str]] = []
+
+    def run_script(_host: Any, steps: list[Step], locked: bool = False, holder: str = "") -> ScriptResult:
+        scripts.append([s.name for s in steps])
+        res = ScriptResult()
+        if steps and steps[0].kind == "guard":
+            res.steps.append(StepResult(steps[0].name, 1, ""))
+            res.stopped_by = steps[0].name  # the host is not as expected: read first
+            return res
+        if "attach port" in scripts[-1]:
+            raise StepFailed("worker1", "attach port", 1, "ovs-vsctl: no bridge")
+        return res
+
+    theirs = tp.TapHave(
+        link("tap_1002_eth1", True, "tap", "cloudrepo:demo"), port("tap_1002_eth1", 130, "demo")
+    )
+    monkeypatch.setattr(tp.ssh, "run_script", run_script)
+    monkeypatch.setattr(tp.TapPortProvider, "_have", lambda _self, _spec: theirs)
+    with pytest.raises(StepFailed):
+        tp.TapPortProvider().create(tap().inputs())  # adopts its own TAP: not made by this create
+    assert scripts[-1] == ["attach port"], scripts
