@@ -8,7 +8,8 @@ Create = the seed's commands (`/work/shared/seed`): per TAP `ip tuntap add`, `ip
 (6 commands, dnsmasq as in the seed); for the internet VLAN 400 the same plus ip_forward and 3 iptables rules.
 Deviations, the same for (a) and (b), so that teardown can be exact: parked eth0 TAPs get tag 4094 (as the
 program does; the seed left them untagged), and dnsmasq gets `--pid-file` and `--dhcp-leasefile` under
-`/tmp/cloudrepo-bench/` (the seed had neither, and leaked both the process and a shared lease file).
+`/tmp/cloudrepo-bench-<testbed prefix>/` (the seed had neither, and leaked both the process and a shared lease
+file).
 Teardown (the seed has none that is correct): each create command that makes something has the command that
 undoes it (`SeedObject`/`Step`), run in reverse order: per TAP `del-port` + `ip link delete`; per VLAN kill
 dnsmasq by its pid file, `del-port` the DHCP port, delete the namespace, `del-port` the gateway port;
@@ -27,10 +28,13 @@ from typing import Any
 import paramiko
 
 from bench.topology import BRIDGE, INTERNET_VLAN, LAB, NETWORK_PORT, SliceSpec, Tap
+from lab.common import NS_PREFIX
 
 NETWORK = "network"
 SUDO = "sudo"
-RUNDIR = "/tmp/cloudrepo-bench"
+RUNDIR = f"/tmp/cloudrepo-bench-{NS_PREFIX.rstrip('-')}"
+"""dnsmasq's files: the hosts share the machine's /tmp, so one directory per testbed (its namespace prefix),
+never another testbed's, which its own teardown removes."""
 RUNDIR_OBJECT = "rundir"
 
 
@@ -200,14 +204,15 @@ def _paramiko_client(port: int) -> paramiko.SSHClient:
 
 
 def _run_script(host: str, commands: list[str], errors: list[str], strict: bool = True) -> None:
-    """Script of the commands (`set -e` when strict) on stdin of `sh -s`: one connection, one channel."""
+    """Script of the commands on stdin of `sh -s`: one connection, one channel. Strict: `set -e` and a
+    failure is an error; otherwise every command runs and none fails the script (best-effort cleanup)."""
     client = _paramiko_client(port_of(host))
     try:
         stdin, stdout, stderr = client.exec_command("sh -s")
         stdin.write(("set -e\n" if strict else "") + "\n".join(commands) + "\n")
         stdin.channel.shutdown_write()
         status = stdout.channel.recv_exit_status()
-        if status != 0:
+        if strict and status != 0:
             errors.append(f"{host}: exit {status}: {stderr.read().decode(errors='replace').strip()}")
     finally:
         client.close()
