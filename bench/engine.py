@@ -122,6 +122,7 @@ class ProviderSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._known: set[int] = set()
+        self._others: set[int] = set()  # not under the pulumi process: never looked at again
         self._cpu: dict[int, float] = {}
 
     @property
@@ -142,13 +143,16 @@ class ProviderSampler:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            if pid not in self._known:
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if not any(self.needle in word for word in cmd) or not _descends_from(pid, self.root_pid):
-                    continue
+            if pid in self._known or pid in self._others:
+                continue
+            if not _descends_from(pid, self.root_pid):
+                self._others.add(pid)
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(self.needle in word for word in cmd):
                 self._known.add(pid)
         for pid in list(self._known):
             kb = _vm_hwm_kb(pid)
