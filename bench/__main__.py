@@ -169,13 +169,17 @@ class Bench:
         except PulumiFailed as exc:
             out["status"] = "failed: " + str(exc).splitlines()[0]
             log(f"{name}: (c) {out['status']}")
-            stack.cleanup()
-            self.c_stacks.remove(stack)
-            bl.floor(bl.host_work(specs, self.ip_forward).teardown, strict=False)
+            self.clean_c(stack)
         finally:
             (self.logdir / f"{name}.log").write_text("\n".join(stack.log))
         same_hosts(self.scan0, f"(c) on {name}")
         return out
+
+    def clean_c(self, stack: baseline_c.CommandStack) -> None:
+        """Destroy a (c) stack left by a failure, then the (a) teardown script for whatever is left."""
+        stack.cleanup()
+        self.c_stacks.remove(stack)
+        bl.floor(bl.host_work(stack.specs, self.ip_forward).teardown, strict=False)
 
     def c_result(self, name: str, specs: list[SliceSpec], run: bool) -> dict[str, Any]:
         if not run:
@@ -260,8 +264,8 @@ class Bench:
     def cleanup(self) -> None:
         for st in reversed(self.stacks):
             st.cleanup()
-        for cst in self.c_stacks:
-            cst.cleanup()
+        for cst in list(self.c_stacks):
+            self.clean_c(cst)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

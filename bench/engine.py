@@ -180,6 +180,15 @@ class Measured:
     seconds: float
     provider: ProviderSampler
     sshd: SshdWatch
+    timeout: float | None = None
+    """Set when the run was stopped at this timeout."""
+
+    def failure(self, what: str) -> PulumiFailed | None:
+        """The error to raise when the run failed (None: it did not)."""
+        if self.returncode == 0:
+            return None
+        why = f"stopped after {self.timeout:.0f} s" if self.timeout else f"exit {self.returncode}"
+        return PulumiFailed(f"pulumi {' '.join(self.argv)} on {what}: {why}\n{self.out}")
 
     def phase(self, name: str) -> Phase:
         return Phase(
@@ -193,17 +202,38 @@ class Measured:
         )
 
 
+PHASE_TIMEOUT = 900.0
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, bool]:
+    """The output of `proc` once it exits, and whether it ran past `timeout`: then SIGTERM (the engine
+    stops cleanly and writes its checkpoint), SIGKILL a minute later."""
+    try:
+        return proc.communicate(timeout=timeout)[0], False
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            return proc.communicate(timeout=60)[0], True
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.communicate()[0], True
+
+
 def run_measured(
-    cli: PulumiCLI, args: list[str], needle: bytes, env: dict[str, str] | None = None
+    cli: PulumiCLI,
+    args: list[str],
+    needle: bytes,
+    env: dict[str, str] | None = None,
+    timeout: float = PHASE_TIMEOUT,
 ) -> Measured:
     """`pulumi ARGS`, timed, its provider processes (`needle`) and the hosts' sshd watched."""
     with SshdWatch() as sshd:
         started = time.monotonic()
         proc = cli.popen(*args, env=env)
         with ProviderSampler(proc.pid, needle) as sampler:
-            out, _ = proc.communicate(timeout=900)
+            out, timed_out = _finish(proc, timeout)
         seconds = time.monotonic() - started
-    return Measured(args, out, proc.returncode, seconds, sampler, sshd)
+    return Measured(args, out, proc.returncode, seconds, sampler, sshd, timeout if timed_out else None)
 
 
 def _summary(stdout: str) -> str:
@@ -262,10 +292,8 @@ class SliceStack:
             self.cli, args, DYNAMIC_PROVIDER, env={STATS_ENV: str(stats_dir / "stats-{pid}.json")}
         )
         self.log.append(f"$ pulumi {' '.join(args)}\n{run.out}")
-        if run.returncode != 0:
-            raise PulumiFailed(
-                f"pulumi {' '.join(args)} on {self.spec.name}: exit {run.returncode}\n{run.out}"
-            )
+        if failed := run.failure(self.spec.name):
+            raise failed
         result = run.phase(name)
         for path in sorted(stats_dir.glob("stats-*.json")):
             st = json.loads(path.read_text())

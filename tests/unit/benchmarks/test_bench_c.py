@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
 from collections import Counter
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import baselines as bl
+from bench import engine
 from bench.command_plan import CommandSpec, command_plan
 from bench.report import ratios, table, targets
 from bench.sshd_watch import accepted
@@ -147,3 +150,13 @@ def test_c_not_measured() -> None:
     found = {t: m for t, m, _ in targets({"scenarios": [sc]})}
     assert found["20 links: (c)/up >= 5"] is None
     assert "| 20 links | (c) pulumi-command | not run (--no-c) |" in table({"scenarios": [sc]})
+
+
+def test_a_phase_past_its_timeout_is_stopped_and_reported() -> None:
+    proc = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE, text=True)
+    out, timed_out = engine._finish(proc, 0.2)
+    assert (out, timed_out, proc.returncode) == ("", True, -signal.SIGTERM)
+    run = engine.Measured(["up"], out, proc.returncode, 0.2, None, None, 0.2)  # type: ignore[arg-type]
+    assert "pulumi up on c20: stopped after 0 s" in str(run.failure("c20"))
+    done = engine.Measured(["up"], "", 0, 1.0, None, None)  # type: ignore[arg-type]
+    assert done.failure("c20") is None
