@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import baseline_c
 from bench import baselines as bl
 from bench import vms as bench_vms
 from bench.engine import Phase, SliceStack
-from bench.report import C_UNAVAILABLE, ratios, table, targets
+from bench.report import ratios, table, targets
 from bench.topology import ROOT, SliceSpec, expected_outputs_match
 from lab.exclusive import testbed_lock
 from lab.pulumi_cli import TOOLCHAIN_BIN, PulumiFailed
@@ -109,6 +110,7 @@ class Bench:
         self.scan0: dict[str, Any] = {}
         self.ip_forward = "0"
         self.stacks: list[SliceStack] = []
+        self.c_stacks: list[baseline_c.CommandStack] = []
 
     def stack(self, spec: SliceSpec) -> SliceStack:
         st = SliceStack(spec, self.workdir, self.backend, parallel=self.args.parallel)
@@ -124,7 +126,6 @@ class Bench:
         order = [h for h in sorted(work.create) if h != bl.NETWORK] + [bl.NETWORK]
         out: dict[str, Any] = {
             "commands": {"create": work.count("create"), "teardown": work.count("teardown")},
-            "pulumi_command": {"status": C_UNAVAILABLE},
         }
         name = specs[0].name if len(specs) == 1 else f"{len(specs)} slices"
         try:
@@ -149,7 +150,44 @@ class Bench:
             raise
         return out
 
-    def single(self, links: int, run_b: bool, b_teardown: bool) -> dict[str, Any]:
+    def run_c(self, name: str, specs: list[SliceSpec]) -> dict[str, Any]:
+        """(c): one stack of `remote.Command`s holding all of `specs`: up, no-op preview, refresh, destroy.
+
+        A failing phase is a result of (c), not of the bench: recorded, the stack destroyed, anything left
+        removed by the (a) teardown script; the hosts must then be as they were."""
+        stack = baseline_c.CommandStack(name, specs, self.ip_forward, self.workdir, self.backend)
+        self.c_stacks.append(stack)
+        log(f"{name}: (c) pulumi-command, {len(specs)} slice(s) in one stack")
+        out: dict[str, Any] = {"stacks": 1}
+        try:
+            stack.init()
+            for ph in baseline_c.PHASES:
+                log(f"{name}: (c) pulumi {ph}")
+                out[ph] = stack.phase(ph).as_json()
+            stack.cli.remove()
+            self.c_stacks.remove(stack)
+        except PulumiFailed as exc:
+            out["status"] = "failed: " + str(exc).splitlines()[0]
+            log(f"{name}: (c) {out['status']}")
+            self.clean_c(stack)
+        finally:
+            (self.logdir / f"{name}.log").write_text("\n".join(stack.log))
+        same_hosts(self.scan0, f"(c) on {name}")
+        return out
+
+    def clean_c(self, stack: baseline_c.CommandStack) -> None:
+        """Destroy a (c) stack left by a failure, then the (a) teardown script for whatever is left."""
+        stack.cleanup()
+        self.c_stacks.remove(stack)
+        bl.floor(bl.host_work(stack.specs, self.ip_forward).teardown, strict=False)
+
+    def c_result(self, name: str, specs: list[SliceSpec], run: bool) -> dict[str, Any]:
+        if not run:
+            why = "--no-c" if self.args.no_c else "time budget: see --c-links"
+            return {"status": f"not run ({why})"}
+        return self.run_c(name, specs)
+
+    def single(self, links: int, run_b: bool, b_teardown: bool, run_c: bool) -> dict[str, Any]:
         spec = SliceSpec(name=f"bench{links}", links=links, pool_start=100, first_vm=2000)
         log(f"{spec.name}: {links} links, {len(spec.vm_ids)} VMs, {len(spec.taps())} TAPs")
         sc: dict[str, Any] = {
@@ -174,11 +212,13 @@ class Bench:
         finally:
             self.save_log(st)
         same_hosts(self.scan0, f"pulumi destroy of {spec.name}")
+        c = self.c_result(f"c{links}", [spec], run_c)
         sc["baselines"] = self.run_baselines([spec], run_b, b_teardown)
+        sc["baselines"]["pulumi_command"] = c
         sc["ratios"] = ratios(sc)
         return sc
 
-    def multi(self, links: int, pools: tuple[int, ...]) -> dict[str, Any]:
+    def multi(self, links: int, pools: tuple[int, ...], run_c: bool) -> dict[str, Any]:
         specs = [
             SliceSpec(name=f"multi{i + 1}", links=links, pool_start=pool, first_vm=3000 + i * links)
             for i, pool in enumerate(pools)
@@ -215,13 +255,17 @@ class Bench:
         sc["pulumi"]["up_each"] = [phase_json(p) for p in ups]
         sc["pulumi"]["destroy_each"] = [phase_json(p) for p in destroys]
         same_hosts(self.scan0, "the multi-slice destroys")
+        c = self.c_result("cmulti", specs, run_c)
         sc["baselines"] = self.run_baselines(specs, run_b=False, b_teardown=False)
+        sc["baselines"]["pulumi_command"] = c
         sc["ratios"] = ratios(sc)
         return sc
 
     def cleanup(self) -> None:
         for st in reversed(self.stacks):
             st.cleanup()
+        for cst in list(self.c_stacks):
+            self.clean_c(cst)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -239,6 +283,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also time (b)'s teardown (default: quick mode only; otherwise the (a) script cleans up)",
     )
+    ap.add_argument(
+        "--c-links",
+        type=int,
+        nargs="*",
+        help="sizes on which (c) pulumi-command runs (default: every size and the multi scenario; quick: 5)",
+    )
+    ap.add_argument("--no-c", action="store_true", help="skip (c) pulumi-command")
     ap.add_argument("--no-multi", action="store_true", help="skip 5 slices x 20 links")
     ap.add_argument("--no-vms", action="store_true", help="skip boot-to-lease of 4 launched VMs")
     ap.add_argument("--parallel", type=int, default=None, help="pulumi --parallel (default: the engine's)")
@@ -251,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.links if args.links else ([5] if args.quick else [5, 10, 20])
     b_sizes = set(args.b_links if args.b_links is not None else ([5] if args.quick else [20]))
     b_teardown = args.quick or args.b_teardown
+    c_sizes = (
+        set()
+        if args.no_c
+        else set(args.c_links if args.c_links is not None else [5] if args.quick else sizes)
+    )
     do_multi = not (args.quick or args.no_multi)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
@@ -280,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             bench.ip_forward = bl.remote_value(bl.NETWORK, "cat /proc/sys/net/ipv4/ip_forward")
             try:
                 for n in sizes:
-                    results["scenarios"].append(bench.single(n, n in b_sizes, b_teardown=b_teardown))
+                    results["scenarios"].append(bench.single(n, n in b_sizes, b_teardown, n in c_sizes))
                 if do_multi:
-                    results["scenarios"].append(bench.multi(20, MULTI_POOLS))
+                    results["scenarios"].append(bench.multi(20, MULTI_POOLS, not args.no_c))
                 if not args.no_vms:
                     log("boot-to-lease: 4 launched VMs")
                     results["vms"] = bench_vms.boot_to_lease(

@@ -8,10 +8,13 @@ Create = the seed's commands (`/work/shared/seed`): per TAP `ip tuntap add`, `ip
 (6 commands, dnsmasq as in the seed); for the internet VLAN 400 the same plus ip_forward and 3 iptables rules.
 Deviations, the same for (a) and (b), so that teardown can be exact: parked eth0 TAPs get tag 4094 (as the
 program does; the seed left them untagged), and dnsmasq gets `--pid-file` and `--dhcp-leasefile` under
-`/tmp/cloudrepo-bench/` (the seed had neither, and leaked both the process and a shared lease file).
-Teardown (the seed has none that is correct): per TAP `del-port` + `ip link delete`; per VLAN kill dnsmasq by
-its pid file, delete the namespace, `del-port` the DHCP and gateway ports; `iptables -D` the NAT rules and
-restore ip_forward to the value it had.
+`/tmp/cloudrepo-bench-<testbed prefix>/` (the seed had neither, and leaked both the process and a shared lease
+file).
+Teardown (the seed has none that is correct): each create command that makes something has the command that
+undoes it (`SeedObject`/`Step`), run in reverse order: per TAP `del-port` + `ip link delete`; per VLAN kill
+dnsmasq by its pid file, `del-port` the DHCP port, delete the namespace, `del-port` the gateway port;
+`iptables -D` the NAT rules and restore ip_forward to the value it had. The same facts give (c) its
+`remote.Command` resources (`bench/command_plan.py`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from typing import Any
 
 import paramiko
 
-from bench.topology import BRIDGE, INTERNET_VLAN, LAB, NETWORK_PORT, SliceSpec
+from bench.topology import BRIDGE, INTERNET_VLAN, LAB, NETWORK_PORT, SliceSpec, Tap
+from lab.common import NS_PREFIX
 
 NETWORK = "network"
 SUDO = "sudo"
-RUNDIR = "/tmp/cloudrepo-bench"
+RUNDIR = f"/tmp/cloudrepo-bench-{NS_PREFIX.rstrip('-')}"
+"""dnsmasq's files: the hosts share the machine's /tmp, so one directory per testbed (its namespace prefix),
+never another testbed's, which its own teardown removes."""
+RUNDIR_OBJECT = "rundir"
 
 
 def port_of(host: str) -> int:
@@ -41,36 +48,86 @@ def _subnet(vlan: int) -> tuple[str, str, str, str]:
     return f"{base}.1", f"{base}.2", f"{base}.10", f"{base}.250"
 
 
-def vlan_create(vlan: int) -> list[str]:
-    """The seed's gateway port and DHCP namespace for one VLAN."""
+@dataclass(frozen=True)
+class Step:
+    """One seed command and the teardown command that undoes it (None: it goes with its object)."""
+
+    create: str
+    undo: str | None = None
+
+
+@dataclass(frozen=True)
+class SeedObject:
+    """One host object of the seed (a TAP, a gateway port, a DHCP namespace, NAT): its commands in order.
+
+    `needs`: objects that must exist first (the DHCP namespace's dnsmasq writes into the run directory).
+    """
+
+    host: str
+    name: str
+    steps: tuple[Step, ...]
+    needs: tuple[str, ...] = ()
+
+
+def tap_object(tap: Tap) -> SeedObject:
+    return SeedObject(
+        tap.worker,
+        tap.name,
+        (
+            Step(f"{SUDO} ip tuntap add mode tap name {tap.name}", f"{SUDO} ip link delete dev {tap.name}"),
+            Step(f"{SUDO} ip link set dev {tap.name} up"),
+            Step(
+                f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {tap.name} tag={tap.vlan}",
+                f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {tap.name}",
+            ),
+        ),
+    )
+
+
+def gateway_object(vlan: int) -> SeedObject:
+    """The seed's gateway port of a VLAN (3 commands)."""
+    gw, gwp = _subnet(vlan)[0], f"gw_vlan{vlan}"
+    return SeedObject(
+        NETWORK,
+        gwp,
+        (
+            Step(
+                f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {gwp} tag={vlan}"
+                f" -- set interface {gwp} type=internal",
+                f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {gwp}",
+            ),
+            Step(f"{SUDO} ip addr add {gw}/24 dev {gwp}"),
+            Step(f"{SUDO} ip link set dev {gwp} up"),
+        ),
+    )
+
+
+def dhcp_object(vlan: int) -> SeedObject:
+    """The seed's DHCP namespace of a VLAN (6 commands, dnsmasq as in the seed + pid and lease files)."""
     gw, dhcp, first, last = _subnet(vlan)
-    ns, port, gwp = f"ns-dhcp-vlan{vlan}", f"dhcp_v{vlan}", f"gw_vlan{vlan}"
-    return [
-        f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {gwp} tag={vlan}"
-        f" -- set interface {gwp} type=internal",
-        f"{SUDO} ip addr add {gw}/24 dev {gwp}",
-        f"{SUDO} ip link set dev {gwp} up",
-        f"{SUDO} ip netns add {ns}",
-        f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {port} tag={vlan}"
-        f" -- set interface {port} type=internal",
-        f"{SUDO} ip link set {port} netns {ns}",
-        f"{SUDO} ip netns exec {ns} ip addr add {dhcp}/24 dev {port}",
-        f"{SUDO} ip netns exec {ns} ip link set dev {port} up",
-        f"{SUDO} ip netns exec {ns} dnsmasq --interface={port} --bind-interfaces"
-        f" --dhcp-range={first},{last},24h --dhcp-option=3,{gw} --dhcp-option=6,8.8.8.8 --log-dhcp"
-        f" --log-facility={RUNDIR}/dnsmasq_vlan{vlan}.log --pid-file={RUNDIR}/dnsmasq_vlan{vlan}.pid"
-        f" --dhcp-leasefile={RUNDIR}/dnsmasq_vlan{vlan}.leases",
-    ]
-
-
-def vlan_teardown(vlan: int) -> list[str]:
-    ns, port, gwp = f"ns-dhcp-vlan{vlan}", f"dhcp_v{vlan}", f"gw_vlan{vlan}"
-    return [
-        f"{SUDO} kill $(cat {RUNDIR}/dnsmasq_vlan{vlan}.pid)",
-        f"{SUDO} ip netns delete {ns}",
-        f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {port}",
-        f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {gwp}",
-    ]
+    ns, port, files = f"ns-dhcp-vlan{vlan}", f"dhcp_v{vlan}", f"{RUNDIR}/dnsmasq_vlan{vlan}"
+    return SeedObject(
+        NETWORK,
+        ns,
+        (
+            Step(f"{SUDO} ip netns add {ns}", f"{SUDO} ip netns delete {ns}"),
+            Step(
+                f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {port} tag={vlan}"
+                f" -- set interface {port} type=internal",
+                f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {port}",
+            ),
+            Step(f"{SUDO} ip link set {port} netns {ns}"),
+            Step(f"{SUDO} ip netns exec {ns} ip addr add {dhcp}/24 dev {port}"),
+            Step(f"{SUDO} ip netns exec {ns} ip link set dev {port} up"),
+            Step(
+                f"{SUDO} ip netns exec {ns} dnsmasq --interface={port} --bind-interfaces"
+                f" --dhcp-range={first},{last},24h --dhcp-option=3,{gw} --dhcp-option=6,8.8.8.8 --log-dhcp"
+                f" --log-facility={files}.log --pid-file={files}.pid --dhcp-leasefile={files}.leases",
+                f"{SUDO} kill $(cat {files}.pid)",
+            ),
+        ),
+        needs=(RUNDIR_OBJECT,),
+    )
 
 
 NAT_RULES = (
@@ -80,9 +137,35 @@ NAT_RULES = (
 )
 
 
+def nat_object(ip_forward_before: str) -> SeedObject:
+    """ip_forward on (back to its old value on teardown) and the seed's 3 iptables rules."""
+    forward = Step(
+        f"{SUDO} sysctl -w net.ipv4.ip_forward=1", f"{SUDO} sysctl -w net.ipv4.ip_forward={ip_forward_before}"
+    )
+    rules = tuple(
+        Step(f"{SUDO} iptables " + r.format(op="-A"), f"{SUDO} iptables " + r.format(op="-D"))
+        for r in NAT_RULES
+    )
+    return SeedObject(NETWORK, "nat", (forward, *rules))
+
+
+def seed_objects(specs: list[SliceSpec], ip_forward_before: str) -> list[SeedObject]:
+    """Every object of the slices, in the order the original orchestrator made them (TAPs, then the node)."""
+    objects = [tap_object(tap) for spec in specs for tap in spec.taps()]
+    objects.append(SeedObject(NETWORK, RUNDIR_OBJECT, (Step(f"mkdir -p {RUNDIR}", f"rm -rf {RUNDIR}"),)))
+    vlans = [vlan for spec in specs for vlan in spec.link_vlans()]
+    if any(spec.has_internet for spec in specs):
+        vlans.append(INTERNET_VLAN)
+    for vlan in vlans:
+        objects += [gateway_object(vlan), dhcp_object(vlan)]
+    if INTERNET_VLAN in vlans:
+        objects.append(nat_object(ip_forward_before))
+    return objects
+
+
 @dataclass
 class HostWork:
-    """The commands of one slice on each host, in the order the original orchestrator ran them."""
+    """Per host, the create commands in the seed's order and the teardown commands (their undos, reversed)."""
 
     create: dict[str, list[str]] = field(default_factory=dict)
     teardown: dict[str, list[str]] = field(default_factory=dict)
@@ -93,35 +176,11 @@ class HostWork:
 
 def host_work(specs: list[SliceSpec], ip_forward_before: str) -> HostWork:
     work = HostWork()
-    for spec in specs:
-        for tap in spec.taps():
-            work.create.setdefault(tap.worker, []).extend(
-                [
-                    f"{SUDO} ip tuntap add mode tap name {tap.name}",
-                    f"{SUDO} ip link set dev {tap.name} up",
-                    f"{SUDO} ovs-vsctl --may-exist add-port {BRIDGE} {tap.name} tag={tap.vlan}",
-                ]
-            )
-            work.teardown.setdefault(tap.worker, []).extend(
-                [
-                    f"{SUDO} ovs-vsctl --if-exists del-port {BRIDGE} {tap.name}",
-                    f"{SUDO} ip link delete dev {tap.name}",
-                ]
-            )
-    net_c = work.create.setdefault(NETWORK, [f"mkdir -p {RUNDIR}"])
-    net_t = work.teardown.setdefault(NETWORK, [])
-    for spec in specs:
-        for vlan in spec.link_vlans():
-            net_c.extend(vlan_create(vlan))
-            net_t.extend(vlan_teardown(vlan))
-    if any(spec.has_internet for spec in specs):
-        net_c.extend(vlan_create(INTERNET_VLAN))
-        net_c.append(f"{SUDO} sysctl -w net.ipv4.ip_forward=1")
-        net_c.extend(f"{SUDO} iptables " + r.format(op="-A") for r in NAT_RULES)
-        net_t.extend(vlan_teardown(INTERNET_VLAN))
-        net_t.extend(f"{SUDO} iptables " + r.format(op="-D") for r in NAT_RULES)
-        net_t.append(f"{SUDO} sysctl -w net.ipv4.ip_forward={ip_forward_before}")
-    net_t.append(f"rm -rf {RUNDIR}")
+    for obj in seed_objects(specs, ip_forward_before):
+        work.create.setdefault(obj.host, []).extend(s.create for s in obj.steps)
+        work.teardown.setdefault(obj.host, []).extend(s.undo for s in obj.steps if s.undo is not None)
+    for cmds in work.teardown.values():
+        cmds.reverse()
     return work
 
 
@@ -145,14 +204,15 @@ def _paramiko_client(port: int) -> paramiko.SSHClient:
 
 
 def _run_script(host: str, commands: list[str], errors: list[str], strict: bool = True) -> None:
-    """Script of the commands (`set -e` when strict) on stdin of `sh -s`: one connection, one channel."""
+    """Script of the commands on stdin of `sh -s`: one connection, one channel. Strict: `set -e` and a
+    failure is an error; otherwise every command runs and none fails the script (best-effort cleanup)."""
     client = _paramiko_client(port_of(host))
     try:
         stdin, stdout, stderr = client.exec_command("sh -s")
         stdin.write(("set -e\n" if strict else "") + "\n".join(commands) + "\n")
         stdin.channel.shutdown_write()
         status = stdout.channel.recv_exit_status()
-        if status != 0:
+        if strict and status != 0:
             errors.append(f"{host}: exit {status}: {stderr.read().decode(errors='replace').strip()}")
     finally:
         client.close()

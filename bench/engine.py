@@ -1,8 +1,9 @@
 """Drive the real `pulumi` CLI on a benchmark slice and measure each phase.
 
 Per phase: wall time, the SSH counters every process of the phase wrote (`CLOUDREPO_SSH_STATS`, one file per
-process, summed), and the peak resident memory of the dynamic provider process (`python -m pulumi.dynamic`),
-sampled from /proc (VmHWM) and, where the provider used SSH, also its own `ru_maxrss`.
+process, summed), the connections the hosts' sshd accepted and the peak of concurrent sessions
+(`bench/sshd_watch.py`), and the peak resident memory of the dynamic provider process (`python -m
+pulumi.dynamic`), sampled from /proc (VmHWM) and, where the provider used SSH, also its own `ru_maxrss`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.sshd_watch import SshdWatch
 from bench.topology import SliceSpec
 from lab.pulumi_cli import PulumiCLI, PulumiFailed, make_project
 from providers.ssh_stats import STATS_ENV
@@ -43,6 +45,8 @@ class Phase:
     provider_peak_rss_kb: int | None = None
     provider_cpu_seconds: float | None = None
     summary: str = ""
+    host_connections: int | None = None
+    host_peak_sessions: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +62,8 @@ class Phase:
             if self.provider_cpu_seconds is not None
             else None,
             "summary": self.summary,
+            "host_ssh_connections": self.host_connections,
+            "host_peak_sessions": self.host_peak_sessions,
         }
 
 
@@ -101,16 +107,22 @@ def _vm_hwm_kb(pid: int) -> int | None:
     return None
 
 
-class ProviderSampler:
-    """Polls /proc for `python -m pulumi.dynamic` processes under one pulumi process; keeps the peak VmHWM."""
+DYNAMIC_PROVIDER = b"pulumi.dynamic"
 
-    def __init__(self, root_pid: int, interval: float = 0.05) -> None:
+
+class ProviderSampler:
+    """Polls /proc for provider processes (an argv word containing `needle`) under one pulumi process; keeps
+    the peak VmHWM and their CPU time."""
+
+    def __init__(self, root_pid: int, needle: bytes = DYNAMIC_PROVIDER, interval: float = 0.05) -> None:
         self.root_pid = root_pid
+        self.needle = needle
         self.interval = interval
         self.peak_kb: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._known: set[int] = set()
+        self._others: set[int] = set()  # not under the pulumi process: never looked at again
         self._cpu: dict[int, float] = {}
 
     @property
@@ -131,13 +143,16 @@ class ProviderSampler:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            if pid not in self._known:
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if b"pulumi.dynamic" not in cmd or not _descends_from(pid, self.root_pid):
-                    continue
+            if pid in self._known or pid in self._others:
+                continue
+            if not _descends_from(pid, self.root_pid):
+                self._others.add(pid)
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(self.needle in word for word in cmd):
                 self._known.add(pid)
         for pid in list(self._known):
             kb = _vm_hwm_kb(pid)
@@ -153,6 +168,72 @@ class ProviderSampler:
         while not self._stop.is_set():
             self._scan()
             self._stop.wait(self.interval)
+
+
+@dataclass
+class Measured:
+    """One CLI run to its end, with the provider and sshd figures taken while it ran."""
+
+    argv: list[str]
+    out: str
+    returncode: int
+    seconds: float
+    provider: ProviderSampler
+    sshd: SshdWatch
+    timeout: float | None = None
+    """Set when the run was stopped at this timeout."""
+
+    def failure(self, what: str) -> PulumiFailed | None:
+        """The error to raise when the run failed (None: it did not)."""
+        if self.returncode == 0:
+            return None
+        why = f"stopped after {self.timeout:.0f} s" if self.timeout else f"exit {self.returncode}"
+        return PulumiFailed(f"pulumi {' '.join(self.argv)} on {what}: {why}\n{self.out}")
+
+    def phase(self, name: str) -> Phase:
+        return Phase(
+            name,
+            self.seconds,
+            provider_peak_rss_kb=self.provider.peak_kb,
+            provider_cpu_seconds=self.provider.cpu_seconds,
+            summary=_summary(self.out),
+            host_connections=self.sshd.total,
+            host_peak_sessions=self.sshd.peak,
+        )
+
+
+PHASE_TIMEOUT = 900.0
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, bool]:
+    """The output of `proc` once it exits, and whether it ran past `timeout`: then SIGTERM (the engine
+    stops cleanly and writes its checkpoint), SIGKILL a minute later."""
+    try:
+        return proc.communicate(timeout=timeout)[0], False
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            return proc.communicate(timeout=60)[0], True
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.communicate()[0], True
+
+
+def run_measured(
+    cli: PulumiCLI,
+    args: list[str],
+    needle: bytes,
+    env: dict[str, str] | None = None,
+    timeout: float = PHASE_TIMEOUT,
+) -> Measured:
+    """`pulumi ARGS`, timed, its provider processes (`needle`) and the hosts' sshd watched."""
+    with SshdWatch() as sshd:
+        started = time.monotonic()
+        proc = cli.popen(*args, env=env)
+        with ProviderSampler(proc.pid, needle) as sampler:
+            out, timed_out = _finish(proc, timeout)
+        seconds = time.monotonic() - started
+    return Measured(args, out, proc.returncode, seconds, sampler, sshd, timeout if timed_out else None)
 
 
 def _summary(stdout: str) -> str:
@@ -207,21 +288,13 @@ class SliceStack:
         args = list(PHASE_ARGS[name])
         if self.parallel is not None:
             args += ["--parallel", str(self.parallel)]
-        started = time.monotonic()
-        proc = self.cli.popen(*args, env={STATS_ENV: str(stats_dir / "stats-{pid}.json")})
-        with ProviderSampler(proc.pid) as sampler:
-            out, _ = proc.communicate(timeout=900)
-        seconds = time.monotonic() - started
-        self.log.append(f"$ pulumi {' '.join(args)}\n{out}")
-        if proc.returncode != 0:
-            raise PulumiFailed(f"pulumi {' '.join(args)} on {self.spec.name}: exit {proc.returncode}\n{out}")
-        result = Phase(
-            name,
-            seconds,
-            provider_peak_rss_kb=sampler.peak_kb,
-            provider_cpu_seconds=sampler.cpu_seconds,
-            summary=_summary(out),
+        run = run_measured(
+            self.cli, args, DYNAMIC_PROVIDER, env={STATS_ENV: str(stats_dir / "stats-{pid}.json")}
         )
+        self.log.append(f"$ pulumi {' '.join(args)}\n{run.out}")
+        if failed := run.failure(self.spec.name):
+            raise failed
+        result = run.phase(name)
         for path in sorted(stats_dir.glob("stats-*.json")):
             st = json.loads(path.read_text())
             result.stats_files += 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 PHASES = ("up", "preview", "up-noop", "refresh", "destroy")
-C_UNAVAILABLE = "unavailable (plugin not buildable here)"
+C_PHASES = ("up", "preview", "refresh", "destroy")
+C_LABEL = "(c) pulumi-command"
 
 
 def _s(v: float | None) -> str:
@@ -18,19 +19,36 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
+def _v(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def _sshd(p: dict[str, Any]) -> str:
+    """Connections the hosts' sshd accepted, and the peak of concurrent sessions."""
+    conns = p.get("host_ssh_connections")
+    return "-" if conns is None else f"{conns} ({_v(p.get('host_peak_sessions'))})"
+
+
+def phase_row(scenario: str, label: str, p: dict[str, Any], client: bool = True) -> str:
+    """A pulumi phase; `client`: the program's own SSH counters exist (not for (c))."""
+    conns, cmds = (p["ssh_connections_opened"], p["ssh_commands_run"]) if client else ("-", "-")
+    rss, cpu = _v(p.get("provider_peak_rss_mb")), _v(p.get("provider_cpu_seconds"))
+    return (
+        f"| {scenario} | {label} | {p['seconds']:.1f} | {conns} | {cmds} | {_sshd(p)} | {rss} | {cpu} "
+        f"| {p.get('summary', '')} |"
+    )
+
+
+def c_rows(sc: dict[str, Any]) -> list[str]:
+    c = sc["baselines"].get("pulumi_command", {})
+    rows = [phase_row(sc["name"], f"{C_LABEL} {ph}", c[ph], client=False) for ph in C_PHASES if ph in c]
+    if "status" in c:
+        rows.append(f"| {sc['name']} | {C_LABEL} | {c['status']} | | | | | | |")
+    return rows
+
+
 def scenario_rows(sc: dict[str, Any]) -> list[str]:
-    rows = []
-    for ph in PHASES:
-        p = sc["pulumi"].get(ph)
-        if p is None:
-            continue
-        rss = p.get("provider_peak_rss_mb")
-        cpu = p.get("provider_cpu_seconds")
-        rows.append(
-            f"| {sc['name']} | pulumi {ph} | {p['seconds']:.1f} | {p['ssh_connections_opened']} "
-            f"| {p['ssh_commands_run']} | {'-' if rss is None else rss} | {'-' if cpu is None else cpu} "
-            f"| {p.get('summary', '')} |"
-        )
+    rows = [phase_row(sc["name"], f"pulumi {ph}", sc["pulumi"][ph]) for ph in PHASES if ph in sc["pulumi"]]
     for key, label in (("floor", "(a) floor"), ("per_command_ssh", "(b) ssh per command")):
         b = sc["baselines"].get(key, {})
         for ph in ("create", "teardown"):
@@ -38,30 +56,35 @@ def scenario_rows(sc: dict[str, Any]) -> list[str]:
             if r is None:
                 continue
             if "seconds" not in r:
-                rows.append(f"| {sc['name']} | {label} {ph} | {r.get('status', '-')} | | | | | |")
+                rows.append(f"| {sc['name']} | {label} {ph} | {r.get('status', '-')} | | | | | | |")
                 continue
             rows.append(
                 f"| {sc['name']} | {label} {ph} | {r['seconds']:.1f} | {r['ssh_connections_opened']} "
-                f"| {r['ssh_commands_run']} | | | {r.get('note', '')} |"
+                f"| {r['ssh_commands_run']} | | | | {r.get('note', '')} |"
             )
-    rows.append(f"| {sc['name']} | (c) pulumi-command | {C_UNAVAILABLE} | | | | | |")
-    return rows
+    return rows + c_rows(sc)
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| scenario | phase | seconds | SSH conns | remote cmds | provider peak MB | provider CPU s | note |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | phase | seconds | SSH conns | remote cmds | sshd conns (peak) | provider peak MB "
+        "| provider CPU s | note |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for sc in results["scenarios"]:
         lines += scenario_rows(sc)
-    lines += ["", "| scenario | links | up s | up/link s | up/floor | up/(b) | up/(c) | destroy/(b) down |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines += [
+        "",
+        "| scenario | links | up s | up/link s | up/floor | up/(b) | (c)/up | (c) destroy/destroy "
+        "| destroy/(b) down |",
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for sc in results["scenarios"]:
         r = sc["ratios"]
         lines.append(
             f"| {sc['name']} | {sc['links']} | {_s(r['up_seconds'])} | {r['up_per_link']:.2f} "
-            f"| {r['up_over_floor']} | {r['up_over_b']} | {r['up_over_c']} | {r['destroy_over_b']} |"
+            f"| {r['up_over_floor']} | {r['up_over_b']} | {r['c_over_up']} | {r['c_destroy_over_destroy']} "
+            f"| {r['destroy_over_b']} |"
         )
     return "\n".join(lines)
 
@@ -72,15 +95,30 @@ def ratios(sc: dict[str, Any]) -> dict[str, Any]:
     fl = sc["baselines"].get("floor", {}).get("create", {}).get("seconds")
     b = sc["baselines"].get("per_command_ssh", {}).get("create", {}).get("seconds")
     bt = sc["baselines"].get("per_command_ssh", {}).get("teardown", {}).get("seconds")
+    c = sc["baselines"].get("pulumi_command", {})
+    c_up, c_destroy = c.get("up", {}).get("seconds"), c.get("destroy", {}).get("seconds")
     return {
         "up_seconds": up,
         "up_per_link": up / sc["links"],
         "up_over_floor": _ratio(up, fl),
         "up_over_b": _ratio(up, b),
         "b_over_up": _ratio(b, up),
-        "up_over_c": "n/a",
+        "c_over_up": _ratio(c_up, up),
+        "c_destroy_over_destroy": _ratio(c_destroy, destroy),
         "destroy_over_b": _ratio(destroy, bt),
     }
+
+
+def _twenty_links_at_least(
+    scs: list[dict[str, Any]], key: str, what: str, floor: float
+) -> tuple[str, bool | None, str]:
+    """ "20 links: WHAT >= FLOOR" over the 20-link scenarios where it was measured."""
+    big = [s for s in scs if s["links"] == 20 and s["ratios"].get(key, "n/a") != "n/a"]
+    return (
+        f"20 links: {what} >= {floor:g}",
+        all(float(s["ratios"][key]) >= floor for s in big) if big else None,
+        ", ".join(f"{s['name']}: {what} = {s['ratios'][key]}" for s in big),
+    )
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
@@ -117,6 +155,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
             ", ".join(f"{s['name']}: (b)/up = {s['ratios']['b_over_up']}" for s in big),
         )
     )
+    for key, what in (("c_over_up", "(c)/up"), ("c_destroy_over_destroy", "(c) destroy / destroy")):
+        out.append(_twenty_links_at_least(scs, key, what, 5))
     single = sorted((s for s in scs if s.get("kind") == "single"), key=lambda s: s["links"])
     if len(single) >= 2:
         first, last = single[0], single[-1]
