@@ -24,11 +24,12 @@ from bench import baselines as bl
 from bench import vms as bench_vms
 from bench.engine import Phase, SliceStack
 from bench.report import ratios, table, targets
-from bench.topology import ROOT, SliceSpec, expected_outputs_match
+from bench.topology import LAB, ROOT, SliceSpec, expected_outputs_match
 from lab.exclusive import testbed_lock
 from lab.pulumi_cli import TOOLCHAIN_BIN, PulumiFailed
 
 RESULTS = Path(__file__).resolve().parent / "results"
+WIDE_WORKERS = ("worker1", "worker2", "worker3", "worker4")
 MULTI_POOLS = (100, 120, 140, 160, 180)  # 100 VLANs, clear of 400 and of >= 980; vlan % 256 all distinct
 
 
@@ -189,15 +190,28 @@ class Bench:
 
     def single(self, links: int, run_b: bool, b_teardown: bool, run_c: bool) -> dict[str, Any]:
         spec = SliceSpec(name=f"bench{links}", links=links, pool_start=100, first_vm=2000)
+        return self.one_slice(spec, f"{links} links", "single", run_b, b_teardown, run_c)
+
+    def wide(self, run_c: bool) -> dict[str, Any]:
+        """40 VMs in 20 pairs over 4 workers: a bigger slice than the ring, the same 20 links."""
+        spec = SliceSpec(
+            name="wide40", links=20, pool_start=100, first_vm=4000, workers=WIDE_WORKERS, pairs=True
+        )
+        return self.one_slice(spec, f"{len(spec.vm_ids)} VMs x 4 workers", "wide", False, False, run_c)
+
+    def one_slice(
+        self, spec: SliceSpec, name: str, kind: str, run_b: bool, b_teardown: bool, run_c: bool
+    ) -> dict[str, Any]:
+        links = spec.links
         log(f"{spec.name}: {links} links, {len(spec.vm_ids)} VMs, {len(spec.taps())} TAPs")
         sc: dict[str, Any] = {
-            "name": f"{links} links",
-            "kind": "single",
+            "name": name,
+            "kind": kind,
             "links": links,
             "vms": len(spec.vm_ids),
-            "internet_vms": sum(spec.internet(i) for i in range(links)),
+            "internet_vms": sum(spec.internet(i) for i in range(len(spec.vm_ids))),
             "taps": len(spec.taps()),
-            "hosts": 3,
+            "hosts": 1 + len(spec.workers),
             "pulumi": {},
         }
         st = self.stack(spec)
@@ -212,7 +226,7 @@ class Bench:
         finally:
             self.save_log(st)
         same_hosts(self.scan0, f"pulumi destroy of {spec.name}")
-        c = self.c_result(f"c{links}", [spec], run_c)
+        c = self.c_result(f"c{spec.name}", [spec], run_c)
         sc["baselines"] = self.run_baselines([spec], run_b, b_teardown)
         sc["baselines"]["pulumi_command"] = c
         sc["ratios"] = ratios(sc)
@@ -291,6 +305,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--no-c", action="store_true", help="skip (c) pulumi-command")
     ap.add_argument("--no-multi", action="store_true", help="skip 5 slices x 20 links")
+    ap.add_argument("--no-wide", action="store_true", help="skip 40 VMs over 4 workers")
     ap.add_argument("--no-vms", action="store_true", help="skip boot-to-lease of 4 launched VMs")
     ap.add_argument("--parallel", type=int, default=None, help="pulumi --parallel (default: the engine's)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<time>.json)")
@@ -308,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         else set(args.c_links if args.c_links is not None else [5] if args.quick else sizes)
     )
     do_multi = not (args.quick or args.no_multi)
+    do_wide = not (args.quick or args.no_wide)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
     logdir = RESULTS / f"{stamp}-logs"
@@ -316,9 +332,12 @@ def main(argv: list[str] | None = None) -> int:
 
     started_lab = False
     if lab("status", check=False).returncode != 0:
-        log("testbed not up: python -m lab up")
-        lab("up")
+        workers = ["--workers", str(len(WIDE_WORKERS))] if do_wide else []
+        log(f"testbed not up: python -m lab up {' '.join(workers)}")
+        lab("up", *workers)
         started_lab = True
+    have_workers = json.loads((LAB / "inventory.json").read_text())["workers"]
+    wide_missing = [w for w in WIDE_WORKERS if w not in have_workers]
     workdir = Path(tempfile.mkdtemp(prefix="cloudrepo-bench-"))
     results: dict[str, Any] = {
         "started": stamp,
@@ -337,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for n in sizes:
                     results["scenarios"].append(bench.single(n, n in b_sizes, b_teardown, n in c_sizes))
+                if do_wide and not wide_missing:
+                    results["scenarios"].append(bench.wide(not args.no_c))
+                elif do_wide:
+                    results["wide"] = (
+                        f"not run: the testbed has no {', '.join(wide_missing)} (lab up --workers 4)"
+                    )
+                    log(results["wide"])
                 if do_multi:
                     results["scenarios"].append(bench.multi(20, MULTI_POOLS, not args.no_c))
                 if not args.no_vms:
