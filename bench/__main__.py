@@ -87,7 +87,8 @@ def phase_json(p: Phase) -> dict[str, Any]:
 
 
 def aggregate(phases: list[Phase]) -> dict[str, Any]:
-    """Several stacks' runs of one phase, one after another: times and counters summed, memory max."""
+    """Several stacks' runs of one phase, one after another: times and counters summed, memory and
+    concurrent sessions max."""
     rss = [p.provider_peak_rss_kb for p in phases if p.provider_peak_rss_kb]
     cpu = [p.provider_cpu_seconds for p in phases if p.provider_cpu_seconds is not None]
     return {
@@ -97,6 +98,8 @@ def aggregate(phases: list[Phase]) -> dict[str, Any]:
         "ssh_command_seconds": round(sum(p.command_seconds for p in phases), 3),
         "provider_peak_rss_mb": round(max(rss) / 1024, 1) if rss else None,
         "provider_cpu_seconds": round(sum(cpu), 2) if cpu else None,
+        "host_ssh_connections": sum(p.host_connections or 0 for p in phases),
+        "host_peak_sessions": max((p.host_peak_sessions or 0 for p in phases), default=None),
         "summary": f"{len(phases)} stacks, one after another",
         "each_seconds": [round(p.seconds, 2) for p in phases],
     }
