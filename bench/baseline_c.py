@@ -64,7 +64,9 @@ def make_project(dst: Path) -> Path:
 
 
 def slice_fields(spec: SliceSpec) -> dict[str, Any]:
-    return {k: v for k, v in asdict(spec).items() if k in ("name", "links", "pool_start", "first_vm")}
+    """The fields that make a `SliceSpec` again in the (c) program (`topology.from_fields`)."""
+    keep = ("name", "links", "pool_start", "first_vm", "workers", "pairs")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items() if k in keep}
 
 
 @dataclass

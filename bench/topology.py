@@ -121,6 +121,12 @@ class SliceSpec:
         }
 
 
+def from_fields(fields: dict[str, Any]) -> SliceSpec:
+    """A `SliceSpec` from its fields as JSON gives them back (lists for tuples)."""
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return SliceSpec(**values)
+
+
 def expected_outputs_match(spec: SliceSpec, outputs: dict[str, Any]) -> list[str]:
     """Differences between what the baselines will build and what `pulumi up` built (empty: same objects)."""
     want = {(t.name, t.vlan) for t in spec.taps()}

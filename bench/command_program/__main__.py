@@ -1,6 +1,7 @@
 """Baseline (c): the seed's commands as pulumi-command `remote.Command` resources (`bench/command_plan.py`).
 
-Config (`bench-c:`): `slices` (a list of `SliceSpec` fields: name, links, pool_start, first_vm) and
+Config (`bench-c:`): `slices` (a list of `SliceSpec` fields: name, links, pool_start, first_vm, workers,
+pairs) and
 `ipForward` (the network node's value before the run, restored by the teardown). Every host is reached as
 the testbed's inventory (`$CLOUDREPO_LAB_DIR/inventory.json`) gives it: 127.0.0.1, its port, user root, the
 lab's private key as a secret, the host key pinned to the known_hosts entry `[127.0.0.1]:PORT`.
@@ -17,7 +18,7 @@ from pulumi_command import remote
 
 from bench.baselines import seed_objects
 from bench.command_plan import command_plan
-from bench.topology import LAB, SliceSpec
+from bench.topology import LAB, from_fields
 
 
 def host_key(address: str, port: int) -> str:
@@ -44,7 +45,7 @@ def connections(hosts: set[str]) -> dict[str, remote.ConnectionArgs]:
 
 def main() -> None:
     config = pulumi.Config()
-    specs = [SliceSpec(**s) for s in config.require_object("slices")]
+    specs = [from_fields(s) for s in config.require_object("slices")]
     plan = command_plan(seed_objects(specs, config.require("ipForward")))
     conns = connections({c.host for c in plan})
     made: dict[str, remote.Command] = {}

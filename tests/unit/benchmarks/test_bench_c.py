@@ -160,3 +160,16 @@ def test_a_phase_past_its_timeout_is_stopped_and_reported() -> None:
     assert "pulumi up on c20: stopped after 0 s" in str(run.failure("c20"))
     done = engine.Measured(["up"], "", 0, 1.0, None, None)  # type: ignore[arg-type]
     assert done.failure("c20") is None
+
+
+def test_the_c_program_rebuilds_every_slice_shape_from_its_config() -> None:
+    import json
+
+    from bench.baseline_c import slice_fields
+    from bench.topology import SliceSpec, from_fields
+
+    wide = SliceSpec("w", 20, 100, 4000, workers=("worker1", "worker2", "worker3", "worker4"), pairs=True)
+    ring = SliceSpec("r", 5, 120, 2000)
+    for spec in (wide, ring):
+        again = from_fields(json.loads(json.dumps(slice_fields(spec))))
+        assert again == spec and again.taps() == spec.taps()
