@@ -197,6 +197,16 @@ class Testbed:
     def scan(self, host: str | None = None) -> dict[str, Any]:
         return scan(host)
 
+    def ssh_config(self) -> dict[str, str]:
+        """The stack config the SSH layer reads (`cloudrepo:ssh` as the engine passes it: a JSON string)."""
+        raw = {
+            "user": "root",
+            "privateKeyPath": self.inventory["privateKeyPath"],
+            "knownHostsPath": self.inventory["knownHostsPath"],
+            "sudo": True,
+        }
+        return {"cloudrepo:ssh": json.dumps(raw)}
+
 
 @dataclass
 class LabSession:

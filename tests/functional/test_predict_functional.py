@@ -6,7 +6,6 @@ script does what read-then-act would have done.  The seed is printed; CLOUDREPO_
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -40,13 +39,7 @@ def seed() -> int:
 
 @pytest.fixture
 def lab(testbed: Testbed) -> Iterator[Testbed]:
-    raw = {
-        "user": "root",
-        "privateKeyPath": testbed.inventory["privateKeyPath"],
-        "knownHostsPath": testbed.inventory["knownHostsPath"],
-        "sudo": True,
-    }
-    ssh.configure({"cloudrepo:ssh": json.dumps(raw)})
+    ssh.configure(testbed.ssh_config())
     ssh.close_all()
     baselines = {h: scan(h) for h in ("worker1", "network")}
     yield testbed

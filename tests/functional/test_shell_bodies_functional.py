@@ -27,13 +27,7 @@ MARK = ["-m", "comment", "--comment", "cloudrepo:ftest-bodies"]
 @pytest.fixture
 def node(testbed: Testbed) -> Iterator[Endpoint]:
     """The network node, the SSH layer configured as the engine configures it; back to its scan after."""
-    raw = {
-        "user": "root",
-        "privateKeyPath": testbed.inventory["privateKeyPath"],
-        "knownHostsPath": testbed.inventory["knownHostsPath"],
-        "sudo": True,
-    }
-    ssh.configure({"cloudrepo:ssh": json.dumps(raw)})
+    ssh.configure(testbed.ssh_config())
     ssh.close_all()
     baseline = scan(HOST)
     yield Endpoint(name=HOST, address="127.0.0.1", port=testbed.port(HOST))
