@@ -99,6 +99,9 @@ def render(steps: Sequence[Step], nonce: str | None = None, stamps: bool = False
         trap += f'; printf "@@{n}:t:%s %s\\n" "$T0" "$(date +%s%N)"'
     lines = [
         "set -u",
+        # a client that vanishes mid-script (an engine killed) must not leave a change half made (a TAP
+        # made but not yet marked): the script runs to its end; its output then goes nowhere
+        "trap '' HUP PIPE",
         "umask 022",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH",
         *(["T0=$(date +%s%N)"] if stamps else []),
