@@ -452,6 +452,7 @@ class Variant:
     workers: int | None = None
     instrument: bool = True
     skip_checkpoints: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str, instrument: bool) -> Variant:
@@ -470,8 +471,10 @@ class Variant:
                 v.instrument = value not in ("0", "no", "off", "false")
             elif key == "skipcp":
                 v.skip_checkpoints = value not in ("0", "no", "off", "false")
+            elif key.startswith("PULUMI_"):
+                v.env[key] = value
             else:
-                knobs = "parallel, runners, workers, skipcp, instrument"
+                knobs = "parallel, runners, workers, skipcp, instrument, PULUMI_<NAME>"
                 raise SystemExit(f"unknown knob {key!r} in variant {text!r} ({knobs})")
         return v
 
@@ -523,6 +526,7 @@ def run_phase(st: SliceStack, phase: str, v: Variant, rep: int, logdir: Path, wo
         env[WORKERS_ENV] = str(v.workers)
     if v.skip_checkpoints:
         env["PULUMI_SKIP_CHECKPOINTS"] = "true"  # the engine saves the state once, at the end (experimental)
+    env.update(v.env)
     set_plugin_override(st, provider_plugin_dir(workdir) if v.workers is not None else None)
     args = list(PHASE_ARGS[phase])
     if v.parallel is not None:

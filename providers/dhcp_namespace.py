@@ -262,9 +262,8 @@ def expect_create(spec: DhcpNamespaceSpec) -> Expectation[DhcpHave] | None:
     files = (f"{d}/owner", dnsmasq.pid_file(spec), dnsmasq.hosts_file(spec), dnsmasq.leases_file(spec))
     step = sh("expect no dhcp state", _NO_STATE, spec.namespace, *files, kind="guard")
     expects: tuple[Expect[DhcpHave], ...] = (
-        predict.ready(spec.bridge, *TOOLS),
+        predict.ready_no_port(spec.bridge, TOOLS, spec.port, lambda have: have.port is None),
         Expect(step, no_state),
-        predict.no_port(spec.port, lambda have: have.port is None),
         predict.no_device(spec.port, lambda have: have.root_link is None),
     )
     return Expectation(DhcpHave(None, False, None, None, markers=dnsmasq.proc_markers(spec)), expects)

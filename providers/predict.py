@@ -19,14 +19,21 @@ from .script import ScriptResult, Step, sh
 
 H = TypeVar("H")
 
-_READY = (
-    'b=$1; shift; for c in "$@"; do command -v "$c" >/dev/null 2>&1 || exit 1; done; ovs-vsctl br-exists "$b"'
+_TOOLS = 'for c in "$@"; do command -v "$c" >/dev/null 2>&1 || exit 1; done'
+_READY = f'b=$1; shift; {_TOOLS}; ovs-vsctl br-exists "$b"'
+# one ovs-vsctl for both: `br-exists` fails the whole transaction when the bridge is missing
+_READY_NO_PORT = (
+    f"b=$1; p=$2; shift 2; {_TOOLS}; "
+    'u=$(ovs-vsctl --bare br-exists "$b" -- --columns=_uuid find port "name=\\"$p\\"") || exit 1; [ -z "$u" ]'
 )
 _NO_DEVICE = '! ip link show dev "$1" >/dev/null 2>&1'
-_NO_PORT = 'u=$(ovs-vsctl --bare --columns=_uuid find port "name=\\"$1\\"") || exit 1; [ -z "$u" ]'
+# $3 empty: any bridge; else one ovs-vsctl prints the marked port's name, then its bridge (`port-to-br` fails
+# when there is no such port)
 _PORT_OURS = (
-    'o=$(ovs-vsctl --bare --columns=name find port "name=\\"$1\\"" "external_ids:cloudrepo-slice=\\"$2\\"") '
-    '|| exit 1; [ "$o" = "$1" ] || exit 1; [ -z "$3" ] || [ "$(ovs-vsctl port-to-br "$1")" = "$3" ]'
+    'q() { p=$1; o=$2; shift 2; ovs-vsctl --bare -- --columns=name find port "name=\\"$p\\"" '
+    '"external_ids:cloudrepo-slice=\\"$o\\"" "$@"; }; '
+    'if [ -z "$3" ]; then n=$(q "$1" "$2") || exit 1; [ "$n" = "$1" ]; '
+    'else n=$(q "$1" "$2" -- port-to-br "$1") || exit 1; [ "$n" = "$(printf \'%s\\n%s\' "$1" "$3")" ]; fi'
 )
 # $1 network address, $2 prefix length, $3 an interface to skip: exit 1 when another interface's IPv4
 # address overlaps the network (one network inside the other: equal under the shorter prefix)
@@ -79,14 +86,15 @@ def ready(bridge: str, *tools: str) -> Expect[H]:
     return Expect(sh("expect ready", _READY, bridge, *tools, kind="guard"), _always)
 
 
+def ready_no_port(bridge: str, tools: tuple[str, ...], name: str, holds: Callable[[H], bool]) -> Expect[H]:
+    """`ready` and `no_port` in one guard (one `ovs-vsctl`): the tools, the bridge, and no OVS port `name`."""
+    step = sh(f"expect ready and no port {name}", _READY_NO_PORT, bridge, name, *tools, kind="guard")
+    return Expect(step, holds)
+
+
 def no_device(name: str, holds: Callable[[H], bool]) -> Expect[H]:
     """No network device `name` in the host's namespace."""
     return Expect(sh(f"expect no device {name}", _NO_DEVICE, name, kind="guard"), holds)
-
-
-def no_port(name: str, holds: Callable[[H], bool]) -> Expect[H]:
-    """No OVS port `name`."""
-    return Expect(sh(f"expect no port {name}", _NO_PORT, name, kind="guard"), holds)
 
 
 def port_ours(name: str, owner: str, bridge: str | None, holds: Callable[[H], bool]) -> Expect[H]:

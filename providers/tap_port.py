@@ -284,9 +284,8 @@ def expect_create(spec: TapPortSpec) -> Expectation[TapHave] | None:
     if joins_elsewhere(spec):
         return None
     expects: list[Expect[TapHave]] = [
-        predict.ready(spec.bridge, *TOOLS),
+        predict.ready_no_port(spec.bridge, TOOLS, spec.name, lambda have: have.port is None),
         predict.no_device(spec.name, lambda have: have.link is None),
-        predict.no_port(spec.name, lambda have: have.port is None),
     ]
     if spec.join is not None:
         expects.append(no_strays(spec, spec.join))

@@ -138,8 +138,7 @@ def expect_create(spec: VlanGatewaySpec) -> Expectation[GatewayHave] | None:
     if spec.shared:
         return None
     expects: tuple[Expect[GatewayHave], ...] = (
-        predict.ready(spec.bridge, *TOOLS),
-        predict.no_port(spec.port, lambda have: have.port is None),
+        predict.ready_no_port(spec.bridge, TOOLS, spec.port, lambda have: have.port is None),
         predict.no_device(spec.port, lambda have: have.link is None),
         predict.subnet_free(spec.address, spec.port, lambda have: not subnet_clash(spec, have)),
     )

@@ -266,7 +266,7 @@ def test_a_fresh_tap_is_made_in_one_script_guards_first(monkeypatch: pytest.Monk
     monkeypatch.setattr(tp.ssh, "run_script", host.run_script)
     result = tp.TapPortProvider().create(tap().inputs())
     assert host.scripts == [
-        (["expect ready", "expect no device tap_1002_eth1", "expect no port tap_1002_eth1",
+        (["expect ready and no port tap_1002_eth1", "expect no device tap_1002_eth1",
           "create tap", "mark tap", "tap up", "attach port"], False),
     ]  # fmt: skip
     assert result.outs is not None and result.outs["observed"]["adopted"] is False
@@ -285,7 +285,7 @@ def test_a_tap_found_in_place_falls_back_to_read_then_act(monkeypatch: pytest.Mo
     )
     result = tp.TapPortProvider().create(tap().inputs())
     assert [names for names, _ in host.scripts] == [
-        ["expect ready", "expect no device tap_1002_eth1"],  # stopped there: nothing changed
+        ["expect ready and no port tap_1002_eth1", "expect no device tap_1002_eth1"],  # stopped: no change
         ["tap up", "attach port"],  # planned from the read
     ]
     assert result.outs is not None and result.outs["observed"]["adopted"] is True
@@ -335,10 +335,9 @@ def test_a_fresh_dhcp_server_reads_its_pid_back_in_the_same_script(monkeypatch: 
     monkeypatch.setattr(dn.ssh, "run_script", host.run_script)
     dn.DhcpNamespaceProvider().create(dhcp().inputs())
     ((names, locked),) = host.scripts
-    assert names[:4] == [
-        "expect ready",
+    assert names[:3] == [
+        "expect ready and no port dhcp_v120",
         "expect no dhcp state",
-        "expect no port dhcp_v120",
         "expect no device dhcp_v120",
     ]
     assert names[-2:] == ["start dnsmasq", "dnsmasq"] and not locked
@@ -347,7 +346,7 @@ def test_a_fresh_dhcp_server_reads_its_pid_back_in_the_same_script(monkeypatch: 
 def test_missed_counts_only_the_expectations_guards() -> None:
     e = tp.expect_create(tap())
     assert e is not None
-    assert e.missed(ScriptResult(stopped_by="expect ready"))
+    assert e.missed(ScriptResult(stopped_by="expect ready and no port tap_1002_eth1"))
     assert not e.missed(ScriptResult(stopped_by="last user"))
     assert not e.missed(ScriptResult())
     assert predict.ready("br-int", "ip").step.argv[-2:] == ("br-int", "ip")
