@@ -281,13 +281,25 @@ def kill_when(proc: subprocess.Popen[str], pattern: str, timeout: float = 300) -
         if proc.poll() is None:
             # the engine's plugins (language host, program, providers) run in sessions of their own: a
             # crash leaves them waiting for an engine that is gone, so they are ended by pid after it
-            plugins = descendants(proc.pid)
+            plugins = stop_tree(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
             for pid in plugins:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
     raise AssertionError(f"the engine ended without a line matching {pattern!r}:\n" + "\n".join(lines))
+
+
+def stop_tree(pid: int) -> list[int]:
+    """SIGSTOP every descendant of `pid` until no new one appears (a stopped process starts no other), so
+    that none is missed by the kill that follows; returns them."""
+    stopped: list[int] = []
+    while fresh := [p for p in descendants(pid) if p not in stopped]:
+        for p in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+        stopped += fresh
+    return stopped
 
 
 def descendants(pid: int) -> list[int]:

@@ -7,6 +7,7 @@ slice."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,14 @@ def ports_per_name(doc: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+def eventually(find: Callable[[], list[int]], seconds: float = 5.0) -> list[int]:
+    """`find()` once empty, or its last answer after `seconds` (killed processes take a moment to go)."""
+    deadline = time.monotonic() + seconds
+    while (found := find()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
 def test_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
     with wall_time("8 faults"):
         try:
@@ -103,7 +112,7 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     print("\n".join(lines[-8:]))
     assert not group_alive(proc.pid), "processes of the killed engine survived"
     project = str(stack.cli.project_dir)
-    orphans = [p for p in all_pids() if any(project in a for a in cmdline(p))]
+    orphans = eventually(lambda: [p for p in all_pids() if any(project in a for a in cmdline(p))])
     assert not orphans, f"plugins of the killed engine survived: {orphans}"
     if stack.cli.recover_checkpoint():  # the kill landed while the engine wrote its checkpoint
         print("checkpoint cut short by the kill: restored the backend's backup")
