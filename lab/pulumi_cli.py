@@ -22,6 +22,10 @@ PULUMI_HOME = PROJECT_ROOT / ".toolchain" / "home"
 LAB_PASSPHRASE = "cloudrepo-lab-only"  # noqa: S105 (the lab's file backend only; see scripts/activate)
 NO_STACK = {"version", "login", "plugin"}
 """Commands that take no --stack."""
+DEFAULT_SIGINT = ("env", "--default-signal=INT")
+"""The engine is started with SIGINT at its default, as from a terminal: it stops its language host with
+SIGINT and waits ~5 s before killing it, so one that inherited an ignored SIGINT (a caller started with
+`nohup`, or by `&` in a script) adds ~5 s to every command that runs the program."""
 
 
 def pulumi_binary() -> Path | None:
@@ -95,7 +99,7 @@ class PulumiCLI:
         if self.backend_dir is not None:
             self.backend_dir.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
-            self.argv(*args),
+            [*DEFAULT_SIGINT, *self.argv(*args)],
             cwd=self.project_dir,
             env=self.env(**(env or {})),
             capture_output=True,
@@ -120,7 +124,7 @@ class PulumiCLI:
         if self.backend_dir is not None:
             self.backend_dir.mkdir(parents=True, exist_ok=True)
         return subprocess.Popen(
-            self.argv(*args),
+            [*DEFAULT_SIGINT, *self.argv(*args)],
             cwd=self.project_dir,
             env=self.env(**(env or {})),
             stdout=subprocess.PIPE,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +45,30 @@ def test_an_engine_that_ends_first_fails_with_its_output() -> None:
     proc = _engine("echo done")
     with pytest.raises(AssertionError, match="ended without a line matching"):
         kill_when(proc, "creating", timeout=30)
+
+
+def running(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_kill_reaches_plugins_in_sessions_of_their_own_even_while_they_fork() -> None:
+    # the "engine" starts a "plugin" in a session of its own that keeps starting children
+    marker = f"plugin-{uuid.uuid4().hex}"
+    plugin = f"setsid sh -c ': {marker}; while :; do sh -c \": {marker}; sleep 30\" & sleep 0.01; done' &"
+    proc = _engine(f"{plugin} sleep 0.5; echo created; wait")
+    kill_when(proc, "created", timeout=10)
+    deadline = time.monotonic() + 5
+    while (left := running(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:  # what a failed kill left, ended here by pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
