@@ -66,7 +66,7 @@ def check_state(
     parse: Callable[[Any], Any],
     expectations: list[Expectation[Any]],
 ) -> list[str]:
-    """Make the state, read it and run every guard in one script; each guard's status must match `holds`."""
+    """Make one state, read it and run every guard in one script; each guard's status must match `holds`."""
     lab.run(host, cleanup, check=False)
     try:
         for cmd in setup:
@@ -85,6 +85,24 @@ def check_state(
         return [f"state {setup}: {w} (have {have})" for w in wrong]
     finally:
         lab.run(host, cleanup, check=False)
+
+
+def check_states(
+    lab: Testbed,
+    host: str,
+    make_state: Callable[[], list[str]],
+    cleanup: str,
+    spec: Any,
+    preflight: list[Step],
+    parse: Callable[[Any], Any],
+    expectations: list[Expectation[Any] | None],
+) -> list[str]:
+    """`check_state` on STATES states made by `make_state`; the expectations that are None are skipped."""
+    wanted = [x for x in expectations if x is not None]
+    wrong: list[str] = []
+    for _ in range(STATES):
+        wrong += check_state(lab, host, make_state(), cleanup, spec, preflight, parse, wanted)
+    return wrong
 
 
 def tap_state(rng: random.Random) -> list[str]:
@@ -121,12 +139,10 @@ def test_tap_guards_agree_with_the_read(lab: Testbed, seed: int) -> None:
     cleanup = "; ".join(
         f"ovs-vsctl --if-exists del-port {n}; ip link delete {n} 2>/dev/null" for n in (TAP, STRAY)
     )
-    wrong: list[str] = []
-    for _ in range(STATES):
-        wrong += check_state(
-            lab, "worker1", tap_state(rng), cleanup + "; true", spec, tp.preflight(spec),
-            lambda res: tp.parse_have(spec, res), [x for x in expectations if x is not None],
-        )  # fmt: skip
+    wrong = check_states(
+        lab, "worker1", lambda: tap_state(rng), cleanup + "; true", spec, tp.preflight(spec),
+        lambda res: tp.parse_have(spec, res), expectations,
+    )  # fmt: skip
     assert not wrong, "\n".join(wrong)
 
 
@@ -159,12 +175,10 @@ def test_gateway_guards_agree_with_the_read(lab: Testbed, seed: int) -> None:
         f"ovs-vsctl --if-exists del-port {GW}; ip link delete {GW} 2>/dev/null; "
         f"ip link delete {DUMMY} 2>/dev/null; true"
     )
-    wrong: list[str] = []
-    for _ in range(STATES):
-        wrong += check_state(
-            lab, "network", gateway_state(rng), cleanup, spec, vg.preflight(spec),
-            lambda res: vg.parse_have(spec, res), [x for x in expectations if x is not None],
-        )  # fmt: skip
+    wrong = check_states(
+        lab, "network", lambda: gateway_state(rng), cleanup, spec, vg.preflight(spec),
+        lambda res: vg.parse_have(spec, res), expectations,
+    )  # fmt: skip
     assert not wrong, "\n".join(wrong)
 
 
@@ -203,10 +217,8 @@ def test_dhcp_guards_agree_with_the_read(lab: Testbed, seed: int) -> None:
         f"ip netns delete {spec.namespace} 2>/dev/null; ovs-vsctl --if-exists del-port {spec.port}; "
         f"rm -rf {DHCP_DIR}; true"
     )
-    wrong: list[str] = []
-    for _ in range(STATES):
-        wrong += check_state(
-            lab, "network", dhcp_state(rng, spec), cleanup, spec, dn.preflight(spec),
-            lambda res: dn.parse_have(spec, res), [x for x in expectations if x is not None],
-        )  # fmt: skip
+    wrong = check_states(
+        lab, "network", lambda: dhcp_state(rng, spec), cleanup, spec, dn.preflight(spec),
+        lambda res: dn.parse_have(spec, res), expectations,
+    )  # fmt: skip
     assert not wrong, "\n".join(wrong)
