@@ -8,18 +8,20 @@ Fixtures:
   the run when it holds a slice; skips with a reason when not root or tools are missing.
 - ``guest`` (function): factory ``guest(name, host=..., tap=..., iface="eth1", mac=None)``; every guest it
   started is stopped at teardown.
-Helpers: ``scan(host=None)``, ``assert_scan_equal(baseline, now)``, ``lab_cli(*args)``.
+Helpers: ``scan(host=None)``, ``assert_scan_equal(baseline, now)``, ``lab_cli(*args)``,
+``held_host_lock(host)`` (a barrier: the host's lock held, so every locked host script waits).
 """
 
 from __future__ import annotations
 
 import difflib
+import fcntl
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lab import owners  # noqa: E402
-from lab.common import lab_dir  # noqa: E402
+from lab.common import host_paths, lab_dir  # noqa: E402
 from lab.exclusive import testbed_lock  # noqa: E402
 from lab.testbed import read_inventory  # noqa: E402
 
@@ -54,6 +56,20 @@ def lab_cli(*args: str, check: bool = True, timeout: float = 180) -> subprocess.
             f"python -m lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+@contextmanager
+def held_host_lock(host: str) -> Iterator[None]:
+    """Hold a testbed host's lock (the file every locked host script takes with `flock`) while inside: a
+    barrier that keeps an engine at its first change on that host, without racing a clock."""
+    path = host_paths(host).state / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def scan(host: str | None = None) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
+from lab.common import host_paths
 from providers import ssh
 from providers.dhcp_namespace import DhcpNamespaceProvider
 from providers.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
@@ -37,7 +37,7 @@ from providers.specs import (
 )
 from providers.tap_port import TapPortProvider
 from providers.vlan_gateway import VlanGatewayProvider
-from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
+from tests.labfixtures import Testbed, assert_scan_equal, held_host_lock, scan, scan_parts
 
 pytestmark = pytest.mark.integration
 
@@ -443,23 +443,13 @@ def test_a_lock_wait_that_times_out_names_the_lock_and_its_holder(
     p = PoolClaimProvider()
     configure(p, lab)
     monkeypatch.setattr(ssh, "LOCK_WAIT_SECONDS", 1)
-    holder = threading.Thread(
-        target=lab.run,
-        args=(
-            "network",
-            "flock /var/lib/cloudrepo/lock sh -c 'echo fz >/var/lib/cloudrepo/lock.holder; sleep 4'",
-        ),
-    )
-    holder.start()
-    try:
-        time.sleep(0.5)
+    # the other slice holds the lock for as long as the create runs (a barrier, no clock to race)
+    with held_host_lock("network"):
+        (host_paths("network").state / "lock.holder").write_text("fz\n")
         spec = PoolClaimSpec(slice="fy", host=endpoint(lab, "network"), start=3300, end=3319).inputs()
         with pytest.raises(LockTimeout) as err:
             p.create(spec)
-        assert str(err.value) == (
-            "network: waited 1 s for the lock /var/lib/cloudrepo/lock (last taken by slice 'fz'); "
-            "nothing was run"
-        )
-    finally:
-        holder.join()
+    assert str(err.value) == (
+        "network: waited 1 s for the lock /var/lib/cloudrepo/lock (last taken by slice 'fz'); nothing was run"
+    )
     assert "fy@3300" not in sh(lab, "network", "ls /var/lib/cloudrepo/pools 2>/dev/null || true")

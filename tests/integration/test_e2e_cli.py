@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.common import NETWORK_HOST
 from lab.pulumi_cli import PulumiCLI
 from tests.integration.clikit import Checkout, checkout, cloud_file
 from tests.integration.e2ekit import wall_time
 from tests.integration.slicekit import SliceStack, slice_section
-from tests.labfixtures import scan, scan_diff
+from tests.labfixtures import held_host_lock, scan, scan_diff
 from tests.s3kit import VERSITYGW, versitygw
 
 pytestmark = pytest.mark.integration
@@ -212,10 +213,14 @@ def _vlan_memory_and_the_lock(alice: Checkout, bob: Checkout, s3_env: dict[str, 
     shutil.copy(alice.stack_file("team-a"), bob.stack_file("team-a"))
 
     # Two deploys of one slice at once, from both checkouts: one runs, the backend's lock refuses the other.
+    # The first is held at a barrier while the second runs: the network node's lock, which its first host
+    # change (the new link's gateway) waits for, so it cannot finish before the second has been answered.
     first_out: list[str] = []
-    first = alice.popen("deploy", "team-a")
-    _wait_for(first, "Updating (", first_out)
-    second = bob.run("deploy", "team-a")
+    with held_host_lock(NETWORK_HOST):
+        first = alice.popen("deploy", "team-a")
+        _wait_for(first, "Updating (", first_out)
+        second = bob.run("deploy", "team-a")
+        assert first.poll() is None, "the first deploy ended at the barrier:\n" + "".join(first_out)
     assert first.wait(timeout=900) == 0, "".join(first_out)
     assert second.returncode == 1, second.stdout + second.stderr
     assert "slice 'team-a' is locked: another deploy or destroy of it is running" in second.stderr

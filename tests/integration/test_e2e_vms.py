@@ -15,6 +15,7 @@ from typing import Any
 
 from lab import image, slicecheck
 from lab.common import host_paths
+from lab.procs import alive
 from tests.integration.e2ekit import QEMU_TCG, assert_slice_ok, drift_by_name, guest_launch, wall_time
 from tests.integration.slicekit import SliceStack
 from tests.labfixtures import Testbed
@@ -116,7 +117,10 @@ def run_vms(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: 
 
     # a VM killed by hand is drift; up starts it again with the same MACs and the guest leases again
     testbed.run("worker2", f"kill -KILL {pids[7402]}")
-    time.sleep(1)
+    deadline = time.monotonic() + 30
+    while alive(pids[7402]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pids[7402]), "QEMU survived SIGKILL for 30 s"
     drifted = stack.cli.run("preview", "--non-interactive", "--expect-no-changes", check=False)
     assert drifted.returncode != 0 and f"{SLICE}-vm-7402" in drifted.stdout, drifted.stdout
     stack.refresh()
