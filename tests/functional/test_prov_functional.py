@@ -3,7 +3,7 @@
 Calls the provider classes directly, configured as the engine configures them (the stack config as a dict
 with `cloudrepo:ssh` as a JSON string).  Every test ends with the host's scan equal to its baseline.
 Figures (SSH round trips and seconds per create/read/delete) are printed and written to
-$CLOUDREPO_PROVIDER_FIGURES (default /tmp/cloudrepo-provider-figures.json).
+$CLOUDREPO_PROVIDER_FIGURES (default the testbed's `figures/provider-figures.json`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
-from lab.common import host_paths
+from lab.common import host_paths, lab_dir
 from providers import ssh
 from providers.dhcp_namespace import DhcpNamespaceProvider
 from providers.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
@@ -86,7 +86,8 @@ def measure(resource: str, op: str, fn: Callable[[], T]) -> T:
 @pytest.fixture(scope="module", autouse=True)
 def figures() -> Iterator[None]:
     yield
-    path = Path(os.environ.get("CLOUDREPO_PROVIDER_FIGURES", "/tmp/cloudrepo-provider-figures.json"))
+    path = Path(os.environ.get("CLOUDREPO_PROVIDER_FIGURES", lab_dir() / "figures" / "provider-figures.json"))
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(FIGURES, indent=2, sort_keys=True) + "\n")
     print("\nprovider figures (round trips / connections / seconds):")
     for res, ops in sorted(FIGURES.items()):

@@ -26,7 +26,7 @@ from lab.slicecheck import Report, format_report, guest_name
 from tests.integration.slicekit import LAB, SliceStack
 from tests.labfixtures import lab_cli, scan, scan_parts
 
-TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", "/tmp/cloudrepo-e2e-times.json"))
+TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", LAB / "figures" / "e2e-times.json"))
 
 
 QEMU_TCG = {"cloudrepo:qemu": {"accel": "tcg"}}
@@ -52,7 +52,8 @@ def launched(vms: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @contextmanager
 def wall_time(scenario: str) -> Iterator[None]:
-    """Print (and record in $CLOUDREPO_E2E_TIMES) how long a scenario took, passed or not."""
+    """Print (and record in $CLOUDREPO_E2E_TIMES, default the testbed's `figures/e2e-times.json`) how long a
+    scenario took, passed or not."""
     t0 = time.monotonic()
     outcome = "failed"
     try:
@@ -66,6 +67,7 @@ def wall_time(scenario: str) -> Iterator[None]:
         except (OSError, ValueError):
             times = {}
         times[scenario] = {"seconds": seconds, "outcome": outcome}
+        TIMES_FILE.parent.mkdir(parents=True, exist_ok=True)
         TIMES_FILE.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
 
 

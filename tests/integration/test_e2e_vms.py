@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import image, slicecheck
-from lab.common import host_paths
+from lab.common import host_paths, lab_dir
 from lab.procs import alive
 from tests.integration.e2ekit import QEMU_TCG, assert_slice_ok, drift_by_name, guest_launch, wall_time
 from tests.integration.slicekit import SliceStack
@@ -22,7 +22,7 @@ from tests.labfixtures import Testbed
 
 SLICE = "e2e-vms"
 POOL = 340
-TIMES = Path("/tmp/cloudrepo-e2e-vm-times.json")
+TIMES = lab_dir() / "figures" / "e2e-vm-times.json"
 
 
 def vms(disk: Path) -> list[dict[str, Any]]:
@@ -146,5 +146,6 @@ def run_vms(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: 
     for stored in (host_paths("worker1").state / "images").iterdir():
         if stored.is_file():
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.name, f"{stored} was written"
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
     TIMES.write_text(json.dumps(times, indent=2) + "\n")
     print("VM times:", times)
