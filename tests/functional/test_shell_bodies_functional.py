@@ -87,14 +87,18 @@ def test_a_port_moves_into_its_namespace_or_is_removed(testbed: Testbed, node: E
         run(node, sh("move", internal_port._MOVE, "ftestmv0", "ns-ftest-mv"))
         links = testbed.run(HOST, "ip -n ns-ftest-mv -j link show")[1]
         assert "ftestmv0" in [link["ifname"] for link in json.loads(links)]
-        assert testbed.run(HOST, "ip link show ftestmv0", check=False)[0] != 0, "still in the root namespace"
+        gone = testbed.run(HOST, "ip link show ftestmv0", check=False)
+        assert gone[0] == 1 and 'Device "ftestmv0" does not exist' in gone[2], (
+            f"still in the root namespace: {gone}"
+        )
 
         # into a namespace that does not exist: retried for 3s, then the port is removed, the step fails
         run(node, Step("add again", [*add[:4], "ftestmv1", "tag=3999", "--", "set", "interface", "ftestmv1",
                                      "type=internal"]))  # fmt: skip
         with pytest.raises(StepFailed, match="could not move ftestmv1 into ns-ftest-none; port removed"):
             run(node, sh("move", internal_port._MOVE, "ftestmv1", "ns-ftest-none"))
-        assert testbed.run(HOST, "ovs-vsctl port-to-br ftestmv1", check=False)[0] != 0
+        removed = testbed.run(HOST, "ovs-vsctl port-to-br ftestmv1", check=False)
+        assert removed[0] == 1 and "no port named ftestmv1" in removed[2], removed
     finally:
         testbed.run(HOST, "ip netns del ns-ftest-mv", check=False)
         testbed.run(HOST, "ovs-vsctl --if-exists del-port ftestmv0 -- --if-exists del-port ftestmv1")
@@ -122,7 +126,9 @@ def test_ip_forward_is_saved_once_and_restored_by_the_last_user(testbed: Testbed
         testbed.run(HOST, f"rm {other}/slice-b")  # the last user left: back to the value found, record gone
         run(node, sh("restore", nr._FORWARD_RESTORE, record, shared_dir, mine))
         assert forward() == "0"
-        assert testbed.run(HOST, f"test -e {record}", check=False)[0] != 0
+        assert (
+            testbed.run(HOST, f"test -e {record}", check=False)[0] == 1
+        )  # absent (an SSH failure is -1/255)
         run(node, sh("restore", nr._FORWARD_RESTORE, record, shared_dir, mine))  # nothing recorded: no-op
         assert forward() == "0"
     finally:

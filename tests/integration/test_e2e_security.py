@@ -52,8 +52,8 @@ def changed_host_key_is_refused(
     logins = accepted_logins("worker1")
     text = failed(stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
     assert accepted_logins("worker1") == logins, "the stack logged in to worker1 despite its changed key"
-    assert "worker1" in text and "host key" in text.lower(), text
-    assert "CHANGED" in text or "changed" in text, text
+    port = testbed.port("worker1")
+    assert f"host key of 127.0.0.1:{port} CHANGED: got ssh-ed25519 SHA256:" in text, text
     assert_scan_equal(before, scan("worker1"))
     # positive control: worker2 (its key is right) was reached and got TAPs (how many of them the engine
     # started before worker1's failure stopped it depends on timing: each waits for the pool claim)
