@@ -2,8 +2,11 @@
 
 `load(raw, stack, base)` runs `components.config.load_config` and this module's checks and raises ONE
 `ConfigError` with every problem of both. The files a VM boots from are read here (at `pulumi preview`):
-a missing or unreadable file is a config problem naming it, and each file is known by its sha256, which
-names its copy on the worker (`/var/lib/cloudrepo/images/<sha256>`).
+each must be a regular file which, symlinks resolved, lies inside one of the operator's
+`cloudrepo:qemu.imageDirs` (default: the project's `images/` and the testbed's guest, never the whole
+project, whose SSH key, `.git` and state stay out of reach); anything else (`~`, `..` or a symlink out,
+`/proc`, a FIFO, a directory, a missing file) is a config problem naming the key and the path. Each file
+is known by its sha256, which names its copy on the worker (`/var/lib/cloudrepo/images/<sha256>`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,10 @@ from providers.qemu_vm import (
 )
 
 DEFAULT_BINARY = "qemu-system-x86_64"
+DEFAULT_IMAGE_DIRS = ("images", ".lab/guest")
+"""Where boot files may come from, relative to the project: `images/` and the testbed's guest
+(`python -m lab image`)."""
+IMAGE_DIRS_KEY = f"{NAMESPACE}:qemu.imageDirs"
 DEFAULT_ACCEL = "kvm"
 BINARY_RE = re.compile(BINARY_PATTERN)
 QCOW2_MAGIC = b"QFI\xfb"
@@ -45,6 +53,8 @@ class QemuInput(_Input):
     binary: StrictStr = DEFAULT_BINARY
     accel: StrictStr = DEFAULT_ACCEL
     """`kvm` or `tcg` (a VM's `launch.accel` overrides it)."""
+    image_dirs: Any = Field(default=None, alias="imageDirs")
+    """Directories boot files may come from (checked by `parse_image_dirs`)."""
 
 
 class LaunchInput(_Input):
@@ -57,6 +67,17 @@ class LaunchInput(_Input):
     cpus: StrictInt = Field(default=1, ge=1, le=MAX_CPUS)
     memory_mb: StrictInt = Field(default=256, alias="memoryMb", ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     accel: StrictStr | None = None
+
+
+@dataclass(frozen=True)
+class ImageDirs:
+    """The operator's `qemu.imageDirs`: as written (for messages) and resolved."""
+
+    texts: tuple[str, ...]
+    roots: tuple[Path, ...]
+
+    def holds(self, real: Path) -> bool:
+        return any(real.is_relative_to(root) for root in self.roots)
 
 
 @dataclass(frozen=True)
@@ -99,29 +120,74 @@ def _accel(value: str | None, where: str, add: Callable[[str], None]) -> str | N
     return value
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
+def parse_image_dirs(raw: Any, base: Path, add: Callable[[str], None]) -> ImageDirs | None:
+    """`qemu.imageDirs` (relative paths from the project directory, `~` expanded: an operator key). A
+    directory that holds the whole project is refused; one that does not exist holds nothing."""
+    texts = list(DEFAULT_IMAGE_DIRS) if raw is None else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        add(f"{IMAGE_DIRS_KEY}: must be a non-empty list of directory paths, got {raw!r}")
+        return None
+    project = Path(os.path.realpath(base))
+    roots: list[Path] = []
+    for i, text in enumerate(texts):
+        where = f"{IMAGE_DIRS_KEY}[{i}]"
+        if not text or not text.isprintable():
+            add(f"{where}: not a usable directory path, got {text!r}")
+            continue
+        path = Path(os.path.expanduser(text))
+        real = Path(os.path.realpath(path if path.is_absolute() else base / path))
+        if project.is_relative_to(real):
+            add(
+                f"{where}: {text!r} holds the whole project directory {str(project)!r} (its SSH key, .git "
+                "and state); name a directory of boot files, such as 'images'"
+            )
+            continue
+        roots.append(real)
+    return ImageDirs(tuple(texts), tuple(roots)) if len(roots) == len(texts) else None
+
+
+def _read_regular(real: Path) -> str:
+    """The sha256 of the regular file `real` (no symlink: resolved already); OSError otherwise, and
+    ValueError when it is no regular file (a FIFO or a device is never opened)."""
+    if not stat.S_ISREG(os.lstat(real).st_mode):
+        raise ValueError("not a regular file")
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        digest = hashlib.sha256()
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def boot_file(text: str, where: str, base: Path, add: Callable[[str], None]) -> BootFile | None:
-    """The file `text` (relative paths from the project directory) with its hash, or a problem."""
-    if not text or "\0" in text or "\n" in text:
+def boot_file(
+    text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None]
+) -> BootFile | None:
+    """The file `text` (relative paths from the project directory) with its hash, or a problem: it must
+    be a regular file inside `dirs` once every symlink is resolved."""
+    if not text or not text.isprintable():
         add(f"{where}: not a usable file path, got {text!r}")
         return None
-    path = Path(os.path.expanduser(text))
-    path = path if path.is_absolute() else base / path
-    if not path.is_file():
-        add(f"{where}: no such file {text!r} (looked at {str(path)!r})")
+    allowed = ", ".join(repr(t) for t in dirs.texts)
+    if text.startswith("~"):
+        add(f"{where}: '~' is not expanded: give a path inside {IMAGE_DIRS_KEY} ({allowed}), got {text!r}")
+        return None
+    path = Path(text) if Path(text).is_absolute() else base / text
+    real = Path(os.path.realpath(path))
+    if not dirs.holds(real):
+        shown = "" if str(real) == os.path.normpath(path) else f", which resolves to {str(real)!r}"
+        add(f"{where}: {text!r} is outside {IMAGE_DIRS_KEY} ({allowed}){shown}")
         return None
     try:
-        return BootFile(local=str(path), sha256=_hash_file(path))
+        return BootFile(local=str(real), sha256=_read_regular(real))
+    except FileNotFoundError:
+        add(f"{where}: no such file {text!r} (looked at {str(path)!r})")
+    except ValueError as exc:
+        add(f"{where}: {text!r} is {exc}")
     except OSError as exc:
         add(f"{where}: cannot read {text!r}: {exc.strerror}")
-        return None
+    return None
 
 
 def _image_format(path: str) -> Literal["qcow2", "raw"]:
@@ -130,6 +196,7 @@ def _image_format(path: str) -> Literal["qcow2", "raw"]:
 
 
 def parse_qemu(raw: Any, add: Callable[[str], None]) -> QemuInput | None:
+    """`cloudrepo:qemu` but its `imageDirs` (`parse_image_dirs`)."""
     where = f"{NAMESPACE}:qemu"
     problems: list[str] = []
     q = validate_input(QemuInput, {} if raw is None else raw, where, problems)
@@ -139,7 +206,10 @@ def parse_qemu(raw: Any, add: Callable[[str], None]) -> QemuInput | None:
         return None
     ok = _accel(q.accel, f"{where}.accel", add) is not None
     if not BINARY_RE.fullmatch(q.binary):
-        add(f"{where}.binary: must be a command name or absolute path without spaces, got {q.binary!r}")
+        add(
+            f"{where}.binary: must be a command name or an absolute path, without spaces or shell "
+            f"characters, got {q.binary!r}"
+        )
         ok = False
     return q if ok else None
 
@@ -150,6 +220,7 @@ def parse_launch(
     where: str,
     qemu: QemuInput | None,
     base: Path,
+    dirs: ImageDirs | None,
     add: Callable[[str], None],
 ) -> Launch | None:
     """One VM's `launch`; None (after reporting) when it is invalid."""
@@ -160,8 +231,9 @@ def parse_launch(
     if li is None:
         for key in ("image", "kernel", "initrd"):  # the files' problems too, all at once
             value = raw.get(key) if isinstance(raw, dict) else None
-            if isinstance(value, str) and not any(p.startswith(f"{where}.{key}:") for p in problems):
-                boot_file(value, f"{where}.{key}", base, add)
+            reported = any(p.startswith(f"{where}.{key}:") for p in problems)
+            if isinstance(value, str) and dirs is not None and not reported:
+                boot_file(value, f"{where}.{key}", base, dirs, add)
         return None
     ok = True
     accel = _accel(li.accel, f"{where}.accel", add)
@@ -180,7 +252,9 @@ def parse_launch(
         add(f"{where}.append: printable text of at most {MAX_APPEND} characters, got {li.append[:80]!r}")
         ok = False
     files = {k: getattr(li, k) for k in ("image", "kernel", "initrd") if getattr(li, k) is not None}
-    found = {k: boot_file(v, f"{where}.{k}", base, add) for k, v in files.items()}
+    if dirs is None:
+        return None  # imageDirs is wrong: reported
+    found = {k: boot_file(v, f"{where}.{k}", base, dirs, add) for k, v in files.items()}
     if not ok or None in found.values() or qemu is None:
         return None
     image = found.get("image")
@@ -203,6 +277,7 @@ def parse_launches(raw: Mapping[str, str], base: Path, add: Callable[[str], None
     """Every VM's launch (by VM id) from the raw stack config; problems go to `add`."""
     qraw = _json(raw.get(f"{NAMESPACE}:qemu"))
     qemu = parse_qemu(qraw, add)
+    dirs = parse_image_dirs(qraw.get("imageDirs") if isinstance(qraw, dict) else None, base, add)
     sraw = _json(raw.get(f"{NAMESPACE}:slice"))
     vms = sraw.get("vms") if isinstance(sraw, dict) else None
     out: dict[int, Launch] = {}
@@ -211,7 +286,8 @@ def parse_launches(raw: Mapping[str, str], base: Path, add: Callable[[str], None
             continue
         if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker"), str):
             continue  # the VM itself is invalid: load_config reports it
-        launch = parse_launch(vm["launch"], vm, f"{NAMESPACE}:slice.vms[{i}].launch", qemu, base, add)
+        where = f"{NAMESPACE}:slice.vms[{i}].launch"
+        launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add)
         if launch is not None:
             out[launch.vm] = launch
     return out

@@ -5,6 +5,12 @@ console `console.sock` and, for a disk image, the VM's qcow2 overlay `disk.qcow2
 base; the base under `/var/lib/cloudrepo/images/` is never written). The process is ours when its pid file
 names it AND its command line is the one we started (`-pidfile` with our path); it is never found by name.
 
+QEMU is run by the absolute path that `command -v` gives for `binary` on the worker, which must be an
+executable regular file: a shell built-in (`eval`), function or alias would parse the arguments again as
+shell, so `up` refuses it before anything starts. Every argument, `append` included, stays one argument.
+Host scripts run with umask 077: the directory, overlay, pid file and console socket are root's (or the
+SSH user's) alone.
+
 `read` reports a dead VM (or one running other arguments) as drift, so `pulumi refresh` shows it and
 `pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
 removes the directory.
@@ -25,12 +31,17 @@ from pydantic import AfterValidator, Field
 from . import hoststate
 from .base import HostProvider, HostResource, _has_unknown, input_part, log
 from .errors import CloudrepoError, OwnershipConflict, SshError
+from .hoststate import HostNotReady
 from .script import ScriptResult, Step, run, sh
 from .specs import HostSpec, _Model
 
 
 class VmNotRunning(CloudrepoError):
     """QEMU started but its process is not there."""
+
+
+class BinaryRefused(HostNotReady):
+    """`qemu.binary` is not an executable file on the worker: refused before any change."""
 
 
 IMAGES_DIR = "/var/lib/cloudrepo/images"
@@ -41,8 +52,8 @@ MAX_CPUS = 64
 MIN_MEMORY_MB = 32
 MAX_MEMORY_MB = 1 << 20
 MAX_APPEND = 1024
-BINARY_PATTERN = r"^[A-Za-z0-9_./+-]{1,255}$"
-"""A command name or absolute path: no spaces or shell characters."""
+BINARY_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_./+-]{1,254})$"
+"""A command name (no `/`, no leading `-` or `.`) or an absolute path: no spaces or shell characters."""
 STOP_WAIT = 10
 """Seconds a VM gets to exit on SIGTERM before SIGKILL."""
 
@@ -96,9 +107,13 @@ def resource_id(spec: QemuVmSpec) -> str:
     return f"{spec.host.name}/vm/{spec.vm}"
 
 
-def qemu_argv(spec: QemuVmSpec) -> list[str]:
-    """The whole QEMU command line (pure): the same inputs always give the same list."""
-    argv = [spec.binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
+def qemu_argv(spec: QemuVmSpec, binary: str) -> list[str]:
+    """The whole QEMU command line (pure): the same inputs always give the same list. `binary` is the
+    absolute path `spec.binary` resolves to on the worker (`VmHave.binary`): a word with a `/` is never
+    looked up as a built-in, function or alias."""
+    if not binary.startswith("/"):
+        raise ValueError(f"QEMU must be run by an absolute path, got {binary!r}")
+    argv = [binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
     argv += ["-smp", str(spec.cpus), "-nodefaults", "-display", "none"]
     argv += ["-chardev", f"socket,id=console,path={console_path(spec.vm)},server=on,wait=off"]
     argv += ["-serial", "chardev:console"]
@@ -125,6 +140,10 @@ class VmHave:
     """The live process's argv when the pid file names a live process."""
     base: str | None
     """The base image of the overlay (disk.base)."""
+    binary: str | None = None
+    """The executable file `spec.binary` resolves to (`command -v`), None when it is no such file."""
+    found: str = ""
+    """What `command -v` printed for `spec.binary` (empty: nothing)."""
 
     @property
     def gone(self) -> bool:
@@ -148,6 +167,14 @@ c=$(tr '\000' '\037' <"/proc/$pid/cmdline" 2>/dev/null) || exit 0
 exit 0
 """
 
+_BINARY = r"""p=$(command -v -- "$1" 2>/dev/null) || p=
+case $p in
+/*) if [ -f "$p" ] && [ -x "$p" ]; then printf 'path=%s\n' "$p"; exit 0; fi ;;
+esac
+printf 'found=%s\n' "$(printf '%s' "$p" | tr '\n\037' '  ')"
+"""
+"""Where `$1` resolves: `path=` an executable regular file, else `found=` what `command -v` said."""
+
 _STOP = r"""pf=$1; wait=$2
 pid=$(cat "$pf" 2>/dev/null) || exit 0
 case $pid in ''|*[!0-9]*) exit 0 ;; esac
@@ -166,19 +193,34 @@ s=$(sha256sum "$1" | cut -d' ' -f1)
 """
 
 _OVERLAY = r"""d=$1; base=$2; fmt=$3
-[ -f "$d/disk.qcow2" ] && [ "$(cat "$d/disk.base" 2>/dev/null)" = "$base" ] && exit 0
-rm -f "$d/disk.qcow2" "$d/disk.base"
-qemu-img create -q -f qcow2 -F "$fmt" -b "$base" "$d/disk.qcow2" && printf '%s\n' "$base" >"$d/disk.base"
+if [ ! -f "$d/disk.qcow2" ] || [ "$(cat "$d/disk.base" 2>/dev/null)" != "$base" ]; then
+  rm -f "$d/disk.qcow2" "$d/disk.base"
+  qemu-img create -q -f qcow2 -F "$fmt" -b "$base" "$d/disk.qcow2" || exit
+  printf '%s\n' "$base" >"$d/disk.base" || exit
+fi
+chmod 0600 "$d/disk.qcow2"
 """
 
 _OWNER = r"""printf '%s\n' "$2" >"$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" """
 
 
 def probe_steps(spec: QemuVmSpec) -> list[Step]:
-    return [sh("vm state", _PROBE, state_dir(spec), kind="probe")]
+    return [
+        sh("qemu binary", _BINARY, spec.binary, kind="probe"),
+        sh("vm state", _PROBE, state_dir(spec), kind="probe"),
+    ]
+
+
+def parse_binary(res: ScriptResult) -> tuple[str | None, str]:
+    """(the executable file, what `command -v` said) from the binary probe; (None, "") when it did not run."""
+    if not res.ran("qemu binary"):
+        return None, ""
+    key, _, value = res.out("qemu binary").rstrip("\n").partition("=")
+    return (value, value) if key == "path" and value.startswith("/") else (None, value.strip())
 
 
 def parse_have(res: ScriptResult) -> VmHave:
+    binary, found = parse_binary(res)
     fields: dict[str, str] = {}
     lines = res.out("vm state").split("\n")  # only "\n": an argv may hold other line breaks
     for line in lines[1:]:
@@ -192,6 +234,8 @@ def parse_have(res: ScriptResult) -> VmHave:
         pid=int(pid) if pid else None,
         cmdline=tuple(cmd.rstrip(SEP).split(SEP)) if cmd else None,
         base=fields.get("base") or None,
+        binary=binary,
+        found=found,
     )
 
 
@@ -201,15 +245,34 @@ def check_ownership(spec: QemuVmSpec, have: VmHave) -> None:
 
 
 def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
-    return have.cmdline == tuple(qemu_argv(spec))
+    return have.binary is not None and have.cmdline == tuple(qemu_argv(spec, have.binary))
+
+
+def check_binary(spec: QemuVmSpec, have: VmHave) -> str:
+    """The executable file QEMU is run by; `BinaryRefused`, naming the value, when there is none."""
+    if have.binary is not None:
+        return have.binary
+    what = (
+        "command -v finds nothing"
+        if not have.found
+        else f"it is {have.found!r}, not an executable regular file"
+        if have.found.startswith("/")
+        else f"command -v finds {have.found!r}: a shell built-in, function or alias, not a file"
+    )
+    raise BinaryRefused(
+        f"{spec.host.name}: cloudrepo:qemu.binary {spec.binary!r} is not an executable file on the worker "
+        f"({what}); nothing was started"
+    )
 
 
 def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
-    """Nothing when the VM runs with exactly its argv; else stop ours (if any) and start it again."""
+    """Nothing when the VM runs with exactly its argv; else stop ours (if any) and start it again.
+    Refuses (before any step) a VM of another slice and a `binary` that is no executable file."""
     check_ownership(spec, have)
+    binary = check_binary(spec, have)
     d = state_dir(spec)
     steps: list[Step] = [
-        run("vm dir", "mkdir", "-p", d),
+        run("vm dir", "install", "-d", "-m", "0700", d),
         sh("mark vm", _OWNER, d, spec.slice),
     ]
     if running_as_wanted(spec, have):
@@ -221,7 +284,8 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
     if spec.image is not None:
         steps.append(sh("overlay", _OVERLAY, d, spec.image.path, spec.image_format or "raw"))
     steps.append(run("clear console", "rm", "-f", console_path(spec.vm), pid_file(spec)))
-    steps.append(run("start qemu", *qemu_argv(spec)))
+    steps.append(run("start qemu", *qemu_argv(spec, binary)))
+    steps.append(run("console mode", "chmod", "0600", console_path(spec.vm)))
     return steps
 
 
@@ -254,8 +318,8 @@ def observe(spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
 
 
 def preflight(spec: QemuVmSpec) -> list[Step]:
-    """One read round trip: the tools the VM needs, then its state."""
-    tools = [spec.binary, "sha256sum", *(["qemu-img"] if spec.image is not None else [])]
+    """One read round trip: the tools the VM needs, where `binary` resolves, then the VM's state."""
+    tools = ["sha256sum", *(["qemu-img"] if spec.image is not None else [])]
     return [hoststate.tools_probe(*tools), *probe_steps(spec)]
 
 

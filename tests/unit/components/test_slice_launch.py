@@ -27,11 +27,12 @@ def secret(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_launched_vms_under_mocks(tmp_path: Path) -> None:
-    (tmp_path / "vmlinuz").write_bytes(b"kernel")
-    (tmp_path / "initrd.gz").write_bytes(b"initrd")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "images" / "initrd.gz").write_bytes(b"initrd")
     (tmp_path / "id").write_text("PRIVATE KEY TEXT\n")
     (tmp_path / "known_hosts").write_text(f"10.0.10.1 {HOST_KEY}\n[10.0.10.2]:2222 {HOST_KEY}\n")
-    launch = {"kernel": "vmlinuz", "initrd": "initrd.gz", "accel": "tcg"}
+    launch = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "accel": "tcg"}
     vms = [
         {"id": 1002, "worker": "worker1", "dataInterfaces": 1, "internet": True, "launch": launch},
         {"id": 1003, "worker": "worker2", "dataInterfaces": 1, "launch": launch},
@@ -69,6 +70,15 @@ def test_launched_vms_under_mocks(tmp_path: Path) -> None:
         "demo-images-worker1",
         "demo-images-worker2",
     ]
+    # the image cache is the SSH user's alone; the slice's leftovers in incoming/ go at create and delete
+    images = reg["demo-images-worker1"]["inputs"]
+    assert "install -d -m 0711 /var/lib/cloudrepo" in images["create"]
+    assert "install -d -m 0700 -o root /var/lib/cloudrepo/images /var/lib/cloudrepo/images/incoming" in (
+        images["create"]
+    )
+    assert images["create"].endswith(images["delete"]) and images["delete"].endswith(
+        " sh /var/lib/cloudrepo/images/incoming demo"
+    )
     assert sorted(by_type[DYN + "QemuVm"]) == ["demo-vm-1002", "demo-vm-1003", "demo-vm-1004"]
     vm = reg["demo-vm-1002"]
     deps = set(vm["dependencies"])
