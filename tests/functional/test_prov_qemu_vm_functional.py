@@ -111,7 +111,9 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
         assert outs(updated)["observed"]["running"]
         new_pid = int((vm_dir / "qemu.pid").read_text())
         assert new_pid != pid
-        assert Path(f"/proc/{new_pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec, binary)
+        assert Path(f"/proc/{new_pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(
+            spec, binary
+        )
         assert outs(provider.read(created.id, outs(updated)))["drift"] == []
     finally:
         provider.delete("", props)

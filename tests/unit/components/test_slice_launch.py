@@ -73,8 +73,9 @@ def test_launched_vms_under_mocks(tmp_path: Path) -> None:
     # the image cache is the SSH user's alone; the slice's leftovers in incoming/ go at create and delete
     images = reg["demo-images-worker1"]["inputs"]
     assert "install -d -m 0711 /var/lib/cloudrepo" in images["create"]
-    assert "install -d -m 0700 -o root /var/lib/cloudrepo/images /var/lib/cloudrepo/images/incoming" in (
-        images["create"]
+    assert (
+        "install -d -m 0700 -o root /var/lib/cloudrepo/images /var/lib/cloudrepo/images/incoming"
+        in (images["create"])
     )
     assert images["create"].endswith(images["delete"]) and images["delete"].endswith(
         " sh /var/lib/cloudrepo/images/incoming demo"
