@@ -170,7 +170,7 @@ def files_have_the_right_owners(outputs: dict[str, Any], disk: Path) -> None:
     assert len(stored) == 3, stored  # kernel, initrd, disk
     for f in stored:
         assert mode(f) == 0o600, (f, oct(mode(f)))
-    assert {f.read_bytes() for f in stored} == {Path(p).read_bytes() for p in (*guest.values(), disk)}
+    assert {f.read_bytes() for f in stored} == {p.read_bytes() for p in [*map(Path, guest.values()), disk]}
 
     # nothing the scripts made is readable by others, but the reservations dnsmasq reads as `nobody`
     vlan = outputs["links"][0]["vlan"]
