@@ -1,14 +1,22 @@
 """`SliceComponent` with launched VMs under Pulumi mocks: copies once per worker, QemuVm after its TAPs and
-copies, host keys pinned, the private key a secret, the `console` and `running` outputs."""
+copies, host keys pinned, the private key a secret, the `console` and `running` outputs; the copies'
+check-and-place and the cleaning of `incoming/` run here."""
 
 from __future__ import annotations
 
+import hashlib
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_slice_component import install
 
+from components import vms
 from components.allocation import allocate_vlans
 from components.launch import load
 from components.plan import build_plan
@@ -102,3 +110,41 @@ def test_launched_vms_under_mocks(tmp_path: Path) -> None:
     assert launched["console"] == "/var/lib/cloudrepo/vms/1002/console.sock"
     assert isinstance(launched["running"], pulumi.Output)  # from the QemuVm's `observed`
     assert "console" not in seen["outputs"]["vms"]["1005"]
+
+
+def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", body, "sh", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_a_copy_that_fails_its_check_leaves_nothing_in_incoming(tmp_path: Path) -> None:
+    incoming, images = tmp_path / "incoming", tmp_path
+    incoming.mkdir()
+    good = hashlib.sha256(b"kernel").hexdigest()
+    sent = incoming / f"demo-{good}"
+    sent.write_bytes(b"kernel (cut short)")
+    bad = sh(vms._PLACE, str(sent), str(images / good), good)
+    assert bad.returncode == 1 and f"want {good}" in bad.stderr
+    assert not sent.exists() and not (images / good).exists()
+    sent.write_bytes(b"kernel")
+    sent.chmod(0o644)
+    assert sh(vms._PLACE, str(sent), str(images / good), good).returncode == 0
+    assert not sent.exists() and (images / good).read_bytes() == b"kernel"
+    assert stat.S_IMODE((images / good).stat().st_mode) == 0o600
+
+
+SLICE_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(mine=SLICE_NAMES, others=st.lists(SLICE_NAMES, max_size=4))
+def test_cleaning_incoming_removes_only_the_slices_copies(
+    tmp_path_factory: pytest.TempPathFactory, mine: str, others: list[str]
+) -> None:
+    incoming = tmp_path_factory.mktemp("incoming")
+    sums = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2)]
+    theirs = {incoming / f"{o}-{s}" for o in others if o != mine for s in sums}
+    ours = {incoming / f"{mine}-{s}" for s in sums}
+    for f in theirs | ours:
+        f.write_bytes(b"x")
+    assert sh(vms._CLEAN, str(incoming), mine).returncode == 0
+    assert set(incoming.iterdir()) == theirs
