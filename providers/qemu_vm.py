@@ -272,7 +272,7 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
     binary = check_binary(spec, have)
     d = state_dir(spec)
     steps: list[Step] = [
-        run("vm dir", "install", "-d", "-m", "0700", d),
+        run("vm dir", "install", "-d", "-m", "0700", VMS_DIR, d),
         sh("mark vm", _OWNER, d, spec.slice),
     ]
     if running_as_wanted(spec, have):
