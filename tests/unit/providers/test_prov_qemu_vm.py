@@ -291,3 +291,21 @@ def test_append_reaches_qemu_as_one_argument(tmp_path_factory: pytest.TempPathFa
     res = subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     assert dump.read_bytes().decode().split("\0")[:-1] == argv[1:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(args=st.lists(st.text(st.characters(blacklist_characters="\0"), max_size=40), min_size=1, max_size=4))
+def test_any_argument_survives_the_script_layer(
+    tmp_path_factory: pytest.TempPathFactory, args: list[str]
+) -> None:
+    """Below the config's checks: whatever text an argument holds (line breaks and control characters
+    too), the rendered script hands it to the program as exactly one argument."""
+    d = tmp_path_factory.mktemp("args")
+    dump = d / "argv"
+    binary = d / "prog"
+    binary.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done >{shlex.quote(str(dump))}\n')
+    binary.chmod(0o755)
+    text = script.render([script.run("start qemu", str(binary), *args)])
+    res = subprocess.run(["sh", "-c", text], capture_output=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert dump.read_bytes().split(b"\0")[:-1] == [a.encode() for a in args]
