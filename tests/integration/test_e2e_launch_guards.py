@@ -183,8 +183,12 @@ def files_have_the_right_owners(outputs: dict[str, Any], disk: Path) -> None:
             rel = path.relative_to(root).parts
             if path.is_symlink() or rel == ("dhcp",) or (rel[0] == "dhcp" and len(rel) == 2):
                 continue
-            if rel[0] == "dhcp" and (rel[2] == "hosts.d" or rel[2] in dnsmasq_own):
+            if rel[0] == "dhcp" and rel[2] == "hosts.d":
                 assert mode(path) & 0o022 == 0, f"{path} is {oct(mode(path))}"
+                continue
+            if rel[0] == "dhcp" and rel[2] in dnsmasq_own:
+                # dnsmasq's own: it sets umask 022 itself (pid file, leases 0644; its log 0660, its group's)
+                assert mode(path) & 0o002 == 0, f"{path} is {oct(mode(path))}"
                 continue
             assert mode(path) & 0o077 == 0, f"{path} is {oct(mode(path))}"
 
