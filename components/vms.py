@@ -24,7 +24,8 @@ import paramiko
 import pulumi
 from pulumi_command import remote
 
-from components.launch import BootFile, Launch
+from components.bootfiles import BootFile
+from components.launch import Launch
 from components.model import NAMESPACE, SliceConfig
 from components.outputs import qemu_net_args
 from components.plan import SlicePlan

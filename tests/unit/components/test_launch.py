@@ -10,11 +10,11 @@ import pytest
 
 from components.allocation import allocate_vlans
 from components.config import ConfigError
-from components.launch import IMAGES_DIR, load
+from components.launch import load
 from components.outputs import qemu_net_args
 from components.plan import build_plan
 from components.vms import launch_plan
-from providers.qemu_vm import qemu_argv
+from providers.qemu_vm import IMAGES_DIR, qemu_argv
 from tests.cfgkit import raw_config, slice_with, with_changes
 
 

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.launch import IMAGE_DIRS_KEY, ImageDirs, boot_file, load, parse_image_dirs, parse_qemu
+from components.bootfiles import IMAGE_DIRS_KEY, ImageDirs, boot_file, parse_image_dirs
+from components.launch import load, parse_qemu
 from providers.errors import ConfigError
 from providers.qemu_vm import BINARY_PATTERN
 from tests.cfgkit import raw_config, slice_with, with_changes
