@@ -5,9 +5,8 @@ console `console.sock` and, for a disk image, the VM's qcow2 overlay `disk.qcow2
 base; the base under `/var/lib/cloudrepo/images/` is never written). The process is ours when its pid file
 names it AND its command line is the one we started (`-pidfile` with our path); it is never found by name.
 
-QEMU is run by the absolute path that `command -v` gives for `binary` on the worker, which must be an
-executable regular file: a shell built-in (`eval`), function or alias would parse the arguments again as
-shell, so `up` refuses it before anything starts. Every argument, `append` included, stays one argument.
+QEMU is run by the absolute path `binary` resolves to on the worker (`qemu_binary`); a word that is no
+executable file is refused before anything starts. Every argument, `append` included, stays one argument.
 Host scripts run with umask 077: the directory, overlay, pid file and console socket are root's (or the
 SSH user's) alone.
 
@@ -15,7 +14,7 @@ SSH user's) alone.
 `pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
 removes the directory.
 
-A little over 300 lines because the module also holds the VM's spec (its inputs exist for this resource
+About 350 lines because the module also holds the VM's spec (its inputs exist for this resource
 only) and the diff that probes a VM's liveness at preview.
 """
 
@@ -28,20 +27,15 @@ import pulumi
 from pulumi.dynamic import DiffResult
 from pydantic import AfterValidator, Field
 
-from . import hoststate
+from . import hoststate, qemu_binary
 from .base import HostProvider, HostResource, _has_unknown, input_part, log
 from .errors import CloudrepoError, OwnershipConflict, SshError
-from .hoststate import HostNotReady
 from .script import ScriptResult, Step, run, sh
 from .specs import HostSpec, _Model
 
 
 class VmNotRunning(CloudrepoError):
     """QEMU started but its process is not there."""
-
-
-class BinaryRefused(HostNotReady):
-    """`qemu.binary` is not an executable file on the worker: refused before any change."""
 
 
 IMAGES_DIR = "/var/lib/cloudrepo/images"
@@ -167,14 +161,6 @@ c=$(tr '\000' '\037' <"/proc/$pid/cmdline" 2>/dev/null) || exit 0
 exit 0
 """
 
-_BINARY = r"""p=$(command -v -- "$1" 2>/dev/null) || p=
-case $p in
-/*) if [ -f "$p" ] && [ -x "$p" ]; then printf 'path=%s\n' "$p"; exit 0; fi ;;
-esac
-printf 'found=%s\n' "$(printf '%s' "$p" | tr '\n\037' '  ')"
-"""
-"""Where `$1` resolves: `path=` an executable regular file, else `found=` what `command -v` said."""
-
 _STOP = r"""pf=$1; wait=$2
 pid=$(cat "$pf" 2>/dev/null) || exit 0
 case $pid in ''|*[!0-9]*) exit 0 ;; esac
@@ -206,21 +192,13 @@ _OWNER = r"""printf '%s\n' "$2" >"$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owne
 
 def probe_steps(spec: QemuVmSpec) -> list[Step]:
     return [
-        sh("qemu binary", _BINARY, spec.binary, kind="probe"),
+        qemu_binary.probe_step(spec.binary),
         sh("vm state", _PROBE, state_dir(spec), kind="probe"),
     ]
 
 
-def parse_binary(res: ScriptResult) -> tuple[str | None, str]:
-    """(the executable file, what `command -v` said) from the binary probe; (None, "") when it did not run."""
-    if not res.ran("qemu binary"):
-        return None, ""
-    key, _, value = res.out("qemu binary").rstrip("\n").partition("=")
-    return (value, value) if key == "path" and value.startswith("/") else (None, value.strip())
-
-
 def parse_have(res: ScriptResult) -> VmHave:
-    binary, found = parse_binary(res)
+    binary, found = qemu_binary.parse(res)
     fields: dict[str, str] = {}
     lines = res.out("vm state").split("\n")  # only "\n": an argv may hold other line breaks
     for line in lines[1:]:
@@ -249,20 +227,8 @@ def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
 
 
 def check_binary(spec: QemuVmSpec, have: VmHave) -> str:
-    """The executable file QEMU is run by; `BinaryRefused`, naming the value, when there is none."""
-    if have.binary is not None:
-        return have.binary
-    what = (
-        "command -v finds nothing"
-        if not have.found
-        else f"it is {have.found!r}, not an executable regular file"
-        if have.found.startswith("/")
-        else f"command -v finds {have.found!r}: a shell built-in, function or alias, not a file"
-    )
-    raise BinaryRefused(
-        f"{spec.host.name}: cloudrepo:qemu.binary {spec.binary!r} is not an executable file on the worker "
-        f"({what}); nothing was started"
-    )
+    """The executable file QEMU is run by; `qemu_binary.BinaryRefused`, naming the value, when none."""
+    return qemu_binary.require(spec.host.name, spec.binary, have.binary, have.found)
 
 
 def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:

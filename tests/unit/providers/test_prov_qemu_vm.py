@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from providers import qemu_binary, script
 from providers import qemu_vm as qv
-from providers import script
 from providers.errors import HostUnreachable, OwnershipConflict
 from providers.script import ScriptResult, StepResult
 
@@ -217,7 +217,7 @@ def test_a_binary_that_is_no_file_is_refused_before_any_step(probe: str, said: s
     live = "\x1f".join(qv.qemu_argv(s, BIN)) + "\x1f"
     for state in ("absent\n", f"present\nowner=demo\nbase=\npid=4242\ncmdline={live}\n"):
         have = have_from(state, probe)
-        with pytest.raises(qv.BinaryRefused) as err:
+        with pytest.raises(qemu_binary.BinaryRefused) as err:
             qv.plan_ensure(s, have)
         assert str(err.value).startswith("worker1: cloudrepo:qemu.binary 'eval' is not an executable file")
         assert said in str(err.value) and "nothing was started" in str(err.value)
@@ -237,8 +237,8 @@ def test_the_binary_probe_finds_only_executable_files(tmp_path: Path) -> None:
     script.chmod(0o644)
 
     def resolve(word: str) -> tuple[str | None, str]:
-        out = sh(qv._BINARY, word).stdout
-        return qv.parse_binary(ScriptResult([StepResult("qemu binary", 0, out)]))
+        out = sh(qemu_binary._BINARY, word).stdout
+        return qemu_binary.parse(ScriptResult([StepResult("qemu binary", 0, out)]))
 
     assert resolve("eval") == (None, "eval")
     assert resolve("cd") == (None, "cd")
@@ -256,8 +256,8 @@ def test_the_binary_probe_finds_only_executable_files(tmp_path: Path) -> None:
 def test_any_binary_word_resolves_to_a_file_or_nothing(word: str) -> None:
     """Whatever word `binary` is (shell syntax, options, built-ins, newlines), the probe never runs it
     and answers an executable regular file or no path."""
-    out = sh(qv._BINARY, word).stdout
-    path, _ = qv.parse_binary(ScriptResult([StepResult("qemu binary", 0, out)]))
+    out = sh(qemu_binary._BINARY, word).stdout
+    path, _ = qemu_binary.parse(ScriptResult([StepResult("qemu binary", 0, out)]))
     assert path is None or (Path(path).is_file() and path.startswith("/"))
 
 
