@@ -245,3 +245,22 @@ def test_appends_with_control_characters_are_refused_at_preview(
     assert any(
         p.startswith("cloudrepo:slice.vms[0].launch.append: printable text") for p in err.value.problems
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=40)
+    | st.builds(lambda n, c: "images/" + c * n, st.integers(200, 5000), st.sampled_from("a/.~"))
+    | st.lists(st.sampled_from(["images", "..", "a" * 255, "a" * 256, "\udcff", "ok.bin"]), max_size=6).map(
+        "/".join
+    ),
+    dirs=st.none() | st.lists(st.text(max_size=12), max_size=3) | st.integers() | st.text(max_size=5),
+)
+def test_any_text_is_an_answer_never_an_exception(project: Path, text: str, dirs: Any) -> None:
+    """Any boot-file text and any `imageDirs` value (long names, surrogates, wrong types): a result or
+    problems naming their key, never an exception."""
+    problems: list[str] = []
+    image_dirs = parse_image_dirs(dirs, project, problems.append)
+    assert image_dirs is not None or (all(p.startswith(IMAGE_DIRS_KEY) for p in problems) and problems)
+    found = boot_file(text, WHERE, project, image_dirs or dirs_of(project), problems.append)
+    assert found is not None or problems[-1].startswith(f"{WHERE}: ")
