@@ -39,7 +39,11 @@ class LaunchedRing(SliceSpec):
         return [{**vm, "launch": boot} for vm in super().vms()]
 
     def stack_config(self) -> dict[str, Any]:
-        return {**super().stack_config(), "cloudrepo:qemu": {"accel": "tcg"}}
+        qemu = {
+            "accel": "tcg",
+            "imageDirs": sorted({str(Path(self.kernel).parent), str(Path(self.initrd).parent)}),
+        }
+        return {**super().stack_config(), "cloudrepo:qemu": qemu}
 
 
 def _qemu_pids(spec: SliceSpec) -> list[int]:

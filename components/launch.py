@@ -1,16 +1,13 @@
 """VM launch config: each VM's optional `launch` and the stack's `cloudrepo:qemu`, validated like the rest.
 
 `load(raw, stack, base)` runs `components.config.load_config` and this module's checks and raises ONE
-`ConfigError` with every problem of both. The files a VM boots from are read here (at `pulumi preview`):
-a missing or unreadable file is a config problem naming it, and each file is known by its sha256, which
-names its copy on the worker (`/var/lib/cloudrepo/images/<sha256>`).
+`ConfigError` with every problem of both. The files a VM boots from are checked and hashed here (at
+`pulumi preview`) by `components.bootfiles`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
+from components.bootfiles import BootFile, ImageDirs, boot_file, parse_image_dirs
 from components.config import load_config
 from components.inputs import _Input, validate_input
 from components.model import NAMESPACE, SliceConfig
@@ -26,7 +24,6 @@ from providers.errors import ConfigError
 from providers.qemu_vm import (
     ACCELS,
     BINARY_PATTERN,
-    IMAGES_DIR,
     MAX_APPEND,
     MAX_CPUS,
     MAX_MEMORY_MB,
@@ -45,6 +42,8 @@ class QemuInput(_Input):
     binary: StrictStr = DEFAULT_BINARY
     accel: StrictStr = DEFAULT_ACCEL
     """`kvm` or `tcg` (a VM's `launch.accel` overrides it)."""
+    image_dirs: Any = Field(default=None, alias="imageDirs")
+    """Directories boot files may come from (checked by `parse_image_dirs`)."""
 
 
 class LaunchInput(_Input):
@@ -57,18 +56,6 @@ class LaunchInput(_Input):
     cpus: StrictInt = Field(default=1, ge=1, le=MAX_CPUS)
     memory_mb: StrictInt = Field(default=256, alias="memoryMb", ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     accel: StrictStr | None = None
-
-
-@dataclass(frozen=True)
-class BootFile:
-    """A file a VM boots from: where it is here, its content hash and its copy on the worker."""
-
-    local: str
-    sha256: str
-
-    @property
-    def remote(self) -> str:
-        return f"{IMAGES_DIR}/{self.sha256}"
 
 
 @dataclass(frozen=True)
@@ -99,37 +86,13 @@ def _accel(value: str | None, where: str, add: Callable[[str], None]) -> str | N
     return value
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def boot_file(text: str, where: str, base: Path, add: Callable[[str], None]) -> BootFile | None:
-    """The file `text` (relative paths from the project directory) with its hash, or a problem."""
-    if not text or "\0" in text or "\n" in text:
-        add(f"{where}: not a usable file path, got {text!r}")
-        return None
-    path = Path(os.path.expanduser(text))
-    path = path if path.is_absolute() else base / path
-    if not path.is_file():
-        add(f"{where}: no such file {text!r} (looked at {str(path)!r})")
-        return None
-    try:
-        return BootFile(local=str(path), sha256=_hash_file(path))
-    except OSError as exc:
-        add(f"{where}: cannot read {text!r}: {exc.strerror}")
-        return None
-
-
 def _image_format(path: str) -> Literal["qcow2", "raw"]:
     with open(path, "rb") as fh:
         return "qcow2" if fh.read(4) == QCOW2_MAGIC else "raw"
 
 
 def parse_qemu(raw: Any, add: Callable[[str], None]) -> QemuInput | None:
+    """`cloudrepo:qemu` but its `imageDirs` (`parse_image_dirs`)."""
     where = f"{NAMESPACE}:qemu"
     problems: list[str] = []
     q = validate_input(QemuInput, {} if raw is None else raw, where, problems)
@@ -139,7 +102,10 @@ def parse_qemu(raw: Any, add: Callable[[str], None]) -> QemuInput | None:
         return None
     ok = _accel(q.accel, f"{where}.accel", add) is not None
     if not BINARY_RE.fullmatch(q.binary):
-        add(f"{where}.binary: must be a command name or absolute path without spaces, got {q.binary!r}")
+        add(
+            f"{where}.binary: must be a command name or an absolute path, without spaces or shell "
+            f"characters, got {q.binary!r}"
+        )
         ok = False
     return q if ok else None
 
@@ -150,6 +116,7 @@ def parse_launch(
     where: str,
     qemu: QemuInput | None,
     base: Path,
+    dirs: ImageDirs | None,
     add: Callable[[str], None],
 ) -> Launch | None:
     """One VM's `launch`; None (after reporting) when it is invalid."""
@@ -160,8 +127,9 @@ def parse_launch(
     if li is None:
         for key in ("image", "kernel", "initrd"):  # the files' problems too, all at once
             value = raw.get(key) if isinstance(raw, dict) else None
-            if isinstance(value, str) and not any(p.startswith(f"{where}.{key}:") for p in problems):
-                boot_file(value, f"{where}.{key}", base, add)
+            reported = any(p.startswith(f"{where}.{key}:") for p in problems)
+            if isinstance(value, str) and dirs is not None and not reported:
+                boot_file(value, f"{where}.{key}", base, dirs, add)
         return None
     ok = True
     accel = _accel(li.accel, f"{where}.accel", add)
@@ -180,7 +148,9 @@ def parse_launch(
         add(f"{where}.append: printable text of at most {MAX_APPEND} characters, got {li.append[:80]!r}")
         ok = False
     files = {k: getattr(li, k) for k in ("image", "kernel", "initrd") if getattr(li, k) is not None}
-    found = {k: boot_file(v, f"{where}.{k}", base, add) for k, v in files.items()}
+    if dirs is None:
+        return None  # imageDirs is wrong: reported
+    found = {k: boot_file(v, f"{where}.{k}", base, dirs, add) for k, v in files.items()}
     if not ok or None in found.values() or qemu is None:
         return None
     image = found.get("image")
@@ -203,6 +173,7 @@ def parse_launches(raw: Mapping[str, str], base: Path, add: Callable[[str], None
     """Every VM's launch (by VM id) from the raw stack config; problems go to `add`."""
     qraw = _json(raw.get(f"{NAMESPACE}:qemu"))
     qemu = parse_qemu(qraw, add)
+    dirs = parse_image_dirs(qraw.get("imageDirs") if isinstance(qraw, dict) else None, base, add)
     sraw = _json(raw.get(f"{NAMESPACE}:slice"))
     vms = sraw.get("vms") if isinstance(sraw, dict) else None
     out: dict[int, Launch] = {}
@@ -211,7 +182,8 @@ def parse_launches(raw: Mapping[str, str], base: Path, add: Callable[[str], None
             continue
         if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker"), str):
             continue  # the VM itself is invalid: load_config reports it
-        launch = parse_launch(vm["launch"], vm, f"{NAMESPACE}:slice.vms[{i}].launch", qemu, base, add)
+        where = f"{NAMESPACE}:slice.vms[{i}].launch"
+        launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add)
         if launch is not None:
             out[launch.vm] = launch
     return out

@@ -5,7 +5,10 @@
 `add_launched_vms` instantiates that plan under the slice component: the copies with pulumi-command
 (`remote.CopyToRemote` into `images/incoming/`, then a `remote.Command` that checks the sha256 and moves the
 file into place unless it is already there, so a base another VM uses is never rewritten), over SSH with
-the host key pinned from the configured known_hosts and the private key as a Pulumi secret.
+the host key pinned from the configured known_hosts and the private key as a Pulumi secret. The image
+cache is the SSH user's alone (0700, files 0600; the state root above it 0711, so that user reaches it
+under sudo); a copy that fails its check is removed, and this slice's leftovers in `incoming/` (a copy cut
+short) go when the worker's image directories are made and when the slice is destroyed.
 """
 
 from __future__ import annotations
@@ -21,24 +24,36 @@ import paramiko
 import pulumi
 from pulumi_command import remote
 
-from components.launch import BootFile, Launch
+from components.bootfiles import BootFile
+from components.launch import Launch
 from components.model import NAMESPACE, SliceConfig
 from components.outputs import qemu_net_args
 from components.plan import SlicePlan
-from providers import specs
+from providers import naming, specs
 from providers.errors import ConfigError
 from providers.qemu_vm import IMAGES_DIR, BootFileRef, QemuVm, QemuVmSpec, console_path
 
 INCOMING_DIR = f"{IMAGES_DIR}/incoming"
 
 _PLACE = r"""f=$1; final=$2; sum=$3
+trap 'rm -f "$f"' EXIT
 if [ ! -f "$final" ]; then
   s=$(sha256sum "$f" | cut -d' ' -f1)
   [ "$s" = "$sum" ] || { echo "$f has sha256 $s, want $sum" >&2; exit 1; }
-  mv -f "$f" "$final"
+  chmod 0600 "$f" && mv -f "$f" "$final"
 fi
-rm -f "$f"
 """
+"""Check the copy's sha256 and move it into place; the copy in `incoming/` never stays."""
+
+_CLEAN = r"""in=$1; slice=$2
+for f in "$in/$slice"-*; do
+  rest=${f#"$in/$slice"-}
+  case $rest in *[!0-9a-f]*|'') continue ;; esac
+  [ "${#rest}" -eq 64 ] && rm -f -- "$f"
+done
+exit 0
+"""
+"""Remove this slice's copies from `incoming/` (`<slice>-<sha256>`; another slice's name never matches)."""
 
 
 @dataclass(frozen=True)
@@ -164,11 +179,14 @@ def add_launched_vms(
                 private_key=key,
                 host_key=host_key(known, ep),
             )
-            owner = ["install", "-d", "-m", "0755", "-o", config.ssh.user, IMAGES_DIR, INCOMING_DIR]
+            root = ["install", "-d", "-m", "0711", naming.STATE_ROOT]
+            owner = ["install", "-d", "-m", "0700", "-o", config.ssh.user, IMAGES_DIR, INCOMING_DIR]
+            clean = _sudo(config, ["sh", "-c", _CLEAN, "sh", INCOMING_DIR, config.slice_name])
             dirs[copy.worker] = remote.Command(
                 f"{name}-images-{copy.worker}",
                 connection=conns[copy.worker],
-                create=_sudo(config, owner),
+                create=" && ".join([_sudo(config, root), _sudo(config, owner), clean]),
+                delete=clean,
                 opts=pulumi.ResourceOptions(parent=parent),
             )
         incoming = f"{INCOMING_DIR}/{config.slice_name}-{copy.file.sha256}"

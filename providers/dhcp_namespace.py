@@ -231,7 +231,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         if spec.shared:
             ips = [r.ip for r in spec.reservations if r.ip is not None]
             steps.append(dhcp_addresses.verify_free_step(f"{d}/hosts.d", spec.slice, ips))
-        steps.append(bodies.write_file("write reservations", dnsmasq.hosts_file(spec), hosts_text(spec)))
+        steps.append(dnsmasq.write_hosts_step(spec, hosts_text(spec)))
     want = tuple(dnsmasq.dnsmasq_args(spec))
     stale = [] if spec.shared else dhcp_addresses.stale_leases(spec, have.leases)
     restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})

@@ -4,6 +4,11 @@ dnsmasq is alive only if the pid file's process exists and its /proc cmdline nam
 interface; it is stopped by that pid (TERM, wait, KILL), never by name. Its state lives in
 `/var/lib/cloudrepo/dhcp/vlanN/`: pid file, lease file, log, and `hosts.d/<slice>` reservations
 (`--dhcp-hostsdir`, which dnsmasq re-reads by itself).
+
+dnsmasq runs as root only to start: it reads its reservations as `nobody` (its default `--user`), after
+dropping privileges, so they are the one state that others may read: the directories down to `hosts.d`
+may be passed through (0711), `hosts.d` listed (0755) and its files read (0644). Everything else is made
+under the scripts' umask 077 (pid file, leases, log, owner: root's alone).
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ _PRUNE = (
     'f=$1; shift; [ -f "$f" ] || exit 0; : >"$f.tmp" || exit 1; '
     'while read -r exp mac rest; do drop=0; for m in "$@"; do [ "$m" = "$mac" ] && drop=1; done; '
     '[ "$drop" = 1 ] || printf "%s %s %s\n" "$exp" "$mac" "$rest" >>"$f.tmp"; done <"$f"; mv -f "$f.tmp" "$f"'
+)
+# $1 state root, $2 the VLAN's directory, $3 the slice's reservations file, $4 its text
+_WRITE_HOSTS = (
+    'mkdir -p "$2/hosts.d" && chmod 0711 "$1" "$1/dhcp" "$2" && chmod 0755 "$2/hosts.d" && '
+    't="$2/hosts.d/.${3##*/}.tmp" && printf "%s" "$4" >"$t" && chmod 0644 "$t" && mv -f "$t" "$3"'
 )
 DNS_OPTION = "--dhcp-option=6,"
 
@@ -114,6 +124,11 @@ def dns_servers_of(option: str | None) -> str:
 
 def dns_option(cmdline: tuple[str, ...] | list[str]) -> str | None:
     return next((a for a in cmdline if a.startswith(DNS_OPTION)), None)
+
+
+def write_hosts_step(spec: DhcpNamespaceSpec, text: str) -> Step:
+    """Write the slice's reservations atomically, readable by dnsmasq's unprivileged user."""
+    return sh("write reservations", _WRITE_HOSTS, naming.STATE_ROOT, state_dir(spec), hosts_file(spec), text)
 
 
 def stop_step(spec: DhcpNamespaceSpec) -> Step:

@@ -5,11 +5,16 @@ console `console.sock` and, for a disk image, the VM's qcow2 overlay `disk.qcow2
 base; the base under `/var/lib/cloudrepo/images/` is never written). The process is ours when its pid file
 names it AND its command line is the one we started (`-pidfile` with our path); it is never found by name.
 
+QEMU is run by the absolute path `binary` resolves to on the worker (`qemu_binary`); a word that is no
+executable file is refused before anything starts. Every argument, `append` included, stays one argument.
+Host scripts run with umask 077: the directory, overlay, pid file and console socket are root's (or the
+SSH user's) alone.
+
 `read` reports a dead VM (or one running other arguments) as drift, so `pulumi refresh` shows it and
 `pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
 removes the directory.
 
-A little over 300 lines because the module also holds the VM's spec (its inputs exist for this resource
+About 350 lines because the module also holds the VM's spec (its inputs exist for this resource
 only) and the diff that probes a VM's liveness at preview.
 """
 
@@ -22,7 +27,7 @@ import pulumi
 from pulumi.dynamic import DiffResult
 from pydantic import AfterValidator, Field
 
-from . import hoststate
+from . import hoststate, qemu_binary
 from .base import HostProvider, HostResource, _has_unknown, input_part, log
 from .errors import CloudrepoError, OwnershipConflict, SshError
 from .script import ScriptResult, Step, run, sh
@@ -41,8 +46,8 @@ MAX_CPUS = 64
 MIN_MEMORY_MB = 32
 MAX_MEMORY_MB = 1 << 20
 MAX_APPEND = 1024
-BINARY_PATTERN = r"^[A-Za-z0-9_./+-]{1,255}$"
-"""A command name or absolute path: no spaces or shell characters."""
+BINARY_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_./+-]{1,254})$"
+"""A command name (no `/`, no leading `-` or `.`) or an absolute path: no spaces or shell characters."""
 STOP_WAIT = 10
 """Seconds a VM gets to exit on SIGTERM before SIGKILL."""
 
@@ -96,9 +101,13 @@ def resource_id(spec: QemuVmSpec) -> str:
     return f"{spec.host.name}/vm/{spec.vm}"
 
 
-def qemu_argv(spec: QemuVmSpec) -> list[str]:
-    """The whole QEMU command line (pure): the same inputs always give the same list."""
-    argv = [spec.binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
+def qemu_argv(spec: QemuVmSpec, binary: str) -> list[str]:
+    """The whole QEMU command line (pure): the same inputs always give the same list. `binary` is the
+    absolute path `spec.binary` resolves to on the worker (`VmHave.binary`): a word with a `/` is never
+    looked up as a built-in, function or alias."""
+    if not binary.startswith("/"):
+        raise ValueError(f"QEMU must be run by an absolute path, got {binary!r}")
+    argv = [binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
     argv += ["-smp", str(spec.cpus), "-nodefaults", "-display", "none"]
     argv += ["-chardev", f"socket,id=console,path={console_path(spec.vm)},server=on,wait=off"]
     argv += ["-serial", "chardev:console"]
@@ -125,6 +134,10 @@ class VmHave:
     """The live process's argv when the pid file names a live process."""
     base: str | None
     """The base image of the overlay (disk.base)."""
+    binary: str | None = None
+    """The executable file `spec.binary` resolves to (`command -v`), None when it is no such file."""
+    found: str = ""
+    """What `command -v` printed for `spec.binary` (empty: nothing)."""
 
     @property
     def gone(self) -> bool:
@@ -166,19 +179,26 @@ s=$(sha256sum "$1" | cut -d' ' -f1)
 """
 
 _OVERLAY = r"""d=$1; base=$2; fmt=$3
-[ -f "$d/disk.qcow2" ] && [ "$(cat "$d/disk.base" 2>/dev/null)" = "$base" ] && exit 0
-rm -f "$d/disk.qcow2" "$d/disk.base"
-qemu-img create -q -f qcow2 -F "$fmt" -b "$base" "$d/disk.qcow2" && printf '%s\n' "$base" >"$d/disk.base"
+if [ ! -f "$d/disk.qcow2" ] || [ "$(cat "$d/disk.base" 2>/dev/null)" != "$base" ]; then
+  rm -f "$d/disk.qcow2" "$d/disk.base"
+  qemu-img create -q -f qcow2 -F "$fmt" -b "$base" "$d/disk.qcow2" || exit
+  printf '%s\n' "$base" >"$d/disk.base" || exit
+fi
+chmod 0600 "$d/disk.qcow2"
 """
 
 _OWNER = r"""printf '%s\n' "$2" >"$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" """
 
 
 def probe_steps(spec: QemuVmSpec) -> list[Step]:
-    return [sh("vm state", _PROBE, state_dir(spec), kind="probe")]
+    return [
+        qemu_binary.probe_step(spec.binary),
+        sh("vm state", _PROBE, state_dir(spec), kind="probe"),
+    ]
 
 
 def parse_have(res: ScriptResult) -> VmHave:
+    binary, found = qemu_binary.parse(res)
     fields: dict[str, str] = {}
     lines = res.out("vm state").split("\n")  # only "\n": an argv may hold other line breaks
     for line in lines[1:]:
@@ -192,6 +212,8 @@ def parse_have(res: ScriptResult) -> VmHave:
         pid=int(pid) if pid else None,
         cmdline=tuple(cmd.rstrip(SEP).split(SEP)) if cmd else None,
         base=fields.get("base") or None,
+        binary=binary,
+        found=found,
     )
 
 
@@ -201,15 +223,22 @@ def check_ownership(spec: QemuVmSpec, have: VmHave) -> None:
 
 
 def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
-    return have.cmdline == tuple(qemu_argv(spec))
+    return have.binary is not None and have.cmdline == tuple(qemu_argv(spec, have.binary))
+
+
+def check_binary(spec: QemuVmSpec, have: VmHave) -> str:
+    """The executable file QEMU is run by; `qemu_binary.BinaryRefused`, naming the value, when none."""
+    return qemu_binary.require(spec.host.name, spec.binary, have.binary, have.found)
 
 
 def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
-    """Nothing when the VM runs with exactly its argv; else stop ours (if any) and start it again."""
+    """Nothing when the VM runs with exactly its argv; else stop ours (if any) and start it again.
+    Refuses (before any step) a VM of another slice and a `binary` that is no executable file."""
     check_ownership(spec, have)
+    binary = check_binary(spec, have)
     d = state_dir(spec)
     steps: list[Step] = [
-        run("vm dir", "mkdir", "-p", d),
+        run("vm dir", "install", "-d", "-m", "0700", VMS_DIR, d),
         sh("mark vm", _OWNER, d, spec.slice),
     ]
     if running_as_wanted(spec, have):
@@ -221,7 +250,8 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
     if spec.image is not None:
         steps.append(sh("overlay", _OVERLAY, d, spec.image.path, spec.image_format or "raw"))
     steps.append(run("clear console", "rm", "-f", console_path(spec.vm), pid_file(spec)))
-    steps.append(run("start qemu", *qemu_argv(spec)))
+    steps.append(run("start qemu", *qemu_argv(spec, binary)))
+    steps.append(run("console mode", "chmod", "0600", console_path(spec.vm)))
     return steps
 
 
@@ -254,8 +284,8 @@ def observe(spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
 
 
 def preflight(spec: QemuVmSpec) -> list[Step]:
-    """One read round trip: the tools the VM needs, then its state."""
-    tools = [spec.binary, "sha256sum", *(["qemu-img"] if spec.image is not None else [])]
+    """One read round trip: the tools the VM needs, where `binary` resolves, then the VM's state."""
+    tools = ["sha256sum", *(["qemu-img"] if spec.image is not None else [])]
     return [hoststate.tools_probe(*tools), *probe_steps(spec)]
 
 

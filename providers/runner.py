@@ -29,6 +29,7 @@ from . import naming
 READY = b"@@cloudrepo-runner:ready\n"
 
 PROGRAM = r"""set -u
+umask 077
 lock=$1
 d=$(mktemp -d) || exit 1
 trap 'rm -rf "$d"' EXIT

@@ -102,7 +102,9 @@ def render(steps: Sequence[Step], nonce: str | None = None, stamps: bool = False
         # a client that vanishes mid-script (an engine killed) must not leave a change half made (a TAP
         # made but not yet marked): the script runs to its end; its output then goes nowhere
         "trap '' HUP PIPE",
-        "umask 022",
+        # what a script makes is its user's alone; where others must read (dnsmasq its reservations), the
+        # step sets the mode
+        "umask 077",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH",
         *(["T0=$(date +%s%N)"] if stamps else []),
         "LC_ALL=C; export LC_ALL",

@@ -84,13 +84,14 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
     assert checked.inputs is not None
     props = checked.inputs
     spec = provider.spec(props)
+    binary = testbed.run("worker1", "command -v qemu-system-x86_64")[1].strip()
     vm_dir = host_paths("worker1").state / "vms" / str(VM)
     try:
         created = provider.create(props)
         assert created.id == f"worker1/vm/{VM}"
         assert outs(created)["observed"]["running"] and outs(created)["drift"] == []
         pid = int((vm_dir / "qemu.pid").read_text())
-        assert Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec)
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec, binary)
         assert (vm_dir / "owner").read_text() == f"{SLICE}\n"
         # the guest boots and answers on its serial console
         sock = vm_dir / "console.sock"
@@ -110,7 +111,9 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
         assert outs(updated)["observed"]["running"]
         new_pid = int((vm_dir / "qemu.pid").read_text())
         assert new_pid != pid
-        assert Path(f"/proc/{new_pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(spec)
+        assert Path(f"/proc/{new_pid}/cmdline").read_bytes().decode().split("\0")[:-1] == qemu_argv(
+            spec, binary
+        )
         assert outs(provider.read(created.id, outs(updated)))["drift"] == []
     finally:
         provider.delete("", props)

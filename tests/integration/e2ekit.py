@@ -29,8 +29,9 @@ from tests.labfixtures import lab_cli, scan, scan_parts
 TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", LAB / "figures" / "e2e-times.json"))
 
 
-QEMU_TCG = {"cloudrepo:qemu": {"accel": "tcg"}}
-"""Stack config for launched VMs on the testbed (nested KVM hangs here)."""
+QEMU_TCG: dict[str, Any] = {"cloudrepo:qemu": {"accel": "tcg", "imageDirs": [str(LAB / "guest")]}}
+"""Stack config for launched VMs on the testbed (nested KVM hangs here), booting its guest from the
+testbed's directory (the tests' stacks live in projects of their own)."""
 
 
 def guest_launch(memory_mb: int = 128) -> dict[str, Any]:

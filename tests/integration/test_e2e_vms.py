@@ -79,9 +79,12 @@ def test_launched_vms_lease_survive_a_kill_and_leave_nothing(
 
 def run_vms(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: Path) -> None:
     guest = image.guest()
-    disk = tmp_path / "base.qcow2"
+    disk = tmp_path / "disks" / "base.qcow2"
+    disk.parent.mkdir()
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
-    stack = slice_stack(SLICE, POOL, vms(disk), [["7401.eth1", "7402.eth1"]], extra=QEMU_TCG)
+    qemu = QEMU_TCG["cloudrepo:qemu"]
+    extra = {"cloudrepo:qemu": {**qemu, "imageDirs": [*qemu["imageDirs"], str(disk.parent)]}}
+    stack = slice_stack(SLICE, POOL, vms(disk), [["7401.eth1", "7402.eth1"]], extra=extra)
     times: dict[str, Any] = {}
 
     t0 = time.monotonic()

@@ -10,20 +10,22 @@ import pytest
 
 from components.allocation import allocate_vlans
 from components.config import ConfigError
-from components.launch import IMAGES_DIR, load
+from components.launch import load
 from components.outputs import qemu_net_args
 from components.plan import build_plan
 from components.vms import launch_plan
-from providers.qemu_vm import qemu_argv
+from providers.qemu_vm import IMAGES_DIR, qemu_argv
 from tests.cfgkit import raw_config, slice_with, with_changes
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
+    """Boot files in the project's `images/` (the default `qemu.imageDirs`)."""
     out = {}
+    (tmp_path / "images").mkdir()
     for name, data in (("vmlinuz", b"kernel"), ("initrd.gz", b"initrd"), ("disk.qcow2", b"QFI\xfb rest")):
-        (tmp_path / name).write_bytes(data)
-        out[name] = tmp_path / name
+        (tmp_path / "images" / name).write_bytes(data)
+        out[name] = tmp_path / "images" / name
     return out
 
 
@@ -46,7 +48,7 @@ def problems(config: dict[str, Any], base: Path) -> list[str]:
 
 
 def test_kernel_boot_with_defaults_and_an_override(tmp_path: Path, files: dict[str, Path]) -> None:
-    kernel = {"kernel": "vmlinuz", "initrd": "initrd.gz", "append": "console=ttyS0"}
+    kernel = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "append": "console=ttyS0"}
     config, launches = load(
         raw_config(launched({1002: kernel, 1003: {**kernel, "accel": "tcg", "cpus": 2, "memoryMb": 128}})),
         "dev",
@@ -74,9 +76,9 @@ def test_stack_level_qemu_settings(tmp_path: Path, files: dict[str, Path]) -> No
 def test_every_problem_is_reported_at_once(tmp_path: Path, files: dict[str, Path]) -> None:
     cfg = launched(
         {
-            1002: {"kernel": "vmlinuz", "image": "disk.qcow2", "accel": "xen", "cpus": 0},
-            1003: {"kernel": "nope/vmlinuz", "memoryMb": 8, "colour": "red"},
-            1004: {"image": "disk.qcow2", "append": "console=ttyS0"},
+            1002: {"kernel": "images/vmlinuz", "image": "images/disk.qcow2", "accel": "xen", "cpus": 0},
+            1003: {"kernel": "images/nope/vmlinuz", "memoryMb": 8, "colour": "red"},
+            1004: {"image": "images/disk.qcow2", "append": "console=ttyS0"},
         },
         qemu={"binary": "qemu system", "accel": "hvf"},
         bridge="br;x",
@@ -85,31 +87,32 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, files: dict[str, Path
         "cloudrepo:bridge: interface name 'br;x' must start with a letter or digit and contain only letters, "
         "digits, '_', '.' and '-'",
         "cloudrepo:qemu.accel: must be one of kvm, tcg, got 'hvf'",
-        "cloudrepo:qemu.binary: must be a command name or absolute path without spaces, got 'qemu system'",
+        "cloudrepo:qemu.binary: must be a command name or an absolute path, without spaces or shell "
+        "characters, got 'qemu system'",
         "cloudrepo:slice.vms[0].launch.cpus: input should be greater than or equal to 1, got 0",
         "cloudrepo:slice.vms[1].launch.memoryMb: input should be greater than or equal to 32, got 8",
         "cloudrepo:slice.vms[1].launch.colour: unknown key 'colour' (known: image, kernel, initrd, append, "
         "cpus, memoryMb, accel)",
-        f"cloudrepo:slice.vms[1].launch.kernel: no such file 'nope/vmlinuz' (looked at "
-        f"'{tmp_path / 'nope/vmlinuz'}')",
+        f"cloudrepo:slice.vms[1].launch.kernel: no such file 'images/nope/vmlinuz' (looked at "
+        f"'{tmp_path / 'images/nope/vmlinuz'}')",
         "cloudrepo:slice.vms[2].launch.append: only with kernel (direct kernel boot), not with image "
-        "'disk.qcow2'",
+        "'images/disk.qcow2'",
     ]
 
 
 def test_file_and_choice_problems(tmp_path: Path, files: dict[str, Path]) -> None:
     cfg = launched(
         {
-            1002: {"kernel": "vmlinuz", "image": "disk.qcow2", "accel": "xen"},
-            1003: {"kernel": "nope/vmlinuz", "initrd": "initrd.gz"},
+            1002: {"kernel": "images/vmlinuz", "image": "images/disk.qcow2", "accel": "xen"},
+            1003: {"kernel": "images/nope/vmlinuz", "initrd": "images/initrd.gz"},
             1004: {"cpus": 2},
         }
     )
     assert problems(cfg, tmp_path) == [
         "cloudrepo:slice.vms[0].launch.accel: must be one of kvm, tcg, got 'xen'",
         "cloudrepo:slice.vms[0].launch: give either image or kernel (+ initrd, append), got both",
-        f"cloudrepo:slice.vms[1].launch.kernel: no such file 'nope/vmlinuz' (looked at "
-        f"'{tmp_path / 'nope/vmlinuz'}')",
+        f"cloudrepo:slice.vms[1].launch.kernel: no such file 'images/nope/vmlinuz' (looked at "
+        f"'{tmp_path / 'images/nope/vmlinuz'}')",
         "cloudrepo:slice.vms[2].launch: give either image or kernel (+ initrd, append), got neither",
     ]
 
@@ -122,7 +125,7 @@ def test_no_launch_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_launch_plan_copies_once_per_worker(tmp_path: Path, files: dict[str, Path]) -> None:
-    kernel = {"kernel": "vmlinuz", "initrd": "initrd.gz", "accel": "tcg"}
+    kernel = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "accel": "tcg"}
     config, launches = load(raw_config(launched({1002: kernel, 1003: kernel, 1004: kernel})), "dev", tmp_path)
     plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
     copies, vms = launch_plan(plan, launches)
@@ -136,7 +139,7 @@ def test_launch_plan_copies_once_per_worker(tmp_path: Path, files: dict[str, Pat
     for vm in vms:
         net = qemu_net_args(plan.by_vm(vm.spec.vm))
         assert vm.spec.net_args == net
-        argv = qemu_argv(vm.spec)
+        argv = qemu_argv(vm.spec, "/usr/bin/qemu-system-x86_64")
         i = argv.index(net[0])
         assert argv[i : i + len(net)] == net, "the VM gets exactly its qemuNetArgs"
         assert argv[-3:] == ["-pidfile", f"/var/lib/cloudrepo/vms/{vm.spec.vm}/qemu.pid", "-daemonize"]

@@ -1,14 +1,22 @@
 """`SliceComponent` with launched VMs under Pulumi mocks: copies once per worker, QemuVm after its TAPs and
-copies, host keys pinned, the private key a secret, the `console` and `running` outputs."""
+copies, host keys pinned, the private key a secret, the `console` and `running` outputs; the copies'
+check-and-place and the cleaning of `incoming/` run here."""
 
 from __future__ import annotations
 
+import hashlib
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_slice_component import install
 
+from components import vms
 from components.allocation import allocate_vlans
 from components.launch import load
 from components.plan import build_plan
@@ -27,11 +35,12 @@ def secret(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_launched_vms_under_mocks(tmp_path: Path) -> None:
-    (tmp_path / "vmlinuz").write_bytes(b"kernel")
-    (tmp_path / "initrd.gz").write_bytes(b"initrd")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "images" / "initrd.gz").write_bytes(b"initrd")
     (tmp_path / "id").write_text("PRIVATE KEY TEXT\n")
     (tmp_path / "known_hosts").write_text(f"10.0.10.1 {HOST_KEY}\n[10.0.10.2]:2222 {HOST_KEY}\n")
-    launch = {"kernel": "vmlinuz", "initrd": "initrd.gz", "accel": "tcg"}
+    launch = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "accel": "tcg"}
     vms = [
         {"id": 1002, "worker": "worker1", "dataInterfaces": 1, "internet": True, "launch": launch},
         {"id": 1003, "worker": "worker2", "dataInterfaces": 1, "launch": launch},
@@ -69,6 +78,16 @@ def test_launched_vms_under_mocks(tmp_path: Path) -> None:
         "demo-images-worker1",
         "demo-images-worker2",
     ]
+    # the image cache is the SSH user's alone; the slice's leftovers in incoming/ go at create and delete
+    images = reg["demo-images-worker1"]["inputs"]
+    assert "install -d -m 0711 /var/lib/cloudrepo" in images["create"]
+    assert (
+        "install -d -m 0700 -o root /var/lib/cloudrepo/images /var/lib/cloudrepo/images/incoming"
+        in (images["create"])
+    )
+    assert images["create"].endswith(images["delete"]) and images["delete"].endswith(
+        " sh /var/lib/cloudrepo/images/incoming demo"
+    )
     assert sorted(by_type[DYN + "QemuVm"]) == ["demo-vm-1002", "demo-vm-1003", "demo-vm-1004"]
     vm = reg["demo-vm-1002"]
     deps = set(vm["dependencies"])
@@ -91,3 +110,41 @@ def test_launched_vms_under_mocks(tmp_path: Path) -> None:
     assert launched["console"] == "/var/lib/cloudrepo/vms/1002/console.sock"
     assert isinstance(launched["running"], pulumi.Output)  # from the QemuVm's `observed`
     assert "console" not in seen["outputs"]["vms"]["1005"]
+
+
+def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", body, "sh", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_a_copy_that_fails_its_check_leaves_nothing_in_incoming(tmp_path: Path) -> None:
+    incoming, images = tmp_path / "incoming", tmp_path
+    incoming.mkdir()
+    good = hashlib.sha256(b"kernel").hexdigest()
+    sent = incoming / f"demo-{good}"
+    sent.write_bytes(b"kernel (cut short)")
+    bad = sh(vms._PLACE, str(sent), str(images / good), good)
+    assert bad.returncode == 1 and f"want {good}" in bad.stderr
+    assert not sent.exists() and not (images / good).exists()
+    sent.write_bytes(b"kernel")
+    sent.chmod(0o644)
+    assert sh(vms._PLACE, str(sent), str(images / good), good).returncode == 0
+    assert not sent.exists() and (images / good).read_bytes() == b"kernel"
+    assert stat.S_IMODE((images / good).stat().st_mode) == 0o600
+
+
+SLICE_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(mine=SLICE_NAMES, others=st.lists(SLICE_NAMES, max_size=4))
+def test_cleaning_incoming_removes_only_the_slices_copies(
+    tmp_path_factory: pytest.TempPathFactory, mine: str, others: list[str]
+) -> None:
+    incoming = tmp_path_factory.mktemp("incoming")
+    sums = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2)]
+    theirs = {incoming / f"{o}-{s}" for o in others if o != mine for s in sums}
+    ours = {incoming / f"{mine}-{s}" for s in sums}
+    for f in theirs | ours:
+        f.write_bytes(b"x")
+    assert sh(vms._CLEAN, str(incoming), mine).returncode == 0
+    assert set(incoming.iterdir()) == theirs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from providers import qemu_binary, script
 from providers import qemu_vm as qv
 from providers.errors import HostUnreachable, OwnershipConflict
 from providers.script import ScriptResult, StepResult
 
 SHA = "ab" * 32
+BIN = "/usr/bin/qemu-system-x86_64"
+"""Where `binary` resolves on the worker in these tests."""
 NET = [
     "-netdev",
     "tap,id=net0,ifname=tap_1002_eth0,script=no,downscript=no",
@@ -38,18 +42,20 @@ def spec(**changes: object) -> qv.QemuVmSpec:
     return qv.QemuVmSpec.model_validate(fields)
 
 
-def have_from(text: str) -> qv.VmHave:
-    return qv.parse_have(ScriptResult([StepResult("vm state", 0, text)]))
+def have_from(text: str, binary: str = f"path={BIN}\n") -> qv.VmHave:
+    return qv.parse_have(
+        ScriptResult([StepResult("qemu binary", 0, binary), StepResult("vm state", 0, text)])
+    )
 
 
 def running(s: qv.QemuVmSpec, argv: list[str] | None = None, owner: str = "demo") -> qv.VmHave:
-    cmd = "\x1f".join(argv or qv.qemu_argv(s)) + "\x1f"
+    cmd = "\x1f".join(argv or qv.qemu_argv(s, BIN)) + "\x1f"
     return have_from(f"present\nowner={owner}\nbase=\npid=4242\ncmdline={cmd}\n")
 
 
 def test_argv_is_the_launch_and_exactly_the_net_args() -> None:
-    argv = qv.qemu_argv(spec())
-    assert argv[:6] == ["qemu-system-x86_64", "-name", "vm1002", "-accel", "tcg", "-m"]
+    argv = qv.qemu_argv(spec(), BIN)
+    assert argv[:6] == [BIN, "-name", "vm1002", "-accel", "tcg", "-m"]
     assert "socket,id=console,path=/var/lib/cloudrepo/vms/1002/console.sock,server=on,wait=off" in argv
     assert argv[argv.index("-kernel") + 1] == f"/var/lib/cloudrepo/images/{SHA}"
     assert argv[argv.index("-append") + 1] == "console=ttyS0"
@@ -62,7 +68,8 @@ def test_argv_is_the_launch_and_exactly_the_net_args() -> None:
             append=None,
             image={"path": f"/var/lib/cloudrepo/images/{SHA}", "sha256": SHA},
             imageFormat="qcow2",
-        )
+        ),
+        BIN,
     )
     assert "file=/var/lib/cloudrepo/vms/1002/disk.qcow2,if=virtio,format=qcow2" in disk
     assert "-kernel" not in disk
@@ -73,8 +80,9 @@ def test_bad_inputs_are_refused() -> None:
         spec(accel="xen")
     with pytest.raises(ValueError, match="path"):
         spec(kernel={"path": "/etc/passwd", "sha256": SHA})
-    with pytest.raises(ValueError, match="binary"):
-        spec(binary="qemu; rm -rf /")
+    for binary in ("qemu; rm -rf /", "-x", "./qemu", "bin/qemu", ".qemu", "q emu", ""):
+        with pytest.raises(ValueError, match="binary"):
+            spec(binary=binary)
     with pytest.raises(ValueError, match="printable"):
         spec(append="console=ttyS0\x85")
 
@@ -91,8 +99,16 @@ def test_plans() -> None:
     s = spec()
     assert qv.plan_ensure(s, running(s)) == []
     names = [st.name for st in qv.plan_ensure(s, have_from("absent\n"))]
-    assert names == ["vm dir", "mark vm", "stop vm", "check kernel", "clear console", "start qemu"]
-    other = running(s, [*qv.qemu_argv(spec(memoryMb=512))])
+    assert names == [
+        "vm dir",
+        "mark vm",
+        "stop vm",
+        "check kernel",
+        "clear console",
+        "start qemu",
+        "console mode",
+    ]
+    other = running(s, [*qv.qemu_argv(spec(memoryMb=512), BIN)])
     assert "start qemu" in [st.name for st in qv.plan_ensure(s, other)]
     with pytest.raises(OwnershipConflict, match="'other'"):
         qv.plan_ensure(s, running(s, owner="other"))
@@ -107,7 +123,7 @@ def test_observe_reports_a_dead_vm_as_drift() -> None:
     assert observed["running"] and drift == []
     observed, drift = qv.observe(s, have_from("present\nowner=demo\nbase=\npid=4242\n"))
     assert not observed["running"] and drift == ["QEMU not running"]
-    _, drift = qv.observe(s, running(s, [*qv.qemu_argv(spec(cpus=2))]))
+    _, drift = qv.observe(s, running(s, [*qv.qemu_argv(spec(cpus=2), BIN)]))
     assert drift == ["QEMU runs with other arguments"]
 
 
@@ -127,7 +143,7 @@ def test_stop_ends_only_the_process_that_carries_our_pid_file(tmp_path: Path) ->
         assert sh(qv._STOP, str(pidfile), "2").returncode == 0
         assert ours.wait(timeout=5) is not None
         state = sh(qv._PROBE, str(tmp_path))
-        assert qv.parse_have(ScriptResult([StepResult("vm state", 0, state.stdout)])).cmdline is None
+        assert have_from(state.stdout).cmdline is None
     finally:
         for p in (ours, stranger):
             p.kill()
@@ -158,8 +174,8 @@ def test_argv_round_trips_through_the_probe(cpus: int, memory: int, append: str 
         net += ["-netdev", f"tap,id=net{i},ifname=tap_1002_eth{i},script=no,downscript=no"]
         net += ["-device", f"virtio-net-pci,netdev=net{i},mac=52:54:00:03:ea:{i:02x}"]
     s = spec(cpus=cpus, memoryMb=memory, append=append, netArgs=net)
-    argv = qv.qemu_argv(s)
-    assert argv == qv.qemu_argv(s)
+    argv = qv.qemu_argv(s, BIN)
+    assert argv == qv.qemu_argv(s, BIN)
     h = running(s)
     assert h.cmdline == tuple(argv) and h.ours(qv.pid_file(s)) and qv.running_as_wanted(s, h)
     assert qv.plan_ensure(s, h) == [] and qv.observe(s, h)[1] == []
@@ -185,3 +201,111 @@ def test_diff_sees_a_vm_that_died(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not provider.diff("id", props, props).changes
     changed = spec(memoryMb=512).inputs()
     assert provider.diff("id", props, changed).changes  # an input change needs no probe
+
+
+@pytest.mark.parametrize(
+    ("probe", "said"),
+    [
+        ("found=eval\n", "command -v finds 'eval': a shell built-in, function or alias, not a file"),
+        ("found=alias q='ls'\n", "command -v finds \"alias q='ls'\""),
+        ("found=\n", "command -v finds nothing"),
+        ("found=/etc\n", "it is '/etc', not an executable regular file"),
+    ],
+)
+def test_a_binary_that_is_no_file_is_refused_before_any_step(probe: str, said: str) -> None:
+    s = spec(binary="eval")
+    live = "\x1f".join(qv.qemu_argv(s, BIN)) + "\x1f"
+    for state in ("absent\n", f"present\nowner=demo\nbase=\npid=4242\ncmdline={live}\n"):
+        have = have_from(state, probe)
+        with pytest.raises(qemu_binary.BinaryRefused) as err:
+            qv.plan_ensure(s, have)
+        assert str(err.value).startswith("worker1: cloudrepo:qemu.binary 'eval' is not an executable file")
+        assert said in str(err.value) and "nothing was started" in str(err.value)
+        assert not qv.running_as_wanted(s, have)
+    # a VM whose binary went away can still be removed
+    assert [st.name for st in qv.plan_delete(s, have_from("present\nowner=demo\n", probe))] == [
+        "stop vm",
+        "remove vm dir",
+    ]
+
+
+def test_the_binary_probe_finds_only_executable_files(tmp_path: Path) -> None:
+    """The probe's sh program, run here: built-ins, functions, directories, non-executables and nothing
+    are no path; a command name and an absolute path to an executable file are."""
+    script = tmp_path / "q"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+
+    def resolve(word: str) -> tuple[str | None, str]:
+        out = sh(qemu_binary._BINARY, word).stdout
+        return qemu_binary.parse(ScriptResult([StepResult("qemu binary", 0, out)]))
+
+    assert resolve("eval") == (None, "eval")
+    assert resolve("cd") == (None, "cd")
+    assert resolve("no-such-qemu") == (None, "")
+    assert resolve("/etc") == (None, "/etc")
+    assert resolve(str(script)) == (None, str(script))
+    script.chmod(0o755)
+    assert resolve(str(script)) == (str(script), str(script))
+    path, _ = resolve("sh")
+    assert path is not None and path.startswith("/") and Path(path).is_file()
+
+
+@settings(max_examples=60, deadline=None)
+@given(word=st.text(min_size=1, max_size=40).filter(lambda w: "\0" not in w))
+def test_any_binary_word_resolves_to_a_file_or_nothing(word: str) -> None:
+    """Whatever word `binary` is (shell syntax, options, built-ins, newlines), the probe never runs it
+    and answers an executable regular file or no path."""
+    out = sh(qemu_binary._BINARY, word).stdout
+    path, _ = qemu_binary.parse(ScriptResult([StepResult("qemu binary", 0, out)]))
+    assert path is None or (Path(path).is_file() and path.startswith("/"))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    append=st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=200).filter(str.isprintable)
+    | st.sampled_from(
+        [
+            "console=ttyS0; id > /tmp/pwned #",
+            "$(id) `id` ${HOME} $((1+1))",
+            "'\"' \\ \\' ; & | < > * ? [ ] ~ # ! { }",
+            "a\\",
+            "-daemonize -pidfile /tmp/x",
+        ]
+    )
+)
+def test_append_reaches_qemu_as_one_argument(tmp_path_factory: pytest.TempPathFactory, append: str) -> None:
+    """The start step of the plan, rendered by the script layer and run by a real `sh`, hands the
+    binary exactly the planned argv: `append` is one argument, however hostile."""
+    d = tmp_path_factory.mktemp("argv")
+    dump = d / "argv"
+    binary = d / "qemu"
+    binary.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done >{shlex.quote(str(dump))}\n')
+    binary.chmod(0o755)
+    s = spec(append=append)
+    have = have_from("absent\n", f"path={binary}\n")
+    start = next(st for st in qv.plan_ensure(s, have) if st.name == "start qemu")
+    argv = qv.qemu_argv(s, str(binary))
+    assert list(start.argv) == argv and argv[argv.index("-append") + 1] == append
+    text = script.render([start])
+    res = subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert dump.read_bytes().decode().split("\0")[:-1] == argv[1:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(args=st.lists(st.text(st.characters(blacklist_characters="\0"), max_size=40), min_size=1, max_size=4))
+def test_any_argument_survives_the_script_layer(
+    tmp_path_factory: pytest.TempPathFactory, args: list[str]
+) -> None:
+    """Below the config's checks: whatever text an argument holds (line breaks and control characters
+    too), the rendered script hands it to the program as exactly one argument."""
+    d = tmp_path_factory.mktemp("args")
+    dump = d / "argv"
+    binary = d / "prog"
+    binary.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done >{shlex.quote(str(dump))}\n')
+    binary.chmod(0o755)
+    text = script.render([script.run("start qemu", str(binary), *args)])
+    res = subprocess.run(["sh", "-c", text], capture_output=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert dump.read_bytes().split(b"\0")[:-1] == [a.encode() for a in args]
