@@ -108,3 +108,25 @@ def run_parked(slice_stack: Callable[..., SliceStack], testbed: Testbed, guest: 
     b.destroy()
     flows = [f for h in scan()["hosts"].values() for f in h["ovs"]["br-int"]["flows"] if "0xc1d0" in f]
     assert flows == [], flows
+
+
+def test_a_pool_that_holds_another_slices_parking_vlan_is_refused(
+    slice_stack: Callable[..., SliceStack], testbed: Testbed
+) -> None:
+    with wall_time("pool over a parking VLAN"):
+        parked = [{"id": 6831, "worker": "worker1", "dataInterfaces": 1}]  # eth0 and eth1 parked on 700
+        d = slice_stack("e2e-parkd", 660, parked, [], extra={"cloudrepo:parkingVlan": 700})
+        d.up()
+        claim = testbed.run("network", "cat /var/lib/cloudrepo/pools/e2e-parkd@660")[1]
+        assert claim.splitlines() == ["660 679", "parking 700"]
+        before = scan()
+        e = slice_stack("e2e-parke", 690, *pair(6841, "worker1", "worker2"))  # 690..709 holds 700
+        failed = e.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
+        text = failed.stdout + failed.stderr
+        assert failed.returncode != 0, text
+        assert (
+            "VLANs 690-709 of slice 'e2e-parke' hold VLAN 700, the parking VLAN of slice 'e2e-parkd'" in text
+        )
+        assert "Traceback" not in text
+        assert_scan_equal(before, scan())
+        d.destroy()
