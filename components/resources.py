@@ -126,6 +126,7 @@ def resource_plan(plan: SlicePlan, deployed: Deployed | None = None) -> list[Pla
                 host=node,
                 start=config.pool.start,
                 end=config.pool.end,
+                parking_vlan=config.parking_vlan,
             ),
         )
     ]

@@ -2,8 +2,8 @@
 
 Everything is read from inside the host (its network and mount namespace, entered through its anchor
 process), so the picture is what the program would see over SSH. Volatile values (pids, ifindexes,
-ofports, counters, MAC addresses, link-local IPv6 addresses, uuids) are left out: two scans of an
-unchanged testbed are equal.
+ofports (OpenFlow flows name their ports), counters, MAC addresses, link-local IPv6 addresses, uuids) are
+left out: two scans of an unchanged testbed are equal.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ for t in bridge port interface; do
   printf '@@ovs-%s\n' "$t"
   eval "cols=\$cols_$t"
   ovs-vsctl --timeout=5 --format=json --columns="$cols" list "$t" 2>&1
+done
+for br in $(ovs-vsctl --timeout=5 list-br 2>/dev/null); do
+  printf '@@flows %s\n' "$br"; ovs-ofctl --names --no-stats dump-flows "$br" 2>&1
 done
 printf '@@link\n'; ip -j -d link show
 printf '@@addr\n'; ip -j addr show
@@ -125,8 +128,14 @@ def _ovs(sections: dict[str, str]) -> dict[str, Any]:
             "external_ids": br["external_ids"],
             "other_config": br["other_config"],
             "ports": port_map,
+            "flows": _flows(sections.get(f"flows {br['name']}", "")),
         }
     return result
+
+
+def _flows(text: str) -> list[str]:
+    """A bridge's OpenFlow flows (`ovs-ofctl --names --no-stats dump-flows`: ports by name, no counters)."""
+    return sorted(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _json_list(text: str) -> list[dict[str, Any]]:

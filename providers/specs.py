@@ -231,6 +231,9 @@ class PoolClaimSpec(HostSpec):
 
     start: Vlan
     end: Vlan
+    parking_vlan: Vlan | None = None
+    """The slice's parking VLAN, claimed with the pool (no other slice's pool may hold it, nor may its pool
+    hold another slice's). None: a claim made before parking VLANs were claimed."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

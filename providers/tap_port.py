@@ -1,4 +1,4 @@
-"""TapPort: a VM interface's TAP on a worker, on the bridge with its VLAN tag (parked: protected too).
+"""TapPort: a VM interface's TAP on a worker, on the bridge with its VLAN tag (parked: dead, see below).
 
 want (TapPortSpec) / have (TapHave, from one read round trip) / commands (pure `plan_*` functions).
 
@@ -13,6 +13,16 @@ slice's TAP, up, on the bridge (the port's VLAN, marks and protection are not gu
 transaction sets them all) and runs locked; a delete expects the slice's TAP and port. A TAP that joins a
 link VLAN also expects no stray of the slice on it on its own worker, and none of these is tried when other
 workers had the VLAN (their strays are parked first, in round trips of their own).
+
+A parked TAP (on no link) passes no traffic at all: its port is on the parking VLAN, `protected`, and an
+OpenFlow flow drops every frame that enters the bridge from it (`in_port=<its ofport> actions=drop`); while a
+parked TAP is on a bridge, the bridge also drops every frame tagged with that parking VLAN (what arrives from
+the fabric), so a parked guest neither sends nor receives, on any worker. The flows are marked by their
+cookie: upper half `PORT_COOKIE` and the POSIX `cksum` of the TAP's name, or `VLAN_COOKIE` and the VLAN. A
+TAP's drop is added before its port is retagged to the parking VLAN (a new TAP comes up only after it) and
+removed after it is retagged to a link; the VLAN's drop goes with the last parked TAP on the bridge (checked
+again after the removal, so a concurrent park needs no lock). Flows live in ovs-vswitchd, not in OVSDB: one
+lost (a restart, a hand edit) is drift for `read`, and `update` puts it back.
 """
 
 from __future__ import annotations
@@ -30,18 +40,81 @@ from .predict import Expect, Expectation
 from .script import ScriptResult, Step, probe, run, sh
 from .specs import JoinSpec, TapPortSpec
 
-TOOLS = ("ip", "ovs-vsctl")
+TOOLS = ("ip", "ovs-vsctl", "ovs-ofctl")
 ALIAS_PREFIX = "cloudrepo:"
 PARK_OTHERS = "park others on the vlan"
 ON_VLAN = "on the vlan"
+FLOWS = "flows"
+DROP = "drop parked"
+DROP_VLAN = "drop parking vlan"
+GC = "forget unused vlan drops"
+UNDROP = "undrop"
+
+DROP_PRIORITY = 60000
+"""Above the bridge's own NORMAL flow (priority 0) and any usual forwarding flow."""
+PORT_COOKIE = 0xC1D00001
+"""Upper half of the cookie of a parked TAP's drop flow (lower half: `cksum` of the TAP's name)."""
+VLAN_COOKIE = 0xC1D00002
+"""Upper half of the cookie of a bridge's drop of frames tagged with a parking VLAN (lower half: the VLAN)."""
+
+# k TAP: the TAP's drop cookie; kv VLAN: the VLAN's drop cookie
+_COOKIES = (
+    f'k() {{ set -- $(printf %s "$1" | cksum); printf "0x%08x%08x" {PORT_COOKIE} "$1"; }}; '
+    f'kv() {{ printf "0x%08x%08x" {VLAN_COOKIE} "$1"; }}; '
+)
+# used BRIDGE VLAN: a parked TAP is on it; drop BRIDGE TAP: the TAP's drop on its current ofport (and on no
+# other); dropv BRIDGE VLAN: the VLAN's drop (added after the TAP is on the VLAN); gc BRIDGE: no VLAN drop
+# that no parked TAP of the bridge needs (checked again after the removal: a TAP parked meanwhile, whose
+# `dropv` came before, gets it back); undrop BRIDGE TAP: no drop of the TAP, then gc
+_FLOW_FNS = _COOKIES + (
+    'used() { for u in $(ovs-vsctl --bare --columns=name find port "tag=$2" protected=true '
+    'external_ids:cloudrepo-kind=tap); do [ "$(ovs-vsctl port-to-br "$u")" = "$1" ] && return 0; '
+    "done; return 1; }; "
+    'drop() { c=$(k "$2"); o=$(ovs-vsctl get interface "$2" ofport) || return 1; '
+    '[ "$o" -gt 0 ] 2>/dev/null || return 1; '
+    f'ovs-ofctl add-flow "$1" "cookie=$c,priority={DROP_PRIORITY},in_port=$o,actions=drop" || return 1; '
+    'for i in $(ovs-ofctl --no-names --no-stats dump-flows "$1" "cookie=$c/-1" '
+    '| sed -n \'s/.*in_port=\\([0-9]*\\).*/\\1/p\'); do [ "$i" = "$o" ] || '
+    f'ovs-ofctl --strict del-flows "$1" "cookie=$c/-1,priority={DROP_PRIORITY},in_port=$i" || return 1; '
+    "done; }; "
+    f'dropv() {{ ovs-ofctl add-flow "$1" "cookie=$(kv "$2"),priority={DROP_PRIORITY},dl_vlan=$2,'
+    'actions=drop"; }; '
+    'gc() { ovs-vsctl br-exists "$1" || return 0; '
+    'for v in $(ovs-ofctl --no-names --no-stats dump-flows "$1" "cookie=$(kv 0)/0xffffffff00000000" '
+    '| sed -n \'s/.*dl_vlan=\\([0-9]*\\).*/\\1/p\'); do used "$1" "$v" && continue; '
+    'ovs-ofctl del-flows "$1" "cookie=$(kv "$v")/-1" || return 1; ! used "$1" "$v" || dropv "$1" "$v" '
+    "|| return 1; done; }; "
+    'undrop() { ovs-vsctl br-exists "$1" || return 0; ovs-ofctl del-flows "$1" "cookie=$(k "$2")/-1" '
+    '|| return 1; gc "$1"; }; '
+)
+# $1 bridge, $2 TAP: its drop flow on its OpenFlow port, and on no other
+_DROP = _FLOW_FNS + 'drop "$1" "$2"'
+# $1 bridge, $2 parking VLAN: the bridge drops frames tagged with it
+_DROP_VLAN = _FLOW_FNS + 'dropv "$1" "$2"'
+# $1 bridge, $2 TAP: no drop flow of it, nor a VLAN drop no parked TAP needs
+_UNDROP = _FLOW_FNS + 'undrop "$1" "$2"'
+# $1 bridge: no VLAN drop no parked TAP needs
+_GC = _FLOW_FNS + 'gc "$1"'
+# $1 bridge, $2 TAP, $3 parking VLAN ("" when not parked): "ofport N" (empty: no such interface), a
+# "drop N" per drop flow of the TAP (on OpenFlow port N), and "vlan" when the bridge drops the VLAN's frames
+_READ_FLOWS = _COOKIES + (
+    'printf "ofport %s\\n" "$(ovs-vsctl --if-exists get interface "$2" ofport 2>/dev/null)"; '
+    'ovs-ofctl --no-names --no-stats dump-flows "$1" "cookie=$(k "$2")/-1" 2>/dev/null '
+    "| sed -n 's/.*in_port=\\([0-9]*\\).*/drop \\1/p'; "
+    'if [ -n "$3" ] && ovs-ofctl --no-names --no-stats dump-flows "$1" "cookie=$(kv "$3")/-1" 2>/dev/null '
+    "| grep -q dl_vlan; then echo vlan; fi"
+)
 
 # $1 slice, $2 VLAN, $3 parking VLAN, then the TAPs that belong on the VLAN; prints each port it parked
-_PARK_OTHERS = (
+# (each is dropped before it is retagged)
+_PARK_OTHERS = _FLOW_FNS + (
     "s=$1; v=$2; p=$3; shift 3; "
     'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:cloudrepo-slice="$s"" '
     '"external_ids:cloudrepo-kind=tap") || exit 1; '
     'for port in $ports; do keep=0; for m in "$@"; do [ "$m" = "$port" ] && keep=1; done; '
-    '[ "$keep" = 1 ] && continue; ovs-vsctl set port "$port" "tag=$p" protected=true || exit 1; '
+    '[ "$keep" = 1 ] && continue; b=$(ovs-vsctl port-to-br "$port") || exit 1; '
+    'drop "$b" "$port" || exit 1; ovs-vsctl set port "$port" "tag=$p" protected=true || exit 1; '
+    'dropv "$b" "$p" || exit 1; '
     'printf "%s\n" "$port"; done'
 )
 # $1 slice, $2 VLAN, then the TAPs that belong on the VLAN; exit 0 when no other port of the slice is on it
@@ -86,10 +159,21 @@ class TapHave:
     port: PortState | None
     strays: tuple[str, ...] = ()
     """Ports of the slice on the VLAN this TAP joins that are not the link's (read only when it joins one)."""
+    ofport: int | None = None
+    """The TAP's OpenFlow port (None: not on a bridge)."""
+    drops: tuple[int, ...] = ()
+    """The OpenFlow ports that the TAP's drop flows (its cookie) match."""
+    vlan_drop: bool = False
+    """The bridge drops frames tagged with the parking VLAN (read only for a parked TAP)."""
 
     @property
     def gone(self) -> bool:
         return self.link is None and self.port is None
+
+    @property
+    def dropped(self) -> bool:
+        """Parked as it should be: a drop on its OpenFlow port (on no other) and the VLAN's drop."""
+        return self.ofport is not None and self.drops == (self.ofport,) and self.vlan_drop
 
 
 def on_vlan_probe(spec: TapPortSpec) -> Step:
@@ -100,14 +184,57 @@ def on_vlan_probe(spec: TapPortSpec) -> Step:
     )  # fmt: skip
 
 
+def flows_probe(spec: TapPortSpec) -> Step:
+    """The TAP's OpenFlow port, its drop flows, and (parked) whether the bridge drops the parking VLAN."""
+    parking = str(spec.vlan) if spec.parked else ""
+    return sh(FLOWS, _READ_FLOWS, spec.bridge, spec.name, parking, kind="probe")
+
+
+def parse_flows(text: str) -> tuple[int | None, tuple[int, ...], bool]:
+    """(ofport, the OpenFlow ports of the TAP's drops, the VLAN's drop) from `flows_probe`'s output."""
+    ofport: int | None = None
+    drops: list[int] = []
+    vlan = False
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "ofport" and value.strip().lstrip("-").isdigit() and int(value) > 0:
+            ofport = int(value)
+        elif key == "drop" and value.strip().isdigit():
+            drops.append(int(value))
+        elif key == "vlan":
+            vlan = True
+    return ofport, tuple(sorted(drops)), vlan
+
+
+def drop_step(spec: TapPortSpec) -> Step:
+    """Drop every frame from the TAP (on its current OpenFlow port)."""
+    return sh(DROP, _DROP, spec.bridge, spec.name)
+
+
+def drop_vlan_step(spec: TapPortSpec) -> Step:
+    """Drop every frame tagged with the parking VLAN (what arrives from the fabric)."""
+    return sh(DROP_VLAN, _DROP_VLAN, spec.bridge, str(spec.vlan))
+
+
+def gc_step(spec: TapPortSpec) -> Step:
+    """No drop of a parking VLAN that no parked TAP of the bridge is on (a TAP moved off it)."""
+    return sh(GC, _GC, spec.bridge)
+
+
+def undrop_step(spec: TapPortSpec) -> Step:
+    """No drop flow of the TAP; the parking VLAN's drop goes with the bridge's last parked TAP."""
+    return sh(UNDROP, _UNDROP, spec.bridge, spec.name)
+
+
 def preflight(spec: TapPortSpec) -> list[Step]:
-    """One read round trip: tools, bridge, the TAP device, its OVS port and that port's bridge (and, for a
-    link VLAN, who else of the slice is on it)."""
+    """One read round trip: tools, bridge, the TAP device, its OVS port and that port's bridge, its drop
+    flows (and, for a link VLAN, who else of the slice is on it)."""
     steps = [
         *hoststate.readiness_steps(spec.bridge, *TOOLS),
         hoststate.link_probe("link", spec.name),
         hoststate.port_probe("port", spec.name),
         hoststate.port_bridge_probe("port bridge", spec.name),
+        flows_probe(spec),
     ]
     if spec.join is not None:
         steps.append(on_vlan_probe(spec))
@@ -117,10 +244,14 @@ def preflight(spec: TapPortSpec) -> list[Step]:
 def parse_have(spec: TapPortSpec, res: ScriptResult) -> TapHave:
     members = set(spec.join.members) if spec.join is not None else set()
     strays = res.out(ON_VLAN).split() if res.ran(ON_VLAN) and res.status(ON_VLAN) == 0 else []
+    ofport, drops, vlan = parse_flows(res.out(FLOWS)) if res.ran(FLOWS) else (None, (), False)
     return TapHave(
         link=hoststate.parse_link(res.out("link"), res.status("link")),
         port=hoststate.parse_port(res.out("port"), res.out("port bridge"), res.status("port bridge")),
         strays=tuple(sorted(n for n in strays if n not in members)),
+        ofport=ofport,
+        drops=drops,
+        vlan_drop=vlan,
     )
 
 
@@ -171,7 +302,10 @@ def ovs_command(spec: TapPortSpec, port: PortState | None) -> list[str]:
 
 
 def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
-    """The steps that bring the host from `have` to `spec` (empty when already in place)."""
+    """The steps that bring the host from `have` to `spec` (empty when already in place).
+
+    A parked TAP is dropped before its port is retagged (a new one: right after it is added, and it comes
+    up only then); a TAP on a link is undropped after its port is retagged."""
     check_ownership(spec, have)
     steps: list[Step] = []
     link, port = have.link, have.port
@@ -184,11 +318,18 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
         steps.append(run("create tap", "ip", "tuntap", "add", "mode", "tap", "name", spec.name))
     if link is None or link.alias != alias(spec):
         steps.append(run("mark tap", "ip", "link", "set", "dev", spec.name, "alias", alias(spec)))
-    if link is None or not link.up:
-        steps.append(run("tap up", "ip", "link", "set", "dev", spec.name, "up"))
-    if not ovs_in_place(spec, port):
-        steps.append(run("attach port", *ovs_command(spec, port)))
-    return steps
+    up = [run("tap up", "ip", "link", "set", "dev", spec.name, "up")] if link is None or not link.up else []
+    attach = [] if ovs_in_place(spec, port) else [run("attach port", *ovs_command(spec, port))]
+    if spec.parked:
+        drop = [drop_step(spec)] if attach or not have.dropped else []
+        kept = port is not None and port.bridge == spec.bridge  # the same OpenFlow port after the attach
+        steps += [*drop, *attach] if kept else [*attach, *drop]
+        moved = [gc_step(spec)] if attach and port is not None and port.tag != spec.vlan else []
+        return steps + [drop_vlan_step(spec)] * len(drop) + moved + up
+    # a port that was parked (or whose tag is not known): its drop and maybe its VLAN's go
+    parked_before = port is not None and (port.protected or port.tag is None)
+    undrop = [undrop_step(spec)] if port is not None and (have.drops or parked_before) else []
+    return steps + up + attach + undrop
 
 
 def park_others(spec: TapPortSpec, join: JoinSpec) -> Step:
@@ -214,6 +355,7 @@ def plan_delete(spec: TapPortSpec, have: TapHave) -> list[Step]:
     if have.link is not None and have.link.kind == "tap":
         # `ip tuntap del` fails with EBUSY while a VM holds the TAP open; `ip link delete` does not
         steps.append(run("delete tap", "ip", "link", "delete", "dev", spec.name))
+    steps.append(undrop_step(spec))
     return steps
 
 
@@ -226,6 +368,7 @@ def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]
         "bridge": port.bridge if port else None,
         "tag": port.tag if port else None,
         "protected": port.protected if port else None,
+        "dropped": have.dropped,
         "owner": owner(have)[1],
     }
     drift: list[str] = []
@@ -247,7 +390,25 @@ def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]
         bad = sorted(k for k, v in marks(spec).items() if port.external_ids.get(k) != v)
         if bad:
             drift.append(f"external_ids differ: {', '.join(bad)}")
+    drift += flow_drift(spec, have)
     return observed, drift
+
+
+def flow_drift(spec: TapPortSpec, have: TapHave) -> list[str]:
+    """How the drop flows differ from the spec's: a parked TAP's are all there, a linked TAP has none."""
+    drift: list[str] = []
+    if not spec.parked:
+        if have.drops:
+            drift.append(f"drop flows on a TAP on a link (OpenFlow ports {list(have.drops)})")
+        return drift
+    if have.ofport is not None and have.ofport not in have.drops:
+        drift.append(f"parked but not dropped: no drop flow on its OpenFlow port {have.ofport}")
+    stale = [p for p in have.drops if p != have.ofport]
+    if stale:
+        drift.append(f"drop flows on other OpenFlow ports {stale}")
+    if not have.vlan_drop:
+        drift.append(f"the bridge does not drop frames tagged with the parking VLAN {spec.vlan}")
+    return drift
 
 
 def no_strays(spec: TapPortSpec, join: JoinSpec) -> Expect[TapHave]:
@@ -318,10 +479,14 @@ def expect_delete(spec: TapPortSpec) -> Expectation[TapHave]:
 
 
 def after(spec: TapPortSpec, have: TapHave) -> TapHave:
-    """The TAP once the plan ran."""
+    """The TAP once the plan ran (its OpenFlow port number is not read again: -1 when it was unknown)."""
+    ofport = have.ofport if have.ofport is not None else -1
     return TapHave(
         link=LinkState(spec.name, True, "tap", alias(spec), have.link.addresses if have.link else ()),
         port=PortState(spec.name, spec.bridge, spec.vlan, marks(spec), spec.parked, "access"),
+        ofport=ofport,
+        drops=(ofport,) if spec.parked else (),
+        vlan_drop=spec.parked,
     )
 
 

@@ -148,7 +148,7 @@ def test_tap_port_lifecycle(lab: Testbed) -> None:
     assert outs(read)["drift"] == ["TAP is down", "tag none (trunk), want 3101"]
     assert p.diff(created.id, outs(read), {**props, "__provider": "x"}).changes is True
     fixed = measure("TapPort", "update", lambda: p.update(created.id, outs(read), props))
-    assert outs(fixed)["observed"]["changed"] == ["tap up", "attach port"]
+    assert outs(fixed)["observed"]["changed"] == ["tap up", "attach port", "undrop"]  # untagged: maybe parked
     assert outs(p.read(created.id, outs(fixed)))["drift"] == []
 
     # retag in place (the seed's --may-exist add-port would not), then park

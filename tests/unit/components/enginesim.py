@@ -8,6 +8,10 @@ gateways on the network node, and each provider operation as the atomic steps it
 host script; a TAP joining a link VLAN parks the VLAN's strays on every worker, then tags itself).
 
 After every atomic step it checks the isolation invariants; at the end, that the hosts match the new plan.
+Several slices' updates can run at once (`run_all`): their steps interleave in any order, each claim is
+decided by the real `providers.pool_claim.clash` on the claims the hosts hold at that step, and the
+invariants between slices (`check_slices`) hold after every step: no TAP carries a VLAN another slice
+claims (its pool or its parking VLAN), and every parked TAP is dropped.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.resources import PlannedResource
-from providers import specs
-from providers.pool_claim import meet
+from providers import pool_claim, specs
 
 SHARED_VLANS = (400,)
 
@@ -32,6 +35,8 @@ class ClaimRefused(Exception):
 class Port:
     slice: str
     tag: int
+    dropped: bool = False
+    """Its drop flows are on: it passes no traffic (a parked TAP)."""
 
 
 @dataclass
@@ -42,15 +47,35 @@ class Hosts:
     """(worker, TAP name) -> port."""
     claims: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(slice, start) -> (start, end)."""
+    parking: dict[tuple[str, int], tuple[int, ...]] = field(default_factory=dict)
+    """(slice, start) -> the parking VLANs that claim records."""
     gateways: dict[int, str] = field(default_factory=dict)
     """VLAN -> the slice whose gateway it is (link VLANs only)."""
 
     def claimed(self, slice_name: str) -> set[int]:
         return {v for (s, _), (a, b) in self.claims.items() if s == slice_name for v in range(a, b + 1)}
 
+    def parking_of(self, slice_name: str) -> set[int]:
+        return {v for (s, _), vs in self.parking.items() if s == slice_name for v in vs}
+
+    def slices(self) -> set[str]:
+        return {s for s, _ in self.claims} | {p.slice for p in self.ports.values()}
+
+    def claim_have(self) -> pool_claim.PoolHave:
+        """The claims as the network node's read gives them to `PoolClaim`."""
+        return pool_claim.PoolHave(
+            tuple(
+                pool_claim.Claim(s, a, b, f"{s}@{start}", self.parking.get((s, start), ()))
+                for (s, start), (a, b) in sorted(self.claims.items())
+            )
+        )
+
     def copy(self) -> Hosts:
         return Hosts(
-            {k: Port(p.slice, p.tag) for k, p in self.ports.items()}, dict(self.claims), dict(self.gateways)
+            ports={k: Port(p.slice, p.tag, p.dropped) for k, p in self.ports.items()},
+            claims=dict(self.claims),
+            parking=dict(self.parking),
+            gateways=dict(self.gateways),
         )
 
 
@@ -83,6 +108,7 @@ def _apply(hosts: Hosts, op: Op) -> Iterator[None]:
                 del hosts.ports[(spec.host.name, spec.name)]
         elif isinstance(spec, specs.PoolClaimSpec):
             hosts.claims.pop((spec.slice, spec.start), None)
+            hosts.parking.pop((spec.slice, spec.start), None)
         elif (
             isinstance(spec, specs.VlanGatewaySpec)
             and not spec.shared
@@ -94,10 +120,14 @@ def _apply(hosts: Hosts, op: Op) -> Iterator[None]:
     if op.action == "replace" and op.old is not None:
         yield from _apply(hosts, Op(op.old, "delete"))
     if isinstance(spec, specs.PoolClaimSpec):
-        for (other, _), (a, b) in hosts.claims.items():
-            if other != spec.slice and meet(spec.start, spec.end, a, b) is not None:
-                raise ClaimRefused(f"{spec.slice} {spec.start}-{spec.end} meets {other} {a}-{b}")
+        old = op.old.spec if op.action == "update" and op.old is not None else None
+        gave_up = getattr(old, "parking_vlan", None)
+        keep = (gave_up,) if gave_up is not None and gave_up != spec.parking_vlan else ()
+        why = pool_claim.clash(spec, hosts.claim_have(), keep)  # the provider's own decision
+        if why is not None:
+            raise ClaimRefused(why)
         hosts.claims[(spec.slice, spec.start)] = (spec.start, spec.end)
+        hosts.parking[(spec.slice, spec.start)] = pool_claim.parking_vlans(spec, keep)
         yield
     elif isinstance(spec, specs.TapPortSpec):
         key = (spec.host.name, spec.name)
@@ -111,10 +141,10 @@ def _apply(hosts: Hosts, op: Op) -> Iterator[None]:
                         and port.tag == spec.vlan
                         and tap not in spec.join.members
                     ):
-                        port.tag = spec.join.parking_vlan
+                        port.tag, port.dropped = spec.join.parking_vlan, True
                 if host != spec.host.name:
                     yield
-        hosts.ports[key] = Port(spec.slice, spec.vlan)
+        hosts.ports[key] = Port(spec.slice, spec.vlan, spec.parked)
         yield
     elif isinstance(spec, specs.VlanGatewaySpec):
         if not spec.shared:
@@ -161,10 +191,13 @@ def check(hosts: Hosts, slice_name: str, links: Mapping[int, list[frozenset[str]
     all ends of one link: within the old plan's link on it, or within the new plan's.
     """
     mine = hosts.claimed(slice_name)
+    parked = {parking} | hosts.parking_of(slice_name)  # a parking VLAN given up, while its TAPs leave it
     on_vlan: dict[int, set[str]] = {}
     for (worker, tap), port in hosts.ports.items():
-        if port.tag == parking or port.tag in SHARED_VLANS:
+        if port.tag in SHARED_VLANS or (port.tag in parked and port.slice == slice_name):
             continue
+        if port.tag == parking and port.slice != slice_name:
+            continue  # another slice parked on the same VLAN: dropped (`check_slices`)
         if port.slice != slice_name:
             if port.tag in mine:
                 raise Violation(
@@ -185,6 +218,27 @@ def check(hosts: Hosts, slice_name: str, links: Mapping[int, list[frozenset[str]
             raise Violation(f"gateway of VLAN {vlan} outside the claims of {slice_name}")
 
 
+def check_slices(hosts: Hosts) -> None:
+    """The invariants between slices, after any atomic step: a TAP that passes traffic is never on a VLAN
+    another slice claims (a VLAN of its pool, or its parking VLAN); no TAP at all is on a VLAN of another
+    slice's pool; a TAP on one of its slice's parking VLANs is dropped."""
+    pools = {s: hosts.claimed(s) for s in hosts.slices()}
+    parking = {s: hosts.parking_of(s) for s in hosts.slices()}
+    for (worker, tap), port in hosts.ports.items():
+        where = f"{worker}/{tap} of slice {port.slice} on VLAN {port.tag}"
+        if port.tag in parking.get(port.slice, set()) and not port.dropped:
+            raise Violation(f"{where}: parked but passes traffic")
+        if port.tag in SHARED_VLANS:
+            continue
+        for other in pools:
+            if other == port.slice:
+                continue
+            if port.tag in pools[other]:
+                raise Violation(f"{where}: a VLAN of slice {other}'s pool")
+            if port.tag in parking[other] and not port.dropped:
+                raise Violation(f"{where}: passes traffic on the parking VLAN of slice {other}")
+
+
 def link_index(*plans: Sequence[PlannedResource]) -> dict[int, list[frozenset[str]]]:
     """VLAN -> the TAPs of the link each plan puts on it."""
     out: dict[int, list[frozenset[str]]] = {}
@@ -199,6 +253,16 @@ def link_index(*plans: Sequence[PlannedResource]) -> dict[int, list[frozenset[st
     return out
 
 
+@dataclass(frozen=True)
+class Update:
+    """One slice's `pulumi up`: from its deployed resources to its new ones."""
+
+    slice: str
+    old: Sequence[PlannedResource]
+    new: Sequence[PlannedResource]
+    parking: int
+
+
 def run(
     hosts: Hosts,
     old: Sequence[PlannedResource],
@@ -208,54 +272,74 @@ def run(
     parking: int,
 ) -> Outcome:
     """One `pulumi up` in a random order the graph allows, checking the invariants after every step."""
-    links = link_index(old, new)
-    main, deletes = plan_ops(old, new)
-    done: set[str] = set()
-    failed: list[str] = []
-    blocked: set[str] = set()
-    running: dict[str, Iterator[None]] = {}
-    pending = {op.resource.name: op for op in main}
-    steps = 0
-    while pending or running:
-        for name, op in list(pending.items()):
-            deps = op.resource.depends_on
+    return run_all(hosts, [Update(slice_name, old, new, parking)], rng)[slice_name]
+
+
+def run_all(hosts: Hosts, updates: Sequence[Update], rng: random.Random) -> dict[str, Outcome]:
+    """Several slices' `pulumi up` at once, their steps interleaved at random; after every atomic step the
+    invariants of each slice and those between slices are checked."""
+    links = {u.slice: link_index(u.old, u.new) for u in updates}
+
+    def checked() -> None:
+        for u in updates:
+            check(hosts, u.slice, links[u.slice], u.parking)
+        check_slices(hosts)
+
+    by_slice = {u.slice: u for u in updates}
+    failed: dict[str, list[str]] = {u.slice: [] for u in updates}
+    steps = dict.fromkeys(by_slice, 0)
+    done: set[tuple[str, str]] = set()
+    blocked: set[tuple[str, str]] = set()
+    running: dict[tuple[str, str], Iterator[None]] = {}
+    pending: dict[tuple[str, str], Op] = {}
+    deleting: dict[tuple[str, str], Op] = {}
+    for u in updates:
+        main, deletes = plan_ops(u.old, u.new)
+        pending.update({(u.slice, op.resource.name): op for op in main})
+        deleting.update({(u.slice, op.resource.name): op for op in deletes})
+    olds = {(u.slice, r.name): r for u in updates for r in u.old}
+    while pending or running or deleting:
+        for key, op in list(pending.items()):
+            deps = [(key[0], d) for d in op.resource.depends_on]
             if any(d in blocked for d in deps):
-                del pending[name]
-                blocked.add(name)
+                del pending[key]
+                blocked.add(key)
             elif all(d in done for d in deps):
-                del pending[name]
+                del pending[key]
                 if op.action == "same":
-                    done.add(name)
+                    done.add(key)
                 else:
-                    running[name] = _apply(hosts, op)
+                    running[key] = _apply(hosts, op)
+        # a slice whose main phase is over (and that failed nothing) deletes, dependents first
+        for key, op in list(deleting.items()):
+            s = key[0]
+            if failed[s]:
+                del deleting[key]
+                continue
+            if any(k[0] == s for k in [*pending, *running]):
+                continue
+            mine = [k for k in [*deleting, *running] if k[0] == s]  # deletes not finished
+            if any(key[1] in olds[m].depends_on for m in mine if m != key):
+                continue
+            del deleting[key]
+            running[key] = _apply(hosts, op)
         if not running:
-            if pending:
+            if pending or deleting:
                 continue
             break
-        name = rng.choice(sorted(running))
+        key = rng.choice(sorted(running))
         try:
-            next(running[name])
-            steps += 1
-            check(hosts, slice_name, links, parking)
+            next(running[key])
+            steps[key[0]] += 1
+            checked()
         except StopIteration:
-            del running[name]
-            done.add(name)
+            del running[key]
+            done.add(key)
         except ClaimRefused as exc:
-            del running[name]
-            failed.append(f"{name}: {exc}")
-            blocked.add(name)
-    if failed:
-        return Outcome(hosts, failed, steps)
-    # deletes, dependents first (in the old graph)
-    order = {r.name: r for r in old}
-    remaining = {op.resource.name: op for op in deletes}
-    while remaining:
-        ready = [n for n in remaining if not any(n in order[m].depends_on for m in remaining if m != n)]
-        name = rng.choice(sorted(ready))
-        for _ in _apply(hosts, remaining.pop(name)):
-            steps += 1
-            check(hosts, slice_name, links, parking)
-    return Outcome(hosts, failed, steps)
+            del running[key]
+            failed[key[0]].append(f"{key[1]}: {exc}")
+            blocked.add(key)
+    return {s: Outcome(hosts, failed[s], steps[s]) for s in by_slice}
 
 
 def converged(hosts: Hosts, new: Sequence[PlannedResource], slice_name: str) -> list[str]:

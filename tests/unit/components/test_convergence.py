@@ -6,6 +6,11 @@ neighbour slice's claim): the plan builds, its graph is complete and acyclic, an
 (`enginesim`) in random orders never puts a TAP on a VLAN its slice does not hold, never puts two links on
 one VLAN, and ends with the hosts as the new plan says (or, when the claim is refused, with nothing of the
 new range touched). Links that survive keep their VLAN.
+
+Two slices (`test_two_slices_...`): both edited, their parking VLANs moved too (also into the other's
+pool), their `pulumi up`s interleaved at random: no TAP of one ever carries a VLAN the other claims (a VLAN
+of its pool, or its parking VLAN), every parked TAP passes nothing, and a claim that would break this is
+refused before its slice touches anything.
 """
 
 from __future__ import annotations
@@ -45,13 +50,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 CHECKED = {"transitions": 0, "orders": 0, "longest": 0}
 
 
-def raw(state: dict[str, Any]) -> dict[str, str]:
+def raw(state: dict[str, Any], name: str = SLICE) -> dict[str, str]:
     return raw_config(
         {
             "cloudrepo:networkNode": {"host": "10.0.10.3"},
             "cloudrepo:workers": {w: {"host": f"10.0.10.{i + 1}"} for i, w in enumerate(WORKERS)},
             "cloudrepo:ssh": {"user": "root", "privateKeyPath": "k", "knownHostsPath": "h"},
-            "cloudrepo:slice": churnkit.slice_section(state, SLICE),
+            "cloudrepo:slice": churnkit.slice_section(state, name),
+            "cloudrepo:parkingVlan": state.get("parking", PARKING),
         }
     )
 
@@ -76,11 +82,11 @@ def edit(state: dict[str, Any], kind: str, data: st.DataObject) -> dict[str, Any
 
 
 def deploy(
-    state: dict[str, Any], outputs: dict[str, Any]
+    state: dict[str, Any], outputs: dict[str, Any], name: str = SLICE
 ) -> tuple[list[PlannedResource], dict[str, Any]] | None:
     """The resources and outputs of one run from the previous outputs; None when the config is invalid."""
     try:
-        config = load_config(raw(state), SLICE)
+        config = load_config(raw(state, name), name)
         deployed = Deployed.from_outputs(outputs)
         plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
     except ConfigError:
@@ -153,11 +159,129 @@ def test_any_edit_sequence_converges_safely(data: st.DataObject, kinds: list[str
         CHECKED["longest"] = max(CHECKED["longest"], sequence)
 
 
+NB = "nb"
+PARKINGS = (4094, 4000, 145, 210, 460)
+"""Parking VLANs drawn for both slices: 145 is in pool 140's range, 210 in the neighbour's first pool, 460
+in pool 456's."""
+NB_EDITS = ("none", "move parking", "move pool", "add link", "remove vm", "move vm")
+
+
+def neighbour_state(parking: int) -> dict[str, Any]:
+    """The other slice: a link across two workers, parked eth0s and a parked spare data interface."""
+    return {
+        "pool": NEIGHBOUR_POOL[0],
+        "parking": parking,
+        "vms": {
+            2001: {"worker": "worker1", "n": 1, "internet": False},
+            2002: {"worker": "worker2", "n": 2, "internet": False},
+        },
+        "links": [("2001.eth1", "2002.eth1", None)],
+    }
+
+
+def two_slice_edit(state: dict[str, Any], kind: str, data: st.DataObject, vm_ids: range) -> dict[str, Any]:
+    if kind == "move parking":
+        return {**state, "parking": data.draw(st.sampled_from(PARKINGS), label="parkingVlan")}
+    return churnkit.edit(state, kind, Drawn(data), workers=WORKERS, vm_ids=vm_ids, pool_starts=POOL_STARTS)
+
+
+TWO = {"rounds": 0, "orders": 0, "refused": 0}
+
+
+@given(
+    st.data(),
+    st.lists(st.sampled_from([*churnkit.EDITS, "move parking", "move parking"]), min_size=1, max_size=6),
+)
+def test_two_slices_never_carry_each_others_vlans_and_parked_ports_pass_nothing(
+    data: st.DataObject, kinds: list[str]
+) -> None:
+    states: dict[str, dict[str, Any]] = {
+        SLICE: {
+            "pool": 120,
+            "parking": data.draw(st.sampled_from(PARKINGS), label="parkingVlan"),
+            "vms": {
+                1001: {"worker": "worker1", "n": 2, "internet": False},
+                1002: {"worker": "worker2", "n": 2, "internet": True},
+            },
+            "links": [("1001.eth1", "1002.eth1", None)],
+        },
+        NB: neighbour_state(data.draw(st.sampled_from(PARKINGS), label="neighbour's parkingVlan")),
+    }
+    vm_ids = {SLICE: range(1001, 1009), NB: range(2001, 2006)}
+    hosts = sim.Hosts()
+    resources: dict[str, list[PlannedResource]] = {SLICE: [], NB: []}
+    outputs: dict[str, dict[str, Any]] = {SLICE: {}, NB: {}}
+    rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="order seed"))
+    for kind in ["start", *kinds]:
+        updates, wanted = [], {}
+        for name in (SLICE, NB):
+            edit_kind = (
+                kind if name == SLICE else data.draw(st.sampled_from(NB_EDITS), label="neighbour edit")
+            )
+            new_state = states[name]
+            if kind != "start" and edit_kind != "none":
+                new_state = two_slice_edit(states[name], edit_kind, data, vm_ids[name])
+            built = deploy(new_state, outputs[name], name)
+            if built is None:  # refused at preview: this slice runs nothing this round
+                continue
+            note(f"{kind} {name}: {json.dumps(new_state, default=str)}")
+            updates.append(sim.Update(name, resources[name], built[0], new_state["parking"]))
+            wanted[name] = (new_state, *built)
+        if not updates:
+            continue
+        outcomes: dict[str, sim.Outcome] = {}
+        for _ in range(ORDERS):
+            trial = hosts.copy()
+            outcomes = sim.run_all(trial, updates, rng)  # checks both slices after every atomic step
+            TWO["orders"] += 1
+            for name, outcome in outcomes.items():
+                new_state, new_resources, _ = wanted[name]
+                if outcome.failed:
+                    # refused by the network node (pool or parking VLAN): nothing of the new config carries
+                    # traffic on a VLAN it did not hold before
+                    assert all("pool-" in f for f in outcome.failed), outcome.failed
+                    assert not any(
+                        p.tag in range(new_state["pool"], new_state["pool"] + 20)
+                        for p in trial.ports.values()
+                        if p.slice == name and new_state["pool"] != states[name]["pool"]
+                    )
+                else:
+                    assert sim.converged(trial, new_resources, name) == []
+        TWO["rounds"] += 1
+        hosts = trial
+        for name, outcome in outcomes.items():
+            if outcome.failed:
+                TWO["refused"] += 1
+                continue  # the stack keeps its previous outputs
+            states[name], resources[name], outputs[name] = wanted[name]
+
+
+def test_a_parking_vlan_in_the_other_slices_pool_is_refused_before_anything_moves() -> None:
+    """The neighbour parks on 125, inside this slice's pool 120..139: this slice's first `up` is refused at
+    its claim, in every order, and no TAP of it exists; moving the pool away (140) deploys."""
+    nb = deploy(neighbour_state(125), {}, NB)
+    assert nb is not None
+    hosts = sim.Hosts()
+    assert sim.run_all(hosts, [sim.Update(NB, [], nb[0], 125)], random.Random(0))[NB].failed == []
+    vms = {1001: {"worker": "worker1", "n": 1, "internet": False}}
+    for pool, refused in ((120, True), (140, False)):
+        mine = deploy({"pool": pool, "parking": 4094, "vms": vms, "links": []}, {})
+        assert mine is not None
+        for seed in range(20):
+            trial = hosts.copy()
+            out = sim.run_all(trial, [sim.Update(SLICE, [], mine[0], 4094)], random.Random(seed))[SLICE]
+            assert bool(out.failed) == refused, out.failed
+            if refused:
+                assert "hold VLAN 125, the parking VLAN of slice 'nb'" in out.failed[0]
+                assert not any(p.slice == SLICE for p in trial.ports.values())
+
+
 def test_zz_report_counts() -> None:
     """Prints how much the generated suite checked (run after it in the same session)."""
     print(
         f"\nconvergence: {CHECKED['transitions']} transitions, {CHECKED['orders']} simulated orders, "
-        f"longest deployed sequence {CHECKED['longest']}"
+        f"longest deployed sequence {CHECKED['longest']}; two slices: {TWO['rounds']} rounds, "
+        f"{TWO['orders']} interleaved orders, {TWO['refused']} updates refused by the network node"
     )
 
 

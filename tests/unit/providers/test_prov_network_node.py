@@ -16,6 +16,7 @@ from providers import pool_claim as pc
 from providers import vlan_gateway as vg
 from providers.errors import Conflict, OwnershipConflict
 from providers.hoststate import LinkState
+from providers.script import ScriptResult, StepResult
 from providers.specs import DhcpNamespaceSpec
 
 GW_MARKS = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "120"}
@@ -403,8 +404,8 @@ def test_nat_delete_is_guarded_and_restores_forwarding() -> None:
 # ---- PoolClaim ------------------------------------------------------------------------------------------
 
 
-def claim(slice_name: str, start: int, end: int) -> pc.Claim:
-    return pc.Claim(slice_name, start, end, f"{slice_name}@{start}")
+def claim(slice_name: str, start: int, end: int, *parking: int) -> pc.Claim:
+    return pc.Claim(slice_name, start, end, f"{slice_name}@{start}", parking)
 
 
 def test_pool_claim_plan() -> None:
@@ -442,10 +443,73 @@ def test_pools_meet_exactly_when_they_share_a_subnet(a: int, b: int) -> None:
     assert (pc.meet(a, a + 19, b, b + 19) is not None) == bool(subnets)
 
 
+def test_the_parking_vlan_is_claimed_with_the_pool() -> None:
+    spec = pool(parkingVlan=4094)
+    steps = pc.plan_ensure(spec, pc.PoolHave(()))
+    assert argvs(steps)[0][-5:] == ["/var/lib/cloudrepo/pools", "demo", "120", "139", "4094"]
+    assert argvs(steps)[1][-2:] == ["/var/lib/cloudrepo/pools/demo@120", "120 139\nparking 4094\n"]
+    assert pc.plan_ensure(spec, pc.PoolHave((claim("demo", 120, 139, 4094),))) == []
+    # a claim written before parking VLANs were claimed is written again, with it
+    assert names(pc.plan_ensure(spec, pc.PoolHave((claim("demo", 120, 139),)))) == [pc.VERIFY, "write claim"]
+    assert pc.observe(spec, pc.PoolHave((claim("demo", 120, 139),)))[1] == [
+        "claim records parking VLANs [], want [4094]"
+    ]
+    # slices may share a parking VLAN: parked ports pass nothing
+    assert names(pc.plan_ensure(spec, pc.PoolHave((claim("other", 200, 219, 4094),)))) == [
+        pc.VERIFY,
+        "write claim",
+    ]
+
+
+def test_a_parking_vlan_in_another_slices_pool_is_refused_both_ways() -> None:
+    with pytest.raises(Conflict) as err:
+        pc.plan_ensure(pool(parkingVlan=205), pc.PoolHave((claim("other", 200, 219, 4094),)))
+    assert str(err.value) == (
+        "network: parking VLAN 205 of slice 'demo' is in the pool of slice 'other' (claims 200-219): its "
+        "parked TAPs would sit on that slice's VLAN; choose another parkingVlan; nothing changed"
+    )
+    with pytest.raises(Conflict) as err:
+        pc.plan_ensure(pool(parkingVlan=4094), pc.PoolHave((claim("other", 200, 219, 125),)))
+    assert str(err.value) == (
+        "network: VLANs 120-139 of slice 'demo' hold VLAN 125, the parking VLAN of slice 'other' "
+        "(claims 200-219); choose another vlanPool.start; nothing changed"
+    )
+    # only the VLAN itself counts: a parked port has no subnet (4094 % 256 == 254)
+    assert (
+        pc.clash(pool(start=254, end=273, parkingVlan=100), pc.PoolHave((claim("other", 300, 319, 4094),)))
+        is None
+    )
+    assert pc.clash(pool(parkingVlan=4094), pc.PoolHave((claim("other", 254, 273, 100),))) is None
+
+
+def test_an_update_that_moves_the_parking_vlan_keeps_the_old_one_claimed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: list[str] = []
+
+    def run_script(_host: object, steps: list[Any], **_: object) -> ScriptResult:
+        if steps and steps[0].name == "claims":
+            return ScriptResult([StepResult("claims", 0, "demo@120 120 139\ndemo@120 parking 4094\n")])
+        written.extend(s.argv[-1] for s in steps if s.name == "write claim")
+        return ScriptResult()
+
+    monkeypatch.setattr(pc.ssh, "run_script", run_script)
+    olds = {**pool(parkingVlan=4094).inputs(), "drift": [], "observed": {}}
+    out = pc.PoolClaimProvider().update("id", olds, pool(parkingVlan=4000).inputs())
+    assert written == ["120 139\nparking 4000\nparking 4094\n"]  # its TAPs leave 4094 later in the up
+    assert out.outs is not None and out.outs["observed"]["parkingVlan"] == [4000, 4094]
+    # the next write (refresh reports the extra one as drift) forgets it
+    claimed = pc.PoolHave((claim("demo", 120, 139, 4000, 4094),))
+    assert pc.observe(pool(parkingVlan=4000), claimed)[1] == [
+        "claim records parking VLANs [4000, 4094], want [4000]"
+    ]
+    assert argvs(pc.plan_ensure(pool(parkingVlan=4000), claimed))[1][-1] == "120 139\nparking 4000\n"
+
+
 def test_pool_claims_parse_and_delete() -> None:
-    assert pc.parse_claims("a@120 120 139\nb 140 159\njunk\n") == (
-        pc.Claim("a", 120, 139, "a@120"),
-        pc.Claim("b", 140, 159, "b"),  # an older claim file: "<slice>"
+    assert pc.parse_claims("a@120 120 139\nb 140 159\njunk\na@120 parking 4094\na@120 parking 7\n") == (
+        pc.Claim("a", 120, 139, "a@120", (7, 4094)),
+        pc.Claim("b", 140, 159, "b"),  # an older claim file: "<slice>", and no parking VLAN
     )
     assert argvs(pc.plan_delete(pool(), pc.PoolHave((claim("demo", 120, 139),)))) == [
         ["rm", "-f", "/var/lib/cloudrepo/pools/demo@120"]

@@ -44,6 +44,28 @@ def test_pool_list_and_verify(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "meet slice 'beta' (claims 140-159: VLAN 140," in bad.stderr
 
 
+def test_pool_verify_checks_parking_vlans_both_ways(tmp_path: Path) -> None:
+    (tmp_path / "alpha@120").write_text("120 139\nparking 4094\n")
+    (tmp_path / "beta@200").write_text("200 219\nparking 3000\nparking 3001\n")
+    assert pc.parse_claims(sh(pc._LIST, str(tmp_path)).stdout) == (
+        pc.Claim("alpha", 120, 139, "alpha@120", (4094,)),
+        pc.Claim("beta", 200, 219, "beta@200", (3000, 3001)),
+    )
+    assert sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179", "4094").returncode == 0  # shared parking
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179", "4094", "205")
+    assert bad.returncode == 1
+    assert (
+        bad.stderr.strip()
+        == "parking VLAN 205 of slice 'gamma' is in the pool of slice 'beta' (claims 200-219)"
+    )
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "2990", "3009", "4094")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (
+        "VLANs 2990-3009 of slice 'gamma' hold VLAN 3000, the parking VLAN of slice 'beta' (claims 200-219)"
+    )
+    assert sh(pc._VERIFY, str(tmp_path), "beta", "200", "219", "3000").returncode == 0  # its own claim
+
+
 def test_registry_register_guard_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     users = tmp_path / "obj" / "users"
     reg, unreg, last = shared.register("o", "a"), shared.unregister("o", "a"), shared.last_user_guard("o")

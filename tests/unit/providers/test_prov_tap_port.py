@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 from provkit import WORKER, argvs, link, names, ovs_find_json, port, tap
 
@@ -52,14 +55,73 @@ def test_existing_port_with_another_tag_is_retagged_by_set_not_only_may_exist() 
 
 def test_untagged_port_is_never_left_a_trunk() -> None:
     have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", None, None, **MARKS))
-    assert argvs(tp.plan_ensure(tap(), have)) == [OVS]
+    steps = tp.plan_ensure(tap(), have)
+    assert argvs(steps)[0] == OVS and names(steps) == ["attach port", tp.UNDROP]
 
 
 def test_parking_sets_protected_in_the_same_transaction() -> None:
     steps = tp.plan_ensure(tap(vlan=4094, parked=True), IN_PLACE)
-    assert len(steps) == 1
-    argv = steps[0].argv
+    (argv,) = [s.argv for s in steps if s.name == "attach port"]
     assert "tag=4094" in argv and argv[-1] == "protected=true"
+
+
+PARKED = tp.TapHave(
+    IN_PLACE.link,
+    replace(port("tap_1002_eth1", 4094, None, **MARKS), protected=True),
+    ofport=7,
+    drops=(7,),
+    vlan_drop=True,
+)
+
+
+def test_a_tap_is_dropped_before_it_is_parked_and_undropped_after_it_joins_a_link() -> None:
+    parked = tap(vlan=4094, parked=True)
+    # from a link: its drop first (its OpenFlow port stays), then the retag, then the VLAN's drop; the
+    # VLAN drops no parked TAP needs any more go
+    assert names(tp.plan_ensure(parked, IN_PLACE)) == [tp.DROP, "attach port", tp.DROP_VLAN, tp.GC]
+    # a new TAP: the port first (its OpenFlow port is known only then), and it comes up last
+    assert names(tp.plan_ensure(parked, tp.TapHave(None, None))) == [
+        "create tap", "mark tap", "attach port", tp.DROP, tp.DROP_VLAN, "tap up",
+    ]  # fmt: skip
+    # to a link: retagged first, then its drop goes
+    assert names(tp.plan_ensure(tap(), PARKED)) == ["attach port", tp.UNDROP]
+    assert tp.plan_ensure(parked, PARKED) == []
+    drop = tp.drop_step(parked)
+    assert list(drop.argv[-2:]) == ["br-int", "tap_1002_eth1"] and drop.kind == "run"
+    assert list(tp.drop_vlan_step(parked).argv[-2:]) == ["br-int", "4094"]
+
+
+@pytest.mark.parametrize(
+    ("flows", "drift"),
+    [
+        ({"drops": ()}, ["parked but not dropped: no drop flow on its OpenFlow port 7"]),
+        ({"drops": (3, 7)}, ["drop flows on other OpenFlow ports [3]"]),
+        ({"vlan_drop": False}, ["the bridge does not drop frames tagged with the parking VLAN 4094"]),
+    ],
+)
+def test_a_lost_drop_flow_is_drift_and_the_update_puts_it_back(
+    flows: dict[str, Any], drift: list[str]
+) -> None:
+    parked = tap(vlan=4094, parked=True)
+    have = replace(PARKED, **flows)
+    observed, found = tp.observe(parked, have)
+    assert found == drift and observed["dropped"] is False
+    assert names(tp.plan_ensure(parked, have)) == [tp.DROP, tp.DROP_VLAN]  # no retag: the port is in place
+    assert tp.observe(parked, tp.after(parked, have)) == ({**observed, "dropped": True}, [])
+    # a TAP on a link that still carries a drop flow
+    assert tp.observe(tap(), tp.TapHave(IN_PLACE.link, IN_PLACE.port, ofport=7, drops=(7,)))[1] == [
+        "drop flows on a TAP on a link (OpenFlow ports [7])"
+    ]
+    assert names(tp.plan_ensure(tap(), tp.TapHave(IN_PLACE.link, IN_PLACE.port, drops=(7,)))) == [tp.UNDROP]
+
+
+def test_the_flows_probe_parses() -> None:
+    assert tp.parse_flows("ofport 7\ndrop 7\ndrop 3\nvlan\n") == (7, (3, 7), True)
+    assert tp.parse_flows("ofport \n") == (None, (), False)  # no such interface
+    assert tp.parse_flows("ofport -1\n") == (None, (), False)  # OVS could not open it
+    probe = tp.flows_probe(tap(vlan=4094, parked=True))
+    assert probe.kind == "probe" and list(probe.argv[-3:]) == ["br-int", "tap_1002_eth1", "4094"]
+    assert list(tp.flows_probe(tap()).argv[-3:]) == ["br-int", "tap_1002_eth1", ""]
 
 
 def test_down_tap_is_brought_up_only() -> None:
@@ -128,10 +190,12 @@ def test_non_tap_device_of_that_name_is_refused() -> None:
 
 
 def test_delete_plan_and_idempotence() -> None:
-    assert argvs(tp.plan_delete(tap(), IN_PLACE)) == [
+    steps = tp.plan_delete(tap(), IN_PLACE)
+    assert argvs(steps)[:2] == [
         ["ovs-vsctl", "--if-exists", "del-port", "br-int", "tap_1002_eth1"],
         ["ip", "link", "delete", "dev", "tap_1002_eth1"],
     ]
+    assert names(steps)[2:] == [tp.UNDROP]  # its drop flows, after its port: none is left behind
     assert tp.plan_delete(tap(), tp.TapHave(None, None)) == []
 
 
@@ -152,7 +216,7 @@ def test_observe_reports_drift() -> None:
 
 def test_preflight_is_one_read_and_parses() -> None:
     steps = tp.preflight(tap())
-    assert names(steps) == ["tools", "bridge", "link", "port", "port bridge"]
+    assert names(steps) == ["tools", "bridge", "link", "port", "port bridge", tp.FLOWS]
     assert all(s.kind == "probe" for s in steps)
     link_json = (
         '[{"ifname":"tap_1002_eth1","flags":["BROADCAST","UP"],"ifalias":"cloudrepo:demo",'
@@ -266,7 +330,7 @@ def test_staying_on_a_vlan_parks_nothing_and_takes_no_lock(monkeypatch: pytest.M
 
 def test_leaving_a_vlan_is_retagged_under_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = run_ensure(monkeypatch, tap(vlan=4094, parked=True), IN_PLACE)
-    assert rec.calls == [("worker1", ["attach port"], True)]
+    assert rec.calls == [("worker1", [tp.DROP, "attach port", tp.DROP_VLAN, tp.GC], True)]
     fresh = run_ensure(monkeypatch, tap(vlan=4094, parked=True), tp.TapHave(None, None))
     assert [locked for _, _, locked in fresh.calls] == [False]  # a new parked TAP needs no lock
 
