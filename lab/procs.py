@@ -101,6 +101,12 @@ def all_pids() -> list[int]:
     return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
 
 
+def sshd_running() -> bool:
+    """True while any sshd runs on the machine (every sshd needs /run/sshd, its privilege separation
+    directory: another testbed's, or the system's)."""
+    return any(Path(argv[0]).name == "sshd" for argv in map(cmdline, all_pids()) if argv)
+
+
 def pids_in_namespaces(net: set[int], mnt: set[int]) -> list[int]:
     """Every process (but this one) whose network namespace is in ``net`` or mount namespace in ``mnt``."""
     me = os.getpid()

@@ -43,7 +43,14 @@ from lab.common import (
     ssh_port,
     write_if_changed,
 )
-from lab.procs import path_inode, pidfile_process, pids_in_namespaces, processes_viewing, terminate
+from lab.procs import (
+    path_inode,
+    pidfile_process,
+    pids_in_namespaces,
+    processes_viewing,
+    sshd_running,
+    terminate,
+)
 
 REQUIRED_TOOLS = (
     "ip",
@@ -222,7 +229,8 @@ def up(workers: int = DEFAULT_WORKERS) -> dict[str, Any]:
         return inventory
 
 
-ROOT_DIRS = (NETNS_RUN, OVS_RUN, STATE_ROOT, "/run/sshd")
+SSHD_RUN = "/run/sshd"
+ROOT_DIRS = (NETNS_RUN, OVS_RUN, STATE_ROOT, SSHD_RUN)
 
 
 def _note_root_changes() -> None:
@@ -253,6 +261,8 @@ def _undo_root_changes() -> None:
     for d in notes.get("dirs", []):
         if mounted_anywhere(d):
             continue  # another testbed's hosts (or anyone) still mount on it: removing it would detach them
+        if d == SSHD_RUN and sshd_running():
+            continue  # another testbed's sshd (or the system's) would refuse every new login without it
         with contextlib.suppress(OSError):
             os.rmdir(d)  # only when empty
     marker.unlink(missing_ok=True)
