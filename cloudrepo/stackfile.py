@@ -16,6 +16,7 @@ import yaml
 
 from components.allocation import allocate_vlans
 from components.config import load_config
+from components.inputs import SecretText
 from components.model import NAMESPACE, SliceConfig
 from components.outputs import Deployed
 from components.plan import build_plan
@@ -53,7 +54,7 @@ def config_of(doc: Mapping[str, Any]) -> dict[str, Any]:
 def raw_value(value: Any) -> str:
     """A value as the engine hands it to the program: objects and lists as JSON, the rest as text."""
     if isinstance(value, dict) and set(value) == {"secure"}:
-        return SECRET_PLACEHOLDER
+        return SecretText(SECRET_PLACEHOLDER)
     if isinstance(value, dict | list):
         return json.dumps(value)
     if isinstance(value, bool):
