@@ -31,8 +31,9 @@ def looks_like_pasted_key(text: str) -> bool:
 
 
 class _Repr(reprlib.Repr):
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_SHOWN) -> None:
         super().__init__()
+        self.limit = limit
         self.maxlevel = 3
         self.maxlist = self.maxtuple = self.maxdict = self.maxset = 6
         self.maxlong = 40
@@ -41,9 +42,9 @@ class _Repr(reprlib.Repr):
     def repr_str(self, x: str, level: int) -> str:
         if looks_like_key(x):
             return KEY_SHOWN
-        if len(x) <= MAX_SHOWN:
+        if len(x) <= self.limit:
             return repr(x)
-        return f"{x[:MAX_SHOWN]!r}... ({len(x)} characters)"
+        return f"{x[: self.limit]!r}... ({len(x)} characters)"
 
     def repr_int(self, x: int, level: int) -> str:
         if x.bit_length() > 1000:  # past what str() converts (and what anyone means)
@@ -55,6 +56,7 @@ class _Repr(reprlib.Repr):
 
 
 _REPR = _Repr()
+_PATH_REPR = _Repr(MAX_PATH_TEXT)
 
 
 def shown(value: Any) -> str:
@@ -63,3 +65,8 @@ def shown(value: Any) -> str:
         return _REPR.repr(value)
     except Exception:  # a value whose repr fails is still named
         return f"(a {type(value).__name__} value)"
+
+
+def shown_path(path: Any) -> str:
+    """A file path as an error shows it: whole up to `MAX_PATH_TEXT` characters, else like `shown`."""
+    return _PATH_REPR.repr(str(path))

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from . import naming
 from .errors import ConfigError
-from .shown import looks_like_pasted_key, shown
+from .shown import looks_like_pasted_key, shown, shown_path
 
 SSH_CONFIG_KEY = "cloudrepo:ssh"
 SSH_KEY_SECRET = "cloudrepo:sshPrivateKey"  # noqa: S105 (a config key name)
@@ -175,18 +175,18 @@ def settings_from_config(config: ConfigLike | Mapping[str, Any], base: Path | No
     pem = config.get(SSH_KEY_SECRET)
     ssh_in = parse_input(raw, bool(pem))
     known_hosts = _resolve(ssh_in.known_hosts_path, base)
-    where = f"{SSH_CONFIG_KEY}.knownHostsPath {shown(str(known_hosts))}"
+    where = f"{SSH_CONFIG_KEY}.knownHostsPath {shown_path(known_hosts)}"
     _read_text_file(known_hosts, where)
     try:
         paramiko.HostKeys(str(known_hosts))
-    except (paramiko.SSHException, ValueError) as exc:
+    except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as exc:
         raise ConfigError(f"{where}: not a known_hosts file ({type(exc).__name__})") from None
     if pem:
         pkey = load_key(str(pem), f"secret {SSH_KEY_SECRET}")
     else:
         assert ssh_in.private_key_path is not None  # input_problems saw to it
         key_path = _resolve(ssh_in.private_key_path, base)
-        where = f"{SSH_CONFIG_KEY}.privateKeyPath {shown(str(key_path))}"
+        where = f"{SSH_CONFIG_KEY}.privateKeyPath {shown_path(key_path)}"
         pkey = load_key(_read_text_file(key_path, where), where)
     return Settings(
         user=ssh_in.user,
