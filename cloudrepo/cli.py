@@ -318,8 +318,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    apply_environment()
     try:
+        apply_environment()
         return int(args.func(args))
     except edits.EditError as exc:
         fail(f"{exc}; nothing written")
