@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -192,7 +193,7 @@ def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
                 values[key] = text
                 continue
             try:
-                values[key] = json.loads(text, parse_constant=_no_constant)
+                values[key] = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
             except json.JSONDecodeError as exc:
                 problems.append(
                     f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {shown(str(text))}"
@@ -213,6 +214,14 @@ def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
 def _no_constant(word: str) -> Any:
     """JSON has no NaN or Infinity (Python's decoder takes them; the engine never sends them)."""
     raise ValueError(f"{word} is not JSON")
+
+
+def _finite(word: str) -> float:
+    """A JSON number as a float; one past the float range (`1e999`) is refused, not made infinite."""
+    number = float(word)
+    if not math.isfinite(number):
+        raise ValueError(f"{word} is out of range")
+    return number
 
 
 def _integer(full_key: str, text: Any, problems: list[str]) -> int | None:

@@ -17,8 +17,12 @@ from hypothesis import example, given, note
 from hypothesis import strategies as st
 
 from components import launch
+from components.allocation import allocate_vlans
 from components.inputs import SecretText, path_of
 from components.launch import load
+from components.plan import build_plan
+from components.resources import resource_plan
+from components.vms import launch_plan
 from providers.errors import ConfigError
 from providers.shown import looks_like_key, looks_like_pasted_key, shown
 from tests.cfgkit import raw_config, raw_value
@@ -147,9 +151,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(raw: dict[str, str], base: Path) -> list[str] | None:
-    """The problems `pulumi preview` reports for `raw` (None: accepted); any other exception fails."""
+    """The problems `pulumi preview` reports for `raw` (None: accepted, and the pure rest of the program,
+    `__main__.py` without the resources, plans it); any other exception fails."""
     try:
-        load(raw, "fuzz", base)
+        config, launches = load(raw, "fuzz", base)
+        plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
+        resource_plan(plan, None)
+        launch_plan(plan, launches)
     except ConfigError as exc:
         assert exc.problems, "a ConfigError without problems"
         for p in exc.problems:
