@@ -22,7 +22,7 @@ class SecretText(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return "SecretText(not shown)"
+        return "(a secret, not shown)"
 
 
 class _Input(BaseModel):
@@ -196,10 +196,10 @@ def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
                 values[key] = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
             except json.JSONDecodeError as exc:
                 problems.append(
-                    f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {shown(str(text))}"
+                    f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {shown(text)}"
                 )
             except (ValueError, RecursionError):  # an integer of thousands of digits; nesting past any use
-                problems.append(f"{full_key}: not a usable YAML/JSON value, got {shown(str(text))}")
+                problems.append(f"{full_key}: not a usable YAML/JSON value, got {shown(text)}")
         elif kind == "int":
             if (number := _integer(full_key, text, problems)) is not None:
                 values[key] = number

@@ -136,3 +136,14 @@ def test_a_known_hosts_file_that_is_none_is_a_clear_error(
     text = provider_error({"user": "u", "knownHostsPath": "kh"}, tmp_path, secret=KEY)
     assert "cloudrepo:ssh.knownHostsPath" in text and message in text, text
     assert not any(line in text for line in KEY_BODY)
+
+
+@pytest.mark.parametrize("key", ["cloudrepo:slice", "cloudrepo:ssh", "cloudrepo:parkingVlan"])
+def test_a_secret_value_of_any_key_is_never_shown(key: str) -> None:
+    """Whatever key an operator makes a secret, a problem with its value names the key, not the value."""
+    raw = raw_config(with_changes())
+    raw[key] = SecretText("{not json: " + KEY_BODY[0])
+    with pytest.raises(ConfigError) as err:
+        load_config(raw, "dev")
+    assert any(p.startswith(f"{key}:") and "(a secret, not shown)" in p for p in err.value.problems)
+    assert KEY_BODY[0][:20] not in str(err.value)
