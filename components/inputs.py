@@ -195,9 +195,7 @@ def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
             try:
                 values[key] = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
             except json.JSONDecodeError as exc:
-                problems.append(
-                    f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {shown(text)}"
-                )
+                problems.append(f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {shown(text)}")
             except (ValueError, RecursionError):  # an integer of thousands of digits; nesting past any use
                 problems.append(f"{full_key}: not a usable YAML/JSON value, got {shown(text)}")
         elif kind == "int":
