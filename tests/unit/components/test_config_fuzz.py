@@ -192,17 +192,15 @@ def names_it(problems: list[str], at: Path_, value: Any) -> bool:
         return any(names(p, path) and "not shown" in p for p in problems)
     if value is None:
         return any(names(p, q) for p in problems for q in paths)
+    shows = renderings(value)
     if len(at) == 1 and isinstance(value, str):  # the engine passes text as it is: objects decode from it
         try:
             decoded = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             decoded = value
-        if isinstance(decoded, dict | list):
+        if isinstance(decoded, dict | list) or decoded is None:
             return any(names(p, path) for p in problems)
-        value = decoded if decoded is None else value
-        if value is None:
-            return any(names(p, path) for p in problems)
-    shows = renderings(value)
+        shows |= renderings(decoded)
     return any(any(names(p, q) for q in paths) and any(s in p for s in shows) for p in problems)
 
 
