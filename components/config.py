@@ -1,9 +1,10 @@
 """The stack config: every `cloudrepo:*` key parsed, validated and reported in one error.
 
 `load_config(raw, stack)` is pure: it takes the raw config of the stack (keys `cloudrepo:<name>`, values as
-the engine passes them: JSON text for objects and lists, plain text for strings and numbers) and returns a
-`SliceConfig` (`components.model`), or raises one `ConfigError` that lists every problem, each naming the
-offending value. Raw decoding and input models: `components.inputs`; the slice's rules:
+the engine passes them: JSON text for objects and lists, plain text for strings and numbers, `SecretText`
+for the keys the engine holds as secrets) and returns a `SliceConfig` (`components.model`), or raises one
+`ConfigError` that lists every problem, each starting with the key path and showing the offending value as
+`providers.shown` renders it. Raw decoding and input models: `components.inputs`; the slice's rules:
 `components.slice_rules`.
 """
 
