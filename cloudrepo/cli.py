@@ -76,7 +76,10 @@ def _edit(
         raise SliceError(f"no slice {args.name!r} in this checkout ({path} is missing)")
     doc = stackfile.read(path)
     config = stackfile.config_of(doc)
-    section = change(dict(config.get(stackfile.SLICE_KEY) or {}))
+    current = config.get(stackfile.SLICE_KEY) or {}
+    if not isinstance(current, dict):
+        raise SliceError(f"{shown_path(path)}: {stackfile.SLICE_KEY} is not an object, got {shown(current)}")
+    section = change(dict(current))
     config[stackfile.SLICE_KEY] = section
     _checked(config, args.name, slices.outputs(args.name))
     stackfile.write(path, {**doc, "config": config})

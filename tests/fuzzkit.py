@@ -3,6 +3,7 @@ of a run (`HYPOTHESIS_PROFILE=long` for the long one; the default is sized for `
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -111,3 +112,40 @@ def leaks_key(text: str) -> list[str]:
     """The lines of `PEM` (or its armour) that `text` carries."""
     found = [line for line in KEY_LINES if line[:24] in text]
     return found + (["PRIVATE KEY"] if "PRIVATE KEY" in text else [])
+
+
+Path_ = tuple[str | int, ...]
+"""A place in a config tree: object keys and list indexes from the top."""
+
+
+def places(node: Any, at: Path_ = ()) -> list[Path_]:
+    """Every place in the tree under `node`, parents before children."""
+    out = [at] if at else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += places(value, (*at, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += places(value, (*at, i))
+    return out
+
+
+def node_at(tree: Any, at: Path_) -> Any:
+    node = tree
+    for part in at:
+        node = node[part]
+    return node
+
+
+def replaced(tree: Any, at: Path_, value: Any) -> Any:
+    """A deep copy of `tree` with the node at `at` replaced by `value` (deleted when `value` is DELETE)."""
+    out = copy.deepcopy(tree)
+    parent = node_at(out, at[:-1])
+    if value is DELETE:
+        del parent[at[-1]]
+    else:
+        parent[at[-1]] = value
+    return out
+
+
+DELETE = object()

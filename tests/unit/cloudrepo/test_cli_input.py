@@ -23,7 +23,7 @@ from pulumi import automation as auto
 
 from cloudrepo import cli, stackfile
 from tests.cfgkit import BASE
-from tests.fuzzkit import fuzz_settings, hostile_text, hostile_values
+from tests.fuzzkit import DELETE, Path_, fuzz_settings, hostile_text, hostile_values, places, replaced
 
 SLICE = "s1"
 VERBS: list[list[str]] = [
@@ -174,6 +174,36 @@ def test_hostile_file_content_is_an_answer(content: Any, key: str) -> None:
         code, out, err = run(argv, root)
         note(f"{text[:200]!r}: {code}\n{out}\n{err}")
         check_answer(code, out, err)
+
+
+def s1_config() -> dict[str, Any]:
+    with project() as root:
+        return stackfile.config_of(stackfile.read(stackfile.stack_file(root, SLICE)))
+
+
+STACK_PLACES = places(s1_config())
+EDITS = [argv for argv in VERBS if argv[0] in ("vm", "link", "topology")]
+
+
+@given(
+    at=st.sampled_from(STACK_PLACES),
+    value=st.one_of(hostile_values(), st.just(DELETE)),
+    argv=st.sampled_from(EDITS),
+)
+@fuzz_settings(ci=100, long=2000)
+def test_a_hostile_stack_file_is_an_answer(at: Path_, value: Any, argv: list[str]) -> None:
+    """One place of the slice's stack config file replaced (or deleted), then any edit verb on it: an
+    answer, and a refused edit leaves the file as it was."""
+    with project() as root:
+        path = stackfile.stack_file(root, SLICE)
+        doc = stackfile.read(path)
+        stackfile.write(path, {**doc, "config": replaced(doc["config"], at, value)})
+        before = files(root)
+        code, out, err = run(argv, root)
+        note(f"{at} = {value!r}, {argv}: {code}\n{out}\n{err}")
+        check_answer(code, out, err)
+        if code != 0:
+            assert files(root) == before
 
 
 @pytest.mark.parametrize(

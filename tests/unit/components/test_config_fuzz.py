@@ -26,10 +26,7 @@ from components.vms import launch_plan
 from providers.errors import ConfigError
 from providers.shown import looks_like_key, looks_like_pasted_key, shown
 from tests.cfgkit import raw_config, raw_value
-from tests.fuzzkit import PEM, fuzz_settings, hostile_text, hostile_values, leaks_key
-
-Path_ = tuple[str | int, ...]
-"""A place in the config: the full top-level key, then object keys and list indexes."""
+from tests.fuzzkit import PEM, Path_, fuzz_settings, hostile_text, hostile_values, leaks_key, node_at, places
 
 CATCH_ALL = re.compile(r"traceback|internal error|unexpected|exception|\bNone of\b", re.IGNORECASE)
 
@@ -83,26 +80,7 @@ def valid_config() -> dict[str, Any]:
     }
 
 
-def places(node: Any, at: Path_ = ()) -> list[Path_]:
-    """Every place in the tree under `node`, parents before children."""
-    out = [at] if at else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            out += places(value, (*at, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            out += places(value, (*at, i))
-    return out
-
-
 CONFIG = valid_config()
-
-
-def node_at(config: dict[str, Any], at: Path_) -> Any:
-    node: Any = config
-    for part in at:
-        node = node[part]
-    return node
 
 
 PLACES = [p for p in places(CONFIG) if p[0] != "cloudrepo:sshPrivateKey"]
