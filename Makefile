@@ -47,6 +47,12 @@ demo-down:
 	$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)
 	$(ACTIVATE) && python -m lab down
 
+.PHONY: fuzz
+fuzz: setup
+	$(ACTIVATE) && HYPOTHESIS_PROFILE=long pytest -q tests/unit/components/test_config_fuzz.py \
+		tests/unit/cloudrepo/test_cli_input.py tests/unit/providers/test_prov_ssh_secrets.py \
+		tests/integration/test_e2e_cli_fuzz.py
+
 bench: setup
 	$(ACTIVATE) && python -m bench $(if $(BENCH_QUICK),--quick,)
 

@@ -7,19 +7,26 @@ memory, plan) before the stack config file is written; a refused edit writes not
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pulumi import automation as auto
+
 from cloudrepo import edits, stackfile, tables
 from cloudrepo.diagram import diagram_format, write_diagram
-from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, decrypt_config
+from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
 from components.topology import MIN_VMS
 from providers.errors import ConfigError
+from providers.shown import shown, shown_path
 
 OK, FAILED, USAGE = 0, 1, 2
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+"""A slice's stack name as this command takes it: Pulumi's stack name characters, starting with a letter or
+digit (no option look-alike, no '.' or '..'), so `Pulumi.NAME.yaml` stays a file of the project."""
 
 
 def say(text: str) -> None:
@@ -31,9 +38,24 @@ def fail(text: str) -> None:
     print(f"{prefix}{text}", file=sys.stderr, flush=True)
 
 
+def stack_name(text: str) -> str:
+    """argparse type of NAME: a stack name (`STACK_NAME`)."""
+    if not STACK_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)} is not a slice name: 1..100 letters, digits, '_', '.' and '-', starting with a "
+            "letter or digit"
+        )
+    return text
+
+
 def _project(args: argparse.Namespace) -> Path:
     if args.project:
-        return Path(args.project).resolve()
+        try:
+            return Path(args.project).resolve()
+        except (OSError, ValueError) as exc:
+            raise SliceError(
+                f"--project {shown_path(args.project)}: not a usable directory ({exc})"
+            ) from None
     here = Path.cwd()
     return here if (here / "Pulumi.yaml").exists() else ROOT
 
@@ -54,7 +76,10 @@ def _edit(
         raise SliceError(f"no slice {args.name!r} in this checkout ({path} is missing)")
     doc = stackfile.read(path)
     config = stackfile.config_of(doc)
-    section = change(dict(config.get(stackfile.SLICE_KEY) or {}))
+    current = config.get(stackfile.SLICE_KEY) or {}
+    if not isinstance(current, dict):
+        raise SliceError(f"{shown_path(path)}: {stackfile.SLICE_KEY} is not an object, got {shown(current)}")
+    section = change(dict(current))
     config[stackfile.SLICE_KEY] = section
     _checked(config, args.name, slices.outputs(args.name))
     stackfile.write(path, {**doc, "config": config})
@@ -83,8 +108,8 @@ def cmd_slice_create(args: argparse.Namespace) -> int:
     path = stackfile.stack_file(slices.project, args.name)
     if path.exists() or slices.exists(args.name):
         raise SliceError(f"slice {args.name!r} already exists ({path} or the backend has it)")
-    base = stackfile.slice_from_yaml(Path(args.from_file)) if args.from_file else None
-    pool = args.pool if args.pool is not None else ((base or {}).get("vlanPool") or {}).get("start")
+    base = _from_file(Path(args.from_file)) if args.from_file else None
+    pool = args.pool if args.pool is not None else _file_pool(base)
     if pool is None:
         raise SliceError("--pool START is needed (the file given with --from has no vlanPool)")
     plain, secrets = _cloud_settings(Path(args.cloud)) if args.cloud else ({}, {})
@@ -97,6 +122,32 @@ def cmd_slice_create(args: argparse.Namespace) -> int:
         slices.set_secret(args.name, key, value)
     say(f"slice {args.name} created in {path.name} (VLAN pool {pool}..{int(pool) + 19})")
     return OK
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    """The slice section of a `--from` file; the other keys it carries are named on stderr, not taken."""
+    section, left = stackfile.slice_from_yaml(path)
+    if left:
+        named = ", ".join(k if k.isprintable() and len(k) <= 60 else shown(k) for k in left[:20])
+        more = f" and {len(left) - 20} more" if len(left) > 20 else ""
+        fail(
+            f"warning: --from {shown_path(path)}: took only the slice ({stackfile.SLICE_KEY}); left out "
+            f"{named}{more} (the operator's keys come from --cloud or the slice's stack config file)"
+        )
+    return section
+
+
+def _file_pool(section: dict[str, Any] | None) -> int | None:
+    """`vlanPool.start` of a `--from` section when it is an integer; None when it is not there."""
+    pool = (section or {}).get("vlanPool")
+    start = pool.get("start") if isinstance(pool, dict) else pool
+    if start is None:
+        return None
+    if not isinstance(start, int) or isinstance(start, bool):
+        raise SliceError(
+            f"--from: {stackfile.SLICE_KEY}.vlanPool.start must be an integer, got {shown(start)}"
+        )
+    return start
 
 
 def cmd_vm_add(args: argparse.Namespace) -> int:
@@ -217,37 +268,37 @@ def parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
 
     create = verb(group("slice", "create a slice"), "create", cmd_slice_create, "a new slice (stack)")
-    create.add_argument("name")
+    create.add_argument("name", type=stack_name)
     create.add_argument("--pool", type=int, help="first VLAN of the slice's pool of 20")
     create.add_argument(
         "--cloud", help="copy every cloudrepo: setting but the slice from this stack config file"
     )
-    create.add_argument("--from", dest="from_file", help="take the whole slice from this YAML file")
+    create.add_argument("--from", dest="from_file", help="take the slice section (only) from this YAML file")
 
     vm = group("vm", "add or remove a VM")
     q = verb(vm, "add", cmd_vm_add, "add a VM")
-    q.add_argument("name")
+    q.add_argument("name", type=stack_name)
     q.add_argument("--id", type=int, required=True)
     q.add_argument("--worker", required=True)
     q.add_argument("--data-interfaces", type=int, default=0)
     q.add_argument("--internet", action="store_true")
     q = verb(vm, "rm", cmd_vm_rm, "remove a VM and its links")
-    q.add_argument("name")
+    q.add_argument("name", type=stack_name)
     q.add_argument("id", type=int)
 
     link = group("link", "add or remove a link")
     q = verb(link, "add", cmd_link_add, "link two interfaces (VM.ethN)")
-    q.add_argument("name")
+    q.add_argument("name", type=stack_name)
     q.add_argument("a")
     q.add_argument("b")
     q.add_argument("--vlan", type=int, help="pin the link to this VLAN of the pool")
     q = verb(link, "rm", cmd_link_rm, "remove a written link")
-    q.add_argument("name")
+    q.add_argument("name", type=stack_name)
     q.add_argument("a")
     q.add_argument("b")
 
     q = verb(group("topology", "add a preset"), "add", cmd_topology_add, "ring, bus, star or mesh of VMs")
-    q.add_argument("name")
+    q.add_argument("name", type=stack_name)
     q.add_argument("preset", choices=list(MIN_VMS))
     q.add_argument("ids", type=int, nargs="+")
 
@@ -256,25 +307,28 @@ def parser() -> argparse.ArgumentParser:
         ("deploy", _engine("up"), "apply the slice to the hosts"),
         ("show", cmd_show, "the slice's interfaces and links"),
     ):
-        verb(sub, name, func, help).add_argument("name")
+        verb(sub, name, func, help).add_argument("name", type=stack_name)
     verb(sub, "list", cmd_list, "every slice in the backend")
     q = verb(sub, "destroy", cmd_destroy, "remove the slice from the hosts")
-    q.add_argument("name")
+    q.add_argument("name", type=stack_name)
     q.add_argument("--rm", action="store_true", help="also remove the stack and its config file")
     q.add_argument("--yes", action="store_true", help="do not ask")
     q = verb(sub, "diagram", cmd_diagram, "draw the deployed slice (SVG or PNG by suffix)")
-    q.add_argument("name")
+    q.add_argument("name", type=stack_name)
     q.add_argument("-o", "--output", required=True)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    apply_environment()
     try:
+        apply_environment()
         return int(args.func(args))
     except edits.EditError as exc:
         fail(f"{exc}; nothing written")
+        return FAILED
+    except auto.CommandError as exc:  # an engine call outside the verbs' own handling
+        fail(f"the engine failed:\n{command_failure(exc)}")
         return FAILED
     except (SliceError, ValueError, OSError) as exc:
         fail(str(exc))

@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from components.topology import MIN_VMS
+from providers.shown import shown
 
 
 class EditError(ValueError):
@@ -17,6 +18,17 @@ class EditError(ValueError):
 
 
 Section = dict[str, Any]
+
+
+def _list(section: Section, key: str) -> list[Any]:
+    """The section's list under `key` (made empty when absent or null); `EditError` when it is something
+    else."""
+    if section.get(key) is None:
+        section[key] = []
+    value = section[key]
+    if not isinstance(value, list):
+        raise EditError(f"cloudrepo:slice.{key} is not a list, got {shown(value)}: fix the stack config file")
+    return value
 
 
 def _ends(raw: Any) -> set[str]:
@@ -40,7 +52,7 @@ def add_vm(section: Section, vm_id: int, worker: str, data_interfaces: int, inte
     vm: dict[str, Any] = {"id": vm_id, "worker": worker, "dataInterfaces": data_interfaces}
     if internet:
         vm["internet"] = True
-    out.setdefault("vms", []).append(vm)
+    _list(out, "vms").append(vm)
     return out
 
 
@@ -49,13 +61,13 @@ def rm_vm(section: Section, vm_id: int) -> tuple[Section, list[str]]:
 
     Returns the new section and what else went, for the operator."""
     out = copy.deepcopy(section)
-    vms = out.get("vms") or []
+    vms = _list(out, "vms")
     if not any(isinstance(v, dict) and v.get("id") == vm_id for v in vms):
         raise EditError(f"VM {vm_id} is not in the slice")
     out["vms"] = [v for v in vms if not (isinstance(v, dict) and v.get("id") == vm_id)]
     notes: list[str] = []
     kept = []
-    for link in out.get("links") or []:
+    for link in _list(out, "links"):
         if any(end.split(".", 1)[0] == str(vm_id) for end in _ends(link)):
             notes.append(f"link {' -- '.join(sorted(_ends(link)))} removed")
         else:
@@ -63,12 +75,13 @@ def rm_vm(section: Section, vm_id: int) -> tuple[Section, list[str]]:
     out["links"] = kept
     if "topology" in out:
         entries = []
-        for entry in out["topology"]:
-            if isinstance(entry, dict) and vm_id in (entry.get("vms") or []):
-                rest = [v for v in entry["vms"] if v != vm_id]
+        for entry in _list(out, "topology"):
+            members = entry.get("vms") if isinstance(entry, dict) else None
+            if isinstance(members, list) and vm_id in members:
+                rest = [v for v in members if v != vm_id]
                 preset = entry.get("preset")
                 if len(rest) < MIN_VMS.get(str(preset), 0):
-                    notes.append(f"{preset} of {entry['vms']} removed (too few VMs left)")
+                    notes.append(f"{preset} of {shown(members)} removed (too few VMs left)")
                     continue
                 entry = {**entry, "vms": rest}
                 notes.append(f"{preset} now of {rest}")
@@ -79,13 +92,13 @@ def rm_vm(section: Section, vm_id: int) -> tuple[Section, list[str]]:
 
 def add_link(section: Section, a: str, b: str, vlan: int | None = None) -> Section:
     out = copy.deepcopy(section)
-    out.setdefault("links", []).append([a, b] if vlan is None else {"a": a, "b": b, "vlan": vlan})
+    _list(out, "links").append([a, b] if vlan is None else {"a": a, "b": b, "vlan": vlan})
     return out
 
 
 def rm_link(section: Section, a: str, b: str) -> Section:
     out = copy.deepcopy(section)
-    links = out.get("links") or []
+    links = _list(out, "links")
     kept = [link for link in links if _ends(link) != {a, b}]
     if len(kept) == len(links):
         hint = (
@@ -98,5 +111,5 @@ def rm_link(section: Section, a: str, b: str) -> Section:
 
 def add_topology(section: Section, preset: str, vms: list[int]) -> Section:
     out = copy.deepcopy(section)
-    out.setdefault("topology", []).append({"preset": preset, "vms": list(vms)})
+    _list(out, "topology").append({"preset": preset, "vms": list(vms)})
     return out

@@ -7,6 +7,7 @@ backend under the repository unless PULUMI_BACKEND_URL says otherwise); nothing 
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,7 +117,24 @@ class Slices:
         return Update(kind=str(h.kind), result=str(h.result), end=h.end_time)
 
     def set_secret(self, name: str, key: str, value: str) -> None:
-        self.ws.set_config(name, key, auto.ConfigValue(value=value, secret=True))
+        """Encrypt `value` into the stack config as the secret `key`. The value goes to the engine on its
+        stdin (`pulumi config set --secret KEY`, read raw), never on a command line, which every user of
+        the machine can read in the process list (the Automation API's `set_config` passes it there)."""
+        env = {**os.environ, **({"PULUMI_HOME": self.ws.pulumi_home} if self.ws.pulumi_home else {})}
+        env.update(self.ws.env_vars)
+        argv = [self.ws.pulumi_command.command, "--non-interactive", "config", "set", "--secret", "--raw"]
+        result = subprocess.run(
+            [*argv, "--stack", name, "--", key],
+            input=value,
+            cwd=self.project,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.splitlines() if line.strip()][-20:]
+            raise SliceError(f"slice {name!r}: setting the secret {key} failed:\n" + "\n".join(lines))
 
     def remove(self, name: str) -> None:
         self.ws.remove_stack(name)

@@ -1,9 +1,10 @@
 """The stack config: every `cloudrepo:*` key parsed, validated and reported in one error.
 
 `load_config(raw, stack)` is pure: it takes the raw config of the stack (keys `cloudrepo:<name>`, values as
-the engine passes them: JSON text for objects and lists, plain text for strings and numbers) and returns a
-`SliceConfig` (`components.model`), or raises one `ConfigError` that lists every problem, each naming the
-offending value. Raw decoding and input models: `components.inputs`; the slice's rules:
+the engine passes them: JSON text for objects and lists, plain text for strings and numbers, `SecretText`
+for the keys the engine holds as secrets) and returns a `SliceConfig` (`components.model`), or raises one
+`ConfigError` that lists every problem, each starting with the key path and showing the offending value as
+`providers.shown` renders it. Raw decoding and input models: `components.inputs`; the slice's rules:
 `components.slice_rules`.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
-from components.inputs import NetworkNodeInput, SliceInput, WorkerInput, parse_raw, validate_input
+from components.inputs import NetworkNodeInput, SliceInput, WorkerInput, parse_raw, path_of, validate_input
 from components.model import (
     DEFAULT_DNS,
     DEFAULT_PARKING_VLAN,
@@ -29,10 +30,11 @@ from components.model import (
     VlanPool,
     Vm,
 )
-from components.slice_rules import check_links, check_pool, check_vms
+from components.slice_rules import check_links, check_pool, check_vms, vm_paths
 from components.topology import expand_topology
 from providers.errors import ConfigError
 from providers.naming import SAFE_SLICE, ifname_problem, slice_problem
+from providers.shown import shown
 from providers.specs import Endpoint
 from providers.ssh_settings import SshInput, input_problems
 
@@ -45,14 +47,15 @@ SAFE_WORKER = SAFE_SLICE
 def _host_problem(where: str, host: str) -> str | None:
     if not HOST_RE.fullmatch(host):
         return (
-            f"{where}: host {host!r} is not an IPv4 address or DNS name (letters, digits, '.' and '-' only)"
+            f"{where}.host: {shown(host)} is not an IPv4 address or DNS name "
+            "(letters, digits, '.' and '-' only)"
         )
     return None
 
 
 def _port_problem(where: str, port: int) -> str | None:
     if not 1 <= port <= 65535:
-        return f"{where}: port must be 1..65535, got {port}"
+        return f"{where}.port: must be 1..65535, got {port}"
     return None
 
 
@@ -84,19 +87,19 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
     if "workers" in values:
         wraw = values["workers"]
         if not isinstance(wraw, dict):
-            add(f"{ns}:workers: must be an object of worker name -> {{host, port}}, got {wraw!r}")
+            add(f"{ns}:workers: must be an object of worker name -> {{host, port}}, got {shown(wraw)}")
         else:
             if not wraw:
                 add(f"{ns}:workers: at least one worker is required")
             for wname, wval in wraw.items():
-                where = f"{ns}:workers.{wname}"
+                where = path_of(f"{ns}:workers", [wname])
                 if not SAFE_WORKER.fullmatch(wname):
                     add(
-                        f"{where}: worker name {wname!r} must be 1..63 characters, start with a letter or "
-                        "digit and contain only letters, digits, '_', '.' and '-'"
+                        f"{where}: worker name {shown(wname)} must be 1..63 characters, start with a letter "
+                        "or digit and contain only letters, digits, '_', '.' and '-'"
                     )
                 elif wname == NETWORK_NODE_NAME:
-                    add(f"{where}: worker name {wname!r} is reserved for cloudrepo:networkNode")
+                    add(f"{where}: worker name {shown(wname)} is reserved for cloudrepo:networkNode")
                 w = validate_input(WorkerInput, wval, where, problems)
                 if w is None:
                     continue
@@ -111,7 +114,7 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
         ssh_in = validate_input(SshInput, values["ssh"], f"{ns}:ssh", problems)
     secret = values.get("sshPrivateKey")
     if ssh_in is not None:
-        for p in input_problems(ssh_in, bool(secret)):
+        for p in input_problems(ssh_in, bool(secret) or f"{ns}:sshPrivateKey" in raw):
             add(p)
 
     # ---- bridge, parking VLAN, DNS
@@ -127,14 +130,14 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
     if "dnsServers" in values:
         draw = values["dnsServers"]
         if not isinstance(draw, list) or not draw:
-            add(f"{ns}:dnsServers: must be a non-empty list of IPv4 addresses, got {draw!r}")
+            add(f"{ns}:dnsServers: must be a non-empty list of IPv4 addresses, got {shown(draw)}")
         else:
             good: list[str] = []
             for i, d in enumerate(draw):
                 try:
                     good.append(str(ipaddress.IPv4Address(d)))
                 except (ValueError, TypeError):
-                    add(f"{ns}:dnsServers[{i}]: not an IPv4 address, got {d!r}")
+                    add(f"{ns}:dnsServers[{i}]: not an IPv4 address, got {shown(d)}")
             dns = tuple(good)
 
     # ---- slice
@@ -154,8 +157,11 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
         pool = check_pool(slice_in.vlan_pool.start, parking, add)
         vms, bad_vm_ids = check_vms(slice_in.vms, workers if "workers" in values else None, add)
         sizes = {v.id: v.data_interfaces for v in vms}
-        preset_links = expand_topology(slice_in.topology, sizes, bad_vm_ids, slice_in.links, POOL_SIZE, add)
-        links = check_links([*slice_in.links, *preset_links], vms, bad_vm_ids, pool, add)
+        paths = vm_paths(slice_in.vms)
+        preset_links = expand_topology(
+            slice_in.topology, sizes, bad_vm_ids, slice_in.links, POOL_SIZE, add, paths
+        )
+        links = check_links([*slice_in.links, *preset_links], vms, bad_vm_ids, pool, add, paths)
 
     if problems:
         raise ConfigError(problems)

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from components.model import NAMESPACE
+from providers.shown import shown
+
+
+class SecretText(str):
+    """A raw config value the engine holds as a secret (`pulumi config set --secret`); never shown."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "(a secret, not shown)"
 
 
 class _Input(BaseModel):
@@ -88,12 +100,26 @@ KNOWN_KEYS: dict[str, KeyKind] = {
     "qemu": "json",  # validated by components.launch
 }
 REQUIRED_KEYS = ("networkNode", "workers", "ssh", "slice")
+SECRET_KEYS = ("sshPrivateKey",)
+"""Keys whose value must be a Pulumi secret: refused when the stack file holds them in clear."""
+OPERATOR_KEYS = (*(k for k in KNOWN_KEYS if k != "slice"), "uplink")
+"""The operator's keys (hosts, SSH, QEMU, the network node's VLANs and bridge, the uplink): never part of
+a slice section that `cloudrepo slice create --from` takes."""
+
+PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 
 
-def _fmt_loc(prefix: str, loc: tuple[int | str, ...]) -> str:
+def path_of(prefix: str, loc: Iterable[int | str]) -> str:
+    """The key path of `loc` under `prefix`: `.key` for plain keys, `[i]` for list items, `[shown]` for any
+    other key (so a hostile key name cannot break the message)."""
     out = prefix
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif PLAIN_KEY.fullmatch(part):
+            out += part if out.endswith(":") else f".{part}"
+        else:
+            out += f"[{shown(part)}]"
     return out
 
 
@@ -113,7 +139,7 @@ def validate_input(model: type[BaseModel], value: Any, where: str, problems: lis
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
-            path = _fmt_loc(where, loc)
+            path = path_of(where, loc)
             kind = err["type"]
             if kind == "extra_forbidden":
                 # find the model that owns the unknown field, to list the known ones
@@ -128,16 +154,16 @@ def validate_input(model: type[BaseModel], value: Any, where: str, problems: lis
                             owner = ann
                 known = _known_fields(owner)
                 problems.append(
-                    f"{path}: unknown key {str(loc[-1])!r}{suggest(str(loc[-1]), known)}"
+                    f"{path}: unknown key {shown(str(loc[-1]))}{suggest(str(loc[-1]), known)}"
                     f" (known: {', '.join(known)})"
                 )
             elif kind == "missing":
                 problems.append(f"{path}: required")
             elif kind in ("model_type", "dict_type"):
-                problems.append(f"{path}: must be an object, got {err['input']!r}")
+                problems.append(f"{path}: must be an object, got {shown(err['input'])}")
             else:
                 msg = err["msg"].removeprefix("Value error, ")
-                problems.append(f"{path}: {msg[0].lower()}{msg[1:]}, got {err['input']!r}")
+                problems.append(f"{path}: {msg[0].lower()}{msg[1:]}, got {shown(err['input'])}")
         return None
 
 
@@ -150,25 +176,31 @@ def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
             continue
         if key not in KNOWN_KEYS:
             problems.append(
-                f"{full_key}: unknown config key{suggest(key, KNOWN_KEYS)}"
+                f"{path_of(f'{NAMESPACE}:', [key])}: unknown config key{suggest(key, KNOWN_KEYS)}"
                 f" (known: {', '.join(f'{NAMESPACE}:{k}' for k in KNOWN_KEYS)})"
             )
             continue
         text = raw[full_key]
         kind = KNOWN_KEYS[key]
+        if key in SECRET_KEYS and not isinstance(text, SecretText):
+            problems.append(
+                f"{full_key}: must be a secret, but the stack config holds it in clear (the value is not "
+                f"shown): pulumi config set --secret {full_key} < KEYFILE"
+            )
+            continue
         if kind == "json":
             if not isinstance(text, str):
                 values[key] = text
                 continue
             try:
-                values[key] = json.loads(text)
+                values[key] = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
             except json.JSONDecodeError as exc:
-                problems.append(f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {text!r}")
+                problems.append(f"{full_key}: not a YAML/JSON object or list ({exc.msg}), got {shown(text)}")
+            except (ValueError, RecursionError):  # an integer of thousands of digits; nesting past any use
+                problems.append(f"{full_key}: not a usable YAML/JSON value, got {shown(text)}")
         elif kind == "int":
-            try:
-                values[key] = int(str(text).strip())
-            except ValueError:
-                problems.append(f"{full_key}: must be an integer, got {text!r}")
+            if (number := _integer(full_key, text, problems)) is not None:
+                values[key] = number
         else:
             values[key] = str(text)
     for key in REQUIRED_KEYS:
@@ -177,14 +209,41 @@ def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     return values
 
 
+def _no_constant(word: str) -> Any:
+    """JSON has no NaN or Infinity (Python's decoder takes them; the engine never sends them)."""
+    raise ValueError(f"{word} is not JSON")
+
+
+def _finite(word: str) -> float:
+    """A JSON number as a float; one past the float range (`1e999`) is refused, not made infinite."""
+    number = float(word)
+    if not math.isfinite(number):
+        raise ValueError(f"{word} is out of range")
+    return number
+
+
+def _integer(full_key: str, text: Any, problems: list[str]) -> int | None:
+    word = str(text).strip()
+    if not re.fullmatch(r"-?[0-9]{1,9}", word):
+        problems.append(f"{full_key}: must be an integer, got {shown(text)}")
+        return None
+    return int(word)
+
+
 def raw_stack_config() -> dict[str, str]:
-    """The raw config the engine gave this program: every key, including unknown `cloudrepo:*` ones.
+    """The raw config the engine gave this program: every key, including unknown `cloudrepo:*` ones, the
+    values of secret keys as `SecretText`.
 
     `pulumi.Config` only answers for keys it is asked about, so typos would pass unnoticed; the SDK keeps
-    the whole map in `pulumi.runtime.config` (set from the engine's run request, or `PULUMI_CONFIG`).
+    the whole map in `pulumi.runtime.config` (set from the engine's run request, or `PULUMI_CONFIG`), and
+    the keys the engine holds as secrets beside it (`PULUMI_CONFIG_SECRET_KEYS`).
     """
     from pulumi.runtime import config as runtime_config
 
     raw: dict[str, Any] = dict(runtime_config.get_config_env())
     raw.update(runtime_config.CONFIG.get())
-    return {str(k): v for k, v in raw.items()}
+    secret = set(runtime_config.get_config_secret_keys_env())
+    return {
+        str(k): SecretText(v) if k in secret or runtime_config.is_config_secret(str(k)) else v
+        for k, v in raw.items()
+    }

@@ -193,7 +193,7 @@ def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # huge numbers, deep nesting too
             return None  # load_config reports it
     return value
 

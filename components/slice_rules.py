@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from components.inputs import LinkInput, VmInput, WorkerInput, suggest, validate_input
@@ -28,6 +28,7 @@ from providers.naming import (
     ifname_problem,
     tap_name,
 )
+from providers.shown import shown
 
 
 def check_pool(start: int, parking: int, add: Callable[[str], None]) -> VlanPool | None:
@@ -70,7 +71,7 @@ def check_pool(start: int, parking: int, add: Callable[[str], None]) -> VlanPool
 def _unknown_worker(where: str, vm_id: Any, worker: str, workers: Mapping[str, Any]) -> str:
     known = ", ".join(sorted(workers)) or "none"
     return (
-        f"{where}.worker: VM {vm_id}: unknown worker {worker!r}{suggest(worker, workers)}"
+        f"{where}.worker: VM {vm_id}: unknown worker {shown(worker)}{suggest(worker, workers)}"
         f" (cloudrepo:workers has: {known})"
     )
 
@@ -144,14 +145,34 @@ def check_vms(
     return vms, bad_ids - {v.id for v in vms}
 
 
+def vm_paths(raw_vms: list[Any]) -> dict[int, str]:
+    """The key path of each VM id's (first) entry: `cloudrepo:slice.vms[1]`."""
+    out: dict[int, str] = {}
+    for i, raw in enumerate(raw_vms):
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            out.setdefault(rid, f"{NAMESPACE}:slice.vms[{i}]")
+    return out
+
+
+def defined(ids: Collection[int]) -> str:
+    """`(defined: 1002, 1003)`: the VM ids a reference could have meant (the first 10)."""
+    listed = sorted(ids)
+    more = f", ... ({len(listed)} in all)" if len(listed) > 10 else ""
+    return f"(defined: {', '.join(map(str, listed[:10]))}{more})" if listed else "(none defined)"
+
+
 def check_links(
     raw_links: list[Any],
     vms: list[Vm],
     bad_vm_ids: set[int],
     pool: VlanPool | None,
     add: Callable[[str], None],
+    paths: Mapping[int, str] | None = None,
 ) -> list[Link]:
+    """Validate the links (written and expanded); `paths`: each VM's key path (`vm_paths`), for messages."""
     by_id = {v.id: v for v in vms}
+    paths = paths or {}
     links: list[Link] = []
     used_by: dict[str, int] = {}
     seen_pairs: dict[LinkKey, int] = {}
@@ -160,7 +181,7 @@ def check_links(
         where = f"{NAMESPACE}:slice.links[{i}]"
         if isinstance(raw_link, list):
             if len(raw_link) != 2:
-                add(f'{where}: a link is a pair ["VM.ethN", "VM.ethN"], got {raw_link!r}')
+                add(f'{where}: a link is a pair ["VM.ethN", "VM.ethN"], got {shown(raw_link)}')
                 continue
             raw_link = {"a": raw_link[0], "b": raw_link[1]}
         local: list[str] = []
@@ -174,23 +195,30 @@ def check_links(
         for side, text in (("a", li.a), ("b", li.b)):
             ref = parse_iface_ref(text)
             if ref is None:
-                add(f'{where}.{side}: {text!r} is not an interface of the form VM.ethN (e.g. "1002.eth1")')
+                add(
+                    f"{where}.{side}: {shown(text)} is not an interface of the form VM.ethN "
+                    '(e.g. "1002.eth1")'
+                )
                 ok = False
                 continue
             refs.append(ref)
             if ref.iface == "eth0":
-                add(f"{where}.{side}: {text!r}: eth0 is the management interface and cannot be linked")
+                add(f"{where}.{side}: {shown(text)}: eth0 is the management interface and cannot be linked")
                 ok = False
             elif ref.vm not in by_id:
                 if ref.vm not in bad_vm_ids:
-                    add(f"{where}.{side}: {text!r}: VM {ref.vm} is not defined in cloudrepo:slice.vms")
+                    add(
+                        f"{where}.{side}: {shown(text)}: VM {ref.vm} is not defined in cloudrepo:slice.vms "
+                        f"{defined(by_id)}"
+                    )
                 ok = False
             elif ref.index > by_id[ref.vm].data_interfaces:
                 n = by_id[ref.vm].data_interfaces
                 has = f"eth1..eth{n}" if n > 1 else ("eth1" if n == 1 else "none")
+                field = f", {paths[ref.vm]}.dataInterfaces: {n}" if ref.vm in paths else ""
                 add(
-                    f"{where}.{side}: {text!r}: VM {ref.vm} has no interface {ref.iface} "
-                    f"(data interfaces: {has})"
+                    f"{where}.{side}: {shown(text)}: VM {ref.vm} has no interface {ref.iface} "
+                    f"(data interfaces: {has}{field})"
                 )
                 ok = False
         if len(refs) == 2 and refs[0] == refs[1]:
@@ -201,7 +229,10 @@ def check_links(
             ok = False
         if li.vlan is not None and pool is not None:
             if li.vlan not in pool.vlans:
-                add(f"{where}.vlan: pinned VLAN {li.vlan} is outside the pool {pool.start}..{pool.end}")
+                add(
+                    f"{where}.vlan: pinned VLAN {li.vlan} is outside the pool {pool.start}..{pool.end} "
+                    f"({NAMESPACE}:slice.vlanPool.start: {pool.start})"
+                )
                 ok = False
             elif li.vlan in pinned_by:
                 add(

@@ -12,6 +12,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from components.inputs import path_of
+from components.slice_rules import defined
+from providers.shown import shown
+
 MIN_VMS = {"ring": 3, "bus": 2, "star": 3, "mesh": 2}
 """The presets and the fewest VMs each takes (a star's first VM is its centre)."""
 WHERE = "cloudrepo:slice.topology"
@@ -49,25 +53,32 @@ def written_endpoints(raw_links: Iterable[Any]) -> set[str]:
 
 
 def _entry_problems(i: int, entry: Any, known: Mapping[int, int], invalid: set[int]) -> list[str]:
+
     where = f"{WHERE}[{i}]"
     if not isinstance(entry, dict):
-        return [f"{where}: an entry is {{preset: ring|bus|star|mesh, vms: [ids]}}, got {entry!r}"]
+        return [f"{where}: an entry is {{preset: ring|bus|star|mesh, vms: [ids]}}, got {shown(entry)}"]
     problems = []
-    extra = sorted(set(entry) - {"preset", "vms"})
-    if extra:
-        problems.append(f"{where}: unknown key {extra[0]!r} (known: preset, vms)")
+    for key in sorted(map(str, set(entry) - {"preset", "vms"})):
+        problems.append(f"{path_of(where, [key])}: unknown key {shown(key)} (known: preset, vms)")
     preset, vms = entry.get("preset"), entry.get("vms")
-    if preset not in MIN_VMS:
-        problems.append(f"{where}.preset: unknown preset {preset!r} (known: {', '.join(MIN_VMS)})")
-    if not isinstance(vms, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in vms):
-        return [*problems, f"{where}.vms: must be a list of VM ids, got {vms!r}"]
-    if preset in MIN_VMS and len(vms) < MIN_VMS[preset]:
-        problems.append(f"{where}: a {preset} takes at least {MIN_VMS[preset]} VMs, got {len(vms)} ({vms})")
+    least = MIN_VMS.get(preset) if isinstance(preset, str) else None
+    if least is None:
+        problems.append(f"{where}.preset: unknown preset {shown(preset)} (known: {', '.join(MIN_VMS)})")
+    if not isinstance(vms, list):
+        return [*problems, f"{where}.vms: must be a list of VM ids, got {shown(vms)}"]
+    not_ids = [j for j, v in enumerate(vms) if not isinstance(v, int) or isinstance(v, bool)]
+    if not_ids:
+        return [
+            *problems,
+            *(f"{where}.vms[{j}]: not a VM id (an integer), got {shown(vms[j])}" for j in not_ids),
+        ]
+    if least is not None and len(vms) < least:
+        problems.append(f"{where}.vms: a {preset} takes at least {least} VMs, got {len(vms)} ({shown(vms)})")
     for v, count in Counter(vms).items():
         if count > 1:
             problems.append(f"{where}.vms: VM {v} is listed {count} times")
         if v not in known and v not in invalid:
-            problems.append(f"{where}.vms: VM {v} is not defined in cloudrepo:slice.vms")
+            problems.append(f"{where}.vms: VM {v} is not defined in cloudrepo:slice.vms {defined(known)}")
     return problems
 
 
@@ -78,12 +89,13 @@ def expand_topology(
     raw_links: Sequence[Any],
     pool_size: int,
     add: Callable[[str], None],
+    paths: Mapping[int, str] | None = None,
 ) -> list[list[str]]:
     """Expand the presets into links; report problems with `add` (then no link is returned).
 
     `data_interfaces`: the valid VMs' data interface counts; `invalid_vms`: ids already reported as bad
     (not reported again); `raw_links`: the written links (they take their interfaces and VLANs first);
-    `pool_size`: the VLANs of the pool.
+    `pool_size`: the VLANs of the pool; `paths`: each VM's key path (for messages).
     """
     problems: list[str] = []
     used = written_endpoints(raw_links)
@@ -104,9 +116,10 @@ def expand_topology(
         }
         short = [v for v in vms if len(free[v]) < need[v]]
         for v in short:
+            field = f"{paths[v]}.dataInterfaces" if paths and v in paths else "dataInterfaces"
             problems.append(
                 f"{WHERE}[{i}] ({preset}): VM {v} needs {need[v]} free data interfaces, has {len(free[v])} "
-                f"(dataInterfaces: {data_interfaces[v]}, {data_interfaces[v] - len(free[v])} in other links)"
+                f"({field}: {data_interfaces[v]}, {data_interfaces[v] - len(free[v])} in other links)"
             )
         if len(raw_links) + len(links) + len(pairs) > pool_size:
             before = f", the entries before it {len(links)}" if links else ""

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pulumi
+
+from .shown import KEY_SHOWN, looks_like_key
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def without_key_text(problem: str) -> str:
+    """`problem` with every quoted value that looks like key text replaced; when key text is left outside
+    quotes, only the key path before the first ': ' is kept."""
+    if not looks_like_key(problem):
+        return problem
+    cut = _QUOTED.sub(lambda m: KEY_SHOWN if looks_like_key(m.group()) else m.group(), problem)
+    if looks_like_key(cut):
+        head = cut.split(": ", 1)[0]
+        return f"{'(a config key)' if looks_like_key(head) else head}: {KEY_SHOWN}"
+    return cut
 
 
 class CloudrepoError(Exception):
@@ -15,13 +32,15 @@ class ConfigError(CloudrepoError, pulumi.RunError, ValueError):
     """The stack config has problems; `problems` lists each one, the message lists them all.
 
     A `pulumi.RunError`, so `pulumi preview` prints the message alone, without a Python traceback. Raised by
-    the program (every problem of the config at once) and by the providers (their SSH settings).
+    the program (every problem of the config at once) and by the providers (their SSH settings). Whatever
+    module words a problem, key text quoted in it never reaches the message (`without_key_text`).
     """
 
     def __init__(self, problems: Iterable[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        listed = [problems] if isinstance(problems, str) else list(problems)
+        self.problems = [without_key_text(p) for p in listed]
         if isinstance(problems, str):
-            super().__init__(problems)
+            super().__init__(self.problems[0])
             return
         n = len(self.problems)
         head = f"cloudrepo: {n} problem{'s' if n != 1 else ''} in the stack config (nothing was changed):"

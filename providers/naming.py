@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .shown import shown
+
 IFNAMSIZ_MAX = 15
 """Longest Linux interface name (IFNAMSIZ is 16 including the trailing NUL)."""
 
@@ -77,10 +79,12 @@ def pool_file(slice_name: str, start: int) -> str:
 def ifname_problem(name: str) -> str | None:
     """Why `name` cannot be a Linux interface name, or None when it can."""
     if len(name) > IFNAMSIZ_MAX:
-        return f"interface name {name!r} is {len(name)} characters, over the Linux limit of {IFNAMSIZ_MAX}"
+        return (
+            f"interface name {shown(name)} is {len(name)} characters, over the Linux limit of {IFNAMSIZ_MAX}"
+        )
     if not SAFE_NAME.fullmatch(name):
         return (
-            f"interface name {name!r} must start with a letter or digit and contain only "
+            f"interface name {shown(name)} must start with a letter or digit and contain only "
             "letters, digits, '_', '.' and '-'"
         )
     return None
@@ -90,8 +94,8 @@ def slice_problem(name: str) -> str | None:
     """Why `name` cannot be a slice name, or None when it can."""
     if not SAFE_SLICE.fullmatch(name):
         return (
-            f"slice name {name!r} must be 1..63 characters, start with a letter or digit and contain only "
-            "letters, digits, '_', '.' and '-'"
+            f"slice name {shown(name)} must be 1..63 characters, start with a letter or digit and contain "
+            "only letters, digits, '_', '.' and '-'"
         )
     if name == SHARED_OWNER:
         return f"slice name {name!r} is reserved for the objects slices share"

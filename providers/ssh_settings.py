@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from . import naming
 from .errors import ConfigError
+from .shown import looks_like_pasted_key, shown, shown_path
 
 SSH_CONFIG_KEY = "cloudrepo:ssh"
 SSH_KEY_SECRET = "cloudrepo:sshPrivateKey"  # noqa: S105 (a config key name)
@@ -30,6 +31,8 @@ USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 """A POSIX login name (useradd's default NAME_REGEX)."""
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_COMMAND_TIMEOUT = 120.0
+MAX_KEY_FILE = 64 * 1024
+"""Bytes of the largest private key or known_hosts file read (an RSA-16384 PEM is about 12 KiB)."""
 
 
 class SshInput(BaseModel):
@@ -56,7 +59,7 @@ def input_problems(ssh_in: SshInput, has_secret: bool) -> list[str]:
     problems = []
     if not USER_RE.fullmatch(ssh_in.user):
         problems.append(
-            f"{where}.user: {ssh_in.user!r} is not a login name "
+            f"{where}.user: {shown(ssh_in.user)} is not a login name "
             "(lower-case letters, digits, '_' and '-', starting with a letter or '_')"
         )
     if ssh_in.private_key_path is None and not has_secret:
@@ -66,8 +69,15 @@ def input_problems(ssh_in: SshInput, has_secret: bool) -> list[str]:
         )
     paths = (("privateKeyPath", ssh_in.private_key_path), ("knownHostsPath", ssh_in.known_hosts_path))
     for field, path in paths:
-        if path is not None and (not path or "\0" in path or "\n" in path):
-            problems.append(f"{where}.{field}: not a usable file path, got {path!r}")
+        if path is not None and looks_like_pasted_key(path):
+            lines = path.count("\n") + 1
+            size = f"{lines} line{'s' if lines > 1 else ''}, {len(path)} characters"
+            problems.append(
+                f"{where}.{field}: looks like a private key, not a path ({size}; not shown): put the key in "
+                f"a file, or in the secret {SSH_KEY_SECRET}"
+            )
+        elif path is not None and (not path or "\0" in path):
+            problems.append(f"{where}.{field}: not a usable file path, got {shown(path)}")
     return problems
 
 
@@ -97,7 +107,7 @@ def _problem(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         known = ", ".join(f.alias or n for n, f in SshInput.model_fields.items())
         return f"{path}: unknown key (known: {known})"
-    return f"{path}: {err['msg']}, got {err['input']!r}"
+    return f"{path}: {err['msg']}, got {shown(err['input'])}"
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,20 @@ def load_key(pem: str, where: str) -> paramiko.PKey:
     raise ConfigError(f"{where} is not a usable unencrypted private key ({'; '.join(errors)})")
 
 
+def _read_text_file(path: Path, where: str) -> str:
+    """The text of a small regular file (a key or known_hosts), or a `ConfigError` saying why not."""
+    try:
+        if not path.is_file():
+            raise ConfigError(f"{where}: not a regular file")
+        if path.stat().st_size > MAX_KEY_FILE:
+            raise ConfigError(f"{where}: over {MAX_KEY_FILE} bytes, not a key or known_hosts file")
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not a text file (binary content)") from None
+
+
 def settings_from_config(config: ConfigLike | Mapping[str, Any], base: Path | None = None) -> Settings:
     """`Settings` from the stack config the engine sends (full keys like `cloudrepo:ssh`); relative paths
     resolve against `base` (the provider's working directory: the project)."""
@@ -151,18 +175,19 @@ def settings_from_config(config: ConfigLike | Mapping[str, Any], base: Path | No
     pem = config.get(SSH_KEY_SECRET)
     ssh_in = parse_input(raw, bool(pem))
     known_hosts = _resolve(ssh_in.known_hosts_path, base)
-    if not known_hosts.is_file():
-        raise ConfigError(f"{SSH_CONFIG_KEY}.knownHostsPath {str(known_hosts)!r} is not a file")
+    where = f"{SSH_CONFIG_KEY}.knownHostsPath {shown_path(known_hosts)}"
+    _read_text_file(known_hosts, where)
+    try:
+        paramiko.HostKeys(str(known_hosts))
+    except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as exc:
+        raise ConfigError(f"{where}: not a known_hosts file ({type(exc).__name__})") from None
     if pem:
         pkey = load_key(str(pem), f"secret {SSH_KEY_SECRET}")
     else:
         assert ssh_in.private_key_path is not None  # input_problems saw to it
         key_path = _resolve(ssh_in.private_key_path, base)
-        try:
-            text = key_path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{SSH_CONFIG_KEY}.privateKeyPath {str(key_path)!r}: {exc.strerror}") from None
-        pkey = load_key(text, f"{SSH_CONFIG_KEY}.privateKeyPath {str(key_path)!r}")
+        where = f"{SSH_CONFIG_KEY}.privateKeyPath {shown_path(key_path)}"
+        pkey = load_key(_read_text_file(key_path, where), where)
     return Settings(
         user=ssh_in.user,
         pkey=pkey,

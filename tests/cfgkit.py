@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from components.inputs import SecretText
+
 
 def raw_value(value: Any) -> str:
     """Objects and lists arrive as JSON text; strings as they are; numbers and booleans as their text."""
@@ -22,7 +24,9 @@ def raw_config(config: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in config.items():
         if isinstance(value, dict) and set(value) == {"secure"}:
-            out[key] = "-----BEGIN OPENSSH PRIVATE KEY-----\n(test)\n-----END OPENSSH PRIVATE KEY-----\n"
+            out[key] = SecretText(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n(test)\n-----END OPENSSH PRIVATE KEY-----\n"
+            )
         else:
             out[key] = raw_value(value)
     return out

@@ -121,7 +121,7 @@ def test_slice_from_yaml_accepts_three_forms(tmp_path: Path) -> None:
     for n, doc in enumerate(docs):
         f = tmp_path / f"{n}.yaml"
         stackfile.write(f, doc)
-        assert stackfile.slice_from_yaml(f) == section
+        assert stackfile.slice_from_yaml(f) == (section, [])
 
 
 def test_show_table() -> None:

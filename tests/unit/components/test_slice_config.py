@@ -163,8 +163,10 @@ def test_other_namespaces_are_not_ours() -> None:
         pytest.param(
             {"slice": slice_with(links=[["1002.eth1", "1009.eth1"], ["1002.eth2", "1003.eth3"]])},
             [
-                "cloudrepo:slice.links[0].b: '1009.eth1': VM 1009 is not defined in cloudrepo:slice.vms",
-                "cloudrepo:slice.links[1].b: '1003.eth3': VM 1003 has no interface eth3 (data interfaces: eth1)",
+                "cloudrepo:slice.links[0].b: '1009.eth1': VM 1009 is not defined in cloudrepo:slice.vms "
+                "(defined: 1002, 1003)",
+                "cloudrepo:slice.links[1].b: '1003.eth3': VM 1003 has no interface eth3 (data interfaces: eth1, "
+                "cloudrepo:slice.vms[1].dataInterfaces: 1)",
             ],
             id="undefined-vm-or-interface",
         ),
@@ -220,7 +222,8 @@ def test_other_namespaces_are_not_ours() -> None:
                 )
             },
             [
-                "cloudrepo:slice.links[0].vlan: pinned VLAN 140 is outside the pool 120..139",
+                "cloudrepo:slice.links[0].vlan: pinned VLAN 140 is outside the pool 120..139 "
+                "(cloudrepo:slice.vlanPool.start: 120)",
                 "cloudrepo:slice.links[2].vlan: VLAN 125 is pinned twice (also cloudrepo:slice.links[1])",
             ],
             id="pinned-vlan",
@@ -382,7 +385,7 @@ def test_other_namespaces_are_not_ours() -> None:
         ),
         pytest.param(
             {"networkNode": {"host": "10.0.10.3", "port": 70000}},
-            ["cloudrepo:networkNode: port must be 1..65535, got 70000"],
+            ["cloudrepo:networkNode.port: must be 1..65535, got 70000"],
             id="port-range",
         ),
         pytest.param(
@@ -423,7 +426,7 @@ def test_one_bad_input(changes: dict[str, Any], expected: list[str]) -> None:
         pytest.param(
             {"workers": {"worker1": {"host": "10.0.10.1"}, "$(reboot)": {"host": "10.0.10.2"}}},
             [
-                "cloudrepo:workers.$(reboot): worker name '$(reboot)' must be 1..63 characters, start with a "
+                "cloudrepo:workers['$(reboot)']: worker name '$(reboot)' must be 1..63 characters, start with a "
                 "letter or digit and contain only letters, digits, '_', '.' and '-'",
                 "cloudrepo:slice.vms[1].worker: VM 1003: unknown worker 'worker2'; did you mean 'worker1'? "
                 "(cloudrepo:workers has: $(reboot), worker1)",
@@ -436,11 +439,11 @@ def test_one_bad_input(changes: dict[str, Any], expected: list[str]) -> None:
                 "workers": {"worker1": {"host": "-oProxyCommand=x"}, "worker2": {"host": "a b"}},
             },
             [
-                "cloudrepo:networkNode: host '10.0.10.3;reboot' is not an IPv4 address or DNS name (letters, "
+                "cloudrepo:networkNode.host: '10.0.10.3;reboot' is not an IPv4 address or DNS name (letters, "
                 "digits, '.' and '-' only)",
-                "cloudrepo:workers.worker1: host '-oProxyCommand=x' is not an IPv4 address or DNS name (letters, "
+                "cloudrepo:workers.worker1.host: '-oProxyCommand=x' is not an IPv4 address or DNS name (letters, "
                 "digits, '.' and '-' only)",
-                "cloudrepo:workers.worker2: host 'a b' is not an IPv4 address or DNS name (letters, digits, '.' "
+                "cloudrepo:workers.worker2.host: 'a b' is not an IPv4 address or DNS name (letters, digits, '.' "
                 "and '-' only)",
             ],
             id="hosts",
@@ -535,9 +538,10 @@ def test_all_problems_of_one_config_in_one_error() -> None:
         "cloudrepo:slice.vms[3].id: duplicate VM id 2001 (also cloudrepo:slice.vms[0])",
         "cloudrepo:slice.vms[4].id: must be a positive integer up to 65535 (the MAC holds 16 bits of it), got -5",
         "cloudrepo:slice.links[21].a: '2001.eth0': eth0 is the management interface and cannot be linked",
-        "cloudrepo:slice.links[21].b: '3000.eth1': VM 3000 is not defined in cloudrepo:slice.vms",
+        "cloudrepo:slice.links[21].b: '3000.eth1': VM 3000 is not defined in cloudrepo:slice.vms (defined: 2001, 2002)",
         "cloudrepo:slice.links[22]: self link: 2001.eth1 and 2001.eth2 are interfaces of the same VM 2001",
-        "cloudrepo:slice.links[22].vlan: pinned VLAN 999 is outside the pool 125..144",
+        "cloudrepo:slice.links[22].vlan: pinned VLAN 999 is outside the pool 125..144 "
+        "(cloudrepo:slice.vlanPool.start: 125)",
         "cloudrepo:slice.links[22]: interface 2001.eth1 is already in cloudrepo:slice.links[0]",
         "cloudrepo:slice.links[22]: interface 2001.eth2 is already in cloudrepo:slice.links[1]",
         "cloudrepo:slice.links: VLAN pool exhausted: 23 links, but the pool 125..144 holds 20 VLANs "

@@ -83,7 +83,7 @@ def test_too_few_vms_names_the_entry(preset: str, n: int) -> None:
     _, problems = expand([{"preset": preset, "vms": vms}], dict.fromkeys(vms, 10))
     if n < MIN_VMS[preset]:
         assert problems == [
-            f"cloudrepo:slice.topology[0]: a {preset} takes at least {MIN_VMS[preset]} VMs, got {n} ({vms})"
+            f"cloudrepo:slice.topology[0].vms: a {preset} takes at least {MIN_VMS[preset]} VMs, got {n} ({vms})"
         ]
     else:
         assert problems == [] or "VLAN pool exhausted" in problems[0]
@@ -123,8 +123,8 @@ def test_bad_entries_are_all_reported() -> None:
         "cloudrepo:slice.topology[0].preset: unknown preset 'hexagon' (known: ring, bus, star, mesh)",
         "cloudrepo:slice.topology[1].vms: VM 1 is listed 2 times",
         "cloudrepo:slice.topology[2].vms: must be a list of VM ids, got '1,2'",
-        "cloudrepo:slice.topology[3]: unknown key 'size' (known: preset, vms)",
-        "cloudrepo:slice.topology[3].vms: VM 77 is not defined in cloudrepo:slice.vms",
+        "cloudrepo:slice.topology[3].size: unknown key 'size' (known: preset, vms)",
+        "cloudrepo:slice.topology[3].vms: VM 77 is not defined in cloudrepo:slice.vms (defined: 1, 2)",
         "cloudrepo:slice.topology[4]: an entry is {preset: ring|bus|star|mesh, vms: [ids]}, got 'ring'",
     ]
 
@@ -168,7 +168,7 @@ def test_preset_errors_at_load_name_entry_and_vm() -> None:
             config(vms=VMS, links=[], topology=[{"preset": "star", "vms": [1005, 1002, 1003]}]), "dev"
         )
     assert info.value.problems == [
-        "cloudrepo:slice.topology[0] (star): VM 1005 needs 2 free data interfaces, has 1 (dataInterfaces: 1, 0 in other links)"
+        "cloudrepo:slice.topology[0] (star): VM 1005 needs 2 free data interfaces, has 1 (cloudrepo:slice.vms[3].dataInterfaces: 1, 0 in other links)"
     ]
 
 

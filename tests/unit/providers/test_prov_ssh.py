@@ -396,7 +396,7 @@ def test_tilde_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("{nope", "is not a JSON object"),
         (json.dumps({"knownHostsPath": "/dev/null"}), "cloudrepo:ssh.user: required"),
         (json.dumps({"user": "u"}), "cloudrepo:ssh.knownHostsPath: required"),
-        (json.dumps({"user": "u", "knownHostsPath": "/no/kh", "privateKeyPath": "k"}), "is not a file"),
+        (json.dumps({"user": "u", "knownHostsPath": "/no/kh", "privateKeyPath": "k"}), "not a regular file"),
         (json.dumps({"user": "Root!", "knownHostsPath": "/dev/null"}), "is not a login name"),
         (json.dumps({"user": "u", "knownHostsPath": "/dev/null", "commandTimeout": 0}), "commandTimeout"),
         (json.dumps({"user": "u", "knownHostsPath": "kh", "knownHosts": "x"}), "knownHosts: unknown key"),
