@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import pulumi
 
+from . import naming
+
 
 class CloudrepoError(Exception):
     """Base of every error the providers raise on purpose."""
@@ -82,10 +84,11 @@ class OwnershipConflict(CloudrepoError):
     """An object this slice wants already belongs to another slice (or is unmarked); nothing was changed."""
 
     def __init__(self, host: str, obj: str, wanted_by: str, owner: str | None, detail: str = "") -> None:
-        held = f"slice {owner!r}" if owner else "no slice (unmarked)"
+        held = naming.describe_mark(owner) if owner else "no slice (unmarked)"
         extra = f" ({detail})" if detail else ""
         super().__init__(
-            f"{host}: {obj} is wanted by slice {wanted_by!r} but belongs to {held}{extra}; nothing changed"
+            f"{host}: {obj} is wanted by {naming.describe_mark(wanted_by)} but belongs to {held}{extra}; "
+            "nothing changed"
         )
         self.host = host
         self.obj = obj

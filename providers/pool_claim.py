@@ -1,10 +1,16 @@
 """PoolClaim: a slice's VLAN range claimed on a network node, under the lock.
 
-`/var/lib/cloudrepo/pools/<slice>@<start>` holds `start end`; a slice holds two claims while its pool moves
-(the new one is made before the old one goes). Two slices' claims may not meet: not the same VLAN, and not
-the same `VLAN % 256` either, since that is the link subnet's third octet (`192.168.{vlan % 256}.0/24`).
+`/var/lib/cloudrepo/pools/<slice>@<start>` holds `start end uid stack`; a slice holds two claims while its
+pool moves (the new one is made before the old one goes). Two slices' claims may not meet: not the same
+VLAN, and not the same `VLAN % 256` either, since that is the link subnet's third octet
+(`192.168.{vlan % 256}.0/24`).
 A clash is refused with a message naming both slices and both ranges, checked from the read and again
 under the lock. Every other resource of the slice depends on its claim.
+
+The claim also holds the slice's name for its uid (`providers.identity`): a stack whose slice name is claimed
+under another uid is refused, naming the stack the claim records, before it changes anything. A claim made
+before slices had uids (`start end`) is adopted (rewritten with the uid) only by an update, i.e. by the stack
+whose state holds it; a create that finds one is refused too. A claim is removed only by its own uid.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+from pulumi.dynamic import UpdateResult
 
 from . import bodies, naming, ssh
 from .base import HostProvider, HostResource, outputs
 from .errors import Conflict, StepFailed
-from .script import ScriptResult, Step, run, sh
+from .script import ScriptResult, Step, sh
 from .specs import PoolClaimSpec
 
 VERIFY = "verify no clash"
@@ -29,16 +36,23 @@ _LIST = (
     'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] || continue; '
     'case "$f" in .*) continue;; esac; printf "%s %s\\n" "$f" "$(head -n 1 "$f")"; done'
 )
-# $1 dir, $2 slice, $3 start, $4 end: fails naming the first other slice whose claim meets start..end
+# $1 dir, $2 slice, $3 start, $4 end, $5 uid, $6 "adopt" or "": fails naming the first other slice whose
+# claim meets start..end, or the stack that holds the slice's name under another uid (a claim with no uid,
+# made before slices had uids, only when not adopting)
 _VERIFY = (
     'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] || continue; o=${f%@*}; '
-    '[ "$o" != "$2" ] || continue; read -r s e <"$f" || continue; v=$3; '
+    'read -r s e u k <"$f" || continue; if [ "$o" = "$2" ]; then '
+    '[ "$u" = "$5" ] || { [ -z "$u" ] && [ "$6" = adopt ]; } || '
+    "{ echo \"slice '$2' is held by stack '${k:-unknown}' (uid ${u:-none}, claim $f)\" >&2; exit 1; }; "
+    "continue; fi; v=$3; "
     'while [ "$v" -le "$4" ]; do w=$s; while [ "$w" -le "$e" ]; do '
     "if [ $((v % 256)) -eq $((w % 256)) ]; then "
     "echo \"VLANs $3-$4 of slice '$2' meet slice '$o' "
     '(claims $s-$e: VLAN $w, subnet 192.168.$((w % 256)).0/24)" >&2; '
     "exit 1; fi; w=$((w+1)); done; v=$((v+1)); done; done"
 )
+# $1 claim file, $2 uid ("" for a claim with no uid): removes the claim only when it is that uid's
+_REMOVE = '[ -f "$1" ] || exit 0; read -r s e u k <"$1"; [ "$u" = "$2" ] || exit 0; rm -f "$1"'
 
 
 def resource_id(spec: PoolClaimSpec) -> str:
@@ -52,14 +66,25 @@ class Claim:
     end: int
     file: str
     """The file name under the pools directory."""
+    uid: str | None = None
+    """The uid of the slice that holds it; None in a claim made before slices had uids."""
+    stack: str | None = None
+    """The stack that made it (`<project>/<stack>`), when recorded."""
 
 
 @dataclass(frozen=True)
 class PoolHave:
     claims: tuple[Claim, ...]
 
-    def of(self, slice_name: str, start: int) -> Claim | None:
-        return next((c for c in self.claims if c.slice == slice_name and c.start == start), None)
+    def of(self, slice_name: str, start: int, uid: str | None = None) -> Claim | None:
+        """This uid's claim of the slice starting at `start`."""
+        return next(
+            (c for c in self.claims if c.slice == slice_name and c.start == start and c.uid == uid), None
+        )
+
+    def holders(self, slice_name: str) -> tuple[Claim, ...]:
+        """Every claim of the slice name, whatever its uid."""
+        return tuple(c for c in self.claims if c.slice == slice_name)
 
 
 def meet(a_start: int, a_end: int, b_start: int, b_end: int) -> int | None:
@@ -72,13 +97,24 @@ def preflight(_spec: PoolClaimSpec) -> list[Step]:
     return [sh("claims", _LIST, naming.POOLS_DIR, kind="probe")]
 
 
+def claim_text(spec: PoolClaimSpec) -> str:
+    """The claim file: `start end uid stack` (`start end` for a spec with no uid)."""
+    fields = [str(spec.start), str(spec.end)]
+    if spec.uid is not None:
+        fields += [spec.uid, spec.stack or "-"]
+    return " ".join(fields) + "\n"
+
+
 def parse_claims(text: str) -> tuple[Claim, ...]:
+    """The `_LIST` lines `<file> start end [uid [stack]]`; other lines are skipped."""
     out = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        if 3 <= len(parts) <= 5 and parts[1].isdigit() and parts[2].isdigit():
             name = parts[0].rpartition("@")[0] or parts[0]  # "<slice>@<start>", or an older "<slice>"
-            out.append(Claim(name, int(parts[1]), int(parts[2]), parts[0]))
+            uid = parts[3] if len(parts) > 3 and naming.SAFE_UID.fullmatch(parts[3]) else None
+            stack = parts[4] if len(parts) > 4 and parts[4] != "-" else None
+            out.append(Claim(name, int(parts[1]), int(parts[2]), parts[0], uid, stack))
     return tuple(sorted(out, key=lambda c: (c.start, c.slice)))
 
 
@@ -95,42 +131,73 @@ def clash_message(spec: PoolClaimSpec, other: Claim, vlan: int) -> str:
     )
 
 
-def clash(spec: PoolClaimSpec, have: PoolHave) -> str | None:
-    """Why the claim is refused (another slice's claim meets it), or None."""
+def held_message(spec: PoolClaimSpec, other: Claim) -> str:
+    """The refusal of a slice name another uid (or a deployment made before slices had uids) holds."""
+    if other.uid is None:
+        holder = (
+            "a deployment made before slices had uids (only the stack that deployed it adopts it, with its "
+            "next `up`)"
+        )
+    else:
+        holder = f"stack {other.stack or 'unknown'!r} (uid {other.uid})"
+    this = f"stack {spec.stack!r}" if spec.stack else "this stack"
+    return (
+        f"slice {spec.slice!r} is held on this node by {holder}, claim {other.file}; {this} (uid "
+        f"{spec.uid}) is another owner: choose another slice.name; nothing changed"
+    )
+
+
+def held_by_other(spec: PoolClaimSpec, have: PoolHave, adopt: bool = False) -> Claim | None:
+    """A claim of the slice's name under another uid: refused, unless it has no uid and `adopt`."""
+    for c in have.holders(spec.slice):
+        if c.uid != spec.uid and not (adopt and c.uid is None):
+            return c
+    return None
+
+
+def clash(spec: PoolClaimSpec, have: PoolHave, adopt: bool = False) -> str | None:
+    """Why the claim is refused (the name held under another uid, or another slice's claim meets it), or
+    None. `adopt`: a claim of the name with no uid is this stack's (an update of a claim made before
+    slices had uids)."""
+    held = held_by_other(spec, have, adopt)
+    if held is not None:
+        return held_message(spec, held)
     for c in have.claims:
         if c.slice != spec.slice and (vlan := meet(spec.start, spec.end, c.start, c.end)) is not None:
             return clash_message(spec, c, vlan)
     return None
 
 
-def plan_ensure(spec: PoolClaimSpec, have: PoolHave) -> list[Step]:
-    """Refuse a clash; write the claim unless it is already there (re-verified under the lock)."""
-    why = clash(spec, have)
+def plan_ensure(spec: PoolClaimSpec, have: PoolHave, adopt: bool = False) -> list[Step]:
+    """Refuse a clash; write the claim unless it is already there as this uid's (re-verified under the
+    lock). `adopt`: see `clash`."""
+    why = clash(spec, have, adopt)
     if why is not None:
         raise Conflict(spec.host.name, why)
-    mine = have.of(spec.slice, spec.start)
-    if mine is not None and mine.end == spec.end:
+    mine = have.of(spec.slice, spec.start, spec.uid)
+    if mine is not None and mine.end == spec.end and mine.stack == spec.stack:
         return []
+    verify = [naming.POOLS_DIR, spec.slice, str(spec.start), str(spec.end), spec.uid or ""]
     return [
-        sh(VERIFY, _VERIFY, naming.POOLS_DIR, spec.slice, str(spec.start), str(spec.end)),
-        bodies.write_file(
-            "write claim", naming.pool_file(spec.slice, spec.start), f"{spec.start} {spec.end}\n"
-        ),
+        sh(VERIFY, _VERIFY, *verify, "adopt" if adopt else ""),
+        bodies.write_file("write claim", naming.pool_file(spec.slice, spec.start), claim_text(spec)),
     ]
 
 
 def plan_delete(spec: PoolClaimSpec, have: PoolHave) -> list[Step]:
-    mine = have.of(spec.slice, spec.start)
+    """Remove this uid's claim (checked again under the lock); another uid's is left."""
+    mine = have.of(spec.slice, spec.start, spec.uid)
     if mine is None:
         return []
-    return [run("remove claim", "rm", "-f", f"{naming.POOLS_DIR}/{mine.file}")]
+    return [sh("remove claim", _REMOVE, f"{naming.POOLS_DIR}/{mine.file}", spec.uid or "")]
 
 
 def observe(spec: PoolClaimSpec, have: PoolHave) -> tuple[dict[str, Any], list[str]]:
-    mine = have.of(spec.slice, spec.start)
+    mine = have.of(spec.slice, spec.start, spec.uid)
     observed = {
         "claim": [mine.start, mine.end] if mine else None,
         "others": {f"{c.slice}@{c.start}": [c.start, c.end] for c in have.claims if c.slice != spec.slice},
+        "stack": mine.stack if mine else None,
     }
     drift = []
     if mine is None:
@@ -149,23 +216,27 @@ class PoolClaimProvider(HostProvider[PoolClaimSpec, PoolHave]):
     def _have(self, spec: PoolClaimSpec) -> PoolHave:
         return parse_have(ssh.run_script(spec.host, preflight(spec)))
 
-    def _ensure(self, spec: PoolClaimSpec) -> dict[str, Any]:
+    def _ensure(self, spec: PoolClaimSpec, adopt: bool = False) -> dict[str, Any]:
         have = self._have(spec)
-        steps = plan_ensure(spec, have)
+        steps = plan_ensure(spec, have, adopt)
         try:
             ssh.run_script(spec.host, steps, locked=True, holder=spec.slice)
         except StepFailed as exc:
             if exc.step == VERIFY:
                 raise Conflict(spec.host.name, f"{exc.stderr.strip()}; nothing changed") from None
             raise
-        mine = Claim(
-            spec.slice, spec.start, spec.end, naming.pool_file(spec.slice, spec.start).rpartition("/")[2]
-        )
+        file = naming.pool_file(spec.slice, spec.start).rpartition("/")[2]
+        mine = Claim(spec.slice, spec.start, spec.end, file, spec.uid, spec.stack)
         rest = tuple(c for c in have.claims if (c.slice, c.start) != (spec.slice, spec.start))
         observed, _ = observe(spec, PoolHave((*rest, mine)))
-        observed["adopted"] = have.of(spec.slice, spec.start) is not None
+        observed["adopted"] = any(c.slice == spec.slice and c.start == spec.start for c in have.claims)
         observed["changed"] = [s.name for s in steps]
         return outputs(spec, observed)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Rewrite the claim to the new inputs. The state of a claim made before slices had uids holds no
+        uid: that stack, and only it, adopts the claim (and the name) for its uid."""
+        return UpdateResult(self._ensure(self.spec(news), adopt=olds.get("uid") is None))
 
     def resource_id(self, spec: PoolClaimSpec) -> str:
         return resource_id(spec)
@@ -174,10 +245,10 @@ class PoolClaimProvider(HostProvider[PoolClaimSpec, PoolHave]):
         return observe(spec, have)
 
     def _gone(self, spec: PoolClaimSpec, have: PoolHave) -> bool:
-        return have.of(spec.slice, spec.start) is None
+        return have.of(spec.slice, spec.start, spec.uid) is None
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Drop this claim of the slice; already gone is fine."""
+        """Drop this claim of the slice; already gone, or another uid's, is fine (left in place)."""
         spec = self.spec(props)
         have = self._have(spec)
         ssh.run_script(spec.host, plan_delete(spec, have), locked=True, holder=spec.slice)
@@ -187,6 +258,10 @@ class PoolClaim(HostResource, name="PoolClaim"):
     """A slice's VLAN range on the network node; see `PoolClaimSpec` for the inputs."""
 
     def __init__(
-        self, resource_name: str, spec: PoolClaimSpec, opts: pulumi.ResourceOptions | None = None
+        self,
+        resource_name: str,
+        spec: PoolClaimSpec,
+        opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
     ) -> None:
-        super().__init__(PoolClaimProvider(), resource_name, spec, opts)
+        super().__init__(PoolClaimProvider(), resource_name, spec, opts, uid)
