@@ -20,6 +20,7 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+from pulumi.output import Unknown
 
 from . import hoststate, naming, specs, ssh
 from .errors import CloudrepoError, StepFailed
@@ -45,6 +46,10 @@ def warn_foreign(host: str, what: str, mine: str, owner: str | None) -> None:
 
 
 def _has_unknown(value: Any) -> bool:
+    """Whether a preview's value is not known yet: the dynamic-provider server passes unknowns to
+    `check`/`diff` as `pulumi.output.Unknown` (the wire form is the `UNKNOWN` string)."""
+    if isinstance(value, Unknown):
+        return True
     if isinstance(value, str):
         return value == UNKNOWN
     if isinstance(value, dict):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from provkit import link, port, tap
+from provkit import link, port, tap, tap_inputs
 from provkit import pool as pool_spec
+from pulumi.output import Unknown
 
 from providers import naming, shared
 from providers import pool_claim as pc
@@ -228,3 +229,16 @@ def test_a_shared_registry_entry_is_the_owner_mark(users: list[str]) -> None:
     assert ("register user" in names) == (f"demo+{UID}" not in users)
     assert ("adopt user entry" in names) == ("demo" in users)
     assert shared.leave("o", spec).argv[-1] == f"demo+{UID}"
+
+
+def test_a_uid_not_known_at_preview_is_no_problem() -> None:
+    """The first preview of a slice (or of one deployed before uids) has no uid yet: the dynamic-provider
+    server hands `check` and `diff` a `pulumi.output.Unknown` there."""
+    provider = tp.TapPortProvider()
+    news = {**tap_inputs(), "uid": Unknown(), "__provider": "blob"}
+    assert provider.check({}, news).failures == []
+    bad = provider.check({}, {**news, "mac": "nope"}).failures
+    assert [f.property for f in bad] == ["mac"]
+    old = {**tap_inputs(), "drift": [], "observed": {}}
+    diff = provider.diff("id", old, {**tap_inputs(), "uid": Unknown()})
+    assert diff.changes and not diff.replaces  # an upgraded slice: updated in place, never replaced
