@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from provkit import link, port, tap, tap_inputs
+from provkit import dhcp, gateway, link, port, tap, tap_inputs
 from provkit import pool as pool_spec
 from pulumi.output import Unknown
 
+from providers import dhcp_namespace as dn
 from providers import naming, shared
 from providers import pool_claim as pc
 from providers import qemu_vm as qv
 from providers import tap_port as tp
+from providers import vlan_gateway as vg
 from providers.errors import Conflict, OwnershipConflict
 from providers.identity import SliceIdentityProvider, new_uid
 
@@ -242,3 +244,33 @@ def test_a_uid_not_known_at_preview_is_no_problem() -> None:
     old = {**tap_inputs(), "drift": [], "observed": {}}
     diff = provider.diff("id", old, {**tap_inputs(), "uid": Unknown()})
     assert diff.changes and not diff.replaces  # an upgraded slice: updated in place, never replaced
+
+
+MARKS = st.sampled_from(
+    [None, "demo", f"demo+{UID}", f"demo+{OTHER}", "other", f"other+{UID}", naming.SHARED_OWNER]
+)
+
+
+@given(MARKS, st.sampled_from([None, UID]))
+def test_no_delete_removes_an_object_that_is_not_exactly_its_own(mark: str | None, uid: str | None) -> None:
+    """Whatever mark an object carries, each kind's delete plan does something only when the mark is the
+    deleting slice's own (`naming.owns`); a create or update takes it only when `naming.adoptable`."""
+    mine = naming.owns(mark, "demo", uid)
+    ids = {} if mark is None else {naming.OWNER_KEY: mark}
+    found: dict[str, bool] = {}
+    found["tap"] = bool(tp.plan_delete(tap(uid=uid), tap_have(mark)))
+    gw = vg.GatewayHave(port("gw_vlan120", 120, None, **ids), link("gw_vlan120", True, "internal"), ())
+    found["gateway"] = bool(vg.plan_delete(gateway(uid=uid), gw))
+    found["dhcp"] = bool(dn.plan_delete(dhcp(uid=uid), dn.DhcpHave(mark, True, None, None)))
+    if mark is not None:
+        found["vm"] = bool(qv.plan_delete(qemu_vm(uid=uid), qv.VmHave(True, mark, None, None, None)))
+        claimed = pc.PoolHave((claim(naming.mark_slice(mark), 120, 139, naming.mark_uid(mark)),))
+        found["claim"] = bool(pc.plan_delete(pool_spec(uid=uid), claimed))
+    assert found == dict.fromkeys(found, mine), found
+    if mark is not None and not naming.adoptable(mark, "demo", uid):
+        with pytest.raises(OwnershipConflict):
+            tp.plan_ensure(tap(uid=uid), tap_have(mark))
+        with pytest.raises(OwnershipConflict):
+            vg.plan_ensure(gateway(uid=uid), gw)
+        with pytest.raises(OwnershipConflict):
+            dn.plan_ensure(dhcp(uid=uid), dn.DhcpHave(mark, True, None, None))
