@@ -13,6 +13,7 @@ from components.slice import SliceComponent
 config, launches = load(raw_stack_config(), pulumi.get_stack())
 deployed = Deployed.from_outputs(read_previous_outputs())
 plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
-slice_ = SliceComponent(config.slice_name, plan, deployed, launches=launches)
+stack = f"{pulumi.get_project()}/{pulumi.get_stack()}"
+slice_ = SliceComponent(config.slice_name, plan, deployed, launches=launches, stack=stack)
 for key, value in slice_.outputs.items():
     pulumi.export(key, value)

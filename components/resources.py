@@ -107,11 +107,15 @@ def _network_resources(
     return out
 
 
-def resource_plan(plan: SlicePlan, deployed: Deployed | None = None) -> list[PlannedResource]:
+def resource_plan(
+    plan: SlicePlan, deployed: Deployed | None = None, stack: str | None = None
+) -> list[PlannedResource]:
     """Every child resource of the slice, dependencies first, with its validated spec.
 
     `deployed` (the last run's outputs) tells which workers had TAPs of the slice on each VLAN: a TAP that
     joins the VLAN clears those workers too (a removed VM's TAPs are deleted only at the end of the update).
+    `stack` (`<project>/<stack>`) is recorded in the pool claim, so that a refusal can name it. The slice's
+    uid is not in the specs: the component gives each resource the output of its `SliceIdentity`.
     """
     config = plan.config
     node = config.network_node
@@ -127,6 +131,7 @@ def resource_plan(plan: SlicePlan, deployed: Deployed | None = None) -> list[Pla
                 start=config.pool.start,
                 end=config.pool.end,
                 parking_vlan=config.parking_vlan,
+                stack=stack,
             ),
         )
     ]

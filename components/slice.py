@@ -18,12 +18,14 @@ from components.plan import SlicePlan
 from components.resources import dhcp_resource, resource_plan
 from components.vms import add_launched_vms
 from providers.dhcp_namespace import DhcpNamespace
+from providers.identity import SliceIdentity
 from providers.nat_rule import NatRule
 from providers.pool_claim import PoolClaim
 from providers.tap_port import TapPort
 from providers.vlan_gateway import VlanGateway
 
 COMPONENT_TYPE = "cloudrepo:index:Slice"
+IDENTITY_NAME = "slice-identity"
 RESOURCE_CLASSES: dict[str, Any] = {
     "PoolClaim": PoolClaim,
     "TapPort": TapPort,
@@ -34,8 +36,11 @@ RESOURCE_CLASSES: dict[str, Any] = {
 
 
 class SliceComponent(pulumi.ComponentResource):
-    """One slice's tenant network plane: pool claim, TAPs, per-VLAN gateway + DHCP, shared VLAN 400 + NAT."""
+    """One slice's tenant network plane: its identity, pool claim, TAPs, per-VLAN gateway + DHCP, shared
+    VLAN 400 + NAT, launched VMs. Every host resource gets the identity's uid as its `uid` input."""
 
+    identity: SliceIdentity
+    """The slice's uid, made by its first `up` and kept in the state (`providers.identity`)."""
     resources: dict[str, pulumi.Resource]
     """The children by name suffix (`pool-120`, `tap-1002-eth1`, `gw-vlan120`, ...)."""
     outputs: dict[str, Any]
@@ -48,16 +53,20 @@ class SliceComponent(pulumi.ComponentResource):
         deployed: Deployed | None = None,
         opts: pulumi.ResourceOptions | None = None,
         launches: Mapping[int, Launch] | None = None,
+        stack: str | None = None,
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, {}, opts)
+        # a fixed name: the uid stays when the slice is renamed
+        self.identity = SliceIdentity(IDENTITY_NAME, pulumi.ResourceOptions(parent=self))
         self.resources = {}
-        for planned in resource_plan(plan, deployed):
+        for planned in resource_plan(plan, deployed, stack):
             cls = RESOURCE_CLASSES[planned.kind]
             deps = [self.resources[d] for d in planned.depends_on]
             self.resources[planned.name] = cls(
                 f"{name}-{planned.name}",
                 planned.spec,
                 pulumi.ResourceOptions(parent=self, depends_on=deps or None),
+                uid=self.identity.uid,
             )
         internet = self.resources.get(dhcp_resource(INTERNET_VLAN))
         if internet is None:
@@ -69,6 +78,8 @@ class SliceComponent(pulumi.ComponentResource):
                 return addresses.apply(lambda o: ((o or {}).get("reserved") or {}).get(mac))
 
             self.outputs = stack_outputs(plan, internet_ip)
-        for vm_id, extra in add_launched_vms(self, name, plan, launches or {}, self.resources).items():
+        for vm_id, extra in add_launched_vms(
+            self, name, plan, launches or {}, self.resources, uid=self.identity.uid
+        ).items():
             self.outputs["vms"][vm_id].update(extra)
         self.register_outputs(self.outputs)

@@ -29,6 +29,7 @@ from components.launch import Launch
 from components.model import NAMESPACE, SliceConfig
 from components.outputs import qemu_net_args
 from components.plan import SlicePlan
+from components.resources import pool_name
 from providers import naming, specs
 from providers.errors import ConfigError
 from providers.qemu_vm import IMAGES_DIR, BootFileRef, QemuVm, QemuVmSpec, console_path
@@ -157,8 +158,12 @@ def add_launched_vms(
     launches: Mapping[int, Launch],
     resources: dict[str, pulumi.Resource],
     base: Path | None = None,
+    uid: pulumi.Input[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Create the copies and QEMU processes under `parent` (into `resources`); per VM id, its new outputs."""
+    """Create the copies and QEMU processes under `parent` (into `resources`); per VM id, its new outputs.
+
+    Everything waits for the slice's pool claim (in `resources`): a refused claim changes no worker. `uid`:
+    the slice's uid (`providers.identity`), an input of each `QemuVm`."""
     copies, vms = launch_plan(plan, launches)
     if not vms:
         return {}
@@ -187,7 +192,9 @@ def add_launched_vms(
                 connection=conns[copy.worker],
                 create=" && ".join([_sudo(config, root), _sudo(config, owner), clean]),
                 delete=clean,
-                opts=pulumi.ResourceOptions(parent=parent),
+                opts=pulumi.ResourceOptions(
+                    parent=parent, depends_on=[resources[pool_name(config.pool.start)]]
+                ),
             )
         incoming = f"{INCOMING_DIR}/{config.slice_name}-{copy.file.sha256}"
         sent = remote.CopyToRemote(
@@ -208,7 +215,8 @@ def add_launched_vms(
     out: dict[str, dict[str, Any]] = {}
     for vm in vms:
         deps = [resources[n] for n in (*vm.taps, *vm.copies)]
-        res = QemuVm(f"{name}-{vm.name}", vm.spec, pulumi.ResourceOptions(parent=parent, depends_on=deps))
+        opts = pulumi.ResourceOptions(parent=parent, depends_on=deps)
+        res = QemuVm(f"{name}-{vm.name}", vm.spec, opts, uid=uid)
         resources[vm.name] = res
         out[str(vm.spec.vm)] = {
             "console": console_path(vm.spec.vm),

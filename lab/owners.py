@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from providers.naming import SHARED_OWNER
-
-SLICE_MARK = "cloudrepo-slice"
+from providers.naming import OWNER_KEY, SHARED_OWNER
 
 
 def marked_ports(doc: dict[str, Any]) -> dict[str, list[str]]:
@@ -20,7 +18,7 @@ def marked_ports(doc: dict[str, Any]) -> dict[str, list[str]]:
     for host, data in sorted(doc["hosts"].items()):
         for bridge in data["ovs"].values():
             for name, port in sorted(bridge["ports"].items()):
-                owner = (port.get("external_ids") or {}).get(SLICE_MARK)
+                owner = (port.get("external_ids") or {}).get(OWNER_KEY)
                 if owner and owner != SHARED_OWNER:
                     found.setdefault(owner, []).append(f"{host}: port {name}")
     return found

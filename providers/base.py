@@ -20,8 +20,9 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+from pulumi.output import Unknown
 
-from . import hoststate, specs, ssh
+from . import hoststate, naming, specs, ssh
 from .errors import CloudrepoError, StepFailed
 from .predict import Expectation
 from .script import ScriptResult, Step
@@ -36,13 +37,19 @@ H = TypeVar("H")
 log = logging.getLogger("cloudrepo")
 
 
-def warn_foreign(host: str, what: str, slice_name: str, owner: str | None) -> None:
+def warn_foreign(host: str, what: str, mine: str, owner: str | None) -> None:
     """A delete found the object owned by someone else: say so (it is left in place)."""
-    held = f"slice {owner!r}" if owner else "no slice (unmarked)"
-    log.warning("%s: %s belongs to %s, not to slice %r: left in place", host, what, held, slice_name)
+    held = naming.describe_mark(owner) if owner else "no slice (unmarked)"
+    log.warning(
+        "%s: %s belongs to %s, not to %s: left in place", host, what, held, naming.describe_mark(mine)
+    )
 
 
 def _has_unknown(value: Any) -> bool:
+    """Whether a preview's value is not known yet: the dynamic-provider server passes unknowns to
+    `check`/`diff` as `pulumi.output.Unknown` (the wire form is the `UNKNOWN` string)."""
+    if isinstance(value, Unknown):
+        return True
     if isinstance(value, str):
         return value == UNKNOWN
     if isinstance(value, dict):
@@ -243,7 +250,7 @@ class HostProvider(ResourceProvider, Generic[S, H]):
         have = self._have(spec)
         found = self.foreign(spec, have)
         if found is not None:
-            warn_foreign(spec.host.name, found[0], spec.slice, found[1])
+            warn_foreign(spec.host.name, found[0], spec.owner, found[1])
         ssh.run_script(spec.host, self.plan_delete(spec, have), locked=self.locked(spec), holder=spec.slice)
 
     def _deleted_as_expected(self, spec: S) -> bool:
@@ -335,7 +342,12 @@ class HostResource(pulumi.dynamic.Resource):
         resource_name: str,
         spec: specs.HostSpec,
         opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
     ) -> None:
+        """`uid`: the slice's uid (`providers.identity`), an output of another resource, so it is set
+        here rather than in `spec`; it overrides `spec.uid`."""
         props: dict[str, Any] = spec.inputs()
+        if uid is not None:
+            props["uid"] = uid
         props.update({k: None for k in OUTPUT_KEYS})
         super().__init__(provider, resource_name, props, opts)

@@ -35,6 +35,7 @@ def write_file(name: str, path: str, text: str) -> Step:
     return sh(name, _WRITE_FILE, path, text)
 
 
-def owner_mark(shared: bool, slice_name: str) -> str:
-    """What marks an object as its owner's: the slice, or `shared` for the objects slices share."""
-    return naming.SHARED_OWNER if shared else slice_name
+def owner_mark(shared: bool, owner: str) -> str:
+    """What marks an object as its owner's: the slice's mark (`naming.owner_mark`), or `shared` for the
+    objects slices share."""
+    return naming.SHARED_OWNER if shared else owner

@@ -11,20 +11,24 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
+from . import naming
 from .errors import Conflict
 from .script import Step, sh
 from .specs import DhcpNamespaceSpec, Reservation
 
 # Constant sh programs; every variable part is a positional argument, never spliced into the text.
-# $1 hosts.d, $2 this slice, then IPs: fails naming the slice whose reservations hold one of them
+# $1 hosts.d, $2 this slice's file, $3 the bare-name file it adopts (or ""), then IPs: fails naming the
+# slice whose reservations hold one of them
 _VERIFY_FREE = (
-    'd=$1; s=$2; shift 2; cd "$d" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$s" ] '
-    '|| continue; for ip in "$@"; do if grep -qF ",$ip," "$f"; then '
-    'echo "IP $ip on the shared VLAN was just reserved by slice $f" >&2; exit 1; fi; done; done'
+    'd=$1; s=$2; l=$3; shift 3; cd "$d" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] '
+    '&& [ "$f" != "$s" ] && [ "$f" != "$l" ] || continue; for ip in "$@"; do if grep -qF ",$ip," "$f"; then '
+    'echo "IP $ip on the shared VLAN was just reserved by slice ${f%%+*}" >&2; exit 1; fi; done; done'
 )
-# every other slice's reservations on a shared VLAN: "<slice> mac,ip,hostname" lines
+# every other slice's reservations on a shared VLAN: "<file> mac,ip,hostname" lines ($2 this slice's file,
+# $3 the bare-name file it adopts, or "")
 _OTHERS = (
-    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] || continue; '
+    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && [ "$f" != "$2" ] && [ "$f" != "$3" ] '
+    "|| continue; "
     'while IFS= read -r line; do printf "%s %s\\n" "$f" "$line"; done <"$f"; done; exit 0'
 )
 
@@ -113,23 +117,24 @@ def range_of(first: ipaddress.IPv4Address, last: ipaddress.IPv4Address) -> Itera
         a += 1
 
 
-def others_probe(hosts_dir: str, slice_name: str) -> Step:
-    """Every other slice's reservations on a shared VLAN: `<slice> mac,ip,hostname` lines."""
-    return sh("other reservations", _OTHERS, hosts_dir, slice_name, kind="probe")
+def others_probe(hosts_dir: str, own: str, adopted: str | None = None) -> Step:
+    """Every other slice's reservations on a shared VLAN: `<file> mac,ip,hostname` lines (not the files
+    `own` and `adopted`, the slice's own names)."""
+    return sh("other reservations", _OTHERS, hosts_dir, own, adopted or "", kind="probe")
 
 
-def verify_free_step(hosts_dir: str, slice_name: str, ips: list[str]) -> Step:
-    """Under the lock: fails, naming the slice, when another slice's file now holds one of `ips`."""
-    return sh("verify addresses free", _VERIFY_FREE, hosts_dir, slice_name, *ips)
+def verify_free_step(hosts_dir: str, own: str, ips: list[str], adopted: str | None = None) -> Step:
+    """Under the lock: fails, naming the file's slice, when another slice's file now holds one of `ips`."""
+    return sh("verify addresses free", _VERIFY_FREE, hosts_dir, own, adopted or "", *ips)
 
 
 def parse_others(text: str) -> tuple[tuple[str, str, str], ...]:
     found = []
     for line in text.splitlines():
-        owner, _, entry = line.partition(" ")
+        file, _, entry = line.partition(" ")
         fields = entry.split(",")
         if len(fields) >= 2:
-            found.append((owner, fields[0].lower(), fields[1]))
+            found.append((naming.mark_slice(file), fields[0].lower(), fields[1]))
     return tuple(found)
 
 

@@ -49,11 +49,11 @@ def resource_id(spec: DhcpNamespaceSpec) -> str:
 
 
 def owner_mark(spec: DhcpNamespaceSpec) -> str:
-    return bodies.owner_mark(spec.shared, spec.slice)
+    return bodies.owner_mark(spec.shared, spec.owner)
 
 
 def marks(spec: DhcpNamespaceSpec) -> dict[str, str]:
-    return {"cloudrepo-slice": owner_mark(spec), "cloudrepo-kind": "dhcp", "cloudrepo-vlan": str(spec.vlan)}
+    return {naming.OWNER_KEY: owner_mark(spec), "cloudrepo-kind": "dhcp", "cloudrepo-vlan": str(spec.vlan)}
 
 
 def hosts_text(spec: DhcpNamespaceSpec) -> str:
@@ -73,6 +73,8 @@ class DhcpHave:
     pid: int | None = None
     cmdline: tuple[str, ...] = ()
     hosts: str | None = None
+    legacy_hosts: str | None = None
+    """The reservations file named by the bare slice, made before slices had uids (None: none)."""
     users: tuple[str, ...] = ()
     markers: tuple[str, str] = ("", "")
     others: tuple[tuple[str, str, str], ...] = ()
@@ -107,17 +109,25 @@ def preflight(spec: DhcpNamespaceSpec) -> list[Step]:
         hoststate.read_file_probe("hosts", dnsmasq.hosts_file(spec)),
         hoststate.read_file_probe("leases", dnsmasq.leases_file(spec)),
     ]
+    legacy = dnsmasq.legacy_hosts_file(spec)
+    if legacy is not None:
+        steps.append(hoststate.read_file_probe("legacy hosts", legacy))
     if spec.shared:
         steps.append(shared.users_probe(spec.namespace))
-        steps.append(dhcp_addresses.others_probe(f"{d}/hosts.d", spec.slice))
+        steps.append(dhcp_addresses.others_probe(f"{d}/hosts.d", spec.owner, adopted_name(spec)))
     return steps
+
+
+def adopted_name(spec: DhcpNamespaceSpec) -> str | None:
+    """The bare-name entry of the slice that a slice with a uid adopts (registry, reservations file)."""
+    return spec.slice if spec.uid is not None else None
 
 
 def resolve(spec: DhcpNamespaceSpec, have: DhcpHave) -> DhcpNamespaceSpec:
     """`spec` with a shared VLAN's addresses allocated (a link VLAN's are fixed by the plan)."""
     if not spec.shared:
         return spec
-    own = dhcp_addresses.parse_hosts(have.hosts)
+    own = dhcp_addresses.parse_hosts(have.hosts if have.hosts is not None else have.legacy_hosts)
     found = dhcp_addresses.allocate(spec, own, have.others, have.leases)
     return spec.model_copy(update={"reservations": found})
 
@@ -130,7 +140,7 @@ def reserved(spec: DhcpNamespaceSpec) -> dict[str, str | None]:
 def check_shared_options(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
     """A shared server serves one set of options: refuse a slice whose `dnsServers` differ from those the
     running server gives other slices (a restart would change them under those slices)."""
-    others = sorted(set(have.users) - {spec.slice})
+    others = sorted(naming.mark_slice(u) for u in set(have.users) - {spec.owner, spec.slice})
     want = dnsmasq.dns_option(dnsmasq.dnsmasq_args(spec))
     if spec.shared and have.alive and others and dnsmasq.dns_option(have.cmdline) != want:
         running = (dnsmasq.dns_option(have.cmdline) or dnsmasq.DNS_OPTION).removeprefix(
@@ -160,6 +170,9 @@ def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
         pid=pid,
         cmdline=cmdline,
         hosts=res.out("hosts") if res.status("hosts") == 0 else None,
+        legacy_hosts=res.out("legacy hosts")
+        if res.ran("legacy hosts") and res.status("legacy hosts") == 0
+        else None,
         users=tuple(shared.parse_users(res.out("users"))) if res.ran("users") else (),
         markers=dnsmasq.proc_markers(spec),
         others=dhcp_addresses.parse_others(res.out("other reservations"))
@@ -171,17 +184,20 @@ def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
 
 def check_ownership(spec: DhcpNamespaceSpec, have: DhcpHave) -> None:
     what = f"DHCP namespace {spec.namespace}"
-    accepted = {naming.SHARED_OWNER, spec.slice} if spec.shared else {spec.slice}
+
+    def accepted(mark: str | None) -> bool:
+        return (spec.shared and mark == naming.SHARED_OWNER) or spec.adopts(mark)
+
     if have.owner is not None:
-        if have.owner not in accepted:
-            raise OwnershipConflict(spec.host.name, what, spec.slice, have.owner or None)
+        if not accepted(have.owner):
+            raise OwnershipConflict(spec.host.name, what, spec.owner, have.owner or None)
         return
     # no owner file: a leftover of this slice's own interrupted create is marked on the OVS port
-    if have.port is not None and have.port.owner not in accepted:
-        raise OwnershipConflict(spec.host.name, f"DHCP port {spec.port}", spec.slice, have.port.owner)
+    if have.port is not None and not accepted(have.port.owner):
+        raise OwnershipConflict(spec.host.name, f"DHCP port {spec.port}", spec.owner, have.port.owner)
     if have.port is None and (have.netns or have.root_link is not None):
         raise OwnershipConflict(
-            spec.host.name, what, spec.slice, None, "namespace or interface exists unmarked"
+            spec.host.name, what, spec.owner, None, "namespace or interface exists unmarked"
         )
 
 
@@ -196,8 +212,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     if spec.shared:
         if have.netns:
             steps.append(internal_port.netns_exists(STILL_THERE, ns))
-        if spec.slice not in have.users:
-            steps.append(shared.register(ns, spec.slice))
+        steps += shared.join(ns, spec, have.users)
     if have.owner != owner_mark(spec):
         steps.append(bodies.write_file("mark owner", f"{d}/owner", owner_mark(spec) + "\n"))
     if not have.netns:
@@ -230,8 +245,13 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     if hosts_changed:
         if spec.shared:
             ips = [r.ip for r in spec.reservations if r.ip is not None]
-            steps.append(dhcp_addresses.verify_free_step(f"{d}/hosts.d", spec.slice, ips))
+            hosts_d = f"{d}/hosts.d"
+            steps.append(dhcp_addresses.verify_free_step(hosts_d, spec.owner, ips, adopted_name(spec)))
         steps.append(dnsmasq.write_hosts_step(spec, hosts_text(spec)))
+    legacy = dnsmasq.legacy_hosts_file(spec)
+    if legacy is not None and have.legacy_hosts is not None:
+        steps.append(run("adopt reservations", "rm", "-f", legacy))  # now in the file named by the mark
+        hosts_changed = True
     want = tuple(dnsmasq.dnsmasq_args(spec))
     stale = [] if spec.shared else dhcp_addresses.stale_leases(spec, have.leases)
     restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
@@ -295,7 +315,7 @@ def after(spec: DhcpNamespaceSpec, have: DhcpHave, res: ScriptResult) -> DhcpHav
         pid=pid,
         cmdline=cmdline,
         hosts=hosts_text(spec),
-        users=tuple(sorted({*have.users, spec.slice})) if spec.shared else (),
+        users=shared.joined(spec, have.users) if spec.shared else (),
         markers=dnsmasq.proc_markers(spec),
     )
 
@@ -320,7 +340,7 @@ def plan_delete(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     ours = owned(spec, have)
     if not spec.shared:
         return plan_teardown(spec, have) if ours else []
-    steps = [shared.unregister(spec.namespace, spec.slice)]
+    steps = [shared.leave(spec.namespace, spec)]
     if have.hosts is not None:
         steps += [run("remove reservations", "rm", "-f", dnsmasq.hosts_file(spec)), dnsmasq.hup_step(spec)]
     steps.append(shared.last_user_guard(spec.namespace))
@@ -364,7 +384,7 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
         drift.append("dnsmasq runs with other options")
     if have.hosts != hosts_text(spec):
         drift.append("reservations differ")
-    if spec.shared and spec.slice not in have.users:
+    if spec.shared and spec.owner not in have.users:
         drift.append(f"slice {spec.slice} not registered as a user")
     return observed, drift
 
@@ -433,7 +453,7 @@ class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
         have = self._have(spec)
         if not have.gone and not owned(spec, have):
             owner = have.owner if have.owner is not None else (have.port.owner if have.port else None)
-            warn_foreign(spec.host.name, f"DHCP namespace {spec.namespace}", spec.slice, owner)
+            warn_foreign(spec.host.name, f"DHCP namespace {spec.namespace}", spec.owner, owner)
         ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared, holder=spec.slice)
 
 
@@ -441,6 +461,10 @@ class DhcpNamespace(HostResource, name="DhcpNamespace"):
     """A VLAN's DHCP server on the network node; see `DhcpNamespaceSpec` for the inputs."""
 
     def __init__(
-        self, resource_name: str, spec: DhcpNamespaceSpec, opts: pulumi.ResourceOptions | None = None
+        self,
+        resource_name: str,
+        spec: DhcpNamespaceSpec,
+        opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
     ) -> None:
-        super().__init__(DhcpNamespaceProvider(), resource_name, spec, opts)
+        super().__init__(DhcpNamespaceProvider(), resource_name, spec, opts, uid)

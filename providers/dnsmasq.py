@@ -2,7 +2,7 @@
 
 dnsmasq is alive only if the pid file's process exists and its /proc cmdline names this VLAN's pid file and
 interface; it is stopped by that pid (TERM, wait, KILL), never by name. Its state lives in
-`/var/lib/cloudrepo/dhcp/vlanN/`: pid file, lease file, log, and `hosts.d/<slice>` reservations
+`/var/lib/cloudrepo/dhcp/vlanN/`: pid file, lease file, log, and `hosts.d/<owner mark>` reservations
 (`--dhcp-hostsdir`, which dnsmasq re-reads by itself).
 
 dnsmasq runs as root only to start: it reads its reservations as `nobody` (its default `--user`), after
@@ -62,7 +62,14 @@ def pid_file(spec: DhcpNamespaceSpec) -> str:
 
 
 def hosts_file(spec: DhcpNamespaceSpec) -> str:
-    return f"{state_dir(spec)}/hosts.d/{spec.slice}"
+    """The slice's reservations, named by its owner mark (`naming.owner_mark`)."""
+    return f"{state_dir(spec)}/hosts.d/{spec.owner}"
+
+
+def legacy_hosts_file(spec: DhcpNamespaceSpec) -> str | None:
+    """The file named by the bare slice (made before slices had uids) that the slice adopts, if it has
+    a uid."""
+    return f"{state_dir(spec)}/hosts.d/{spec.slice}" if spec.uid is not None else None
 
 
 def leases_file(spec: DhcpNamespaceSpec) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import pulumi
 
+from . import naming
 from .shown import KEY_SHOWN, looks_like_key
 
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
@@ -101,10 +102,11 @@ class OwnershipConflict(CloudrepoError):
     """An object this slice wants already belongs to another slice (or is unmarked); nothing was changed."""
 
     def __init__(self, host: str, obj: str, wanted_by: str, owner: str | None, detail: str = "") -> None:
-        held = f"slice {owner!r}" if owner else "no slice (unmarked)"
+        held = naming.describe_mark(owner) if owner else "no slice (unmarked)"
         extra = f" ({detail})" if detail else ""
         super().__init__(
-            f"{host}: {obj} is wanted by slice {wanted_by!r} but belongs to {held}{extra}; nothing changed"
+            f"{host}: {obj} is wanted by {naming.describe_mark(wanted_by)} but belongs to {held}{extra}; "
+            "nothing changed"
         )
         self.host = host
         self.obj = obj

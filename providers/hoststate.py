@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import naming
 from .errors import CloudrepoError
 from .script import ScriptResult, Step, probe, sh
 
@@ -58,7 +59,7 @@ class PortState:
 
     @property
     def owner(self) -> str | None:
-        return self.external_ids.get("cloudrepo-slice")
+        return self.external_ids.get(naming.OWNER_KEY)
 
 
 def port_probe(step_name: str, port: str) -> Step:

@@ -18,11 +18,21 @@ SAFE_NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SAFE_SLICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 """A slice name: used in file names under /var/lib/cloudrepo and in OVS external_ids."""
 
+SAFE_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
+"""A stack's name as a claim records it (`<project>/<stack>`)."""
+
 SAFE_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 """A DHCP reservation host name (one DNS label)."""
 
 SHARED_OWNER = "shared"
 """The owner mark of the VLAN 400 objects every slice on a network node shares."""
+
+OWNER_KEY = "cloudrepo-slice"
+"""The OVS external_id that carries an object's owner mark (`owner_mark`)."""
+UID_SEPARATOR = "+"
+"""Between the slice name and its uid in an owner mark (never in a slice name)."""
+SAFE_UID = re.compile(r"^[0-9a-f]{32}$")
+"""A slice uid: 128 random bits in hex, made once per stack (`providers.identity`)."""
 
 STATE_ROOT = "/var/lib/cloudrepo"
 LOCK_FILE = f"{STATE_ROOT}/lock"
@@ -74,6 +84,40 @@ def pool_file(slice_name: str, start: int) -> str:
     """The file that records one VLAN-pool claim of a slice on a network node (`<slice>@<start>`; a slice
     holds two while its pool moves)."""
     return f"{POOLS_DIR}/{slice_name}@{start}"
+
+
+def owner_mark(slice_name: str, uid: str | None) -> str:
+    """What marks an object as one slice's: `<slice>+<uid>`; the bare name is the mark of a slice deployed
+    before slices had uids (`uid` None)."""
+    return f"{slice_name}{UID_SEPARATOR}{uid}" if uid else slice_name
+
+
+def mark_slice(mark: str) -> str:
+    """The slice name of an owner mark (the mark itself for a bare-name one)."""
+    return mark.partition(UID_SEPARATOR)[0]
+
+
+def mark_uid(mark: str) -> str | None:
+    """The uid of an owner mark; None for a bare-name mark (made before slices had uids)."""
+    return mark.partition(UID_SEPARATOR)[2] or None
+
+
+def describe_mark(mark: str) -> str:
+    """An owner mark for a message: `slice 'demo' (uid 0f3a...)`, or `slice 'demo'` for a bare name."""
+    uid = mark_uid(mark)
+    return f"slice {mark_slice(mark)!r}" + (f" (uid {uid})" if uid else "")
+
+
+def owns(mark: str | None, slice_name: str, uid: str | None) -> bool:
+    """Whether an object marked `mark` is this slice's to change or remove: exactly its own mark."""
+    return mark == owner_mark(slice_name, uid)
+
+
+def adoptable(mark: str | None, slice_name: str, uid: str | None) -> bool:
+    """Whether a create or update may take the object (and rewrite its mark): its own mark, or the bare
+    name of the slice, a mark made before slices had uids (the slice's claim on the network node, which
+    every other resource waits for, is then this uid's)."""
+    return owns(mark, slice_name, uid) or mark == slice_name
 
 
 def ifname_problem(name: str) -> str | None:

@@ -108,8 +108,7 @@ def parse_have(spec: NatRuleSpec, res: ScriptResult) -> NatHave:
 def plan_ensure(spec: NatRuleSpec, have: NatHave) -> list[Step]:
     """Register this slice; add the missing rules (re-checked under the lock); forwarding on."""
     steps: list[Step] = []
-    if spec.slice not in have.users:
-        steps.append(shared.register(object_name(spec), spec.slice))
+    steps += shared.join(object_name(spec), spec, have.users)
     for r in rules(spec):
         if r.name not in have.present:
             steps.append(bodies.add_rule(f"add {r.name}", r.table, r.chain, r.spec))
@@ -121,7 +120,7 @@ def plan_ensure(spec: NatRuleSpec, have: NatHave) -> list[Step]:
 def plan_delete(spec: NatRuleSpec) -> list[Step]:
     """Unregister; if no other slice uses it, remove the rules and restore forwarding."""
     obj = object_name(spec)
-    steps = [shared.unregister(obj, spec.slice), shared.last_user_guard(obj)]
+    steps = [shared.leave(obj, spec), shared.last_user_guard(obj)]
     steps += [bodies.remove_rule(f"delete {r.name}", r.table, r.chain, r.spec) for r in rules(spec)]
     steps.append(
         sh(
@@ -145,7 +144,7 @@ def observe(spec: NatRuleSpec, have: NatHave) -> tuple[dict[str, Any], list[str]
     drift = [f"rule {r.name} missing" for r in rules(spec) if r.name not in have.present]
     if have.ip_forward != "1":
         drift.append("ip_forward is off")
-    if spec.slice not in have.users:
+    if spec.owner not in have.users:
         drift.append(f"slice {spec.slice} not registered as a user")
     return observed, drift
 
@@ -166,7 +165,7 @@ class NatRuleProvider(HostProvider[NatRuleSpec, NatHave]):
         have = self._have(spec)
         steps = plan_ensure(spec, have)
         ssh.run_script(spec.host, steps, locked=True, holder=spec.slice)
-        after = NatHave(frozenset(r.name for r in rules(spec)), "1", tuple(sorted({*have.users, spec.slice})))
+        after = NatHave(frozenset(r.name for r in rules(spec)), "1", shared.joined(spec, have.users))
         observed, _ = observe(spec, after)
         observed["adopted"] = bool(have.present)
         observed["changed"] = [s.name for s in steps]
@@ -188,6 +187,10 @@ class NatRule(HostResource, name="NatRule"):
     """Shared NAT for a subnet on the network node; see `NatRuleSpec` for the inputs."""
 
     def __init__(
-        self, resource_name: str, spec: NatRuleSpec, opts: pulumi.ResourceOptions | None = None
+        self,
+        resource_name: str,
+        spec: NatRuleSpec,
+        opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
     ) -> None:
-        super().__init__(NatRuleProvider(), resource_name, spec, opts)
+        super().__init__(NatRuleProvider(), resource_name, spec, opts, uid)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from . import naming
 from .script import ScriptResult, Step, sh
 
 H = TypeVar("H")
@@ -31,7 +32,7 @@ _NO_DEVICE = '! ip link show dev "$1" >/dev/null 2>&1'
 # when there is no such port)
 _PORT_OURS = (
     'q() { p=$1; o=$2; shift 2; ovs-vsctl --bare -- --columns=name find port "name=\\"$p\\"" '
-    '"external_ids:cloudrepo-slice=\\"$o\\"" "$@"; }; '
+    '"external_ids:' + naming.OWNER_KEY + '=\\"$o\\"" "$@"; }; '
     'if [ -z "$3" ]; then n=$(q "$1" "$2") || exit 1; [ "$n" = "$1" ]; '
     'else n=$(q "$1" "$2" -- port-to-br "$1") || exit 1; [ "$n" = "$(printf \'%s\\n%s\' "$1" "$3")" ]; fi'
 )
@@ -98,7 +99,7 @@ def no_device(name: str, holds: Callable[[H], bool]) -> Expect[H]:
 
 
 def port_ours(name: str, owner: str, bridge: str | None, holds: Callable[[H], bool]) -> Expect[H]:
-    """OVS port `name` is marked `cloudrepo-slice=owner` (and is on `bridge`, when given)."""
+    """OVS port `name` carries the owner mark `owner` (and is on `bridge`, when given)."""
     return Expect(sh(f"expect port {name} ours", _PORT_OURS, name, owner, bridge or "", kind="guard"), holds)
 
 

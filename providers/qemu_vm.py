@@ -218,12 +218,18 @@ def parse_have(res: ScriptResult) -> VmHave:
 
 
 def check_ownership(spec: QemuVmSpec, have: VmHave) -> None:
-    if have.present and have.owner is not None and have.owner != spec.slice:
-        raise OwnershipConflict(spec.host.name, f"VM {spec.vm} ({state_dir(spec)})", spec.slice, have.owner)
+    if have.present and have.owner is not None and not spec.adopts(have.owner):
+        raise OwnershipConflict(spec.host.name, f"VM {spec.vm} ({state_dir(spec)})", spec.owner, have.owner)
 
 
 def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
-    return have.binary is not None and have.cmdline == tuple(qemu_argv(spec, have.binary))
+    """The live process runs exactly the wanted argv. A VM started by a version that ran QEMU by the bare
+    `qemu.binary` word (argv[0] that word, the rest the same) is kept as it is, while that word resolves to
+    an executable file: its arguments were never parsed again, and an upgrade restarts no VM."""
+    if have.binary is None or have.cmdline is None:
+        return False
+    want = tuple(qemu_argv(spec, have.binary))
+    return have.cmdline in (want, (spec.binary, *want[1:]))
 
 
 def check_binary(spec: QemuVmSpec, have: VmHave) -> str:
@@ -239,10 +245,10 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
     d = state_dir(spec)
     steps: list[Step] = [
         run("vm dir", "install", "-d", "-m", "0700", VMS_DIR, d),
-        sh("mark vm", _OWNER, d, spec.slice),
+        sh("mark vm", _OWNER, d, spec.owner),
     ]
     if running_as_wanted(spec, have):
-        return steps if have.owner != spec.slice else []
+        return steps if have.owner != spec.owner else []
     steps.append(sh("stop vm", _STOP, pid_file(spec), str(STOP_WAIT)))
     for label, ref in (("kernel", spec.kernel), ("initrd", spec.initrd), ("image", spec.image)):
         if ref is not None:
@@ -257,7 +263,7 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
 
 def plan_delete(spec: QemuVmSpec, have: VmHave) -> list[Step]:
     """Stop our process by pid, then remove the VM's directory (overlay, socket, pid file)."""
-    if not have.present or (have.owner is not None and have.owner != spec.slice):
+    if not have.present or (have.owner is not None and not spec.owns(have.owner)):
         return []
     return [
         sh("stop vm", _STOP, pid_file(spec), str(STOP_WAIT)),
@@ -311,7 +317,7 @@ class QemuVmProvider(HostProvider[QemuVmSpec, VmHave]):
         return parse_have(res) if res.ran("vm state") else have
 
     def foreign(self, spec: QemuVmSpec, have: VmHave) -> tuple[str, str | None] | None:
-        if have.present and have.owner is not None and have.owner != spec.slice:
+        if have.present and have.owner is not None and not spec.owns(have.owner):
             return f"VM {spec.vm} ({state_dir(spec)})", have.owner
         return None
 
@@ -343,6 +349,10 @@ class QemuVm(HostResource, name="QemuVm"):
     """A VM's QEMU process on its worker; see `QemuVmSpec` for the inputs."""
 
     def __init__(
-        self, resource_name: str, spec: QemuVmSpec, opts: pulumi.ResourceOptions | None = None
+        self,
+        resource_name: str,
+        spec: QemuVmSpec,
+        opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
     ) -> None:
-        super().__init__(QemuVmProvider(), resource_name, spec, opts)
+        super().__init__(QemuVmProvider(), resource_name, spec, opts, uid)

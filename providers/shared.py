@@ -1,13 +1,18 @@
 """The users registry of objects that slices share (VLAN 400's gateway, DHCP and NAT), kept under the lock.
 
-`/var/lib/cloudrepo/shared/<object>/users/<slice>`: one empty file per slice using the object.  The last
+`/var/lib/cloudrepo/shared/<object>/users/<owner mark>`: one empty file per slice using the object, named
+by its owner mark (`<slice>+<uid>`, so a slice of the same name with another uid never removes it). The last
 user's delete removes the object; every change to a registry runs inside `flock /var/lib/cloudrepo/lock`.
+An entry named by the bare slice (made before slices had uids) is renamed by the slice's next ensure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from . import naming
 from .script import Step, guard, sh
+from .specs import HostSpec
 
 _REGISTER = 'mkdir -p "$1" && : > "$1/$2"'
 _UNREGISTER = 'rm -f "$1/$2"'
@@ -24,6 +29,26 @@ def register(obj: str, slice_name: str) -> Step:
 
 def unregister(obj: str, slice_name: str) -> Step:
     return sh("unregister user", _UNREGISTER, users_dir(obj), slice_name)
+
+
+def join(obj: str, spec: HostSpec, users: Iterable[str]) -> list[Step]:
+    """Register the slice's owner mark unless it is; drop the bare-name entry of the slice it adopts."""
+    have = set(users)
+    steps = [] if spec.owner in have else [register(obj, spec.owner)]
+    if spec.uid is not None and spec.slice in have:
+        steps.append(sh("adopt user entry", _UNREGISTER, users_dir(obj), spec.slice))
+    return steps
+
+
+def joined(spec: HostSpec, users: Iterable[str]) -> tuple[str, ...]:
+    """The registry once `join` ran."""
+    adopted = {spec.slice} if spec.uid is not None else set()
+    return tuple(sorted(({*users} - adopted) | {spec.owner}))
+
+
+def leave(obj: str, spec: HostSpec) -> Step:
+    """Drop the slice's own entry (its owner mark; never another uid's)."""
+    return unregister(obj, spec.owner)
 
 
 def last_user_guard(obj: str) -> Step:

@@ -118,6 +118,22 @@ class HostSpec(_Model):
     """Where the object lives."""
     bridge: IfName = "br-int"
     """The OVS integration bridge."""
+    uid: Annotated[str, Field(pattern=naming.SAFE_UID.pattern)] | None = None
+    """The slice's uid (`providers.identity`): with the name, the owner mark of its objects. None only in
+    the state of a slice deployed before slices had uids."""
+
+    @property
+    def owner(self) -> str:
+        """The owner mark of the slice's own objects (`naming.owner_mark`)."""
+        return naming.owner_mark(self.slice, self.uid)
+
+    def owns(self, mark: str | None) -> bool:
+        """An object marked `mark` is the slice's to change or remove (`naming.owns`)."""
+        return naming.owns(mark, self.slice, self.uid)
+
+    def adopts(self, mark: str | None) -> bool:
+        """A create or update may take an object marked `mark` and mark it anew (`naming.adoptable`)."""
+        return naming.adoptable(mark, self.slice, self.uid)
 
 
 class JoinSpec(_Model):
@@ -234,6 +250,8 @@ class PoolClaimSpec(HostSpec):
     parking_vlan: Vlan | None = None
     """The slice's parking VLAN, claimed with the pool (no other slice's pool may hold it, nor may its pool
     hold another slice's). None: a claim made before parking VLANs were claimed."""
+    stack: Annotated[str, Field(pattern=naming.SAFE_STACK.pattern)] | None = None
+    """The stack that holds the claim, recorded in it so that a refusal can name it."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -32,7 +32,7 @@ from typing import Any
 
 import pulumi
 
-from . import hoststate, predict, ssh
+from . import hoststate, naming, predict, ssh
 from .base import HostProvider, HostResource
 from .errors import OwnershipConflict, StepFailed
 from .hoststate import LinkState, PortState
@@ -105,11 +105,11 @@ _READ_FLOWS = _COOKIES + (
     "| grep -q dl_vlan; then echo vlan; fi"
 )
 
-# $1 slice, $2 VLAN, $3 parking VLAN, then the TAPs that belong on the VLAN; prints each port it parked
+# $1 owner mark, $2 VLAN, $3 parking VLAN, then the TAPs that belong on the VLAN; prints each port it parked
 # (each is dropped before it is retagged)
 _PARK_OTHERS = _FLOW_FNS + (
     "s=$1; v=$2; p=$3; shift 3; "
-    'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:cloudrepo-slice="$s"" '
+    'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:' + naming.OWNER_KEY + '="$s"" '
     '"external_ids:cloudrepo-kind=tap") || exit 1; '
     'for port in $ports; do keep=0; for m in "$@"; do [ "$m" = "$port" ] && keep=1; done; '
     '[ "$keep" = 1 ] && continue; b=$(ovs-vsctl port-to-br "$port") || exit 1; '
@@ -117,10 +117,11 @@ _PARK_OTHERS = _FLOW_FNS + (
     'dropv "$b" "$p" || exit 1; '
     'printf "%s\n" "$port"; done'
 )
-# $1 slice, $2 VLAN, then the TAPs that belong on the VLAN; exit 0 when no other port of the slice is on it
+# $1 owner mark, $2 VLAN, then the TAPs that belong on the VLAN; exit 0 when no other port of the slice is
+# on it
 _NO_STRAYS = (
     "s=$1; v=$2; shift 2; "
-    'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:cloudrepo-slice="$s"" '
+    'ports=$(ovs-vsctl --bare --columns=name find port "tag=$v" "external_ids:' + naming.OWNER_KEY + '="$s"" '
     '"external_ids:cloudrepo-kind=tap") || exit 1; '
     'for port in $ports; do keep=1; for m in "$@"; do [ "$m" = "$port" ] && keep=0; done; '
     '[ "$keep" = 0 ] || exit 1; done'
@@ -140,7 +141,7 @@ def resource_id(spec: TapPortSpec) -> str:
 def marks(spec: TapPortSpec) -> dict[str, str]:
     """The OVS external_ids that mark the port as this slice's."""
     return {
-        "cloudrepo-slice": spec.slice,
+        naming.OWNER_KEY: spec.owner,
         "cloudrepo-vm": str(spec.vm),
         "cloudrepo-iface": spec.iface,
         "attached-mac": spec.mac,
@@ -150,7 +151,7 @@ def marks(spec: TapPortSpec) -> dict[str, str]:
 
 def alias(spec: TapPortSpec) -> str:
     """The kernel ifalias that marks the TAP device itself (a TAP not on any bridge is still marked)."""
-    return f"{ALIAS_PREFIX}{spec.slice}"
+    return f"{ALIAS_PREFIX}{spec.owner}"
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def on_vlan_probe(spec: TapPortSpec) -> Step:
     """The names of the slice's TAP ports tagged with `spec.vlan`."""
     return probe(
         ON_VLAN, "ovs-vsctl", "--bare", "--columns=name", "find", "port", f"tag={spec.vlan}",
-        f'external_ids:cloudrepo-slice="{spec.slice}"', "external_ids:cloudrepo-kind=tap",
+        f'external_ids:{naming.OWNER_KEY}="{spec.owner}"', "external_ids:cloudrepo-kind=tap",
     )  # fmt: skip
 
 
@@ -256,7 +257,7 @@ def parse_have(spec: TapPortSpec, res: ScriptResult) -> TapHave:
 
 
 def owner(have: TapHave) -> tuple[bool, str | None]:
-    """(found, owning slice or None when unmarked)."""
+    """(found, its owner mark or None when unmarked)."""
     if have.port is not None:
         return True, have.port.owner
     if have.link is not None:
@@ -266,17 +267,18 @@ def owner(have: TapHave) -> tuple[bool, str | None]:
 
 
 def check_ownership(spec: TapPortSpec, have: TapHave) -> None:
-    """Raise `OwnershipConflict` unless the TAP is absent or already this slice's."""
+    """Raise `OwnershipConflict` unless the TAP is absent or this slice's (its mark, or the bare name of a
+    TAP made before slices had uids, which the ensure marks anew)."""
     found, who = owner(have)
     if not found:
         return
     what = f"TAP {spec.name}"
     if have.link is not None and have.link.kind != "tap":
         raise OwnershipConflict(
-            spec.host.name, what, spec.slice, who, f"it is a {have.link.kind or 'plain'} device"
+            spec.host.name, what, spec.owner, who, f"it is a {have.link.kind or 'plain'} device"
         )
-    if who != spec.slice:
-        raise OwnershipConflict(spec.host.name, what, spec.slice, who)
+    if not spec.adopts(who):
+        raise OwnershipConflict(spec.host.name, what, spec.owner, who)
 
 
 def ovs_in_place(spec: TapPortSpec, port: PortState | None) -> bool:
@@ -334,7 +336,7 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
 
 def park_others(spec: TapPortSpec, join: JoinSpec) -> Step:
     """Park every TAP of the slice on `spec.vlan` that is not one of `join.members` (under the lock)."""
-    return sh(PARK_OTHERS, _PARK_OTHERS, spec.slice, str(spec.vlan), str(join.parking_vlan), *join.members)
+    return sh(PARK_OTHERS, _PARK_OTHERS, spec.owner, str(spec.vlan), str(join.parking_vlan), *join.members)
 
 
 def retags(spec: TapPortSpec, have: TapHave) -> bool:
@@ -343,9 +345,10 @@ def retags(spec: TapPortSpec, have: TapHave) -> bool:
 
 
 def plan_delete(spec: TapPortSpec, have: TapHave) -> list[Step]:
-    """Remove the port and the TAP if this slice owns them; nothing otherwise (already gone = success)."""
+    """Remove the port and the TAP if they carry this slice's mark; nothing otherwise (already gone =
+    success)."""
     found, who = owner(have)
-    if not found or who != spec.slice:
+    if not found or not spec.owns(who):
         return []
     steps: list[Step] = []
     if have.port is not None:
@@ -412,7 +415,7 @@ def flow_drift(spec: TapPortSpec, have: TapHave) -> list[str]:
 
 
 def no_strays(spec: TapPortSpec, join: JoinSpec) -> Expect[TapHave]:
-    step = sh("expect no strays", _NO_STRAYS, spec.slice, str(spec.vlan), *join.members, kind="guard")
+    step = sh("expect no strays", _NO_STRAYS, spec.owner, str(spec.vlan), *join.members, kind="guard")
     return Expect(step, lambda have: not have.strays)
 
 
@@ -430,9 +433,9 @@ def tap_up(spec: TapPortSpec) -> Expect[TapHave]:
 
 def port_ours(spec: TapPortSpec) -> Expect[TapHave]:
     def holds(have: TapHave) -> bool:
-        return have.port is not None and have.port.owner == spec.slice and have.port.bridge == spec.bridge
+        return have.port is not None and have.port.owner == spec.owner and have.port.bridge == spec.bridge
 
-    return predict.port_ours(spec.name, spec.slice, spec.bridge, holds)
+    return predict.port_ours(spec.name, spec.owner, spec.bridge, holds)
 
 
 def joins_elsewhere(spec: TapPortSpec) -> bool:
@@ -464,7 +467,7 @@ def expect_update(spec: TapPortSpec, old: TapPortSpec) -> Expectation[TapHave] |
         expects.append(no_strays(spec, spec.join))
     have = TapHave(
         link=LinkState(spec.name, True, "tap", alias(spec)),
-        port=PortState(spec.name, spec.bridge, None, {"cloudrepo-slice": spec.slice}),
+        port=PortState(spec.name, spec.bridge, None, {naming.OWNER_KEY: spec.owner}),
     )
     return Expectation(have, tuple(expects), locked=True)
 
@@ -547,13 +550,17 @@ class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
 
     def foreign(self, spec: TapPortSpec, have: TapHave) -> tuple[str, str | None] | None:
         found, who = owner(have)
-        return (f"TAP {spec.name}", who) if found and who != spec.slice else None
+        return (f"TAP {spec.name}", who) if found and not spec.owns(who) else None
 
 
 class TapPort(HostResource, name="TapPort"):
     """A VM interface's TAP on a worker; see `TapPortSpec` for the inputs."""
 
     def __init__(
-        self, resource_name: str, spec: TapPortSpec, opts: pulumi.ResourceOptions | None = None
+        self,
+        resource_name: str,
+        spec: TapPortSpec,
+        opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
     ) -> None:
-        super().__init__(TapPortProvider(), resource_name, spec, opts)
+        super().__init__(TapPortProvider(), resource_name, spec, opts, uid)

@@ -35,12 +35,12 @@ def resource_id(spec: VlanGatewaySpec) -> str:
 
 
 def owner_mark(spec: VlanGatewaySpec) -> str:
-    return bodies.owner_mark(spec.shared, spec.slice)
+    return bodies.owner_mark(spec.shared, spec.owner)
 
 
 def marks(spec: VlanGatewaySpec) -> dict[str, str]:
     return {
-        "cloudrepo-slice": owner_mark(spec),
+        naming.OWNER_KEY: owner_mark(spec),
         "cloudrepo-kind": "gateway",
         "cloudrepo-vlan": str(spec.vlan),
     }
@@ -106,9 +106,9 @@ def check_ownership(spec: VlanGatewaySpec, have: GatewayHave) -> None:
                 spec.host.name, what, spec.slice, None, "an interface of that name exists"
             )
         return
-    accepted = {naming.SHARED_OWNER, spec.slice} if spec.shared else {spec.slice}
-    if have.port.owner not in accepted:
-        raise OwnershipConflict(spec.host.name, what, spec.slice, have.port.owner)
+    mark = have.port.owner
+    if not (spec.shared and mark == naming.SHARED_OWNER) and not spec.adopts(mark):
+        raise OwnershipConflict(spec.host.name, what, spec.owner, mark)
 
 
 def check_subnet(spec: VlanGatewaySpec, have: GatewayHave) -> None:
@@ -171,8 +171,7 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         if have.port is not None:
             # under the lock: if another slice's delete removed it since the read, stop and re-plan
             steps.append(run(STILL_THERE, "ovs-vsctl", "port-to-br", spec.port))
-        if spec.slice not in have.users:
-            steps.append(shared.register(spec.port, spec.slice))
+        steps += shared.join(spec.port, spec, have.users)
     if not port_in_place(spec, have.port):
         from_bridge = have.port.bridge if have.port is not None else None
         argv = internal_port.add_argv(spec.bridge, spec.port, spec.vlan, marks(spec), from_bridge)
@@ -198,7 +197,7 @@ def plan_delete(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
     ours = have.port is not None and have.port.owner == owner_mark(spec)
     delete = ["ovs-vsctl", "--if-exists", "del-port", spec.port]
     if spec.shared:
-        steps = [shared.unregister(spec.port, spec.slice), shared.last_user_guard(spec.port)]
+        steps = [shared.leave(spec.port, spec), shared.last_user_guard(spec.port)]
         return [*steps, run("delete port", *delete), shared.forget(spec.port)] if ours else steps
     if not ours:
         return []
@@ -239,7 +238,7 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
     for name in isolation_rules(spec):
         if name not in have.isolation:
             drift.append(f"FORWARD rule {name!r} missing")
-    if spec.shared and spec.slice not in have.users:
+    if spec.shared and spec.owner not in have.users:
         drift.append(f"slice {spec.slice} not registered as a user")
     return observed, drift
 
@@ -266,7 +265,7 @@ class VlanGatewayProvider(HostProvider[VlanGatewaySpec, GatewayHave]):
             port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
             link=LinkState(spec.port, True, "internal", None, (spec.address,)),
             others=have.others,
-            users=tuple(sorted({*have.users, spec.slice})) if spec.shared else (),
+            users=shared.joined(spec, have.users) if spec.shared else (),
             isolation=frozenset(isolation_rules(spec)),
         )
 
@@ -280,6 +279,10 @@ class VlanGateway(HostResource, name="VlanGateway"):
     """A VLAN's gateway port on the network node; see `VlanGatewaySpec` for the inputs."""
 
     def __init__(
-        self, resource_name: str, spec: VlanGatewaySpec, opts: pulumi.ResourceOptions | None = None
+        self,
+        resource_name: str,
+        spec: VlanGatewaySpec,
+        opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
     ) -> None:
-        super().__init__(VlanGatewayProvider(), resource_name, spec, opts)
+        super().__init__(VlanGatewayProvider(), resource_name, spec, opts, uid)

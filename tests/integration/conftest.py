@@ -66,6 +66,28 @@ def slice_stack(
         )
 
 
+@pytest.fixture
+def elsewhere(engine: None, testbed: Any, tmp_path: Path) -> Iterator[Callable[[str], SliceStack]]:
+    """Factory of stacks on a second file backend (another team's): always destroyed at teardown."""
+    made: list[SliceStack] = []
+
+    def make(name: str) -> SliceStack:
+        stack = SliceStack(
+            PulumiCLI(
+                project_dir=make_project(tmp_path / f"project2-{name}"),
+                backend_dir=tmp_path / "backend2",
+                stack=name,
+            )
+        )
+        stack.cli.init()
+        made.append(stack)
+        return stack
+
+    yield make
+    failed = [name for name in (teardown(stack) for stack in reversed(made)) if name]
+    assert not failed, f"teardown: `pulumi destroy` failed for {failed}"
+
+
 def teardown(stack: SliceStack) -> str | None:
     """Destroy and remove the stack; its name when the destroy failed (the stack is then kept)."""
     result = stack.cli.destroy_all()

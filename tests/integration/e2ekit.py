@@ -23,6 +23,7 @@ from lab import guest as lab_guest
 from lab import image
 from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
+from providers import naming
 from tests.integration.slicekit import LAB, SliceStack
 from tests.labfixtures import lab_cli, scan, scan_parts
 
@@ -128,9 +129,10 @@ SHARED_OBJECTS = {"gateway": "gw_vlan400", "dhcp": "ns-dhcp-vlan400", "nat": "na
 
 
 def shared_users(inventory: dict[str, Any], obj: str) -> list[str]:
-    """The slices registered as users of a shared object (its registry in the network node's state)."""
+    """The slices registered as users of a shared object (its registry in the network node's state, one
+    entry per owner mark `<slice>+<uid>`)."""
     users = Path(inventory["hosts"]["network"]["stateDir"]) / "shared" / obj / "users"
-    return sorted(p.name for p in users.iterdir()) if users.is_dir() else []
+    return sorted(naming.mark_slice(p.name) for p in users.iterdir()) if users.is_dir() else []
 
 
 def shared_present(net: dict[str, Any]) -> dict[str, bool]:

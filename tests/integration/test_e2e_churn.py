@@ -22,6 +22,7 @@ from components.allocation import allocate_vlans
 from components.config import load_config
 from components.outputs import Deployed
 from lab import slicecheck
+from providers import naming
 from providers.errors import ConfigError
 from tests import churnkit
 from tests.cfgkit import raw_config
@@ -83,7 +84,7 @@ def check_hosts(outputs: dict[str, Any], state: dict[str, Any], doc: dict[str, A
             port = ports.get(i["tap"])
             assert port is not None, f"{spec['worker']}: {i['tap']} missing"
             assert port["tag"] == want, f"{spec['worker']}: {i['tap']} tag {port['tag']}, want {want}"
-            assert port["external_ids"].get("cloudrepo-slice") == NAME
+            assert naming.mark_slice(port["external_ids"].get(naming.OWNER_KEY, "")) == NAME
     present = set(map(int, vms))
     for worker in WORKERS:
         for tap in doc["hosts"][worker]["taps"]:

@@ -65,7 +65,7 @@ class Hosts:
         """The claims as the network node's read gives them to `PoolClaim`."""
         return pool_claim.PoolHave(
             tuple(
-                pool_claim.Claim(s, a, b, f"{s}@{start}", self.parking.get((s, start), ()))
+                pool_claim.Claim(s, a, b, f"{s}@{start}", parking=self.parking.get((s, start), ()))
                 for (s, start), (a, b) in sorted(self.claims.items())
             )
         )
@@ -123,7 +123,7 @@ def _apply(hosts: Hosts, op: Op) -> Iterator[None]:
         old = op.old.spec if op.action == "update" and op.old is not None else None
         gave_up = getattr(old, "parking_vlan", None)
         keep = (gave_up,) if gave_up is not None and gave_up != spec.parking_vlan else ()
-        why = pool_claim.clash(spec, hosts.claim_have(), keep)  # the provider's own decision
+        why = pool_claim.clash(spec, hosts.claim_have(), keep=keep)  # the provider's own decision
         if why is not None:
             raise ClaimRefused(why)
         hosts.claims[(spec.slice, spec.start)] = (spec.start, spec.end)

@@ -25,11 +25,13 @@ from components.memory import READ_STACK_OUTPUTS
 from components.model import SliceConfig
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
-from components.slice import COMPONENT_TYPE, SliceComponent
+from components.slice import COMPONENT_TYPE, IDENTITY_NAME, SliceComponent
 from tests.cfgkit import ROOT, raw_config, raw_from_file, with_changes
 
 GOLDEN = Path(__file__).parent / "golden"
 DYN = "pulumi-python:dynamic:"
+UID = "0123456789abcdef0123456789abcdef"
+"""The uid the mocked `SliceIdentity` makes."""
 
 
 class Recorder(MockMonitor):
@@ -59,6 +61,8 @@ class Mocks(pulumi.runtime.Mocks):
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == f"{DYN}SliceIdentity":
+            return UID, {"uid": UID}
         return f"{args.name}-id", dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -182,6 +186,7 @@ def test_component_resources_and_golden(topology: str) -> None:
     assert Counter(r["type"] for r in reg.values()) == Counter(
         {
             COMPONENT_TYPE: 1,
+            f"{DYN}SliceIdentity": 1,
             f"{DYN}PoolClaim": 1,
             f"{DYN}TapPort": n_ifaces,
             f"{DYN}VlanGateway": len(config.links) + internet,
@@ -190,13 +195,17 @@ def test_component_resources_and_golden(topology: str) -> None:
         }
     )
 
-    # every child is parented to the component; every resource waits for the pool claim
+    # every child is parented to the component; every resource waits for the identity (its uid is an
+    # input) and, but the claim, for the pool claim
     comp_urn = reg[name]["urn"]
     pool_urn = reg[f"{name}-pool-{config.pool.start}"]["urn"]
+    identity = reg[IDENTITY_NAME]
+    assert identity["parent"] == comp_urn and identity["dependencies"] == []
     for rname, r in reg.items():
-        if rname == name:
+        if rname in (name, IDENTITY_NAME):
             continue
         assert r["parent"] == comp_urn, rname
+        assert identity["urn"] in r["dependencies"] and r["inputs"]["uid"] == UID, rname
         assert r["urn"].split("::")[2] == f"{COMPONENT_TYPE}${r['type']}"
         host = r["inputs"]["host"]
         if r["type"] == f"{DYN}TapPort":
@@ -293,7 +302,7 @@ def test_second_run_keeps_vlans_and_hands_over_a_freed_vlan() -> None:
     assert reg["ring-tap-1199-eth1"]["inputs"]["join"]["members"] == ["tap_1101_eth2", "tap_1199_eth1"]
     pool = next(r for n, r in reg.items() if n.startswith("ring-pool-"))["urn"]
     taps = [r for r in reg.values() if r["type"] == f"{DYN}TapPort"]
-    assert all(r["dependencies"] == [pool] for r in taps)
+    assert all(r["dependencies"] == sorted([pool, reg[IDENTITY_NAME]["urn"]]) for r in taps)
 
 
 def test_main_program_under_mocks() -> None:
@@ -316,7 +325,9 @@ def test_main_program_under_mocks() -> None:
     finally:
         pulumi.runtime.set_all_config({})
     assert mocks.calls == [(READ_STACK_OUTPUTS, {"name": "organization/cloudrepo/dev"})]
-    assert len(monitor.registered) == 17  # component + 16 children
+    assert len(monitor.registered) == 18  # component + identity + 16 children
+    claim = monitor.registered["demo-pool-120"]["inputs"]
+    assert (claim["stack"], claim["uid"]) == ("cloudrepo/dev", UID)  # the stack the claim records
 
 
 def test_main_program_rejects_a_typo() -> None:

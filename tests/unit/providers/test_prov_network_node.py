@@ -301,6 +301,7 @@ def test_shared_dhcp_writes_after_verifying_the_addresses_under_the_lock() -> No
     assert list(verify.argv[4:]) == [
         "/var/lib/cloudrepo/dhcp/vlan400/hosts.d",
         "b",
+        "",  # no bare-name file to adopt: the spec has no uid
         "10.60.7.10",
         "10.60.7.11",
     ]
@@ -405,7 +406,7 @@ def test_nat_delete_is_guarded_and_restores_forwarding() -> None:
 
 
 def claim(slice_name: str, start: int, end: int, *parking: int) -> pc.Claim:
-    return pc.Claim(slice_name, start, end, f"{slice_name}@{start}", parking)
+    return pc.Claim(slice_name, start, end, f"{slice_name}@{start}", parking=parking)
 
 
 def test_pool_claim_plan() -> None:
@@ -446,7 +447,7 @@ def test_pools_meet_exactly_when_they_share_a_subnet(a: int, b: int) -> None:
 def test_the_parking_vlan_is_claimed_with_the_pool() -> None:
     spec = pool(parkingVlan=4094)
     steps = pc.plan_ensure(spec, pc.PoolHave(()))
-    assert argvs(steps)[0][-5:] == ["/var/lib/cloudrepo/pools", "demo", "120", "139", "4094"]
+    assert argvs(steps)[0][-7:] == ["/var/lib/cloudrepo/pools", "demo", "120", "139", "", "", "4094"]
     assert argvs(steps)[1][-2:] == ["/var/lib/cloudrepo/pools/demo@120", "120 139\nparking 4094\n"]
     assert pc.plan_ensure(spec, pc.PoolHave((claim("demo", 120, 139, 4094),))) == []
     # a claim written before parking VLANs were claimed is written again, with it
@@ -508,10 +509,11 @@ def test_an_update_that_moves_the_parking_vlan_keeps_the_old_one_claimed(
 
 def test_pool_claims_parse_and_delete() -> None:
     assert pc.parse_claims("a@120 120 139\nb 140 159\njunk\na@120 parking 4094\na@120 parking 7\n") == (
-        pc.Claim("a", 120, 139, "a@120", (7, 4094)),
+        pc.Claim("a", 120, 139, "a@120", parking=(7, 4094)),
         pc.Claim("b", 140, 159, "b"),  # an older claim file: "<slice>", and no parking VLAN
     )
-    assert argvs(pc.plan_delete(pool(), pc.PoolHave((claim("demo", 120, 139),)))) == [
-        ["rm", "-f", "/var/lib/cloudrepo/pools/demo@120"]
+    assert argvs(pc.plan_delete(pool(), pc.PoolHave((claim("demo", 120, 139),))))[0][-2:] == [
+        "/var/lib/cloudrepo/pools/demo@120",
+        "",  # removed only when it holds no uid, checked again under the lock
     ]
     assert pc.plan_delete(pool(), pc.PoolHave((claim("demo", 140, 159),))) == []

@@ -183,6 +183,19 @@ def test_argv_round_trips_through_the_probe(cpus: int, memory: int, append: str 
     assert argv[i : i + len(net)] == net
 
 
+def test_a_vm_started_by_the_bare_binary_word_is_kept_while_the_word_resolves() -> None:
+    """A VM an earlier version started by the `qemu.binary` word (not its path) is ours and as wanted: an
+    upgrade restarts no VM. Any other argv[0], or a word that no longer resolves to a file, is not."""
+    s = spec()
+    argv = qv.qemu_argv(s, BIN)
+    old = running(s, [s.binary, *argv[1:]])
+    assert qv.running_as_wanted(s, old) and qv.plan_ensure(s, old) == [] and qv.observe(s, old)[1] == []
+    assert not qv.running_as_wanted(s, running(s, ["/tmp/qemu-system-x86_64", *argv[1:]]))
+    cmd = "\x1f".join([s.binary, *argv[1:]]) + "\x1f"
+    gone = have_from(f"present\nowner=demo\nbase=\npid=4242\ncmdline={cmd}\n", "found=\n")
+    assert not qv.running_as_wanted(s, gone)
+
+
 def test_diff_sees_a_vm_that_died(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no input changed, a dead VM is still a change (preview shows it, up restarts it); an
     unreachable worker leaves the diff alone."""

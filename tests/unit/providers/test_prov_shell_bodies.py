@@ -31,16 +31,16 @@ def test_pool_list_and_verify(tmp_path: Path) -> None:
         pc.Claim("beta", 140, 159, "beta@140"),
     )
     assert sh(pc._LIST, str(tmp_path / "missing")).stdout == ""
-    assert sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179").returncode == 0
-    assert sh(pc._VERIFY, str(tmp_path), "alpha", "120", "139").returncode == 0  # its own claim
-    assert sh(pc._VERIFY, str(tmp_path), "alpha", "100", "119").returncode == 0  # its own, moving
-    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "150", "169")
+    assert sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179", "", "").returncode == 0
+    assert sh(pc._VERIFY, str(tmp_path), "alpha", "120", "139", "", "").returncode == 0  # its own claim
+    assert sh(pc._VERIFY, str(tmp_path), "alpha", "100", "119", "", "").returncode == 0  # its own, moving
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "150", "169", "", "")
     assert bad.returncode == 1
     assert bad.stderr.strip() == (
         "VLANs 150-169 of slice 'gamma' meet slice 'beta' (claims 140-159: VLAN 150, subnet 192.168.150.0/24)"
     )
     # 396..415 is 140..159 modulo 256: the same subnets
-    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "396", "415")
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "396", "415", "", "")
     assert bad.returncode == 1 and "meet slice 'beta' (claims 140-159: VLAN 140," in bad.stderr
 
 
@@ -48,22 +48,26 @@ def test_pool_verify_checks_parking_vlans_both_ways(tmp_path: Path) -> None:
     (tmp_path / "alpha@120").write_text("120 139\nparking 4094\n")
     (tmp_path / "beta@200").write_text("200 219\nparking 3000\nparking 3001\n")
     assert pc.parse_claims(sh(pc._LIST, str(tmp_path)).stdout) == (
-        pc.Claim("alpha", 120, 139, "alpha@120", (4094,)),
-        pc.Claim("beta", 200, 219, "beta@200", (3000, 3001)),
+        pc.Claim("alpha", 120, 139, "alpha@120", parking=(4094,)),
+        pc.Claim("beta", 200, 219, "beta@200", parking=(3000, 3001)),
     )
-    assert sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179", "4094").returncode == 0  # shared parking
-    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179", "4094", "205")
+    assert (
+        sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179", "", "", "4094").returncode == 0
+    )  # shared parking
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "160", "179", "", "", "4094", "205")
     assert bad.returncode == 1
     assert (
         bad.stderr.strip()
         == "parking VLAN 205 of slice 'gamma' is in the pool of slice 'beta' (claims 200-219)"
     )
-    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "2990", "3009", "4094")
+    bad = sh(pc._VERIFY, str(tmp_path), "gamma", "2990", "3009", "", "", "4094")
     assert bad.returncode == 1
     assert bad.stderr.strip() == (
         "VLANs 2990-3009 of slice 'gamma' hold VLAN 3000, the parking VLAN of slice 'beta' (claims 200-219)"
     )
-    assert sh(pc._VERIFY, str(tmp_path), "beta", "200", "219", "3000").returncode == 0  # its own claim
+    assert (
+        sh(pc._VERIFY, str(tmp_path), "beta", "200", "219", "", "", "3000").returncode == 0
+    )  # its own claim
 
 
 def test_registry_register_guard_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,3 +220,22 @@ def test_removing_a_rule_removes_every_copy_and_nothing_else(iptables: Callable[
     assert run_step(bodies.remove_rule("r", "nat", "POSTROUTING", RULE_A)).returncode == 0
     assert iptables() == {"nat POSTROUTING": [RULE_B]}
     assert run_step(bodies.remove_rule("r", "nat", "POSTROUTING", RULE_A)).returncode == 0  # none left: fine
+
+
+def test_pool_verify_reads_the_uid_and_the_parking_vlans_of_one_claim(tmp_path: Path) -> None:
+    uid, other = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+    (tmp_path / "alpha@120").write_text(f"120 139 {uid} cloudrepo/alpha\nparking 4000\n")
+    assert pc.parse_claims(sh(pc._LIST, str(tmp_path)).stdout) == (
+        pc.Claim("alpha", 120, 139, "alpha@120", uid, "cloudrepo/alpha", (4000,)),
+    )
+    assert sh(pc._VERIFY, str(tmp_path), "alpha", "120", "139", uid, "", "4000").returncode == 0
+    held = sh(pc._VERIFY, str(tmp_path), "alpha", "120", "139", other, "", "4000")
+    assert held.returncode == 1
+    assert held.stderr.strip() == (
+        f"slice 'alpha' is held by stack 'cloudrepo/alpha' (uid {uid}, claim alpha@120)"
+    )
+    parked = sh(pc._VERIFY, str(tmp_path), "beta", "3990", "4009", other, "", "4094")
+    assert parked.returncode == 1
+    assert parked.stderr.strip() == (
+        "VLANs 3990-4009 of slice 'beta' hold VLAN 4000, the parking VLAN of slice 'alpha' (claims 120-139)"
+    )
