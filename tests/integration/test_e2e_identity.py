@@ -52,6 +52,12 @@ def state_files(testbed: Testbed) -> dict[str, str]:
     return found
 
 
+def claim_text(start: int, stack: str, uid: str) -> str:
+    """A claim file of a 20-VLAN pool, as a stack of the tests' project with the default parking VLAN writes
+    it."""
+    return f"{start} {start + 19} {uid} cloudrepo/{stack}\nparking 4094\n"
+
+
 def claims(testbed: Testbed) -> dict[str, str]:
     return {k: v for k, v in state_files(testbed).items() if k.startswith("network:pools/")}
 
@@ -85,7 +91,7 @@ def test_a_second_stack_with_the_same_slice_name_is_refused_and_changes_nothing(
         )
         first.up()
         uid = uid_of(first)
-        assert claims(testbed) == {f"network:pools/{NAME}@250": f"250 269 {uid} cloudrepo/e2e-twin-a\n"}
+        assert claims(testbed) == {f"network:pools/{NAME}@250": claim_text(250, "e2e-twin-a", uid)}
         owned = resources(first)
         hosts_before, files_before = scan(), state_files(testbed)
         marks = {
@@ -130,13 +136,13 @@ def test_a_first_up_that_failed_after_claiming_is_retried_as_the_same_owner(
         text = failed_up(stack)
         assert "no OVS bridge 'br-none'" in text, text
         uid = uid_of(stack)
-        assert claims(testbed) == {"network:pools/e2e-retry@270": f"270 289 {uid} cloudrepo/e2e-retry\n"}
+        assert claims(testbed) == {"network:pools/e2e-retry@270": claim_text(270, "e2e-retry", uid)}
         assert stack.outputs() == {}  # a failed up writes no outputs: the uid is in the state alone
 
         stack.write_config({**lab_config(), "cloudrepo:slice": section})
         stack.up()
         assert uid_of(stack) == uid
-        assert claims(testbed) == {"network:pools/e2e-retry@270": f"270 289 {uid} cloudrepo/e2e-retry\n"}
+        assert claims(testbed) == {"network:pools/e2e-retry@270": claim_text(270, "e2e-retry", uid)}
         stack.preview("--expect-no-changes")
         stack.destroy()
         assert claims(testbed) == {}
@@ -173,7 +179,7 @@ def test_a_lost_claim_lets_a_same_name_stack_take_the_name_but_no_object(
         # the first takes its claim back with its next up, and its destroy leaves nothing of it
         first.refresh()
         first.up()
-        assert claims(testbed) == {f"network:pools/{NAME}@290": f"290 309 {uid} cloudrepo/e2e-lost-a\n"}
+        assert claims(testbed) == {f"network:pools/{NAME}@290": claim_text(290, "e2e-lost-a", uid)}
         first.preview("--expect-no-changes")
         first.destroy()
         assert not any(uid in v or f"{NAME}+" in k for k, v in state_files(testbed).items())

@@ -175,7 +175,9 @@ def files_have_the_right_owners(outputs: dict[str, Any], disk: Path) -> None:
     # nothing the scripts made is readable by others, but the reservations dnsmasq reads as `nobody`
     vlan = outputs["links"][0]["vlan"]
     dhcp = network / "dhcp" / f"vlan{vlan}"
-    assert mode(dhcp / "hosts.d" / SLICE) == 0o644 and mode(dhcp / "hosts.d") == 0o755
+    [reservations] = (dhcp / "hosts.d").iterdir()  # named by the slice's owner mark, `<slice>+<uid>`
+    assert reservations.name.startswith(f"{SLICE}+"), reservations
+    assert mode(reservations) == 0o644 and mode(dhcp / "hosts.d") == 0o755
     assert mode(network) == 0o711 and mode(network / "dhcp") == 0o711 and mode(dhcp) == 0o711
     dnsmasq_own = ("leases", "dnsmasq.log", "dnsmasq.pid")
     for root in (worker, network):

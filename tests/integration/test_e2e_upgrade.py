@@ -26,7 +26,7 @@ from lab import PROJECT_ROOT
 from providers import naming
 from tests.integration.e2ekit import QEMU_TCG, guest_launch, wall_time
 from tests.integration.slicekit import SliceStack, lab_config
-from tests.integration.test_e2e_identity import claims, failed_up, resources, state_files, uid_of
+from tests.integration.test_e2e_identity import claim_text, claims, failed_up, resources, state_files, uid_of
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 OLD_COMMIT = "9e5fe74658c5246fde60c1ba7bed32d3a866e67d"
@@ -111,7 +111,7 @@ def test_an_old_slice_is_adopted_once_by_the_stack_that_holds_its_claim(
         assert [n for n, op in steps.items() if op == "create"] == ["slice-identity"], steps
         first.up()
         uid = uid_of(first)
-        assert claims(testbed) == {f"network:pools/{NAME}@310": f"310 329 {uid} cloudrepo/e2e-heir-a\n"}
+        assert claims(testbed) == {f"network:pools/{NAME}@310": claim_text(310, "e2e-heir-a", uid)}
         assert marks(scan()) == {f"{NAME}+{uid}"}
         files = state_files(testbed)
         assert files["worker1:vms/7501/owner"] == f"{NAME}+{uid}\n"
