@@ -43,8 +43,10 @@ if [ ! -f "$final" ]; then
   [ "$s" = "$sum" ] || { echo "$f has sha256 $s, want $sum" >&2; exit 1; }
   chmod 0600 "$f" && mv -f "$f" "$final"
 fi
+if [ -O "$final" ]; then chmod 0600 "$final"; fi
 """
-"""Check the copy's sha256 and move it into place; the copy in `incoming/` never stays."""
+"""Check the copy's sha256 and move it into place; the copy in `incoming/` never stays. A file already in
+place gets the cache's mode too (one placed before the cache was private keeps its mode otherwise)."""
 
 _CLEAN = r"""in=$1; slice=$2
 for f in "$in/$slice"-*; do

@@ -130,6 +130,10 @@ def test_a_copy_that_fails_its_check_leaves_nothing_in_incoming(tmp_path: Path) 
     assert sh(vms._PLACE, str(sent), str(images / good), good).returncode == 0
     assert not sent.exists() and (images / good).read_bytes() == b"kernel"
     assert stat.S_IMODE((images / good).stat().st_mode) == 0o600
+    (images / good).chmod(0o644)  # placed before the cache was private: the next placement corrects it
+    sent.write_bytes(b"kernel")
+    assert sh(vms._PLACE, str(sent), str(images / good), good).returncode == 0
+    assert not sent.exists() and stat.S_IMODE((images / good).stat().st_mode) == 0o600
 
 
 SLICE_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", fullmatch=True)
