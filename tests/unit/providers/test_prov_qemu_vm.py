@@ -310,7 +310,7 @@ def test_append_reaches_qemu_as_one_argument(tmp_path_factory: pytest.TempPathFa
 # any text a config can carry: no NUL (no argv holds one), no lone surrogate (not UTF-8; refused at preview)
 @given(
     args=st.lists(
-        st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=40),
+        st.text(st.characters(exclude_characters="\0", exclude_categories=["Cs"]), max_size=40),
         min_size=1,
         max_size=4,
     )
