@@ -26,7 +26,7 @@ setup: system venv toolchain
 
 lint: venv
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check providers components lab bench cloudrepo tests __main__.py
+	.venv/bin/ruff format --check vocabulary transport providers components lab bench cloudrepo tests __main__.py
 	.venv/bin/mypy
 
 unit: venv

@@ -21,7 +21,7 @@ from typing import Any
 from bench.sshd_watch import SshdWatch
 from bench.topology import SliceSpec
 from lab.pulumi_cli import PulumiCLI, PulumiFailed, make_project
-from providers.ssh_stats import STATS_ENV
+from transport.ssh_stats import STATS_ENV
 
 PHASE_ARGS: dict[str, tuple[str, ...]] = {
     "up": ("up", "--yes", "--non-interactive", "--skip-preview"),

@@ -56,8 +56,8 @@ from lab import owners
 from lab.common import NS_PREFIX, SSH_BASE_PORT, lab_dir
 from lab.exclusive import testbed_lock
 from lab.pulumi_cli import PulumiFailed
-from providers.ssh_pool import RUNNERS_ENV
-from providers.ssh_stats import STATS_ENV, TIMING_ENV
+from transport.ssh_pool import RUNNERS_ENV
+from transport.ssh_stats import STATS_ENV, TIMING_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SDK_WORKERS = 4  # pulumi/dynamic/__main__.py: futures.ThreadPoolExecutor(max_workers=4)

@@ -20,8 +20,8 @@ from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
 from components.topology import MIN_VMS
-from providers.errors import ConfigError
-from providers.shown import shown, shown_path
+from vocabulary.errors import ConfigError
+from vocabulary.shown import shown, shown_path
 
 OK, FAILED, USAGE = 0, 1, 2
 STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

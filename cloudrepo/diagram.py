@@ -17,7 +17,7 @@ import graphviz
 
 from components.model import INTERNET_VLAN
 from components.plan import INTERNET_SUBNET, host_in
-from providers.naming import dhcp_namespace, gateway_port
+from vocabulary.naming import dhcp_namespace, gateway_port
 
 FORMATS = {".svg": "svg", ".png": "png"}
 LINK_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")

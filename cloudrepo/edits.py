@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from components.topology import MIN_VMS
-from providers.shown import shown
+from vocabulary.shown import shown
 
 
 class EditError(ValueError):

@@ -20,7 +20,7 @@ from components.inputs import OPERATOR_KEYS, SecretText
 from components.model import NAMESPACE, SliceConfig
 from components.outputs import Deployed
 from components.plan import build_plan
-from providers.shown import shown_path
+from vocabulary.shown import shown_path
 
 SLICE_KEY = f"{NAMESPACE}:slice"
 MAX_FILE = 4 << 20

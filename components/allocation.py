@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from components.model import NAMESPACE, Link, LinkKey, VlanPool
-from providers.errors import ConfigError
+from vocabulary.errors import ConfigError
 
 
 def allocate_vlans(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from components.model import NAMESPACE
-from providers.qemu_vm import IMAGES_DIR
+from providers.kinds.qemu_vm import IMAGES_DIR
 
 DEFAULT_IMAGE_DIRS = ("images", ".lab/guest")
 """Where boot files may come from, relative to the project: `images/` and the testbed's guest

@@ -4,7 +4,7 @@
 the engine passes them: JSON text for objects and lists, plain text for strings and numbers, `SecretText`
 for the keys the engine holds as secrets) and returns a `SliceConfig` (`components.model`), or raises one
 `ConfigError` that lists every problem, each starting with the key path and showing the offending value as
-`providers.shown` renders it. Raw decoding and input models: `components.inputs`; the slice's rules:
+`vocabulary.shown` renders it. Raw decoding and input models: `components.inputs`; the slice's rules:
 `components.slice_rules`.
 """
 
@@ -32,11 +32,11 @@ from components.model import (
 )
 from components.slice_rules import check_links, check_pool, check_vms, vm_paths
 from components.topology import expand_topology
-from providers.errors import ConfigError
-from providers.naming import SAFE_SLICE, ifname_problem, slice_problem
-from providers.shown import shown
-from providers.specs import Endpoint
-from providers.ssh_settings import SshInput, input_problems
+from transport.ssh_settings import SshInput, input_problems
+from vocabulary.errors import ConfigError
+from vocabulary.naming import SAFE_SLICE, ifname_problem, slice_problem
+from vocabulary.shown import shown
+from vocabulary.specs import Endpoint
 
 HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 """An SSH address: a DNS name or an IPv4 address (the providers' `Endpoint.address` rule)."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from components.model import NAMESPACE
-from providers.shown import shown
+from vocabulary.shown import shown
 
 
 class SecretText(str):

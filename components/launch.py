@@ -20,8 +20,7 @@ from components.bootfiles import BootFile, ImageDirs, boot_file, parse_image_dir
 from components.config import load_config
 from components.inputs import _Input, validate_input
 from components.model import NAMESPACE, SliceConfig
-from providers.errors import ConfigError
-from providers.qemu_vm import (
+from providers.kinds.qemu_vm import (
     ACCELS,
     BINARY_PATTERN,
     MAX_APPEND,
@@ -29,6 +28,7 @@ from providers.qemu_vm import (
     MAX_MEMORY_MB,
     MIN_MEMORY_MB,
 )
+from vocabulary.errors import ConfigError
 
 DEFAULT_BINARY = "qemu-system-x86_64"
 DEFAULT_ACCEL = "kvm"

@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from providers.specs import Endpoint
+from vocabulary.specs import Endpoint
 
 NAMESPACE = "cloudrepo"
 POOL_SIZE = 20

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from components.model import INTERNET_VLAN, NAMESPACE, LinkKey, SliceConfig
-from providers.errors import ConfigError
-from providers.naming import tap_name
-from providers.specs import Reservation
+from vocabulary.errors import ConfigError
+from vocabulary.naming import tap_name
+from vocabulary.specs import Reservation
 
 INTERNET_SUBNET = ipaddress.IPv4Network("10.60.7.0/24")
 RANGE_FIRST = 10

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from components.outputs import Deployed
 from components.plan import LEASE_TIME, SlicePlan, VlanPlan
-from providers import specs
-from providers.naming import dhcp_namespace, dhcp_port, gateway_port
+from vocabulary import specs
+from vocabulary.naming import dhcp_namespace, dhcp_port, gateway_port
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from components.outputs import Deployed, stack_outputs
 from components.plan import SlicePlan
 from components.resources import dhcp_resource, resource_plan
 from components.vms import add_launched_vms
-from providers.dhcp_namespace import DhcpNamespace
-from providers.identity import SliceIdentity
-from providers.nat_rule import NatRule
-from providers.pool_claim import PoolClaim
-from providers.tap_port import TapPort
-from providers.vlan_gateway import VlanGateway
+from providers.kinds.dhcp_namespace import DhcpNamespace
+from providers.kinds.identity import SliceIdentity
+from providers.kinds.nat_rule import NatRule
+from providers.kinds.pool_claim import PoolClaim
+from providers.kinds.tap_port import TapPort
+from providers.kinds.vlan_gateway import VlanGateway
 
 COMPONENT_TYPE = "cloudrepo:index:Slice"
 IDENTITY_NAME = "slice-identity"
@@ -40,7 +40,7 @@ class SliceComponent(pulumi.ComponentResource):
     VLAN 400 + NAT, launched VMs. Every host resource gets the identity's uid as its `uid` input."""
 
     identity: SliceIdentity
-    """The slice's uid, made by its first `up` and kept in the state (`providers.identity`)."""
+    """The slice's uid, made by its first `up` and kept in the state (`providers.kinds.identity`)."""
     resources: dict[str, pulumi.Resource]
     """The children by name suffix (`pool-120`, `tap-1002-eth1`, `gw-vlan120`, ...)."""
     outputs: dict[str, Any]

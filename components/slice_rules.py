@@ -19,7 +19,7 @@ from components.model import (
     Vm,
     parse_iface_ref,
 )
-from providers.naming import (
+from vocabulary.naming import (
     IFNAMSIZ_MAX,
     SAFE_NETNS,
     dhcp_namespace,
@@ -28,7 +28,7 @@ from providers.naming import (
     ifname_problem,
     tap_name,
 )
-from providers.shown import shown
+from vocabulary.shown import shown
 
 
 def check_pool(start: int, parking: int, add: Callable[[str], None]) -> VlanPool | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from components.inputs import path_of
 from components.slice_rules import defined
-from providers.shown import shown
+from vocabulary.shown import shown
 
 MIN_VMS = {"ring": 3, "bus": 2, "star": 3, "mesh": 2}
 """The presets and the fewest VMs each takes (a star's first VM is its centre)."""

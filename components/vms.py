@@ -30,9 +30,9 @@ from components.model import NAMESPACE, SliceConfig
 from components.outputs import qemu_net_args
 from components.plan import SlicePlan
 from components.resources import pool_name
-from providers import naming, specs
-from providers.errors import ConfigError
-from providers.qemu_vm import IMAGES_DIR, BootFileRef, QemuVm, QemuVmSpec, console_path
+from providers.kinds.qemu_vm import IMAGES_DIR, BootFileRef, QemuVm, QemuVmSpec, console_path
+from vocabulary import naming, specs
+from vocabulary.errors import ConfigError
 
 INCOMING_DIR = f"{IMAGES_DIR}/incoming"
 
@@ -165,7 +165,7 @@ def add_launched_vms(
     """Create the copies and QEMU processes under `parent` (into `resources`); per VM id, its new outputs.
 
     Everything waits for the slice's pool claim (in `resources`): a refused claim changes no worker. `uid`:
-    the slice's uid (`providers.identity`), an input of each `QemuVm`."""
+    the slice's uid (`providers.kinds.identity`), an input of each `QemuVm`."""
     copies, vms = launch_plan(plan, launches)
     if not vms:
         return {}

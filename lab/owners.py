@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from providers.naming import OWNER_KEY, SHARED_OWNER
+from vocabulary.naming import OWNER_KEY, SHARED_OWNER
 
 
 def marked_ports(doc: dict[str, Any]) -> dict[str, list[str]]:

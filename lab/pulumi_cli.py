@@ -38,13 +38,17 @@ class PulumiFailed(RuntimeError):
     """A pulumi command exited non-zero; the message carries its output."""
 
 
+PROGRAM_PARTS = ("__main__.py", "vocabulary", "transport", "providers", "components")
+"""What the engine runs: the program and the packages it imports (a project directory links them)."""
+
+
 def make_project(dst: Path) -> Path:
     """A project directory that runs this repository's program (code linked, not copied)."""
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "Pulumi.yaml").write_text(
         f"name: cloudrepo\nruntime:\n  name: python\n  options:\n    virtualenv: {PROJECT_ROOT / '.venv'}\n"
     )
-    for name in ("__main__.py", "providers", "components"):
+    for name in PROGRAM_PARTS:
         link = dst / name
         if not link.exists():
             link.symlink_to(PROJECT_ROOT / name)

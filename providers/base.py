@@ -22,10 +22,12 @@ from pulumi.dynamic import (
 )
 from pulumi.output import Unknown
 
-from . import hoststate, naming, specs, ssh
-from .errors import CloudrepoError, StepFailed
-from .predict import Expectation
-from .script import ScriptResult, Step
+from providers import hoststate
+from providers.predict import Expectation
+from transport import ssh
+from transport.script import ScriptResult, Step
+from vocabulary import naming, specs
+from vocabulary.errors import CloudrepoError, StepFailed
 
 PROVIDER_KEY = "__provider"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN (preview placeholder)
@@ -67,7 +69,7 @@ def input_part(props: dict[str, Any]) -> dict[str, Any]:
 class HostProvider(ResourceProvider, Generic[S, H]):
     """A provider whose resource lives on one host reached over SSH.
 
-    Holds no state: credentials and connections live in `providers.ssh` (the provider process), so the
+    Holds no state: credentials and connections live in `transport.ssh` (the provider process), so the
     pickled object is just a reference to this class.  Each kind gives its pure parts (usually its module's
     functions, as `staticmethod`s): `resource_id`, `preflight` (one read round trip), `parse_have`,
     `plan_ensure`, `plan_delete`, `observe`, and `after` (the host once the plan ran); the create, read,
@@ -344,7 +346,7 @@ class HostResource(pulumi.dynamic.Resource):
         opts: pulumi.ResourceOptions | None = None,
         uid: pulumi.Input[str] | None = None,
     ) -> None:
-        """`uid`: the slice's uid (`providers.identity`), an output of another resource, so it is set
+        """`uid`: the slice's uid (`providers.kinds.identity`), an output of another resource, so it is set
         here rather than in `spec`; it overrides `spec.uid`."""
         props: dict[str, Any] = spec.inputs()
         if uid is not None:

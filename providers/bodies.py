@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import naming
-from .script import Step, sh
+from transport.script import Step, sh
+from vocabulary import naming
 
 _ADD_RULE = (
     't=$1; c=$2; w=$3; shift 3; iptables -w -t "$t" -C "$c" "$@" 2>/dev/null || '

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import naming
-from .errors import CloudrepoError
-from .script import ScriptResult, Step, probe, sh
+from transport.script import ScriptResult, Step, probe, sh
+from vocabulary import naming
+from vocabulary.errors import CloudrepoError
 
 PORT_COLUMNS = "name,tag,external_ids,protected,vlan_mode,trunks"
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from . import naming
-from .script import ScriptResult, Step, sh
+from transport.script import ScriptResult, Step, sh
+from vocabulary import naming
 
 H = TypeVar("H")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import naming
-from .script import Step, guard, sh
-from .specs import HostSpec
+from transport.script import Step, guard, sh
+from vocabulary import naming
+from vocabulary.specs import HostSpec
 
 _REGISTER = 'mkdir -p "$1" && : > "$1/$2"'
 _UNREGISTER = 'rm -f "$1/$2"'

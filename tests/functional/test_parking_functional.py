@@ -13,10 +13,10 @@ import pytest
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
-from providers import ssh
-from providers import tap_port as tp
-from providers.specs import Endpoint, TapPortSpec
+from providers.kinds import tap_port as tp
 from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
+from transport import ssh
+from vocabulary.specs import Endpoint, TapPortSpec
 
 SLICE = "fpark"
 VLAN_DROP = "cookie=0xc1d0000200000ffe, priority=60000,dl_vlan=4094 actions=drop"

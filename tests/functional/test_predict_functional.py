@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from providers import dhcp_namespace as dn
-from providers import ssh
-from providers import tap_port as tp
-from providers import vlan_gateway as vg
+from providers.kinds import dhcp_namespace as dn
+from providers.kinds import tap_port as tp
+from providers.kinds import vlan_gateway as vg
 from providers.predict import Expectation
-from providers.script import Step
-from providers.specs import DhcpNamespaceSpec, Endpoint, JoinSpec, TapPortSpec, VlanGatewaySpec
 from tests.labfixtures import Testbed, assert_scan_equal, scan
+from transport import ssh
+from transport.script import Step
+from vocabulary.specs import DhcpNamespaceSpec, Endpoint, JoinSpec, TapPortSpec, VlanGatewaySpec
 
 pytestmark = pytest.mark.integration
 

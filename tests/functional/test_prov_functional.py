@@ -21,12 +21,15 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
 from lab.common import host_paths, lab_dir
-from providers import ssh
-from providers.dhcp_namespace import DhcpNamespaceProvider
-from providers.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
-from providers.nat_rule import NatRuleProvider
-from providers.pool_claim import PoolClaimProvider
-from providers.specs import (
+from providers.kinds.dhcp_namespace import DhcpNamespaceProvider
+from providers.kinds.nat_rule import NatRuleProvider
+from providers.kinds.pool_claim import PoolClaimProvider
+from providers.kinds.tap_port import TapPortProvider
+from providers.kinds.vlan_gateway import VlanGatewayProvider
+from tests.labfixtures import Testbed, assert_scan_equal, held_host_lock, scan, scan_parts
+from transport import ssh
+from vocabulary.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
+from vocabulary.specs import (
     DhcpNamespaceSpec,
     Endpoint,
     NatRuleSpec,
@@ -35,9 +38,6 @@ from providers.specs import (
     TapPortSpec,
     VlanGatewaySpec,
 )
-from providers.tap_port import TapPortProvider
-from providers.vlan_gateway import VlanGatewayProvider
-from tests.labfixtures import Testbed, assert_scan_equal, held_host_lock, scan, scan_parts
 
 pytestmark = pytest.mark.integration
 

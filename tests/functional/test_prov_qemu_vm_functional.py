@@ -12,11 +12,11 @@ import pytest
 
 from lab import console, image
 from lab.common import host_paths
-from providers.qemu_vm import QemuVmProvider, qemu_argv
-from providers.specs import TapPortSpec
-from providers.tap_port import TapPortProvider
+from providers.kinds.qemu_vm import QemuVmProvider, qemu_argv
+from providers.kinds.tap_port import TapPortProvider
 from tests.functional.test_prov_functional import configure, endpoint, outs
 from tests.labfixtures import Testbed
+from vocabulary.specs import TapPortSpec
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
-from providers import bodies, internal_port, ssh
-from providers import nat_rule as nr
-from providers.errors import StepFailed
-from providers.script import Step, sh
-from providers.specs import Endpoint
+from providers import bodies
+from providers.kinds import internal_port
+from providers.kinds import nat_rule as nr
 from tests.labfixtures import Testbed, assert_scan_equal, scan
+from transport import ssh
+from transport.script import Step, sh
+from vocabulary.errors import StepFailed
+from vocabulary.specs import Endpoint
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,9 @@ from lab import guest as lab_guest
 from lab import image
 from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
-from providers import naming
 from tests.integration.slicekit import LAB, SliceStack
 from tests.labfixtures import lab_cli, scan, scan_parts
+from vocabulary import naming
 
 TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", LAB / "figures" / "e2e-times.json"))
 

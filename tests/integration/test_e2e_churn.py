@@ -22,12 +22,12 @@ from components.allocation import allocate_vlans
 from components.config import load_config
 from components.outputs import Deployed
 from lab import slicecheck
-from providers import naming
-from providers.errors import ConfigError
 from tests import churnkit
 from tests.cfgkit import raw_config
 from tests.integration.slicekit import SliceStack, lab_config
 from tests.labfixtures import assert_scan_equal, scan
+from vocabulary import naming
+from vocabulary.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from providers import naming
 from tests.integration.e2ekit import wall_time
 from tests.integration.slicekit import SliceStack, lab_config
 from tests.labfixtures import Testbed, assert_scan_equal, scan
+from vocabulary import naming
 
 pytestmark = pytest.mark.integration
 

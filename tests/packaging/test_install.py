@@ -14,10 +14,10 @@ from pathlib import Path
 
 from lab import PROJECT_ROOT
 
-SHIPPED = ("providers", "components", "lab")
+SHIPPED = ("vocabulary", "transport", "providers", "providers.kinds", "components", "lab")
 CHECK = r"""
 import importlib, json, pathlib, sys
-import providers.ssh, providers.tap_port, components.config, components.slice, lab.cli, lab.pulumi_cli
+import transport.ssh, providers.kinds.tap_port, components.config, components.slice, lab.cli, lab.pulumi_cli
 found = {}
 for name in sys.argv[1:]:
     try:

@@ -10,8 +10,8 @@ import pytest
 
 from cloudrepo import edits, stackfile, tables
 from cloudrepo.cli import USAGE, main
-from providers.errors import ConfigError
 from tests.cfgkit import BASE
+from vocabulary.errors import ConfigError
 
 GOLDEN = Path(__file__).parents[1] / "components" / "golden"
 

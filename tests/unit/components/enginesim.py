@@ -9,7 +9,7 @@ host script; a TAP joining a link VLAN parks the VLAN's strays on every worker, 
 
 After every atomic step it checks the isolation invariants; at the end, that the hosts match the new plan.
 Several slices' updates can run at once (`run_all`): their steps interleave in any order, each claim is
-decided by the real `providers.pool_claim.clash` on the claims the hosts hold at that step, and the
+decided by the real `providers.kinds.pool_claim.clash` on the claims the hosts hold at that step, and the
 invariants between slices (`check_slices`) hold after every step: no TAP carries a VLAN another slice
 claims (its pool or its parking VLAN), and every parked TAP is dropped.
 """
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.resources import PlannedResource
-from providers import pool_claim, specs
+from providers.kinds import pool_claim
+from vocabulary import specs
 
 SHARED_VLANS = (400,)
 

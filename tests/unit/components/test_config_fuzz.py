@@ -23,10 +23,10 @@ from components.launch import load
 from components.plan import build_plan
 from components.resources import resource_plan
 from components.vms import launch_plan
-from providers.errors import ConfigError
-from providers.shown import looks_like_key, looks_like_pasted_key, shown
 from tests.cfgkit import raw_config, raw_value
 from tests.fuzzkit import PEM, Path_, fuzz_settings, hostile_text, hostile_values, leaks_key, node_at, places
+from vocabulary.errors import ConfigError
+from vocabulary.shown import looks_like_key, looks_like_pasted_key, shown
 
 CATCH_ALL = re.compile(r"traceback|internal error|unexpected|exception|\bNone of\b", re.IGNORECASE)
 

@@ -30,9 +30,9 @@ from components.config import load_config
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
 from components.resources import PlannedResource, resource_plan
-from providers.errors import ConfigError
 from tests import churnkit
 from tests.cfgkit import raw_config
+from vocabulary.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from components.launch import load
 from components.outputs import qemu_net_args
 from components.plan import build_plan
 from components.vms import launch_plan
-from providers.qemu_vm import IMAGES_DIR, qemu_argv
+from providers.kinds.qemu_vm import IMAGES_DIR, qemu_argv
 from tests.cfgkit import raw_config, slice_with, with_changes
 
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from components.bootfiles import IMAGE_DIRS_KEY, ImageDirs, boot_file, parse_image_dirs
 from components.launch import load, parse_qemu
-from providers.errors import ConfigError
-from providers.qemu_vm import BINARY_PATTERN
+from providers.kinds.qemu_vm import BINARY_PATTERN
 from tests.cfgkit import raw_config, slice_with, with_changes
+from vocabulary.errors import ConfigError
 
 WHERE = "cloudrepo:slice.vms[0].launch.kernel"
 ALLOWED = {"images/ok.bin": b"kernel", "images/sub/ok2": b"initrd", ".lab/guest/vmlinuz": b"guest"}

@@ -8,7 +8,7 @@ import pytest
 from components.allocation import allocate_vlans
 from components.model import IfaceRef, Link, VlanPool
 from components.outputs import Deployed, previous_allocation, previous_vlan_workers
-from providers.errors import ConfigError
+from vocabulary.errors import ConfigError
 
 POOL = VlanPool(start=120)
 

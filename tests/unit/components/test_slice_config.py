@@ -11,8 +11,8 @@ import pytest
 
 from components.config import load_config
 from components.inputs import raw_stack_config
-from providers.errors import ConfigError
 from tests.cfgkit import BASE, ROOT, raw_config, raw_from_file, slice_with, with_changes
+from vocabulary.errors import ConfigError
 
 HEAD = "cloudrepo: {n} problem{s} in the stack config (nothing was changed):"
 

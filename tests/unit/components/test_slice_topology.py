@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from components.config import load_config
 from components.model import POOL_SIZE
 from components.topology import MIN_VMS, expand_topology, link_count, preset_pairs
-from providers.errors import ConfigError
 from tests.cfgkit import raw_config, slice_with, with_changes
+from vocabulary.errors import ConfigError
 
 PRESETS = sorted(MIN_VMS)
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from providers.hoststate import LinkState, PortState
-from providers.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
+from vocabulary.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
 
 WORKER = {"name": "worker1", "address": "127.0.0.1", "port": 2201}
 NETWORK = {"name": "network", "address": "127.0.0.1", "port": 2200}

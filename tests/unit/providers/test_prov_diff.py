@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from provkit import dhcp_inputs, gateway_inputs, tap_inputs
 
-from providers.dhcp_namespace import DhcpNamespaceProvider
-from providers.nat_rule import NatRuleProvider
-from providers.tap_port import TapPortProvider
-from providers.vlan_gateway import VlanGatewayProvider
+from providers.kinds.dhcp_namespace import DhcpNamespaceProvider
+from providers.kinds.nat_rule import NatRuleProvider
+from providers.kinds.tap_port import TapPortProvider
+from providers.kinds.vlan_gateway import VlanGatewayProvider
 
 
 def olds_of(inputs: dict, **extra: object) -> dict:

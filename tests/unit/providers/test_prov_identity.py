@@ -13,14 +13,15 @@ from provkit import dhcp, gateway, link, port, tap, tap_inputs
 from provkit import pool as pool_spec
 from pulumi.output import Unknown
 
-from providers import dhcp_namespace as dn
-from providers import naming, shared
-from providers import pool_claim as pc
-from providers import qemu_vm as qv
-from providers import tap_port as tp
-from providers import vlan_gateway as vg
-from providers.errors import Conflict, OwnershipConflict
-from providers.identity import SliceIdentityProvider, new_uid
+from providers import shared
+from providers.kinds import dhcp_namespace as dn
+from providers.kinds import pool_claim as pc
+from providers.kinds import qemu_vm as qv
+from providers.kinds import tap_port as tp
+from providers.kinds import vlan_gateway as vg
+from providers.kinds.identity import SliceIdentityProvider, new_uid
+from vocabulary import naming
+from vocabulary.errors import Conflict, OwnershipConflict
 
 UID = "0123456789abcdef0123456789abcdef"
 OTHER = "fedcba9876543210fedcba9876543210"

@@ -9,15 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from provkit import argvs, dhcp, gateway, link, names, nat, pool, port
 
-from providers import bodies, dnsmasq
-from providers import dhcp_namespace as dn
-from providers import nat_rule as nr
-from providers import pool_claim as pc
-from providers import vlan_gateway as vg
-from providers.errors import Conflict, OwnershipConflict
+from providers import bodies
 from providers.hoststate import LinkState
-from providers.script import ScriptResult, StepResult
-from providers.specs import DhcpNamespaceSpec
+from providers.kinds import dhcp_namespace as dn
+from providers.kinds import dnsmasq
+from providers.kinds import nat_rule as nr
+from providers.kinds import pool_claim as pc
+from providers.kinds import vlan_gateway as vg
+from transport.script import ScriptResult, StepResult
+from vocabulary.errors import Conflict, OwnershipConflict
+from vocabulary.specs import DhcpNamespaceSpec
 
 GW_MARKS = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "120"}
 GW_ADD = [

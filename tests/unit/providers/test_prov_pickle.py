@@ -16,12 +16,12 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 from pulumi.dynamic.dynamic import serialize_provider
 
-from providers import ssh
-from providers.dhcp_namespace import DhcpNamespace, DhcpNamespaceProvider
-from providers.nat_rule import NatRule, NatRuleProvider
-from providers.pool_claim import PoolClaim, PoolClaimProvider
-from providers.tap_port import TapPort, TapPortProvider
-from providers.vlan_gateway import VlanGateway, VlanGatewayProvider
+from providers.kinds.dhcp_namespace import DhcpNamespace, DhcpNamespaceProvider
+from providers.kinds.nat_rule import NatRule, NatRuleProvider
+from providers.kinds.pool_claim import PoolClaim, PoolClaimProvider
+from providers.kinds.tap_port import TapPort, TapPortProvider
+from providers.kinds.vlan_gateway import VlanGateway, VlanGatewayProvider
+from transport import ssh
 
 PROVIDERS = [TapPortProvider, VlanGatewayProvider, DhcpNamespaceProvider, NatRuleProvider, PoolClaimProvider]
 

@@ -11,14 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from provkit import WORKER, dhcp, gateway, link, port, tap
 
-from providers import dhcp_namespace as dn
-from providers import dnsmasq, predict
-from providers import tap_port as tp
-from providers import vlan_gateway as vg
-from providers.errors import StepFailed
+from providers import predict
 from providers.hoststate import LinkState, PortState
+from providers.kinds import dhcp_namespace as dn
+from providers.kinds import dnsmasq
+from providers.kinds import tap_port as tp
+from providers.kinds import vlan_gateway as vg
 from providers.predict import Expectation
-from providers.script import ScriptResult, Step, StepResult
+from transport.script import ScriptResult, Step, StepResult
+from vocabulary.errors import StepFailed
 
 OWNERS = st.sampled_from([None, "demo", "other", "shared", ""])
 BRIDGES = st.sampled_from(["br-int", "br-ex", None])

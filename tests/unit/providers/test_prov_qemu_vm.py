@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers import qemu_binary, script
-from providers import qemu_vm as qv
-from providers.errors import HostUnreachable, OwnershipConflict
-from providers.script import ScriptResult, StepResult
+from providers.kinds import qemu_binary
+from providers.kinds import qemu_vm as qv
+from transport import script
+from transport.script import ScriptResult, StepResult
+from vocabulary.errors import HostUnreachable, OwnershipConflict
 
 SHA = "ab" * 32
 BIN = "/usr/bin/qemu-system-x86_64"

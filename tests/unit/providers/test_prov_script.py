@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.errors import StepFailed
-from providers.script import ScriptResult, Step, guard, host_span, parse, probe, render, run, sh
+from transport.script import ScriptResult, Step, guard, host_span, parse, probe, render, run, sh
+from vocabulary.errors import StepFailed
 
 HOSTILE = [
     "$(touch /tmp/cloudrepo-pwned)",

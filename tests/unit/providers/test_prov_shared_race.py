@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from provkit import dhcp, gateway, link, port
 
-from providers import dhcp_namespace as dn
-from providers import dnsmasq, ssh
-from providers import vlan_gateway as vg
-from providers.errors import StepFailed
-from providers.script import ScriptResult, Step, StepResult
+from providers.kinds import dhcp_namespace as dn
+from providers.kinds import dnsmasq
+from providers.kinds import vlan_gateway as vg
+from transport import ssh
+from transport.script import ScriptResult, Step, StepResult
+from vocabulary.errors import StepFailed
 
 GW400 = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "400"}
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from providers import bodies, dhcp_addresses, dnsmasq, shared
-from providers import pool_claim as pc
-from providers.script import Step
+from providers import bodies, shared
+from providers.kinds import dhcp_addresses, dnsmasq
+from providers.kinds import pool_claim as pc
+from transport.script import Step
 
 
 def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:

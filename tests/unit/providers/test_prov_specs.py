@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from provkit import dhcp_inputs, gateway_inputs, tap_inputs
 
-from providers import naming
 from providers.base import UNKNOWN
-from providers.specs import PoolClaimSpec, problems
-from providers.tap_port import TapPortProvider
-from providers.vlan_gateway import VlanGatewayProvider
+from providers.kinds.tap_port import TapPortProvider
+from providers.kinds.vlan_gateway import VlanGatewayProvider
+from vocabulary import naming
+from vocabulary.specs import PoolClaimSpec, problems
 
 
 def test_valid_tap_inputs_round_trip_with_camel_case_keys() -> None:
@@ -79,7 +79,7 @@ def test_gateway_address_must_be_a_host_address_with_prefix() -> None:
 
 
 def test_dhcp_cross_field_problems_name_their_properties() -> None:
-    from providers.specs import DhcpNamespaceSpec
+    from vocabulary.specs import DhcpNamespaceSpec
 
     bad = dhcp_inputs(
         rangeStart="192.168.121.10",

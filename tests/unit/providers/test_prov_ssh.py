@@ -17,8 +17,11 @@ import pytest
 from fakesshd import FakeSshd, new_key, pem, write_known_hosts
 
 from components import config as config_model
-from providers import runner, ssh, ssh_pool, ssh_stats
-from providers.errors import (
+from tests.cfgkit import raw_config, with_changes
+from transport import runner, ssh, ssh_pool, ssh_stats
+from transport.script import probe, run
+from transport.ssh_settings import settings_from_config
+from vocabulary.errors import (
     CommandTimeout,
     ConfigError,
     HostKeyError,
@@ -26,10 +29,7 @@ from providers.errors import (
     SshError,
     StepFailed,
 )
-from providers.script import probe, run
-from providers.specs import Endpoint
-from providers.ssh_settings import settings_from_config
-from tests.cfgkit import raw_config, with_changes
+from vocabulary.specs import Endpoint
 
 HOST_KEY = new_key()
 CLIENT_KEY = new_key()

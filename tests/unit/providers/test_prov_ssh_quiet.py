@@ -22,7 +22,7 @@ def test_a_failed_connection_prints_nothing_on_stderr() -> None:
         program = textwrap.dedent(
             f"""
             import paramiko
-            from providers import ssh  # noqa: F401  (the provider process imports it)
+            from transport import ssh  # noqa: F401  (the provider process imports it)
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             try:

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from components.config import load_config
 from components.inputs import SecretText, raw_stack_config
-from providers.errors import ConfigError
-from providers.shown import KEY_MARKERS
-from providers.ssh_settings import settings_from_config
 from tests.cfgkit import raw_config, with_changes
 from tests.fuzzkit import KEY_LINES, PEM, fuzz_settings, leaks_key
+from transport.ssh_settings import settings_from_config
+from vocabulary.errors import ConfigError
+from vocabulary.shown import KEY_MARKERS
 
 KEY = pem(new_key())
 KEY_BODY = [line for line in KEY.splitlines() if "-----" not in line]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from provkit import WORKER, argvs, link, names, ovs_find_json, port, tap
 
-from providers import tap_port as tp
-from providers.errors import OwnershipConflict
-from providers.script import ScriptResult, StepResult
+from providers.kinds import tap_port as tp
+from transport.script import ScriptResult, StepResult
+from vocabulary.errors import OwnershipConflict
 
 MARKS = {
     "cloudrepo-slice": "demo",

@@ -8,8 +8,8 @@ A word with a `/` is never looked up as a built-in, function or alias: the start
 
 from __future__ import annotations
 
-from .hoststate import HostNotReady
-from .script import ScriptResult, Step, sh
+from providers.hoststate import HostNotReady
+from transport.script import ScriptResult, Step, sh
 
 STEP = "qemu binary"
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import SshError, StepFailed
+from vocabulary.errors import SshError, StepFailed
 
 StepKind = Literal["run", "probe", "guard"]
 

@@ -13,9 +13,9 @@ under the scripts' umask 077 (pid file, leases, log, owner: root's alone).
 
 from __future__ import annotations
 
-from . import naming
-from .script import Step, sh
-from .specs import DhcpNamespaceSpec
+from transport.script import Step, sh
+from vocabulary import naming
+from vocabulary.specs import DhcpNamespaceSpec
 
 # Constant sh programs; every variable part is a positional argument, never spliced into the text.
 _PROC = (

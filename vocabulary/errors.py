@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 import pulumi
 
-from . import naming
-from .shown import KEY_SHOWN, looks_like_key
+from vocabulary import naming
+from vocabulary.shown import KEY_SHOWN, looks_like_key
 
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 

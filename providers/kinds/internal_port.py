@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .hoststate import PortState
-from .script import Step, sh
+from providers.hoststate import PortState
+from transport.script import Step, sh
 
 _MOVE = (
     'i=0; until ip link set dev "$1" netns "$2" 2>/dev/null; do i=$((i+1)); '

@@ -14,16 +14,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import runner as runner_mod
-from . import script as script_mod
-from . import ssh_pool
-from .errors import CloudrepoError, CommandTimeout, ConfigError, HostUnreachable, LockTimeout, SshError
-from .naming import LOCK_TIMEOUT_STATUS
-from .script import ScriptResult, Step
-from .specs import Endpoint
-from .ssh_pool import close_all
-from .ssh_settings import ConfigLike, Settings, settings_from_config
-from .ssh_stats import STATS, STATS_ENV, dump_stats, record_round_trip, reset_stats, stats, timing_enabled
+from transport import runner as runner_mod
+from transport import script as script_mod
+from transport import ssh_pool
+from transport.script import ScriptResult, Step
+from transport.ssh_pool import close_all
+from transport.ssh_settings import ConfigLike, Settings, settings_from_config
+from transport.ssh_stats import (
+    STATS,
+    STATS_ENV,
+    dump_stats,
+    record_round_trip,
+    reset_stats,
+    stats,
+    timing_enabled,
+)
+from vocabulary.errors import (
+    CloudrepoError,
+    CommandTimeout,
+    ConfigError,
+    HostUnreachable,
+    LockTimeout,
+    SshError,
+)
+from vocabulary.naming import LOCK_TIMEOUT_STATUS
+from vocabulary.specs import Endpoint
 
 __all__ = ["close_all", "configure", "reset_stats", "run_script", "settings", "stats"]
 

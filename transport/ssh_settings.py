@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import paramiko
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from . import naming
-from .errors import ConfigError
-from .shown import looks_like_pasted_key, shown, shown_path
+from vocabulary import naming
+from vocabulary.errors import ConfigError
+from vocabulary.shown import looks_like_pasted_key, shown, shown_path
 
 SSH_CONFIG_KEY = "cloudrepo:ssh"
 SSH_KEY_SECRET = "cloudrepo:sshPrivateKey"  # noqa: S105 (a config key name)

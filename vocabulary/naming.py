@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .shown import shown
+from vocabulary.shown import shown
 
 IFNAMSIZ_MAX = 15
 """Longest Linux interface name (IFNAMSIZ is 16 including the trailing NUL)."""
@@ -32,7 +32,7 @@ OWNER_KEY = "cloudrepo-slice"
 UID_SEPARATOR = "+"
 """Between the slice name and its uid in an owner mark (never in a slice name)."""
 SAFE_UID = re.compile(r"^[0-9a-f]{32}$")
-"""A slice uid: 128 random bits in hex, made once per stack (`providers.identity`)."""
+"""A slice uid: 128 random bits in hex, made once per stack (`providers.kinds.identity`)."""
 
 STATE_ROOT = "/var/lib/cloudrepo"
 LOCK_FILE = f"{STATE_ROOT}/lock"

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from . import naming
+from vocabulary import naming
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _LEASE = re.compile(r"^(infinite|[1-9][0-9]{0,7}[smhdw]?)$")
@@ -119,7 +119,7 @@ class HostSpec(_Model):
     bridge: IfName = "br-int"
     """The OVS integration bridge."""
     uid: Annotated[str, Field(pattern=naming.SAFE_UID.pattern)] | None = None
-    """The slice's uid (`providers.identity`): with the name, the owner mark of its objects. None only in
+    """The slice's uid (`kinds.identity`): with the name, the owner mark of its objects. None only in
     the state of a slice deployed before slices had uids."""
 
     @property

@@ -11,10 +11,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from . import naming
-from .errors import Conflict
-from .script import Step, sh
-from .specs import DhcpNamespaceSpec, Reservation
+from transport.script import Step, sh
+from vocabulary import naming
+from vocabulary.errors import Conflict
+from vocabulary.specs import DhcpNamespaceSpec, Reservation
 
 # Constant sh programs; every variable part is a positional argument, never spliced into the text.
 # $1 hosts.d, $2 this slice's file, $3 the bare-name file it adopts (or ""), then IPs: fails naming the

@@ -24,7 +24,7 @@ import time
 
 import paramiko
 
-from . import naming
+from vocabulary import naming
 
 READY = b"@@cloudrepo-runner:ready\n"
 

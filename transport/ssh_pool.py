@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from . import runner as runner_mod
-from .errors import HostKeyError, HostUnreachable
-from .specs import Endpoint
-from .ssh_settings import Settings, fingerprint
-from .ssh_stats import STATS
+from transport import runner as runner_mod
+from transport.ssh_settings import Settings, fingerprint
+from transport.ssh_stats import STATS
+from vocabulary.errors import HostKeyError, HostUnreachable
+from vocabulary.specs import Endpoint
 
 # paramiko logs every failed connection attempt with its traceback (ERROR, "Exception (client): ..."); with no
 # handler anywhere, Python prints it to the provider's stderr and the engine shows each line as a message

@@ -1,0 +1,1 @@
+"""The resource kinds: one module per kind (and the parts some kinds share)."""

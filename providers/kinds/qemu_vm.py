@@ -1,0 +1,359 @@
+"""QemuVm: a VM's QEMU process on its worker, started on the VM's existing TAPs.
+
+State on the worker: `/var/lib/cloudrepo/vms/<vm>/` holds `owner` (the slice), `qemu.pid`, the serial
+console `console.sock` and, for a disk image, the VM's qcow2 overlay `disk.qcow2` (`disk.base` names its
+base; the base under `/var/lib/cloudrepo/images/` is never written). The process is ours when its pid file
+names it AND its command line is the one we started (`-pidfile` with our path); it is never found by name.
+
+QEMU is run by the absolute path `binary` resolves to on the worker (`qemu_binary`); a word that is no
+executable file is refused before anything starts. Every argument, `append` included, stays one argument.
+Host scripts run with umask 077: the directory, overlay, pid file and console socket are root's (or the
+SSH user's) alone.
+
+`read` reports a dead VM (or one running other arguments) as drift, so `pulumi refresh` shows it and
+`pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
+removes the directory.
+
+About 350 lines because the module also holds the VM's spec (its inputs exist for this resource
+only) and the diff that probes a VM's liveness at preview.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import pulumi
+from pulumi.dynamic import DiffResult
+from pydantic import AfterValidator, Field
+
+from providers import hoststate
+from providers.base import HostProvider, HostResource, _has_unknown, input_part, log
+from providers.kinds import qemu_binary
+from transport.script import ScriptResult, Step, run, sh
+from vocabulary.errors import CloudrepoError, OwnershipConflict, SshError
+from vocabulary.specs import HostSpec, _Model
+
+
+class VmNotRunning(CloudrepoError):
+    """QEMU started but its process is not there."""
+
+
+IMAGES_DIR = "/var/lib/cloudrepo/images"
+VMS_DIR = "/var/lib/cloudrepo/vms"
+SEP = "\x1f"
+ACCELS = ("kvm", "tcg")
+MAX_CPUS = 64
+MIN_MEMORY_MB = 32
+MAX_MEMORY_MB = 1 << 20
+MAX_APPEND = 1024
+BINARY_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_./+-]{1,254})$"
+"""A command name (no `/`, no leading `-` or `.`) or an absolute path: no spaces or shell characters."""
+STOP_WAIT = 10
+"""Seconds a VM gets to exit on SIGTERM before SIGKILL."""
+
+
+def _printable(value: str) -> str:
+    if len(value) > MAX_APPEND or not value.isprintable():
+        raise ValueError(f"the kernel command line must be printable text of at most {MAX_APPEND} characters")
+    return value
+
+
+class BootFileRef(_Model):
+    """A file on the worker that the VM boots from, with the sha256 it must have."""
+
+    path: Annotated[str, Field(pattern=r"^/var/lib/cloudrepo/images/[0-9a-f]{64}$")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class QemuVmSpec(HostSpec):
+    """A VM's QEMU process; `net_args` are exactly the VM's `qemuNetArgs` output."""
+
+    vm: Annotated[int, Field(ge=1, le=0xFFFF)]
+    binary: Annotated[str, Field(pattern=BINARY_PATTERN)]
+    accel: Literal["kvm", "tcg"]
+    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)] = 1
+    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
+    kernel: BootFileRef | None = None
+    initrd: BootFileRef | None = None
+    append: Annotated[str, AfterValidator(_printable)] | None = None
+    image: BootFileRef | None = None
+    image_format: Literal["qcow2", "raw"] | None = None
+    net_args: list[str] = Field(default_factory=list)
+
+
+def state_dir(spec: QemuVmSpec) -> str:
+    return f"{VMS_DIR}/{spec.vm}"
+
+
+def console_path(vm: int) -> str:
+    return f"{VMS_DIR}/{vm}/console.sock"
+
+
+def pid_file(spec: QemuVmSpec) -> str:
+    return f"{state_dir(spec)}/qemu.pid"
+
+
+def overlay(spec: QemuVmSpec) -> str:
+    return f"{state_dir(spec)}/disk.qcow2"
+
+
+def resource_id(spec: QemuVmSpec) -> str:
+    return f"{spec.host.name}/vm/{spec.vm}"
+
+
+def qemu_argv(spec: QemuVmSpec, binary: str) -> list[str]:
+    """The whole QEMU command line (pure): the same inputs always give the same list. `binary` is the
+    absolute path `spec.binary` resolves to on the worker (`VmHave.binary`): a word with a `/` is never
+    looked up as a built-in, function or alias."""
+    if not binary.startswith("/"):
+        raise ValueError(f"QEMU must be run by an absolute path, got {binary!r}")
+    argv = [binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
+    argv += ["-smp", str(spec.cpus), "-nodefaults", "-display", "none"]
+    argv += ["-chardev", f"socket,id=console,path={console_path(spec.vm)},server=on,wait=off"]
+    argv += ["-serial", "chardev:console"]
+    if spec.kernel is not None:
+        argv += ["-kernel", spec.kernel.path]
+        if spec.initrd is not None:
+            argv += ["-initrd", spec.initrd.path]
+        if spec.append is not None:
+            argv += ["-append", spec.append]
+    if spec.image is not None:
+        argv += ["-drive", f"file={overlay(spec)},if=virtio,format=qcow2"]
+    argv += list(spec.net_args)
+    argv += ["-pidfile", pid_file(spec), "-daemonize"]
+    return argv
+
+
+@dataclass(frozen=True)
+class VmHave:
+    present: bool
+    """The VM's state directory exists."""
+    owner: str | None
+    pid: int | None
+    cmdline: tuple[str, ...] | None
+    """The live process's argv when the pid file names a live process."""
+    base: str | None
+    """The base image of the overlay (disk.base)."""
+    binary: str | None = None
+    """The executable file `spec.binary` resolves to (`command -v`), None when it is no such file."""
+    found: str = ""
+    """What `command -v` printed for `spec.binary` (empty: nothing)."""
+
+    @property
+    def gone(self) -> bool:
+        return not self.present and self.cmdline is None
+
+    def ours(self, pidfile: str) -> bool:
+        """The pid file's process is a QEMU we started (its argv carries our pid file)."""
+        return self.cmdline is not None and pidfile in self.cmdline
+
+
+_PROBE = r"""d=$1
+[ -d "$d" ] || { echo absent; exit 0; }
+echo present
+printf 'owner=%s\n' "$(cat "$d/owner" 2>/dev/null)"
+printf 'base=%s\n' "$(cat "$d/disk.base" 2>/dev/null)"
+pid=$(cat "$d/qemu.pid" 2>/dev/null)
+case $pid in ''|*[!0-9]*) exit 0 ;; esac
+printf 'pid=%s\n' "$pid"
+c=$(tr '\000' '\037' <"/proc/$pid/cmdline" 2>/dev/null) || exit 0
+[ -n "$c" ] && printf 'cmdline=%s\n' "$c"
+exit 0
+"""
+
+_STOP = r"""pf=$1; wait=$2
+pid=$(cat "$pf" 2>/dev/null) || exit 0
+case $pid in ''|*[!0-9]*) exit 0 ;; esac
+ours() { tr '\000' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$pf"; }
+ours || exit 0
+kill -TERM "$pid" 2>/dev/null
+i=0
+while ours && [ "$i" -lt $((wait * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+if ours; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
+! ours
+"""
+
+_VERIFY = r"""[ -f "$1" ] || { echo "$1 is missing (the image copy did not happen)" >&2; exit 1; }
+s=$(sha256sum "$1" | cut -d' ' -f1)
+[ "$s" = "$2" ] || { echo "$1 has sha256 $s, want $2" >&2; exit 1; }
+"""
+
+_OVERLAY = r"""d=$1; base=$2; fmt=$3
+if [ ! -f "$d/disk.qcow2" ] || [ "$(cat "$d/disk.base" 2>/dev/null)" != "$base" ]; then
+  rm -f "$d/disk.qcow2" "$d/disk.base"
+  qemu-img create -q -f qcow2 -F "$fmt" -b "$base" "$d/disk.qcow2" || exit
+  printf '%s\n' "$base" >"$d/disk.base" || exit
+fi
+chmod 0600 "$d/disk.qcow2"
+"""
+
+_OWNER = r"""printf '%s\n' "$2" >"$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" """
+
+
+def probe_steps(spec: QemuVmSpec) -> list[Step]:
+    return [
+        qemu_binary.probe_step(spec.binary),
+        sh("vm state", _PROBE, state_dir(spec), kind="probe"),
+    ]
+
+
+def parse_have(res: ScriptResult) -> VmHave:
+    binary, found = qemu_binary.parse(res)
+    fields: dict[str, str] = {}
+    lines = res.out("vm state").split("\n")  # only "\n": an argv may hold other line breaks
+    for line in lines[1:]:
+        key, _, value = line.partition("=")
+        fields[key] = value
+    pid = fields.get("pid")
+    cmd = fields.get("cmdline")
+    return VmHave(
+        present=bool(lines) and lines[0] == "present",
+        owner=fields.get("owner") or None,
+        pid=int(pid) if pid else None,
+        cmdline=tuple(cmd.rstrip(SEP).split(SEP)) if cmd else None,
+        base=fields.get("base") or None,
+        binary=binary,
+        found=found,
+    )
+
+
+def check_ownership(spec: QemuVmSpec, have: VmHave) -> None:
+    if have.present and have.owner is not None and not spec.adopts(have.owner):
+        raise OwnershipConflict(spec.host.name, f"VM {spec.vm} ({state_dir(spec)})", spec.owner, have.owner)
+
+
+def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
+    """The live process runs exactly the wanted argv. A VM started by a version that ran QEMU by the bare
+    `qemu.binary` word (argv[0] that word, the rest the same) is kept as it is, while that word resolves to
+    an executable file: its arguments were never parsed again, and an upgrade restarts no VM."""
+    if have.binary is None or have.cmdline is None:
+        return False
+    want = tuple(qemu_argv(spec, have.binary))
+    return have.cmdline in (want, (spec.binary, *want[1:]))
+
+
+def check_binary(spec: QemuVmSpec, have: VmHave) -> str:
+    """The executable file QEMU is run by; `qemu_binary.BinaryRefused`, naming the value, when none."""
+    return qemu_binary.require(spec.host.name, spec.binary, have.binary, have.found)
+
+
+def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
+    """Nothing when the VM runs with exactly its argv; else stop ours (if any) and start it again.
+    Refuses (before any step) a VM of another slice and a `binary` that is no executable file."""
+    check_ownership(spec, have)
+    binary = check_binary(spec, have)
+    d = state_dir(spec)
+    steps: list[Step] = [
+        run("vm dir", "install", "-d", "-m", "0700", VMS_DIR, d),
+        sh("mark vm", _OWNER, d, spec.owner),
+    ]
+    if running_as_wanted(spec, have):
+        return steps if have.owner != spec.owner else []
+    steps.append(sh("stop vm", _STOP, pid_file(spec), str(STOP_WAIT)))
+    for label, ref in (("kernel", spec.kernel), ("initrd", spec.initrd), ("image", spec.image)):
+        if ref is not None:
+            steps.append(sh(f"check {label}", _VERIFY, ref.path, ref.sha256))
+    if spec.image is not None:
+        steps.append(sh("overlay", _OVERLAY, d, spec.image.path, spec.image_format or "raw"))
+    steps.append(run("clear console", "rm", "-f", console_path(spec.vm), pid_file(spec)))
+    steps.append(run("start qemu", *qemu_argv(spec, binary)))
+    steps.append(run("console mode", "chmod", "0600", console_path(spec.vm)))
+    return steps
+
+
+def plan_delete(spec: QemuVmSpec, have: VmHave) -> list[Step]:
+    """Stop our process by pid, then remove the VM's directory (overlay, socket, pid file)."""
+    if not have.present or (have.owner is not None and not spec.owns(have.owner)):
+        return []
+    return [
+        sh("stop vm", _STOP, pid_file(spec), str(STOP_WAIT)),
+        run("remove vm dir", "rm", "-rf", state_dir(spec)),
+    ]
+
+
+def observe(spec: QemuVmSpec, have: VmHave) -> tuple[dict[str, Any], list[str]]:
+    running = have.ours(pid_file(spec))
+    observed = {
+        "running": running,
+        "pid": have.pid if running else None,
+        "console": console_path(spec.vm),
+        "owner": have.owner,
+    }
+    drift: list[str] = []
+    if not running:
+        drift.append("QEMU not running")
+    elif not running_as_wanted(spec, have):
+        drift.append("QEMU runs with other arguments")
+    if spec.image is not None and have.base != spec.image.path:
+        drift.append("overlay missing or on another base")
+    return observed, drift
+
+
+def preflight(spec: QemuVmSpec) -> list[Step]:
+    """One read round trip: the tools the VM needs, where `binary` resolves, then the VM's state."""
+    tools = ["sha256sum", *(["qemu-img"] if spec.image is not None else [])]
+    return [hoststate.tools_probe(*tools), *probe_steps(spec)]
+
+
+class QemuVmProvider(HostProvider[QemuVmSpec, VmHave]):
+    """A VM's QEMU process on its worker."""
+
+    spec_model = QemuVmSpec
+    identity = ("slice", "host", "vm")
+    needs_bridge = False
+    resource_id = staticmethod(resource_id)
+    preflight = staticmethod(preflight)
+    plan_ensure = staticmethod(plan_ensure)
+    plan_delete = staticmethod(plan_delete)
+    observe = staticmethod(observe)
+
+    def parse_have(self, spec: QemuVmSpec, res: ScriptResult) -> VmHave:
+        return parse_have(res)
+
+    def readback(self, spec: QemuVmSpec) -> list[Step]:
+        return probe_steps(spec)
+
+    def after(self, spec: QemuVmSpec, have: VmHave, res: ScriptResult) -> VmHave:
+        return parse_have(res) if res.ran("vm state") else have
+
+    def foreign(self, spec: QemuVmSpec, have: VmHave) -> tuple[str, str | None] | None:
+        if have.present and have.owner is not None and not spec.owns(have.owner):
+            return f"VM {spec.vm} ({state_dir(spec)})", have.owner
+        return None
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """As every resource's; and when nothing else changed, whether the VM still runs as wanted. A VM
+        that died (or runs other arguments) is a change, so `pulumi preview` shows it and `pulumi up`
+        starts it again, refresh or not. One probe round trip; an unreachable worker leaves the diff as is."""
+        result = super().diff(_id, olds, news)
+        if result.changes or _has_unknown(input_part(news)):
+            return result
+        spec = self.spec(news)
+        try:
+            have = self._have(spec)
+        except SshError as exc:
+            log.warning("%s: VM %s: cannot check that QEMU runs: %s", spec.host.name, spec.vm, exc)
+            return result
+        if running_as_wanted(spec, have):
+            return result
+        return DiffResult(changes=True, replaces=[], stables=[], delete_before_replace=False)
+
+    def _ensure(self, spec: QemuVmSpec) -> dict[str, Any]:
+        out = super()._ensure(spec)
+        if not out["observed"]["running"]:
+            raise VmNotRunning(f"{spec.host.name}: VM {spec.vm}: QEMU exited right after it started")
+        return out
+
+
+class QemuVm(HostResource, name="QemuVm"):
+    """A VM's QEMU process on its worker; see `QemuVmSpec` for the inputs."""
+
+    def __init__(
+        self,
+        resource_name: str,
+        spec: QemuVmSpec,
+        opts: pulumi.ResourceOptions | None = None,
+        uid: pulumi.Input[str] | None = None,
+    ) -> None:
+        super().__init__(QemuVmProvider(), resource_name, spec, opts, uid)
