@@ -13,9 +13,7 @@ The code before uids is the program of commit `OLD_COMMIT`, taken from this repo
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,10 @@ from typing import Any
 import pytest
 
 from lab import PROJECT_ROOT
-from lab.pulumi_cli import PROGRAM_PARTS
 from tests.integration.e2ekit import QEMU_TCG, guest_launch, wall_time
 from tests.integration.slicekit import SliceStack, lab_config
 from tests.integration.test_e2e_identity import claim_text, claims, failed_up, resources, state_files, uid_of
+from tests.integration.upgradekit import ops, program_at, use_code
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 from vocabulary import naming
 
@@ -45,25 +43,7 @@ def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("CLOUDREPO_OLD_CODE")
     if given:
         return Path(given)
-    root = tmp_path_factory.mktemp("old-code")
-    archive = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), "archive", OLD_COMMIT, *OLD_PROGRAM],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        pytest.skip(f"commit {OLD_COMMIT} is not in this clone's history: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
-    return root
-
-
-def use_code(stack: SliceStack, root: Path) -> None:
-    """Point the stack's project at the program in `root` (the parts it has)."""
-    for name in PROGRAM_PARTS:
-        link = stack.cli.project_dir / name
-        link.unlink(missing_ok=True)
-        if (root / name).exists():
-            link.symlink_to(root / name)
+    return program_at(OLD_COMMIT, OLD_PROGRAM, tmp_path_factory.mktemp("old-code"))
 
 
 def config(old: bool = False) -> dict[str, Any]:
@@ -75,12 +55,6 @@ def config(old: bool = False) -> dict[str, Any]:
     section = {"name": NAME, "vlanPool": {"start": 310}, "vms": vms, "links": [["7501.eth1", "7502.eth1"]]}
     qemu = {"cloudrepo:qemu": {"accel": "tcg"}} if old else QEMU_TCG
     return {**lab_config(), **qemu, "cloudrepo:slice": section}
-
-
-def ops(stack: SliceStack) -> dict[str, str]:
-    """`pulumi preview --json`: each resource's step (name -> op)."""
-    doc = json.loads(stack.cli.run("preview", "--json", "--non-interactive").stdout)
-    return {step["urn"].rsplit("::", 1)[-1]: step["op"] for step in doc["steps"]}
 
 
 def marks(doc: dict[str, Any]) -> set[str]:
