@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from components.model import NAMESPACE
+from vocabulary.naming import NAMESPACE
 from vocabulary.shown import shown
+from vocabulary.values import HostName, IfName, Port, problem_text, value_problem
 
 
 class SecretText(str):
@@ -26,25 +27,25 @@ class SecretText(str):
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, strict=True)
 
 
 class NetworkNodeInput(_Input):
     """`cloudrepo:networkNode`: the dedicated network node (gateways, DHCP, NAT)."""
 
-    host: StrictStr
+    host: HostName
     """SSH address or name."""
-    port: StrictInt = 22
+    port: Port = 22
     """SSH port."""
-    uplink: StrictStr = "ens3"
+    uplink: IfName = "ens3"
     """NAT egress interface."""
 
 
 class WorkerInput(_Input):
     """One entry of `cloudrepo:workers`."""
 
-    host: StrictStr
-    port: StrictInt = 22
+    host: HostName
+    port: Port = 22
 
 
 class VlanPoolInput(_Input):
@@ -97,7 +98,7 @@ KNOWN_KEYS: dict[str, KeyKind] = {
     "slice": "json",
     "parkingVlan": "int",
     "dnsServers": "json",
-    "qemu": "json",  # validated by components.launch
+    "qemu": "json",  # validated by components.launch, called by load_config
 }
 REQUIRED_KEYS = ("networkNode", "workers", "ssh", "slice")
 SECRET_KEYS = ("sshPrivateKey",)
@@ -162,9 +163,16 @@ def validate_input(model: type[BaseModel], value: Any, where: str, problems: lis
             elif kind in ("model_type", "dict_type"):
                 problems.append(f"{path}: must be an object, got {shown(err['input'])}")
             else:
-                msg = err["msg"].removeprefix("Value error, ")
-                problems.append(f"{path}: {msg[0].lower()}{msg[1:]}, got {shown(err['input'])}")
+                problems.append(f"{path}: {problem_text(err)}")
         return None
+
+
+def validate_value(tp: Any, value: Any, where: str, problems: list[str]) -> bool:
+    """Whether `value` is a `tp` (a `vocabulary.values` type); when not, one problem at `where`."""
+    if (why := value_problem(tp, value)) is not None:
+        problems.append(f"{where}: {why}")
+        return False
+    return True
 
 
 def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

@@ -1,34 +1,23 @@
 """VM launch config: each VM's optional `launch` and the stack's `cloudrepo:qemu`, validated like the rest.
 
-`load(raw, stack, base)` runs `components.config.load_config` and this module's checks and raises ONE
-`ConfigError` with every problem of both. The files a VM boots from are checked and hashed here (at
-`pulumi preview`) by `components.bootfiles`.
+`components.config.load_config` calls `parse_launches` in the same pass as every other check (its problems
+join the others in one `ConfigError`) and keeps the result in `SliceConfig.launches`. The files a VM boots
+from are checked and hashed here (at `pulumi preview`) by `components.bootfiles`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
-from components.bootfiles import BootFile, ImageDirs, boot_file, parse_image_dirs
-from components.config import load_config
+from components.bootfiles import ImageDirs, boot_file, parse_image_dirs
 from components.inputs import _Input, validate_input
-from components.model import NAMESPACE, SliceConfig
-from providers.kinds.qemu_vm import (
-    ACCELS,
-    BINARY_PATTERN,
-    MAX_APPEND,
-    MAX_CPUS,
-    MAX_MEMORY_MB,
-    MIN_MEMORY_MB,
-)
-from vocabulary.errors import ConfigError
+from components.model import NAMESPACE, Launch
+from vocabulary.specs import ACCELS, BINARY_PATTERN, MAX_APPEND, MAX_CPUS, MAX_MEMORY_MB, MIN_MEMORY_MB
 
 DEFAULT_BINARY = "qemu-system-x86_64"
 DEFAULT_ACCEL = "kvm"
@@ -56,27 +45,6 @@ class LaunchInput(_Input):
     cpus: StrictInt = Field(default=1, ge=1, le=MAX_CPUS)
     memory_mb: StrictInt = Field(default=256, alias="memoryMb", ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     accel: StrictStr | None = None
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One launched VM, validated."""
-
-    vm: int
-    worker: str
-    binary: str
-    accel: Literal["kvm", "tcg"]
-    cpus: int
-    memory_mb: int
-    image: BootFile | None = None
-    image_format: Literal["qcow2", "raw"] | None = None
-    kernel: BootFile | None = None
-    initrd: BootFile | None = None
-    append: str | None = None
-
-    @property
-    def files(self) -> tuple[BootFile, ...]:
-        return tuple(f for f in (self.image, self.kernel, self.initrd) if f is not None)
 
 
 def _accel(value: str | None, where: str, add: Callable[[str], None]) -> str | None:
@@ -169,47 +137,22 @@ def parse_launch(
     )
 
 
-def parse_launches(raw: Mapping[str, str], base: Path, add: Callable[[str], None]) -> dict[int, Launch]:
-    """Every VM's launch (by VM id) from the raw stack config; problems go to `add`."""
-    qraw = _json(raw.get(f"{NAMESPACE}:qemu"))
+def parse_launches(values: Mapping[str, Any], base: Path, add: Callable[[str], None]) -> dict[int, Launch]:
+    """Every VM's launch (by VM id) from the decoded stack config (`components.inputs.parse_raw`);
+    problems go to `add`."""
+    qraw = values.get("qemu")
     qemu = parse_qemu(qraw, add)
     dirs = parse_image_dirs(qraw.get("imageDirs") if isinstance(qraw, dict) else None, base, add)
-    sraw = _json(raw.get(f"{NAMESPACE}:slice"))
+    sraw = values.get("slice")
     vms = sraw.get("vms") if isinstance(sraw, dict) else None
     out: dict[int, Launch] = {}
     for i, vm in enumerate(vms if isinstance(vms, list) else []):
         if not isinstance(vm, dict) or vm.get("launch") is None:
             continue
         if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker"), str):
-            continue  # the VM itself is invalid: load_config reports it
+            continue  # the VM itself is invalid: check_vms reports it
         where = f"{NAMESPACE}:slice.vms[{i}].launch"
         launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add)
         if launch is not None:
             out[launch.vm] = launch
     return out
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError):  # huge numbers, deep nesting too
-            return None  # load_config reports it
-    return value
-
-
-def load(
-    raw: Mapping[str, str], stack: str, base: Path | None = None
-) -> tuple[SliceConfig, dict[int, Launch]]:
-    """The validated config and launches; one `ConfigError` with every problem of both."""
-    problems: list[str] = []
-    config: SliceConfig | None = None
-    try:
-        config = load_config(raw, stack)
-    except ConfigError as exc:
-        problems += exc.problems
-    launches = parse_launches(raw, base or Path.cwd(), problems.append)
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config, launches
