@@ -7,21 +7,20 @@ from are checked and hashed here (at `pulumi preview`) by `components.bootfiles`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, StrictInt, StrictStr
+from pydantic import Field, StrictStr
 
 from components.bootfiles import ImageDirs, boot_file, parse_image_dirs
 from components.inputs import _Input, validate_input
 from components.model import NAMESPACE, Launch
-from vocabulary.specs import ACCELS, BINARY_PATTERN, MAX_APPEND, MAX_CPUS, MAX_MEMORY_MB, MIN_MEMORY_MB
+from vocabulary.specs import Accel, Cpus, KernelAppend, MemoryMb, QemuBinary
+from vocabulary.values import value_problem
 
 DEFAULT_BINARY = "qemu-system-x86_64"
 DEFAULT_ACCEL = "kvm"
-BINARY_RE = re.compile(BINARY_PATTERN)
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -29,8 +28,9 @@ class QemuInput(_Input):
     """`cloudrepo:qemu`: how QEMU runs on the workers."""
 
     binary: StrictStr = DEFAULT_BINARY
+    """A `QemuBinary` (checked after the model, so that one problem hides no other)."""
     accel: StrictStr = DEFAULT_ACCEL
-    """`kvm` or `tcg` (a VM's `launch.accel` overrides it)."""
+    """An `Accel`: `kvm` or `tcg` (a VM's `launch.accel` overrides it)."""
     image_dirs: Any = Field(default=None, alias="imageDirs")
     """Directories boot files may come from (checked by `parse_image_dirs`)."""
 
@@ -42,16 +42,18 @@ class LaunchInput(_Input):
     kernel: StrictStr | None = None
     initrd: StrictStr | None = None
     append: StrictStr | None = None
-    cpus: StrictInt = Field(default=1, ge=1, le=MAX_CPUS)
-    memory_mb: StrictInt = Field(default=256, alias="memoryMb", ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
+    """A `KernelAppend`; with `accel`, checked after the model (one problem hides no other)."""
+    cpus: Cpus = 1
+    memory_mb: MemoryMb = Field(default=256, alias="memoryMb")
     accel: StrictStr | None = None
 
 
-def _accel(value: str | None, where: str, add: Callable[[str], None]) -> str | None:
-    if value is not None and value not in ACCELS:
-        add(f"{where}: must be one of {', '.join(ACCELS)}, got {value!r}")
-        return None
-    return value
+def _is(tp: Any, value: str | None, where: str, add: Callable[[str], None]) -> bool:
+    """`value` is None or a `tp`; when not, its problem goes to `add`."""
+    why = None if value is None else value_problem(tp, value)
+    if why is not None:
+        add(f"{where}: {why}")
+    return why is None
 
 
 def _image_format(path: str) -> Literal["qcow2", "raw"]:
@@ -68,13 +70,8 @@ def parse_qemu(raw: Any, add: Callable[[str], None]) -> QemuInput | None:
         add(p)
     if q is None:
         return None
-    ok = _accel(q.accel, f"{where}.accel", add) is not None
-    if not BINARY_RE.fullmatch(q.binary):
-        add(
-            f"{where}.binary: must be a command name or an absolute path, without spaces or shell "
-            f"characters, got {q.binary!r}"
-        )
-        ok = False
+    ok = _is(Accel, q.accel, f"{where}.accel", add)
+    ok = _is(QemuBinary, q.binary, f"{where}.binary", add) and ok
     return q if ok else None
 
 
@@ -99,10 +96,7 @@ def parse_launch(
             if isinstance(value, str) and dirs is not None and not reported:
                 boot_file(value, f"{where}.{key}", base, dirs, add)
         return None
-    ok = True
-    accel = _accel(li.accel, f"{where}.accel", add)
-    if li.accel is not None and accel is None:
-        ok = False
+    ok = _is(Accel, li.accel, f"{where}.accel", add)
     if (li.image is None) == (li.kernel is None):
         both = "both" if li.image is not None else "neither"
         add(f"{where}: give either image or kernel (+ initrd, append), got {both}")
@@ -112,9 +106,7 @@ def parse_launch(
             if value is not None:
                 add(f"{where}.{key}: only with kernel (direct kernel boot), not with image {li.image!r}")
                 ok = False
-    if li.append is not None and (len(li.append) > MAX_APPEND or not all(c.isprintable() for c in li.append)):
-        add(f"{where}.append: printable text of at most {MAX_APPEND} characters, got {li.append[:80]!r}")
-        ok = False
+    ok = _is(KernelAppend, li.append, f"{where}.append", add) and ok
     files = {k: getattr(li, k) for k in ("image", "kernel", "initrd") if getattr(li, k) is not None}
     if dirs is None:
         return None  # imageDirs is wrong: reported
@@ -126,7 +118,7 @@ def parse_launch(
         vm=int(vm["id"]),
         worker=str(vm["worker"]),
         binary=qemu.binary,
-        accel=accel or qemu.accel,  # type: ignore[arg-type]
+        accel=li.accel or qemu.accel,  # type: ignore[arg-type]
         cpus=li.cpus,
         memory_mb=li.memory_mb,
         image=image,

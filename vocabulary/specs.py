@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from vocabulary import naming
+from vocabulary.shown import shown
 from vocabulary.values import (
     Endpoint,
     IfName,
@@ -194,10 +195,34 @@ BINARY_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_./+-]{1,25
 """A command name (no `/`, no leading `-` or `.`) or an absolute path: no spaces or shell characters."""
 
 
+def _accel(value: str) -> str:
+    if value not in ACCELS:
+        raise ValueError(f"must be one of {', '.join(ACCELS)}, got {shown(value)}")
+    return value
+
+
+def _binary(value: str) -> str:
+    if not re.fullmatch(BINARY_PATTERN, value):
+        raise ValueError(
+            "must be a command name or an absolute path, without spaces or shell characters, "
+            f"got {shown(value)}"
+        )
+    return value
+
+
 def _printable(value: str) -> str:
     if len(value) > MAX_APPEND or not value.isprintable():
-        raise ValueError(f"the kernel command line must be printable text of at most {MAX_APPEND} characters")
+        raise ValueError(
+            f"printable text of at most {MAX_APPEND} characters (a kernel command line), got {shown(value)}"
+        )
     return value
+
+
+Accel = Annotated[str, AfterValidator(_accel)]
+QemuBinary = Annotated[str, AfterValidator(_binary)]
+KernelAppend = Annotated[str, AfterValidator(_printable)]
+Cpus = Annotated[int, Field(ge=1, le=MAX_CPUS)]
+MemoryMb = Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)]
 
 
 class BootFileRef(_Model):
@@ -211,13 +236,13 @@ class QemuVmSpec(HostSpec):
     """A VM's QEMU process; `net_args` are exactly the VM's `qemuNetArgs` output."""
 
     vm: Annotated[int, Field(ge=1, le=0xFFFF)]
-    binary: Annotated[str, Field(pattern=BINARY_PATTERN)]
-    accel: Literal["kvm", "tcg"]
-    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)] = 1
-    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
+    binary: QemuBinary
+    accel: Accel
+    cpus: Cpus = 1
+    memory_mb: MemoryMb = 256
     kernel: BootFileRef | None = None
     initrd: BootFileRef | None = None
-    append: Annotated[str, AfterValidator(_printable)] | None = None
+    append: KernelAppend | None = None
     image: BootFileRef | None = None
     image_format: Literal["qcow2", "raw"] | None = None
     net_args: list[str] = Field(default_factory=list)

@@ -63,9 +63,11 @@ def program_path(config: dict[str, Any], previous: dict[str, Any], base: Path) -
     """What `__main__.py` prepares: the engine hands the program its raw config (objects as JSON text,
     the secret's value decrypted; here the command's stand-in for it, which only has to be set)."""
     raw = raw_config(config)
-    if SECRET in raw:
+    secret = config.get(SECRET)
+    held = isinstance(secret, dict) and set(secret) == {"secure"}  # the engine holds it as a secret
+    if held:
         raw[SECRET] = stackfile.SECRET_PLACEHOLDER
-    pulumi.runtime.set_all_config(raw, [SECRET] if SECRET in raw else [])
+    pulumi.runtime.set_all_config(raw, [SECRET] if held else [])
     try:
         return prepare(raw_stack_config(), "s1", previous, base)
     except ConfigError as exc:
