@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from components.bootfiles import BootFile
 from vocabulary.naming import NAMESPACE as NAMESPACE
 from vocabulary.values import INTERNET_VLAN as INTERNET_VLAN
+from vocabulary.values import MAX_VM_ID as MAX_VM_ID
 from vocabulary.values import (
     VLAN_MAX,
     Endpoint,
@@ -25,8 +26,6 @@ from vocabulary.values import (
 POOL_SIZE = 20
 DEFAULT_PARKING_VLAN = VLAN_MAX
 DEFAULT_DNS = ("8.8.8.8",)
-MAX_VM_ID = 0xFFFF
-"""The MAC `52:54:00:{vm>>8}:{vm&0xff}:{iface}` holds 16 bits of the VM id."""
 MAX_DATA_INTERFACES = 0xFF
 """... and the interface number in its last byte."""
 NETWORK_NODE_NAME = "network"

@@ -2,7 +2,7 @@
 pulumi-command, and one `QemuVm` per VM, from `components.vms.launch_plan`.
 
 The copies: `remote.CopyToRemote` into `images/incoming/`, then a `remote.Command` that checks the sha256
-and moves the file into place unless it is already there, so a base another VM uses is never rewritten),
+and moves the file into place unless it is already there (a base another VM uses is never rewritten),
 over SSH with the host key pinned from the configured known_hosts and the private key as a Pulumi secret.
 The image cache is the SSH user's alone (0700, files 0600; the state root above it 0711, so that user
 reaches it under sudo); a copy that fails its check is removed, and this slice's leftovers in `incoming/`

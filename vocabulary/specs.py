@@ -22,6 +22,7 @@ from vocabulary.values import (
     ParkingVlan,
     SliceName,
     Vlan,
+    VmId,
 )
 
 _LEASE = re.compile(r"^(infinite|[1-9][0-9]{0,7}[smhdw]?)$")
@@ -78,7 +79,7 @@ class TapPortSpec(HostSpec):
     """A VM interface's TAP on a worker, attached to the bridge with a VLAN tag."""
 
     name: IfName
-    vm: Annotated[int, Field(ge=1)]
+    vm: VmId
     iface: IfName
     mac: Mac
     vlan: Vlan
@@ -235,7 +236,7 @@ class BootFileRef(_Model):
 class QemuVmSpec(HostSpec):
     """A VM's QEMU process; `net_args` are exactly the VM's `qemuNetArgs` output."""
 
-    vm: Annotated[int, Field(ge=1, le=0xFFFF)]
+    vm: VmId
     binary: QemuBinary
     accel: Accel
     cpus: Cpus = 1

@@ -25,6 +25,8 @@ VLAN_MAX = 4094
 INTERNET_VLAN = 400
 """The VLAN every slice's `internet: true` VMs share (10.60.7.0/24, NAT out of the uplink)."""
 PORT_MAX = 65535
+MAX_VM_ID = 0xFFFF
+"""The MAC `52:54:00:{vm>>8}:{vm&0xff}:{iface}` holds 16 bits of the VM id."""
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
@@ -128,6 +130,7 @@ ParkingVlan = Annotated[Vlan, AfterValidator(_not_internet)]
 """The VLAN of TAPs on no link: any VLAN but the shared internet one (and, a slice's own rule, none of its
 pool: `components.slice_rules.check_pool`)."""
 Port = Annotated[int, Field(ge=1, le=PORT_MAX)]
+VmId = Annotated[int, Field(ge=1, le=MAX_VM_ID)]
 IfName = Annotated[str, AfterValidator(_ifname)]
 """A Linux interface name (`naming.ifname_problem`: at most `naming.IFNAMSIZ_MAX` safe characters)."""
 NetnsName = Annotated[str, AfterValidator(_netns)]
