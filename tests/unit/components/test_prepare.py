@@ -73,7 +73,7 @@ def program_path(config: dict[str, Any], previous: dict[str, Any], base: Path) -
     except ConfigError as exc:
         return exc.problems
     finally:
-        pulumi.runtime.set_all_config({})
+        pulumi.runtime.set_all_config({}, [])
 
 
 def command_path(config: dict[str, Any], previous: dict[str, Any], base: Path) -> Prepared | list[str]:
