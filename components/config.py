@@ -16,15 +16,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from components.inputs import (
-    NetworkNodeInput,
-    SliceInput,
-    WorkerInput,
-    parse_raw,
-    path_of,
-    validate_input,
-    validate_value,
-)
+from components.inputs import NetworkNodeInput, SliceInput, WorkerInput, parse_raw
 from components.launch import parse_launches
 from components.model import (
     DEFAULT_DNS,
@@ -41,6 +33,7 @@ from components.model import (
 from components.slice_rules import check_links, check_pool, check_vms, vm_paths
 from components.topology import expand_topology
 from vocabulary.errors import ConfigError
+from vocabulary.problems import path_of, validate_input, validate_value
 from vocabulary.shown import shown
 from vocabulary.ssh_input import SshInput, input_problems
 from vocabulary.values import Endpoint, IfName, IPv4Address, NodeName, ParkingVlan, SliceName

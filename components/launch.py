@@ -14,8 +14,9 @@ from typing import Any, Literal
 from pydantic import Field, StrictStr
 
 from components.bootfiles import ImageDirs, boot_file, parse_image_dirs
-from components.inputs import _Input, validate_input
+from components.inputs import _Input
 from components.model import NAMESPACE, Launch
+from vocabulary.problems import validate_input
 from vocabulary.specs import Accel, Cpus, KernelAppend, MemoryMb, QemuBinary
 from vocabulary.values import value_problem
 

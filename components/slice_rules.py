@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from components.inputs import LinkInput, VmInput, suggest, validate_input
+from components.inputs import LinkInput, VmInput
 from components.model import (
     INTERNET_VLAN,
     MAX_DATA_INTERFACES,
@@ -20,6 +20,7 @@ from components.model import (
     parse_iface_ref,
 )
 from vocabulary.naming import IFNAMSIZ_MAX, dhcp_namespace, dhcp_port, gateway_port, tap_name
+from vocabulary.problems import suggest, validate_input
 from vocabulary.shown import shown
 from vocabulary.values import VLAN_MAX, VLAN_MIN, IfName, NetnsName, value_problem
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from vocabulary.errors import ConfigError
+from vocabulary.problems import validate_input
 from vocabulary.shown import looks_like_pasted_key, shown
-from vocabulary.values import LoginName, problem_text
+from vocabulary.values import LoginName
 
 SSH_CONFIG_KEY = "cloudrepo:ssh"
 SSH_KEY_SECRET = "cloudrepo:sshPrivateKey"  # noqa: S105 (a config key name)
@@ -65,28 +66,17 @@ def input_problems(ssh_in: SshInput, has_secret: bool) -> list[str]:
 
 def parse_input(raw: Any, has_secret: bool) -> SshInput:
     """The `cloudrepo:ssh` value (an object, or its JSON text as the engine sends it) as `SshInput`; raises
-    `ConfigError` listing every problem."""
+    `ConfigError` listing every problem, worded as at `pulumi preview` (`vocabulary.problems`)."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"stack config {SSH_CONFIG_KEY} is not a JSON object: {exc}") from None
-    try:
-        ssh_in = SshInput.model_validate(raw)
-    except ValidationError as exc:
-        found = [_problem(e) for e in exc.errors(include_url=False)]
-        raise ConfigError("; ".join(found)) from None
+    found: list[str] = []
+    ssh_in = validate_input(SshInput, raw, SSH_CONFIG_KEY, found)
+    if ssh_in is None:
+        raise ConfigError("; ".join(found))
     problems = input_problems(ssh_in, has_secret)
     if problems:
         raise ConfigError("; ".join(problems))
     return ssh_in
-
-
-def _problem(err: Any) -> str:
-    path = ".".join([SSH_CONFIG_KEY, *map(str, err["loc"])])
-    if err["type"] == "missing":
-        return f"{path}: required"
-    if err["type"] == "extra_forbidden":
-        known = ", ".join(f.alias or n for n, f in SshInput.model_fields.items())
-        return f"{path}: unknown key (known: {known})"
-    return f"{path}: {problem_text(err)}"

@@ -18,12 +18,13 @@ from hypothesis import example, given, note
 from hypothesis import strategies as st
 
 from components.config import load_config
-from components.inputs import SecretText, path_of
+from components.inputs import SecretText
 from components.prepare import prepare
 from components.resources import resource_plan
 from tests.cfgkit import boot_files_project, raw_config, raw_value, valid_config
 from tests.fuzzkit import PEM, Path_, fuzz_settings, hostile_text, hostile_values, leaks_key, node_at, places
 from vocabulary.errors import ConfigError
+from vocabulary.problems import path_of
 from vocabulary.shown import looks_like_key, looks_like_pasted_key, shown
 
 CATCH_ALL = re.compile(r"traceback|internal error|unexpected|exception|\bNone of\b", re.IGNORECASE)
