@@ -60,9 +60,9 @@ def _project(args: argparse.Namespace) -> Path:
     return here if (here / "Pulumi.yaml").exists() else ROOT
 
 
-def _checked(config: dict[str, Any], name: str, outputs: dict[str, Any]) -> None:
+def _checked(config: dict[str, Any], name: str, outputs: dict[str, Any], project: Path) -> None:
     try:
-        stackfile.check(config, name, outputs)
+        stackfile.check(config, name, outputs, project)
     except ConfigError as exc:
         raise SliceError(str(exc)) from exc
 
@@ -81,7 +81,7 @@ def _edit(
         raise SliceError(f"{shown_path(path)}: {stackfile.SLICE_KEY} is not an object, got {shown(current)}")
     section = change(dict(current))
     config[stackfile.SLICE_KEY] = section
-    _checked(config, args.name, slices.outputs(args.name))
+    _checked(config, args.name, slices.outputs(args.name), slices.project)
     stackfile.write(path, {**doc, "config": config})
     say(f"slice {args.name}: {done()} (not deployed yet: cloudrepo deploy {args.name})")
     return OK
@@ -114,7 +114,7 @@ def cmd_slice_create(args: argparse.Namespace) -> int:
         raise SliceError("--pool START is needed (the file given with --from has no vlanPool)")
     plain, secrets = _cloud_settings(Path(args.cloud)) if args.cloud else ({}, {})
     config = {**plain, stackfile.SLICE_KEY: edits.new_slice(int(pool), base)}
-    _checked({**config, **{k: {"secure": "?"} for k in secrets}}, args.name, {})
+    _checked({**config, **{k: {"secure": "?"} for k in secrets}}, args.name, {}, slices.project)
     slices.create(args.name)
     doc = stackfile.read(path)
     stackfile.write(path, {**doc, "config": config})

@@ -14,12 +14,9 @@ from typing import Any
 
 import yaml
 
-from components.allocation import allocate_vlans
-from components.config import load_config
 from components.inputs import OPERATOR_KEYS, SecretText
-from components.model import NAMESPACE, SliceConfig
-from components.outputs import Deployed
-from components.plan import build_plan
+from components.model import NAMESPACE
+from components.prepare import Prepared, prepare
 from vocabulary.shown import shown_path
 
 SLICE_KEY = f"{NAMESPACE}:slice"
@@ -95,13 +92,13 @@ def raw_config(config: Mapping[str, Any]) -> dict[str, str]:
     return {key: raw_value(value) for key, value in config.items()}
 
 
-def check(config: Mapping[str, Any], stack: str, previous_outputs: Mapping[str, Any]) -> SliceConfig:
-    """The checks `pulumi preview` runs before any resource: the config, then the VLAN allocation and the
-    plan against the stack's last outputs (its memory). Raises `ConfigError` listing every problem."""
-    cfg = load_config(raw_config(config), stack)
-    deployed = Deployed.from_outputs(previous_outputs)
-    build_plan(cfg, allocate_vlans(cfg.links, cfg.pool, deployed.vlans))
-    return cfg
+def check(
+    config: Mapping[str, Any], stack: str, previous_outputs: Mapping[str, Any], project: Path | None = None
+) -> Prepared:
+    """What `pulumi preview` runs before any resource (`components.prepare`), on the file's config: the
+    config with the VMs' launches (boot files relative to `project`), then the VLAN allocation and the plan
+    against the stack's last outputs (its memory). Raises `ConfigError` listing every problem."""
+    return prepare(raw_config(config), stack, previous_outputs, project)
 
 
 def slice_from_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.model import NAMESPACE
-from providers.kinds.qemu_vm import IMAGES_DIR
+from vocabulary.naming import IMAGES_DIR, NAMESPACE
 
 DEFAULT_IMAGE_DIRS = ("images", ".lab/guest")
 """Where boot files may come from, relative to the project: `images/` and the testbed's guest

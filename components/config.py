@@ -4,23 +4,23 @@
 the engine passes them: JSON text for objects and lists, plain text for strings and numbers, `SecretText`
 for the keys the engine holds as secrets) and returns a `SliceConfig` (`components.model`), or raises one
 `ConfigError` that lists every problem, each starting with the key path and showing the offending value as
-`vocabulary.shown` renders it. Raw decoding and input models: `components.inputs`; the slice's rules:
-`components.slice_rules`.
+`vocabulary.shown` renders it. Raw decoding and input models: `components.inputs`; the rules of single
+values: `vocabulary.values`; the slice's rules: `components.slice_rules`; the VMs' launches:
+`components.launch`. `components.prepare` runs this, then the allocation and the plan.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import SecretStr
 
-from components.inputs import NetworkNodeInput, SliceInput, WorkerInput, parse_raw, path_of, validate_input
+from components.inputs import NetworkNodeInput, SliceInput, WorkerInput, parse_raw
+from components.launch import parse_launches
 from components.model import (
     DEFAULT_DNS,
     DEFAULT_PARKING_VLAN,
-    INTERNET_VLAN,
     NAMESPACE,
     NETWORK_NODE_NAME,
     POOL_SIZE,
@@ -32,35 +32,16 @@ from components.model import (
 )
 from components.slice_rules import check_links, check_pool, check_vms, vm_paths
 from components.topology import expand_topology
-from transport.ssh_settings import SshInput, input_problems
 from vocabulary.errors import ConfigError
-from vocabulary.naming import SAFE_SLICE, ifname_problem, slice_problem
+from vocabulary.problems import path_of, validate_input, validate_value
 from vocabulary.shown import shown
-from vocabulary.specs import Endpoint
-
-HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-"""An SSH address: a DNS name or an IPv4 address (the providers' `Endpoint.address` rule)."""
-SAFE_WORKER = SAFE_SLICE
-"""A worker name: part of resource ids and Pulumi resource names."""
+from vocabulary.ssh_input import SshInput, input_problems
+from vocabulary.values import Endpoint, IfName, IPv4Address, NodeName, ParkingVlan, SliceName
 
 
-def _host_problem(where: str, host: str) -> str | None:
-    if not HOST_RE.fullmatch(host):
-        return (
-            f"{where}.host: {shown(host)} is not an IPv4 address or DNS name "
-            "(letters, digits, '.' and '-' only)"
-        )
-    return None
-
-
-def _port_problem(where: str, port: int) -> str | None:
-    if not 1 <= port <= 65535:
-        return f"{where}.port: must be 1..65535, got {port}"
-    return None
-
-
-def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
-    """Parse and validate the raw `cloudrepo:*` config of `stack`.
+def load_config(raw: Mapping[str, str], stack: str, base: Path | None = None) -> SliceConfig:
+    """Parse and validate the raw `cloudrepo:*` config of `stack`, the VMs' launches with it (boot files
+    relative to `base`, the project directory: default the working directory).
 
     Raises one `ConfigError` listing every problem.
     """
@@ -73,17 +54,11 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
     node: NetworkNodeInput | None = None
     if "networkNode" in values:
         node = validate_input(NetworkNodeInput, values["networkNode"], f"{ns}:networkNode", problems)
-    if node is not None:
-        for p in (
-            _host_problem(f"{ns}:networkNode", node.host),
-            _port_problem(f"{ns}:networkNode", node.port),
-        ):
-            if p:
-                add(p)
-        if (why := ifname_problem(node.uplink)) is not None:
-            add(f"{ns}:networkNode.uplink: {why}")
 
     workers: dict[str, WorkerInput] = {}
+    named: set[str] = set()
+    """Every worker the config names with an object (a VM on it is on a known worker, even when the
+    worker's own entry has problems)."""
     if "workers" in values:
         wraw = values["workers"]
         if not isinstance(wraw, dict):
@@ -93,20 +68,13 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
                 add(f"{ns}:workers: at least one worker is required")
             for wname, wval in wraw.items():
                 where = path_of(f"{ns}:workers", [wname])
-                if not SAFE_WORKER.fullmatch(wname):
-                    add(
-                        f"{where}: worker name {shown(wname)} must be 1..63 characters, start with a letter "
-                        "or digit and contain only letters, digits, '_', '.' and '-'"
-                    )
-                elif wname == NETWORK_NODE_NAME:
+                if validate_value(NodeName, wname, where, problems) and wname == NETWORK_NODE_NAME:
                     add(f"{where}: worker name {shown(wname)} is reserved for cloudrepo:networkNode")
+                if isinstance(wval, dict):
+                    named.add(wname)
                 w = validate_input(WorkerInput, wval, where, problems)
-                if w is None:
-                    continue
-                for p in (_host_problem(where, w.host), _port_problem(where, w.port)):
-                    if p:
-                        add(p)
-                workers[wname] = w
+                if w is not None:
+                    workers[wname] = w
 
     # ---- ssh
     ssh_in: SshInput | None = None
@@ -119,26 +87,18 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
 
     # ---- bridge, parking VLAN, DNS
     bridge = values.get("bridge", "br-int")
-    if (why := ifname_problem(bridge)) is not None:
-        add(f"{ns}:bridge: {why}")
+    validate_value(IfName, bridge, f"{ns}:bridge", problems)
     parking = values.get("parkingVlan", DEFAULT_PARKING_VLAN)
-    if not 1 <= parking <= 4094:
-        add(f"{ns}:parkingVlan: must be 1..4094, got {parking}")
-    elif parking == INTERNET_VLAN:
-        add(f"{ns}:parkingVlan: VLAN {INTERNET_VLAN} is the shared internet VLAN, got {parking}")
+    validate_value(ParkingVlan, parking, f"{ns}:parkingVlan", problems)
     dns: tuple[str, ...] = DEFAULT_DNS
     if "dnsServers" in values:
         draw = values["dnsServers"]
         if not isinstance(draw, list) or not draw:
             add(f"{ns}:dnsServers: must be a non-empty list of IPv4 addresses, got {shown(draw)}")
         else:
-            good: list[str] = []
-            for i, d in enumerate(draw):
-                try:
-                    good.append(str(ipaddress.IPv4Address(d)))
-                except (ValueError, TypeError):
-                    add(f"{ns}:dnsServers[{i}]: not an IPv4 address, got {shown(d)}")
-            dns = tuple(good)
+            at = f"{ns}:dnsServers"
+            ok = [validate_value(IPv4Address, d, f"{at}[{i}]", problems) for i, d in enumerate(draw)]
+            dns = tuple(d for d, good in zip(draw, ok, strict=True) if good)
 
     # ---- slice
     slice_in: SliceInput | None = None
@@ -151,17 +111,19 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
     if slice_in is not None:
         where = f"{ns}:slice"
         slice_name = slice_in.name if slice_in.name is not None else stack
-        if (why := slice_problem(slice_name)) is not None:
-            origin = "" if slice_in.name is not None else " (the stack name, the default of slice.name)"
-            add(f"{where}.name: {why}{origin}")
+        origin = "" if slice_in.name is not None else " (the stack name, the default of slice.name)"
+        local: list[str] = []
+        if not validate_value(SliceName, slice_name, f"{where}.name", local):
+            add(local[0] + origin)
         pool = check_pool(slice_in.vlan_pool.start, parking, add)
-        vms, bad_vm_ids = check_vms(slice_in.vms, workers if "workers" in values else None, add)
+        vms, bad_vm_ids = check_vms(slice_in.vms, named if "workers" in values else None, add)
         sizes = {v.id: v.data_interfaces for v in vms}
         paths = vm_paths(slice_in.vms)
         preset_links = expand_topology(
             slice_in.topology, sizes, bad_vm_ids, slice_in.links, POOL_SIZE, add, paths
         )
         links = check_links([*slice_in.links, *preset_links], vms, bad_vm_ids, pool, add, paths)
+    launches = parse_launches(values, base or Path.cwd(), add)
 
     if problems:
         raise ConfigError(problems)
@@ -185,4 +147,5 @@ def load_config(raw: Mapping[str, str], stack: str) -> SliceConfig:
         pool=pool,
         vms=tuple(vms),
         links=tuple(links),
+        launches=launches,
     )

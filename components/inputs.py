@@ -3,17 +3,18 @@ decoding of the engine's raw values, and readable problems from pydantic's error
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from components.model import NAMESPACE
+from vocabulary.naming import NAMESPACE
+from vocabulary.problems import path_of, suggest
 from vocabulary.shown import shown
+from vocabulary.values import HostName, IfName, Port
 
 
 class SecretText(str):
@@ -26,25 +27,25 @@ class SecretText(str):
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, strict=True)
 
 
 class NetworkNodeInput(_Input):
     """`cloudrepo:networkNode`: the dedicated network node (gateways, DHCP, NAT)."""
 
-    host: StrictStr
+    host: HostName
     """SSH address or name."""
-    port: StrictInt = 22
+    port: Port = 22
     """SSH port."""
-    uplink: StrictStr = "ens3"
+    uplink: IfName = "ens3"
     """NAT egress interface."""
 
 
 class WorkerInput(_Input):
     """One entry of `cloudrepo:workers`."""
 
-    host: StrictStr
-    port: StrictInt = 22
+    host: HostName
+    port: Port = 22
 
 
 class VlanPoolInput(_Input):
@@ -97,7 +98,7 @@ KNOWN_KEYS: dict[str, KeyKind] = {
     "slice": "json",
     "parkingVlan": "int",
     "dnsServers": "json",
-    "qemu": "json",  # validated by components.launch
+    "qemu": "json",  # validated by components.launch, called by load_config
 }
 REQUIRED_KEYS = ("networkNode", "workers", "ssh", "slice")
 SECRET_KEYS = ("sshPrivateKey",)
@@ -105,66 +106,6 @@ SECRET_KEYS = ("sshPrivateKey",)
 OPERATOR_KEYS = (*(k for k in KNOWN_KEYS if k != "slice"), "uplink")
 """The operator's keys (hosts, SSH, QEMU, the network node's VLANs and bridge, the uplink): never part of
 a slice section that `cloudrepo slice create --from` takes."""
-
-PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
-
-
-def path_of(prefix: str, loc: Iterable[int | str]) -> str:
-    """The key path of `loc` under `prefix`: `.key` for plain keys, `[i]` for list items, `[shown]` for any
-    other key (so a hostile key name cannot break the message)."""
-    out = prefix
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif PLAIN_KEY.fullmatch(part):
-            out += part if out.endswith(":") else f".{part}"
-        else:
-            out += f"[{shown(part)}]"
-    return out
-
-
-def _known_fields(model: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def validate_input(model: type[BaseModel], value: Any, where: str, problems: list[str]) -> Any:
-    """Validate `value` with `model`; append one readable problem per pydantic error; None when invalid."""
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            path = path_of(where, loc)
-            kind = err["type"]
-            if kind == "extra_forbidden":
-                # find the model that owns the unknown field, to list the known ones
-                owner: type[BaseModel] = model
-                for part in loc[:-1]:
-                    if isinstance(part, str):
-                        field = next(
-                            (f for n, f in owner.model_fields.items() if (f.alias or n) == part), None
-                        )
-                        ann = getattr(field, "annotation", None)
-                        if isinstance(ann, type) and issubclass(ann, BaseModel):
-                            owner = ann
-                known = _known_fields(owner)
-                problems.append(
-                    f"{path}: unknown key {shown(str(loc[-1]))}{suggest(str(loc[-1]), known)}"
-                    f" (known: {', '.join(known)})"
-                )
-            elif kind == "missing":
-                problems.append(f"{path}: required")
-            elif kind in ("model_type", "dict_type"):
-                problems.append(f"{path}: must be an object, got {shown(err['input'])}")
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-                problems.append(f"{path}: {msg[0].lower()}{msg[1:]}, got {shown(err['input'])}")
-        return None
 
 
 def parse_raw(raw: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

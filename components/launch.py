@@ -1,38 +1,27 @@
 """VM launch config: each VM's optional `launch` and the stack's `cloudrepo:qemu`, validated like the rest.
 
-`load(raw, stack, base)` runs `components.config.load_config` and this module's checks and raises ONE
-`ConfigError` with every problem of both. The files a VM boots from are checked and hashed here (at
-`pulumi preview`) by `components.bootfiles`.
+`components.config.load_config` calls `parse_launches` in the same pass as every other check (its problems
+join the others in one `ConfigError`) and keeps the result in `SliceConfig.launches`. The files a VM boots
+from are checked and hashed here (at `pulumi preview`) by `components.bootfiles`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, StrictInt, StrictStr
+from pydantic import Field, StrictStr
 
-from components.bootfiles import BootFile, ImageDirs, boot_file, parse_image_dirs
-from components.config import load_config
-from components.inputs import _Input, validate_input
-from components.model import NAMESPACE, SliceConfig
-from providers.kinds.qemu_vm import (
-    ACCELS,
-    BINARY_PATTERN,
-    MAX_APPEND,
-    MAX_CPUS,
-    MAX_MEMORY_MB,
-    MIN_MEMORY_MB,
-)
-from vocabulary.errors import ConfigError
+from components.bootfiles import ImageDirs, boot_file, parse_image_dirs
+from components.inputs import _Input
+from components.model import NAMESPACE, Launch
+from vocabulary.problems import validate_input
+from vocabulary.specs import Accel, Cpus, KernelAppend, MemoryMb, QemuBinary
+from vocabulary.values import value_problem
 
 DEFAULT_BINARY = "qemu-system-x86_64"
 DEFAULT_ACCEL = "kvm"
-BINARY_RE = re.compile(BINARY_PATTERN)
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -40,8 +29,9 @@ class QemuInput(_Input):
     """`cloudrepo:qemu`: how QEMU runs on the workers."""
 
     binary: StrictStr = DEFAULT_BINARY
+    """A `QemuBinary` (checked after the model, so that one problem hides no other)."""
     accel: StrictStr = DEFAULT_ACCEL
-    """`kvm` or `tcg` (a VM's `launch.accel` overrides it)."""
+    """An `Accel`: `kvm` or `tcg` (a VM's `launch.accel` overrides it)."""
     image_dirs: Any = Field(default=None, alias="imageDirs")
     """Directories boot files may come from (checked by `parse_image_dirs`)."""
 
@@ -53,37 +43,18 @@ class LaunchInput(_Input):
     kernel: StrictStr | None = None
     initrd: StrictStr | None = None
     append: StrictStr | None = None
-    cpus: StrictInt = Field(default=1, ge=1, le=MAX_CPUS)
-    memory_mb: StrictInt = Field(default=256, alias="memoryMb", ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
+    """A `KernelAppend`; with `accel`, checked after the model (one problem hides no other)."""
+    cpus: Cpus = 1
+    memory_mb: MemoryMb = Field(default=256, alias="memoryMb")
     accel: StrictStr | None = None
 
 
-@dataclass(frozen=True)
-class Launch:
-    """One launched VM, validated."""
-
-    vm: int
-    worker: str
-    binary: str
-    accel: Literal["kvm", "tcg"]
-    cpus: int
-    memory_mb: int
-    image: BootFile | None = None
-    image_format: Literal["qcow2", "raw"] | None = None
-    kernel: BootFile | None = None
-    initrd: BootFile | None = None
-    append: str | None = None
-
-    @property
-    def files(self) -> tuple[BootFile, ...]:
-        return tuple(f for f in (self.image, self.kernel, self.initrd) if f is not None)
-
-
-def _accel(value: str | None, where: str, add: Callable[[str], None]) -> str | None:
-    if value is not None and value not in ACCELS:
-        add(f"{where}: must be one of {', '.join(ACCELS)}, got {value!r}")
-        return None
-    return value
+def _is(tp: Any, value: str | None, where: str, add: Callable[[str], None]) -> bool:
+    """`value` is None or a `tp`; when not, its problem goes to `add`."""
+    why = None if value is None else value_problem(tp, value)
+    if why is not None:
+        add(f"{where}: {why}")
+    return why is None
 
 
 def _image_format(path: str) -> Literal["qcow2", "raw"]:
@@ -100,13 +71,8 @@ def parse_qemu(raw: Any, add: Callable[[str], None]) -> QemuInput | None:
         add(p)
     if q is None:
         return None
-    ok = _accel(q.accel, f"{where}.accel", add) is not None
-    if not BINARY_RE.fullmatch(q.binary):
-        add(
-            f"{where}.binary: must be a command name or an absolute path, without spaces or shell "
-            f"characters, got {q.binary!r}"
-        )
-        ok = False
+    ok = _is(Accel, q.accel, f"{where}.accel", add)
+    ok = _is(QemuBinary, q.binary, f"{where}.binary", add) and ok
     return q if ok else None
 
 
@@ -131,10 +97,7 @@ def parse_launch(
             if isinstance(value, str) and dirs is not None and not reported:
                 boot_file(value, f"{where}.{key}", base, dirs, add)
         return None
-    ok = True
-    accel = _accel(li.accel, f"{where}.accel", add)
-    if li.accel is not None and accel is None:
-        ok = False
+    ok = _is(Accel, li.accel, f"{where}.accel", add)
     if (li.image is None) == (li.kernel is None):
         both = "both" if li.image is not None else "neither"
         add(f"{where}: give either image or kernel (+ initrd, append), got {both}")
@@ -144,9 +107,7 @@ def parse_launch(
             if value is not None:
                 add(f"{where}.{key}: only with kernel (direct kernel boot), not with image {li.image!r}")
                 ok = False
-    if li.append is not None and (len(li.append) > MAX_APPEND or not all(c.isprintable() for c in li.append)):
-        add(f"{where}.append: printable text of at most {MAX_APPEND} characters, got {li.append[:80]!r}")
-        ok = False
+    ok = _is(KernelAppend, li.append, f"{where}.append", add) and ok
     files = {k: getattr(li, k) for k in ("image", "kernel", "initrd") if getattr(li, k) is not None}
     if dirs is None:
         return None  # imageDirs is wrong: reported
@@ -158,7 +119,7 @@ def parse_launch(
         vm=int(vm["id"]),
         worker=str(vm["worker"]),
         binary=qemu.binary,
-        accel=accel or qemu.accel,  # type: ignore[arg-type]
+        accel=li.accel or qemu.accel,  # type: ignore[arg-type]
         cpus=li.cpus,
         memory_mb=li.memory_mb,
         image=image,
@@ -169,47 +130,22 @@ def parse_launch(
     )
 
 
-def parse_launches(raw: Mapping[str, str], base: Path, add: Callable[[str], None]) -> dict[int, Launch]:
-    """Every VM's launch (by VM id) from the raw stack config; problems go to `add`."""
-    qraw = _json(raw.get(f"{NAMESPACE}:qemu"))
+def parse_launches(values: Mapping[str, Any], base: Path, add: Callable[[str], None]) -> dict[int, Launch]:
+    """Every VM's launch (by VM id) from the decoded stack config (`components.inputs.parse_raw`);
+    problems go to `add`."""
+    qraw = values.get("qemu")
     qemu = parse_qemu(qraw, add)
     dirs = parse_image_dirs(qraw.get("imageDirs") if isinstance(qraw, dict) else None, base, add)
-    sraw = _json(raw.get(f"{NAMESPACE}:slice"))
+    sraw = values.get("slice")
     vms = sraw.get("vms") if isinstance(sraw, dict) else None
     out: dict[int, Launch] = {}
     for i, vm in enumerate(vms if isinstance(vms, list) else []):
         if not isinstance(vm, dict) or vm.get("launch") is None:
             continue
         if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker"), str):
-            continue  # the VM itself is invalid: load_config reports it
+            continue  # the VM itself is invalid: check_vms reports it
         where = f"{NAMESPACE}:slice.vms[{i}].launch"
         launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add)
         if launch is not None:
             out[launch.vm] = launch
     return out
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError):  # huge numbers, deep nesting too
-            return None  # load_config reports it
-    return value
-
-
-def load(
-    raw: Mapping[str, str], stack: str, base: Path | None = None
-) -> tuple[SliceConfig, dict[int, Launch]]:
-    """The validated config and launches; one `ConfigError` with every problem of both."""
-    problems: list[str] = []
-    config: SliceConfig | None = None
-    try:
-        config = load_config(raw, stack)
-    except ConfigError as exc:
-        problems += exc.problems
-    launches = parse_launches(raw, base or Path.cwd(), problems.append)
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config, launches

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from vocabulary.specs import Endpoint
+from components.bootfiles import BootFile
+from vocabulary.naming import NAMESPACE as NAMESPACE
+from vocabulary.values import INTERNET_VLAN as INTERNET_VLAN
+from vocabulary.values import MAX_VM_ID as MAX_VM_ID
+from vocabulary.values import (
+    VLAN_MAX,
+    Endpoint,
+    IfName,
+    IPv4Address,
+    NodeName,
+    ParkingVlan,
+    SliceName,
+)
 
-NAMESPACE = "cloudrepo"
 POOL_SIZE = 20
-INTERNET_VLAN = 400
-DEFAULT_PARKING_VLAN = 4094
+DEFAULT_PARKING_VLAN = VLAN_MAX
 DEFAULT_DNS = ("8.8.8.8",)
-MAX_VM_ID = 0xFFFF
-"""The MAC `52:54:00:{vm>>8}:{vm&0xff}:{iface}` holds 16 bits of the VM id."""
 MAX_DATA_INTERFACES = 0xFF
 """... and the interface number in its last byte."""
 NETWORK_NODE_NAME = "network"
@@ -91,6 +102,27 @@ class VlanPool(BaseModel):
         return range(self.start, self.end + 1)
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One launched VM, validated (`components.launch`)."""
+
+    vm: int
+    worker: str
+    binary: str
+    accel: Literal["kvm", "tcg"]
+    cpus: int
+    memory_mb: int
+    image: BootFile | None = None
+    image_format: Literal["qcow2", "raw"] | None = None
+    kernel: BootFile | None = None
+    initrd: BootFile | None = None
+    append: str | None = None
+
+    @property
+    def files(self) -> tuple[BootFile, ...]:
+        return tuple(f for f in (self.image, self.kernel, self.initrd) if f is not None)
+
+
 class SshSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
     user: str
@@ -102,21 +134,23 @@ class SshSettings(BaseModel):
 
 
 class SliceConfig(BaseModel):
-    """The whole stack config, validated."""
+    """The whole stack config, validated (its value types say each field's rule once)."""
 
     model_config = ConfigDict(frozen=True)
     stack: str
-    slice_name: str
+    slice_name: SliceName
     network_node: Endpoint
-    uplink: str
-    workers: dict[str, Endpoint]
+    uplink: IfName
+    workers: dict[NodeName, Endpoint]
     ssh: SshSettings
-    bridge: str
-    parking_vlan: int
-    dns_servers: tuple[str, ...]
+    bridge: IfName
+    parking_vlan: ParkingVlan
+    dns_servers: tuple[IPv4Address, ...]
     pool: VlanPool
     vms: tuple[Vm, ...]
     links: tuple[Link, ...]
+    launches: Mapping[int, Launch] = Field(default_factory=dict)
+    """The VMs with a `launch`, by id: how QEMU runs them and the files they boot from."""
 
     def vm(self, vm_id: int) -> Vm:
         return next(v for v in self.vms if v.id == vm_id)

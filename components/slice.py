@@ -6,17 +6,16 @@ function (tested without Pulumi); the component only instantiates them, dependen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pulumi
 
-from components.launch import Launch
 from components.model import INTERNET_VLAN
 from components.outputs import Deployed, stack_outputs
 from components.plan import SlicePlan
 from components.resources import dhcp_resource, resource_plan
-from components.vms import add_launched_vms
+from components.vm_resources import add_launched_vms
+from components.vms import launch_plan
 from providers.kinds.dhcp_namespace import DhcpNamespace
 from providers.kinds.identity import SliceIdentity
 from providers.kinds.nat_rule import NatRule
@@ -52,7 +51,6 @@ class SliceComponent(pulumi.ComponentResource):
         plan: SlicePlan,
         deployed: Deployed | None = None,
         opts: pulumi.ResourceOptions | None = None,
-        launches: Mapping[int, Launch] | None = None,
         stack: str | None = None,
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, {}, opts)
@@ -78,8 +76,9 @@ class SliceComponent(pulumi.ComponentResource):
                 return addresses.apply(lambda o: ((o or {}).get("reserved") or {}).get(mac))
 
             self.outputs = stack_outputs(plan, internet_ip)
+        copies, vms = launch_plan(plan)
         for vm_id, extra in add_launched_vms(
-            self, name, plan, launches or {}, self.resources, uid=self.identity.uid
+            self, name, plan.config, copies, vms, self.resources, uid=self.identity.uid
         ).items():
             self.outputs["vms"][vm_id].update(extra)
         self.register_outputs(self.outputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from components.inputs import LinkInput, VmInput, WorkerInput, suggest, validate_input
+from components.inputs import LinkInput, VmInput
 from components.model import (
     INTERNET_VLAN,
     MAX_DATA_INTERFACES,
@@ -19,27 +19,21 @@ from components.model import (
     Vm,
     parse_iface_ref,
 )
-from vocabulary.naming import (
-    IFNAMSIZ_MAX,
-    SAFE_NETNS,
-    dhcp_namespace,
-    dhcp_port,
-    gateway_port,
-    ifname_problem,
-    tap_name,
-)
+from vocabulary.naming import IFNAMSIZ_MAX, dhcp_namespace, dhcp_port, gateway_port, tap_name
+from vocabulary.problems import suggest, validate_input
 from vocabulary.shown import shown
+from vocabulary.values import VLAN_MAX, VLAN_MIN, IfName, NetnsName, value_problem
 
 
 def check_pool(start: int, parking: int, add: Callable[[str], None]) -> VlanPool | None:
     where = f"{NAMESPACE}:slice.vlanPool.start"
     pool = VlanPool(start=start)
     ok = True
-    if start < 1:
-        add(f"{where}: the pool {start}..{pool.end} starts below VLAN 1, got {start}")
+    if start < VLAN_MIN:
+        add(f"{where}: the pool {start}..{pool.end} starts below VLAN {VLAN_MIN}, got {start}")
         ok = False
-    if pool.end > 4094:
-        add(f"{where}: the pool {start}..{pool.end} reaches past VLAN 4094, got {start}")
+    if pool.end > VLAN_MAX:
+        add(f"{where}: the pool {start}..{pool.end} reaches past VLAN {VLAN_MAX}, got {start}")
         ok = False
     if INTERNET_VLAN in pool.vlans:
         add(f"{where}: the pool {start}..{pool.end} contains VLAN {INTERNET_VLAN} (the shared internet VLAN)")
@@ -54,21 +48,21 @@ def check_pool(start: int, parking: int, add: Callable[[str], None]) -> VlanPool
         # Names on the network node derived from the pool's VLANs.
         for vlan in (start, pool.end):
             for name in (gateway_port(vlan), dhcp_port(vlan)):
-                if (why := ifname_problem(name)) is not None:
+                if (why := value_problem(IfName, name)) is not None:
                     add(f"{where}: VLAN {vlan}: {why}")
             ns_name = dhcp_namespace(vlan)
             if len(ns_name) > IFNAMSIZ_MAX:
-                # Held to the interface limit too: the spec treats every name on a host alike.
+                # Held to the interface limit too, so that the pool's names are all alike.
                 add(
                     f"{where}: VLAN {vlan}: namespace name {ns_name!r} is {len(ns_name)} characters, "
                     f"over the Linux limit of {IFNAMSIZ_MAX}"
                 )
-            elif not SAFE_NETNS.fullmatch(ns_name):
-                add(f"{where}: VLAN {vlan}: namespace name {ns_name!r} is not a valid namespace name")
+            elif (why := value_problem(NetnsName, ns_name)) is not None:
+                add(f"{where}: VLAN {vlan}: {why}")
     return pool if ok else None
 
 
-def _unknown_worker(where: str, vm_id: Any, worker: str, workers: Mapping[str, Any]) -> str:
+def _unknown_worker(where: str, vm_id: Any, worker: str, workers: Collection[str]) -> str:
     known = ", ".join(sorted(workers)) or "none"
     return (
         f"{where}.worker: VM {vm_id}: unknown worker {shown(worker)}{suggest(worker, workers)}"
@@ -78,10 +72,11 @@ def _unknown_worker(where: str, vm_id: Any, worker: str, workers: Mapping[str, A
 
 def check_vms(
     raw_vms: list[dict[str, Any]],
-    workers: dict[str, WorkerInput] | None,
+    workers: Collection[str] | None,
     add: Callable[[str], None],
 ) -> tuple[list[Vm], set[int]]:
-    """Validate the VMs one by one; return the valid ones and the ids of those that are invalid."""
+    """Validate the VMs one by one (`workers`: the worker names the config has, None when it has none);
+    return the valid ones and the ids of those that are invalid."""
     vms: list[Vm] = []
     bad_ids: set[int] = set()
     first_index: dict[int, int] = {}
@@ -130,12 +125,12 @@ def check_vms(
             vm = Vm(id=v.id, worker=v.worker, data_interfaces=v.data_interfaces, internet=v.internet)
             # The longest TAP name of the VM is its last interface's; report the first one that is too long.
             last = tap_name(vm.id, f"eth{vm.data_interfaces}")
-            if len(last) > IFNAMSIZ_MAX:
+            if value_problem(IfName, last) is not None:
                 digits = IFNAMSIZ_MAX - len(tap_name(vm.id, "eth"))
                 first_long = tap_name(vm.id, f"eth{10**digits}")
                 add(
-                    f"{where}.dataInterfaces: VM {vm.id}: {vm.data_interfaces} data interfaces: TAP name "
-                    f"{first_long!r} is {len(first_long)} characters, over the Linux limit of {IFNAMSIZ_MAX}"
+                    f"{where}.dataInterfaces: VM {vm.id}: {vm.data_interfaces} data interfaces: TAP "
+                    f"{value_problem(IfName, first_long)}"
                 )
                 ok = False
         if ok:

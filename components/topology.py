@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from components.inputs import path_of
 from components.slice_rules import defined
+from vocabulary.problems import path_of
 from vocabulary.shown import shown
 
 MIN_VMS = {"ring": 3, "bus": 2, "star": 3, "mesh": 2}

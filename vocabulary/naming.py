@@ -6,6 +6,9 @@ import re
 
 from vocabulary.shown import shown
 
+NAMESPACE = "cloudrepo"
+"""The namespace of every stack config key (`cloudrepo:slice`)."""
+
 IFNAMSIZ_MAX = 15
 """Longest Linux interface name (IFNAMSIZ is 16 including the trailing NUL)."""
 
@@ -35,6 +38,10 @@ SAFE_UID = re.compile(r"^[0-9a-f]{32}$")
 """A slice uid: 128 random bits in hex, made once per stack (`providers.kinds.identity`)."""
 
 STATE_ROOT = "/var/lib/cloudrepo"
+IMAGES_DIR = f"{STATE_ROOT}/images"
+"""A worker's boot files, each named by its sha256 (shared by slices)."""
+VMS_DIR = f"{STATE_ROOT}/vms"
+"""One directory per launched VM (`<vm>/`: owner, pid file, console socket, overlay)."""
 LOCK_FILE = f"{STATE_ROOT}/lock"
 """The hosts' lock (`flock`); a locked script notes its slice in `lock.holder` beside it once it holds it,
 so a lock wait that times out names the slice that last held it."""
@@ -45,6 +52,11 @@ LOCK_TIMEOUT_STATUS = 75
 def tap_name(vm: int, iface: str) -> str:
     """The seed's TAP name for a VM interface (validate it with `ifname_problem`)."""
     return f"tap_{vm}_{iface}"
+
+
+def console_path(vm: int) -> str:
+    """A launched VM's serial console socket on its worker."""
+    return f"{VMS_DIR}/{vm}/console.sock"
 
 
 def gateway_port(vlan: int) -> str:

@@ -4,93 +4,28 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from vocabulary import naming
+from vocabulary.shown import shown
+from vocabulary.values import (
+    Endpoint,
+    IfName,
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    Mac,
+    NetnsName,
+    ParkingVlan,
+    SliceName,
+    Vlan,
+    VmId,
+)
 
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _LEASE = re.compile(r"^(infinite|[1-9][0-9]{0,7}[smhdw]?)$")
-_HOSTLIKE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-
-
-def _ifname(value: str) -> str:
-    problem = naming.ifname_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _netns(value: str) -> str:
-    if not naming.SAFE_NETNS.fullmatch(value):
-        raise ValueError(
-            f"namespace name {value!r} must be 1..63 characters of letters, digits, '_', '.' and '-'"
-        )
-    return value
-
-
-def _slice(value: str) -> str:
-    problem = naming.slice_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _mac(value: str) -> str:
-    mac = value.lower()
-    if not _MAC.fullmatch(mac):
-        raise ValueError(f"MAC address {value!r} must be six ':'-separated hex octets")
-    if int(mac[:2], 16) & 1:
-        raise ValueError(f"MAC address {value!r} is a multicast address")
-    if mac == "00:00:00:00:00:00":
-        raise ValueError("MAC address 00:00:00:00:00:00 is not usable")
-    return mac
-
-
-def _ipv4(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address") from None
-
-
-def _ipv4_interface(value: str) -> str:
-    if "/" not in value:
-        raise ValueError(f"{value!r} must be an IPv4 address with a prefix length, e.g. 192.168.120.1/24")
-    try:
-        iface = ipaddress.IPv4Interface(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address with a prefix length") from None
-    if iface.network.prefixlen > 30:
-        raise ValueError(f"{value!r}: prefix /{iface.network.prefixlen} leaves no room for hosts")
-    if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise ValueError(f"{value!r} is the network or broadcast address of its subnet")
-    return str(iface)
-
-
-def _ipv4_network(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Network(value, strict=True))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 network (CIDR with no host bits set)") from None
-
-
-def _hostlike(value: str) -> str:
-    if not _HOSTLIKE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a host name or IP address")
-    return value
-
-
-IfName = Annotated[str, AfterValidator(_ifname)]
-NetnsName = Annotated[str, AfterValidator(_netns)]
-SliceName = Annotated[str, AfterValidator(_slice)]
-Mac = Annotated[str, AfterValidator(_mac)]
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-IPv4Iface = Annotated[str, AfterValidator(_ipv4_interface)]
-IPv4Net = Annotated[str, AfterValidator(_ipv4_network)]
-Vlan = Annotated[int, Field(ge=1, le=4094)]
 
 
 class _Model(BaseModel):
@@ -101,14 +36,6 @@ class _Model(BaseModel):
     def inputs(self) -> dict[str, Any]:
         """The resource inputs: camelCase keys, JSON-compatible values."""
         return self.model_dump(by_alias=True, mode="json")
-
-
-class Endpoint(_Model):
-    """An SSH endpoint: `name` is the logical host (identity); `address`/`port` only say how to reach it."""
-
-    name: Annotated[str, Field(pattern=naming.SAFE_SLICE.pattern)]
-    address: Annotated[str, AfterValidator(_hostlike)]
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
 
 
 class HostSpec(_Model):
@@ -145,14 +72,14 @@ class JoinSpec(_Model):
     """The TAPs that belong on the VLAN (the link's two ends)."""
     hosts: list[Endpoint]
     """The other workers that had TAPs of the slice on the VLAN (from the previous outputs)."""
-    parking_vlan: Vlan
+    parking_vlan: ParkingVlan
 
 
 class TapPortSpec(HostSpec):
     """A VM interface's TAP on a worker, attached to the bridge with a VLAN tag."""
 
     name: IfName
-    vm: Annotated[int, Field(ge=1)]
+    vm: VmId
     iface: IfName
     mac: Mac
     vlan: Vlan
@@ -167,7 +94,7 @@ class VlanGatewaySpec(HostSpec):
 
     vlan: Vlan
     port: IfName
-    address: IPv4Iface
+    address: IPv4Interface
     shared: bool = False
 
 
@@ -175,7 +102,7 @@ class Reservation(_Model):
     """A fixed MAC -> IP lease; on a shared VLAN `ip` is None and the network node allocates it."""
 
     mac: Mac
-    ip: IPv4 | None = None
+    ip: IPv4Address | None = None
     hostname: Annotated[str, Field(pattern=naming.SAFE_HOSTNAME.pattern)]
 
 
@@ -185,12 +112,12 @@ class DhcpNamespaceSpec(HostSpec):
     vlan: Vlan
     namespace: NetnsName
     port: IfName
-    address: IPv4Iface
-    range_start: IPv4
-    range_end: IPv4
+    address: IPv4Interface
+    range_start: IPv4Address
+    range_end: IPv4Address
     lease_time: Annotated[str, Field(pattern=_LEASE.pattern)] = "24h"
-    router: IPv4
-    dns_servers: list[IPv4] = Field(default_factory=list)
+    router: IPv4Address
+    dns_servers: list[IPv4Address] = Field(default_factory=list)
     reservations: list[Reservation] = Field(default_factory=list)
     shared: bool = False
 
@@ -237,7 +164,7 @@ class DhcpNamespaceSpec(HostSpec):
 class NatRuleSpec(HostSpec):
     """MASQUERADE of a subnet out of the uplink, and the FORWARD rules it needs (shared by slices)."""
 
-    subnet: IPv4Net
+    subnet: IPv4Network
     gateway_port: IfName
     uplink: IfName
 
@@ -247,7 +174,7 @@ class PoolClaimSpec(HostSpec):
 
     start: Vlan
     end: Vlan
-    parking_vlan: Vlan | None = None
+    parking_vlan: ParkingVlan | None = None
     """The slice's parking VLAN, claimed with the pool (no other slice's pool may hold it, nor may its pool
     hold another slice's). None: a claim made before parking VLANs were claimed."""
     stack: Annotated[str, Field(pattern=naming.SAFE_STACK.pattern)] | None = None
@@ -258,6 +185,68 @@ class PoolClaimSpec(HostSpec):
         if self.start > self.end:
             raise ValueError(f"start: {self.start} is after end {self.end}")
         return self
+
+
+ACCELS = ("kvm", "tcg")
+MAX_CPUS = 64
+MIN_MEMORY_MB = 32
+MAX_MEMORY_MB = 1 << 20
+MAX_APPEND = 1024
+BINARY_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_./+-]{1,254})$"
+"""A command name (no `/`, no leading `-` or `.`) or an absolute path: no spaces or shell characters."""
+
+
+def _accel(value: str) -> str:
+    if value not in ACCELS:
+        raise ValueError(f"must be one of {', '.join(ACCELS)}, got {shown(value)}")
+    return value
+
+
+def _binary(value: str) -> str:
+    if not re.fullmatch(BINARY_PATTERN, value):
+        raise ValueError(
+            "must be a command name or an absolute path, without spaces or shell characters, "
+            f"got {shown(value)}"
+        )
+    return value
+
+
+def _printable(value: str) -> str:
+    if len(value) > MAX_APPEND or not value.isprintable():
+        raise ValueError(
+            f"printable text of at most {MAX_APPEND} characters (a kernel command line), got {shown(value)}"
+        )
+    return value
+
+
+Accel = Annotated[str, AfterValidator(_accel)]
+QemuBinary = Annotated[str, AfterValidator(_binary)]
+KernelAppend = Annotated[str, AfterValidator(_printable)]
+Cpus = Annotated[int, Field(ge=1, le=MAX_CPUS)]
+MemoryMb = Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)]
+
+
+class BootFileRef(_Model):
+    """A file on the worker that the VM boots from, with the sha256 it must have."""
+
+    path: Annotated[str, Field(pattern=rf"^{naming.IMAGES_DIR}/[0-9a-f]{{64}}$")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class QemuVmSpec(HostSpec):
+    """A VM's QEMU process; `net_args` are exactly the VM's `qemuNetArgs` output."""
+
+    vm: VmId
+    binary: QemuBinary
+    accel: Accel
+    cpus: Cpus = 1
+    memory_mb: MemoryMb = 256
+    kernel: BootFileRef | None = None
+    initrd: BootFileRef | None = None
+    append: KernelAppend | None = None
+    image: BootFileRef | None = None
+    image_format: Literal["qcow2", "raw"] | None = None
+    net_args: list[str] = Field(default_factory=list)
 
 
 def problems(model: type[_Model], inputs: dict[str, Any]) -> list[tuple[str, str]]:

@@ -21,73 +21,31 @@ only) and the diff that probes a VM's liveness at preview.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import DiffResult
-from pydantic import AfterValidator, Field
 
 from providers import hoststate
 from providers.base import HostProvider, HostResource, _has_unknown, input_part, log
 from providers.kinds import qemu_binary
 from transport.script import ScriptResult, Step, run, sh
 from vocabulary.errors import CloudrepoError, OwnershipConflict, SshError
-from vocabulary.specs import HostSpec, _Model
+from vocabulary.naming import VMS_DIR, console_path
+from vocabulary.specs import QemuVmSpec
 
 
 class VmNotRunning(CloudrepoError):
     """QEMU started but its process is not there."""
 
 
-IMAGES_DIR = "/var/lib/cloudrepo/images"
-VMS_DIR = "/var/lib/cloudrepo/vms"
 SEP = "\x1f"
-ACCELS = ("kvm", "tcg")
-MAX_CPUS = 64
-MIN_MEMORY_MB = 32
-MAX_MEMORY_MB = 1 << 20
-MAX_APPEND = 1024
-BINARY_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_./+-]{1,254})$"
-"""A command name (no `/`, no leading `-` or `.`) or an absolute path: no spaces or shell characters."""
 STOP_WAIT = 10
 """Seconds a VM gets to exit on SIGTERM before SIGKILL."""
 
 
-def _printable(value: str) -> str:
-    if len(value) > MAX_APPEND or not value.isprintable():
-        raise ValueError(f"the kernel command line must be printable text of at most {MAX_APPEND} characters")
-    return value
-
-
-class BootFileRef(_Model):
-    """A file on the worker that the VM boots from, with the sha256 it must have."""
-
-    path: Annotated[str, Field(pattern=r"^/var/lib/cloudrepo/images/[0-9a-f]{64}$")]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-
-
-class QemuVmSpec(HostSpec):
-    """A VM's QEMU process; `net_args` are exactly the VM's `qemuNetArgs` output."""
-
-    vm: Annotated[int, Field(ge=1, le=0xFFFF)]
-    binary: Annotated[str, Field(pattern=BINARY_PATTERN)]
-    accel: Literal["kvm", "tcg"]
-    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)] = 1
-    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
-    kernel: BootFileRef | None = None
-    initrd: BootFileRef | None = None
-    append: Annotated[str, AfterValidator(_printable)] | None = None
-    image: BootFileRef | None = None
-    image_format: Literal["qcow2", "raw"] | None = None
-    net_args: list[str] = Field(default_factory=list)
-
-
 def state_dir(spec: QemuVmSpec) -> str:
     return f"{VMS_DIR}/{spec.vm}"
-
-
-def console_path(vm: int) -> str:
-    return f"{VMS_DIR}/{vm}/console.sock"
 
 
 def pid_file(spec: QemuVmSpec) -> str:

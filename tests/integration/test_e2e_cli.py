@@ -142,6 +142,28 @@ def test_a_full_pool_refuses_the_next_link_and_writes_nothing(
         op.cleanup("cli-full")
 
 
+def test_from_refuses_a_bad_launch_and_writes_nothing(engine: None, testbed: Any, tmp_path: Path) -> None:
+    """`slice create --from` checks the VMs' launches as `pulumi preview` does: a boot file outside
+    `qemu.imageDirs` and an unknown launch key are named at their key paths; no stack file is written."""
+    op = checkout(tmp_path / "checkout", {"PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}"})
+    bad = tmp_path / "bad-launch.yaml"
+    vms = [
+        {"id": 3501, "worker": "worker1", "launch": {"kernel": "/etc/shadow"}},
+        {"id": 3502, "worker": "worker2", "launch": {"kernel": "images/k", "memoryMB": 64}},
+    ]
+    bad.write_text(yaml.safe_dump({"vlanPool": {"start": 760}, "vms": vms, "links": []}))
+    cloud = cloud_file(tmp_path, tmp_path / "cs")
+    result = op.run("slice", "create", "cli-bad-launch", "--cloud", str(cloud), "--from", str(bad))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "cloudrepo:slice.vms[0].launch.kernel: '/etc/shadow' is outside cloudrepo:qemu.imageDirs"
+    ) in result.stderr, result.stderr
+    assert "cloudrepo:slice.vms[1].launch.memoryMB: unknown key 'memoryMB'; did you mean 'memoryMb'?" in (
+        result.stderr
+    ), result.stderr
+    assert not op.stack_file("cli-bad-launch").exists()
+
+
 def _wait_for(proc: Any, text: str, seen: list[str]) -> None:
     """Read the process's output until a line holds `text`; keep reading it in the background."""
     for line in proc.stdout:

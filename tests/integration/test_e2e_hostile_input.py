@@ -71,7 +71,7 @@ def test_hostile_config_is_a_clean_error_and_changes_nothing(
             [
                 "cloudrepo:parkingVlan: must be an integer, got '99999",
                 "(5000 characters)",
-                "cloudrepo:dnsServers[0]: not an IPv4 address, got '8.8.8.8\\x00; reboot'",
+                "cloudrepo:dnsServers[0]: '8.8.8.8\\x00; reboot' is not an IPv4 address",
                 "cloudrepo:bridge: interface name 'br-int\\n--'",
                 "cloudrepo:slice.name: slice name '../../etc'",
                 "cloudrepo:slice.links[0].b: input should be a valid string, got {'a': 1}",

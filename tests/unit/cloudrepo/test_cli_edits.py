@@ -97,7 +97,7 @@ def test_secrets_count_as_set_without_being_read() -> None:
     with pytest.raises(ConfigError, match="no SSH key configured"):
         stackfile.check(config, "s", {})
     config["cloudrepo:sshPrivateKey"] = {"secure": "v1:abc"}
-    assert stackfile.check(config, "s", {}).ssh.private_key is not None
+    assert stackfile.check(config, "s", {}).config.ssh.private_key is not None
 
 
 def test_stack_file_round_trip_keeps_objects_and_secrets(tmp_path: Path) -> None:

@@ -306,6 +306,27 @@ def test_an_unknown_key_of_the_section_is_still_named_at_its_path() -> None:
         assert not (root / "Pulumi.s2.yaml").exists()
 
 
+def test_from_refuses_a_bad_launch_as_preview_does() -> None:
+    """The launch rules are part of the config: a slice whose VM boots from a file outside
+    `qemu.imageDirs`, or has an unknown launch key, is refused before the stack file is written."""
+    with project() as root:
+        vms = [
+            {"id": 7, "worker": "worker1", "launch": {"kernel": "/etc/passwd"}},
+            {"id": 8, "worker": "worker2", "launch": {"image": "images/x", "kernal": "k"}},
+        ]
+        stackfile.write(root / "from.yaml", {"vlanPool": {"start": 300}, "vms": vms})
+        code, _, err = run(VERBS[0], root)
+        assert code == 1, err
+        assert (
+            "cloudrepo:slice.vms[0].launch.kernel: '/etc/passwd' is outside cloudrepo:qemu.imageDirs "
+            "('images', '.lab/guest')" in err
+        ), err
+        assert "cloudrepo:slice.vms[1].launch.kernal: unknown key 'kernal'; did you mean 'kernel'?" in err, (
+            err
+        )
+        assert not (root / "Pulumi.s2.yaml").exists()
+
+
 def test_a_plain_key_secret_in_the_cloud_file_is_refused_without_its_value() -> None:
     with project() as root:
         cloud = cloud_config()

@@ -1,7 +1,7 @@
 """Every bad input is an answer: one field of a valid stack config at a time (a leaf or a whole object) is
 replaced by hostile input, deleted, given an unknown key, or its raw text garbled, and what `pulumi preview`
-runs on it (`components.launch.load`: the config, the launches and their boot files) either accepts it or
-raises one `ConfigError` whose problems name the mutated key path and show its value (never key text) —
+runs on it (`components.prepare`: the config, the launches and their boot files, the plan) either accepts it
+or raises one `ConfigError` whose problems name the mutated key path and show its value (never key text) —
 never another exception, never a catch-all message. The loader is pure but for reading boot files, so no
 host is involved."""
 
@@ -17,67 +17,17 @@ import pytest
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 
-from components.allocation import allocate_vlans
-from components.inputs import SecretText, path_of
-from components.launch import load
-from components.plan import build_plan
+from components.config import load_config
+from components.inputs import SecretText
+from components.prepare import prepare
 from components.resources import resource_plan
-from components.vms import launch_plan
-from tests.cfgkit import raw_config, raw_value
+from tests.cfgkit import boot_files_project, raw_config, raw_value, valid_config
 from tests.fuzzkit import PEM, Path_, fuzz_settings, hostile_text, hostile_values, leaks_key, node_at, places
 from vocabulary.errors import ConfigError
+from vocabulary.problems import path_of
 from vocabulary.shown import looks_like_key, looks_like_pasted_key, shown
 
 CATCH_ALL = re.compile(r"traceback|internal error|unexpected|exception|\bNone of\b", re.IGNORECASE)
-
-
-def valid_config() -> dict[str, Any]:
-    """Every key of the stack config set (launch fields included), valid; boot files under `images/`."""
-    kernel = {
-        "kernel": "images/vmlinuz",
-        "initrd": "images/initrd.gz",
-        "append": "console=ttyS0 quiet",
-        "cpus": 1,
-        "memoryMb": 128,
-        "accel": "tcg",
-    }
-    return {
-        "cloudrepo:networkNode": {"host": "10.0.10.3", "port": 22, "uplink": "ens3"},
-        "cloudrepo:workers": {
-            "worker1": {"host": "10.0.10.1", "port": 22},
-            "worker2": {"host": "node-2.lab"},
-        },
-        "cloudrepo:ssh": {
-            "user": "ubuntu",
-            "privateKeyPath": "~/.ssh/id_ed25519",
-            "knownHostsPath": "known_hosts",
-            "sudo": True,
-            "connectTimeout": 10,
-            "commandTimeout": 120.5,
-        },
-        "cloudrepo:sshPrivateKey": {"secure": "v1:abc"},
-        "cloudrepo:bridge": "br-int",
-        "cloudrepo:parkingVlan": 4094,
-        "cloudrepo:dnsServers": ["8.8.8.8", "1.1.1.1"],
-        "cloudrepo:qemu": {"binary": "qemu-system-x86_64", "accel": "kvm"},
-        "cloudrepo:slice": {
-            "name": "fuzz",
-            "vlanPool": {"start": 120},
-            "vms": [
-                {"id": 1002, "worker": "worker1", "dataInterfaces": 3, "internet": True, "launch": kernel},
-                {
-                    "id": 1003,
-                    "worker": "worker2",
-                    "dataInterfaces": 2,
-                    "launch": {"image": "images/disk.qcow2"},
-                },
-                {"id": 1004, "worker": "worker2", "dataInterfaces": 3},
-                {"id": 1005, "worker": "worker1", "dataInterfaces": 1},
-            ],
-            "links": [["1002.eth1", "1003.eth1"], {"a": "1002.eth2", "b": "1004.eth1", "vlan": 125}],
-            "topology": [{"preset": "bus", "vms": [1003, 1004, 1005]}],
-        },
-    }
 
 
 CONFIG = valid_config()
@@ -120,22 +70,15 @@ def renderings(value: Any) -> set[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("fuzz-project")
-    (base / "images").mkdir()
-    for name, data in (("vmlinuz", b"kernel"), ("initrd.gz", b"initrd"), ("disk.qcow2", b"QFI\xfb rest")):
-        (base / "images" / name).write_bytes(data)
-    (base / "known_hosts").write_text("")
-    return base
+    return boot_files_project(tmp_path_factory.mktemp("fuzz-project"))
 
 
 def run(raw: dict[str, str], base: Path) -> list[str] | None:
     """The problems `pulumi preview` reports for `raw` (None: accepted, and the pure rest of the program,
     `__main__.py` without the resources, plans it); any other exception fails."""
     try:
-        config, launches = load(raw, "fuzz", base)
-        plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
-        resource_plan(plan, None)
-        launch_plan(plan, launches)
+        prepared = prepare(raw, "fuzz", {}, base)
+        resource_plan(prepared.plan, None)
     except ConfigError as exc:
         assert exc.problems, "a ConfigError without problems"
         for p in exc.problems:
@@ -148,8 +91,8 @@ def run(raw: dict[str, str], base: Path) -> list[str] | None:
 
 def test_the_valid_config_loads(project: Path) -> None:
     """The fuzz starts from a config that loads, and reaches every key (the launch fields included)."""
-    config, launches = load(raw_config(CONFIG), "fuzz", project)
-    assert sorted(launches) == [1002, 1003] and len(config.links) == 4
+    config = load_config(raw_config(CONFIG), "fuzz", project)
+    assert sorted(config.launches) == [1002, 1003] and len(config.links) == 4
     assert (
         len(PLACES) > 60
         and key_path(("cloudrepo:slice", "vms", 1, "worker")) == "cloudrepo:slice.vms[1].worker"
@@ -216,11 +159,11 @@ def test_a_hostile_value_in_any_field_is_named(project: Path, at: Path_, value: 
 
 
 def long_boot_file_name_escapes() -> bool:
-    """True while a boot-file name over 255 characters escapes `load` as OSError (ENAMETOOLONG from
+    """True while a boot-file name over 255 characters escapes `load_config` as OSError (ENAMETOOLONG from
     Path.is_file in components/launch.py); the qemu.imageDirs boot-file rules answer it."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            load(raw_config(mutated(BOOT_FILES[0], "k" * 300)), "fuzz", Path(tmp))
+            load_config(raw_config(mutated(BOOT_FILES[0], "k" * 300)), "fuzz", Path(tmp))
         except ConfigError:
             return False
         except OSError:

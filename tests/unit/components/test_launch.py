@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from components.allocation import allocate_vlans
-from components.config import ConfigError
-from components.launch import load
+from components.config import ConfigError, load_config
 from components.outputs import qemu_net_args
 from components.plan import build_plan
 from components.vms import launch_plan
-from providers.kinds.qemu_vm import IMAGES_DIR, qemu_argv
+from providers.kinds.qemu_vm import qemu_argv
 from tests.cfgkit import raw_config, slice_with, with_changes
+from vocabulary.naming import IMAGES_DIR
 
 
 @pytest.fixture
@@ -43,19 +43,19 @@ def launched(launches: dict[int, dict[str, Any]], **changes: Any) -> dict[str, A
 
 def problems(config: dict[str, Any], base: Path) -> list[str]:
     with pytest.raises(ConfigError) as err:
-        load(raw_config(config), "dev", base)
+        load_config(raw_config(config), "dev", base)
     return err.value.problems
 
 
 def test_kernel_boot_with_defaults_and_an_override(tmp_path: Path, files: dict[str, Path]) -> None:
     kernel = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "append": "console=ttyS0"}
-    config, launches = load(
+    config = load_config(
         raw_config(launched({1002: kernel, 1003: {**kernel, "accel": "tcg", "cpus": 2, "memoryMb": 128}})),
         "dev",
         tmp_path,
     )
-    assert sorted(launches) == [1002, 1003]
-    a, b = launches[1002], launches[1003]
+    assert sorted(config.launches) == [1002, 1003]
+    a, b = config.launches[1002], config.launches[1003]
     assert (a.binary, a.accel, a.cpus, a.memory_mb) == ("qemu-system-x86_64", "kvm", 1, 256)
     assert (b.accel, b.cpus, b.memory_mb) == ("tcg", 2, 128)
     assert a.kernel is not None and a.kernel.sha256 == hashlib.sha256(b"kernel").hexdigest()
@@ -68,8 +68,7 @@ def test_stack_level_qemu_settings(tmp_path: Path, files: dict[str, Path]) -> No
     cfg = launched(
         {1002: {"image": str(files["disk.qcow2"])}}, qemu={"binary": "/opt/q/bin/qemu", "accel": "tcg"}
     )
-    _, launches = load(raw_config(cfg), "dev", tmp_path)
-    vm = launches[1002]
+    vm = load_config(raw_config(cfg), "dev", tmp_path).launches[1002]
     assert (vm.binary, vm.accel, vm.image_format) == ("/opt/q/bin/qemu", "tcg", "qcow2")
 
 
@@ -118,17 +117,17 @@ def test_file_and_choice_problems(tmp_path: Path, files: dict[str, Path]) -> Non
 
 
 def test_no_launch_changes_nothing(tmp_path: Path) -> None:
-    config, launches = load(raw_config(launched({})), "dev", tmp_path)
-    assert launches == {}
+    config = load_config(raw_config(launched({})), "dev", tmp_path)
+    assert config.launches == {}
     plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
-    assert launch_plan(plan, launches) == ([], [])
+    assert launch_plan(plan) == ([], [])
 
 
 def test_launch_plan_copies_once_per_worker(tmp_path: Path, files: dict[str, Path]) -> None:
     kernel = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "accel": "tcg"}
-    config, launches = load(raw_config(launched({1002: kernel, 1003: kernel, 1004: kernel})), "dev", tmp_path)
+    config = load_config(raw_config(launched({1002: kernel, 1003: kernel, 1004: kernel})), "dev", tmp_path)
     plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
-    copies, vms = launch_plan(plan, launches)
+    copies, vms = launch_plan(plan)
     # two files on two workers: 1002 and 1004 share worker1's copies
     assert sorted((c.worker, c.file.local) for c in copies) == sorted(
         (w, str(files[f])) for w in ("worker1", "worker2") for f in ("vmlinuz", "initrd.gz")

@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.bootfiles import IMAGE_DIRS_KEY, ImageDirs, boot_file, parse_image_dirs
-from components.launch import load, parse_qemu
-from providers.kinds.qemu_vm import BINARY_PATTERN
+from components.config import load_config
+from components.launch import parse_qemu
 from tests.cfgkit import raw_config, slice_with, with_changes
 from vocabulary.errors import ConfigError
+from vocabulary.specs import BINARY_PATTERN
 
 WHERE = "cloudrepo:slice.vms[0].launch.kernel"
 ALLOWED = {"images/ok.bin": b"kernel", "images/sub/ok2": b"initrd", ".lab/guest/vmlinuz": b"guest"}
@@ -198,11 +199,11 @@ def test_a_refused_boot_file_fails_the_whole_config_at_preview(project: Path) ->
     vms = [{"id": 1002, "worker": "worker1", "dataInterfaces": 0, "launch": {"kernel": ".lab/id_ed25519"}}]
     cfg = with_changes(slice=slice_with(vms=vms, links=[]), qemu={"imageDirs": ["images", "/"]})
     with pytest.raises(ConfigError) as err:
-        load(raw_config(cfg), "dev", project)
+        load_config(raw_config(cfg), "dev", project)
     assert err.value.problems[0].startswith("cloudrepo:qemu.imageDirs[1]: '/' holds the whole project")
     cfg = with_changes(slice=slice_with(vms=vms, links=[]))
     with pytest.raises(ConfigError) as err:
-        load(raw_config(cfg), "dev", project)
+        load_config(raw_config(cfg), "dev", project)
     assert err.value.problems == [
         f"{WHERE}: '.lab/id_ed25519' is outside cloudrepo:qemu.imageDirs ('images', '.lab/guest')"
     ]
@@ -241,7 +242,7 @@ def test_appends_with_control_characters_are_refused_at_preview(
     append = head + bad + tail
     vms = [{"id": 1002, "worker": "worker1", "launch": {"kernel": "images/k", "append": append}}]
     with pytest.raises(ConfigError) as err:
-        load(raw_config(with_changes(slice=slice_with(vms=vms, links=[]))), "dev", base)
+        load_config(raw_config(with_changes(slice=slice_with(vms=vms, links=[]))), "dev", base)
     assert any(
         p.startswith("cloudrepo:slice.vms[0].launch.append: printable text") for p in err.value.problems
     )

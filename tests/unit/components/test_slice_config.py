@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -11,7 +12,7 @@ import pytest
 
 from components.config import load_config
 from components.inputs import raw_stack_config
-from tests.cfgkit import BASE, ROOT, raw_config, raw_from_file, slice_with, with_changes
+from tests.cfgkit import BASE, ROOT, guest_project, raw_config, raw_from_file, slice_with, with_changes
 from vocabulary.errors import ConfigError
 
 HEAD = "cloudrepo: {n} problem{s} in the stack config (nothing was changed):"
@@ -53,8 +54,9 @@ def test_spec_example_loads() -> None:
     assert cfg.ssh.private_key is None
 
 
-def test_dev_stack_file_loads() -> None:
-    cfg = load_config(raw_from_file(ROOT / "Pulumi.dev.yaml"), "dev")
+def test_dev_stack_file_loads(tmp_path: Path) -> None:
+    cfg = load_config(raw_from_file(ROOT / "Pulumi.dev.yaml"), "dev", guest_project(tmp_path))
+    assert sorted(cfg.launches) == [1002, 1003, 1004]
     assert cfg.network_node.port == 2200
     assert {n: (w.address, w.port) for n, w in cfg.workers.items()} == {
         "worker1": ("127.0.0.1", 2201),
@@ -259,12 +261,12 @@ def test_other_namespaces_are_not_ours() -> None:
         ),
         pytest.param(
             {"parkingVlan": 400},
-            ["cloudrepo:parkingVlan: VLAN 400 is the shared internet VLAN, got 400"],
+            ["cloudrepo:parkingVlan: VLAN 400 is the shared internet VLAN, not a parking VLAN"],
             id="parking-400",
         ),
         pytest.param(
             {"parkingVlan": "4095"},
-            ["cloudrepo:parkingVlan: must be 1..4094, got 4095"],
+            ["cloudrepo:parkingVlan: input should be less than or equal to 4094, got 4095"],
             id="parking-range",
         ),
         pytest.param(
@@ -274,7 +276,7 @@ def test_other_namespaces_are_not_ours() -> None:
                 )
             },
             [
-                "cloudrepo:slice.vms[0].dataInterfaces: VM 65000: 100 data interfaces: TAP name "
+                "cloudrepo:slice.vms[0].dataInterfaces: VM 65000: 100 data interfaces: TAP interface name "
                 "'tap_65000_eth100' is 16 characters, over the Linux limit of 15"
             ],
             id="tap-name-too-long",
@@ -380,12 +382,12 @@ def test_other_namespaces_are_not_ours() -> None:
         ),
         pytest.param(
             {"dnsServers": ["1.1.1.1", "dns.example"]},
-            ["cloudrepo:dnsServers[1]: not an IPv4 address, got 'dns.example'"],
+            ["cloudrepo:dnsServers[1]: 'dns.example' is not an IPv4 address"],
             id="dns-servers",
         ),
         pytest.param(
             {"networkNode": {"host": "10.0.10.3", "port": 70000}},
-            ["cloudrepo:networkNode.port: must be 1..65535, got 70000"],
+            ["cloudrepo:networkNode.port: input should be less than or equal to 65535, got 70000"],
             id="port-range",
         ),
         pytest.param(
@@ -426,7 +428,7 @@ def test_one_bad_input(changes: dict[str, Any], expected: list[str]) -> None:
         pytest.param(
             {"workers": {"worker1": {"host": "10.0.10.1"}, "$(reboot)": {"host": "10.0.10.2"}}},
             [
-                "cloudrepo:workers['$(reboot)']: worker name '$(reboot)' must be 1..63 characters, start with a "
+                "cloudrepo:workers['$(reboot)']: node name '$(reboot)' must be 1..63 characters, start with a "
                 "letter or digit and contain only letters, digits, '_', '.' and '-'",
                 "cloudrepo:slice.vms[1].worker: VM 1003: unknown worker 'worker2'; did you mean 'worker1'? "
                 "(cloudrepo:workers has: $(reboot), worker1)",
@@ -439,12 +441,9 @@ def test_one_bad_input(changes: dict[str, Any], expected: list[str]) -> None:
                 "workers": {"worker1": {"host": "-oProxyCommand=x"}, "worker2": {"host": "a b"}},
             },
             [
-                "cloudrepo:networkNode.host: '10.0.10.3;reboot' is not an IPv4 address or DNS name (letters, "
-                "digits, '.' and '-' only)",
-                "cloudrepo:workers.worker1.host: '-oProxyCommand=x' is not an IPv4 address or DNS name (letters, "
-                "digits, '.' and '-' only)",
-                "cloudrepo:workers.worker2.host: 'a b' is not an IPv4 address or DNS name (letters, digits, '.' "
-                "and '-' only)",
+                "cloudrepo:networkNode.host: '10.0.10.3;reboot' is not a host name or IP address",
+                "cloudrepo:workers.worker1.host: '-oProxyCommand=x' is not a host name or IP address",
+                "cloudrepo:workers.worker2.host: 'a b' is not a host name or IP address",
             ],
             id="hosts",
         ),

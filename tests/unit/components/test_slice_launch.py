@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_slice_component import install
 
-from components import vms
+from components import vm_resources as vms
 from components.allocation import allocate_vlans
-from components.launch import load
+from components.config import load_config
 from components.plan import build_plan
 from components.slice import SliceComponent
 from tests.cfgkit import raw_config, slice_with, with_changes
@@ -57,14 +57,14 @@ def test_launched_vms_under_mocks(tmp_path: Path) -> None:
         },
         slice=slice_with(vms=vms, links=[["1002.eth1", "1003.eth1"]]),
     )
-    config, launches = load(raw_config(cfg), "dev", tmp_path)
+    config = load_config(raw_config(cfg), "dev", tmp_path)
     plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
     monitor, _ = install()
     seen: dict[str, Any] = {}
 
     @pulumi.runtime.test
     def program() -> None:
-        comp = SliceComponent(config.slice_name, plan, launches=launches)
+        comp = SliceComponent(config.slice_name, plan)
         seen["outputs"] = comp.outputs
 
     program()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from components.allocation import allocate_vlans
 from components.config import load_config
 from components.outputs import qemu_net_args, stack_outputs, topology_output
 from components.plan import build_plan, mac_address, vlan_subnet
-from tests.cfgkit import ROOT, raw_from_file
+from tests.cfgkit import ROOT, guest_project, raw_from_file
 
 
 def test_mac_is_the_originals_and_unique() -> None:
@@ -27,8 +29,8 @@ def test_vlan_subnet_is_the_seeds() -> None:
     assert str(vlan_subnet(400)) == "10.60.7.0/24"
 
 
-def test_dev_plan_interfaces() -> None:
-    cfg = load_config(raw_from_file(ROOT / "Pulumi.dev.yaml"), "dev")
+def test_dev_plan_interfaces(tmp_path: Path) -> None:
+    cfg = load_config(raw_from_file(ROOT / "Pulumi.dev.yaml"), "dev", guest_project(tmp_path))
     plan = build_plan(cfg, allocate_vlans(cfg.links, cfg.pool))
     rows = {(i.vm, i.iface): (i.tap, i.vlan, i.parked, i.ip, i.gateway) for i in plan.interfaces}
     assert rows == {
