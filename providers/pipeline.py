@@ -125,11 +125,12 @@ class HostProvider(ResourceProvider):
         work: Any,
         have: Any,
         steps: list[Step],
+        res: ScriptResult,
         ran: list[tuple[str, ScriptResult]],
     ) -> dict[str, Any]:
-        """The outputs once `steps` ran on a host that had `have` (`ran`: the scripts, the plan's last):
-        the inputs as given, what `work` observes after the plan, and its drift."""
-        res = ran[-1][1] if ran else ScriptResult()
+        """The outputs once `steps` ran on a host that had `have` (`res`: their script's result; `ran`: every
+        script of the change, as (host name, result)): the inputs as given, what `work` observes after the
+        plan, and its drift."""
         observed, drift = kind.observe(work, kind.after(work, have, res))
         observed["adopted"] = not kind.gone(work, have)
         observed["changed"] = [s.name for s in steps]
@@ -153,19 +154,19 @@ class HostProvider(ResourceProvider):
             steps = kind.plan_ensure(work, have)
             locked = kind.locked(work, have)
             ran: list[tuple[str, ScriptResult]] = []
+            res = ScriptResult()
             try:
                 for host, first in kind.first(work, have):
                     ran.append((host.name, ssh.run_script(host, first, locked=True, holder=work.slice)))
                 if steps:
-                    ran.append(
-                        (work.host.name, self._run(kind, work, [*steps, *kind.readback(work)], locked))
-                    )
+                    res = self._run(kind, work, [*steps, *kind.readback(work)], locked)
+                    ran.append((work.host.name, res))
             except StepFailed as exc:
                 if not (locked and kind.replans) or attempt == 2:
                     exc.fresh = kind.gone(work, have)
                     raise
                 continue
-            return self._observed(kind, spec, work, have, steps, ran)
+            return self._observed(kind, spec, work, have, steps, res, ran)
         raise AssertionError("unreachable")
 
     def _expected(
@@ -184,7 +185,7 @@ class HostProvider(ResourceProvider):
             raise
         if expected.missed(res):
             return None
-        return self._observed(kind, spec, work, expected.have, steps, [(work.host.name, res)])
+        return self._observed(kind, spec, work, expected.have, steps, res, [(work.host.name, res)])
 
     def _run_expected(
         self, kind: AnyKind, spec: Any, expected: Expectation[Any], steps: list[Step]

@@ -14,7 +14,7 @@ namespace, port or device of its names; a delete expects the owner file to name 
 namespace to exist. The shared server's decisions involve other slices: it reads first, then acts under the
 lock.
 
-Longer than the other resources (~380 lines) because its plan is one decision over four objects (namespace,
+Longer than the other resources (~420 lines) because its plan is one decision over four objects (namespace,
 port, address, process) plus the shared registration; the parts that stand alone live in `dnsmasq`,
 `internal_port` and `dhcp_addresses`.
 """
@@ -421,4 +421,4 @@ class DhcpNamespace(HostResource, kind=KIND):
     """A VLAN's DHCP server on the network node; see `DhcpNamespaceSpec` for the inputs."""
 
 
-from providers.legacy import DhcpNamespaceProvider as DhcpNamespaceProvider  # noqa: E402  (state of 529e9d7)
+from providers.legacy import DhcpNamespaceProvider as DhcpNamespaceProvider  # noqa: E402  (a class path older state holds)

@@ -183,4 +183,4 @@ class NatRule(HostResource, kind=KIND):
     """Shared NAT for a subnet on the network node; see `NatRuleSpec` for the inputs."""
 
 
-from providers.legacy import NatRuleProvider as NatRuleProvider  # noqa: E402  (state of 529e9d7)
+from providers.legacy import NatRuleProvider as NatRuleProvider  # noqa: E402  (a class path older state holds)

@@ -339,4 +339,4 @@ class PoolClaim(HostResource, kind=KIND):
     """A slice's VLAN range on the network node; see `PoolClaimSpec` for the inputs."""
 
 
-from providers.legacy import PoolClaimProvider as PoolClaimProvider  # noqa: E402  (state of 529e9d7)
+from providers.legacy import PoolClaimProvider as PoolClaimProvider  # noqa: E402  (a class path older state holds)

@@ -332,4 +332,4 @@ class QemuVm(HostResource, kind=KIND):
     """A VM's QEMU process on its worker; see `QemuVmSpec` for the inputs."""
 
 
-from providers.legacy import QemuVmProvider as QemuVmProvider  # noqa: E402  (state of 529e9d7)
+from providers.legacy import QemuVmProvider as QemuVmProvider  # noqa: E402  (a class path older state holds)

@@ -23,6 +23,9 @@ TAP's drop is added before its port is retagged to the parking VLAN (a new TAP c
 removed after it is retagged to a link; the VLAN's drop goes with the last parked TAP on the bridge (checked
 again after the removal, so a concurrent park needs no lock). Flows live in ovs-vswitchd, not in OVSDB: one
 lost (a restart, a hand edit) is drift for `read`, and `update` puts it back.
+
+About 560 lines: the parking flows' shell functions and their reads are most of it; they belong to this
+kind alone.
 """
 
 from __future__ import annotations
@@ -555,4 +558,4 @@ class TapPort(HostResource, kind=KIND):
     """A VM interface's TAP on a worker; see `TapPortSpec` for the inputs."""
 
 
-from providers.legacy import TapPortProvider as TapPortProvider  # noqa: E402  (state of 529e9d7)
+from providers.legacy import TapPortProvider as TapPortProvider  # noqa: E402  (a class path older state holds)

@@ -287,4 +287,4 @@ class VlanGateway(HostResource, kind=KIND):
     """A VLAN's gateway port on the network node; see `VlanGatewaySpec` for the inputs."""
 
 
-from providers.legacy import VlanGatewayProvider as VlanGatewayProvider  # noqa: E402  (state of 529e9d7)
+from providers.legacy import VlanGatewayProvider as VlanGatewayProvider  # noqa: E402  (a class path older state holds)
