@@ -25,7 +25,7 @@ Observed = tuple[dict[str, Any], list[str]]
 """What the host has, as outputs, and how it differs from the spec (`drift`)."""
 
 
-def _gone(_spec: Any, have: Any) -> bool:
+def _says_gone(_spec: Any, have: Any) -> bool:
     return bool(have.gone)
 
 
@@ -102,7 +102,7 @@ class Kind(Generic[S, H]):
     another slice may have made or removed the shared object since (two slices' first `up` at once).
     False: the kind's locked plan re-checks under the lock by itself (a failure is final)."""
 
-    gone: Callable[[S, H], bool] = _gone
+    gone: Callable[[S, H], bool] = _says_gone
     """Whether the read found no object of this slice (`read` drops it; a failed create undoes itself)."""
     locked: Callable[[S, H], bool] = _never
     """Whether a change from `have` runs under the hosts' lock (objects slices share, a TAP that moves

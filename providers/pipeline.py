@@ -6,6 +6,9 @@ Create and update: the kind's expectation, when it has one, behind its guards, i
 run (retried once when a locked plan's read raced another slice). Read: read -> observe. Delete: the
 expectation, or read -> plan_delete (another slice's object left, with a warning). A create that found its
 object absent and failed part-way undoes what it made.
+
+About 370 lines: the engine's six calls, written once for every kind, the diff of inputs, and the one
+resource class the kinds' resources are made from.
 """
 
 from __future__ import annotations
