@@ -1,4 +1,4 @@
 """Where state written before the kinds moved to `providers.kinds` finds `DhcpNamespaceProvider` (a pickled
-reference to this module path): it must keep resolving."""
+reference to this module path): it must keep resolving (`providers.legacy`)."""
 
-from providers.kinds.dhcp_namespace import DhcpNamespaceProvider as DhcpNamespaceProvider
+from providers.legacy import DhcpNamespaceProvider as DhcpNamespaceProvider

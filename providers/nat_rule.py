@@ -1,4 +1,4 @@
 """Where state written before the kinds moved to `providers.kinds` finds `NatRuleProvider` (a pickled
-reference to this module path): it must keep resolving."""
+reference to this module path): it must keep resolving (`providers.legacy`)."""
 
-from providers.kinds.nat_rule import NatRuleProvider as NatRuleProvider
+from providers.legacy import NatRuleProvider as NatRuleProvider

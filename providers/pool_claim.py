@@ -1,4 +1,4 @@
 """Where state written before the kinds moved to `providers.kinds` finds `PoolClaimProvider` (a pickled
-reference to this module path): it must keep resolving."""
+reference to this module path): it must keep resolving (`providers.legacy`)."""
 
-from providers.kinds.pool_claim import PoolClaimProvider as PoolClaimProvider
+from providers.legacy import PoolClaimProvider as PoolClaimProvider

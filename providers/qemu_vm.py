@@ -1,4 +1,4 @@
 """Where state written before the kinds moved to `providers.kinds` finds `QemuVmProvider` (a pickled
-reference to this module path): it must keep resolving."""
+reference to this module path): it must keep resolving (`providers.legacy`)."""
 
-from providers.kinds.qemu_vm import QemuVmProvider as QemuVmProvider
+from providers.legacy import QemuVmProvider as QemuVmProvider

@@ -1,4 +1,4 @@
 """Where state written before the kinds moved to `providers.kinds` finds `TapPortProvider` (a pickled
-reference to this module path): it must keep resolving."""
+reference to this module path): it must keep resolving (`providers.legacy`)."""
 
-from providers.kinds.tap_port import TapPortProvider as TapPortProvider
+from providers.legacy import TapPortProvider as TapPortProvider

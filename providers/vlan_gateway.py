@@ -1,4 +1,4 @@
 """Where state written before the kinds moved to `providers.kinds` finds `VlanGatewayProvider` (a pickled
-reference to this module path): it must keep resolving."""
+reference to this module path): it must keep resolving (`providers.legacy`)."""
 
-from providers.kinds.vlan_gateway import VlanGatewayProvider as VlanGatewayProvider
+from providers.legacy import VlanGatewayProvider as VlanGatewayProvider

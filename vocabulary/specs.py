@@ -249,6 +249,19 @@ class QemuVmSpec(HostSpec):
     net_args: list[str] = Field(default_factory=list)
 
 
+class LinkShapeSpec(HostSpec):
+    """A token-bucket rate limit (tc `tbf`) on one of the slice's TAPs on a worker."""
+
+    tap: IfName
+    """The TAP: its OVS port must carry the slice's owner mark."""
+    rate_kbit: Annotated[int, Field(ge=8, le=100_000_000)]
+    """The rate, in kbit/s (1000 bit/s)."""
+    burst_bytes: Annotated[int, Field(ge=1600, le=1 << 30)]
+    """The bucket's size, in bytes (at least one full frame)."""
+    latency_ms: Annotated[int, Field(ge=1, le=60_000)]
+    """How long a packet may wait for tokens before it is dropped."""
+
+
 def problems(model: type[_Model], inputs: dict[str, Any]) -> list[tuple[str, str]]:
     """Every validation problem of `inputs` as (property path, reason); empty when valid."""
     try:

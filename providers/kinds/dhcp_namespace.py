@@ -14,7 +14,7 @@ namespace, port or device of its names; a delete expects the owner file to name 
 namespace to exist. The shared server's decisions involve other slices: it reads first, then acts under the
 lock.
 
-Longer than the other resources (~380 lines) because its plan is one decision over four objects (namespace,
+Longer than the other resources (~420 lines) because its plan is one decision over four objects (namespace,
 port, address, process) plus the shared registration; the parts that stand alone live in `dnsmasq`,
 `internal_port` and `dhcp_addresses`.
 """
@@ -24,17 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-
 from providers import bodies, hoststate, predict, shared
-from providers.base import HostProvider, HostResource, warn_foreign
 from providers.hoststate import LinkState, PortState
+from providers.kind import Kind
 from providers.kinds import dhcp_addresses, dnsmasq, internal_port
+from providers.pipeline import HostResource
 from providers.predict import Expect, Expectation
-from transport import ssh
 from transport.script import ScriptResult, Step, probe, run, sh
 from vocabulary import naming
-from vocabulary.errors import Conflict, OwnershipConflict, StepFailed
+from vocabulary.errors import Conflict, OwnershipConflict
 from vocabulary.specs import DhcpNamespaceSpec
 
 TOOLS = ("ip", "ovs-vsctl", "dnsmasq", "flock")
@@ -392,82 +390,35 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
     return observed, drift
 
 
-class DhcpNamespaceProvider(HostProvider[DhcpNamespaceSpec, DhcpHave]):
-    """Namespace + port + dnsmasq on the network node."""
-
-    spec_model = DhcpNamespaceSpec
-    identity = ("slice", "host", "namespace", "port", "vlan")
-    plan_ensure = staticmethod(plan_ensure)
-    plan_delete = staticmethod(plan_delete)
-    observe = staticmethod(observe)
-    expect_create = staticmethod(expect_create)
-    expect_delete = staticmethod(expect_delete)
-
-    def after(self, spec: DhcpNamespaceSpec, have: DhcpHave, res: ScriptResult) -> DhcpHave:
-        return after(spec, have, res)
-
-    def readback(self, spec: DhcpNamespaceSpec) -> list[Step]:
-        return [dnsmasq.proc_probe(spec)]  # the outputs show the server that runs
-
-    def _have(self, spec: DhcpNamespaceSpec) -> DhcpHave:
-        res = ssh.run_script(spec.host, preflight(spec))
-        hoststate.check_ready(spec.host.name, res, spec.bridge)
-        return parse_have(spec, res)
-
-    def _ensure(self, want: DhcpNamespaceSpec) -> dict[str, Any]:
-        for attempt in (1, 2):
-            have = self._have(want)
-            spec = resolve(want, have)
-            steps = plan_ensure(spec, have)
-            if not steps:  # in place: the read already has the running server
-                res = ScriptResult()
-                break
-            try:
-                res = ssh.run_script(
-                    spec.host, [*steps, *self.readback(spec)], locked=spec.shared, holder=spec.slice
-                )
-            except StepFailed as exc:
-                # shared: the read ran outside the lock, so another slice may have created or removed
-                # the namespace since (two slices' first `up` at once): read again and re-plan, once
-                if not spec.shared or attempt == 2:
-                    exc.fresh = have.gone
-                    raise
-                continue
-            break
-        out = self._outputs(spec, have, steps, res)
-        out.update(want.inputs())  # the inputs as given (a shared VLAN's addresses are outputs)
-        return out
-
-    def resource_id(self, spec: DhcpNamespaceSpec) -> str:
-        return resource_id(spec)
-
-    def _observe(self, spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], list[str]]:
-        try:
-            resolved = resolve(spec, have)
-        except Conflict:
-            resolved = spec  # no address left: report what is there
-        return observe(resolved, have)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Stop this VLAN's dnsmasq by pid, remove port, namespace and state (shared: last user only)."""
-        spec = self.spec(props)
-        if self._deleted_as_expected(spec):
-            return
-        have = self._have(spec)
-        if not have.gone and not owned(spec, have):
-            owner = have.owner if have.owner is not None else (have.port.owner if have.port else None)
-            warn_foreign(spec.host.name, f"DHCP namespace {spec.namespace}", spec.owner, owner)
-        ssh.run_script(spec.host, plan_delete(spec, have), locked=spec.shared, holder=spec.slice)
+def foreign(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[str, str | None] | None:
+    if have.gone or owned(spec, have):
+        return None
+    owner = have.owner if have.owner is not None else (have.port.owner if have.port else None)
+    return f"DHCP namespace {spec.namespace}", owner
 
 
-class DhcpNamespace(HostResource, name="DhcpNamespace"):
+KIND: Kind[DhcpNamespaceSpec, DhcpHave] = Kind(
+    name="DhcpNamespace",
+    spec_model=DhcpNamespaceSpec,
+    identity=("slice", "host", "namespace", "port", "vlan"),
+    resource_id=resource_id,
+    preflight=preflight,
+    parse_have=parse_have,
+    plan_ensure=plan_ensure,
+    plan_delete=plan_delete,
+    observe=observe,
+    after=after,
+    locked=lambda spec, _have: spec.shared,  # users registered under the lock
+    readback=lambda spec: [dnsmasq.proc_probe(spec)],  # the outputs show the server that runs
+    expect_create=expect_create,
+    expect_delete=expect_delete,
+    foreign=foreign,
+    resolve=lambda spec, have, _olds: resolve(spec, have),
+)
+
+
+class DhcpNamespace(HostResource, kind=KIND):
     """A VLAN's DHCP server on the network node; see `DhcpNamespaceSpec` for the inputs."""
 
-    def __init__(
-        self,
-        resource_name: str,
-        spec: DhcpNamespaceSpec,
-        opts: pulumi.ResourceOptions | None = None,
-        uid: pulumi.Input[str] | None = None,
-    ) -> None:
-        super().__init__(DhcpNamespaceProvider(), resource_name, spec, opts, uid)
+
+from providers.legacy import DhcpNamespaceProvider as DhcpNamespaceProvider  # noqa: E402  (a class path older state holds)

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-
 from providers import bodies, hoststate, shared
-from providers.base import HostProvider, HostResource, outputs
-from transport import ssh
+from providers.kind import Kind
+from providers.pipeline import HostResource
+from providers.predict import Expectation
 from transport.script import ScriptResult, Step, probe, sh
 from vocabulary import naming
 from vocabulary.specs import NatRuleSpec
@@ -151,48 +150,37 @@ def observe(spec: NatRuleSpec, have: NatHave) -> tuple[dict[str, Any], list[str]
     return observed, drift
 
 
-class NatRuleProvider(HostProvider[NatRuleSpec, NatHave]):
-    """Shared NAT on the network node."""
-
-    spec_model = NatRuleSpec
-    identity = ("slice", "host", "subnet", "gatewayPort", "uplink")
-    delete_before_replace = False  # the rules are shared; the new ones go in before the old user leaves
-
-    def _have(self, spec: NatRuleSpec) -> NatHave:
-        res = ssh.run_script(spec.host, preflight(spec))
-        hoststate.check_ready(spec.host.name, res, None)
-        return parse_have(spec, res)
-
-    def _ensure(self, spec: NatRuleSpec) -> dict[str, Any]:
-        have = self._have(spec)
-        steps = plan_ensure(spec, have)
-        ssh.run_script(spec.host, steps, locked=True, holder=spec.slice)
-        after = NatHave(frozenset(r.name for r in rules(spec)), "1", shared.joined(spec, have.users))
-        observed, _ = observe(spec, after)
-        observed["adopted"] = bool(have.present)
-        observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed)
-
-    def resource_id(self, spec: NatRuleSpec) -> str:
-        return resource_id(spec)
-
-    def _observe(self, spec: NatRuleSpec, have: NatHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Leave; the last user removes the rules (one locked round trip)."""
-        spec = self.spec(props)
-        ssh.run_script(spec.host, plan_delete(spec), locked=True, holder=spec.slice)
+def after(spec: NatRuleSpec, have: NatHave, _res: ScriptResult) -> NatHave:
+    """Every rule there (added unless present, re-checked under the lock), forwarding on, the slice a user."""
+    return NatHave(frozenset(r.name for r in rules(spec)), "1", shared.joined(spec, have.users))
 
 
-class NatRule(HostResource, name="NatRule"):
+def expect_delete(spec: NatRuleSpec) -> Expectation[NatHave]:
+    """No read: the locked plan leaves, and the last user's removes the rules (one round trip)."""
+    return Expectation(NatHave(frozenset(), "", ()), (), locked=True)
+
+
+KIND: Kind[NatRuleSpec, NatHave] = Kind(
+    name="NatRule",
+    spec_model=NatRuleSpec,
+    identity=("slice", "host", "subnet", "gatewayPort", "uplink"),
+    delete_before_replace=False,  # the rules are shared; the new ones go in before the old user leaves
+    needs_bridge=False,
+    replans=False,
+    resource_id=resource_id,
+    preflight=preflight,
+    parse_have=parse_have,
+    plan_ensure=plan_ensure,
+    plan_delete=lambda spec, _have: plan_delete(spec),
+    observe=observe,
+    after=after,
+    locked=lambda _spec, _have: True,
+    expect_delete=expect_delete,
+)
+
+
+class NatRule(HostResource, kind=KIND):
     """Shared NAT for a subnet on the network node; see `NatRuleSpec` for the inputs."""
 
-    def __init__(
-        self,
-        resource_name: str,
-        spec: NatRuleSpec,
-        opts: pulumi.ResourceOptions | None = None,
-        uid: pulumi.Input[str] | None = None,
-    ) -> None:
-        super().__init__(NatRuleProvider(), resource_name, spec, opts, uid)
+
+from providers.legacy import NatRuleProvider as NatRuleProvider  # noqa: E402  (a class path older state holds)

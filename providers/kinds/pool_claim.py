@@ -25,13 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pulumi
 import pydantic
-from pulumi.dynamic import UpdateResult
 
 from providers import bodies
-from providers.base import HostProvider, HostResource, outputs
-from transport import ssh
+from providers.kind import Kind
+from providers.pipeline import HostResource, input_part
 from transport.script import ScriptResult, Step, sh
 from vocabulary import naming
 from vocabulary.errors import Conflict, StepFailed
@@ -265,73 +263,80 @@ def observe(spec: PoolClaimSpec, have: PoolHave) -> tuple[dict[str, Any], list[s
         drift.append("claim missing")
     elif mine.end != spec.end:
         drift.append(f"claim is {mine.start}-{mine.end}, want {spec.start}-{spec.end}")
-    elif mine.parking != parking_vlans(spec):
-        drift.append(f"claim records parking VLANs {list(mine.parking)}, want {list(parking_vlans(spec))}")
+    elif mine.parking != parking_vlans(spec, carried(spec)[1]):
+        want = list(parking_vlans(spec, carried(spec)[1]))
+        drift.append(f"claim records parking VLANs {list(mine.parking)}, want {want}")
     return observed, drift
 
 
-class PoolClaimProvider(HostProvider[PoolClaimSpec, PoolHave]):
-    """VLAN range claim on the network node."""
+class ClaimChange(PoolClaimSpec):
+    """The spec of an update, with what it carries over from the old inputs."""
 
-    spec_model = PoolClaimSpec
-    identity = ("slice", "host", "start")
-
-    def _have(self, spec: PoolClaimSpec) -> PoolHave:
-        return parse_have(ssh.run_script(spec.host, preflight(spec)))
-
-    def _ensure(self, spec: PoolClaimSpec, adopt: bool = False, keep: tuple[int, ...] = ()) -> dict[str, Any]:
-        have = self._have(spec)
-        steps = plan_ensure(spec, have, adopt, keep)
-        try:
-            ssh.run_script(spec.host, steps, locked=True, holder=spec.slice)
-        except StepFailed as exc:
-            if exc.step == VERIFY:
-                raise Conflict(spec.host.name, f"{exc.stderr.strip()}; nothing changed") from None
-            raise
-        file = naming.pool_file(spec.slice, spec.start).rpartition("/")[2]
-        mine = Claim(spec.slice, spec.start, spec.end, file, spec.uid, spec.stack, parking_vlans(spec, keep))
-        rest = tuple(c for c in have.claims if (c.slice, c.start) != (spec.slice, spec.start))
-        observed, _ = observe(spec, PoolHave((*rest, mine)))
-        observed["adopted"] = any(c.slice == spec.slice and c.start == spec.start for c in have.claims)
-        observed["changed"] = [s.name for s in steps]
-        return outputs(spec, observed)
-
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Rewrite the claim to the new inputs. The state of a claim made before slices had uids holds no
-        uid: that stack, and only it, adopts the claim (and the name) for its uid. A parking VLAN given up
-        stays recorded (its TAPs leave it later on)."""
-        spec = self.spec(news)
-        try:
-            old = self.spec(olds).parking_vlan
-        except pydantic.ValidationError:
-            old = None
-        keep = (old,) if old is not None and old != spec.parking_vlan else ()
-        return UpdateResult(self._ensure(spec, adopt=olds.get("uid") is None, keep=keep))
-
-    def resource_id(self, spec: PoolClaimSpec) -> str:
-        return resource_id(spec)
-
-    def _observe(self, spec: PoolClaimSpec, have: PoolHave) -> tuple[dict[str, Any], list[str]]:
-        return observe(spec, have)
-
-    def _gone(self, spec: PoolClaimSpec, have: PoolHave) -> bool:
-        return have.of(spec.slice, spec.start, spec.uid) is None
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Drop this claim of the slice; already gone, or another uid's, is fine (left in place)."""
-        spec = self.spec(props)
-        have = self._have(spec)
-        ssh.run_script(spec.host, plan_delete(spec, have), locked=True, holder=spec.slice)
+    adopt: bool = False
+    """The old state holds no uid: this stack, and only it, adopts the claim made before slices had uids
+    (and the name) for its uid."""
+    keep: tuple[int, ...] = ()
+    """The parking VLAN the update gives up: recorded until the claim is next written (its TAPs leave it
+    later in the same `up`)."""
 
 
-class PoolClaim(HostResource, name="PoolClaim"):
+def carried(spec: PoolClaimSpec) -> tuple[bool, tuple[int, ...]]:
+    """(adopt, keep) of an update's spec; nothing for a create's."""
+    return (spec.adopt, spec.keep) if isinstance(spec, ClaimChange) else (False, ())
+
+
+def resolve(spec: PoolClaimSpec, _have: PoolHave, olds: dict[str, Any] | None) -> PoolClaimSpec:
+    """An update's spec: adopt a claim with no uid when the old state holds none; keep the parking VLAN it
+    gives up."""
+    if olds is None:
+        return spec
+    try:
+        old = PoolClaimSpec.model_validate(input_part(olds)).parking_vlan
+    except pydantic.ValidationError:
+        old = None
+    keep = (old,) if old is not None and old != spec.parking_vlan else ()
+    return ClaimChange.model_validate({**dict(spec), "adopt": olds.get("uid") is None, "keep": keep})
+
+
+def plan_claim(spec: PoolClaimSpec, have: PoolHave) -> list[Step]:
+    return plan_ensure(spec, have, *carried(spec))
+
+
+def after(spec: PoolClaimSpec, have: PoolHave, _res: ScriptResult) -> PoolHave:
+    """The claims once this one is written (or found in place)."""
+    file = naming.pool_file(spec.slice, spec.start).rpartition("/")[2]
+    keep = carried(spec)[1]
+    mine = Claim(spec.slice, spec.start, spec.end, file, spec.uid, spec.stack, parking_vlans(spec, keep))
+    rest = tuple(c for c in have.claims if (c.slice, c.start) != (spec.slice, spec.start))
+    return PoolHave((*rest, mine))
+
+
+def refused(spec: PoolClaimSpec, exc: StepFailed) -> Conflict | None:
+    """The check under the lock found a clash: report it as the refusal it is."""
+    return Conflict(spec.host.name, f"{exc.stderr.strip()}; nothing changed") if exc.step == VERIFY else None
+
+
+KIND: Kind[PoolClaimSpec, PoolHave] = Kind(
+    name="PoolClaim",
+    spec_model=PoolClaimSpec,
+    identity=("slice", "host", "start"),
+    replans=False,
+    resource_id=resource_id,
+    preflight=preflight,
+    parse_have=lambda _spec, res: parse_have(res),
+    plan_ensure=plan_claim,
+    plan_delete=plan_delete,
+    observe=observe,
+    after=after,
+    gone=lambda spec, have: have.of(spec.slice, spec.start, spec.uid) is None,
+    locked=lambda _spec, _have: True,
+    resolve=resolve,
+    refused=refused,
+)
+
+
+class PoolClaim(HostResource, kind=KIND):
     """A slice's VLAN range on the network node; see `PoolClaimSpec` for the inputs."""
 
-    def __init__(
-        self,
-        resource_name: str,
-        spec: PoolClaimSpec,
-        opts: pulumi.ResourceOptions | None = None,
-        uid: pulumi.Input[str] | None = None,
-    ) -> None:
-        super().__init__(PoolClaimProvider(), resource_name, spec, opts, uid)
+
+from providers.legacy import PoolClaimProvider as PoolClaimProvider  # noqa: E402  (a class path older state holds)

@@ -14,8 +14,8 @@ SSH user's) alone.
 `pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
 removes the directory.
 
-About 350 lines because the module also holds the VM's spec (its inputs exist for this resource
-only) and the diff that probes a VM's liveness at preview.
+About 340 lines because the module also holds the VM's spec (its inputs exist for this resource
+only). A VM that died is a change for the diff too (`diff_check`): `pulumi preview` shows it.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-from pulumi.dynamic import DiffResult
-
 from providers import hoststate
-from providers.base import HostProvider, HostResource, _has_unknown, input_part, log
+from providers.kind import Kind
 from providers.kinds import qemu_binary
+from providers.pipeline import HostResource
 from transport.script import ScriptResult, Step, run, sh
-from vocabulary.errors import CloudrepoError, OwnershipConflict, SshError
+from vocabulary.errors import CloudrepoError, OwnershipConflict
 from vocabulary.naming import VMS_DIR, console_path
 from vocabulary.specs import QemuVmSpec
 
@@ -254,64 +252,41 @@ def preflight(spec: QemuVmSpec) -> list[Step]:
     return [hoststate.tools_probe(*tools), *probe_steps(spec)]
 
 
-class QemuVmProvider(HostProvider[QemuVmSpec, VmHave]):
-    """A VM's QEMU process on its worker."""
-
-    spec_model = QemuVmSpec
-    identity = ("slice", "host", "vm")
-    needs_bridge = False
-    resource_id = staticmethod(resource_id)
-    preflight = staticmethod(preflight)
-    plan_ensure = staticmethod(plan_ensure)
-    plan_delete = staticmethod(plan_delete)
-    observe = staticmethod(observe)
-
-    def parse_have(self, spec: QemuVmSpec, res: ScriptResult) -> VmHave:
-        return parse_have(res)
-
-    def readback(self, spec: QemuVmSpec) -> list[Step]:
-        return probe_steps(spec)
-
-    def after(self, spec: QemuVmSpec, have: VmHave, res: ScriptResult) -> VmHave:
-        return parse_have(res) if res.ran("vm state") else have
-
-    def foreign(self, spec: QemuVmSpec, have: VmHave) -> tuple[str, str | None] | None:
-        if have.present and have.owner is not None and not spec.owns(have.owner):
-            return f"VM {spec.vm} ({state_dir(spec)})", have.owner
-        return None
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """As every resource's; and when nothing else changed, whether the VM still runs as wanted. A VM
-        that died (or runs other arguments) is a change, so `pulumi preview` shows it and `pulumi up`
-        starts it again, refresh or not. One probe round trip; an unreachable worker leaves the diff as is."""
-        result = super().diff(_id, olds, news)
-        if result.changes or _has_unknown(input_part(news)):
-            return result
-        spec = self.spec(news)
-        try:
-            have = self._have(spec)
-        except SshError as exc:
-            log.warning("%s: VM %s: cannot check that QEMU runs: %s", spec.host.name, spec.vm, exc)
-            return result
-        if running_as_wanted(spec, have):
-            return result
-        return DiffResult(changes=True, replaces=[], stables=[], delete_before_replace=False)
-
-    def _ensure(self, spec: QemuVmSpec) -> dict[str, Any]:
-        out = super()._ensure(spec)
-        if not out["observed"]["running"]:
-            raise VmNotRunning(f"{spec.host.name}: VM {spec.vm}: QEMU exited right after it started")
-        return out
+def after(spec: QemuVmSpec, have: VmHave, res: ScriptResult) -> VmHave:
+    """The VM as the ensure script's readback found it; `VmNotRunning` when QEMU exited right after it
+    started."""
+    found = parse_have(res) if res.ran("vm state") else have
+    if not found.ours(pid_file(spec)):
+        raise VmNotRunning(f"{spec.host.name}: VM {spec.vm}: QEMU exited right after it started")
+    return found
 
 
-class QemuVm(HostResource, name="QemuVm"):
+def foreign(spec: QemuVmSpec, have: VmHave) -> tuple[str, str | None] | None:
+    if have.present and have.owner is not None and not spec.owns(have.owner):
+        return f"VM {spec.vm} ({state_dir(spec)})", have.owner
+    return None
+
+
+KIND: Kind[QemuVmSpec, VmHave] = Kind(
+    name="QemuVm",
+    spec_model=QemuVmSpec,
+    identity=("slice", "host", "vm"),
+    needs_bridge=False,
+    resource_id=resource_id,
+    preflight=preflight,
+    parse_have=lambda _spec, res: parse_have(res),
+    plan_ensure=plan_ensure,
+    plan_delete=plan_delete,
+    observe=observe,
+    after=after,
+    readback=probe_steps,
+    foreign=foreign,
+    diff_check=running_as_wanted,
+)
+
+
+class QemuVm(HostResource, kind=KIND):
     """A VM's QEMU process on its worker; see `QemuVmSpec` for the inputs."""
 
-    def __init__(
-        self,
-        resource_name: str,
-        spec: QemuVmSpec,
-        opts: pulumi.ResourceOptions | None = None,
-        uid: pulumi.Input[str] | None = None,
-    ) -> None:
-        super().__init__(QemuVmProvider(), resource_name, spec, opts, uid)
+
+from providers.legacy import QemuVmProvider as QemuVmProvider  # noqa: E402  (a class path older state holds)

@@ -23,6 +23,9 @@ TAP's drop is added before its port is retagged to the parking VLAN (a new TAP c
 removed after it is retagged to a link; the VLAN's drop goes with the last parked TAP on the bridge (checked
 again after the removal, so a concurrent park needs no lock). Flows live in ovs-vswitchd, not in OVSDB: one
 lost (a restart, a hand edit) is drift for `read`, and `update` puts it back.
+
+About 560 lines: the parking flows' shell functions and their reads are most of it; they belong to this
+kind alone.
 """
 
 from __future__ import annotations
@@ -30,17 +33,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-
 from providers import hoststate, predict
-from providers.base import HostProvider, HostResource
 from providers.hoststate import LinkState, PortState
+from providers.kind import Kind
+from providers.pipeline import HostResource
 from providers.predict import Expect, Expectation
-from transport import ssh
 from transport.script import ScriptResult, Step, probe, run, sh
 from vocabulary import naming
-from vocabulary.errors import OwnershipConflict, StepFailed
-from vocabulary.specs import JoinSpec, TapPortSpec
+from vocabulary.errors import OwnershipConflict
+from vocabulary.specs import Endpoint, JoinSpec, TapPortSpec
 
 TOOLS = ("ip", "ovs-vsctl", "ovs-ofctl")
 ALIAS_PREFIX = "cloudrepo:"
@@ -306,12 +307,14 @@ def ovs_command(spec: TapPortSpec, port: PortState | None) -> list[str]:
 
 
 def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
-    """The steps that bring the host from `have` to `spec` (empty when already in place).
+    """The steps that bring the host from `have` to `spec` (empty when already in place); joining a link
+    VLAN, the slice's strays on it on this worker are parked first.
 
     A parked TAP is dropped before its port is retagged (a new one: right after it is added, and it comes
     up only then); a TAP on a link is undropped after its port is retagged."""
     check_ownership(spec, have)
-    steps: list[Step] = []
+    joins = joining(spec, have)
+    steps: list[Step] = [park_others(spec, joins)] if joins is not None and have.strays else []
     link, port = have.link, have.port
     if link is None and port is not None:
         # the TAP was deleted under its OVS port: the bridge still holds the old device (by its ifindex),
@@ -495,74 +498,64 @@ def after(spec: TapPortSpec, have: TapHave) -> TapHave:
     )
 
 
-class TapPortProvider(HostProvider[TapPortSpec, TapHave]):
-    """TAP + OVS port on a worker."""
-
-    spec_model = TapPortSpec
-    identity = ("slice", "host", "name")
-    not_diffed = ("join",)
-    resource_id = staticmethod(resource_id)
-    preflight = staticmethod(preflight)
-    parse_have = staticmethod(parse_have)
-    plan_ensure = staticmethod(plan_ensure)
-    plan_delete = staticmethod(plan_delete)
-    observe = staticmethod(observe)
-    expect_create = staticmethod(expect_create)
-    expect_update = staticmethod(expect_update)
-    expect_delete = staticmethod(expect_delete)
-
-    def after(self, spec: TapPortSpec, have: TapHave, res: ScriptResult) -> TapHave:
-        return after(spec, have)
-
-    def _outputs(
-        self,
-        spec: TapPortSpec,
-        have: TapHave,
-        steps: list[Step],
-        res: ScriptResult,
-        parked: list[str] | None = None,
-    ) -> dict[str, Any]:
-        out = super()._outputs(spec, have, steps, res)
-        out["observed"]["parkedOthers"] = parked or []
-        return out
-
-    def _ensure(self, spec: TapPortSpec) -> dict[str, Any]:
-        have = self._have(spec)
-        steps = plan_ensure(spec, have)
-        joins = spec.join if retags(spec, have) else None
-        parked: list[str] = []
-        if joins is not None:
-            park = park_others(spec, joins)
-            for host in joins.hosts:
-                if host.name != spec.host.name:
-                    res = ssh.run_script(host, [park], locked=True, holder=spec.slice)
-                    parked += [f"{host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
-            if have.strays:
-                steps = [park, *steps]
-        moves = have.port is not None and have.port.tag != spec.vlan
-        locked = moves or (joins is not None and bool(have.strays))
-        try:
-            res = ssh.run_script(spec.host, steps, locked=locked, holder=spec.slice)
-        except StepFailed as exc:
-            exc.fresh = have.gone
-            raise
-        if res.ran(PARK_OTHERS):
-            parked += [f"{spec.host.name}/{p}" for p in res.out(PARK_OTHERS).split()]
-        return self._outputs(spec, have, steps, res, parked)
-
-    def foreign(self, spec: TapPortSpec, have: TapHave) -> tuple[str, str | None] | None:
-        found, who = owner(have)
-        return (f"TAP {spec.name}", who) if found and not spec.owns(who) else None
+def locked(spec: TapPortSpec, have: TapHave) -> bool:
+    """A move between VLANs, and parking strays on its own worker, run under the lock (a park never undoes a
+    concurrent move)."""
+    moves = have.port is not None and have.port.tag != spec.vlan
+    return moves or (joining(spec, have) is not None and bool(have.strays))
 
 
-class TapPort(HostResource, name="TapPort"):
+def joining(spec: TapPortSpec, have: TapHave) -> JoinSpec | None:
+    """The link VLAN the ensure joins (the TAP is added or retagged to it), or None."""
+    return spec.join if retags(spec, have) else None
+
+
+def first(spec: TapPortSpec, have: TapHave) -> list[tuple[Endpoint, list[Step]]]:
+    """Joining a link VLAN: the slice's strays on it are parked first on each other worker that had it."""
+    joins = joining(spec, have)
+    if joins is None:
+        return []
+    return [(host, [park_others(spec, joins)]) for host in joins.hosts if host.name != spec.host.name]
+
+
+def report(spec: TapPortSpec, ran: list[tuple[str, ScriptResult]]) -> dict[str, Any]:
+    """`parkedOthers`: each port the ensure parked, as `host/port`."""
+    parked = [
+        f"{host}/{p}" for host, res in ran if res.ran(PARK_OTHERS) for p in res.out(PARK_OTHERS).split()
+    ]
+    return {"parkedOthers": parked}
+
+
+def foreign(spec: TapPortSpec, have: TapHave) -> tuple[str, str | None] | None:
+    found, who = owner(have)
+    return (f"TAP {spec.name}", who) if found and not spec.owns(who) else None
+
+
+KIND: Kind[TapPortSpec, TapHave] = Kind(
+    name="TapPort",
+    spec_model=TapPortSpec,
+    identity=("slice", "host", "name"),
+    not_diffed=("join",),
+    replans=False,
+    resource_id=resource_id,
+    preflight=preflight,
+    parse_have=parse_have,
+    plan_ensure=plan_ensure,
+    plan_delete=plan_delete,
+    observe=observe,
+    after=lambda spec, have, _res: after(spec, have),
+    locked=locked,
+    expect_create=expect_create,
+    expect_update=expect_update,
+    expect_delete=expect_delete,
+    foreign=foreign,
+    first=first,
+    report=report,
+)
+
+
+class TapPort(HostResource, kind=KIND):
     """A VM interface's TAP on a worker; see `TapPortSpec` for the inputs."""
 
-    def __init__(
-        self,
-        resource_name: str,
-        spec: TapPortSpec,
-        opts: pulumi.ResourceOptions | None = None,
-        uid: pulumi.Input[str] | None = None,
-    ) -> None:
-        super().__init__(TapPortProvider(), resource_name, spec, opts, uid)
+
+from providers.legacy import TapPortProvider as TapPortProvider  # noqa: E402  (a class path older state holds)

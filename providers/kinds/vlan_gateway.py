@@ -16,12 +16,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-
 from providers import bodies, hoststate, predict, shared
-from providers.base import HostProvider, HostResource
 from providers.hoststate import LinkState, PortState
+from providers.kind import Kind
 from providers.kinds import internal_port
+from providers.pipeline import HostResource
 from providers.predict import Expect, Expectation
 from transport.script import ScriptResult, Step, probe, run
 from vocabulary import naming
@@ -245,46 +244,47 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
     return observed, drift
 
 
-class VlanGatewayProvider(HostProvider[VlanGatewaySpec, GatewayHave]):
-    """Gateway port on the network node."""
-
-    spec_model = VlanGatewaySpec
-    identity = ("slice", "host", "port", "vlan")
-    resource_id = staticmethod(resource_id)
-    preflight = staticmethod(preflight)
-    plan_ensure = staticmethod(plan_ensure)
-    plan_delete = staticmethod(plan_delete)
-    observe = staticmethod(observe)
-    parse_have = staticmethod(parse_have)
-    expect_create = staticmethod(expect_create)
-    expect_delete = staticmethod(expect_delete)
-
-    def locked(self, spec: VlanGatewaySpec) -> bool:
-        return spec.shared  # users registered under the lock; another slice's delete may remove it
-
-    def after(self, spec: VlanGatewaySpec, have: GatewayHave, res: ScriptResult) -> GatewayHave:
-        return GatewayHave(
-            port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
-            link=LinkState(spec.port, True, "internal", None, (spec.address,)),
-            others=have.others,
-            users=shared.joined(spec, have.users) if spec.shared else (),
-            isolation=frozenset(isolation_rules(spec)),
-        )
-
-    def foreign(self, spec: VlanGatewaySpec, have: GatewayHave) -> tuple[str, str | None] | None:
-        if have.port is not None and have.port.owner != owner_mark(spec):
-            return f"gateway {spec.port}", have.port.owner
-        return None
+def locked(spec: VlanGatewaySpec, _have: GatewayHave) -> bool:
+    """Users are registered under the lock; another slice's delete may remove the shared gateway."""
+    return spec.shared
 
 
-class VlanGateway(HostResource, name="VlanGateway"):
+def after(spec: VlanGatewaySpec, have: GatewayHave, _res: ScriptResult) -> GatewayHave:
+    return GatewayHave(
+        port=PortState(spec.port, spec.bridge, spec.vlan, marks(spec)),
+        link=LinkState(spec.port, True, "internal", None, (spec.address,)),
+        others=have.others,
+        users=shared.joined(spec, have.users) if spec.shared else (),
+        isolation=frozenset(isolation_rules(spec)),
+    )
+
+
+def foreign(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[str, str | None] | None:
+    if have.port is not None and have.port.owner != owner_mark(spec):
+        return f"gateway {spec.port}", have.port.owner
+    return None
+
+
+KIND: Kind[VlanGatewaySpec, GatewayHave] = Kind(
+    name="VlanGateway",
+    spec_model=VlanGatewaySpec,
+    identity=("slice", "host", "port", "vlan"),
+    resource_id=resource_id,
+    preflight=preflight,
+    parse_have=parse_have,
+    plan_ensure=plan_ensure,
+    plan_delete=plan_delete,
+    observe=observe,
+    after=after,
+    locked=locked,
+    expect_create=expect_create,
+    expect_delete=expect_delete,
+    foreign=foreign,
+)
+
+
+class VlanGateway(HostResource, kind=KIND):
     """A VLAN's gateway port on the network node; see `VlanGatewaySpec` for the inputs."""
 
-    def __init__(
-        self,
-        resource_name: str,
-        spec: VlanGatewaySpec,
-        opts: pulumi.ResourceOptions | None = None,
-        uid: pulumi.Input[str] | None = None,
-    ) -> None:
-        super().__init__(VlanGatewayProvider(), resource_name, spec, opts, uid)
+
+from providers.legacy import VlanGatewayProvider as VlanGatewayProvider  # noqa: E402  (a class path older state holds)

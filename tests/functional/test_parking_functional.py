@@ -14,6 +14,7 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
 from providers.kinds import tap_port as tp
+from providers.pipeline import HostProvider
 from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
 from transport import ssh
 from vocabulary.specs import Endpoint, TapPortSpec
@@ -29,8 +30,8 @@ def lab(testbed: Testbed) -> Iterator[Testbed]:
     ssh.close_all()
 
 
-def provider(testbed: Testbed) -> tp.TapPortProvider:
-    p = tp.TapPortProvider()
+def provider(testbed: Testbed) -> HostProvider:
+    p = HostProvider("TapPort")
     p.configure(ConfigureRequest(Config(testbed.ssh_config(), "cloudrepo")))
     return p
 

@@ -21,11 +21,7 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
 from lab.common import host_paths, lab_dir
-from providers.kinds.dhcp_namespace import DhcpNamespaceProvider
-from providers.kinds.nat_rule import NatRuleProvider
-from providers.kinds.pool_claim import PoolClaimProvider
-from providers.kinds.tap_port import TapPortProvider
-from providers.kinds.vlan_gateway import VlanGatewayProvider
+from providers.pipeline import HostProvider
 from tests.labfixtures import Testbed, assert_scan_equal, held_host_lock, scan, scan_parts
 from transport import ssh
 from vocabulary.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
@@ -124,7 +120,7 @@ def sh(testbed: Testbed, host: str, command: str) -> str:
 
 def test_tap_port_lifecycle(lab: Testbed) -> None:
     baseline = scan("worker1")
-    p = TapPortProvider()
+    p = HostProvider("TapPort")
     configure(p, lab)
     spec = TapPortSpec(
         slice="ftest", host=endpoint(lab, "worker1"), name="tap_9101_eth1", vm=9101, iface="eth1",
@@ -172,7 +168,7 @@ def test_unmarked_tap_is_refused_and_left_alone(lab: Testbed) -> None:
     sh(lab, "worker1", "ip tuntap add mode tap name tap_9102_eth1")
     try:
         baseline = scan("worker1")
-        p = TapPortProvider()
+        p = HostProvider("TapPort")
         configure(p, lab)
         spec = TapPortSpec(
             slice="ftest", host=endpoint(lab, "worker1"), name="tap_9102_eth1", vm=9102, iface="eth1",
@@ -193,7 +189,7 @@ def test_wrong_host_key_is_refused_before_any_command(lab: Testbed, tmp_path: Pa
     for host in ("worker1",):
         bad.add(f"[127.0.0.1]:{lab.port(host)}", key.get_name(), key)
     bad.save(str(tmp_path / "known_hosts"))
-    p = TapPortProvider()
+    p = HostProvider("TapPort")
     configure(p, lab, known_hosts=str(tmp_path / "known_hosts"))
     spec = TapPortSpec(
         slice="ftest", host=endpoint(lab, "worker1"), name="tap_9103_eth1", vm=9103, iface="eth1",
@@ -212,7 +208,7 @@ def test_wrong_host_key_is_refused_before_any_command(lab: Testbed, tmp_path: Pa
 
 def test_vlan_gateway_lifecycle_and_subnet_conflict(lab: Testbed) -> None:
     baseline = scan("network")
-    p = VlanGatewayProvider()
+    p = HostProvider("VlanGateway")
     configure(p, lab)
     net = endpoint(lab, "network")
     spec = VlanGatewaySpec(slice="ftest", host=net, vlan=3102, port="gw_vlan3102", address="10.231.2.1/24")
@@ -241,7 +237,7 @@ def test_vlan_gateway_lifecycle_and_subnet_conflict(lab: Testbed) -> None:
 
 def test_shared_gateway_lives_until_its_last_user_leaves(lab: Testbed) -> None:
     baseline = scan("network")
-    p = VlanGatewayProvider()
+    p = HostProvider("VlanGateway")
     configure(p, lab)
     a = VlanGatewaySpec(
         slice="fa", host=endpoint(lab, "network"), vlan=3104, port="gw_vlan3104", address="10.231.4.1/24",
@@ -275,7 +271,7 @@ def dhcp_spec(lab: Testbed, slice_name: str = "ftest", vlan: int = 3105, **over:
 
 def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed, guest: Any) -> None:
     net_base = scan("network")  # worker1 is checked by the TapPort tests: the guest stays up until teardown
-    d, t = DhcpNamespaceProvider(), TapPortProvider()
+    d, t = HostProvider("DhcpNamespace"), HostProvider("TapPort")
     configure(d, lab)
     props = dhcp_spec(lab)
     created = measure("DhcpNamespace", "create", lambda: d.create(props))
@@ -335,7 +331,7 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
 
 def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
     baseline = scan("network")
-    d = DhcpNamespaceProvider()
+    d = HostProvider("DhcpNamespace")
     configure(d, lab)
     a = dhcp_spec(
         lab, slice_name="fa", vlan=3107, shared=True,
@@ -379,7 +375,7 @@ def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
 
 def test_nat_is_shared_and_never_cut_while_used(lab: Testbed) -> None:
     baseline = scan("network")
-    p = NatRuleProvider()
+    p = HostProvider("NatRule")
     configure(p, lab)
     a = NatRuleSpec(
         slice="fa", host=endpoint(lab, "network"), subnet="10.233.0.0/24", gateway_port="gw_vlan3108",
@@ -413,7 +409,7 @@ def test_nat_is_shared_and_never_cut_while_used(lab: Testbed) -> None:
 
 def test_pool_claims_refuse_overlap(lab: Testbed) -> None:
     baseline = scan("network")
-    p = PoolClaimProvider()
+    p = HostProvider("PoolClaim")
     configure(p, lab)
     a = PoolClaimSpec(slice="fa", host=endpoint(lab, "network"), start=3200, end=3219).inputs()
     created = measure("PoolClaim", "create", lambda: p.create(a))
@@ -441,7 +437,7 @@ def test_a_lock_wait_that_times_out_names_the_lock_and_its_holder(
     lab: Testbed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another slice's locked operation holds the network node's lock: the wait ends with a clear error."""
-    p = PoolClaimProvider()
+    p = HostProvider("PoolClaim")
     configure(p, lab)
     monkeypatch.setattr(ssh, "LOCK_WAIT_SECONDS", 1)
     # the other slice holds the lock for as long as the create runs (a barrier, no clock to race)

@@ -12,8 +12,8 @@ import pytest
 
 from lab import console, image
 from lab.common import host_paths
-from providers.kinds.qemu_vm import QemuVmProvider, qemu_argv
-from providers.kinds.tap_port import TapPortProvider
+from providers.kinds.qemu_vm import qemu_argv
+from providers.pipeline import HostProvider
 from tests.functional.test_prov_functional import configure, endpoint, outs
 from tests.labfixtures import Testbed
 from vocabulary.specs import TapPortSpec
@@ -51,7 +51,7 @@ def tap(testbed: Testbed) -> Iterator[dict[str, Any]]:
         vlan=4094,
         parked=True,
     )
-    provider = TapPortProvider()
+    provider = HostProvider("TapPort")
     configure(provider, testbed)
     provider.create(spec.inputs())
     yield spec.inputs()
@@ -77,7 +77,7 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
             "virtio-net-pci,netdev=net0,mac=52:54:00:1d:4d:00",
         ],
     }
-    provider = QemuVmProvider()
+    provider = HostProvider("QemuVm")
     configure(provider, testbed)
     checked = provider.check({}, props)
     assert not checked.failures, checked.failures

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
 from typing import Any
 
+import pytest
+
 from providers.hoststate import LinkState, PortState
+from providers.kind import Kind
+from providers.kinds import KINDS
+from providers.kinds.qemu_vm import QemuVmSpec
+from providers.pipeline import HostProvider
+from transport.script import ScriptResult, probe
 from vocabulary.specs import DhcpNamespaceSpec, NatRuleSpec, PoolClaimSpec, TapPortSpec, VlanGatewaySpec
 
 WORKER = {"name": "worker1", "address": "127.0.0.1", "port": 2201}
 NETWORK = {"name": "network", "address": "127.0.0.1", "port": 2200}
+SHA = "ab" * 32
+NET_ARGS = [
+    "-netdev", "tap,id=net0,ifname=tap_1002_eth0,script=no,downscript=no",
+    "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:03:ea:00",
+]  # fmt: skip
 
 
 def tap_inputs(**over: Any) -> dict[str, Any]:
@@ -119,3 +133,42 @@ def argvs(steps: list[Any]) -> list[list[str]]:
 
 def names(steps: list[Any]) -> list[str]:
     return [s.name for s in steps]
+
+
+def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell body as the host scripts do (`sh -c BODY sh ARGS...`), locally."""
+    return subprocess.run(["sh", "-c", body, "sh", *args], capture_output=True, text=True, timeout=30)
+
+
+def qemu_vm(**over: object) -> QemuVmSpec:
+    """A valid `QemuVmSpec` (direct kernel boot of VM 1002 on worker1)."""
+    fields: dict[str, object] = {
+        "slice": "demo",
+        "host": WORKER,
+        "vm": 1002,
+        "binary": "qemu-system-x86_64",
+        "accel": "tcg",
+        "kernel": {"path": f"/var/lib/cloudrepo/images/{SHA}", "sha256": SHA},
+        "append": "console=ttyS0",
+        "netArgs": NET_ARGS,
+    }
+    fields.update(over)
+    return QemuVmSpec.model_validate(fields)
+
+
+READ = "read"
+"""The one probe of a read made by `reading`."""
+
+
+def reading(monkeypatch: pytest.MonkeyPatch, kind: Kind[Any, Any], *haves: Any) -> HostProvider:
+    """The pipeline's provider of `kind`, whose reads find `haves` in turn (the last one from then on): in
+    the registry the pipeline looks kinds up in, the record's read is one probe named `READ` and its
+    `parse_have` gives these states. The SSH transport is the test's to fake."""
+    found = list(haves)
+
+    def parse(_spec: Any, _res: ScriptResult) -> Any:
+        return found.pop(0) if len(found) > 1 else found[0]
+
+    fake = dataclasses.replace(kind, preflight=lambda _spec: [probe(READ, "true")], parse_have=parse)
+    monkeypatch.setitem(KINDS, kind.name, fake)
+    return HostProvider(kind.name)

@@ -3,13 +3,12 @@ rule that a delete takes only its own uid's objects (pure parts, and the claim's
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from provkit import dhcp, gateway, link, port, tap, tap_inputs
+from provkit import dhcp, gateway, link, port, qemu_vm, sh, tap, tap_inputs
 from provkit import pool as pool_spec
 from pulumi.output import Unknown
 
@@ -20,6 +19,7 @@ from providers.kinds import qemu_vm as qv
 from providers.kinds import tap_port as tp
 from providers.kinds import vlan_gateway as vg
 from providers.kinds.identity import SliceIdentityProvider, new_uid
+from providers.pipeline import HostProvider
 from vocabulary import naming
 from vocabulary.errors import Conflict, OwnershipConflict
 
@@ -28,23 +28,6 @@ OTHER = "fedcba9876543210fedcba9876543210"
 
 slice_names = st.from_regex(naming.SAFE_SLICE, fullmatch=True).filter(lambda s: s != naming.SHARED_OWNER)
 uids = st.one_of(st.none(), st.from_regex(naming.SAFE_UID, fullmatch=True))
-
-
-def qemu_vm(**over: object) -> qv.QemuVmSpec:
-    fields: dict[str, object] = {
-        "slice": "demo",
-        "host": {"name": "worker1", "address": "127.0.0.1", "port": 2201},
-        "vm": 1002,
-        "binary": "qemu-system-x86_64",
-        "accel": "tcg",
-        "netArgs": ["-netdev", "tap,id=net0,ifname=tap_1002_eth0,script=no,downscript=no"],
-    }
-    fields.update(over)
-    return qv.QemuVmSpec.model_validate(fields)
-
-
-def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", body, "sh", *args], capture_output=True, text=True, timeout=30)
 
 
 # ---- marks ------------------------------------------------------------------------------------------------
@@ -195,7 +178,7 @@ def test_a_tap_of_another_uid_is_refused_and_never_deleted() -> None:
     assert f"wanted by slice 'demo' (uid {UID}) but belongs to slice 'demo' (uid {OTHER})" in str(err.value)
     assert tp.plan_delete(spec, theirs) == []
     assert tp.plan_delete(tap(), theirs) == []  # nor by a state from before uids
-    assert tp.TapPortProvider().foreign(spec, theirs) == ("TAP tap_1002_eth1", f"demo+{OTHER}")
+    assert tp.KIND.foreign(spec, theirs) == ("TAP tap_1002_eth1", f"demo+{OTHER}")
 
 
 def test_a_tap_marked_before_uids_is_adopted_and_marked_anew() -> None:
@@ -242,7 +225,7 @@ def test_a_shared_registry_entry_is_the_owner_mark(users: list[str]) -> None:
 def test_a_uid_not_known_at_preview_is_no_problem() -> None:
     """The first preview of a slice (or of one deployed before uids) has no uid yet: the dynamic-provider
     server hands `check` and `diff` a `pulumi.output.Unknown` there."""
-    provider = tp.TapPortProvider()
+    provider = HostProvider(tp.KIND.name)
     news = {**tap_inputs(), "uid": Unknown(), "__provider": "blob"}
     assert provider.check({}, news).failures == []
     bad = provider.check({}, {**news, "mac": "nope"}).failures

@@ -16,6 +16,8 @@ from providers.kinds import dnsmasq
 from providers.kinds import nat_rule as nr
 from providers.kinds import pool_claim as pc
 from providers.kinds import vlan_gateway as vg
+from providers.pipeline import HostProvider
+from transport import ssh
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import Conflict, OwnershipConflict
 from vocabulary.specs import DhcpNamespaceSpec
@@ -495,9 +497,9 @@ def test_an_update_that_moves_the_parking_vlan_keeps_the_old_one_claimed(
         written.extend(s.argv[-1] for s in steps if s.name == "write claim")
         return ScriptResult()
 
-    monkeypatch.setattr(pc.ssh, "run_script", run_script)
+    monkeypatch.setattr(ssh, "run_script", run_script)
     olds = {**pool(parkingVlan=4094).inputs(), "drift": [], "observed": {}}
-    out = pc.PoolClaimProvider().update("id", olds, pool(parkingVlan=4000).inputs())
+    out = HostProvider(pc.KIND.name).update("id", olds, pool(parkingVlan=4000).inputs())
     assert written == ["120 139\nparking 4000\nparking 4094\n"]  # its TAPs leave 4094 later in the up
     assert out.outs is not None and out.outs["observed"]["parkingVlan"] == [4000, 4094]
     # the next write (refresh reports the extra one as drift) forgets it

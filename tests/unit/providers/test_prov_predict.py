@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from provkit import WORKER, dhcp, gateway, link, port, tap
+from provkit import READ, WORKER, dhcp, gateway, link, port, reading, tap
 
 from providers import predict
 from providers.hoststate import LinkState, PortState
@@ -17,7 +17,9 @@ from providers.kinds import dhcp_namespace as dn
 from providers.kinds import dnsmasq
 from providers.kinds import tap_port as tp
 from providers.kinds import vlan_gateway as vg
+from providers.pipeline import HostProvider
 from providers.predict import Expectation
+from transport import ssh
 from transport.script import ScriptResult, Step, StepResult
 from vocabulary.errors import StepFailed
 
@@ -139,10 +141,10 @@ def test_tap_delete_where_the_guards_pass_is_the_plan_of_a_read(
     holds_for_its_own_state(e)
     if e.holds(have):
         assert tp.plan_delete(spec, have) == tp.plan_delete(spec, e.have)
-        assert TAP_PROVIDER.foreign(spec, have) is None
+        assert tp.KIND.foreign(spec, have) is None
 
 
-TAP_PROVIDER = tp.TapPortProvider()
+TAP = HostProvider(tp.KIND.name)
 
 
 def test_a_tap_that_joins_a_vlan_other_workers_had_is_never_made_in_one_trip() -> None:
@@ -270,8 +272,8 @@ class Host:
 
 def test_a_fresh_tap_is_made_in_one_script_guards_first(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Host()
-    monkeypatch.setattr(tp.ssh, "run_script", host.run_script)
-    result = tp.TapPortProvider().create(tap().inputs())
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
+    result = TAP.create(tap().inputs())
     assert host.scripts == [
         (["expect ready and no port tap_1002_eth1", "expect no device tap_1002_eth1",
           "create tap", "mark tap", "tap up", "attach port"], False),
@@ -282,17 +284,14 @@ def test_a_fresh_tap_is_made_in_one_script_guards_first(monkeypatch: pytest.Monk
 
 def test_a_tap_found_in_place_falls_back_to_read_then_act(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Host(failing={"expect no device tap_1002_eth1"})
-    monkeypatch.setattr(tp.ssh, "run_script", host.run_script)
-    monkeypatch.setattr(
-        tp.TapPortProvider,
-        "_have",
-        lambda _self, _spec: tp.TapHave(
-            link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), port("tap_1002_eth1", 120, "demo")
-        ),
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
+    found = tp.TapHave(
+        link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), port("tap_1002_eth1", 120, "demo")
     )
-    result = tp.TapPortProvider().create(tap().inputs())
+    result = reading(monkeypatch, tp.KIND, found).create(tap().inputs())
     assert [names for names, _ in host.scripts] == [
         ["expect ready and no port tap_1002_eth1", "expect no device tap_1002_eth1"],  # stopped: no change
+        [READ],
         ["tap up", "attach port"],  # planned from the read
     ]
     assert result.outs is not None and result.outs["observed"]["adopted"] is True
@@ -300,16 +299,16 @@ def test_a_tap_found_in_place_falls_back_to_read_then_act(monkeypatch: pytest.Mo
 
 def test_an_update_with_drift_reads_first(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Host()
-    monkeypatch.setattr(tp.ssh, "run_script", host.run_script)
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
     in_place = tp.TapHave(
         link("tap_1002_eth1", True, "tap", "cloudrepo:demo"), port("tap_1002_eth1", 130, "demo")
     )
-    monkeypatch.setattr(tp.TapPortProvider, "_have", lambda _self, _spec: in_place)
+    reading(monkeypatch, tp.KIND, in_place)
     olds = {**tap(vlan=130).inputs(), "drift": ["TAP is down"], "observed": {}}
-    tp.TapPortProvider().update("id", olds, tap().inputs())
-    assert [names for names, _ in host.scripts] == [["attach port"]]
+    TAP.update("id", olds, tap().inputs())
+    assert [names for names, _ in host.scripts] == [[READ], ["attach port"]]
     host.scripts.clear()
-    tp.TapPortProvider().update("id", {**olds, "drift": []}, tap().inputs())
+    TAP.update("id", {**olds, "drift": []}, tap().inputs())
     assert host.scripts == [
         (
             [
@@ -329,19 +328,19 @@ def test_a_delete_whose_guard_fails_reads_and_leaves_another_slices_tap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     host = Host(failing={"expect tap ours"})
-    monkeypatch.setattr(tp.ssh, "run_script", host.run_script)
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
     theirs = tp.TapHave(
         link("tap_1002_eth1", True, "tap", "cloudrepo:other"), port("tap_1002_eth1", 120, "other")
     )
-    monkeypatch.setattr(tp.TapPortProvider, "_have", lambda _self, _spec: theirs)
-    tp.TapPortProvider().delete("id", tap().inputs())
-    assert [names for names, _ in host.scripts] == [["expect tap ours"], []]
+    reading(monkeypatch, tp.KIND, theirs)
+    TAP.delete("id", tap().inputs())
+    assert [names for names, _ in host.scripts] == [["expect tap ours"], [READ], []]
 
 
 def test_a_fresh_dhcp_server_reads_its_pid_back_in_the_same_script(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Host()
-    monkeypatch.setattr(dn.ssh, "run_script", host.run_script)
-    dn.DhcpNamespaceProvider().create(dhcp().inputs())
+    monkeypatch.setattr(ssh, "run_script", host.run_script)
+    HostProvider(dn.KIND.name).create(dhcp().inputs())
     ((names, locked),) = host.scripts
     assert names[:3] == [
         "expect ready and no port dhcp_v120",
@@ -370,10 +369,10 @@ def test_a_fresh_create_that_fails_part_way_removes_what_it_made(monkeypatch: py
         return ScriptResult()
 
     made = tp.TapHave(link("tap_1002_eth1", True, "tap", "cloudrepo:demo"), None)
-    monkeypatch.setattr(tp.ssh, "run_script", run_script)
-    monkeypatch.setattr(tp.TapPortProvider, "_have", lambda _self, _spec: made)
+    monkeypatch.setattr(ssh, "run_script", run_script)
+    reading(monkeypatch, tp.KIND, made)
     with pytest.raises(StepFailed):
-        tp.TapPortProvider().create(tap().inputs())
+        TAP.create(tap().inputs())
     assert scripts[-1] == ["delete tap", tp.UNDROP]  # the TAP the failed script made, read back and removed
 
 
@@ -394,8 +393,8 @@ def test_a_failed_update_or_a_failed_adoption_removes_nothing(monkeypatch: pytes
     theirs = tp.TapHave(
         link("tap_1002_eth1", True, "tap", "cloudrepo:demo"), port("tap_1002_eth1", 130, "demo")
     )
-    monkeypatch.setattr(tp.ssh, "run_script", run_script)
-    monkeypatch.setattr(tp.TapPortProvider, "_have", lambda _self, _spec: theirs)
+    monkeypatch.setattr(ssh, "run_script", run_script)
+    reading(monkeypatch, tp.KIND, theirs)
     with pytest.raises(StepFailed):
-        tp.TapPortProvider().create(tap().inputs())  # adopts its own TAP: not made by this create
+        TAP.create(tap().inputs())  # adopts its own TAP: not made by this create
     assert scripts[-1] == ["attach port"], scripts

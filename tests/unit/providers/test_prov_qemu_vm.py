@@ -5,42 +5,25 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from provkit import NET_ARGS as NET
+from provkit import SHA, sh
+from provkit import qemu_vm as spec
 
 from providers.kinds import qemu_binary
 from providers.kinds import qemu_vm as qv
-from transport import script
+from providers.pipeline import HostProvider
+from transport import script, ssh
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import HostUnreachable, OwnershipConflict
 
-SHA = "ab" * 32
 BIN = "/usr/bin/qemu-system-x86_64"
 """Where `binary` resolves on the worker in these tests."""
-NET = [
-    "-netdev",
-    "tap,id=net0,ifname=tap_1002_eth0,script=no,downscript=no",
-    "-device",
-    "virtio-net-pci,netdev=net0,mac=52:54:00:03:ea:00",
-]
-
-
-def spec(**changes: object) -> qv.QemuVmSpec:
-    fields: dict[str, object] = {
-        "slice": "demo",
-        "host": {"name": "worker1", "address": "127.0.0.1", "port": 2201},
-        "vm": 1002,
-        "binary": "qemu-system-x86_64",
-        "accel": "tcg",
-        "kernel": {"path": f"/var/lib/cloudrepo/images/{SHA}", "sha256": SHA},
-        "append": "console=ttyS0",
-        "netArgs": NET,
-    }
-    fields.update(changes)
-    return qv.QemuVmSpec.model_validate(fields)
 
 
 def have_from(text: str, binary: str = f"path={BIN}\n") -> qv.VmHave:
@@ -128,10 +111,6 @@ def test_observe_reports_a_dead_vm_as_drift() -> None:
     assert drift == ["QEMU runs with other arguments"]
 
 
-def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", body, "sh", *args], capture_output=True, text=True, timeout=30)
-
-
 def test_stop_ends_only_the_process_that_carries_our_pid_file(tmp_path: Path) -> None:
     pidfile = tmp_path / "qemu.pid"
     ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-pidfile", str(pidfile)])
@@ -200,18 +179,29 @@ def test_a_vm_started_by_the_bare_binary_word_is_kept_while_the_word_resolves() 
 def test_diff_sees_a_vm_that_died(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no input changed, a dead VM is still a change (preview shows it, up restarts it); an
     unreachable worker leaves the diff alone."""
-    provider = qv.QemuVmProvider()
     s = spec()
     props = s.inputs()
-    monkeypatch.setattr(provider, "_have", running)
+    reads: list[str] = []
+
+    def host(state: str | None) -> Callable[..., ScriptResult]:
+        def run_script(_host: object, steps: list[script.Step], **_: object) -> ScriptResult:
+            reads.append(steps[-1].name)
+            if state is None:
+                raise HostUnreachable("worker1", "cannot connect")
+            return ScriptResult(
+                [StepResult("qemu binary", 0, f"path={BIN}\n"), StepResult("vm state", 0, state)]
+            )
+
+        return run_script
+
+    provider = HostProvider(qv.KIND.name)
+    cmd = "\x1f".join(qv.qemu_argv(s, BIN)) + "\x1f"
+    monkeypatch.setattr(ssh, "run_script", host(f"present\nowner=demo\nbase=\npid=4242\ncmdline={cmd}\n"))
     assert not provider.diff("id", props, props).changes
-    monkeypatch.setattr(provider, "_have", lambda _s: have_from("present\nowner=demo\nbase=\npid=4242\n"))
+    monkeypatch.setattr(ssh, "run_script", host("present\nowner=demo\nbase=\npid=4242\n"))
     assert provider.diff("id", props, props).changes
-
-    def unreachable(_s: qv.QemuVmSpec) -> qv.VmHave:
-        raise HostUnreachable("worker1", "cannot connect")
-
-    monkeypatch.setattr(provider, "_have", unreachable)
+    assert reads == ["vm state", "vm state"]  # one read round trip per diff
+    monkeypatch.setattr(ssh, "run_script", host(None))
     assert not provider.diff("id", props, props).changes
     changed = spec(memoryMb=512).inputs()
     assert provider.diff("id", props, changed).changes  # an input change needs no probe

@@ -7,11 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from provkit import dhcp, gateway, link, port
+from provkit import READ, dhcp, gateway, link, port, reading
 
+from providers.kind import Kind
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds import dnsmasq
 from providers.kinds import vlan_gateway as vg
+from providers.pipeline import HostProvider
 from transport import ssh
 from transport.script import ScriptResult, Step, StepResult
 from vocabulary.errors import StepFailed
@@ -20,25 +22,38 @@ GW400 = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "400"}
 
 
 class Host:
-    """Fake reads (one per `_have`) and fake scripts: the first locked script fails at `fail_step`."""
+    """Fake reads (`reads` in turn) and fake scripts: the first locked script fails at `fail_step`."""
 
     def __init__(self, reads: list[Any], fail_step: str, stdout: str = "") -> None:
         self.reads = reads
         self.fail_step = fail_step
         self.stdout = stdout
         self.scripts: list[list[str]] = []
+        self.read_count = 0
 
-    def have(self, _spec: Any) -> Any:
-        return self.reads.pop(0)
+    def provider(self, monkeypatch: pytest.MonkeyPatch, kind: Kind[Any, Any]) -> HostProvider:
+        """The pipeline's provider of `kind` on this host (SSH faked)."""
+        monkeypatch.setattr(ssh, "run_script", self.run_script)
+        return reading(monkeypatch, kind, *self.reads)
 
     def run_script(
         self, _endpoint: Any, steps: list[Step], *, locked: bool = False, **_: Any
     ) -> ScriptResult:
         names = [s.name for s in steps]
+        if names == [READ]:
+            self.read_count += 1
+            return ScriptResult()
         self.scripts.append(names)
         if len(self.scripts) == 1 and self.fail_step in names:
             raise StepFailed("network", self.fail_step, 1, "File exists")
         return ScriptResult([StepResult(names[-1], 0, self.stdout)])
+
+
+def ensure(p: HostProvider, spec: Any) -> dict[str, Any]:
+    """An update whose previous outputs carry drift: read, plan, run (the create path after a read)."""
+    out = p.update("id", {**spec.inputs(), "drift": ["x"], "observed": {}}, spec.inputs()).outs
+    assert out is not None
+    return out
 
 
 def shared_dhcp(slice_name: str) -> Any:
@@ -66,10 +81,8 @@ def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: p
         markers=markers,
     )
     host = Host([absent, made_by_a], "add namespace", "4242\n" + "\n".join(dnsmasq.dnsmasq_args(spec)))
-    p = dn.DhcpNamespaceProvider()
-    monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(ssh, "run_script", host.run_script)
-    out = p._ensure(spec)
+    p = host.provider(monkeypatch, dn.KIND)
+    out = ensure(p, spec)
     assert "add namespace" in host.scripts[0]
     # the second plan joins the namespace slice "a" made: register, own reservations, SIGHUP (same pid)
     assert host.scripts[1] == [
@@ -95,10 +108,8 @@ def test_shared_gateway_created_meanwhile_by_another_slice_is_joined(monkeypatch
         users=("a",),
     )
     host = Host([absent, made_by_a], "add address")
-    p = vg.VlanGatewayProvider()
-    monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(ssh, "run_script", host.run_script)
-    out = p._ensure(spec)
+    p = host.provider(monkeypatch, vg.KIND)
+    out = ensure(p, spec)
     assert host.scripts == [
         ["register user", "add port", "add address", "port up"],
         [vg.STILL_THERE, "register user"],
@@ -108,11 +119,9 @@ def test_shared_gateway_created_meanwhile_by_another_slice_is_joined(monkeypatch
 
 def test_a_failure_of_a_slices_own_gateway_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Host([vg.GatewayHave(None, None, ()), vg.GatewayHave(None, None, ())], "add address")
-    p = vg.VlanGatewayProvider()
-    monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(ssh, "run_script", host.run_script)
+    p = host.provider(monkeypatch, vg.KIND)
     with pytest.raises(StepFailed, match="add address"):
-        p._ensure(gateway())
+        ensure(p, gateway())
     assert len(host.scripts) == 1
 
 
@@ -120,12 +129,13 @@ def test_a_shared_step_that_fails_twice_is_reported(monkeypatch: pytest.MonkeyPa
     spec = gateway(slice="b", vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
     host = Host([vg.GatewayHave(None, None, ()), vg.GatewayHave(None, None, ())], "add address")
 
-    def always_fails(_endpoint: Any, steps: list[Step], **_: Any) -> ScriptResult:
+    def always_fails_after_reads(_endpoint: Any, steps: list[Step], **kw: Any) -> ScriptResult:
+        if [s.name for s in steps] == [READ]:
+            return host.run_script(_endpoint, steps, **kw)
         raise StepFailed("network", "add address", 2, "x")
 
-    p = vg.VlanGatewayProvider()
-    monkeypatch.setattr(p, "_have", host.have)
-    monkeypatch.setattr(ssh, "run_script", always_fails)
+    p = host.provider(monkeypatch, vg.KIND)
+    monkeypatch.setattr(ssh, "run_script", always_fails_after_reads)
     with pytest.raises(StepFailed, match="add address"):
-        p._ensure(spec)
-    assert host.reads == []  # read twice, then the error
+        ensure(p, spec)
+    assert host.read_count == 2  # read twice, then the error

@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from provkit import sh
 
 from providers import bodies, shared
 from providers.kinds import dhcp_addresses, dnsmasq
 from providers.kinds import pool_claim as pc
 from transport.script import Step
-
-
-def sh(body: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", body, "sh", *args], capture_output=True, text=True, timeout=30)
 
 
 def test_pool_list_and_verify(tmp_path: Path) -> None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 from provkit import dhcp_inputs, gateway_inputs, tap_inputs
 
-from providers.base import UNKNOWN
-from providers.kinds.tap_port import TapPortProvider
-from providers.kinds.vlan_gateway import VlanGatewayProvider
+from providers.kinds import KINDS
+from providers.pipeline import UNKNOWN, HostProvider
 from vocabulary import naming
 from vocabulary.specs import PoolClaimSpec, problems
 
 
 def test_valid_tap_inputs_round_trip_with_camel_case_keys() -> None:
-    res = TapPortProvider().check({}, {**tap_inputs(mac="52:54:00:03:EA:01"), "__provider": "blob"})
+    res = HostProvider("TapPort").check({}, {**tap_inputs(mac="52:54:00:03:EA:01"), "__provider": "blob"})
     assert res.failures == []
     assert res.inputs["mac"] == "52:54:00:03:ea:01"  # normalized
     assert res.inputs["__provider"] == "blob"
@@ -28,7 +27,7 @@ def test_check_reports_every_problem_at_once() -> None:
         mac="01:00:5e:00:00:01",
         vlan=4095,
     )
-    res = TapPortProvider().check({}, {**bad, "__provider": "blob", "drift": None, "observed": None})
+    res = HostProvider("TapPort").check({}, {**bad, "__provider": "blob", "drift": None, "observed": None})
     got = {(f.property, f.reason) for f in res.failures}
     assert got == {
         ("slice", "slice name 'shared' is reserved for the objects slices share"),
@@ -50,7 +49,7 @@ def test_check_reports_every_problem_at_once() -> None:
     ],
 )
 def test_hostile_interface_names_are_input_errors(name: str, reason: str) -> None:
-    got = problems(TapPortProvider.spec_model, tap_inputs(name=name))
+    got = problems(KINDS["TapPort"].spec_model, tap_inputs(name=name))
     assert len(got) == 1 and got[0][0] == "name" and reason in got[0][1]
 
 
@@ -67,13 +66,13 @@ def test_seed_names_fit_ifnamsiz() -> None:
 
 
 def test_gateway_address_must_be_a_host_address_with_prefix() -> None:
-    assert problems(VlanGatewayProvider.spec_model, gateway_inputs(address="192.168.120.1")) == [
+    assert problems(KINDS["VlanGateway"].spec_model, gateway_inputs(address="192.168.120.1")) == [
         ("address", "'192.168.120.1' must be an IPv4 address with a prefix length, e.g. 192.168.120.1/24")
     ]
-    assert problems(VlanGatewayProvider.spec_model, gateway_inputs(address="192.168.120.0/24")) == [
+    assert problems(KINDS["VlanGateway"].spec_model, gateway_inputs(address="192.168.120.0/24")) == [
         ("address", "'192.168.120.0/24' is the network or broadcast address of its subnet")
     ]
-    assert problems(VlanGatewayProvider.spec_model, gateway_inputs(vlan=0)) == [
+    assert problems(KINDS["VlanGateway"].spec_model, gateway_inputs(vlan=0)) == [
         ("vlan", "Input should be greater than or equal to 1")
     ]
 
@@ -114,9 +113,9 @@ def test_pool_range_order() -> None:
 
 
 def test_unknown_values_at_preview_are_not_failures() -> None:
-    res = TapPortProvider().check({}, {**tap_inputs(vlan=UNKNOWN), "__provider": "blob"})
+    res = HostProvider("TapPort").check({}, {**tap_inputs(vlan=UNKNOWN), "__provider": "blob"})
     assert res.failures == []
-    res = TapPortProvider().check({}, {**tap_inputs(vlan=UNKNOWN, mac="nope"), "__provider": "blob"})
+    res = HostProvider("TapPort").check({}, {**tap_inputs(vlan=UNKNOWN, mac="nope"), "__provider": "blob"})
     assert [(f.property, f.reason) for f in res.failures] == [
         ("mac", "MAC address 'nope' must be six ':'-separated hex octets")
     ]

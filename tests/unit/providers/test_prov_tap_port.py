@@ -6,9 +6,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from provkit import WORKER, argvs, link, names, ovs_find_json, port, tap
+from provkit import READ, WORKER, argvs, link, names, ovs_find_json, port, reading, tap
 
 from providers.kinds import tap_port as tp
+from providers.pipeline import HostProvider
+from transport import ssh
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import OwnershipConflict
 
@@ -268,20 +270,18 @@ class Recorder:
         self, host: object, steps: list[object], locked: bool = False, **_: object
     ) -> ScriptResult:
         names_ = [s.name for s in steps]  # type: ignore[attr-defined]
-        if not names_:
-            return ScriptResult()  # as the real one: no script at all
+        if not names_ or names_ == [READ]:
+            return ScriptResult()  # as the real one: no script at all; a read (`reading`) is not a change
         self.calls.append((host.name, names_, locked))  # type: ignore[attr-defined]
-        if names_ and names_[0] == "tools":
-            return ScriptResult()
         return ScriptResult([StepResult(n, 0, self.parked if n == tp.PARK_OTHERS else "") for n in names_])
 
 
 def run_ensure(monkeypatch: pytest.MonkeyPatch, spec: tp.TapPortSpec, have: tp.TapHave) -> Recorder:
+    """An update whose previous outputs carry drift: read (finds `have`), plan, run."""
     rec = Recorder(have, parked="tap_1004_eth1\n")
-    p = tp.TapPortProvider()
-    monkeypatch.setattr(p, "_have", lambda _spec: have)
-    monkeypatch.setattr(tp.ssh, "run_script", rec.run_script)
-    out = p._ensure(spec)
+    p = reading(monkeypatch, tp.KIND, have)
+    monkeypatch.setattr(ssh, "run_script", rec.run_script)
+    out = p.update("id", {**spec.inputs(), "drift": ["TAP is down"], "observed": {}}, spec.inputs()).outs
     rec.outputs = out  # type: ignore[attr-defined]
     return rec
 
@@ -336,7 +336,7 @@ def test_leaving_a_vlan_is_retagged_under_the_lock(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_join_input_alone_is_no_change() -> None:
-    p = tp.TapPortProvider()
+    p = HostProvider(tp.KIND.name)
     old = {**joining().inputs(), "drift": [], "observed": {}}
     new = {**joining().inputs(), "join": {**joining().inputs()["join"], "hosts": [WORKER]}}
     assert p.diff("id", old, new).changes is False
