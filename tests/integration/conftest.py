@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from lab.common import lab_dir
 from lab.pulumi_cli import PulumiCLI, make_project, pulumi_binary
-from tests.integration.slicekit import LAB, SliceStack, lab_config, slice_section
+from tests.integration.slicekit import SliceStack, lab_config, slice_section
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def slice_stack(
     if failed:
         pytest.fail(
             f"teardown: `pulumi destroy` failed for stack(s) {', '.join(failed)}; their objects are still on "
-            f"the testbed in {LAB} (output above)",
+            f"the testbed in {lab_dir()} (output above)",
             pytrace=False,
         )
 

@@ -11,12 +11,10 @@ from typing import Any
 from lab.common import lab_dir
 from lab.pulumi_cli import PulumiCLI
 
-LAB = lab_dir()
-
 
 def lab_config(workers: int | None = None, *, secret_key: bool = False) -> dict[str, Any]:
     """Stack config that reaches the testbed's hosts, read from its inventory (`python -m lab up`)."""
-    inventory = json.loads((LAB / "inventory.json").read_text())
+    inventory = json.loads((lab_dir() / "inventory.json").read_text())
     hosts = inventory["hosts"]
     names = inventory["workers"] if workers is None else inventory["workers"][:workers]
     ssh: dict[str, Any] = {"user": "root", "knownHostsPath": inventory["knownHostsPath"], "sudo": True}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lab import slicecheck
-from tests.integration.e2ekit import QEMU_TCG, assert_left_shared, assert_uses_shared, launched
+from tests.integration.e2ekit import assert_left_shared, assert_uses_shared, launched, qemu_tcg
 from tests.integration.slicekit import SliceStack, lab_config, planned_steps, slice_section
 from tests.labfixtures import assert_scan_equal, scan
 
@@ -66,7 +66,7 @@ def test_deploy_gives_reserved_leases_links_isolation_and_nat(
     timed: None, testbed: Any, slice_stack: Callable[..., SliceStack]
 ) -> None:
     # real QEMU guests (TCG): the checks below run inside them, their leases are their own DHCP client's
-    stack = slice_stack("e2e-deploy", POOL, launched(VMS), LINKS, extra=QEMU_TCG)
+    stack = slice_stack("e2e-deploy", POOL, launched(VMS), LINKS, extra=qemu_tcg())
     stack.up()
     outputs = stack.outputs()
     assert link_vlans(outputs) == {

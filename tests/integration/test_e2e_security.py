@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.common import host_paths, lab_dir
 from tests.integration.e2ekit import known_hosts_with_wrong_key, wall_time
-from tests.integration.slicekit import LAB, SliceStack, lab_config
+from tests.integration.slicekit import SliceStack, lab_config
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 
@@ -25,7 +26,7 @@ def two_vms(first: int) -> tuple[list[dict[str, Any]], list[Any]]:
 
 def accepted_logins(host: str) -> int:
     """Public-key logins sshd of HOST has accepted so far (its log is kept for the testbed's life)."""
-    return (LAB / "hosts" / host / "sshd.log").read_text(errors="replace").count("Accepted publickey")
+    return host_paths(host).sshd_log.read_text(errors="replace").count("Accepted publickey")
 
 
 def failed(result: Any) -> str:
@@ -62,7 +63,7 @@ def changed_host_key_is_refused(
 
 def private_key_is_never_in_clear(slice_stack: Callable[..., SliceStack]) -> None:
     stack = slice_stack("e2e-secret", 380, *two_vms(9411), secret_key=True)
-    pem = (LAB / "id_ed25519").read_text()
+    pem = (lab_dir() / "id_ed25519").read_text()
     body = [line for line in pem.splitlines() if line and "-----" not in line]
     assert body
     config = stack.config_file.read_text()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lab.common import VM_NS_PREFIX
+from lab.common import settings
 from lab.guest import host_end
 from tests.labfixtures import Testbed, assert_scan_equal, lab_cli
 
@@ -41,7 +41,7 @@ def test_start_without_tap_is_a_clear_error(testbed: Testbed) -> None:
     proc = lab_cli("vm", "start", "notap", "--host", "worker1", "--tap", "tap_404_eth1", check=False)
     assert proc.returncode != 0
     assert "create the TAP first" in proc.stderr
-    assert VM_NS_PREFIX + "notap" not in subprocess.check_output(["ip", "netns", "list"], text=True)
+    assert settings().guest_ns("notap") not in subprocess.check_output(["ip", "netns", "list"], text=True)
 
 
 def test_dhcp_times_out_with_a_message(testbed: Testbed, guest, taps) -> None:
@@ -67,7 +67,7 @@ def test_several_interfaces_macs_exit_code_and_stop(testbed: Testbed, guest, tap
     assert "tx-checksumming: off" in offload
     assert g.exec("sh", "-c", "exit 7", check=False).returncode == 7
     lab_cli("vm", "stop", g.name)
-    assert VM_NS_PREFIX + "multi" not in subprocess.check_output(["ip", "netns", "list"], text=True)
+    assert settings().guest_ns("multi") not in subprocess.check_output(["ip", "netns", "list"], text=True)
     worker_links = testbed.scan("worker1")["hosts"]["worker1"]["links"]
     ends = [host_end("multi", "eth1"), host_end("multi", "eth2")]
     assert not [n for n in worker_links if n in ends], "veth host ends left in the worker"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lab.common import NS_PREFIX, VM_NS_PREFIX, host_ns
+from lab.common import host_ns, settings
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def test_every_host_has_netdev_br_int_with_trunk_and_forwarding_off(testbed: Tes
 
 def test_host_namespaces_are_private(testbed: Testbed) -> None:
     _, listed, _ = testbed.run("network", "ip netns list")
-    assert not [line for line in listed.splitlines() if line.startswith((NS_PREFIX, VM_NS_PREFIX))]
+    assert not [line for line in listed.splitlines() if settings().owns_ns(line)]
     rc, _, _ = testbed.run("network", f"sudo ip netns exec {host_ns('worker1')} true", check=False)
     assert rc != 0, "the root's worker1 namespace must not be reachable from a host"
     try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from provkit import dhcp_inputs, gateway_inputs, tap_inputs
-
 from providers.kinds.dhcp_namespace import DhcpNamespaceProvider
 from providers.kinds.nat_rule import NatRuleProvider
 from providers.kinds.tap_port import TapPortProvider
 from providers.kinds.vlan_gateway import VlanGatewayProvider
+from tests.unit.providers.provkit import dhcp_inputs, gateway_inputs, tap_inputs
 
 
 def olds_of(inputs: dict, **extra: object) -> dict:
@@ -72,7 +71,7 @@ def test_drift_found_by_refresh_triggers_an_update() -> None:
 
 
 def test_nat_replacement_creates_before_deleting() -> None:
-    from provkit import nat
+    from tests.unit.providers.provkit import nat
 
     inputs = nat().inputs()
     d = NatRuleProvider().diff("id", olds_of(inputs), news_of({**inputs, "uplink": "ens5"}))

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from provkit import argvs, dhcp, gateway, link, names, nat, pool, port
 
 from providers import bodies
 from providers.hoststate import LinkState
@@ -16,6 +15,7 @@ from providers.kinds import dnsmasq
 from providers.kinds import nat_rule as nr
 from providers.kinds import pool_claim as pc
 from providers.kinds import vlan_gateway as vg
+from tests.unit.providers.provkit import argvs, dhcp, gateway, link, names, nat, pool, port
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import Conflict, OwnershipConflict
 from vocabulary.specs import DhcpNamespaceSpec

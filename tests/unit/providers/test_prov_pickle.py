@@ -10,8 +10,6 @@ from typing import Any
 import dill
 import pulumi
 import pytest
-from fakesshd import new_key, pem
-from provkit import dhcp, gateway, nat, pool, tap
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 from pulumi.dynamic.dynamic import serialize_provider
@@ -21,6 +19,8 @@ from providers.kinds.nat_rule import NatRule, NatRuleProvider
 from providers.kinds.pool_claim import PoolClaim, PoolClaimProvider
 from providers.kinds.tap_port import TapPort, TapPortProvider
 from providers.kinds.vlan_gateway import VlanGateway, VlanGatewayProvider
+from tests.unit.providers.fakesshd import new_key, pem
+from tests.unit.providers.provkit import dhcp, gateway, nat, pool, tap
 from transport import ssh
 
 PROVIDERS = [TapPortProvider, VlanGatewayProvider, DhcpNamespaceProvider, NatRuleProvider, PoolClaimProvider]

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from provkit import dhcp, gateway, link, port
 
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds import dnsmasq
 from providers.kinds import vlan_gateway as vg
+from tests.unit.providers.provkit import dhcp, gateway, link, port
 from transport import ssh
 from transport.script import ScriptResult, Step, StepResult
 from vocabulary.errors import StepFailed

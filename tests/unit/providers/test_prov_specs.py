@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from provkit import dhcp_inputs, gateway_inputs, tap_inputs
 
 from providers.base import UNKNOWN
 from providers.kinds.tap_port import TapPortProvider
 from providers.kinds.vlan_gateway import VlanGatewayProvider
+from tests.unit.providers.provkit import dhcp_inputs, gateway_inputs, tap_inputs
 from vocabulary import naming
 from vocabulary.specs import PoolClaimSpec, problems
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import paramiko
 import pytest
-from fakesshd import FakeSshd, new_key, pem, write_known_hosts
 
 from components import config as config_model
 from tests.cfgkit import raw_config, with_changes
+from tests.unit.providers.fakesshd import FakeSshd, new_key, pem, write_known_hosts
 from transport import runner, ssh, ssh_pool, ssh_stats
 from transport.script import probe, run
 from transport.ssh_settings import settings_from_config

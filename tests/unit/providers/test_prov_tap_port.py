@@ -6,9 +6,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from provkit import WORKER, argvs, link, names, ovs_find_json, port, tap
 
 from providers.kinds import tap_port as tp
+from tests.unit.providers.provkit import WORKER, argvs, link, names, ovs_find_json, port, tap
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import OwnershipConflict
 
