@@ -73,6 +73,7 @@ def ensure_internet() -> None:
                 "ip",
                 "netns",
                 "exec",
+                internet,
                 sys.executable,
                 "-m",
                 "lab.httpd",
