@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lab.common import host_paths
-from tests.integration.slicekit import SliceStack, lab_config, slice_section
+from tests.integration.slicekit import SliceStack, failure, lab_config, slice_section
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 pytestmark = pytest.mark.integration
@@ -32,9 +32,7 @@ def logins() -> dict[str, int]:
 
 
 def refused(stack: SliceStack, *args: str) -> str:
-    result = stack.cli.run(*args, check=False)
-    text = result.stdout + result.stderr
-    assert result.returncode != 0, f"`pulumi {' '.join(args)}` accepted it:\n{text}"
+    text = failure(stack.cli.run(*args, check=False))
     assert "Traceback" not in text, text
     return text
 

@@ -24,7 +24,7 @@ from typing import Any
 from lab import image, slicecheck
 from lab.common import host_paths, lab_dir
 from tests.integration.e2ekit import guest_launch, qemu_tcg, wall_time
-from tests.integration.slicekit import SliceStack
+from tests.integration.slicekit import SliceStack, failure
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 SLICE = "e2e-launchsec"
@@ -47,9 +47,7 @@ def mode(path: Path) -> int:
 
 
 def failed(result: Any) -> str:
-    text = str(result.stdout) + str(result.stderr)
-    assert result.returncode != 0, f"expected a failure:\n{text}"
-    return text
+    return failure(result)
 
 
 def test_launch_guards(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: Path) -> None:

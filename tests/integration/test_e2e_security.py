@@ -11,7 +11,7 @@ from typing import Any
 
 from lab.common import host_paths, lab_dir
 from tests.integration.e2ekit import known_hosts_with_wrong_key, wall_time
-from tests.integration.slicekit import SliceStack, lab_config
+from tests.integration.slicekit import SliceStack, failure, lab_config
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 
@@ -30,10 +30,15 @@ def accepted_logins(host: str) -> int:
 
 
 def failed(result: Any) -> str:
-    text = str(result.stdout) + str(result.stderr)
-    assert result.returncode != 0, f"expected a failure:\n{text}"
+    text = failure(result)
     print("\n".join(dict.fromkeys(line.strip() for line in text.splitlines() if "error" in line.lower())))
     return text
+
+
+def diagnostics_naming(text: str, value: str) -> list[str]:
+    """The lines of a pulumi run's `Diagnostics:` section that name `value`."""
+    section = text.split("Diagnostics:", 1)[-1].split("Resources:", 1)[0]
+    return [line.strip() for line in section.splitlines() if value in line]
 
 
 def test_security(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: Path) -> None:
@@ -131,11 +136,11 @@ def shell_metacharacters_are_refused(slice_stack: Callable[..., SliceStack]) -> 
         logins = {h: accepted_logins(h) for h in ("network", "worker1", "worker2")}
         text = failed(stack.cli.run("preview", "--non-interactive", check=False))
         assert "problem in the stack config (nothing was changed)" in text, text
-        naming = [line.strip() for line in text.splitlines() if value in line]
+        naming = diagnostics_naming(text, value)
         print(f"{name}: {naming}")
         assert naming, f"{name}: the message does not name {value!r}:\n{text}"
-        # `up` is refused the same way, before any host is reached
+        # `up` is refused the same way (the same diagnostics), before any host is reached
         text = failed(stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
-        assert value in text, text
+        assert diagnostics_naming(text, value) == naming, text
         assert {h: accepted_logins(h) for h in logins} == logins, f"{name}: a host was reached"
     assert_scan_equal(before, scan())

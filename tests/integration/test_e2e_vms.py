@@ -17,7 +17,7 @@ from lab import image, slicecheck
 from lab.common import host_paths, lab_dir
 from lab.procs import alive
 from tests.integration.e2ekit import assert_slice_ok, drift_by_name, guest_launch, qemu_tcg, wall_time
-from tests.integration.slicekit import SliceStack
+from tests.integration.slicekit import PULUMI_CHANGES, SliceStack, failure
 from tests.labfixtures import Testbed
 
 SLICE = "e2e-vms"
@@ -124,7 +124,7 @@ def run_vms(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: 
         time.sleep(0.1)
     assert not alive(pids[7402]), "QEMU survived SIGKILL for 30 s"
     drifted = stack.cli.run("preview", "--non-interactive", "--expect-no-changes", check=False)
-    assert drifted.returncode != 0 and f"{SLICE}-vm-7402" in drifted.stdout, drifted.stdout
+    assert f"{SLICE}-vm-7402" in failure(drifted, PULUMI_CHANGES), drifted.stdout
     stack.refresh()
     assert drift_by_name(stack) == {f"{SLICE}-vm-7402": ["QEMU not running"]}
     t1 = time.monotonic()

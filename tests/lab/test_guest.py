@@ -39,8 +39,10 @@ def taps(testbed: Testbed):
 
 def test_start_without_tap_is_a_clear_error(testbed: Testbed) -> None:
     proc = lab_cli("vm", "start", "notap", "--host", "worker1", "--tap", "tap_404_eth1", check=False)
-    assert proc.returncode != 0
-    assert "create the TAP first" in proc.stderr
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        "lab: error: worker1 has no interface 'tap_404_eth1': create the TAP first (ip tuntap add ...)\n",
+    )
     assert settings().guest_ns("notap") not in subprocess.check_output(["ip", "netns", "list"], text=True)
 
 
@@ -49,8 +51,8 @@ def test_dhcp_times_out_with_a_message(testbed: Testbed, guest, taps) -> None:
     g = guest("nodhcp", host="worker1", tap="tap_77_eth1")
     t0 = time.monotonic()
     proc = lab_cli("vm", "dhcp", g.name, "--timeout", "3", check=False)
-    assert proc.returncode != 0
-    assert "no DHCP lease within 3s" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("lab: error: nodhcp/eth1: no DHCP lease within 3s"), proc.stderr
     assert time.monotonic() - t0 < 20
 
 

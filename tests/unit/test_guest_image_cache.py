@@ -53,9 +53,7 @@ def test_concurrent_builds_build_once(cache: Path, monkeypatch: pytest.MonkeyPat
     assert results == [{"kernel": str(built / "vmlinuz"), "initrd": str(built / "initrd.gz")}] * 3
 
 
-def test_a_build_waits_for_a_lock_held_elsewhere(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_build_waits_for_a_lock_held_elsewhere(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(image, "_build", slow_build(calls))
     cache.mkdir(parents=True)
@@ -67,7 +65,12 @@ def test_a_build_waits_for_a_lock_held_elsewhere(
     )
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (image.build(), done.set()))
+
+    def build() -> None:
+        image.build()
+        done.set()
+
+    worker = threading.Thread(target=build)
     worker.start()
     try:
         assert not done.wait(1.0), "the build did not wait for the cache's lock"
