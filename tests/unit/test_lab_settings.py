@@ -136,3 +136,30 @@ def test_the_test_testbed_keeps_what_the_caller_chose(chosen: set[str]) -> None:
     lab = testenv.use_test_testbed(environ)
     assert environ == {key: mine[key] if key in chosen else testenv.TEST_TESTBED[key] for key in mine}
     assert lab == settings(environ)
+
+
+def test_the_internet_host_and_its_web_server_use_the_settings_of_the_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    made: list[list[str]] = []
+    monkeypatch.setattr(fabric, "netns", _Recorder(made))
+    monkeypatch.setattr(fabric, "run", lambda argv, **_: made.append(list(argv)))
+    monkeypatch.setattr(fabric, "pidfile_process", lambda *_: None)
+    monkeypatch.setattr(fabric, "spawn_daemon", lambda argv, *_, **__: made.append(["spawn", *argv]))
+    point_at(monkeypatch, tmp_path, "p3-", "q3-", 2700)
+    fabric.ensure_fabric()
+    fabric.ensure_internet()
+    spawned = [argv for argv in made if argv[0] == "spawn"]
+    assert [argv[1:5] for argv in spawned] == [["ip", "netns", "exec", "p3-internet"]]
+    named = {arg for argv in made for arg in argv if arg.startswith(("p3-", "lab-", "lt-"))}
+    assert named == {"p3-fabric", "p3-internet", "p3-network"}
+
+
+class _Recorder:
+    """Stands in for `lab.netns`: records each call as [function, *arguments]."""
+
+    def __init__(self, made: list[list[str]]) -> None:
+        self.made = made
+
+    def __getattr__(self, name: str) -> object:
+        return lambda *args: self.made.append([name, *map(str, args)]) or False
