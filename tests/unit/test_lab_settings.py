@@ -3,6 +3,7 @@ CLOUDREPO_LAB_* after the import moves every name, port and path the testbed fun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -161,5 +162,9 @@ class _Recorder:
     def __init__(self, made: list[list[str]]) -> None:
         self.made = made
 
-    def __getattr__(self, name: str) -> object:
-        return lambda *args: self.made.append([name, *map(str, args)]) or False
+    def __getattr__(self, name: str) -> Callable[..., bool]:
+        def call(*args: object) -> bool:
+            self.made.append([name, *map(str, args)])
+            return False  # nothing exists yet: every link and address is made
+
+        return call
