@@ -12,7 +12,14 @@ from lab.common import lab_dir
 from lab.pulumi_cli import PulumiCLI, make_project, pulumi_binary
 from tests.integration.slicekit import SliceStack, lab_config, slice_section
 
-pytestmark = pytest.mark.integration
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder needs the testbed and the real engine (a `pytestmark` in a conftest marks
+    nothing)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
