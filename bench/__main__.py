@@ -24,7 +24,8 @@ from bench import baselines as bl
 from bench import vms as bench_vms
 from bench.engine import Phase, SliceStack
 from bench.report import ratios, table, targets
-from bench.topology import LAB, ROOT, SliceSpec, expected_outputs_match
+from bench.topology import ROOT, SliceSpec, expected_outputs_match
+from lab.common import lab_dir
 from lab.exclusive import testbed_lock
 from lab.pulumi_cli import TOOLCHAIN_BIN, PulumiFailed
 
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"testbed not up: python -m lab up {' '.join(workers)}")
         lab("up", *workers)
         started_lab = True
-    have_workers = json.loads((LAB / "inventory.json").read_text())["workers"]
+    have_workers = json.loads((lab_dir() / "inventory.json").read_text())["workers"]
     wide_missing = [w for w in WIDE_WORKERS if w not in have_workers]
     workdir = Path(tempfile.mkdtemp(prefix="cloudrepo-bench-"))
     results: dict[str, Any] = {

@@ -27,19 +27,18 @@ from typing import Any
 
 import paramiko
 
-from bench.topology import BRIDGE, INTERNET_VLAN, LAB, NETWORK_PORT, SliceSpec, Tap
-from lab.common import NS_PREFIX
+from bench.topology import BRIDGE, INTERNET_VLAN, SliceSpec, Tap
+from lab.common import lab_dir, settings, ssh_port
 
 NETWORK = "network"
 SUDO = "sudo"
-RUNDIR = f"/tmp/cloudrepo-bench-{NS_PREFIX.rstrip('-')}"
-"""dnsmasq's files: the hosts share the machine's /tmp, so one directory per testbed (its namespace prefix),
-never another testbed's, which its own teardown removes."""
 RUNDIR_OBJECT = "rundir"
 
 
-def port_of(host: str) -> int:
-    return NETWORK_PORT if host == NETWORK else NETWORK_PORT + int(host.removeprefix("worker"))
+def rundir() -> str:
+    """dnsmasq's files: the hosts share the machine's /tmp, so one directory per testbed (its namespace
+    prefix), never another testbed's, which its own teardown removes."""
+    return f"/tmp/cloudrepo-bench-{settings().prefix.rstrip('-')}"
 
 
 def _subnet(vlan: int) -> tuple[str, str, str, str]:
@@ -105,7 +104,7 @@ def gateway_object(vlan: int) -> SeedObject:
 def dhcp_object(vlan: int) -> SeedObject:
     """The seed's DHCP namespace of a VLAN (6 commands, dnsmasq as in the seed + pid and lease files)."""
     gw, dhcp, first, last = _subnet(vlan)
-    ns, port, files = f"ns-dhcp-vlan{vlan}", f"dhcp_v{vlan}", f"{RUNDIR}/dnsmasq_vlan{vlan}"
+    ns, port, files = f"ns-dhcp-vlan{vlan}", f"dhcp_v{vlan}", f"{rundir()}/dnsmasq_vlan{vlan}"
     return SeedObject(
         NETWORK,
         ns,
@@ -152,7 +151,8 @@ def nat_object(ip_forward_before: str) -> SeedObject:
 def seed_objects(specs: list[SliceSpec], ip_forward_before: str) -> list[SeedObject]:
     """Every object of the slices, in the order the original orchestrator made them (TAPs, then the node)."""
     objects = [tap_object(tap) for spec in specs for tap in spec.taps()]
-    objects.append(SeedObject(NETWORK, RUNDIR_OBJECT, (Step(f"mkdir -p {RUNDIR}", f"rm -rf {RUNDIR}"),)))
+    run = rundir()
+    objects.append(SeedObject(NETWORK, RUNDIR_OBJECT, (Step(f"mkdir -p {run}", f"rm -rf {run}"),)))
     vlans = [vlan for spec in specs for vlan in spec.link_vlans()]
     if any(spec.has_internet for spec in specs):
         vlans.append(INTERNET_VLAN)
@@ -189,13 +189,13 @@ def host_work(specs: list[SliceSpec], ip_forward_before: str) -> HostWork:
 
 def _paramiko_client(port: int) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
-    client.load_host_keys(str(LAB / "known_hosts"))
+    client.load_host_keys(str(lab_dir() / "known_hosts"))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.connect(
         "127.0.0.1",
         port=port,
         username="root",
-        key_filename=str(LAB / "id_ed25519"),
+        key_filename=str(lab_dir() / "id_ed25519"),
         allow_agent=False,
         look_for_keys=False,
         timeout=10,
@@ -206,7 +206,7 @@ def _paramiko_client(port: int) -> paramiko.SSHClient:
 def _run_script(host: str, commands: list[str], errors: list[str], strict: bool = True) -> None:
     """Script of the commands on stdin of `sh -s`: one connection, one channel. Strict: `set -e` and a
     failure is an error; otherwise every command runs and none fails the script (best-effort cleanup)."""
-    client = _paramiko_client(port_of(host))
+    client = _paramiko_client(ssh_port(host))
     try:
         stdin, stdout, stderr = client.exec_command("sh -s")
         stdin.write(("set -e\n" if strict else "") + "\n".join(commands) + "\n")
@@ -261,13 +261,13 @@ def ssh_argv(host: str, command: str) -> list[str]:
     return [
         "ssh",
         "-i",
-        str(LAB / "id_ed25519"),
+        str(lab_dir() / "id_ed25519"),
         "-o",
-        f"UserKnownHostsFile={LAB / 'known_hosts'}",
+        f"UserKnownHostsFile={lab_dir() / 'known_hosts'}",
         "-o",
         "BatchMode=yes",
         "-p",
-        str(port_of(host)),
+        str(ssh_port(host)),
         "root@127.0.0.1",
         command,
     ]

@@ -53,7 +53,7 @@ from typing import Any
 from bench.engine import PHASE_ARGS, SliceStack, _summary
 from bench.topology import ROOT, SliceSpec
 from lab import owners
-from lab.common import NS_PREFIX, SSH_BASE_PORT, lab_dir
+from lab.common import lab_dir, settings
 from lab.exclusive import testbed_lock
 from lab.pulumi_cli import PulumiFailed
 from transport.ssh_pool import RUNNERS_ENV
@@ -242,8 +242,9 @@ class CpuSampler:
     def __init__(self, root_pid: int, interval: float = 0.1) -> None:
         self.root = root_pid
         self.interval = interval
-        self.netns = _netns_ids(NS_PREFIX)
-        self.ports = {f"TCP-LISTEN:{SSH_BASE_PORT + i}," for i in range(8)}
+        lab = settings()
+        self.netns = _netns_ids(lab.prefix)
+        self.ports = {f"TCP-LISTEN:{lab.base_port + i}," for i in range(8)}
         self.procs: dict[int, Proc] = {}
         self.ignored: set[int] = set()
         self.adjust: dict[str, float] = defaultdict(float)

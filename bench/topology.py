@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.common import SSH_BASE_PORT, lab_dir
+from lab.common import NETWORK_HOST, lab_dir, ssh_port
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB = lab_dir()  # the testbed's directory (CLOUDREPO_LAB_DIR moves it)
 INTERNET_VLAN = 400
 PARKING_VLAN = 4094
 BRIDGE = "br-int"
-NETWORK_PORT = SSH_BASE_PORT  # CLOUDREPO_LAB_PORT moves it
 
 
 @dataclass(frozen=True)
@@ -100,16 +98,14 @@ class SliceSpec:
 
     def stack_config(self) -> dict[str, Any]:
         """The `config:` map of `Pulumi.<stack>.yaml` for the testbed."""
+        lab = lab_dir()
         return {
-            "cloudrepo:networkNode": {"host": "127.0.0.1", "port": NETWORK_PORT, "uplink": "ens3"},
-            "cloudrepo:workers": {
-                w: {"host": "127.0.0.1", "port": NETWORK_PORT + int(w.removeprefix("worker"))}
-                for w in self.workers
-            },
+            "cloudrepo:networkNode": {"host": "127.0.0.1", "port": ssh_port(NETWORK_HOST), "uplink": "ens3"},
+            "cloudrepo:workers": {w: {"host": "127.0.0.1", "port": ssh_port(w)} for w in self.workers},
             "cloudrepo:ssh": {
                 "user": "root",
-                "privateKeyPath": str(LAB / "id_ed25519"),
-                "knownHostsPath": str(LAB / "known_hosts"),
+                "privateKeyPath": str(lab / "id_ed25519"),
+                "knownHostsPath": str(lab / "known_hosts"),
                 "sudo": True,
             },
             "cloudrepo:slice": {

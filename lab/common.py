@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab import PROJECT_ROOT
 
 
-def lab_dir() -> Path:
-    """The testbed's working directory (``.lab`` in the project root; env CLOUDREPO_LAB_DIR overrides)."""
-    override = os.environ.get("CLOUDREPO_LAB_DIR")
-    return Path(override).resolve() if override else PROJECT_ROOT / ".lab"
+class LabError(RuntimeError):
+    """A testbed operation failed; the message says what and why."""
 
 
 # Names and addresses (198.18.0.0/15 is reserved for benchmarking: never routed on the Internet).
-# A second, independent testbed can run beside the default one (e.g. to test the testbed itself while
-# the default one is in use): CLOUDREPO_LAB_DIR, CLOUDREPO_LAB_PREFIX (e.g. "lb2-"),
-# CLOUDREPO_LAB_VM_PREFIX (e.g. "vb2-") and CLOUDREPO_LAB_PORT (e.g. 2300). The defaults are the
-# fixed endpoints of docs/design.md.
-NS_PREFIX = os.environ.get("CLOUDREPO_LAB_PREFIX", "lab-")
-VM_NS_PREFIX = os.environ.get("CLOUDREPO_LAB_VM_PREFIX", "vm-")
-FABRIC_NS = NS_PREFIX + "fabric"
-INTERNET_NS = NS_PREFIX + "internet"
 NETWORK_HOST = "network"
 FABRIC_BRIDGE = "br-fabric"
 BRIDGE = "br-int"
@@ -38,15 +30,101 @@ INTERNET_GATEWAY = "198.18.0.1"  # the internet host's end of the uplink
 INTERNET_WEB_ADDRESS = "198.19.0.80"  # the web server, one routed hop behind the uplink
 INTERNET_WEB_PORT = 80
 INTERNET_BODY = "cloudrepo-lab-internet: hello from the internet host\n"
-SSH_BASE_PORT = int(os.environ.get("CLOUDREPO_LAB_PORT", "2200"))
 STATE_ROOT = "/var/lib/cloudrepo"
 OVS_RUN = "/run/openvswitch"
 NETNS_RUN = "/run/netns"
 DEFAULT_WORKERS = 2
 
+# Which testbed a process drives: a second, independent testbed can run beside the default one (e.g. a test
+# run while the demo is up). The defaults are the fixed endpoints of docs/design.md.
+DIR_VAR = "CLOUDREPO_LAB_DIR"
+PREFIX_VAR = "CLOUDREPO_LAB_PREFIX"
+VM_PREFIX_VAR = "CLOUDREPO_LAB_VM_PREFIX"
+PORT_VAR = "CLOUDREPO_LAB_PORT"
+DEFAULT_PREFIX = "lab-"
+DEFAULT_VM_PREFIX = "vm-"
+DEFAULT_PORT = 2200
+PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """One testbed's place on the machine: its directory, the prefixes of its host and guest namespaces
+    (every namespace with one of them is the testbed's: `down` removes it) and its first SSH port."""
+
+    dir: Path
+    prefix: str
+    vm_prefix: str
+    base_port: int
+
+    @property
+    def fabric_ns(self) -> str:
+        return self.prefix + "fabric"
+
+    @property
+    def internet_ns(self) -> str:
+        return self.prefix + "internet"
+
+    def host_ns(self, host: str) -> str:
+        return self.prefix + host
+
+    def guest_ns(self, name: str) -> str:
+        return self.vm_prefix + name
+
+    def owns_ns(self, ns: str) -> bool:
+        """True for a namespace of this testbed (a host's, the fabric, the internet host or a guest's)."""
+        return ns.startswith((self.prefix, self.vm_prefix))
+
+    def ssh_port(self, host: str) -> int:
+        """The loopback port that reaches HOST's sshd: the base port for the network node, +N for workerN."""
+        if host == NETWORK_HOST:
+            return self.base_port
+        index = host[len("worker") :]
+        if not (host.startswith("worker") and index.isdigit()):
+            raise ValueError(f"not a testbed host: {host!r}")
+        port = self.base_port + int(index)
+        if port > 65535:
+            raise LabError(f"{host}'s SSH port {port} ({PORT_VAR}={self.base_port} + {index}) exceeds 65535")
+        return port
+
+    def host_paths(self, host: str) -> HostPaths:
+        return HostPaths(host, self.dir / "hosts" / host)
+
+
+def settings(environ: Mapping[str, str] | None = None) -> LabSettings:
+    """The testbed this process drives, read from CLOUDREPO_LAB_* at each call (never cached: the variables
+    in force when a function runs decide, not those at import); LabError names a bad variable and value."""
+    env = os.environ if environ is None else environ
+    problems = []
+    prefixes = {}
+    for var, default in ((PREFIX_VAR, DEFAULT_PREFIX), (VM_PREFIX_VAR, DEFAULT_VM_PREFIX)):
+        prefixes[var] = value = env.get(var, default)
+        if not PREFIX_RE.fullmatch(value):
+            problems.append(f"{var}={value!r} is not a namespace prefix (1-32 of A-Z a-z 0-9 _ . -)")
+    prefix, vm_prefix = prefixes[PREFIX_VAR], prefixes[VM_PREFIX_VAR]
+    if not problems and (prefix.startswith(vm_prefix) or vm_prefix.startswith(prefix)):
+        problems.append(
+            f"{PREFIX_VAR}={prefix!r} and {VM_PREFIX_VAR}={vm_prefix!r} overlap: one starts with the other, "
+            "so host and guest namespaces could not be told apart"
+        )
+    raw_port = env.get(PORT_VAR, str(DEFAULT_PORT))
+    port = int(raw_port) if raw_port.isascii() and raw_port.isdigit() else 0
+    if not 1 <= port <= 65535:
+        problems.append(f"{PORT_VAR}={raw_port!r} is not a TCP port (1-65535)")
+    if problems:
+        raise LabError("; ".join(problems))
+    override = env.get(DIR_VAR)
+    lab = Path(override).resolve() if override else PROJECT_ROOT / ".lab"
+    return LabSettings(dir=lab, prefix=prefix, vm_prefix=vm_prefix, base_port=port)
+
+
+def lab_dir() -> Path:
+    """The testbed's working directory (``.lab`` in the project root; CLOUDREPO_LAB_DIR moves it)."""
+    return settings().dir
+
 
 def host_ns(host: str) -> str:
-    return NS_PREFIX + host
+    return settings().host_ns(host)
 
 
 def worker_name(index: int) -> str:
@@ -54,11 +132,7 @@ def worker_name(index: int) -> str:
 
 
 def ssh_port(host: str) -> int:
-    if host == NETWORK_HOST:
-        return SSH_BASE_PORT
-    if host.startswith("worker") and host[len("worker") :].isdigit():
-        return SSH_BASE_PORT + int(host[len("worker") :])
-    raise ValueError(f"not a testbed host: {host!r}")
+    return settings().ssh_port(host)
 
 
 def host_names(workers: int) -> list[str]:
@@ -114,11 +188,7 @@ class HostPaths:
 
 
 def host_paths(host: str) -> HostPaths:
-    return HostPaths(host, lab_dir() / "hosts" / host)
-
-
-class LabError(RuntimeError):
-    """A testbed operation failed; the message says what and why."""
+    return settings().host_paths(host)
 
 
 def run(

@@ -10,10 +10,8 @@ from pathlib import Path
 from lab import netns
 from lab.common import (
     FABRIC_BRIDGE,
-    FABRIC_NS,
     INTERNET_GATEWAY,
     INTERNET_IFACE,
-    INTERNET_NS,
     INTERNET_WEB_ADDRESS,
     INTERNET_WEB_PORT,
     NETWORK_HOST,
@@ -27,6 +25,7 @@ from lab.common import (
     host_ns,
     lab_dir,
     run,
+    settings,
 )
 from lab.procs import pidfile_process, spawn_daemon, stop_pidfile
 
@@ -38,31 +37,33 @@ def fabric_port(host: str) -> str:
 
 
 def ensure_fabric() -> None:
-    netns.ensure(FABRIC_NS)
-    if not netns.link_exists(FABRIC_NS, FABRIC_BRIDGE):
-        run(["ip", "-n", FABRIC_NS, "link", "add", FABRIC_BRIDGE, "type", "bridge", "stp_state", "0"])
-    netns.ensure_up(FABRIC_NS, FABRIC_BRIDGE)
+    fabric = settings().fabric_ns
+    netns.ensure(fabric)
+    if not netns.link_exists(fabric, FABRIC_BRIDGE):
+        run(["ip", "-n", fabric, "link", "add", FABRIC_BRIDGE, "type", "bridge", "stp_state", "0"])
+    netns.ensure_up(fabric, FABRIC_BRIDGE)
 
 
 def ensure_trunk(host: str) -> None:
     """Host end ``ens4`` (added to br-int untagged = trunk), fabric end on the fabric bridge."""
-    port = fabric_port(host)
-    netns.ensure_veth(host_ns(host), TRUNK_IFACE, FABRIC_NS, port)
-    run(["ip", "-n", FABRIC_NS, "link", "set", "dev", port, "master", FABRIC_BRIDGE])
-    netns.ensure_up(FABRIC_NS, port)
+    port, fabric = fabric_port(host), settings().fabric_ns
+    netns.ensure_veth(host_ns(host), TRUNK_IFACE, fabric, port)
+    run(["ip", "-n", fabric, "link", "set", "dev", port, "master", FABRIC_BRIDGE])
+    netns.ensure_up(fabric, port)
     netns.ensure_up(host_ns(host), TRUNK_IFACE)
 
 
 def ensure_internet() -> None:
     """The internet host behind the network node's uplink ens3, with a web server one hop further."""
-    netns.ensure(INTERNET_NS)
+    internet = settings().internet_ns
+    netns.ensure(internet)
     net = host_ns(NETWORK_HOST)
-    netns.ensure_veth(net, UPLINK_IFACE, INTERNET_NS, INTERNET_IFACE)
+    netns.ensure_veth(net, UPLINK_IFACE, internet, INTERNET_IFACE)
     netns.ensure_address(net, UPLINK_IFACE, f"{UPLINK_ADDRESS}/{PREFIXLEN}")
-    netns.ensure_address(INTERNET_NS, INTERNET_IFACE, f"{INTERNET_GATEWAY}/{PREFIXLEN}")
-    netns.ensure_address(INTERNET_NS, "lo", f"{INTERNET_WEB_ADDRESS}/32")
+    netns.ensure_address(internet, INTERNET_IFACE, f"{INTERNET_GATEWAY}/{PREFIXLEN}")
+    netns.ensure_address(internet, "lo", f"{INTERNET_WEB_ADDRESS}/32")
     netns.ensure_up(net, UPLINK_IFACE)
-    netns.ensure_up(INTERNET_NS, INTERNET_IFACE)
+    netns.ensure_up(internet, INTERNET_IFACE)
     run(["ip", "-n", net, "route", "replace", "default", "via", INTERNET_GATEWAY, "dev", UPLINK_IFACE])
     pidfile = internet_dir() / "httpd.pid"
     if pidfile_process(pidfile, "lab.httpd") is None:
@@ -72,7 +73,7 @@ def ensure_internet() -> None:
                 "ip",
                 "netns",
                 "exec",
-                INTERNET_NS,
+                internet,
                 sys.executable,
                 "-m",
                 "lab.httpd",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import netns
-from lab.common import VM_NS_PREFIX, LabError, host_ns, lab_dir, run
+from lab.common import LabError, host_ns, lab_dir, run, settings
 from lab.procs import path_inode, pidfile_process, pids_in_namespaces, spawn_daemon, stop_pidfile, terminate
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,11}$")
@@ -46,7 +46,7 @@ exit 0
 
 
 def guest_ns(name: str) -> str:
-    return VM_NS_PREFIX + name
+    return settings().guest_ns(name)
 
 
 def vms_dir() -> Path:
@@ -61,7 +61,8 @@ def known_guests() -> list[str]:
     names: set[str] = set()
     if vms_dir().is_dir():
         names.update(p.name for p in vms_dir().iterdir() if p.is_dir())
-    names.update(ns[len(VM_NS_PREFIX) :] for ns in netns.list_netns() if ns.startswith(VM_NS_PREFIX))
+    prefix = settings().vm_prefix
+    names.update(ns[len(prefix) :] for ns in netns.list_netns() if ns.startswith(prefix))
     return sorted(names)
 
 

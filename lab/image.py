@@ -16,6 +16,7 @@ also places the two files at a fixed path in the testbed's directory (`.lab/gues
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +24,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lab.common import LabError, lab_dir, run
@@ -138,7 +141,24 @@ def build() -> dict[str, str]:
         return result
     if not BUSYBOX.is_file():
         raise LabError(f"{BUSYBOX} is missing: install busybox-static (scripts/install-system)")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with cache_lock():
+        if not (out / ".complete").exists():  # else another checkout built it while this one waited
+            _build(pkg, version, out)
+    return result
+
+
+@contextmanager
+def cache_lock() -> Iterator[None]:
+    """One build at a time in the shared cache, the lock `scripts/install-pulumi` takes: two checkouts that
+    build the guest at once would otherwise replace each other's finished directory under its readers."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / "build.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _build(pkg: str, version: str, out: Path) -> None:
+    """Build the guest of kernel package `pkg`=`version` into `out` (staged beside it, then renamed)."""
     with tempfile.TemporaryDirectory(prefix="guest-", dir=out.parent) as tmp:
         work = Path(tmp)
         got = subprocess.run(
@@ -187,7 +207,6 @@ def build() -> dict[str, str]:
         (stage / ".complete").touch()
         shutil.rmtree(out, ignore_errors=True)
         stage.rename(out)
-    return result
 
 
 def _decompress(path: Path) -> bytes:

@@ -16,22 +16,18 @@ from lab import fabric, netns, ovs, sshd
 from lab.common import (
     BRIDGE,
     DEFAULT_WORKERS,
-    FABRIC_NS,
     INTERNET_BODY,
     INTERNET_GATEWAY,
-    INTERNET_NS,
     INTERNET_WEB_ADDRESS,
     INTERNET_WEB_PORT,
     NETNS_RUN,
     NETWORK_HOST,
-    NS_PREFIX,
     OVS_RUN,
     STATE_ROOT,
     TRUNK_IFACE,
     UPLINK_ADDRESS,
     UPLINK_CIDR,
     UPLINK_IFACE,
-    VM_NS_PREFIX,
     LabError,
     host_names,
     host_ns,
@@ -40,6 +36,7 @@ from lab.common import (
     lab_dir,
     mounted_anywhere,
     run,
+    settings,
     ssh_port,
     write_if_changed,
 )
@@ -110,7 +107,8 @@ def read_inventory() -> dict[str, Any] | None:
 
 
 def build_inventory(hosts: list[str]) -> dict[str, Any]:
-    d = lab_dir()
+    lab = settings()
+    d = lab.dir
     return {
         "projectLabDir": str(d),
         "user": "root",
@@ -118,7 +116,7 @@ def build_inventory(hosts: list[str]) -> dict[str, Any]:
         "knownHostsPath": str(sshd.known_hosts()),
         "bridge": BRIDGE,
         "stateRoot": STATE_ROOT,
-        "fabric": {"namespace": FABRIC_NS, "bridge": fabric.FABRIC_BRIDGE},
+        "fabric": {"namespace": lab.fabric_ns, "bridge": fabric.FABRIC_BRIDGE},
         "hosts": {
             host: {
                 "role": "network" if host == NETWORK_HOST else "worker",
@@ -136,7 +134,7 @@ def build_inventory(hosts: list[str]) -> dict[str, Any]:
         },
         "workers": [h for h in hosts if h != NETWORK_HOST],
         "internet": {
-            "namespace": INTERNET_NS,
+            "namespace": lab.internet_ns,
             "uplinkCidr": UPLINK_CIDR,
             "networkNodeUplinkAddress": UPLINK_ADDRESS,
             "gateway": INTERNET_GATEWAY,
@@ -153,9 +151,10 @@ def build_inventory(hosts: list[str]) -> dict[str, Any]:
 
 def existing_workers() -> list[str]:
     found = []
+    prefix = settings().prefix
     for ns in netns.list_netns():
-        name = ns[len(NS_PREFIX) :]
-        if ns.startswith(NS_PREFIX + "worker") and name[len("worker") :].isdigit():
+        name = ns[len(prefix) :]
+        if ns.startswith(prefix + "worker") and name[len("worker") :].isdigit():
             found.append(name)
     return sorted(found, key=lambda n: int(n[len("worker") :]))
 
@@ -164,16 +163,18 @@ OWNERS_DIR = Path("/run/cloudrepo-lab")
 
 
 def _owner_file() -> Path:
-    return OWNERS_DIR / f"{NS_PREFIX}owner"
+    return OWNERS_DIR / f"{settings().prefix}owner"
 
 
 def _check_owner() -> None:
-    """Refuse to touch `NS_PREFIX*` namespaces that another testbed directory made (same names, other dir)."""
+    """Refuse to touch this prefix's namespaces when another testbed directory made them (same names,
+    other dir)."""
+    lab = settings()
     owner = _owner_file()
     theirs = owner.read_text().strip() if owner.exists() else ""
-    if theirs and theirs != str(lab_dir()) and any(ns.startswith(NS_PREFIX) for ns in netns.list_netns()):
+    if theirs and theirs != str(lab.dir) and any(ns.startswith(lab.prefix) for ns in netns.list_netns()):
         raise LabError(
-            f"the {NS_PREFIX}* namespaces belong to the testbed of {theirs}: take it down there "
+            f"the {lab.prefix}* namespaces belong to the testbed of {theirs}: take it down there "
             f"(CLOUDREPO_LAB_DIR={theirs} python -m lab down) or choose another CLOUDREPO_LAB_PREFIX"
         )
 
@@ -300,8 +301,9 @@ def _down_host(host: str) -> None:
     ovs.stop(paths)
     terminate(pids)
     netns.delete(host_ns(host))
-    if netns.link_exists(FABRIC_NS, fabric.fabric_port(host)):
-        netns.delete_link(FABRIC_NS, fabric.fabric_port(host))
+    fabric_ns = settings().fabric_ns
+    if netns.link_exists(fabric_ns, fabric.fabric_port(host)):
+        netns.delete_link(fabric_ns, fabric.fabric_port(host))
     for stale in (paths.ovs, paths.netns, paths.state):
         shutil.rmtree(stale, ignore_errors=True)
     for f in (paths.sshd_pid, paths.forward_pid, paths.init_pid):
@@ -322,26 +324,27 @@ def down() -> None:
         raise LabError("the testbed needs root")
     from lab import guest
 
+    lab = settings()
     with locked():
         _check_owner()
         for name in guest.known_guests():
             guest.stop(name, locked_already=True)
-        lab_ns = [ns for ns in netns.list_netns() if ns.startswith(NS_PREFIX)]
+        lab_ns = [ns for ns in netns.list_netns() if ns.startswith(lab.prefix)]
         hosts = set(known_hosts_on_disk())
-        hosts.update(ns[len(NS_PREFIX) :] for ns in lab_ns if ns not in (FABRIC_NS, INTERNET_NS))
+        hosts.update(ns[len(lab.prefix) :] for ns in lab_ns if ns not in (lab.fabric_ns, lab.internet_ns))
         for host in sorted(hosts):
             _down_host(host)
         fabric.stop_internet()
         # Anything left in a testbed namespace (lab-* and guest vm-*) is ours: end it by pid.
         net = set()
         for ns in netns.list_netns():
-            if ns.startswith((NS_PREFIX, VM_NS_PREFIX)):
+            if lab.owns_ns(ns):
                 ino = path_inode(f"/run/netns/{ns}")
                 if ino is not None:
                     net.add(ino)
         terminate(pids_in_namespaces(net, set()))
         for ns in netns.list_netns():
-            if ns.startswith((NS_PREFIX, VM_NS_PREFIX)):
+            if lab.owns_ns(ns):
                 netns.delete(ns)
         inventory_path().unlink(missing_ok=True)
         _undo_root_changes()
@@ -352,7 +355,7 @@ def status() -> tuple[bool, list[str]]:
     inventory = read_inventory()
     lines = []
     if inventory is None:
-        leftovers = [ns for ns in netns.list_netns() if ns.startswith(NS_PREFIX)]
+        leftovers = [ns for ns in netns.list_netns() if ns.startswith(settings().prefix)]
         if leftovers:
             return False, ["testbed: DOWN (partial leftovers: " + ", ".join(leftovers) + "; run `down`)"]
         return False, ["testbed: DOWN"]
@@ -372,7 +375,7 @@ def status() -> tuple[bool, list[str]]:
         detail = " ".join(f"{k}={'ok' if v else 'MISSING'}" for k, v in parts.items())
         lines.append(f"  {host:<10} 127.0.0.1:{info['port']}  {detail}")
     web = pidfile_process(fabric.internet_dir() / "httpd.pid", "lab.httpd") is not None
-    healthy = healthy and web and netns.exists(FABRIC_NS)
+    healthy = healthy and web and netns.exists(settings().fabric_ns)
     lines.append(f"  internet   {inventory['internet']['url']}  httpd={'ok' if web else 'MISSING'}")
     from lab import guest
 

@@ -24,21 +24,17 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from lab import PROJECT_ROOT, owners
+from lab.common import host_paths, lab_dir
+from lab.exclusive import testbed_lock
+from lab.testbed import read_inventory
 
-from lab import owners  # noqa: E402
-from lab.common import host_paths, lab_dir  # noqa: E402
-from lab.exclusive import testbed_lock  # noqa: E402
-from lab.testbed import read_inventory  # noqa: E402
+ROOT = PROJECT_ROOT
 
-LAB = lab_dir()
 DEFAULT_WORKERS = int(os.environ.get("CLOUDREPO_LAB_WORKERS", "2"))
 
 
@@ -264,7 +260,7 @@ class LabSession:
             lab_cli("up", "--workers", str(workers), timeout=300)
             self.owned = True
             inventory = read_inventory()
-            assert inventory is not None, f"`python -m lab up` wrote no inventory in {LAB}"
+            assert inventory is not None, f"`python -m lab up` wrote no inventory in {lab_dir()}"
         if not self.checked:
             stop_on_foreign_slices(inventory)
             self.checked = True
@@ -288,8 +284,8 @@ def stop_on_foreign_slices(inventory: dict[str, Any]) -> None:
             for name, objs in sorted(found.items())
         )
         pytest.exit(
-            f"the testbed in {LAB} holds slices this test run did not make: {where}. Destroy their stacks, "
-            "or take the testbed down (`python -m lab down` with the same CLOUDREPO_LAB_* settings).",
+            f"the testbed in {lab_dir()} holds slices this test run did not make: {where}. Destroy their "
+            "stacks, or take the testbed down (`python -m lab down` with the same CLOUDREPO_LAB_* settings).",
             returncode=3,
         )
 

@@ -18,22 +18,23 @@ from pulumi_command import remote
 
 from bench.baselines import seed_objects
 from bench.command_plan import command_plan
-from bench.topology import LAB, from_fields
+from bench.topology import from_fields
+from lab.common import lab_dir
 
 
 def host_key(address: str, port: int) -> str:
     """`type base64` of the host's key in the lab's known_hosts."""
     name = address if port == 22 else f"[{address}]:{port}"
-    entry = paramiko.HostKeys(str(LAB / "known_hosts")).lookup(name)
+    entry = paramiko.HostKeys(str(lab_dir() / "known_hosts")).lookup(name)
     if not entry:
-        raise RuntimeError(f"no host key for {name} in {LAB / 'known_hosts'}")
+        raise RuntimeError(f"no host key for {name} in {lab_dir() / 'known_hosts'}")
     key = entry.get("ssh-ed25519") or next(iter(entry.values()))
     return f"{key.get_name()} {key.get_base64()}"
 
 
 def connections(hosts: set[str]) -> dict[str, remote.ConnectionArgs]:
-    inventory: dict[str, Any] = json.loads((LAB / "inventory.json").read_text())["hosts"]
-    key = pulumi.Output.secret((LAB / "id_ed25519").read_text())
+    inventory: dict[str, Any] = json.loads((lab_dir() / "inventory.json").read_text())["hosts"]
+    key = pulumi.Output.secret((lab_dir() / "id_ed25519").read_text())
     out = {}
     for host in sorted(hosts):
         address, port = inventory[host]["address"], int(inventory[host]["port"])

@@ -19,6 +19,8 @@ from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
 from transport import ssh
 from vocabulary.specs import Endpoint, TapPortSpec
 
+pytestmark = pytest.mark.integration
+
 SLICE = "fpark"
 VLAN_DROP = "cookie=0xc1d0000200000ffe, priority=60000,dl_vlan=4094 actions=drop"
 

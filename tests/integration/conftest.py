@@ -8,10 +8,18 @@ from typing import Any
 
 import pytest
 
+from lab.common import lab_dir
 from lab.pulumi_cli import PulumiCLI, make_project, pulumi_binary
-from tests.integration.slicekit import LAB, SliceStack, lab_config, slice_section
+from tests.integration.slicekit import SliceStack, lab_config, slice_section
 
-pytestmark = pytest.mark.integration
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder needs the testbed and the real engine (a `pytestmark` in a conftest marks
+    nothing)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +69,7 @@ def slice_stack(
     if failed:
         pytest.fail(
             f"teardown: `pulumi destroy` failed for stack(s) {', '.join(failed)}; their objects are still on "
-            f"the testbed in {LAB} (output above)",
+            f"the testbed in {lab_dir()} (output above)",
             pytrace=False,
         )
 

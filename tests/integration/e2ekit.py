@@ -21,18 +21,23 @@ import paramiko
 
 from lab import guest as lab_guest
 from lab import image
+from lab.common import host_paths, lab_dir
 from lab.procs import alive, pidfile_process
 from lab.slicecheck import Report, format_report, guest_name
-from tests.integration.slicekit import LAB, SliceStack
+from tests.integration.slicekit import SliceStack
 from tests.labfixtures import lab_cli, scan, scan_parts
 from vocabulary import naming
 
-TIMES_FILE = Path(os.environ.get("CLOUDREPO_E2E_TIMES", LAB / "figures" / "e2e-times.json"))
+
+def times_file() -> Path:
+    """Where the scenarios' wall times go: the testbed's directory (CLOUDREPO_E2E_TIMES moves it)."""
+    return Path(os.environ.get("CLOUDREPO_E2E_TIMES", lab_dir() / "figures" / "e2e-times.json"))
 
 
-QEMU_TCG: dict[str, Any] = {"cloudrepo:qemu": {"accel": "tcg", "imageDirs": [str(LAB / "guest")]}}
-"""Stack config for launched VMs on the testbed (nested KVM hangs here), booting its guest from the
-testbed's directory (the tests' stacks live in projects of their own)."""
+def qemu_tcg() -> dict[str, Any]:
+    """Stack config for launched VMs on the testbed (nested KVM hangs here), booting its guest from the
+    testbed's directory (the tests' stacks live in projects of their own)."""
+    return {"cloudrepo:qemu": {"accel": "tcg", "imageDirs": [str(lab_dir() / "guest")]}}
 
 
 def guest_launch(memory_mb: int = 128) -> dict[str, Any]:
@@ -65,12 +70,13 @@ def wall_time(scenario: str) -> Iterator[None]:
         seconds = round(time.monotonic() - t0, 1)
         print(f"\n[wall time] {scenario}: {seconds}s ({outcome})")
         try:
-            times = json.loads(TIMES_FILE.read_text())
+            times = json.loads(times_file().read_text())
         except (OSError, ValueError):
             times = {}
         times[scenario] = {"seconds": seconds, "outcome": outcome}
-        TIMES_FILE.parent.mkdir(parents=True, exist_ok=True)
-        TIMES_FILE.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+        path = times_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
 
 
 def assert_slice_ok(report: Report) -> None:
@@ -209,22 +215,22 @@ def fresh_lease(vm: str, iface: str) -> str:
 
 def known_hosts_with_wrong_key(dst: Path, port: int) -> Path:
     """A copy of the testbed's known_hosts where the host on PORT has another (made up) key."""
-    real = paramiko.HostKeys(str(LAB / "known_hosts"))
+    real = paramiko.HostKeys(str(lab_dir() / "known_hosts"))
     pattern = f"[127.0.0.1]:{port}"
-    assert real.lookup(pattern), f"{pattern} is not in {LAB / 'known_hosts'}"
+    assert real.lookup(pattern), f"{pattern} is not in {lab_dir() / 'known_hosts'}"
     wrong = paramiko.HostKeys()
     for hostname, keys in real.items():
         for keytype, key in keys.items():
             if hostname != pattern:
                 wrong.add(hostname, keytype, key)
-    fake = paramiko.Ed25519Key.from_private_key_file(str(LAB / "id_ed25519"))  # any other ed25519 key
+    fake = paramiko.Ed25519Key.from_private_key_file(str(lab_dir() / "id_ed25519"))  # any other ed25519 key
     wrong.add(pattern, fake.get_name(), fake)
     wrong.save(str(dst))
     return dst
 
 
 def sshd_pidfile(host: str) -> Path:
-    return LAB / "hosts" / host / "sshd.pid"
+    return host_paths(host).sshd_pid
 
 
 def stop_sshd(host: str) -> int:

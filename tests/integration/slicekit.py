@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,35 @@ from typing import Any
 from lab.common import lab_dir
 from lab.pulumi_cli import PulumiCLI
 
-LAB = lab_dir()
+PULUMI_ERROR = 1
+"""`pulumi`'s exit status when the program, a resource or the backend refused (ExitCodeError)."""
+PULUMI_CHANGES = 7
+"""`pulumi`'s exit status when `--expect-no-changes` met a change (ExitNoChanges)."""
+
+
+def failure(result: subprocess.CompletedProcess[str], status: int = PULUMI_ERROR) -> str:
+    """The output of a `pulumi` run that must have ended with exit status `status`; any other status fails
+    (the caller then checks the message: what refused, not merely that something did)."""
+    text = result.stdout + result.stderr
+    assert result.returncode == status, f"expected exit status {status}, got {result.returncode}:\n{text}"
+    return text
+
+
+def resource_counts(text: str) -> dict[str, int]:
+    """The last `Resources:` summary of a pulumi run: {"unchanged": 12}, {"to update": 1, "unchanged": 2}."""
+    assert "Resources:" in text, f"no `Resources:` summary in:\n{text}"
+    counts: dict[str, int] = {}
+    for line in text.rsplit("Resources:", 1)[1].splitlines()[1:]:
+        found = re.fullmatch(r"\s+(?:[-+~]+\s*)?(\d+) (\S.*?)\s*", line)
+        if not found:
+            break
+        counts[found.group(2)] = int(found.group(1))
+    return counts
 
 
 def lab_config(workers: int | None = None, *, secret_key: bool = False) -> dict[str, Any]:
     """Stack config that reaches the testbed's hosts, read from its inventory (`python -m lab up`)."""
-    inventory = json.loads((LAB / "inventory.json").read_text())
+    inventory = json.loads((lab_dir() / "inventory.json").read_text())
     hosts = inventory["hosts"]
     names = inventory["workers"] if workers is None else inventory["workers"][:workers]
     ssh: dict[str, Any] = {"user": "root", "knownHostsPath": inventory["knownHostsPath"], "sudo": True}

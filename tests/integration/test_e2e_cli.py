@@ -16,7 +16,7 @@ from lab.common import NETWORK_HOST
 from lab.pulumi_cli import PulumiCLI
 from tests.integration.clikit import Checkout, checkout, cloud_file
 from tests.integration.e2ekit import wall_time
-from tests.integration.slicekit import SliceStack, slice_section
+from tests.integration.slicekit import SliceStack, resource_counts, slice_section
 from tests.labfixtures import held_host_lock, mask_uids, scan, scan_diff
 from tests.s3kit import VERSITYGW, versitygw
 
@@ -72,9 +72,9 @@ def test_verb_by_verb_equals_yaml(
                 assert reason in result.stderr, (args, result.stderr)
                 assert op.stack_file(NAME).read_text() == before
 
-            assert "create" in op.ok("preview", NAME)
-            progress = op.ok("deploy", NAME)
-            assert "Updating" in progress or "Resources:" in progress
+            planned = resource_counts(op.ok("preview", NAME))
+            assert set(planned) == {"to create"}, planned
+            assert resource_counts(op.ok("deploy", NAME)) == {"created": planned["to create"]}
             cli_stack = PulumiCLI(project_dir=op.project, backend_dir=state, stack=NAME)
             by_verbs = cli_stack.outputs()
             scan_verbs = scan()

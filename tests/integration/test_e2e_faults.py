@@ -25,7 +25,7 @@ from tests.integration.e2ekit import (
     stop_sshd,
     wall_time,
 )
-from tests.integration.slicekit import SliceStack, lab_config, slice_section
+from tests.integration.slicekit import SliceStack, failure, lab_config, slice_section
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 SLICE = "e2e-faults"
@@ -52,9 +52,7 @@ def set_slice(stack: SliceStack, vms: list[dict[str, Any]], links: list[Any]) ->
 
 
 def failed_run(stack: SliceStack, *args: str) -> str:
-    result = stack.cli.run(*args, check=False)
-    text = result.stdout + result.stderr
-    assert result.returncode != 0, f"`pulumi {' '.join(args)}` should have failed:\n{text}"
+    text = failure(stack.cli.run(*args, check=False))
     print("\n".join(dict.fromkeys(line.strip() for line in text.splitlines() if "error" in line.lower())))
     return text
 

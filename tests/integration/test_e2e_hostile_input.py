@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.slicekit import LAB, SliceStack, lab_config, slice_section
+from lab.common import host_paths
+from tests.integration.slicekit import SliceStack, failure, lab_config, slice_section
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 pytestmark = pytest.mark.integration
@@ -27,16 +28,11 @@ POOL = 520
 
 def logins() -> dict[str, int]:
     """Public-key logins each host's sshd has accepted so far."""
-    return {
-        h: (LAB / "hosts" / h / "sshd.log").read_text(errors="replace").count("Accepted publickey")
-        for h in HOSTS
-    }
+    return {h: host_paths(h).sshd_log.read_text(errors="replace").count("Accepted publickey") for h in HOSTS}
 
 
 def refused(stack: SliceStack, *args: str) -> str:
-    result = stack.cli.run(*args, check=False)
-    text = result.stdout + result.stderr
-    assert result.returncode != 0, f"`pulumi {' '.join(args)}` accepted it:\n{text}"
+    text = failure(stack.cli.run(*args, check=False))
     assert "Traceback" not in text, text
     return text
 

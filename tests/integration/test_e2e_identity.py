@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.e2ekit import wall_time
-from tests.integration.slicekit import SliceStack, lab_config
+from tests.integration.slicekit import SliceStack, failure, lab_config
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 from vocabulary import naming
 
@@ -75,9 +75,7 @@ def uid_of(stack: SliceStack) -> str:
 
 
 def failed_up(stack: SliceStack) -> str:
-    result = stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
-    assert result.returncode != 0, result.stdout
-    return result.stdout + result.stderr
+    return failure(stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
 
 
 def test_a_second_stack_with_the_same_slice_name_is_refused_and_changes_nothing(

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import image, slicecheck
-from lab.common import host_paths
-from tests.integration.e2ekit import QEMU_TCG, guest_launch, wall_time
-from tests.integration.slicekit import LAB, SliceStack
+from lab.common import host_paths, lab_dir
+from tests.integration.e2ekit import guest_launch, qemu_tcg, wall_time
+from tests.integration.slicekit import SliceStack, failure
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 SLICE = "e2e-launchsec"
@@ -47,9 +47,7 @@ def mode(path: Path) -> int:
 
 
 def failed(result: Any) -> str:
-    text = str(result.stdout) + str(result.stderr)
-    assert result.returncode != 0, f"expected a failure:\n{text}"
-    return text
+    return failure(result)
 
 
 def test_launch_guards(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: Path) -> None:
@@ -63,7 +61,7 @@ def boot_files_outside_image_dirs_fail_preview(
 ) -> None:
     disks = tmp_path / "bootfiles"
     disks.mkdir()
-    (disks / "out").symlink_to(LAB / "id_ed25519")
+    (disks / "out").symlink_to(lab_dir() / "id_ed25519")
     os.mkfifo(disks / "fifo")
     attacks = {
         "kernel": "~/.ssh/id_ed25519",
@@ -74,11 +72,11 @@ def boot_files_outside_image_dirs_fail_preview(
         {"id": 7611, "worker": "worker1", "launch": {"kernel": attacks["kernel"]}},
         {"id": 7612, "worker": "worker1", "launch": {"image": attacks["image"]}},
         {"id": 7613, "worker": "worker1", "launch": {**guest_launch(), "initrd": attacks["initrd"]}},
-        {"id": 7614, "worker": "worker2", "launch": {"kernel": str(LAB / "id_ed25519")}},
+        {"id": 7614, "worker": "worker2", "launch": {"kernel": str(lab_dir() / "id_ed25519")}},
         {"id": 7615, "worker": "worker2", "launch": {"kernel": str(disks / "out")}},
         {"id": 7616, "worker": "worker2", "launch": {"image": str(disks / "fifo")}},
     ]
-    qemu = QEMU_TCG["cloudrepo:qemu"]
+    qemu = qemu_tcg()["cloudrepo:qemu"]
     extra = {"cloudrepo:qemu": {**qemu, "imageDirs": [*qemu["imageDirs"], str(disks)]}}
     stack = slice_stack("e2e-bootpaths", POOL + 20, vms, [], extra=extra)
     before = scan()
@@ -87,7 +85,7 @@ def boot_files_outside_image_dirs_fail_preview(
         "cloudrepo:slice.vms[0].launch.kernel: '~' is not expanded",
         "cloudrepo:slice.vms[1].launch.image: '/proc/self/environ' is outside cloudrepo:qemu.imageDirs",
         f"cloudrepo:slice.vms[2].launch.initrd: '{attacks['initrd']}' is outside",
-        f"cloudrepo:slice.vms[3].launch.kernel: '{LAB / 'id_ed25519'}' is outside",
+        f"cloudrepo:slice.vms[3].launch.kernel: '{lab_dir() / 'id_ed25519'}' is outside",
         f"cloudrepo:slice.vms[4].launch.kernel: '{disks / 'out'}' is outside cloudrepo:qemu.imageDirs",
         f"cloudrepo:slice.vms[5].launch.image: '{disks / 'fifo'}' is not a regular file",
     ]
@@ -119,8 +117,8 @@ def builtin_binary_is_refused_and_append_stays_one_argument(
         },
     ]
     qemu = {
-        **QEMU_TCG["cloudrepo:qemu"],
-        "imageDirs": [*QEMU_TCG["cloudrepo:qemu"]["imageDirs"], str(disk.parent)],
+        **qemu_tcg()["cloudrepo:qemu"],
+        "imageDirs": [*qemu_tcg()["cloudrepo:qemu"]["imageDirs"], str(disk.parent)],
     }
     links = [[f"{KERNEL_VM}.eth1", f"{DISK_VM}.eth1"]]
     stack = slice_stack(SLICE, POOL, vms, links, extra={"cloudrepo:qemu": {**qemu, "binary": "eval"}})

@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 
 from lab import slicecheck
-from tests.integration.e2ekit import QEMU_TCG, assert_left_shared, assert_uses_shared, launched
-from tests.integration.slicekit import SliceStack, lab_config, planned_steps, slice_section
+from tests.integration.e2ekit import assert_left_shared, assert_uses_shared, launched, qemu_tcg
+from tests.integration.slicekit import (
+    SliceStack,
+    failure,
+    lab_config,
+    planned_steps,
+    resource_counts,
+    slice_section,
+)
 from tests.labfixtures import assert_scan_equal, scan
 
 pytestmark = pytest.mark.integration
@@ -66,7 +73,7 @@ def test_deploy_gives_reserved_leases_links_isolation_and_nat(
     timed: None, testbed: Any, slice_stack: Callable[..., SliceStack]
 ) -> None:
     # real QEMU guests (TCG): the checks below run inside them, their leases are their own DHCP client's
-    stack = slice_stack("e2e-deploy", POOL, launched(VMS), LINKS, extra=QEMU_TCG)
+    stack = slice_stack("e2e-deploy", POOL, launched(VMS), LINKS, extra=qemu_tcg())
     stack.up()
     outputs = stack.outputs()
     assert link_vlans(outputs) == {
@@ -104,11 +111,10 @@ def test_idempotent_preview_refresh_and_second_up(
     stack = slice_stack("e2e-idem", POOL, VMS, LINKS)
     stack.up()
     after_up = scan()
-    stack.preview("--expect-no-changes")
-    refresh = stack.refresh("--expect-no-changes")
-    assert "updated" not in refresh.split("Resources:")[-1]
-    again = stack.up("--expect-no-changes")
-    assert "unchanged" in again
+    counts = resource_counts(stack.preview("--expect-no-changes"))
+    assert set(counts) == {"unchanged"}, counts
+    assert resource_counts(stack.refresh("--expect-no-changes")) == counts
+    assert resource_counts(stack.up("--expect-no-changes")) == counts
     assert_scan_equal(after_up, scan())
 
 
@@ -184,13 +190,11 @@ def test_pool_exhausted_fails_at_preview_and_changes_nothing(
     ]
     links = [[f"{2100 + 2 * i}.eth1", f"{2101 + 2 * i}.eth1"] for i in range(21)]
     stack = slice_stack("e2e-exhausted", POOL, vms, links)
-    result = stack.cli.run("preview", "--non-interactive", check=False)
-    assert result.returncode != 0
-    out = result.stdout + result.stderr
+    out = failure(stack.cli.run("preview", "--non-interactive", check=False))
     assert "VLAN pool exhausted" in out
     assert "cloudrepo:slice.links[20] (2140.eth1 -- 2141.eth1)" in out  # the 21st link is named
-    up = stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
-    assert up.returncode != 0 and "VLAN pool exhausted" in up.stdout + up.stderr
+    up = failure(stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
+    assert "VLAN pool exhausted" in up, up
     assert_scan_equal(baseline, scan())
 
 

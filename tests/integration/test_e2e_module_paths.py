@@ -24,7 +24,7 @@ import pytest
 from pulumi.dynamic import ResourceProvider
 
 from lab import PROJECT_ROOT
-from tests.integration.e2ekit import QEMU_TCG, drift_by_name, guest_launch, slice_markers, wall_time
+from tests.integration.e2ekit import drift_by_name, guest_launch, qemu_tcg, slice_markers, wall_time
 from tests.integration.slicekit import SliceStack, lab_config, planned_steps
 from tests.integration.staterefs import Ref, Refs, resolve, state_refs
 from tests.integration.upgradekit import program_at, use_code
@@ -73,7 +73,7 @@ def config(*, edited: bool = False) -> dict[str, Any]:
         "vms": vms[:2] if edited else vms,
         "links": [KEPT_LINK] if edited else [KEPT_LINK, GONE_LINK],
     }
-    return {**lab_config(), **QEMU_TCG, "cloudrepo:slice": section}
+    return {**lab_config(), **qemu_tcg(), "cloudrepo:slice": section}
 
 
 EDIT_STEPS = [

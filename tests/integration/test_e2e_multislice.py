@@ -15,7 +15,7 @@ from tests.integration.e2ekit import (
     slice_markers,
     wall_time,
 )
-from tests.integration.slicekit import SliceStack
+from tests.integration.slicekit import SliceStack, failure
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 
@@ -96,9 +96,7 @@ def run_stack_per_slice(slice_stack: Callable[..., SliceStack], testbed: Testbed
         # a third slice whose pool (210..229) overlaps B (220..239) is refused, naming B; B is untouched
         net_before = scan("network")
         c = slice_stack("e2e-msc", 210, *two_vm_slice(6241))
-        failed = c.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
-        text = failed.stdout + failed.stderr
-        assert failed.returncode != 0, text
+        text = failure(c.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
         assert "meet slice 'e2e-msb'" in text, text
         net_after = scan("network")
         assert_scan_equal(net_before, net_after, only=markers_b)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.e2ekit import drift_by_name, wall_time
-from tests.integration.slicekit import SliceStack
+from tests.integration.slicekit import SliceStack, failure
 from tests.labfixtures import Guest, Testbed, assert_scan_equal, scan
 
 pytestmark = pytest.mark.integration
@@ -96,9 +96,7 @@ def run_parked(slice_stack: Callable[..., SliceStack], testbed: Testbed, guest: 
     # a slice whose parking VLAN is in slice A's pool is refused before any host changes, naming A
     before = scan()
     c = slice_stack("e2e-parkc", 640, *pair(6821, "worker1", "worker2"), extra={"cloudrepo:parkingVlan": 605})
-    failed = c.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
-    text = failed.stdout + failed.stderr
-    assert failed.returncode != 0, text
+    text = failure(c.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
     assert "parking VLAN 605 of slice 'e2e-parkc' is in the pool of slice 'e2e-parka'" in text, text
     assert "Traceback" not in text
     assert_scan_equal(before, scan())
@@ -121,9 +119,7 @@ def test_a_pool_that_holds_another_slices_parking_vlan_is_refused(
         assert claim.splitlines()[1:] == ["parking 700"] and claim.startswith("660 679 "), claim
         before = scan()
         e = slice_stack("e2e-parke", 690, *pair(6841, "worker1", "worker2"))  # 690..709 holds 700
-        failed = e.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False)
-        text = failed.stdout + failed.stderr
-        assert failed.returncode != 0, text
+        text = failure(e.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
         assert (
             "VLANs 690-709 of slice 'e2e-parke' hold VLAN 700, the parking VLAN of slice 'e2e-parkd'" in text
         )

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.common import host_paths, lab_dir
 from tests.integration.e2ekit import known_hosts_with_wrong_key, wall_time
-from tests.integration.slicekit import LAB, SliceStack, lab_config
+from tests.integration.slicekit import SliceStack, failure, lab_config
 from tests.labfixtures import Testbed, assert_scan_equal, scan
 
 
@@ -25,14 +26,19 @@ def two_vms(first: int) -> tuple[list[dict[str, Any]], list[Any]]:
 
 def accepted_logins(host: str) -> int:
     """Public-key logins sshd of HOST has accepted so far (its log is kept for the testbed's life)."""
-    return (LAB / "hosts" / host / "sshd.log").read_text(errors="replace").count("Accepted publickey")
+    return host_paths(host).sshd_log.read_text(errors="replace").count("Accepted publickey")
 
 
 def failed(result: Any) -> str:
-    text = str(result.stdout) + str(result.stderr)
-    assert result.returncode != 0, f"expected a failure:\n{text}"
+    text = failure(result)
     print("\n".join(dict.fromkeys(line.strip() for line in text.splitlines() if "error" in line.lower())))
     return text
+
+
+def diagnostics_naming(text: str, value: str) -> list[str]:
+    """The lines of a pulumi run's `Diagnostics:` section that name `value`."""
+    section = text.split("Diagnostics:", 1)[-1].split("Resources:", 1)[0]
+    return [line.strip() for line in section.splitlines() if value in line]
 
 
 def test_security(slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: Path) -> None:
@@ -62,7 +68,7 @@ def changed_host_key_is_refused(
 
 def private_key_is_never_in_clear(slice_stack: Callable[..., SliceStack]) -> None:
     stack = slice_stack("e2e-secret", 380, *two_vms(9411), secret_key=True)
-    pem = (LAB / "id_ed25519").read_text()
+    pem = (lab_dir() / "id_ed25519").read_text()
     body = [line for line in pem.splitlines() if line and "-----" not in line]
     assert body
     config = stack.config_file.read_text()
@@ -130,11 +136,11 @@ def shell_metacharacters_are_refused(slice_stack: Callable[..., SliceStack]) -> 
         logins = {h: accepted_logins(h) for h in ("network", "worker1", "worker2")}
         text = failed(stack.cli.run("preview", "--non-interactive", check=False))
         assert "problem in the stack config (nothing was changed)" in text, text
-        naming = [line.strip() for line in text.splitlines() if value in line]
+        naming = diagnostics_naming(text, value)
         print(f"{name}: {naming}")
         assert naming, f"{name}: the message does not name {value!r}:\n{text}"
-        # `up` is refused the same way, before any host is reached
+        # `up` is refused the same way (the same diagnostics), before any host is reached
         text = failed(stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
-        assert value in text, text
+        assert diagnostics_naming(text, value) == naming, text
         assert {h: accepted_logins(h) for h in logins} == logins, f"{name}: a host was reached"
     assert_scan_equal(before, scan())

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from lab import PROJECT_ROOT
-from tests.integration.e2ekit import QEMU_TCG, guest_launch, wall_time
+from tests.integration.e2ekit import guest_launch, qemu_tcg, wall_time
 from tests.integration.slicekit import SliceStack, lab_config
 from tests.integration.test_e2e_identity import claim_text, claims, failed_up, resources, state_files, uid_of
 from tests.integration.upgradekit import ops, program_at, use_code
@@ -53,7 +53,7 @@ def config(old: bool = False) -> dict[str, Any]:
         {"id": 7502, "worker": "worker2", "dataInterfaces": 1},
     ]
     section = {"name": NAME, "vlanPool": {"start": 310}, "vms": vms, "links": [["7501.eth1", "7502.eth1"]]}
-    qemu = {"cloudrepo:qemu": {"accel": "tcg"}} if old else QEMU_TCG
+    qemu = {"cloudrepo:qemu": {"accel": "tcg"}} if old else qemu_tcg()
     return {**lab_config(), **qemu, "cloudrepo:slice": section}
 
 

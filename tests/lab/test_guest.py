@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lab.common import VM_NS_PREFIX
+from lab.common import settings
 from lab.guest import host_end
 from tests.labfixtures import Testbed, assert_scan_equal, lab_cli
 
@@ -39,9 +39,11 @@ def taps(testbed: Testbed):
 
 def test_start_without_tap_is_a_clear_error(testbed: Testbed) -> None:
     proc = lab_cli("vm", "start", "notap", "--host", "worker1", "--tap", "tap_404_eth1", check=False)
-    assert proc.returncode != 0
-    assert "create the TAP first" in proc.stderr
-    assert VM_NS_PREFIX + "notap" not in subprocess.check_output(["ip", "netns", "list"], text=True)
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        "lab: error: worker1 has no interface 'tap_404_eth1': create the TAP first (ip tuntap add ...)\n",
+    )
+    assert settings().guest_ns("notap") not in subprocess.check_output(["ip", "netns", "list"], text=True)
 
 
 def test_dhcp_times_out_with_a_message(testbed: Testbed, guest, taps) -> None:
@@ -49,8 +51,8 @@ def test_dhcp_times_out_with_a_message(testbed: Testbed, guest, taps) -> None:
     g = guest("nodhcp", host="worker1", tap="tap_77_eth1")
     t0 = time.monotonic()
     proc = lab_cli("vm", "dhcp", g.name, "--timeout", "3", check=False)
-    assert proc.returncode != 0
-    assert "no DHCP lease within 3s" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("lab: error: nodhcp/eth1: no DHCP lease within 3s"), proc.stderr
     assert time.monotonic() - t0 < 20
 
 
@@ -67,7 +69,7 @@ def test_several_interfaces_macs_exit_code_and_stop(testbed: Testbed, guest, tap
     assert "tx-checksumming: off" in offload
     assert g.exec("sh", "-c", "exit 7", check=False).returncode == 7
     lab_cli("vm", "stop", g.name)
-    assert VM_NS_PREFIX + "multi" not in subprocess.check_output(["ip", "netns", "list"], text=True)
+    assert settings().guest_ns("multi") not in subprocess.check_output(["ip", "netns", "list"], text=True)
     worker_links = testbed.scan("worker1")["hosts"]["worker1"]["links"]
     ends = [host_end("multi", "eth1"), host_end("multi", "eth2")]
     assert not [n for n in worker_links if n in ends], "veth host ends left in the worker"

@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from lab.common import NS_PREFIX, VM_NS_PREFIX
+from lab.common import host_paths, lab_dir, settings
 from tests.labfixtures import (
     DEFAULT_WORKERS,
-    LAB,
     ROOT,
     LabSession,
     Testbed,
@@ -73,7 +72,7 @@ def marks() -> Marks:
         with contextlib.suppress(OSError):
             nets.add(os.stat(f"/run/netns/{name}").st_ino)
     views = set()
-    for d in (LAB / "hosts").glob("*/netns"):
+    for d in (lab_dir() / "hosts").glob("*/netns"):
         st = d.stat()
         views.add((st.st_dev, st.st_ino))
     return Marks(nets, views)
@@ -96,12 +95,12 @@ def leftover_processes(before: dict[int, str], mark: Marks) -> list[str]:
             view_key: tuple[int, int] | None = (view.st_dev, view.st_ino)
         except OSError:
             view_key = None
-        if view_key in mark.views and not netns_view(pid).startswith(f"{LAB}/hosts/"):
+        if view_key in mark.views and not netns_view(pid).startswith(f"{lab_dir()}/hosts/"):
             view_key = None  # the inode of a directory `down` deleted, reused by another testbed's host
         if (
-            str(LAB) in cmd
-            or f" {NS_PREFIX}" in cmd
-            or f" {VM_NS_PREFIX}" in cmd
+            str(lab_dir()) in cmd
+            or f" {settings().prefix}" in cmd
+            or f" {settings().vm_prefix}" in cmd
             or net in mark.nets
             or view_key in mark.views
         ):
@@ -119,7 +118,7 @@ def netns_view(pid: int) -> str:
 
 
 def ours(names: list[str]) -> list[str]:
-    return [n for n in names if n.startswith((NS_PREFIX, VM_NS_PREFIX))]
+    return [n for n in names if settings().owns_ns(n)]
 
 
 def our_mounts(lines: list[str]) -> list[str]:
@@ -162,11 +161,11 @@ def pristine(lab_session: LabSession) -> Iterator[dict[str, Any]]:
 def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) -> None:
     lab_cli("up")
     assert lab_cli("status", check=False).returncode == 0
-    inventory = json.loads((LAB / "inventory.json").read_text())
+    inventory = json.loads((lab_dir() / "inventory.json").read_text())
     first = scan()
     lab_cli("up")
     assert_scan_equal(first, scan())
-    assert json.loads((LAB / "inventory.json").read_text()) == inventory
+    assert json.loads((lab_dir() / "inventory.json").read_text()) == inventory
 
     # Things a test would leave running inside the hosts: a process in a namespace created over SSH on
     # the network node, and a guest (socat in the worker, a namespace in the root).
@@ -188,7 +187,7 @@ def test_up_twice_same_scan_and_down_leaves_nothing(pristine: dict[str, Any]) ->
     lab_cli("down")  # a second down is a no-op
     assert_nothing_left(pristine, mark)
     # Keys persist, so known_hosts stays valid across down/up.
-    assert (LAB / "id_ed25519").exists() and (LAB / "known_hosts").exists()
+    assert (lab_dir() / "id_ed25519").exists() and (lab_dir() / "known_hosts").exists()
 
 
 @pytest.mark.parametrize("delay", [0.15, 0.45])
@@ -210,10 +209,10 @@ def test_down_after_up_killed_halfway(pristine: dict[str, Any], delay: float) ->
 
 def test_up_repairs_a_dead_sshd_and_the_host_keeps_its_namespaces(pristine: dict[str, Any]) -> None:
     lab_cli("up")
-    tb = Testbed(json.loads((LAB / "inventory.json").read_text()))
+    tb = Testbed(json.loads((lab_dir() / "inventory.json").read_text()))
     tb.run("worker1", "sudo ip netns add ns-repair")
     first = scan()
-    pid = int((LAB / "hosts" / "worker1" / "sshd.pid").read_text())
+    pid = int(host_paths("worker1").sshd_pid.read_text())
     os.kill(pid, signal.SIGKILL)
     assert lab_cli("status", check=False).returncode == 1
     lab_cli("up")
@@ -230,7 +229,7 @@ def test_down_ends_processes_of_a_host_whose_sshd_died(pristine: dict[str, Any],
     """A dnsmasq-like process started over SSH in a namespace of the network node outlives the host's
     sshd (and its anchor process); `down` still finds it (by the host's mounts and namespaces)."""
     lab_cli("up")
-    tb = Testbed(json.loads((LAB / "inventory.json").read_text()))
+    tb = Testbed(json.loads((lab_dir() / "inventory.json").read_text()))
     tb.run("network", "sudo ip netns add ns-orphan")
     tb.run("network", "sudo ip netns exec ns-orphan setsid sleep 1001 </dev/null >/dev/null 2>&1 &")
     for _ in range(50):
@@ -239,11 +238,11 @@ def test_down_ends_processes_of_a_host_whose_sshd_died(pristine: dict[str, Any],
         time.sleep(0.1)
     else:
         pytest.fail("the process started over SSH did not appear")
-    host = LAB / "hosts" / "network"
+    host = lab_dir() / "hosts" / "network"
     os.kill(int((host / "sshd.pid").read_text()), signal.SIGKILL)
     if kill_init:
         os.kill(int((host / "init.pid").read_text()), signal.SIGKILL)
-    (LAB / "inventory.json").unlink()  # as if `up`'s state were lost too
+    (lab_dir() / "inventory.json").unlink()  # as if `up`'s state were lost too
     mark = marks()
     lab_cli("down")
     assert not any(cmd == "sleep 1001" for cmd in live_processes().values())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.common import NS_PREFIX, lab_dir
+from lab.common import settings
 from tests.labfixtures import ROOT, Testbed, assert_scan_equal, scan
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,9 @@ def test_another_directory_is_refused(testbed: Testbed, tmp_path: Path, command:
         [sys.executable, "-m", "lab", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2
+    lab = settings()
     assert proc.stderr.strip() == (
-        f"lab: error: the {NS_PREFIX}* namespaces belong to the testbed of {lab_dir()}: take it down there "
-        f"(CLOUDREPO_LAB_DIR={lab_dir()} python -m lab down) or choose another CLOUDREPO_LAB_PREFIX"
+        f"lab: error: the {lab.prefix}* namespaces belong to the testbed of {lab.dir}: take it down there "
+        f"(CLOUDREPO_LAB_DIR={lab.dir} python -m lab down) or choose another CLOUDREPO_LAB_PREFIX"
     )
     assert_scan_equal(before, scan())

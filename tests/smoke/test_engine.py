@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from lab.pulumi_cli import PulumiCLI, pulumi_binary
+from tests.integration.slicekit import failure, resource_counts
 
 PROGRAM = Path(__file__).parent / "program"
 
@@ -31,7 +32,7 @@ def test_preview_up_destroy_with_a_dynamic_resource(smoke_stack: PulumiCLI, tmp_
     smoke_stack.run("config", "set", "path", str(marker))
 
     preview = smoke_stack.run("preview", "--non-interactive", "--diff")
-    assert "+ 3 to create" in preview.stdout
+    assert resource_counts(preview.stdout) == {"to create": 3}
     assert not marker.exists(), "preview must not create anything"
 
     smoke_stack.run("up", "--yes", "--non-interactive", "--skip-preview")
@@ -39,7 +40,7 @@ def test_preview_up_destroy_with_a_dynamic_resource(smoke_stack: PulumiCLI, tmp_
     assert smoke_stack.outputs() == {"path": str(marker), "hello": "cloudrepo smoke command"}
 
     again = smoke_stack.run("preview", "--non-interactive", "--expect-no-changes")
-    assert "3 unchanged" in again.stdout
+    assert resource_counts(again.stdout) == {"unchanged": 3}
 
     smoke_stack.run("destroy", "--yes", "--non-interactive", "--skip-preview")
     assert not marker.exists()
@@ -52,7 +53,9 @@ def test_the_command_plugin_is_installed_offline() -> None:
 
 
 def test_a_stack_without_config_reaches_the_program(smoke_stack: PulumiCLI) -> None:
-    result = smoke_stack.run("preview", "--non-interactive", check=False)
-    assert result.returncode != 0
-    assert "Missing required configuration variable 'cloudrepo-smoke:path'" in result.stdout + result.stderr
-    assert "AttributeError" not in result.stdout + result.stderr
+    text = failure(smoke_stack.run("preview", "--non-interactive", check=False))
+    diagnostics = text.split("Diagnostics:", 1)[1].split("Resources:", 1)[0]
+    assert [line.strip() for line in diagnostics.splitlines() if "error:" in line] == [
+        "error: Missing required configuration variable 'cloudrepo-smoke:path'",
+        "error: an unhandled error occurred: Program exited with non-zero exit code: 1",
+    ], text

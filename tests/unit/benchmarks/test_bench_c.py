@@ -87,9 +87,9 @@ def test_destroy_undoes_each_object_in_reverse_and_the_run_directory_last(specs:
         port = deletes.index(f"sudo ovs-vsctl --if-exists del-port br-int {tap.name}")
         assert port < deletes.index(f"sudo ip link delete dev {tap.name}")
     vlan = specs[0].link_vlans()[0]
-    kill = deletes.index(f"sudo kill $(cat {bl.RUNDIR}/dnsmasq_vlan{vlan}.pid)")
+    kill = deletes.index(f"sudo kill $(cat {bl.rundir()}/dnsmasq_vlan{vlan}.pid)")
     assert kill < deletes.index(f"sudo ip netns delete ns-dhcp-vlan{vlan}")
-    assert deletes.index(f"rm -rf {bl.RUNDIR}") > kill
+    assert deletes.index(f"rm -rf {bl.rundir()}") > kill
     assert deletes.index("sudo sysctl -w net.ipv4.ip_forward=0") > deletes.index(
         "sudo iptables -t nat -D POSTROUTING -s 10.60.7.0/24 -o ens3 -j MASQUERADE"
     )
@@ -101,7 +101,7 @@ def test_host_work_tears_down_in_reverse() -> None:
         "sudo ovs-vsctl --if-exists del-port br-int tap_2000_eth2",
         "sudo ip link delete dev tap_2000_eth2",
     ]
-    assert work.teardown["network"][-1] == f"rm -rf {bl.RUNDIR}"
+    assert work.teardown["network"][-1] == f"rm -rf {bl.rundir()}"
 
 
 def test_sshd_log_lines_counted() -> None:

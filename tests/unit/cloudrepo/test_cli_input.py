@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fakeslices import ENGINE_ERROR, FakeSlices
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 from pulumi import automation as auto
@@ -24,6 +23,7 @@ from pulumi import automation as auto
 from cloudrepo import cli, stackfile
 from tests.cfgkit import BASE
 from tests.fuzzkit import DELETE, Path_, fuzz_settings, hostile_text, hostile_values, places, replaced
+from tests.unit.cloudrepo.fakeslices import ENGINE_ERROR, FakeSlices
 
 SLICE = "s1"
 VERBS: list[list[str]] = [

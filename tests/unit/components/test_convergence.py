@@ -21,7 +21,6 @@ import random
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-import enginesim as sim
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from components.plan import build_plan
 from components.resources import PlannedResource, resource_plan
 from tests import churnkit
 from tests.cfgkit import raw_config
+from tests.unit.components import enginesim as sim
 from vocabulary.errors import ConfigError
 
 T = TypeVar("T")

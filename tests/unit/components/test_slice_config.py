@@ -108,7 +108,7 @@ def test_other_namespaces_are_not_ours() -> None:
     config = with_changes(**{})
     config["aws:region"] = "eu-west-1"
     config["cloudrepoX:foo"] = "1"
-    load_config(raw_config(config), "dev")
+    assert load_config(raw_config(config), "dev") == load_config(raw_config(with_changes(**{})), "dev")
 
 
 # ---------------------------------------------------------------------------------------------------------

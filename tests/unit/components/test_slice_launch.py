@@ -14,7 +14,6 @@ import pulumi
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_slice_component import install
 
 from components import vm_resources as vms
 from components.allocation import allocate_vlans
@@ -22,6 +21,7 @@ from components.config import load_config
 from components.plan import build_plan
 from components.slice import SliceComponent
 from tests.cfgkit import raw_config, slice_with, with_changes
+from tests.unit.components.test_slice_component import install
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfFAQWnbMwM0xRNDcl1aJuK4nl7LVSNUX4lKsRy/wRs"
 DYN = "pulumi-python:dynamic:"

@@ -86,7 +86,9 @@ def test_too_few_vms_names_the_entry(preset: str, n: int) -> None:
             f"cloudrepo:slice.topology[0].vms: a {preset} takes at least {MIN_VMS[preset]} VMs, got {n} ({vms})"
         ]
     else:
-        assert problems == [] or "VLAN pool exhausted" in problems[0]
+        links = link_count(preset, n)
+        exhausted = f"cloudrepo:slice.topology[0] ({preset} of {n} VMs): VLAN pool exhausted: it makes {links} links (cloudrepo:slice.links has 0), but the pool holds {POOL_SIZE} VLANs"
+        assert problems == ([] if links <= POOL_SIZE else [exhausted])
 
 
 def test_mesh_beyond_the_pool() -> None:

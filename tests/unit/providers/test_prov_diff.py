@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from provkit import dhcp_inputs, gateway_inputs, tap_inputs
-
 from providers.pipeline import HostProvider
+from tests.unit.providers.provkit import dhcp_inputs, gateway_inputs, tap_inputs
 
 
 def olds_of(inputs: dict, **extra: object) -> dict:
@@ -69,7 +68,7 @@ def test_drift_found_by_refresh_triggers_an_update() -> None:
 
 
 def test_nat_replacement_creates_before_deleting() -> None:
-    from provkit import nat
+    from tests.unit.providers.provkit import nat
 
     inputs = nat().inputs()
     d = HostProvider("NatRule").diff("id", olds_of(inputs), news_of({**inputs, "uplink": "ens5"}))

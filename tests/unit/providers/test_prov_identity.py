@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from provkit import dhcp, gateway, link, port, qemu_vm, sh, tap, tap_inputs
-from provkit import pool as pool_spec
 from pulumi.output import Unknown
 
 from providers import shared
@@ -20,6 +18,8 @@ from providers.kinds import tap_port as tp
 from providers.kinds import vlan_gateway as vg
 from providers.kinds.identity import SliceIdentityProvider, new_uid
 from providers.pipeline import HostProvider
+from tests.unit.providers.provkit import dhcp, gateway, link, port, qemu_vm, sh, tap, tap_inputs
+from tests.unit.providers.provkit import pool as pool_spec
 from vocabulary import naming
 from vocabulary.errors import Conflict, OwnershipConflict
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from provkit import READ, WORKER, reading
 
 from providers.kinds import KINDS
 from providers.kinds import link_shape as ls
+from tests.unit.providers.provkit import READ, WORKER, reading
 from transport import ssh
 from transport.script import ScriptResult, Step
 from vocabulary.errors import OwnershipConflict

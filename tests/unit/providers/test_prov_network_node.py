@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from provkit import argvs, dhcp, gateway, link, names, nat, pool, port
 
 from providers import bodies
 from providers.hoststate import LinkState
@@ -17,6 +16,7 @@ from providers.kinds import nat_rule as nr
 from providers.kinds import pool_claim as pc
 from providers.kinds import vlan_gateway as vg
 from providers.pipeline import HostProvider
+from tests.unit.providers.provkit import argvs, dhcp, gateway, link, names, nat, pool, port
 from transport import ssh
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import Conflict, OwnershipConflict

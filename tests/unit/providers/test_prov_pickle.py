@@ -13,8 +13,6 @@ from typing import Any
 import dill
 import pulumi
 import pytest
-from fakesshd import new_key, pem
-from provkit import dhcp, gateway, nat, pool, qemu_vm, tap, tap_inputs
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 from pulumi.dynamic.dynamic import serialize_provider
@@ -28,6 +26,8 @@ from providers.kinds.qemu_vm import QemuVm
 from providers.kinds.tap_port import TapPort
 from providers.kinds.vlan_gateway import VlanGateway
 from providers.pipeline import HostProvider
+from tests.unit.providers.fakesshd import new_key, pem
+from tests.unit.providers.provkit import dhcp, gateway, nat, pool, qemu_vm, tap, tap_inputs
 from transport import ssh
 
 LEGACY_BLOBS = {

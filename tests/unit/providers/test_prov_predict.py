@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from provkit import READ, WORKER, dhcp, gateway, link, port, reading, tap
 
 from providers import predict
 from providers.hoststate import LinkState, PortState
@@ -19,6 +18,7 @@ from providers.kinds import tap_port as tp
 from providers.kinds import vlan_gateway as vg
 from providers.pipeline import HostProvider
 from providers.predict import Expectation
+from tests.unit.providers.provkit import READ, WORKER, dhcp, gateway, link, port, reading, tap
 from transport import ssh
 from transport.script import ScriptResult, Step, StepResult
 from vocabulary.errors import StepFailed

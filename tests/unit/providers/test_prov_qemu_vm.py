@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from provkit import NET_ARGS as NET
-from provkit import SHA, sh
-from provkit import qemu_vm as spec
 
 from providers.kinds import qemu_binary
 from providers.kinds import qemu_vm as qv
 from providers.pipeline import HostProvider
+from tests.unit.providers.provkit import NET_ARGS as NET
+from tests.unit.providers.provkit import SHA, sh
+from tests.unit.providers.provkit import qemu_vm as spec
 from transport import script, ssh
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import HostUnreachable, OwnershipConflict

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,10 +17,10 @@ from transport.script import ScriptResult, Step, guard, host_span, parse, probe,
 from vocabulary.errors import StepFailed
 
 HOSTILE = [
-    "$(touch /tmp/cloudrepo-pwned)",
-    "`touch /tmp/cloudrepo-pwned`",
+    "$(touch PWNED)",
+    "`touch PWNED`",
     "a'b\"c",
-    "x; touch /tmp/cloudrepo-pwned",
+    "x; touch PWNED",
     "line1\nline2",
     "*",
     "--option",
@@ -36,13 +37,12 @@ def execute(steps: Sequence[Step]) -> ScriptResult:
     return parse("testhost", steps, text, proc.returncode, out, err)
 
 
-@pytest.mark.parametrize("value", HOSTILE)
-def test_hostile_arguments_arrive_verbatim(value: str, tmp_path: object) -> None:
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_arguments_arrive_verbatim(hostile: str, tmp_path: Path) -> None:
+    value = hostile.replace("PWNED", str(tmp_path / "pwned"))
     res = execute([probe("echo", "printf", "%s", value)])
     assert res.out("echo") == value
-    import os
-
-    assert not os.path.exists("/tmp/cloudrepo-pwned")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sh_steps_take_arguments_positionally_never_in_the_program() -> None:
@@ -50,11 +50,11 @@ def test_sh_steps_take_arguments_positionally_never_in_the_program() -> None:
     assert res.out("positional") == "$(id)|a b"
 
 
-def test_first_failing_step_stops_the_script_and_is_named() -> None:
+def test_first_failing_step_stops_the_script_and_is_named(tmp_path: Path) -> None:
     steps = [
         run("first", "true"),
         run("second", "sh", "-c", "echo partial; echo 'boom: no such port' >&2; exit 3"),
-        run("third", "touch", "/tmp/cloudrepo-never"),
+        run("third", "touch", str(tmp_path / "never")),
     ]
     with pytest.raises(StepFailed) as err:
         execute(steps)
@@ -63,9 +63,7 @@ def test_first_failing_step_stops_the_script_and_is_named() -> None:
     assert err.value.host == "testhost"
     assert "boom: no such port" in err.value.stderr
     assert str(err.value) == "testhost: step 'second' failed with exit status 3: boom: no such port"
-    import os
-
-    assert not os.path.exists("/tmp/cloudrepo-never")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stderr_of_earlier_steps_does_not_leak_into_the_failure() -> None:

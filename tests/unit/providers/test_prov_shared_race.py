@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from provkit import READ, dhcp, gateway, link, port, reading
 
 from providers.kind import Kind
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds import dnsmasq
 from providers.kinds import vlan_gateway as vg
 from providers.pipeline import HostProvider
+from tests.unit.providers.provkit import READ, dhcp, gateway, link, port, reading
 from transport import ssh
 from transport.script import ScriptResult, Step, StepResult
 from vocabulary.errors import StepFailed

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from provkit import sh
 
 from providers import bodies, shared
 from providers.kinds import dhcp_addresses, dnsmasq
 from providers.kinds import pool_claim as pc
+from tests.unit.providers.provkit import sh
 from transport.script import Step
 
 
@@ -74,7 +74,7 @@ def test_registry_register_guard_forget(tmp_path: Path, monkeypatch: pytest.Monk
     assert sh(reg.argv[2], str(users), "a").returncode == 0
     assert sh(reg.argv[2], str(users), "b").returncode == 0
     assert sh(unreg.argv[2], str(users), "a").returncode == 0
-    assert subprocess.run([*last.argv[:4], str(users)]).returncode != 0  # b still uses it
+    assert subprocess.run([*last.argv[:4], str(users)]).returncode == 1  # the guard ends: b still uses it
     assert sh(unreg.argv[2], str(users), "b").returncode == 0
     assert subprocess.run([*last.argv[:4], str(users)]).returncode == 0
     forget = shared.forget("o")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from provkit import dhcp_inputs, gateway_inputs, tap_inputs
 
 from providers.kinds import KINDS
 from providers.pipeline import UNKNOWN, HostProvider
+from tests.unit.providers.provkit import dhcp_inputs, gateway_inputs, tap_inputs
 from vocabulary import naming
 from vocabulary.specs import PoolClaimSpec, problems
 

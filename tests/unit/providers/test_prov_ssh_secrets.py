@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakesshd import new_key, pem
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from components.config import load_config
 from components.inputs import SecretText, raw_stack_config
 from tests.cfgkit import raw_config, with_changes
 from tests.fuzzkit import KEY_LINES, PEM, fuzz_settings, leaks_key
+from tests.unit.providers.fakesshd import new_key, pem
 from transport.ssh_settings import settings_from_config
 from vocabulary.errors import ConfigError
 from vocabulary.shown import KEY_MARKERS

@@ -6,10 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from provkit import READ, WORKER, argvs, link, names, ovs_find_json, port, reading, tap
 
 from providers.kinds import tap_port as tp
 from providers.pipeline import HostProvider
+from tests.unit.providers.provkit import READ, WORKER, argvs, link, names, ovs_find_json, port, reading, tap
 from transport import ssh
 from transport.script import ScriptResult, StepResult
 from vocabulary.errors import OwnershipConflict
