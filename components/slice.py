@@ -16,8 +16,8 @@ from components.plan import SlicePlan
 from components.resources import dhcp_resource, resource_plan
 from components.vm_resources import add_launched_vms
 from components.vms import launch_plan
+from providers.identity import SliceIdentity
 from providers.kinds.dhcp_namespace import DhcpNamespace
-from providers.kinds.identity import SliceIdentity
 from providers.kinds.nat_rule import NatRule
 from providers.kinds.pool_claim import PoolClaim
 from providers.kinds.tap_port import TapPort
@@ -39,7 +39,7 @@ class SliceComponent(pulumi.ComponentResource):
     VLAN 400 + NAT, launched VMs. Every host resource gets the identity's uid as its `uid` input."""
 
     identity: SliceIdentity
-    """The slice's uid, made by its first `up` and kept in the state (`providers.kinds.identity`)."""
+    """The slice's uid, made by its first `up` and kept in the state (`providers.identity`)."""
     resources: dict[str, pulumi.Resource]
     """The children by name suffix (`pool-120`, `tap-1002-eth1`, `gw-vlan120`, ...)."""
     outputs: dict[str, Any]

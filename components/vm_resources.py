@@ -100,7 +100,7 @@ def add_launched_vms(
     """Create the copies and QEMU processes under `parent` (into `resources`); per VM id, its new outputs.
 
     Everything waits for the slice's pool claim (in `resources`): a refused claim changes no worker. `uid`:
-    the slice's uid (`providers.kinds.identity`), an input of each `QemuVm`."""
+    the slice's uid (`providers.identity`), an input of each `QemuVm`."""
     if not vms:
         return {}
     base = base or Path.cwd()

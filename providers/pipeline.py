@@ -370,7 +370,7 @@ class HostResource(pulumi.dynamic.Resource):
         opts: pulumi.ResourceOptions | None = None,
         uid: pulumi.Input[str] | None = None,
     ) -> None:
-        """`uid`: the slice's uid (`providers.kinds.identity`), an output of another resource, so it is set
+        """`uid`: the slice's uid (`providers.identity`), an output of another resource, so it is set
         here rather than in `spec`; it overrides `spec.uid`."""
         props: dict[str, Any] = spec.inputs()
         if uid is not None:

@@ -35,7 +35,7 @@ OWNER_KEY = "cloudrepo-slice"
 UID_SEPARATOR = "+"
 """Between the slice name and its uid in an owner mark (never in a slice name)."""
 SAFE_UID = re.compile(r"^[0-9a-f]{32}$")
-"""A slice uid: 128 random bits in hex, made once per stack (`providers.kinds.identity`)."""
+"""A slice uid: 128 random bits in hex, made once per stack (`providers.identity`)."""
 
 STATE_ROOT = "/var/lib/cloudrepo"
 IMAGES_DIR = f"{STATE_ROOT}/images"

@@ -46,7 +46,7 @@ class HostSpec(_Model):
     bridge: IfName = "br-int"
     """The OVS integration bridge."""
     uid: Annotated[str, Field(pattern=naming.SAFE_UID.pattern)] | None = None
-    """The slice's uid (`kinds.identity`): with the name, the owner mark of its objects. None only in
+    """The slice's uid (`providers.identity`): with the name, the owner mark of its objects. None only in
     the state of a slice deployed before slices had uids."""
 
     @property

@@ -7,7 +7,7 @@ octet (`192.168.{vlan % 256}.0/24`).
 A clash is refused with a message naming both slices and both ranges, checked from the read and again
 under the lock. Every other resource of the slice depends on its claim.
 
-The claim also holds the slice's name for its uid (`kinds.identity`): a stack whose slice name is claimed
+The claim also holds the slice's name for its uid (`providers.identity`): a stack whose slice name is claimed
 under another uid is refused, naming the stack the claim records, before it changes anything. A claim made
 before slices had uids (`start end`) is adopted (rewritten with the uid) only by an update, i.e. by the stack
 whose state holds it; a create that finds one is refused too. A claim is removed only by its own uid.

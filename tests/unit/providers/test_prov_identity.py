@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from pulumi.output import Unknown
 
 from providers import shared
+from providers.identity import SliceIdentityProvider, new_uid
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds import pool_claim as pc
 from providers.kinds import qemu_vm as qv
 from providers.kinds import tap_port as tp
 from providers.kinds import vlan_gateway as vg
-from providers.kinds.identity import SliceIdentityProvider, new_uid
 from providers.pipeline import HostProvider
 from tests.unit.providers.provkit import dhcp, gateway, link, port, qemu_vm, sh, tap, tap_inputs
 from tests.unit.providers.provkit import pool as pool_spec

@@ -17,9 +17,9 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 from pulumi.dynamic.dynamic import serialize_provider
 
+from providers.identity import SliceIdentityProvider
 from providers.kinds import KINDS
 from providers.kinds.dhcp_namespace import DhcpNamespace
-from providers.kinds.identity import SliceIdentityProvider
 from providers.kinds.nat_rule import NatRule
 from providers.kinds.pool_claim import PoolClaim
 from providers.kinds.qemu_vm import QemuVm
