@@ -2,6 +2,8 @@
 
 Holds the testbed lock for the whole run, scans every host before and after (they must be equal), prints a
 table and the targets, and writes JSON (and the engine's output) under `bench/results/`.
+
+About 430 lines: the scenarios' order, the result table and the targets' verdicts, one report.
 """
 
 from __future__ import annotations

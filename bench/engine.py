@@ -4,6 +4,8 @@ Per phase: wall time, the SSH counters every process of the phase wrote (`CLOUDR
 process, summed), the connections the hosts' sshd accepted and the peak of concurrent sessions
 (`bench/sshd_watch.py`), and the peak resident memory of the dynamic provider process (`python -m
 pulumi.dynamic`), sampled from /proc (VmHWM) and, where the provider used SSH, also its own `ru_maxrss`.
+
+About 320 lines: one timed run of the engine and every sampler that watches it.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ the SDK's defaults.
 
 Holds `testbed_lock("profile")`; brings the testbed up if it is down (and down again at the end); the
 stack is destroyed and removed at the end.  JSON: `bench/results/profile-<time>.json` (git-ignored).
+
+About 990 lines, a measuring tool rather than part of the product: its phases, the readers of the
+records and the report are one experiment, kept together so a reader sees what each figure means;
+nothing imports it but its own tests.
 """
 
 from __future__ import annotations
