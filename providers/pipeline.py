@@ -37,7 +37,7 @@ from providers.predict import Expectation
 from transport import ssh
 from transport.script import ScriptResult, Step
 from vocabulary import naming, specs
-from vocabulary.errors import CloudrepoError, Conflict, SshError, StepFailed
+from vocabulary.errors import CloudrepoError, Conflict, OwnershipConflict, SshError, StepFailed
 
 PROVIDER_KEY = "__provider"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN (preview placeholder)
@@ -150,12 +150,21 @@ class HostProvider(ResourceProvider):
             raise
 
     def _ensure(self, kind: AnyKind, spec: Any, olds: dict[str, Any] | None) -> dict[str, Any]:
-        """Read, resolve, plan and run the plan; the outputs."""
+        """Read, resolve, plan and run the plan; the outputs.
+
+        The read of a shared object is made outside the lock, so it may catch another slice's locked change
+        half-way (its port made but not yet seen, or its device seen before its port): a plan of a locked
+        object that refuses what it read, or whose step fails, reads and plans again, once (`replans`)."""
         for attempt in (1, 2):
             have = self._read(kind, spec)
             work = kind.resolve(spec, have, olds)
-            steps = kind.plan_ensure(work, have)
             locked = kind.locked(work, have)
+            try:
+                steps = kind.plan_ensure(work, have)
+            except (OwnershipConflict, Conflict):
+                if not (locked and kind.replans) or attempt == 2:
+                    raise
+                continue
             ran: list[tuple[str, ScriptResult]] = []
             res = ScriptResult()
             try:

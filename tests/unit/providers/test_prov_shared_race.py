@@ -16,7 +16,7 @@ from providers.pipeline import HostProvider
 from tests.unit.providers.provkit import READ, dhcp, gateway, link, port, reading
 from transport import ssh
 from transport.script import ScriptResult, Step, StepResult
-from vocabulary.errors import StepFailed
+from vocabulary.errors import OwnershipConflict, StepFailed
 
 GW400 = {"cloudrepo-kind": "gateway", "cloudrepo-vlan": "400"}
 
@@ -139,3 +139,43 @@ def test_a_shared_step_that_fails_twice_is_reported(monkeypatch: pytest.MonkeyPa
     with pytest.raises(StepFailed, match="add address"):
         ensure(p, spec)
     assert host.read_count == 2  # read twice, then the error
+
+
+def shared_gateway(slice_name: str) -> Any:
+    return gateway(slice=slice_name, vlan=400, port="gw_vlan400", address="10.60.7.1/24", shared=True)
+
+
+# the read outside the lock caught slice "a"'s locked add-port half-way: the device is there, its port not yet
+HALF_MADE = vg.GatewayHave(None, link("gw_vlan400", False, "internal", None), ())
+
+
+def test_a_shared_gateway_read_half_made_by_another_slice_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made_by_a = vg.GatewayHave(
+        port=port("gw_vlan400", 400, "shared", **GW400),
+        link=link("gw_vlan400", True, "internal", None, "10.60.7.1/24"),
+        others=(),
+        users=("a",),
+    )
+    host = Host([HALF_MADE, made_by_a], "none")
+    out = ensure(host.provider(monkeypatch, vg.KIND), shared_gateway("b"))
+    assert host.read_count == 2
+    assert host.scripts == [[vg.STILL_THERE, "register user"]]  # only the second plan ran: it joins
+    assert out["observed"]["users"] == ["a", "b"]
+
+
+def test_an_unmarked_device_in_a_shared_gateways_place_is_refused_after_a_second_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host = Host([HALF_MADE, HALF_MADE], "none")
+    with pytest.raises(OwnershipConflict, match="an interface of that name exists"):
+        ensure(host.provider(monkeypatch, vg.KIND), shared_gateway("b"))
+    assert (host.read_count, host.scripts) == (2, [])
+
+
+def test_a_slices_own_gateway_read_as_unmarked_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = Host([vg.GatewayHave(None, link("gw_vlan120", True, "internal", None), ())], "none")
+    with pytest.raises(OwnershipConflict, match="an interface of that name exists"):
+        ensure(host.provider(monkeypatch, vg.KIND), gateway())
+    assert (host.read_count, host.scripts) == (1, [])
