@@ -1,23 +1,20 @@
 """Secrets never on a command line: `cloudrepo slice create --cloud` re-encrypts the cloud file's secrets
-for the new stack while a watcher reads every process's command line (/proc/*/cmdline, as `ps` shows it to
-any user of the machine) and never sees the key; the same watcher does see it when the secret goes through
-the Automation API's `set_config`. An engine error under the command is an answer, not a traceback."""
+for the new stack under `strace`, which records the argument vector of every program it and its
+descendants start (what `ps` shows any user of the machine), and no vector holds the key; the same trace
+does show it when the secret goes through the Automation API's `set_config`. An engine error under the
+command is an answer, not a traceback."""
 
 from __future__ import annotations
 
 import io
-import os
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 import pytest
 import yaml
-from pulumi import automation as auto
 
 from lab.pulumi_cli import LAB_PASSPHRASE, PULUMI_HOME, TOOLCHAIN_BIN, PulumiCLI, make_project
 from tests.integration.clikit import Checkout
@@ -25,48 +22,29 @@ from tests.integration.clikit import Checkout
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Watcher:
-    """Reads every process's command line until stopped: which held `needle`, and how many it saw."""
-
-    needle: str
-    seen: set[int] = field(default_factory=set)
-    leaks: list[str] = field(default_factory=list)
-    set_secret_calls: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def scan(self) -> None:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                    argv = fh.read().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            pid = int(entry.name)
-            line = " ".join(argv)
-            if pid not in self.seen and "config" in argv and "set" in argv and "--secret" in argv:
-                self.set_secret_calls.append(line)
-            self.seen.add(pid)
-            if self.needle in line:
-                self.leaks.append(line[:200])
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.scan()
+TRACE = ("strace", "-f", "-qq", "-e", "trace=execve", "-e", "signal=none", "-s", "65536", "-o")
+"""Every program the traced process and its descendants start, with its whole argument vector (what `ps`
+shows any user of the machine), one `execve` line each: nothing is missed, however short it lives."""
 
 
-@contextmanager
-def watching(needle: str) -> Iterator[Watcher]:
-    watcher = Watcher(needle)
-    thread = threading.Thread(target=watcher.run, daemon=True)
-    thread.start()
-    try:
-        yield watcher
-    finally:
-        watcher.stop.set()
-        thread.join()
+@dataclass(frozen=True)
+class Execs:
+    """The `execve` calls of a traced run."""
+
+    lines: tuple[str, ...]
+
+    @classmethod
+    def read(cls, path: Path) -> Execs:
+        lines = tuple(line for line in path.read_text().splitlines() if " execve(" in line)
+        assert lines, f"{path}: the trace holds no execve: strace did not run"
+        return cls(lines)
+
+    def holding(self, needle: str) -> list[str]:
+        return [line[:200] for line in self.lines if needle in line]
+
+    def setting_secrets(self) -> list[str]:
+        """The engine calls that set a secret (`pulumi ... config set --secret ...`)."""
+        return [line for line in self.lines if '"config", "set"' in line and '"--secret"' in line]
 
 
 def private_key() -> str:
@@ -99,17 +77,20 @@ def test_slice_create_cloud_never_puts_a_secret_on_a_command_line(engine: None, 
     needle = key.splitlines()[2]  # a line of the key body: in no other process by chance
     cloud = cloud_file(tmp_path, key)
     state = tmp_path / "state"
+    trace = tmp_path / "create.trace"
     op = Checkout(
-        project=make_project(tmp_path / "checkout"), backend_env={"PULUMI_BACKEND_URL": f"file://{state}"}
+        project=make_project(tmp_path / "checkout"),
+        backend_env={"PULUMI_BACKEND_URL": f"file://{state}"},
+        script=[*TRACE, str(trace), sys.executable, "-m", "cloudrepo"],
     )
 
-    with watching(needle) as watcher:
-        result = op.run("slice", "create", "lab7", "--pool", "300", "--cloud", str(cloud))
+    result = op.run("slice", "create", "lab7", "--pool", "300", "--cloud", str(cloud))
     assert result.returncode == 0, result.stdout + result.stderr
-    print(f"watched {len(watcher.seen)} processes; secret set by: {watcher.set_secret_calls}")
-    assert watcher.leaks == [], watcher.leaks
-    # the watcher saw the very process that set the secret, and its argument vector holds no value
-    assert any("cloudrepo:sshPrivateKey" in c for c in watcher.set_secret_calls), watcher.set_secret_calls
+    execs = Execs.read(trace)
+    print(f"traced {len(execs.lines)} programs; secret set by: {execs.setting_secrets()}")
+    assert execs.holding(needle) == []
+    # the trace holds the very process that set the secret, and its argument vector holds no value
+    assert any('"cloudrepo:sshPrivateKey"' in c for c in execs.setting_secrets()), execs.setting_secrets()
     assert needle not in result.stdout + result.stderr
     # the secret arrived whole, encrypted for the new stack
     text = op.stack_file("lab7").read_text()
@@ -118,20 +99,23 @@ def test_slice_create_cloud_never_puts_a_secret_on_a_command_line(engine: None, 
     assert stack.run("config", "get", "cloudrepo:sshPrivateKey").stdout.rstrip("\n") == key.rstrip("\n")
 
     # control: the Automation API's own set_config puts the value on the engine's command line, and the
-    # watcher sees it there
-    ws = auto.LocalWorkspace(
-        work_dir=str(op.project),
-        pulumi_home=str(PULUMI_HOME),
-        env_vars={"PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_CONFIG_PASSPHRASE": LAB_PASSPHRASE},
-        pulumi_command=auto.PulumiCommand(root=str(TOOLCHAIN_BIN.parent), skip_version_check=True),
+    # same trace shows it there
+    control = tmp_path / "control.trace"
+    program = (
+        "import sys\n"
+        "from pulumi import automation as auto\n"
+        "ws = auto.LocalWorkspace(work_dir=sys.argv[1], pulumi_home=sys.argv[2], env_vars={"
+        "'PULUMI_BACKEND_URL': sys.argv[3], 'PULUMI_CONFIG_PASSPHRASE': sys.argv[4]}, "
+        "pulumi_command=auto.PulumiCommand(root=sys.argv[5], skip_version_check=True))\n"
+        "ws.set_config('lab7', 'cloudrepo:other', auto.ConfigValue(value=sys.stdin.read(), secret=True))\n"
     )
-    with watching(needle) as control:
-        for _ in range(3):  # the call is short: three tries for the watcher to catch it
-            ws.set_config("lab7", "cloudrepo:other", auto.ConfigValue(value=key, secret=True))
-            time.sleep(0.05)
-            if control.leaks:
-                break
-    assert control.leaks, "the watcher missed a secret on a command line: it proves nothing"
+    args = [str(op.project), str(PULUMI_HOME), f"file://{state}", LAB_PASSPHRASE, str(TOOLCHAIN_BIN.parent)]
+    subprocess.run(
+        [*TRACE, str(control), sys.executable, "-c", program, *args], input=key, text=True, check=True
+    )
+    assert Execs.read(control).holding(needle), (
+        "the trace missed a secret on a command line: it proves nothing"
+    )
 
 
 def test_an_engine_error_under_the_command_is_an_answer(engine: None, tmp_path: Path) -> None:
