@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -276,8 +277,10 @@ def test_a_parking_vlan_in_the_other_slices_pool_is_refused_before_anything_move
                 assert not any(p.slice == SLICE for p in trial.ports.values())
 
 
-def test_zz_report_counts() -> None:
-    """Prints how much the generated suite checked (run after it in the same session)."""
+@pytest.fixture(scope="module", autouse=True)
+def report_counts() -> Iterator[None]:
+    """Prints how much the generated suite checked, once the module's tests ran (`pytest -s` shows it)."""
+    yield
     print(
         f"\nconvergence: {CHECKED['transitions']} transitions, {CHECKED['orders']} simulated orders, "
         f"longest deployed sequence {CHECKED['longest']}; two slices: {TWO['rounds']} rounds, "
