@@ -235,10 +235,12 @@ def _vlan_memory_and_the_lock(alice: Checkout, bob: Checkout, s3_env: dict[str, 
     shutil.copy(alice.stack_file("team-a"), bob.stack_file("team-a"))
 
     # Two deploys of one slice at once, from both checkouts: one runs, the backend's lock refuses the other.
-    # The first is held at a barrier while the second runs: the network node's lock, which its first host
-    # change (the new link's gateway) waits for, so it cannot finish before the second has been answered.
+    # The first is held at a barrier while the second runs: the locks of the hosts it changes. The new link
+    # takes the freed VLAN 640, so no gateway is made: its changes are the two TAPs' moves on worker2
+    # (3202.eth1 parked, 3203.eth1 onto VLAN 640), each run under worker2's lock, so it cannot finish before
+    # the second has been answered. The network node's lock is held too (any locked change of the node waits as well).
     first_out: list[str] = []
-    with held_host_lock(NETWORK_HOST):
+    with held_host_lock(NETWORK_HOST), held_host_lock("worker2"):
         first = alice.popen("deploy", "team-a")
         _wait_for(first, "Updating (", first_out)
         second = bob.run("deploy", "team-a")
