@@ -238,7 +238,7 @@ def _vlan_memory_and_the_lock(alice: Checkout, bob: Checkout, s3_env: dict[str, 
     # The first is held at a barrier while the second runs: the locks of the hosts it changes. The new link
     # takes the freed VLAN 640, so no gateway is made: its changes are the two TAPs' moves on worker2
     # (3202.eth1 parked, 3203.eth1 onto VLAN 640), each run under worker2's lock, so it cannot finish before
-    # the second has been answered. The network node's lock is held too (any locked change of the node waits as well).
+    # the second has been answered. The network node's lock is held too (its locked changes wait as well).
     first_out: list[str] = []
     with held_host_lock(NETWORK_HOST), held_host_lock("worker2"):
         first = alice.popen("deploy", "team-a")
