@@ -54,9 +54,14 @@ def tap_name(vm: int, iface: str) -> str:
     return f"tap_{vm}_{iface}"
 
 
+def vm_dir(vm: int) -> str:
+    """A launched VM's directory on its worker (pid file, overlay, console socket)."""
+    return f"{VMS_DIR}/{vm}"
+
+
 def console_path(vm: int) -> str:
     """A launched VM's serial console socket on its worker."""
-    return f"{VMS_DIR}/{vm}/console.sock"
+    return f"{vm_dir(vm)}/console.sock"
 
 
 def gateway_port(vlan: int) -> str:

@@ -29,7 +29,7 @@ from providers.kinds import qemu_binary
 from providers.pipeline import HostResource
 from transport.script import ScriptResult, Step, run, sh
 from vocabulary.errors import CloudrepoError, OwnershipConflict
-from vocabulary.naming import VMS_DIR, console_path
+from vocabulary.naming import VMS_DIR, console_path, vm_dir
 from vocabulary.specs import QemuVmSpec
 
 
@@ -43,7 +43,7 @@ STOP_WAIT = 10
 
 
 def state_dir(spec: QemuVmSpec) -> str:
-    return f"{VMS_DIR}/{spec.vm}"
+    return vm_dir(spec.vm)
 
 
 def pid_file(spec: QemuVmSpec) -> str:
