@@ -160,7 +160,7 @@ class SeedSpec(BaseModel):
 def seed_spec(raw: Any, where: str = "seed") -> SeedSpec:
     """`raw` validated as a `SeedSpec`; every problem at once, each naming its key path and value."""
     problems: list[str] = []
-    spec = validate_input(SeedSpec, raw, f"{where}.", problems)
+    spec = validate_input(SeedSpec, raw, where, problems)
     if spec is None:
         raise ConfigError(problems)
     assert isinstance(spec, SeedSpec)

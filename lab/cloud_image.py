@@ -132,23 +132,6 @@ def build() -> dict[str, str]:
     return result
 
 
-def cached() -> dict[str, str] | None:
-    """The cloud image when it is already built for the current recipe and packages, else None."""
-    try:
-        suite, sources = codename(), apt_sources()
-        out = cache_dir() / f"cloud-{image_key(suite, sources, candidates(PACKAGES))}"
-    except (LabError, OSError):
-        return None
-    if not (out / ".complete").exists():
-        return None
-    return {
-        "image": str(out / "disk.qcow2"),
-        "kernel": str(out / "vmlinuz"),
-        "initrd": str(out / "initrd.img"),
-        "append": APPEND,
-    }
-
-
 def mmdebstrap_argv(suite: str, sources: list[Path], root: Path) -> list[str]:
     return [
         "mmdebstrap",

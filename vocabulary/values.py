@@ -32,7 +32,7 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 """A POSIX login name (useradd's default NAME_REGEX)."""
-_GUEST_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+GUEST_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SSH_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -95,7 +95,7 @@ def _login(value: str) -> str:
 
 
 def _guest_host(value: str) -> str:
-    if not _GUEST_HOST.fullmatch(value):
+    if not GUEST_HOST_RE.fullmatch(value):
         raise ValueError(
             f"host name {shown(value)} must be 1..63 lower-case letters, digits and '-', "
             "not starting or ending with '-'"
