@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from components.cloudinit import seed_documents, seed_spec
+from components.cloudinit import known_hosts_line, seed_documents, seed_spec
 from components.seed_image import new_host_key, write_seed_image
 from lab import cloud_image
 from lab.common import host_ns, lab_dir
@@ -139,9 +139,8 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
         *vm["qemuNetArgs"],
     ]  # fmt: skip
     pinned = tmp_path / "known_hosts"
-    address = leases["eth1"]
-    kind, body = host_key.public.split()[:2]
-    pinned.write_text(f"{address} {kind} {body}\n")
+    pinned.write_text("".join(known_hosts_line(ip, host_key) for ip in leases.values()))
+    address = leases["eth1"]  # the link's subnet; eth0's (VLAN 400) is tried too
 
     with qemu("worker1", argv, pidfile):
         t2 = time.monotonic()
@@ -162,8 +161,13 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
 
         addrs = ssh(good, pinned, address, "ip", "-4", "-o", "addr", "show")
         assert addrs.returncode == 0, addrs.stderr
-        for name, ip in leases.items():
-            assert f" {name} " in addrs.stdout and f" inet {ip}/" in addrs.stdout, (name, ip, addrs.stdout)
+        held = {
+            (f[1], f[3].split("/")[0]) for f in map(str.split, addrs.stdout.splitlines()) if f[2] == "inet"
+        }
+        assert set(leases.items()) <= held, (leases, addrs.stdout)
+
+        by_eth0 = ssh(good, pinned, leases["eth0"], "hostname")
+        assert by_eth0.returncode == 0 and by_eth0.stdout.strip() == HOSTNAME, by_eth0.stderr
 
         refused = ssh(other, pinned, address, "hostname")
         assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr, refused.stderr
@@ -184,8 +188,7 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
         )
 
         stranger = tmp_path / "known_hosts.other"
-        other_host = new_host_key("someone-else").public.split()[:2]
-        stranger.write_text(f"{address} {other_host[0]} {other_host[1]}\n")
+        stranger.write_text(known_hosts_line(address, new_host_key("someone-else")))
         unverified = ssh(good, stranger, address, "hostname")
         assert unverified.returncode == 255 and "Host key verification failed" in unverified.stderr, (
             unverified.stderr
