@@ -2,7 +2,8 @@
 TAPs with a NoCloud seed made from a key this test generated, takes its reserved leases, and lets in that
 key only: `hostname` over SSH (from the network node, which holds `.1` on the link subnet) is the seed's,
 the guest's host key is the one put in its seed (a known_hosts of that key alone verifies it; another key
-is refused), and a key not in the seed, or a password, is refused.
+is refused), and a key not in the seed, or a password, is refused. Booted again on the same disk with a
+new seed that lists another key only, the guest lets in the new key and refuses the one taken out.
 
 Behind the `cloud_image` mark (`make test-long`): the image takes a minute or two to build and the guest
 about a minute to boot under TCG. Figures: the testbed's `figures/cloud-image-times.json`."""
@@ -68,6 +69,25 @@ def ssh(key: Path, known_hosts: Path, address: str, *command: str, extra: tuple[
 
 def console_tail(console: Path) -> str:
     return "console:\n" + console.read_text(errors="replace")[-3000:] if console.exists() else "(no console)"
+
+
+def ready(key: Path, known_hosts: Path, address: str, console: Path) -> tuple[float, float]:
+    """Seconds until `key` logs in and `hostname` is the seed's, then until cloud-init is done (it
+    restarts sshd once it has set it up: the checks after it must not race that restart)."""
+    t0 = time.monotonic()
+    got = ssh(key, known_hosts, address, "hostname")
+    while got.returncode != 0 and time.monotonic() - t0 < SSH_DEADLINE:
+        time.sleep(1)
+        got = ssh(key, known_hosts, address, "hostname")
+    login = round(time.monotonic() - t0, 1)
+    assert got.returncode == 0, f"no SSH login in {SSH_DEADLINE} s: {got.stderr}\n{console_tail(console)}"
+    assert got.stdout.strip() == HOSTNAME
+    done = ssh(key, known_hosts, address, "cloud-init", "status", "--wait")
+    while "status: done" not in done.stdout and time.monotonic() - t0 < SSH_DEADLINE:
+        time.sleep(1)
+        done = ssh(key, known_hosts, address, "cloud-init", "status", "--wait")
+    assert done.returncode == 0 and "status: done" in done.stdout, f"{done}\n{console_tail(console)}"
+    return login, round(time.monotonic() - t0, 1)
 
 
 @contextmanager
@@ -143,21 +163,9 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
     address = leases["eth1"]  # the link's subnet; eth0's (VLAN 400) is tried too
 
     with qemu("worker1", argv, pidfile):
-        t2 = time.monotonic()
-        got = ssh(good, pinned, address, "hostname")
-        while got.returncode != 0 and time.monotonic() - t2 < SSH_DEADLINE:
-            time.sleep(1)
-            got = ssh(good, pinned, address, "hostname")
-        figures["boot_to_ssh_seconds"] = round(time.monotonic() - t2, 1)
-        assert got.returncode == 0, f"no SSH login in {SSH_DEADLINE} s: {got.stderr}\n{console_tail(console)}"
-        assert got.stdout.strip() == HOSTNAME
-        # cloud-init restarts sshd once it has set it up (password logins off): wait for it to finish
-        done = ssh(good, pinned, address, "cloud-init", "status", "--wait")
-        while "status: done" not in done.stdout and time.monotonic() - t2 < SSH_DEADLINE:
-            time.sleep(1)
-            done = ssh(good, pinned, address, "cloud-init", "status", "--wait")
-        figures["boot_to_cloud_init_done_seconds"] = round(time.monotonic() - t2, 1)
-        assert done.returncode == 0 and "status: done" in done.stdout, f"{done}\n{console_tail(console)}"
+        figures["boot_to_ssh_seconds"], figures["boot_to_cloud_init_done_seconds"] = ready(
+            good, pinned, address, console
+        )
 
         addrs = ssh(good, pinned, address, "ip", "-4", "-o", "addr", "show")
         assert addrs.returncode == 0, addrs.stderr
@@ -193,6 +201,17 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
         assert unverified.returncode == 255 and "Host key verification failed" in unverified.stderr, (
             unverified.stderr
         )
+
+    # the same disk with a new seed that lists the other key only: a new instance, the old key refused
+    renewed = spec.model_copy(update={"ssh_authorized_keys": [other.with_suffix(".pub").read_text().strip()]})
+    assert seed_documents(renewed).instance_id != seed_documents(spec).instance_id
+    write_seed_image(seed_documents(renewed), seed)
+    with qemu("worker1", argv, pidfile):
+        figures["reseeded_boot_to_ssh_seconds"], _ = ready(other, pinned, address, console)
+        dropped = ssh(good, pinned, address, "hostname")
+        assert dropped.returncode == 255 and "Permission denied (publickey)" in dropped.stderr, dropped.stderr
+        keys = ssh(other, pinned, address, "cat", f"/home/{USER}/.ssh/authorized_keys")
+        assert keys.stdout.split("\n")[:-1] == renewed.ssh_authorized_keys, keys.stdout
 
     out = lab_dir() / "figures" / "cloud-image-times.json"
     out.parent.mkdir(parents=True, exist_ok=True)
