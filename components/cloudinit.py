@@ -10,8 +10,9 @@ MAC of each interface, the guest's SSH host key, optional extra `#cloud-config`)
   instance before cloud-init adds the seed's keys (`cloud-init-per instance`): cloud-init only appends, and a
   key taken out of the seed must stop working on the same disk. Extra `#cloud-config` is merged after ours
   the way cloud-init merges parts by default: a top-level key it sets replaces ours.
-- network-config (v2): DHCP on every interface, each matched by its MAC and named as in the slice
-  (`set-name`), so eth0..ethN are the slice's whatever order the guest finds them in.
+- network-config (v2): every interface matched by its MAC and named as in the slice (`set-name`), so
+  eth0..ethN are the slice's whatever order the guest finds them in; DHCP on each but the parked ones
+  (on no link: no server answers there, and ifupdown would hold the boot about a minute per interface).
 - meta-data: `instance-id` derived from the other two and the host name, so any change of the seed is a
   new instance and cloud-init applies it on the next boot; `local-hostname`.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from vocabulary.errors import ConfigError
@@ -126,6 +127,9 @@ class SeedSpec(BaseModel):
     user: LoginName = DEFAULT_USER
     ssh_authorized_keys: list[SshPublicKey] = Field(min_length=1, max_length=MAX_KEYS)
     interfaces: dict[IfName, Mac] = Field(min_length=1, max_length=MAX_INTERFACES)
+    parked: frozenset[IfName] = frozenset()
+    """Interfaces on no link: matched and named, but no DHCP (no server answers there, and ifupdown would
+    hold the boot about a minute per interface waiting for one); cloud-init leaves them down."""
     host_key: HostKey
     extra: dict[str, Any] | None = None
     """Extra `#cloud-config` (a mapping), merged after ours."""
@@ -155,6 +159,13 @@ class SeedSpec(BaseModel):
                 raise ValueError(f"MAC address {shown(mac)} is given to both {seen[mac]} and {name}")
             seen[mac] = name
         return value
+
+    @model_validator(mode="after")
+    def _parked_known(self) -> SeedSpec:
+        unknown = sorted(self.parked - set(self.interfaces))
+        if unknown:
+            raise ValueError(f"parked interface(s) {', '.join(map(shown, unknown))} not among the interfaces")
+        return self
 
 
 def seed_spec(raw: Any, where: str = "seed") -> SeedSpec:
@@ -210,11 +221,12 @@ def user_config(spec: SeedSpec) -> dict[str, Any]:
 
 
 def network_config(spec: SeedSpec) -> dict[str, Any]:
-    """Network config v2: DHCP on each interface, matched by its MAC, named as in the slice."""
+    """Network config v2: each interface matched by its MAC and named as in the slice; DHCP on each but
+    the parked ones."""
     return {
         "version": 2,
         "ethernets": {
-            name: {"match": {"macaddress": mac}, "set-name": name, "dhcp4": True}
+            name: {"match": {"macaddress": mac}, "set-name": name, "dhcp4": name not in spec.parked}
             for name, mac in sorted(spec.interfaces.items())
         },
     }

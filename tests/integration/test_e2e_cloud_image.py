@@ -1,5 +1,6 @@
 """The real guest: the Debian cloud image (`python -m lab image --cloud`) boots under QEMU TCG on a slice's
-TAPs with a NoCloud seed made from a key this test generated, takes its reserved leases, and lets in that
+TAPs with a NoCloud seed made from a key this test generated, takes its reserved leases (its parked eth2
+is left without DHCP, which would hold the boot), and lets in that
 key only: `hostname` over SSH (from the network node, which holds `.1` on the link subnet) is the seed's,
 the guest's host key is the one put in its seed (a known_hosts of that key alone verifies it; another key
 is refused), and a key not in the seed, or a password, is refused. Booted again on the same disk with a
@@ -117,14 +118,14 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
     figures["image_seconds"] = round(time.monotonic() - t0, 1)
 
     vms = [
-        {"id": VM, "worker": "worker1", "dataInterfaces": 1, "internet": True},
+        {"id": VM, "worker": "worker1", "dataInterfaces": 2, "internet": True},  # eth2 on no link
         {"id": VM + 1, "worker": "worker2", "dataInterfaces": 1},
     ]
     stack = slice_stack(SLICE, POOL, vms, [[f"{VM}.eth1", f"{VM + 1}.eth1"]])
     stack.up()
     vm = stack.outputs()["vms"][str(VM)]
-    leases = {name: i["ip"] for name, i in vm["interfaces"].items()}
-    assert set(leases) == {"eth0", "eth1"} and all(leases.values()), leases
+    leases = {name: i["ip"] for name, i in vm["interfaces"].items() if i["ip"]}
+    assert set(leases) == {"eth0", "eth1"} and set(vm["interfaces"]) == {"eth0", "eth1", "eth2"}, vm
 
     good, other = tmp_path / "good", tmp_path / "other"
     good_pub = keypair(good)
@@ -137,6 +138,7 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
             "user": USER,
             "sshAuthorizedKeys": [good_pub],
             "interfaces": {name: i["mac"] for name, i in vm["interfaces"].items()},
+            "parked": ["eth2"],
             "hostKey": host_key.model_dump(),
         }
     )
@@ -173,6 +175,13 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
             (f[1], f[3].split("/")[0]) for f in map(str.split, addrs.stdout.splitlines()) if f[2] == "inet"
         }
         assert set(leases.items()) <= held, (leases, addrs.stdout)
+
+        parked = ssh(good, pinned, address, "ip", "-o", "addr", "show", "dev", "eth2")  # no DHCP waited for
+        assert parked.returncode == 0 and " inet " not in parked.stdout, parked
+        assert (
+            vm["interfaces"]["eth2"]["mac"]
+            in ssh(good, pinned, address, "cat", "/sys/class/net/eth2/address").stdout
+        )
 
         by_eth0 = ssh(good, pinned, leases["eth0"], "hostname")
         assert by_eth0.returncode == 0 and by_eth0.stdout.strip() == HOSTNAME, by_eth0.stderr

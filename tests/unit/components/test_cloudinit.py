@@ -1,7 +1,7 @@
 """NoCloud seeds as data (`components.cloudinit`): generated specs give documents that read back to exactly
 the data built, keys only and DHCP on every interface by MAC, an instance-id that follows every change;
 hostile host names, users, keys, MACs and extra config are refused naming the key path and the value
-(and never showing key text)."""
+(and never showing key text); a parked interface is named but gets no DHCP."""
 
 from __future__ import annotations
 
@@ -95,14 +95,23 @@ def raw_spec(**over: Any) -> dict[str, Any]:
 
 
 specs = st.builds(
-    lambda vm, host, user, ks, ifs, extra: seed_spec(
-        raw_spec(vm=vm, hostname=host, user=user, sshAuthorizedKeys=ks, interfaces=ifs, extra=extra)
+    lambda vm, host, user, ks, ifs, parked, extra: seed_spec(
+        raw_spec(
+            vm=vm,
+            hostname=host,
+            user=user,
+            sshAuthorizedKeys=ks,
+            interfaces=ifs,
+            parked=[name for name, p in zip(sorted(ifs), parked, strict=False) if p],
+            extra=extra,
+        )
     ),
     st.integers(1, 0xFFFF),
     hostnames,
     users,
     st.lists(keys, min_size=1, max_size=4, unique_by=lambda k: " ".join(k.split(" ")[:2])),
     interfaces,
+    st.lists(st.booleans(), max_size=6),
     extras,
 )
 
@@ -126,7 +135,7 @@ def test_documents_read_back_to_exactly_the_data(spec: SeedSpec) -> None:
 
 @fuzz_settings(ci=150, long=3000)
 @given(specs)
-def test_keys_only_and_dhcp_on_every_interface_by_mac(spec: SeedSpec) -> None:
+def test_keys_only_and_dhcp_on_every_interface_by_mac_but_parked_ones(spec: SeedSpec) -> None:
     docs = seed_documents(spec)
     config = parsed(docs.user_data)
     ours = user_config(spec.model_copy(update={"extra": None}))
@@ -143,7 +152,7 @@ def test_keys_only_and_dhcp_on_every_interface_by_mac(spec: SeedSpec) -> None:
     net = parsed(docs.network_config)
     assert net["version"] == 2
     assert net["ethernets"] == {
-        name: {"match": {"macaddress": mac}, "set-name": name, "dhcp4": True}
+        name: {"match": {"macaddress": mac}, "set-name": name, "dhcp4": name not in spec.parked}
         for name, mac in spec.interfaces.items()
     }
 
@@ -250,6 +259,11 @@ def test_all_problems_at_once() -> None:
         "seed.extra: extra cloud-config holds nan, not a finite number",
     ):
         assert expected in text, (expected, text)
+
+
+def test_a_parked_interface_must_be_one_of_the_interfaces() -> None:
+    text = refusal(raw_spec(parked=["eth0", "eth9"]))
+    assert "seed: parked interface(s) 'eth9' not among the interfaces" in text, text
 
 
 def test_one_mac_on_two_interfaces_is_refused() -> None:
