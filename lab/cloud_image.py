@@ -155,7 +155,7 @@ def mmdebstrap_argv(suite: str, sources: list[Path], root: Path) -> list[str]:
 def _build(suite: str, sources: list[Path], out: Path) -> None:
     """Build the image into `out` (staged beside it, then renamed)."""
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="cloud-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".cloud-build-", dir=out.parent) as tmp:
         work = Path(tmp)
         root = work / "root"
         got = subprocess.run(
