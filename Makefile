@@ -4,11 +4,12 @@ SHELL := /bin/bash
 ACTIVATE := source scripts/activate
 STACK ?= dev
 
-.PHONY: help setup system venv toolchain lint unit test demo demo-down bench lab-up lab-down clean
+.PHONY: help setup system venv toolchain lint unit test test-long demo demo-down bench lab-up lab-down clean
 
 help:
 	@echo "make demo   - testbed up, pulumi up on the $(STACK) stack, connectivity proof, outputs"
 	@echo "make test   - every test: lint, unit, the real engine, the testbed end to end"
+	@echo "make test-long - the tests that boot the Debian cloud image (cloud-init, sshd; minutes)"
 	@echo "make bench  - benchmarks (BENCH_QUICK=1 for a short run)"
 	@echo "make setup | lint | unit | lab-up | lab-down | demo-down | clean"
 
@@ -34,6 +35,11 @@ unit: venv
 
 test: setup lint
 	$(ACTIVATE) && pytest -q -ra tests
+
+# The tests that boot the Debian cloud image (built once into the cache: a minute or two the first time).
+test-long: setup lint
+	$(ACTIVATE) && python -m lab image --cloud
+	$(ACTIVATE) && pytest -q -ra --cloud-image -m cloud_image tests
 
 demo: setup
 	$(ACTIVATE) && python -m lab up

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from lab import guest, image, scan, testbed, vms
+from lab import cloud_image, guest, image, scan, testbed, vms
 from lab.common import DEFAULT_WORKERS, LabError
 
 
@@ -39,7 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = vsub.add_parser("stop", help="stop a guest and delete its namespace")
     sp.add_argument("name")
     vsub.add_parser("list", help="list guests")
-    sub.add_parser("image", help='build (once) the tiny QEMU guest; prints {"kernel": PATH, "initrd": PATH}')
+    im = sub.add_parser(
+        "image", help='build (once) the tiny QEMU guest; prints {"kernel": PATH, "initrd": PATH}'
+    )
+    im.add_argument(
+        "--cloud",
+        action="store_true",
+        help="the Debian cloud image instead (systemd, cloud-init, sshd); "
+        'prints {"image", "kernel", "initrd", "append"}',
+    )
     gq = sub.add_parser("guest", help="launched QEMU guests of a stack")
     gsub = gq.add_subparsers(dest="guestcmd", required=True)
     gx = gsub.add_parser("exec", help="run a command in a launched VM: guest exec --stack S VM -- CMD...")
@@ -89,7 +97,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "vm":
         return _vm(args)
     if args.cmd == "image":
-        print(json.dumps(image.guest()))
+        print(json.dumps(cloud_image.build() if args.cloud else image.guest()))
         return 0
     if args.cmd == "guest":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 from pydantic.alias_generators import to_camel
 
 from vocabulary import naming
-from vocabulary.shown import shown
+from vocabulary.shown import looks_like_key, shown
 
 VLAN_MIN = 1
 VLAN_MAX = 4094
@@ -32,6 +32,22 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 """A POSIX login name (useradd's default NAME_REGEX)."""
+GUEST_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+"""The OpenSSH public key types a guest's `authorized_keys` may hold (DSA is gone from OpenSSH)."""
+_SSH_KEY_LINE = re.compile(
+    r"^(?P<type>[a-z0-9@.-]{1,64}) (?P<blob>[A-Za-z0-9+/]{16,16384}={0,2})(?: (?P<comment>.*))?$"
+)
+SSH_KEY_MAX = 16384
+SSH_RSA_MIN_BITS = 2048
 
 
 def _ifname(value: str) -> str:
@@ -75,6 +91,40 @@ def _login(value: str) -> str:
             f"{shown(value)} is not a login name "
             "(lower-case letters, digits, '_' and '-', starting with a letter or '_')"
         )
+    return value
+
+
+def _guest_host(value: str) -> str:
+    if not GUEST_HOST_RE.fullmatch(value):
+        raise ValueError(
+            f"host name {shown(value)} must be 1..63 lower-case letters, digits and '-', "
+            "not starting or ending with '-'"
+        )
+    return value
+
+
+def _ssh_public_key(value: str) -> str:
+    """One OpenSSH public key line (`type base64 [comment]`, no options): its blob read by `cryptography`."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    what = f"SSH public key {shown(value)}"
+    if looks_like_key(value):
+        raise ValueError(f"{what} is private key text: give the public key (the .pub file)")
+    m = _SSH_KEY_LINE.fullmatch(value) if len(value) <= SSH_KEY_MAX else None
+    if m is None:
+        raise ValueError(f"{what} must be one line 'TYPE BASE64 [COMMENT]' as in a .pub file (no options)")
+    if m["type"] not in SSH_KEY_TYPES:
+        raise ValueError(f"{what}: type {shown(m['type'])} is not one of {', '.join(SSH_KEY_TYPES)}")
+    comment = m["comment"] or ""
+    if not comment.isprintable():
+        raise ValueError(f"{what}: its comment holds control characters")
+    try:
+        key = load_ssh_public_key(f"{m['type']} {m['blob']}".encode())
+    except (ValueError, TypeError):
+        raise ValueError(f"{what}: its base64 body is not a {m['type']} key") from None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < SSH_RSA_MIN_BITS:
+        raise ValueError(f"{what}: an RSA key of {key.key_size} bits (at least {SSH_RSA_MIN_BITS})")
     return value
 
 
@@ -140,6 +190,10 @@ NodeName = Annotated[str, AfterValidator(_node)]
 HostName = Annotated[str, AfterValidator(_host)]
 """How to reach a host: a DNS name or an IPv4 address (no spaces, no leading '-')."""
 LoginName = Annotated[str, AfterValidator(_login)]
+GuestHostName = Annotated[str, AfterValidator(_guest_host)]
+"""A guest's host name: one DNS label, lower case (what `hostname` prints in the guest)."""
+SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
+"""One OpenSSH public key line of a type in `SSH_KEY_TYPES`, its body a valid key of that type."""
 Mac = Annotated[str, AfterValidator(_mac)]
 IPv4Address = Annotated[str, AfterValidator(_ipv4)]
 IPv4Interface = Annotated[str, AfterValidator(_ipv4_interface)]
