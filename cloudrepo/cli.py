@@ -10,6 +10,7 @@ the dispatch; what each verb does lives in `edits.py`, `engine.py`, `stackfile.p
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 from pulumi import automation as auto
 
-from cloudrepo import edits, stackfile, tables
+from cloudrepo import edits, guestssh, stackfile, tables
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
@@ -253,6 +254,35 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_ssh(args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    outputs = slices.outputs(args.name)
+    return guestssh.ssh(
+        outputs, slices.project, args.name, args.vm, args.identity, args.command or [], decrypt_config
+    )
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    if not args.command:
+        fail("exec: give the command after `--` (cloudrepo exec NAME [--vm ID ...] -- CMD ...)")
+        return USAGE
+    slices = Slices(_project(args))
+    outputs = slices.outputs(args.name)
+    results = guestssh.exec_all(
+        outputs, slices.project, args.name, args.vm or [], args.identity, args.command, decrypt_config,
+        args.timeout,
+    )  # fmt: skip
+    if args.json:
+        say(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        say(tables.exec_table([(r.vm, r.exit, r.stdout + r.stderr) for r in results]))
+    return OK if all(r.exit == 0 for r in results) else FAILED
+
+
+COMMAND_VERBS = ("ssh", "exec")
+"""The verbs that take a command after `--` (every word after it is the command's)."""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cloudrepo", description="Slices of a Cloud Repositorio cloud, one Pulumi stack each."
@@ -319,11 +349,68 @@ def parser() -> argparse.ArgumentParser:
     q = verb(sub, "diagram", cmd_diagram, "draw the deployed slice (SVG or PNG by suffix)")
     q.add_argument("name", type=stack_name)
     q.add_argument("-o", "--output", required=True)
+
+    address = (
+        "the address reachable through the network node (which holds .1 on VLAN 400 and every link "
+        "subnet): the VM's VLAN 400 address, else its first link address"
+    )
+    q = verb(
+        sub, "ssh", cmd_ssh,
+        f"OpenSSH into a launched VM as its cloud-init user, the network node as ProxyJump, at {address}; "
+        "the guest's host key is pinned from the outputs; exits with the command's status",
+    )  # fmt: skip
+    q.usage = "%(prog)s NAME VM [-i KEY] [-- CMD ...]"
+    q.description = (
+        f"OpenSSH into VM of slice NAME as its cloud-init user, through the network node (ProxyJump), at "
+        f"{address}. Its host key is pinned in .cloudrepo/NAME/known_hosts, written from the outputs. "
+        "Without CMD an interactive login. Exit status: the command's (255: ssh could not connect)."
+    )
+    q.add_argument("name", type=stack_name)
+    q.add_argument("vm", type=int)
+    q.add_argument("-i", dest="identity", metavar="KEY", help="this key only (default: your usual ones)")
+    q.set_defaults(command=[])
+    q = verb(
+        sub, "exec", cmd_exec,
+        f"run a command on launched VMs at once (as `ssh`, at {address}); a table of exit codes and output",
+    )  # fmt: skip
+    q.usage = "%(prog)s NAME [--vm ID ...] [-i KEY] [--json] [--timeout S] -- CMD ..."
+    q.description = (
+        f"Run CMD on the VMs of slice NAME (default: every one with cloud-init), {guestssh.EXEC_PARALLEL} at "
+        f"a time, as `cloudrepo ssh` does, at {address}; prints each VM's exit code and output. Exit status "
+        "0 only when every command exited 0."
+    )
+    q.add_argument("name", type=stack_name)
+    q.add_argument("--vm", type=int, action="append", metavar="ID", help="this VM (repeat; default: all)")
+    q.add_argument("-i", dest="identity", metavar="KEY", help="this key only (default: your usual ones)")
+    q.add_argument("--json", action="store_true", help="the results as JSON (vm, exit, stdout, stderr)")
+    q.add_argument("--timeout", type=float, default=300.0, help="seconds per VM (default 300)")
+    q.set_defaults(command=[])
     return p
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments; for `ssh` and `exec` the words after the first `--` are the command, whatever
+    they look like (`-4`, another `--`)."""
+    words = list(argv)
+    p = parser()
+    if "--" in words:
+        cut = words.index("--")
+        head = words[:cut]
+        verb = next((w for i, w in enumerate(head) if not w.startswith("-") and _not_value(head, i)), None)
+        if verb in COMMAND_VERBS:
+            args = p.parse_args(head)
+            args.command = words[cut + 1 :]
+            return args
+    return p.parse_args(words)
+
+
+def _not_value(words: Sequence[str], i: int) -> bool:
+    """False when `words[i]` is the value of the global `--project` option."""
+    return not (i > 0 and words[i - 1] == "--project")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         apply_environment()
         return int(args.func(args))

@@ -62,3 +62,21 @@ def list_table(rows: Sequence[Sequence[Any]]) -> str:
     if not rows:
         return "no slices in this backend"
     return table(["slice", "pool", "links", "last update (UTC)", "kind", "result"], rows)
+
+
+def printable(text: str) -> str:
+    """Text a terminal shows as it is: tabs expanded, control characters (but line breaks) escaped."""
+    return "".join(
+        c if c == "\n" or c.isprintable() else repr(c)[1:-1] for c in text.expandtabs(8).replace("\r\n", "\n")
+    )
+
+
+def exec_table(results: Sequence[tuple[int, int, str]]) -> str:
+    """`cloudrepo exec`: one row per VM (its exit code, its output's first line), the further lines of
+    its output below it."""
+    rows: list[tuple[Any, Any, str]] = []
+    for vm, code, output in results:
+        lines = printable(output).rstrip("\n").split("\n")
+        rows.append((vm, code, lines[0]))
+        rows.extend(("", "", line) for line in lines[1:])
+    return table(("vm", "exit", "output"), rows)

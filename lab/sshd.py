@@ -80,7 +80,15 @@ def config_text(paths: HostPaths) -> str:
             "MaxStartups 100:30:200",
             "MaxSessions 100",
             "X11Forwarding no",
-            "AllowTcpForwarding no",
+            # A network node's sshd is the guests' ProxyJump (`cloudrepo ssh`): channels to port 22 only;
+            # no remote forwards, sockets, tunnels or agents.
+            "AllowTcpForwarding local",
+            "PermitOpen *:22",
+            "PermitListen none",
+            "GatewayPorts no",
+            "AllowStreamLocalForwarding no",
+            "AllowAgentForwarding no",
+            "PermitTunnel no",
             "Subsystem sftp internal-sftp",
             "",
         ]

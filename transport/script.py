@@ -88,6 +88,12 @@ class ScriptResult:
         return any(s.name == name for s in self.steps)
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """An argv as one POSIX sh command line that gives back exactly these words (what `ssh` hands to the
+    remote login shell: `cloudrepo ssh` and `cloudrepo exec`)."""
+    return shlex.join(argv)
+
+
 def render(steps: Sequence[Step], nonce: str | None = None, stamps: bool = False) -> str:
     """The sh text of `steps`.  Each step's output sits between marker lines carrying a random nonce.
 
