@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -103,6 +103,17 @@ class VlanPool(BaseModel):
 
 
 @dataclass(frozen=True)
+class CloudInit:
+    """A launched VM's cloud-init, the VM's `launch.cloudInit` over `slice.cloudInit` (`components.guest`)."""
+
+    user: str
+    hostname: str
+    ssh_authorized_keys: tuple[str, ...]
+    user_data: Mapping[str, Any] | None = None
+    """The `#cloud-config` of `userData` (a mapping), merged after ours."""
+
+
+@dataclass(frozen=True)
 class Launch:
     """One launched VM, validated (`components.launch`)."""
 
@@ -117,6 +128,8 @@ class Launch:
     kernel: BootFile | None = None
     initrd: BootFile | None = None
     append: str | None = None
+    cloud_init: CloudInit | None = None
+    """The VM's NoCloud seed (a disk image is then required)."""
 
     @property
     def files(self) -> tuple[BootFile, ...]:

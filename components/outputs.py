@@ -6,6 +6,7 @@ Every value but the VLAN 400 addresses is a pure function of the plan, known at 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,26 +50,53 @@ def _no_internet_ip(_mac: str) -> None:
     return None
 
 
+def ssh_command(stack: str, vm: int) -> str:
+    """The command that logs into a VM's guest (`cloudrepo ssh`), as the outputs print it."""
+    return shlex.join(["cloudrepo", "ssh", stack, str(vm)])
+
+
+def guest_output(plan: SlicePlan, vm: int, addresses: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How to reach a launched VM's guest when it has a cloud-init seed: its login `user`, `hostname`,
+    `addresses` (interface -> reserved IPv4 address: every interface on a link or on VLAN 400) and the
+    `ssh` command. `hostKey` (its public SSH host key, made on the worker) is added with the VM's
+    resources (`components.vm_resources`)."""
+    launch = plan.config.launches.get(vm)
+    if launch is None or launch.cloud_init is None:
+        return None
+    ci = launch.cloud_init
+    return {
+        "user": ci.user,
+        "hostname": ci.hostname,
+        "addresses": dict(addresses),
+        "ssh": ssh_command(plan.config.stack, vm),
+    }
+
+
 def vms_output(plan: SlicePlan, internet_ip: InternetIp = _no_internet_ip) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for vm in plan.config.vms:
         ifaces = plan.by_vm(vm.id)
+        interfaces = {
+            ip.iface: {
+                "tap": ip.tap,
+                "vlan": None if ip.parked else ip.vlan,
+                "mac": ip.mac,
+                "ip": internet_ip(ip.mac) if ip.vlan == INTERNET_VLAN and not ip.parked else ip.ip,
+                "gateway": ip.gateway,
+                "parked": ip.parked,
+            }
+            for ip in ifaces
+        }
         out[str(vm.id)] = {
             "worker": vm.worker,
             "internet": vm.internet,
-            "interfaces": {
-                ip.iface: {
-                    "tap": ip.tap,
-                    "vlan": None if ip.parked else ip.vlan,
-                    "mac": ip.mac,
-                    "ip": internet_ip(ip.mac) if ip.vlan == INTERNET_VLAN and not ip.parked else ip.ip,
-                    "gateway": ip.gateway,
-                    "parked": ip.parked,
-                }
-                for ip in ifaces
-            },
+            "interfaces": interfaces,
             "qemuNetArgs": qemu_net_args(ifaces),
         }
+        reached = {name: i["ip"] for name, i in interfaces.items() if not i["parked"]}
+        guest = guest_output(plan, vm.id, reached)
+        if guest is not None:
+            out[str(vm.id)]["cloudInit"] = guest
     return out
 
 
