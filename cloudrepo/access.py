@@ -31,7 +31,7 @@ class AccessError(ValueError):
 
 @dataclass(frozen=True)
 class GuestAccess:
-    """One launched VM with cloud-init, as its outputs describe it."""
+    """One launched VM with cloud-init, as its outputs (`vms["<id>"].cloudInit`) describe it."""
 
     vm: int
     user: str
@@ -81,19 +81,24 @@ def _vm_entry(outputs: Mapping[str, Any], name: str, vm: int) -> Mapping[str, An
     return entry
 
 
-def reachable_addresses(interfaces: Any) -> tuple[str, ...]:
-    """The VM's addresses in the order they are tried: VLAN 400's first, then the link interfaces' by
-    interface number (parked interfaces and addresses not known yet are left out)."""
+def reachable_addresses(addresses: Any, interfaces: Any) -> tuple[str, ...]:
+    """The guest's addresses (`cloudInit.addresses`: interface -> IPv4) in the order they are tried:
+    VLAN 400's first (the interface's `vlan` in `interfaces`), then the others by interface number;
+    addresses not known yet (VLAN 400's before the first deploy) and malformed entries left out."""
+    vlans = {
+        k: v.get("vlan") for k, v in (interfaces.items() if isinstance(interfaces, Mapping) else ())
+        if isinstance(v, Mapping)
+    }  # fmt: skip
     found: list[tuple[int, int, str]] = []
-    for iface, facts in (interfaces or {}).items() if isinstance(interfaces, Mapping) else ():
-        if not isinstance(facts, Mapping) or facts.get("parked") or not isinstance(facts.get("ip"), str):
-            continue
+    for iface, ip in addresses.items() if isinstance(addresses, Mapping) else ():
         try:
-            address = str(ipaddress.IPv4Address(facts["ip"]))
+            address = str(ipaddress.IPv4Address(ip)) if isinstance(ip, str) else None
         except ValueError:
+            address = None
+        if address is None:
             continue
         number = int(iface[3:]) if isinstance(iface, str) and iface[3:].isdigit() else 1 << 16
-        found.append((0 if facts.get("vlan") == INTERNET_VLAN else 1, number, address))
+        found.append((0 if vlans.get(iface) == INTERNET_VLAN else 1, number, address))
     return tuple(address for *_, address in sorted(found))
 
 
@@ -113,8 +118,12 @@ def guest_access(outputs: Mapping[str, Any], name: str, vm: int) -> GuestAccess:
             "sshAuthorizedKeys, then cloudrepo deploy): its guest has no user or key to log in with"
         )
     user = _checked(LoginName, seed.get("user"), f"{where}: its cloud-init user")
+    if seed.get("hostKey") is None:
+        raise AccessError(
+            f"{where}: its guest's host key is not known yet (cloudrepo deploy {name} makes it)"
+        )
     key = _checked(SshPublicKey, seed.get("hostKey"), f"{where}: its host key")
-    addresses = reachable_addresses(entry.get("interfaces"))
+    addresses = reachable_addresses(seed.get("addresses"), entry.get("interfaces"))
     if not addresses:
         raise AccessError(
             f"{where} has no address reachable through the network node (no VLAN 400 address and no link "
