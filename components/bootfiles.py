@@ -87,11 +87,9 @@ def _read_regular(real: Path) -> str:
     return digest.hexdigest()
 
 
-def boot_file(
-    text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None]
-) -> BootFile | None:
-    """The file `text` (relative paths from the project directory) with its hash, or a problem: it must
-    be a regular file inside `dirs` once every symlink is resolved."""
+def _locate(text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None]) -> Path | None:
+    """The real path of `text` (relative paths from the project directory) when it lies inside `dirs`
+    once every symlink is resolved; else a problem and None."""
     if not text or not text.isprintable():
         add(f"{where}: not a usable file path, got {text!r}")
         return None
@@ -105,12 +103,60 @@ def boot_file(
         shown = "" if str(real) == os.path.normpath(path) else f", which resolves to {str(real)!r}"
         add(f"{where}: {text!r} is outside {IMAGE_DIRS_KEY} ({allowed}){shown}")
         return None
+    return real
+
+
+def _opened(
+    text: str, where: str, base: Path, add: Callable[[str], None], read: Callable[[Path], Any], real: Path
+) -> Any:
     try:
-        return BootFile(local=str(real), sha256=_read_regular(real))
+        return read(real)
     except FileNotFoundError:
+        path = Path(text) if Path(text).is_absolute() else base / text
         add(f"{where}: no such file {text!r} (looked at {str(path)!r})")
     except ValueError as exc:
         add(f"{where}: {text!r} is {exc}")
     except OSError as exc:
         add(f"{where}: cannot read {text!r}: {exc.strerror}")
     return None
+
+
+def boot_file(
+    text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None]
+) -> BootFile | None:
+    """The file `text` (relative paths from the project directory) with its hash, or a problem: it must
+    be a regular file inside `dirs` once every symlink is resolved."""
+    real = _locate(text, where, base, dirs, add)
+    if real is None:
+        return None
+    digest = _opened(text, where, base, add, _read_regular, real)
+    return None if digest is None else BootFile(local=str(real), sha256=digest)
+
+
+def _read_small(limit: int) -> Callable[[Path], bytes]:
+    def read(real: Path) -> bytes:
+        if not stat.S_ISREG(os.lstat(real).st_mode):
+            raise ValueError("not a regular file")
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ValueError("not a regular file")
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"over {limit} bytes")
+        return data
+
+    return read
+
+
+def config_file(
+    text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None], limit: int
+) -> bytes | None:
+    """The content of a small file the guest gets (`launch.cloudInit.userData`), under the rules of boot
+    files (inside `dirs`, a regular file, symlinks resolved), at most `limit` bytes; else a problem (the
+    content is never shown)."""
+    real = _locate(text, where, base, dirs, add)
+    if real is None:
+        return None
+    data: bytes | None = _opened(text, where, base, add, _read_small(limit), real)
+    return data

@@ -1,15 +1,16 @@
 """A VM's NoCloud seed as data: meta-data, user-data and network-config, pure.
 
 `seed_documents(spec)` turns a `SeedSpec` (the VM, its host name, its user and that user's SSH keys, the
-MAC of each interface, the guest's SSH host key, optional extra `#cloud-config`) into the three files of a
-`cidata` volume (`components.seed_image` writes them with `cloud-localds`):
+MAC of each interface, optional extra `#cloud-config`) into the three files of a `cidata` volume (the
+`CloudSeed` kind writes them on the worker with `cloud-localds`):
 
 - user-data: `#cloud-config` with the user (keys only: no password, `lock_passwd`, `ssh_pwauth: false`,
-  root login off), the host name, and the guest's host key (`ssh_keys`), so the first connection to the guest
-  is verified against a key known before it booted. The user's `authorized_keys` is emptied once per
-  instance before cloud-init adds the seed's keys (`cloud-init-per instance`): cloud-init only appends, and a
-  key taken out of the seed must stop working on the same disk. Extra `#cloud-config` is merged after ours
-  the way cloud-init merges parts by default: a top-level key it sets replaces ours.
+  root login off) and the host name. The guest's host key (`ssh_keys`) is not part of it: the worker makes
+  the key beside the VM and appends it (`providers.kinds.cloud_seed`), so its private half is never here.
+  The user's `authorized_keys` is emptied once per instance before cloud-init adds the seed's keys
+  (`cloud-init-per instance`): cloud-init only appends, and a key taken out of the seed must stop working
+  on the same disk. Extra `#cloud-config` is merged after ours the way cloud-init merges parts by
+  default: a top-level key it sets replaces ours.
 - network-config (v2): every interface matched by its MAC and named as in the slice (`set-name`), so
   eth0..ethN are the slice's whatever order the guest finds them in; DHCP on each but the parked ones
   (on no link: no server answers there, and ifupdown would hold the boot about a minute per interface).
@@ -39,6 +40,8 @@ DEFAULT_USER = "cloud"
 RESERVED_USERS = frozenset({"root", "daemon", "bin", "sys", "sync", "nobody", "sshd", "messagebus"})
 """Accounts the image already has: a seed's user is a new, unprivileged login."""
 CLOUD_CONFIG = "#cloud-config\n"
+HOST_KEYS_KEY = "ssh_keys"
+"""The user-data key of the guest's host key: added on the worker (`providers.kinds.cloud_seed`)."""
 MAX_KEYS = 64
 MAX_INTERFACES = 32
 
@@ -47,13 +50,13 @@ def default_hostname(vm: int) -> str:
     return f"vm{vm}"
 
 
-def _user(value: str) -> str:
+def check_user(value: str) -> str:
     if value in RESERVED_USERS:
         raise ValueError(f"user {shown(value)} is an account of the image; choose a new login name")
     return value
 
 
-def _plain_data(value: Any, depth: int = 0) -> None:
+def plain_data(value: Any, depth: int = 0) -> None:
     """Refuse what YAML cannot carry back unchanged: only null, booleans, integers, finite numbers, text
     (valid Unicode), lists and string-keyed mappings, at most 32 levels deep."""
     if depth > 32:
@@ -72,19 +75,29 @@ def _plain_data(value: Any, depth: int = 0) -> None:
         return
     if isinstance(value, list):
         for item in value:
-            _plain_data(item, depth + 1)
+            plain_data(item, depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"extra cloud-config key {shown(key)} is not text")
-            _plain_data(key, depth + 1)
-            _plain_data(item, depth + 1)
+            plain_data(key, depth + 1)
+            plain_data(item, depth + 1)
         return
     raise ValueError(f"extra cloud-config holds a {type(value).__name__} value, not YAML data")
 
 
-def _unique(keys: list[str]) -> list[str]:
+def check_extra(value: dict[str, Any]) -> dict[str, Any]:
+    """Extra `#cloud-config`: plain YAML data (`plain_data`) that leaves the guest's host key to us."""
+    plain_data(value)
+    if HOST_KEYS_KEY in value:
+        raise ValueError(
+            f"extra cloud-config sets {HOST_KEYS_KEY!r}: the guest's SSH host key is made on its worker"
+        )
+    return value
+
+
+def unique_keys(keys: list[str]) -> list[str]:
     seen: set[str] = set()
     for key in keys:
         body = " ".join(key.split(" ")[:2])
@@ -92,29 +105,6 @@ def _unique(keys: list[str]) -> list[str]:
             raise ValueError(f"SSH public key {shown(key)} is listed twice")
         seen.add(body)
     return keys
-
-
-class HostKey(BaseModel):
-    """The guest's SSH host key pair (ed25519): the private half goes into the seed only."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    private: str = Field(repr=False)
-    public: SshPublicKey
-
-    @field_validator("private")
-    @classmethod
-    def _private(cls, value: str) -> str:
-        if not (value.startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n") and value.endswith("-----\n")):
-            raise ValueError("the host key's private half must be an OpenSSH private key (PEM armour)")
-        return value
-
-    @field_validator("public")
-    @classmethod
-    def _ed25519(cls, value: str) -> str:
-        if not value.startswith("ssh-ed25519 "):
-            raise ValueError(f"host key {shown(value)} must be an ssh-ed25519 key")
-        return value
 
 
 class SeedSpec(BaseModel):
@@ -130,25 +120,23 @@ class SeedSpec(BaseModel):
     parked: frozenset[IfName] = frozenset()
     """Interfaces on no link: matched and named, but no DHCP (no server answers there, and ifupdown would
     hold the boot about a minute per interface waiting for one); cloud-init leaves them down."""
-    host_key: HostKey
     extra: dict[str, Any] | None = None
     """Extra `#cloud-config` (a mapping), merged after ours."""
 
     @field_validator("user")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
-        return _user(value)
+        return check_user(value)
 
     @field_validator("ssh_authorized_keys")
     @classmethod
     def _keys_unique(cls, value: list[str]) -> list[str]:
-        return _unique(value)
+        return unique_keys(value)
 
     @field_validator("extra")
     @classmethod
     def _extra_plain(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        _plain_data(value)
-        return value
+        return None if value is None else check_extra(value)
 
     @field_validator("interfaces")
     @classmethod
@@ -215,7 +203,6 @@ def user_config(spec: SeedSpec) -> dict[str, Any]:
         ],
         "bootcmd": [["cloud-init-per", "instance", "cloudrepo-keys", "rm", "-f", keys_file]],
         "ssh_deletekeys": True,
-        "ssh_keys": {"ed25519_private": spec.host_key.private, "ed25519_public": spec.host_key.public},
     }
     return {**ours, **(spec.extra or {})}
 
@@ -268,7 +255,7 @@ def seed_documents(spec: SeedSpec) -> SeedDocuments:
     return SeedDocuments(meta_data=meta, user_data=user_data, network_config=network)
 
 
-def known_hosts_line(address: str, host_key: HostKey) -> str:
-    """The `known_hosts` line that pins the guest at `address` to its seed's host key."""
-    kind, body = host_key.public.split(" ")[:2]
+def known_hosts_line(address: str, host_key: str) -> str:
+    """The `known_hosts` line that pins the guest at `address` to its host key (`ssh-ed25519 AAAA...`)."""
+    kind, body = host_key.split(" ")[:2]
     return f"{address} {kind} {body}\n"

@@ -83,6 +83,8 @@ class SliceInput(_Input):
     """`["1002.eth1", "1003.eth1"]` or `{a, b, vlan}`; validated one by one."""
     topology: list[Any] = Field(default_factory=list)
     """Presets `{preset, vms}` expanded into more links (components/topology.py)."""
+    cloud_init: Any = Field(default=None, alias="cloudInit")
+    """Defaults of the launched VMs' cloud-init; validated by `components.guest`."""
 
 
 # ---------------------------------------------------------------------------------------------------------

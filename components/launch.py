@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictStr
 
 from components.bootfiles import ImageDirs, boot_file, parse_image_dirs
+from components.guest import CloudInitInput, Defaults, parse_cloud_init, parse_defaults
 from components.inputs import _Input
 from components.model import NAMESPACE, Launch
 from vocabulary.problems import validate_input
@@ -37,7 +38,8 @@ class QemuInput(_Input):
 
 
 class LaunchInput(_Input):
-    """`cloudrepo:slice.vms[].launch`: a disk `image`, or `kernel` (+ `initrd`, `append`)."""
+    """`cloudrepo:slice.vms[].launch`: a disk `image`, `kernel` (+ `initrd`, `append`), or both (the image
+    as the first disk, booted by the kernel: `python -m lab image --cloud`)."""
 
     image: StrictStr | None = None
     kernel: StrictStr | None = None
@@ -47,6 +49,8 @@ class LaunchInput(_Input):
     cpus: Cpus = 1
     memory_mb: MemoryMb = Field(default=256, alias="memoryMb")
     accel: StrictStr | None = None
+    cloud_init: Any = Field(default=None, alias="cloudInit")
+    """The VM's NoCloud seed (`components.guest`)."""
 
 
 def _is(tp: Any, value: str | None, where: str, add: Callable[[str], None]) -> bool:
@@ -84,8 +88,10 @@ def parse_launch(
     base: Path,
     dirs: ImageDirs | None,
     add: Callable[[str], None],
+    defaults: Defaults | None = None,
 ) -> Launch | None:
-    """One VM's `launch`; None (after reporting) when it is invalid."""
+    """One VM's `launch`; None (after reporting) when it is invalid. `defaults`: `slice.cloudInit`."""
+    defaults = defaults or Defaults(False, CloudInitInput())
     problems: list[str] = []
     li = validate_input(LaunchInput, raw, where, problems)
     for p in problems:
@@ -96,18 +102,26 @@ def parse_launch(
             reported = any(p.startswith(f"{where}.{key}:") for p in problems)
             if isinstance(value, str) and dirs is not None and not reported:
                 boot_file(value, f"{where}.{key}", base, dirs, add)
+        if isinstance(raw, dict):  # and the seed's
+            has_image = isinstance(raw.get("image"), str)
+            seed_at = f"{where}.cloudInit"
+            parse_cloud_init(raw.get("cloudInit"), defaults, vm, seed_at, has_image, base, dirs, add)
         return None
     ok = _is(Accel, li.accel, f"{where}.accel", add)
-    if (li.image is None) == (li.kernel is None):
-        both = "both" if li.image is not None else "neither"
-        add(f"{where}: give either image or kernel (+ initrd, append), got {both}")
+    if li.image is None and li.kernel is None:
+        add(f"{where}: give image, kernel (+ initrd, append), or both, got neither")
         ok = False
-    if li.image is not None:
+    if li.kernel is None:
         for key, value in (("initrd", li.initrd), ("append", li.append)):
             if value is not None:
-                add(f"{where}.{key}: only with kernel (direct kernel boot), not with image {li.image!r}")
+                add(f"{where}.{key}: only with kernel (direct kernel boot)")
                 ok = False
     ok = _is(KernelAppend, li.append, f"{where}.append", add) and ok
+    cloud_init = parse_cloud_init(
+        li.cloud_init, defaults, vm, f"{where}.cloudInit", li.image is not None, base, dirs, add
+    )
+    wants_seed = li.cloud_init is not None or (defaults.given and li.image is not None)
+    ok = ok and (cloud_init is not None or not wants_seed)
     files = {k: getattr(li, k) for k in ("image", "kernel", "initrd") if getattr(li, k) is not None}
     if dirs is None:
         return None  # imageDirs is wrong: reported
@@ -127,6 +141,7 @@ def parse_launch(
         kernel=found.get("kernel"),
         initrd=found.get("initrd"),
         append=li.append,
+        cloud_init=cloud_init,
     )
 
 
@@ -138,6 +153,8 @@ def parse_launches(values: Mapping[str, Any], base: Path, add: Callable[[str], N
     dirs = parse_image_dirs(qraw.get("imageDirs") if isinstance(qraw, dict) else None, base, add)
     sraw = values.get("slice")
     vms = sraw.get("vms") if isinstance(sraw, dict) else None
+    craw = sraw.get("cloudInit") if isinstance(sraw, dict) else None
+    defaults = parse_defaults(craw, f"{NAMESPACE}:slice.cloudInit", base, dirs, add)
     out: dict[int, Launch] = {}
     for i, vm in enumerate(vms if isinstance(vms, list) else []):
         if not isinstance(vm, dict) or vm.get("launch") is None:
@@ -145,7 +162,7 @@ def parse_launches(values: Mapping[str, Any], base: Path, add: Callable[[str], N
         if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker"), str):
             continue  # the VM itself is invalid: check_vms reports it
         where = f"{NAMESPACE}:slice.vms[{i}].launch"
-        launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add)
+        launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add, defaults)
         if launch is not None:
             out[launch.vm] = launch
     return out

@@ -80,5 +80,9 @@ class SliceComponent(pulumi.ComponentResource):
         for vm_id, extra in add_launched_vms(
             self, name, plan.config, copies, vms, self.resources, uid=self.identity.uid
         ).items():
-            self.outputs["vms"][vm_id].update(extra)
+            entry = self.outputs["vms"][vm_id]
+            host_key = extra.pop("hostKey", None)
+            entry.update(extra)
+            if host_key is not None and "cloudInit" in entry:
+                entry["cloudInit"]["hostKey"] = host_key
         self.register_outputs(self.outputs)

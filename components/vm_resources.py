@@ -24,6 +24,7 @@ from pulumi_command import remote
 from components.model import NAMESPACE, SliceConfig
 from components.resources import pool_name
 from components.vms import ImageCopy, VmLaunch
+from providers.kinds.cloud_seed import CloudSeed
 from providers.kinds.qemu_vm import QemuVm
 from vocabulary import naming
 from vocabulary.errors import ConfigError
@@ -97,7 +98,8 @@ def add_launched_vms(
     base: Path | None = None,
     uid: pulumi.Input[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Create the copies and QEMU processes under `parent` (into `resources`); per VM id, its new outputs.
+    """Create the copies, seeds and QEMU processes under `parent` (into `resources`); per VM id, its new
+    outputs (`hostKey`: its seed's public host key, for the VM's `cloudInit` output).
 
     Everything waits for the slice's pool claim (in `resources`): a refused claim changes no worker. `uid`:
     the slice's uid (`providers.identity`), an input of each `QemuVm`."""
@@ -149,12 +151,20 @@ def add_launched_vms(
         )
     out: dict[str, dict[str, Any]] = {}
     for vm in vms:
-        deps = [resources[n] for n in (*vm.taps, *vm.copies)]
+        extra: dict[str, Any] = {}
+        if vm.seed is not None:
+            claim = resources[pool_name(config.pool.start)]
+            seed_opts = pulumi.ResourceOptions(parent=parent, depends_on=[claim])
+            seed = CloudSeed(f"{name}-{vm.seed_name}", vm.seed, seed_opts, uid=uid)
+            resources[vm.seed_name] = seed
+            extra["hostKey"] = seed.observed.apply(lambda o: (o or {}).get("hostKey"))
+        deps = [resources[n] for n in (*vm.taps, *vm.copies, *([vm.seed_name] if vm.seed else []))]
         opts = pulumi.ResourceOptions(parent=parent, depends_on=deps)
         res = QemuVm(f"{name}-{vm.name}", vm.spec, opts, uid=uid)
         resources[vm.name] = res
         out[str(vm.spec.vm)] = {
             "console": console_path(vm.spec.vm),
             "running": res.observed.apply(lambda o: bool((o or {}).get("running"))),
+            **extra,
         }
     return out

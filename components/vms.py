@@ -1,7 +1,8 @@
 """The launched VMs of a slice as plain data: the boot files to copy and one QEMU spec per VM.
 
 `launch_plan` is pure: per worker, each boot file once (content-addressed), and per VM its `QemuVmSpec`
-(with exactly the VM's `qemuNetArgs`), the TAPs it waits for and the copies it boots from.
+(with exactly the VM's `qemuNetArgs`), the TAPs it waits for, the copies it boots from and, with cloud-init,
+its seed's `CloudSeedSpec` (whose hash the `QemuVmSpec` carries).
 `components.vm_resources` instantiates that plan under the slice component.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components.bootfiles import BootFile
+from components.cloudinit import seed_documents, seed_spec
+from components.model import NAMESPACE, CloudInit
 from components.outputs import qemu_net_args
 from components.plan import SlicePlan
-from vocabulary.specs import BootFileRef, QemuVmSpec
+from vocabulary.specs import BootFileRef, CloudSeedSpec, QemuVmSpec, seed_hash
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,47 @@ class VmLaunch:
     """Resource names (suffixes) of the VM's TAPs."""
     copies: tuple[str, ...]
     """Resource names (suffixes) of the copies of its boot files."""
+    seed: CloudSeedSpec | None = None
+    """Its NoCloud seed (a `CloudSeed` named `seed_name`, which the VM waits for)."""
+
+    @property
+    def seed_name(self) -> str:
+        return f"seed-{self.spec.vm}"
 
 
 def _ref(f: BootFile | None) -> BootFileRef | None:
     return None if f is None else BootFileRef(path=f.remote, sha256=f.sha256)
+
+
+def seed_spec_of(plan: SlicePlan, vm: int, ci: CloudInit) -> CloudSeedSpec:
+    """The `CloudSeed` of a VM from its cloud-init config and its interfaces (MACs; DHCP on all but the
+    parked ones): the documents of `components.cloudinit` and their hash."""
+    config = plan.config
+    ifaces = plan.by_vm(vm)
+    docs = seed_documents(
+        seed_spec(
+            {
+                "vm": vm,
+                "hostname": ci.hostname,
+                "user": ci.user,
+                "sshAuthorizedKeys": list(ci.ssh_authorized_keys),
+                "interfaces": {ip.iface: ip.mac for ip in ifaces},
+                "parked": [ip.iface for ip in ifaces if ip.parked],
+                "extra": None if ci.user_data is None else dict(ci.user_data),
+            },
+            f"{NAMESPACE}:slice.vms[{vm}].launch.cloudInit",
+        )
+    )
+    return CloudSeedSpec(
+        slice=config.slice_name,
+        host=config.workers[next(v.worker for v in config.vms if v.id == vm)],
+        bridge=config.bridge,
+        vm=vm,
+        meta_data=docs.meta_data,
+        user_data=docs.user_data,
+        network_config=docs.network_config,
+        sha256=seed_hash(docs.meta_data, docs.user_data, docs.network_config),
+    )
 
 
 def launch_plan(plan: SlicePlan) -> tuple[list[ImageCopy], list[VmLaunch]]:
@@ -57,6 +97,7 @@ def launch_plan(plan: SlicePlan) -> tuple[list[ImageCopy], list[VmLaunch]]:
             copy = copies.setdefault((vm.worker, f.sha256), ImageCopy(vm.worker, f))
             mine.append(copy.name)
         ep = config.workers[vm.worker]
+        seed = None if launch.cloud_init is None else seed_spec_of(plan, vm.id, launch.cloud_init)
         spec = QemuVmSpec(
             slice=config.slice_name,
             host=ep,
@@ -72,7 +113,8 @@ def launch_plan(plan: SlicePlan) -> tuple[list[ImageCopy], list[VmLaunch]]:
             image=_ref(launch.image),
             image_format=launch.image_format,
             net_args=qemu_net_args(ifaces),
+            seed=None if seed is None else seed.sha256,
         )
         taps = tuple(f"tap-{ip.vm}-{ip.iface}" for ip in ifaces)
-        vms.append(VmLaunch(f"vm-{vm.id}", spec, taps, tuple(dict.fromkeys(mine))))
+        vms.append(VmLaunch(f"vm-{vm.id}", spec, taps, tuple(dict.fromkeys(mine)), seed))
     return list(copies.values()), vms

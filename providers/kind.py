@@ -97,6 +97,9 @@ class Kind(Generic[S, H]):
     """The preflight's readiness check includes the bridge (`hoststate.check_ready`)."""
     not_diffed: tuple[str, ...] = ()
     """Input keys that only say how to apply a change: a change of them alone is no change."""
+    secret_inputs: tuple[str, ...] = ()
+    """Input keys the resource hands to the engine as secrets (encrypted in the state; their outputs
+    too): CloudSeed's documents, which carry the slice's `userData`."""
     replans: bool = True
     """A locked plan whose step failed is read and planned again, once: its read ran outside the lock, so
     another slice may have made or removed the shared object since (two slices' first `up` at once).

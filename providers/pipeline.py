@@ -361,6 +361,7 @@ class HostResource(pulumi.dynamic.Resource):
     `spec.inputs()`, plus the output placeholders; its provider is `HostProvider(kind.name)`."""
 
     kind_name: ClassVar[str]
+    secret_inputs: ClassVar[tuple[str, ...]] = ()
     drift: pulumi.Output[list[str]]
     """What the last `read` (refresh) found different from the inputs; empty after create/update."""
     observed: pulumi.Output[dict[str, Any]]
@@ -369,6 +370,7 @@ class HostResource(pulumi.dynamic.Resource):
     def __init_subclass__(cls, kind: AnyKind | None = None, **kwargs: Any) -> None:
         if kind is not None:
             cls.kind_name = kind.name
+            cls.secret_inputs = kind.secret_inputs
             kwargs["name"] = kind.name
         super().__init_subclass__(**kwargs)
 
@@ -384,5 +386,11 @@ class HostResource(pulumi.dynamic.Resource):
         props: dict[str, Any] = spec.inputs()
         if uid is not None:
             props["uid"] = uid
+        secret = self.secret_inputs
+        for key in secret:
+            props[key] = pulumi.Output.secret(props[key])
+        if secret:
+            also = pulumi.ResourceOptions(additional_secret_outputs=list(secret))
+            opts = pulumi.ResourceOptions.merge(opts, also)
         props.update({k: None for k in OUTPUT_KEYS})
         super().__init__(HostProvider(self.kind_name), resource_name, props, opts)

@@ -4,6 +4,9 @@ This is the only place argv lists become shell text (`shlex.join`).  A step is o
 - `run`: must exit 0, else the script stops and `StepFailed` names the step, its status and its stderr;
 - `probe`: a read; its stdout (and status) are returned, any status is fine;
 - `guard`: a condition; exit 0 continues, non-zero ends the script successfully (the rest is skipped).
+
+A step's `stdin` (text, optional) reaches its command as a here-document inside the script, so what it
+holds is in no process's argv (the script itself goes to the host on the SSH channel's stdin: `runner`).
 """
 
 from __future__ import annotations
@@ -29,15 +32,22 @@ class Step:
     name: str
     argv: tuple[str, ...]
     kind: StepKind = "run"
+    stdin: str | None = field(default=None, repr=False)
+    """Text the command reads on its standard input (else /dev/null); kept out of argv and reprs."""
 
-    def __init__(self, name: str, argv: Sequence[str], kind: StepKind = "run") -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], kind: StepKind = "run", stdin: str | None = None
+    ) -> None:
         if not _NAME.fullmatch(name):
             raise ValueError(f"step name {name!r} has characters a report cannot carry")
         if not argv:
             raise ValueError(f"step {name!r} has an empty argv")
+        if stdin is not None and not stdin.endswith("\n") and stdin:
+            raise ValueError(f"step {name!r}: its stdin must end with a line break")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "argv", tuple(str(a) for a in argv))
         object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "stdin", stdin)
 
 
 def run(name: str, *argv: str) -> Step:
@@ -52,9 +62,20 @@ def guard(name: str, *argv: str) -> Step:
     return Step(name, argv, "guard")
 
 
-def sh(name: str, body: str, *args: str, kind: StepKind = "run") -> Step:
+def sh(name: str, body: str, *args: str, kind: StepKind = "run", stdin: str | None = None) -> Step:
     """A step running a constant sh program `body` with `args` as $1.. (never interpolated into it)."""
-    return Step(name, ["sh", "-c", body, "sh", *args], kind)
+    return Step(name, ["sh", "-c", body, "sh", *args], kind, stdin)
+
+
+def _here(step: Step, nonce: str, i: int) -> str:
+    """The redirection that feeds `step` its stdin: /dev/null, or a quoted here-document (no expansion)
+    whose delimiter carries the script's random nonce, so the text cannot end it early."""
+    if step.stdin is None:
+        return "</dev/null"
+    end = f"@@{nonce}:stdin:{i}"
+    if end in step.stdin.split("\n"):
+        raise ValueError(f"step {step.name!r}: its stdin holds the here-document's delimiter")
+    return f"<<'{end}'\n{step.stdin}{end}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +141,8 @@ def render(steps: Sequence[Step], nonce: str | None = None, stamps: bool = False
     for i, step in enumerate(steps):
         lines.append(f"# {i}: {step.name}")
         lines.append(f"printf '%s\\n' '@@{n}:begin:{i}'")
-        lines.append(f'{shlex.join(step.argv)} </dev/null 2>"$E"; s=$?')
+        lines.append(f'{shlex.join(step.argv)} 2>"$E" {_here(step, n, i)}')
+        lines.append("s=$?")
         lines.append(f"printf '\\n%s%s\\n' '@@{n}:end:{i}:' \"$s\"")
         if step.kind == "run":
             lines.append('if [ "$s" -ne 0 ]; then cat "$E" >&2; exit 100; fi')

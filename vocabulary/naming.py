@@ -64,6 +64,17 @@ def console_path(vm: int) -> str:
     return f"{vm_dir(vm)}/console.sock"
 
 
+def seed_path(vm: int, sha256: str) -> str:
+    """A launched VM's NoCloud seed volume on its worker, named by its documents' hash (a new seed is a
+    new path, so QEMU's argv, and with it the running VM, follows it)."""
+    return f"{vm_dir(vm)}/seed-{sha256[:16]}.img"
+
+
+def host_key_path(vm: int) -> str:
+    """The guest's SSH host key (ed25519) on its worker, made there; `.pub` beside it."""
+    return f"{vm_dir(vm)}/hostkey"
+
+
 def gateway_port(vlan: int) -> str:
     """The gateway's internal OVS port on the network node."""
     return f"gw_vlan{vlan}"

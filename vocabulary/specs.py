@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from typing import Annotated, Any, Literal, Self
@@ -247,6 +248,36 @@ class QemuVmSpec(HostSpec):
     image: BootFileRef | None = None
     image_format: Literal["qcow2", "raw"] | None = None
     net_args: list[str] = Field(default_factory=list)
+    seed: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """The content hash of the VM's NoCloud seed (`CloudSeedSpec.sha256`), attached read-only at
+    `naming.seed_path`: a new seed is a new argv, so the VM restarts with it."""
+
+
+MAX_SEED_DOCUMENT = 1 << 18
+"""Characters of one seed document (user-data carries the slice's `userData`)."""
+SeedDocument = Annotated[str, Field(max_length=MAX_SEED_DOCUMENT)]
+
+
+def seed_hash(meta_data: str, user_data: str, network_config: str) -> str:
+    """The content hash of a seed's three documents (the guest's host key, added on the worker, aside)."""
+    return hashlib.sha256("\0".join([meta_data, user_data, network_config]).encode()).hexdigest()
+
+
+class CloudSeedSpec(HostSpec):
+    """A launched VM's NoCloud seed on its worker: the three documents (user-data without the guest's host
+    key, which the worker makes and adds) and their hash."""
+
+    vm: VmId
+    meta_data: SeedDocument
+    user_data: SeedDocument
+    network_config: SeedDocument
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+    @model_validator(mode="after")
+    def _hash_matches(self) -> Self:
+        if seed_hash(self.meta_data, self.user_data, self.network_config) != self.sha256:
+            raise ValueError("sha256: not the hash of the documents")
+        return self
 
 
 class LinkShapeSpec(HostSpec):

@@ -2,8 +2,11 @@
 
 State on the worker: `/var/lib/cloudrepo/vms/<vm>/` holds `owner` (the slice), `qemu.pid`, the serial
 console `console.sock` and, for a disk image, the VM's qcow2 overlay `disk.qcow2` (`disk.base` names its
-base; the base under `/var/lib/cloudrepo/images/` is never written). The process is ours when its pid file
-names it AND its command line is the one we started (`-pidfile` with our path); it is never found by name.
+base; the base under `/var/lib/cloudrepo/images/` is never written). A VM with a NoCloud seed
+(`QemuVmSpec.seed`, made beside it by its `CloudSeed`) gets it as a read-only virtio drive after the disk;
+the seed's path carries its hash, so a new seed is a new argv and the VM restarts on it. The process is
+ours when its pid file names it AND its command line is the one we started (`-pidfile` with our path);
+it is never found by name.
 
 QEMU is run by the absolute path `binary` resolves to on the worker (`qemu_binary`); a word that is no
 executable file is refused before anything starts. Every argument, `append` included, stays one argument.
@@ -29,7 +32,7 @@ from providers.kinds import qemu_binary
 from providers.pipeline import HostResource
 from transport.script import ScriptResult, Step, run, sh
 from vocabulary.errors import CloudrepoError, OwnershipConflict
-from vocabulary.naming import VMS_DIR, console_path, vm_dir
+from vocabulary.naming import VMS_DIR, console_path, seed_path, vm_dir
 from vocabulary.specs import QemuVmSpec
 
 
@@ -76,6 +79,8 @@ def qemu_argv(spec: QemuVmSpec, binary: str) -> list[str]:
             argv += ["-append", spec.append]
     if spec.image is not None:
         argv += ["-drive", f"file={overlay(spec)},if=virtio,format=qcow2"]
+    if spec.seed is not None:
+        argv += ["-drive", f"file={seed_path(spec.vm, spec.seed)},if=virtio,format=raw,readonly=on"]
     argv += list(spec.net_args)
     argv += ["-pidfile", pid_file(spec), "-daemonize"]
     return argv
@@ -143,6 +148,8 @@ if [ ! -f "$d/disk.qcow2" ] || [ "$(cat "$d/disk.base" 2>/dev/null)" != "$base" 
 fi
 chmod 0600 "$d/disk.qcow2"
 """
+
+_SEED = r"""[ -f "$1" ] || { echo "$1 is missing (the VM's CloudSeed did not make it)" >&2; exit 1; }"""
 
 _OWNER = r"""printf '%s\n' "$2" >"$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" """
 
@@ -212,6 +219,8 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
             steps.append(sh(f"check {label}", _VERIFY, ref.path, ref.sha256))
     if spec.image is not None:
         steps.append(sh("overlay", _OVERLAY, d, spec.image.path, spec.image_format or "raw"))
+    if spec.seed is not None:
+        steps.append(sh("check seed", _SEED, seed_path(spec.vm, spec.seed)))
     steps.append(run("clear console", "rm", "-f", console_path(spec.vm), pid_file(spec)))
     steps.append(run("start qemu", *qemu_argv(spec, binary)))
     steps.append(run("console mode", "chmod", "0600", console_path(spec.vm)))

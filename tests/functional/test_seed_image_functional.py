@@ -1,48 +1,124 @@
-"""The seed volume made by the real `cloud-localds`: an ISO 9660 volume `cidata` holding exactly the three
-documents (read back with `isoinfo`), 0600, nothing left beside it; a second write replaces it."""
+"""CloudSeed on the testbed (the provider alone, no engine): on worker1 the seed volume is a `cidata` ISO
+holding exactly our documents, user-data with the guest's host key appended (its private half made there,
+read back as YAML equal to the key files); the files are 0600 in a 0700 directory; only the public half is
+in the outputs. A new seed replaces the old one and keeps the host key; another slice is refused; the
+delete removes what it made."""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+import json
+from collections.abc import Iterator
+from typing import Any
 
-from components.cloudinit import SeedSpec, seed_documents, seed_spec
-from components.seed_image import VOLUME_ID, new_host_key, write_seed_image
+import pytest
+import yaml
+from pulumi.dynamic import ConfigureRequest
+from pulumi.dynamic.config import Config
 
-PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDQkfQcZOIW23im1l/44hbg2P3RXHJ0R80rdgXb+cwIN user@host"
+from components.cloudinit import parsed, seed_documents, seed_spec
+from providers.pipeline import HostProvider
+from tests.labfixtures import Testbed
+from transport import ssh
+from vocabulary.errors import OwnershipConflict
+from vocabulary.naming import host_key_path, seed_path, vm_dir
+from vocabulary.specs import CloudSeedSpec, Endpoint, seed_hash
+
+pytestmark = pytest.mark.integration
+
+VM = 9502
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfFAQWnbMwM0xRNDcl1aJuK4nl7LVSNUX4lKsRy/wRs user@x"
 
 
-def spec(hostname: str) -> SeedSpec:
-    return seed_spec(
-        {
-            "vm": 1002,
-            "hostname": hostname,
-            "sshAuthorizedKeys": [PUB],
-            "interfaces": {"eth0": "52:54:00:03:ea:00", "eth1": "52:54:00:03:ea:01"},
-            "hostKey": new_host_key("vm1002").model_dump(),
-        }
+@pytest.fixture
+def lab(testbed: Testbed) -> Iterator[Testbed]:
+    ssh.close_all()
+    yield testbed
+    ssh.close_all()
+
+
+def provider(testbed: Testbed) -> HostProvider:
+    p = HostProvider("CloudSeed")
+    p.configure(ConfigureRequest(Config(testbed.ssh_config(), "cloudrepo")))
+    return p
+
+
+def spec(host: Endpoint, hostname: str, slice_: str = "fseed") -> CloudSeedSpec:
+    docs = seed_documents(
+        seed_spec(
+            {
+                "vm": VM,
+                "hostname": hostname,
+                "sshAuthorizedKeys": [KEY],
+                "interfaces": {"eth0": "52:54:00:25:1e:00"},
+            }
+        )
+    )
+    return CloudSeedSpec(
+        slice=slice_,
+        host=host,
+        vm=VM,
+        meta_data=docs.meta_data,
+        user_data=docs.user_data,
+        network_config=docs.network_config,
+        sha256=seed_hash(docs.meta_data, docs.user_data, docs.network_config),
     )
 
 
-def iso_file(image: Path, name: str) -> str:
-    got = subprocess.run(
-        ["isoinfo", "-R", "-i", str(image), "-x", f"/{name}"], capture_output=True, check=True, timeout=30
-    )
-    return got.stdout.decode()
+def iso_file(lab: Testbed, image: str, name: str) -> str:
+    status, out = lab.run("worker1", f"isoinfo -R -i {image} -x /{name}")[:2]
+    assert status == 0, out
+    return str(out)
 
 
-def test_the_volume_is_cidata_with_exactly_the_documents(tmp_path: Path) -> None:
-    out = tmp_path / "seeds" / "1002.img"
-    docs = seed_documents(spec("vm1002"))
-    assert write_seed_image(docs, out) == out
-    header = subprocess.run(["isoinfo", "-d", "-i", str(out)], capture_output=True, text=True, check=True)
-    assert f"Volume id: {VOLUME_ID}" in header.stdout
-    assert iso_file(out, "user-data") == docs.user_data
-    assert iso_file(out, "meta-data") == docs.meta_data
-    assert iso_file(out, "network-config") == docs.network_config
-    assert out.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in out.parent.iterdir()) == ["1002.img"], "the staging directory is gone"
+def outs(result: Any) -> dict[str, Any]:
+    assert result.outs is not None
+    return dict(result.outs)
 
-    again = seed_documents(spec("other"))
-    write_seed_image(again, out)
-    assert iso_file(out, "meta-data") == again.meta_data != docs.meta_data
+
+def test_the_seed_is_made_on_the_worker_with_its_host_key(lab: Testbed) -> None:
+    host = Endpoint(name="worker1", address="127.0.0.1", port=lab.port("worker1"))
+    seeds = provider(lab)
+    first = spec(host, "alpha")
+    made = seeds.create(first.inputs())
+    try:
+        got = outs(made)
+        image = seed_path(VM, first.sha256)
+        public = lab.run("worker1", f"cat {host_key_path(VM)}.pub")[1].strip()
+        private = lab.run("worker1", f"cat {host_key_path(VM)}")[1]
+        assert got["observed"]["hostKey"] == public and public.startswith("ssh-ed25519 ")
+        assert got["observed"]["seed"] == image and got["drift"] == []
+        assert "PRIVATE KEY" not in json.dumps(got) and private.strip() not in json.dumps(got)
+
+        header = lab.run("worker1", f"isoinfo -d -i {image}")[1]
+        assert "Volume id: cidata" in header
+        assert iso_file(lab, image, "meta-data") == first.meta_data
+        assert iso_file(lab, image, "network-config") == first.network_config
+        user_data = iso_file(lab, image, "user-data")
+        assert user_data.startswith(first.user_data)
+        config = yaml.safe_load(user_data)
+        assert config["ssh_keys"] == {"ed25519_private": private, "ed25519_public": public}
+        assert {k: v for k, v in config.items() if k != "ssh_keys"} == parsed(first.user_data)
+
+        modes = lab.run("worker1", f"stat -c '%a %n' {vm_dir(VM)} {vm_dir(VM)}/*")[1].split("\n")
+        assert sorted(m for m in modes if m) == sorted(
+            [f"700 {vm_dir(VM)}"]
+            + [f"600 {vm_dir(VM)}/{n}" for n in ("hostkey", "hostkey.pub", "owner", image.rsplit("/", 1)[1])]
+        )
+
+        # a new seed: a new volume, the old one gone, the same host key
+        second = spec(host, "beta")
+        updated = outs(seeds.update(made.id, got, second.inputs()))
+        assert updated["observed"]["hostKey"] == public
+        listing = lab.run("worker1", f"ls {vm_dir(VM)}")[1].split()
+        assert seed_path(VM, second.sha256).rsplit("/", 1)[1] in listing
+        assert image.rsplit("/", 1)[1] not in listing
+        assert "beta" in iso_file(lab, seed_path(VM, second.sha256), "meta-data")
+
+        # in place: nothing to do; another slice's directory: refused
+        again = outs(seeds.update(made.id, updated, second.inputs()))
+        assert again["observed"]["hostKey"] == public
+        with pytest.raises(OwnershipConflict):
+            seeds.create(spec(host, "beta", slice_="fother").inputs())
+    finally:
+        seeds.delete(made.id, outs(made))
+    assert lab.run("worker1", f"test -e {vm_dir(VM)}", check=False)[0] != 0, "the VM's directory is gone"

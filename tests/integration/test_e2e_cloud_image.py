@@ -1,10 +1,11 @@
-"""The real guest: the Debian cloud image (`python -m lab image --cloud`) boots under QEMU TCG on a slice's
-TAPs with a NoCloud seed made from a key this test generated, takes its reserved leases (its parked eth2
-is left without DHCP, which would hold the boot), and lets in that
-key only: `hostname` over SSH (from the network node, which holds `.1` on the link subnet) is the seed's,
-the guest's host key is the one put in its seed (a known_hosts of that key alone verifies it; another key
-is refused), and a key not in the seed, or a password, is refused. Booted again on the same disk with a
-new seed that lists another key only, the guest lets in the new key and refuses the one taken out.
+"""The real guest, from the slice config: the Debian cloud image (`python -m lab image --cloud`) is a VM's
+`launch` (its disk image booted by direct kernel boot) with `cloudInit` (a key from the config, a user, a host
+name, user-data of our own); the real engine makes its NoCloud seed on the worker and boots it under QEMU TCG
+on the slice's TAPs. Over SSH from the network node (which holds `.1` on the link subnet and on VLAN 400):
+`hostname` is the configured one, every reserved address of the outputs is in `ip -4 addr`, the host key is
+the outputs' (a known_hosts made from it alone verifies the guest; another is refused), a key not in the
+config and passwords are refused, the user-data ran. Then the config's keys change: `up` restarts the VM on
+a new seed on the same disk, the new key logs in and the removed one is refused.
 
 Behind the `cloud_image` mark (`make test-long`): the image takes a minute or two to build and the guest
 about a minute to boot under TCG. Figures: the testbed's `figures/cloud-image-times.json`."""
@@ -14,19 +15,17 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.cloudinit import known_hosts_line, seed_documents, seed_spec
-from components.seed_image import new_host_key, write_seed_image
+from components.cloudinit import known_hosts_line
 from lab import cloud_image
-from lab.common import host_ns, lab_dir
-from lab.procs import alive
-from tests.integration.slicekit import SliceStack
+from lab.common import host_ns, host_paths, lab_dir
+from tests.integration.e2ekit import qemu_tcg
+from tests.integration.slicekit import PULUMI_CHANGES, SliceStack, failure, lab_config, slice_section
 from tests.labfixtures import Testbed
 
 pytestmark = pytest.mark.cloud_image
@@ -38,6 +37,12 @@ HOSTNAME = "probe7501"
 USER = "tester"
 SSH_DEADLINE = 600
 """Seconds a TCG guest may take from QEMU's start to a working SSH login (about a minute when idle)."""
+PASSWORDS_ONLY = (
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "PreferredAuthentications=password,keyboard-interactive",
+)
 
 
 def keypair(path: Path) -> str:
@@ -91,25 +96,11 @@ def ready(key: Path, known_hosts: Path, address: str, console: Path) -> tuple[fl
     return login, round(time.monotonic() - t0, 1)
 
 
-@contextmanager
-def qemu(worker: str, argv: list[str], pidfile: Path) -> Iterator[None]:
-    """QEMU started in `worker`'s namespaces (where its TAPs are), stopped by its pid at the end."""
-    subprocess.run(["ip", "netns", "exec", host_ns(worker), *argv], check=True, timeout=60)
-    pid = int(pidfile.read_text())
-    try:
-        yield
-    finally:
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.exists() and str(pidfile).encode() in cmdline.read_bytes():
-            subprocess.run(["kill", "-TERM", str(pid)], check=False)
-            deadline = time.monotonic() + 20
-            while alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if alive(pid):
-                subprocess.run(["kill", "-KILL", str(pid)], check=False)
+def qemu_pid(testbed: Testbed) -> int:
+    return int(testbed.run("worker1", f"cat /var/lib/cloudrepo/vms/{VM}/qemu.pid")[1])
 
 
-def test_cloud_image_takes_its_seed_and_only_its_key(
+def test_the_cloud_image_from_the_config_lets_in_the_configured_keys_only(
     slice_stack: Callable[..., SliceStack], testbed: Testbed, tmp_path: Path
 ) -> None:
     figures: dict[str, Any] = {}
@@ -117,110 +108,103 @@ def test_cloud_image_takes_its_seed_and_only_its_key(
     image = cloud_image.build()
     figures["image_seconds"] = round(time.monotonic() - t0, 1)
 
+    good, other = tmp_path / "good", tmp_path / "other"
+    good_pub, other_pub = keypair(good), keypair(other)
+    keypair(tmp_path / "stranger")  # a key never in the config
+    files = tmp_path / "userdata"
+    files.mkdir()
+    (files / "user.yaml").write_text(
+        "#cloud-config\nwrite_files:\n  - {path: /etc/cloudrepo-probe, content: from-user-data}\n"
+    )
+    launch = {
+        "image": image["image"],
+        "kernel": image["kernel"],
+        "initrd": image["initrd"],
+        "append": image["append"],
+        "memoryMb": 512,
+        "cloudInit": {"hostname": HOSTNAME},
+    }
     vms = [
-        {"id": VM, "worker": "worker1", "dataInterfaces": 2, "internet": True},  # eth2 on no link
+        {
+            "id": VM,
+            "worker": "worker1",
+            "dataInterfaces": 2,
+            "internet": True,
+            "launch": launch,
+        },  # eth2 parked
         {"id": VM + 1, "worker": "worker2", "dataInterfaces": 1},
     ]
-    stack = slice_stack(SLICE, POOL, vms, [[f"{VM}.eth1", f"{VM + 1}.eth1"]])
-    stack.up()
-    vm = stack.outputs()["vms"][str(VM)]
-    leases = {name: i["ip"] for name, i in vm["interfaces"].items() if i["ip"]}
-    assert set(leases) == {"eth0", "eth1"} and set(vm["interfaces"]) == {"eth0", "eth1", "eth2"}, vm
+    links = [[f"{VM}.eth1", f"{VM + 1}.eth1"]]
+    stack = slice_stack(SLICE, POOL, vms, links)
+    qemu = qemu_tcg()["cloudrepo:qemu"]
 
-    good, other = tmp_path / "good", tmp_path / "other"
-    good_pub = keypair(good)
-    keypair(other)  # a key the guest was never given
-    host_key = new_host_key(f"vm{VM}")
-    spec = seed_spec(
-        {
-            "vm": VM,
-            "hostname": HOSTNAME,
+    def config(keys: list[str]) -> dict[str, Any]:
+        section = slice_section(POOL, vms, links)
+        section["cloudrepo:slice"]["cloudInit"] = {
             "user": USER,
-            "sshAuthorizedKeys": [good_pub],
-            "interfaces": {name: i["mac"] for name, i in vm["interfaces"].items()},
-            "parked": ["eth2"],
-            "hostKey": host_key.model_dump(),
+            "sshAuthorizedKeys": keys,
+            "userData": str(files / "user.yaml"),
         }
-    )
+        dirs = [*qemu["imageDirs"], str(Path(image["image"]).parent), str(files)]
+        return {**lab_config(), **section, "cloudrepo:qemu": {**qemu, "imageDirs": dirs}}
+
+    stack.write_config(config([good_pub]))
     t1 = time.monotonic()
-    seed = write_seed_image(seed_documents(spec), tmp_path / "seed.img")
-    figures["seed_seconds"] = round(time.monotonic() - t1, 3)
-
-    disk = tmp_path / "disk.qcow2"
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image["image"], str(disk)],
-        check=True,
-    )
-    console, pidfile = tmp_path / "console.log", tmp_path / "qemu.pid"
-    argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
-        "-serial", f"file:{console}", "-daemonize", "-pidfile", str(pidfile),
-        "-kernel", image["kernel"], "-initrd", image["initrd"], "-append", image["append"],
-        "-drive", f"file={disk},if=virtio,format=qcow2",
-        "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
-        *vm["qemuNetArgs"],
-    ]  # fmt: skip
+    stack.up()
+    figures["up_seconds"] = round(time.monotonic() - t1, 1)
+    outputs = stack.outputs()
+    guest = outputs["vms"][str(VM)]["cloudInit"]
+    assert (guest["user"], guest["hostname"], guest["ssh"]) == (USER, HOSTNAME, f"cloudrepo ssh {SLICE} {VM}")
+    assert set(guest["addresses"]) == {"eth0", "eth1"} and all(guest["addresses"].values()), guest
+    assert guest["hostKey"].startswith("ssh-ed25519 ")
     pinned = tmp_path / "known_hosts"
-    pinned.write_text("".join(known_hosts_line(ip, host_key) for ip in leases.values()))
-    address = leases["eth1"]  # the link's subnet; eth0's (VLAN 400) is tried too
+    pinned.write_text("".join(known_hosts_line(ip, guest["hostKey"]) for ip in guest["addresses"].values()))
+    address = guest["addresses"]["eth1"]  # the link's subnet; eth0's (VLAN 400) is tried too
+    console = tmp_path / "console.log"  # not kept by the VM: ready() reports none
 
-    with qemu("worker1", argv, pidfile):
-        figures["boot_to_ssh_seconds"], figures["boot_to_cloud_init_done_seconds"] = ready(
-            good, pinned, address, console
-        )
+    figures["boot_to_ssh_seconds"], figures["boot_to_cloud_init_done_seconds"] = ready(
+        good, pinned, address, console
+    )
+    addrs = ssh(good, pinned, address, "ip", "-4", "-o", "addr", "show")
+    assert addrs.returncode == 0, addrs.stderr
+    held = {(f[1], f[3].split("/")[0]) for f in map(str.split, addrs.stdout.splitlines()) if f[2] == "inet"}
+    assert set(guest["addresses"].items()) <= held, (guest["addresses"], addrs.stdout)
+    by_eth0 = ssh(good, pinned, guest["addresses"]["eth0"], "hostname")
+    assert by_eth0.returncode == 0 and by_eth0.stdout.strip() == HOSTNAME, by_eth0.stderr
+    probe = ssh(good, pinned, address, "cat", "/etc/cloudrepo-probe")
+    assert probe.stdout.strip() == "from-user-data", probe
+    marker = ssh(good, pinned, address, "touch", "first-boot-was-here")
+    assert marker.returncode == 0, marker.stderr
 
-        addrs = ssh(good, pinned, address, "ip", "-4", "-o", "addr", "show")
-        assert addrs.returncode == 0, addrs.stderr
-        held = {
-            (f[1], f[3].split("/")[0]) for f in map(str.split, addrs.stdout.splitlines()) if f[2] == "inet"
-        }
-        assert set(leases.items()) <= held, (leases, addrs.stdout)
+    refused = ssh(tmp_path / "stranger", pinned, address, "hostname")
+    assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr, refused.stderr
+    password = ssh(good, pinned, address, "hostname", extra=PASSWORDS_ONLY)
+    assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr, password.stderr
+    stranger = tmp_path / "known_hosts.other"
+    stranger.write_text(known_hosts_line(address, other_pub))
+    unverified = ssh(good, stranger, address, "hostname")
+    assert unverified.returncode == 255 and "Host key verification failed" in unverified.stderr, unverified
 
-        parked = ssh(good, pinned, address, "ip", "-o", "addr", "show", "dev", "eth2")  # no DHCP waited for
-        assert parked.returncode == 0 and " inet " not in parked.stdout, parked
-        assert (
-            vm["interfaces"]["eth2"]["mac"]
-            in ssh(good, pinned, address, "cat", "/sys/class/net/eth2/address").stdout
-        )
-
-        by_eth0 = ssh(good, pinned, leases["eth0"], "hostname")
-        assert by_eth0.returncode == 0 and by_eth0.stdout.strip() == HOSTNAME, by_eth0.stderr
-
-        refused = ssh(other, pinned, address, "hostname")
-        assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr, refused.stderr
-        password = ssh(
-            good,
-            pinned,
-            address,
-            "hostname",
-            extra=(
-                "-o",
-                "PubkeyAuthentication=no",
-                "-o",
-                "PreferredAuthentications=password,keyboard-interactive",
-            ),
-        )
-        assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr, (
-            password.stderr
-        )
-
-        stranger = tmp_path / "known_hosts.other"
-        stranger.write_text(known_hosts_line(address, new_host_key("someone-else")))
-        unverified = ssh(good, stranger, address, "hostname")
-        assert unverified.returncode == 255 and "Host key verification failed" in unverified.stderr, (
-            unverified.stderr
-        )
-
-    # the same disk with a new seed that lists the other key only: a new instance, the old key refused
-    renewed = spec.model_copy(update={"ssh_authorized_keys": [other.with_suffix(".pub").read_text().strip()]})
-    assert seed_documents(renewed).instance_id != seed_documents(spec).instance_id
-    write_seed_image(seed_documents(renewed), seed)
-    with qemu("worker1", argv, pidfile):
-        figures["reseeded_boot_to_ssh_seconds"], _ = ready(other, pinned, address, console)
-        dropped = ssh(good, pinned, address, "hostname")
-        assert dropped.returncode == 255 and "Permission denied (publickey)" in dropped.stderr, dropped.stderr
-        keys = ssh(other, pinned, address, "cat", f"/home/{USER}/.ssh/authorized_keys")
-        assert keys.stdout.split("\n")[:-1] == renewed.ssh_authorized_keys, keys.stdout
+    # the keys change in the config: a change at preview, and up restarts the VM on a new seed, same disk
+    pid = qemu_pid(testbed)
+    overlay = host_paths("worker1").state / "vms" / str(VM) / "disk.qcow2"
+    inode = overlay.stat().st_ino
+    stack.write_config(config([other_pub]))
+    changed = stack.cli.run("preview", "--non-interactive", "--expect-no-changes", check=False)
+    text = failure(changed, PULUMI_CHANGES)
+    assert f"{SLICE}-seed-{VM}" in text and f"{SLICE}-vm-{VM}" in text, text
+    t2 = time.monotonic()
+    stack.up()
+    assert qemu_pid(testbed) != pid and overlay.stat().st_ino == inode
+    assert stack.outputs()["vms"][str(VM)]["cloudInit"]["hostKey"] == guest["hostKey"]
+    figures["reseeded_boot_to_ssh_seconds"], _ = ready(other, pinned, address, console)
+    figures["reseed_up_to_ssh_seconds"] = round(time.monotonic() - t2, 1)
+    kept = ssh(other, pinned, address, "ls", "first-boot-was-here")
+    assert kept.returncode == 0, "the same disk: the first boot's file is there"
+    dropped = ssh(good, pinned, address, "hostname")
+    assert dropped.returncode == 255 and "Permission denied (publickey)" in dropped.stderr, dropped.stderr
+    keys = ssh(other, pinned, address, "cat", f"/home/{USER}/.ssh/authorized_keys")
+    assert keys.stdout.split("\n")[:-1] == [other_pub], keys.stdout
 
     out = lab_dir() / "figures" / "cloud-image-times.json"
     out.parent.mkdir(parents=True, exist_ok=True)

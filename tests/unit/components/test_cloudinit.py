@@ -26,13 +26,10 @@ from components.cloudinit import (
     seed_spec,
     user_config,
 )
-from components.seed_image import new_host_key
 from tests.fuzzkit import PEM, fuzz_settings, hostile_text, leaks_key
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown
 from vocabulary.values import GUEST_HOST_RE, LOGIN_RE, SSH_KEY_TYPES
-
-HOST_KEY = new_host_key("vm1").model_dump()
 
 
 def _openssh(key: Any) -> str:
@@ -89,7 +86,6 @@ def raw_spec(**over: Any) -> dict[str, Any]:
         "hostname": "vm1002",
         "sshAuthorizedKeys": [PUBLIC_KEYS[0]],
         "interfaces": {"eth0": "52:54:00:03:ea:00"},
-        "hostKey": HOST_KEY,
     }
     return {**base, **over}
 
@@ -278,13 +274,9 @@ def test_extra_config_yaml_cannot_carry_back_is_refused(value: Any) -> None:
     assert text.count("seed.extra: extra cloud-config ") == 1, text
 
 
-def test_the_host_key_is_pinned_and_its_private_half_never_shown() -> None:
-    key = new_host_key("vm7")
-    spec = seed_spec(raw_spec(hostKey=key.model_dump()))
-    assert key.private not in repr(spec)
-    config = parsed(seed_documents(spec).user_data)
-    assert config["ssh_keys"] == {"ed25519_private": key.private, "ed25519_public": key.public}
-    assert known_hosts_line("192.168.120.10", key) == f"192.168.120.10 {' '.join(key.public.split()[:2])}\n"
-    bad = refusal(raw_spec(hostKey={"private": key.private, "public": PUBLIC_KEYS[2]}))
-    assert "seed.hostKey.public: host key " in bad and "must be an ssh-ed25519 key" in bad
-    assert leaks_key(refusal(raw_spec(hostKey={"private": "x", "public": key.public}))) == []
+def test_the_host_key_is_never_in_the_documents_and_extra_config_cannot_set_one() -> None:
+    docs = seed_documents(seed_spec(raw_spec(extra={"runcmd": [["true"]]})))
+    assert "ssh_keys" not in parsed(docs.user_data) and "PRIVATE KEY" not in docs.user_data
+    bad = refusal(raw_spec(extra={"ssh_keys": {"ed25519_private": PEM}}))
+    assert "seed.extra: extra cloud-config sets 'ssh_keys'" in bad and leaks_key(bad) == []
+    assert known_hosts_line("192.168.120.10", f"{PUBLIC_KEYS[0]} vm7") == f"192.168.120.10 {PUBLIC_KEYS[0]}\n"

@@ -91,11 +91,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, files: dict[str, Path
         "cloudrepo:slice.vms[0].launch.cpus: input should be greater than or equal to 1, got 0",
         "cloudrepo:slice.vms[1].launch.memoryMb: input should be greater than or equal to 32, got 8",
         "cloudrepo:slice.vms[1].launch.colour: unknown key 'colour' (known: image, kernel, initrd, append, "
-        "cpus, memoryMb, accel)",
+        "cpus, memoryMb, accel, cloudInit)",
         f"cloudrepo:slice.vms[1].launch.kernel: no such file 'images/nope/vmlinuz' (looked at "
         f"'{tmp_path / 'images/nope/vmlinuz'}')",
-        "cloudrepo:slice.vms[2].launch.append: only with kernel (direct kernel boot), not with image "
-        "'images/disk.qcow2'",
+        "cloudrepo:slice.vms[2].launch.append: only with kernel (direct kernel boot)",
     ]
 
 
@@ -109,11 +108,23 @@ def test_file_and_choice_problems(tmp_path: Path, files: dict[str, Path]) -> Non
     )
     assert problems(cfg, tmp_path) == [
         "cloudrepo:slice.vms[0].launch.accel: must be one of kvm, tcg, got 'xen'",
-        "cloudrepo:slice.vms[0].launch: give either image or kernel (+ initrd, append), got both",
         f"cloudrepo:slice.vms[1].launch.kernel: no such file 'images/nope/vmlinuz' (looked at "
         f"'{tmp_path / 'images/nope/vmlinuz'}')",
-        "cloudrepo:slice.vms[2].launch: give either image or kernel (+ initrd, append), got neither",
+        "cloudrepo:slice.vms[2].launch: give image, kernel (+ initrd, append), or both, got neither",
     ]
+
+
+def test_an_image_booted_by_its_kernel(tmp_path: Path, files: dict[str, Path]) -> None:
+    both = {"image": "images/disk.qcow2", "kernel": "images/vmlinuz", "initrd": "images/initrd.gz"}
+    cfg = launched({1002: {**both, "append": "root=/dev/vda console=ttyS0", "accel": "tcg"}})
+    config = load_config(raw_config(cfg), "dev", tmp_path)
+    plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
+    _, vms = launch_plan(plan)
+    spec = vms[0].spec
+    assert spec.image is not None and spec.kernel is not None and spec.initrd is not None
+    argv = qemu_argv(spec, "/usr/bin/qemu-system-x86_64")
+    assert argv[argv.index("-append") + 1] == "root=/dev/vda console=ttyS0"
+    assert argv.index("-kernel") < argv.index("-drive") and "disk.qcow2" in argv[argv.index("-drive") + 1]
 
 
 def test_no_launch_changes_nothing(tmp_path: Path) -> None:
