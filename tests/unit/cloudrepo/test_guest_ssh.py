@@ -24,9 +24,19 @@ from hypothesis import example, given, note
 from hypothesis import strategies as st
 
 from cloudrepo import cli, guestssh, stackfile, tables
-from cloudrepo.access import AccessError, GuestAccess, JumpHost, guest_access, jump_host, known_hosts_text
+from cloudrepo.access import (
+    AccessError,
+    GuestAccess,
+    JumpHost,
+    guest_access,
+    guest_vms,
+    jump_host,
+    known_hosts_text,
+)
 from cloudrepo.sshargv import GUEST, JUMP, Files, config_text, ssh_argv
-from tests.cfgkit import BASE
+from components.outputs import stack_outputs
+from components.prepare import prepare
+from tests.cfgkit import BASE, raw_config, with_changes
 from tests.fuzzkit import fuzz_settings, hostile_text
 from tests.unit.cloudrepo.fakeslices import FakeSlices
 
@@ -116,6 +126,29 @@ def test_what_cannot_be_reached_is_named(vm: int, change: tuple[str, Any] | None
     with pytest.raises(AccessError) as exc:
         guest_access(out, SLICE, vm)
     assert words in str(exc.value) and f"slice {SLICE!r}" in str(exc.value)
+
+
+def test_the_reader_follows_the_programs_outputs(tmp_path: Path) -> None:
+    """The outputs as the program writes them (`components.outputs` from a prepared config with
+    `cloudInit`, the host key and `running` as the VM's resources add them) give the access facts."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "disk.qcow2").write_bytes(b"QFI\xfb rest")
+    launch = {"image": "images/disk.qcow2", "cloudInit": {"user": "op", "sshAuthorizedKeys": [public_key()]}}
+    section = dict(BASE["cloudrepo:slice"])
+    section["vms"] = [{**vm, "launch": launch} for vm in section["vms"]] + [{"id": 1004, "worker": "worker1"}]
+    prepared = prepare(raw_config(with_changes(slice=section)), SLICE, {}, tmp_path)
+    out = stack_outputs(prepared.plan, lambda mac: "10.60.7.12")
+    for vm in (1002, 1003):
+        out["vms"][str(vm)].update(running=True, console="/x")
+        out["vms"][str(vm)]["cloudInit"]["hostKey"] = KEYS[vm]
+    out["vms"]["1004"].update(running=True, console="/x")
+    first, second = guest_access(out, SLICE, 1002), guest_access(out, SLICE, 1003)
+    link = out["vms"]["1002"]["interfaces"]["eth1"]["ip"]
+    assert (first.user, first.address, first.addresses) == ("op", "10.60.7.12", ("10.60.7.12", link))
+    assert second.address == out["vms"]["1003"]["interfaces"]["eth1"]["ip"]
+    assert guest_vms(out) == [1002, 1003]
+    with pytest.raises(AccessError, match="has no cloud-init"):
+        guest_access(out, SLICE, 1004)
 
 
 def test_a_slice_not_deployed_is_named() -> None:
