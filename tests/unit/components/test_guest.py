@@ -144,6 +144,9 @@ def test_a_key_twice_is_refused_and_private_key_text_never_shown(base: Path) -> 
         (b"#cloud-config\n- a list\n", "must hold a mapping of cloud-config keys, not a list"),
         (b"#cloud-config\nssh_keys: {ed25519_private: x}\n", "sets 'ssh_keys'"),
         (b"#cloud-config\n\xff\xfe\n", "is not UTF-8 text"),
+        (b"#cloud-config\nx: " + b"[" * 30000 + b"]" * 30000 + b"\n", "is not YAML at line 2"),
+        (b"#cloud-config\nx: " + b"[" * 40 + b"]" * 40 + b"\n", "nested more than 32 levels deep"),
+        (b"#cloud-config\na: &x [" + SECRET_LINE.encode() + b"]\nb: [*x, *x]\n", "uses YAML aliases"),
         (b"#cloud-config\nx: " + b"a" * (1 << 16) + b"\n", "over 65536 bytes"),
     ],
 )
