@@ -2,9 +2,10 @@
 
 State on the worker: `/var/lib/cloudrepo/vms/<vm>/` holds `owner` (the slice), `qemu.pid`, the serial
 console `console.sock` with its log `console.log` (what the guest printed since QEMU started; each start
-moves the previous boot's to `console.log.1`, so two boots are kept) and, for a disk image, the VM's qcow2 overlay `disk.qcow2` (`disk.base` names its
-base; the base under `/var/lib/cloudrepo/images/` is never written). The process is ours when its pid file
-names it AND its command line is the one we started (`-pidfile` with our path); it is never found by name.
+moves the previous boot's to `console.log.1`, so two boots are kept) and, for a disk image, the VM's qcow2
+overlay `disk.qcow2` (`disk.base` names its base; the base under `/var/lib/cloudrepo/images/` is never
+written). The process is ours when its pid file names it AND its command line is the one we started
+(`-pidfile` with our path); it is never found by name.
 
 QEMU is run by the absolute path `binary` resolves to on the worker (`qemu_binary`); a word that is no
 executable file is refused before anything starts. Every argument, `append` included, stays one argument.
