@@ -24,6 +24,7 @@ import sys
 import termios
 import time
 import tty
+import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,18 +138,16 @@ def log_argv(vm: int, lines: int) -> list[str]:
 
 def printable(data: bytes) -> str:
     """Console output fit for a terminal: UTF-8 (invalid bytes replaced), carriage returns dropped, every
-    other control character but newline and tab shown in caret notation (`^[`), so a guest's escape
-    sequences never reach the reader's terminal."""
+    other control character (C0, DEL, C1) but newline and tab shown in caret notation (`^[`) or as `\\u0085`,
+    so a guest's escape sequences never reach the reader's terminal."""
     out = []
     for ch in data.decode("utf-8", errors="replace"):
-        if ch in "\n\t" or (ch.isprintable() and ch != "\x7f"):
-            out.append(ch)
-        elif ch == "\r":
+        if ch == "\r":
             continue
-        elif ord(ch) < 0x20:
-            out.append("^" + chr(ord(ch) + 0x40))
-        elif ch == "\x7f":
-            out.append("^?")
+        if ch in "\n\t" or unicodedata.category(ch) != "Cc":
+            out.append(ch)
+        elif ord(ch) < 0x20 or ch == "\x7f":
+            out.append("^" + chr((ord(ch) + 0x40) & 0x7F))
         else:
             out.append(f"\\u{ord(ch):04x}")
     return "".join(out)
