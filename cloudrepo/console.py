@@ -81,7 +81,6 @@ class Target:
     slice: str
     vm: int
     worker: str
-    running: bool
 
 
 def target(name: str, vm: int, outputs: Mapping[str, Any]) -> Target:
@@ -102,7 +101,7 @@ def target(name: str, vm: int, outputs: Mapping[str, Any]) -> Target:
     worker = spec.get("worker")
     if not isinstance(worker, str) or not worker:
         raise SliceError(f"VM {vm} of slice {name!r}: its outputs name no worker, got {shown(worker)}")
-    return Target(name, vm, worker, bool(spec.get("running")))
+    return Target(name, vm, worker)
 
 
 def split_escape(chunk: bytes, escape: int = ESCAPE) -> tuple[bytes, bool]:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudrepo import console, hostaccess, stackfile
+from cloudrepo import cli, console, hostaccess, stackfile
 from cloudrepo.engine import SliceError
 from lab import console as lab_console
 from lab.common import LabError
@@ -127,7 +127,7 @@ def test_log_text_shows_escapes_and_drops_carriage_returns() -> None:
 
 
 def test_the_target_is_a_launched_vm_of_a_deployed_slice() -> None:
-    assert console.target("s1", 1002, OUTPUTS) == console.Target("s1", 1002, "worker1", True)
+    assert console.target("s1", 1002, OUTPUTS) == console.Target("s1", 1002, "worker1")
     for outputs, vm, said in (
         ({}, 1002, "slice 's1' is not deployed"),
         (OUTPUTS, 1009, "slice 's1' has no VM 1009 (its VMs: 1002, 1003)"),
@@ -139,7 +139,7 @@ def test_the_target_is_a_launched_vm_of_a_deployed_slice() -> None:
 
 
 def test_each_refusal_says_why() -> None:
-    t = console.Target("s1", 1002, "worker1", True)
+    t = console.Target("s1", 1002, "worker1")
     holder = "cloudrepo console of ana@desk (pid 7) since 2026-01-02 03:04:05 UTC"
     assert console.refusal(t, console.IN_USE, holder + "\n") == f"console of vm 1002 is in use by {holder}"
     assert "is not running on worker1" in console.refusal(t, console.NOT_RUNNING, "")
@@ -325,3 +325,16 @@ def test_a_worker_with_an_unknown_host_key_is_refused(tmp_path: Path) -> None:
         assert fake.commands == []
     finally:
         fake.stop()
+
+
+def test_lines_without_log_and_a_bad_line_count_are_bad_usage(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "apply_environment", lambda: None)
+    assert cli.main(["console", "s1", "1002", "--lines", "5"]) == cli.USAGE
+    assert "--lines goes with --log" in capsys.readouterr().err
+    for bad in ("0", "-3", "x", str(console.MAX_LINES + 1)):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["console", "s1", "1002", "--log", "--lines", bad])
+        assert exc.value.code == cli.USAGE
+        assert "is not a line count" in capsys.readouterr().err
