@@ -8,11 +8,13 @@ import json
 import os
 import pty
 import re
+import select
 import shlex
 import signal
 import subprocess
 import sys
 import termios
+import threading
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from cloudrepo import cli, console, hostaccess, stackfile
 from cloudrepo.engine import SliceError
 from lab import console as lab_console
 from lab.common import LabError
+from tests.unit.cloudrepo.fakeslices import FakeSlices
 from tests.unit.providers.fakesshd import FakeSshd, new_key, pem, write_known_hosts
 from transport.script import command_line
 from vocabulary import naming
@@ -48,9 +51,12 @@ while True:
     conn, _ = srv.accept()
     with conn:
         while data := conn.recv(1024):
+            with open(sys.argv[1] + ".got", "ab") as got:
+                got.write(data)
             conn.sendall(b"guest got " + data)
 """
-"""A stand-in QEMU: its console socket answers what it is sent; `-pidfile PATH` in its argv, as QEMU's."""
+"""A stand-in QEMU: its console socket answers what it is sent (and keeps it in `<socket>.got`);
+`-pidfile PATH` in its argv, as QEMU's."""
 
 
 @given(st.binary(max_size=200), st.binary(max_size=200))
@@ -338,3 +344,121 @@ def test_lines_without_log_and_a_bad_line_count_are_bad_usage(
             cli.main(["console", "s1", "1002", "--log", "--lines", bad])
         assert exc.value.code == cli.USAGE
         assert "is not a line count" in capsys.readouterr().err
+
+
+# ---- the whole command, in-process: an SSH server running the worker's side here, a pty as the terminal
+
+
+@pytest.fixture
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Slice `s1` deployed (VM 1002 launched on worker1), worker1 an in-process SSH server whose commands
+    run here, the VM a stand-in QEMU under `naming.VMS_DIR` (moved into the test's directory)."""
+    monkeypatch.setattr(naming, "VMS_DIR", str(tmp_path / "vms"))
+    d = Path(naming.vm_dir(1002))
+    d.mkdir(parents=True)
+    pf, sock = d / "qemu.pid", Path(naming.console_path(1002))
+    guest = subprocess.Popen([sys.executable, "-c", GUEST, str(sock), "-pidfile", str(pf)])
+    pf.write_text(f"{guest.pid}\n")
+    fake = FakeSshd(new_key(), new_key()).start()
+    write_known_hosts(tmp_path / "known_hosts", fake.port, fake.host_key)
+    (tmp_path / "id").write_text(pem(fake.client_key))
+    ssh = {"user": "tester", "knownHostsPath": "known_hosts", "privateKeyPath": "id"}
+    workers = {"worker1": {"host": "127.0.0.1", "port": fake.port}}
+    project = stack(tmp_path, {"cloudrepo:workers": workers, "cloudrepo:ssh": ssh})
+    FakeSlices.backend = {"s1": OUTPUTS}
+    monkeypatch.setattr(cli, "Slices", FakeSlices)
+    monkeypatch.setattr(cli, "apply_environment", lambda: None)
+    master, slave = pty.openpty()
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield {"project": project, "master": master, "slave": slave, "guest": guest, "dir": d}
+    guest.kill()
+    guest.wait()
+    fake.stop()
+    os.close(master)
+    os.close(slave)
+
+
+def read_until(fd: int, want: bytes, timeout: float = 10) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    while want not in got and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            got += os.read(fd, 4096)
+    assert want in got, got
+    return got
+
+
+def terminal(monkeypatch: pytest.MonkeyPatch, worker: dict[str, Any]) -> None:
+    """The pty's slave as the command's stdin and stdout (after capsys took them)."""
+    monkeypatch.setattr(sys, "stdin", os.fdopen(os.dup(worker["slave"]), "r"))
+    monkeypatch.setattr(sys, "stdout", os.fdopen(os.dup(worker["slave"]), "w"))
+
+
+def when_raw(slave: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while termios.tcgetattr(slave)[3] & termios.ICANON and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_the_command_attaches_refuses_a_second_client_and_detaches_on_the_escape(
+    worker: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal(monkeypatch, worker)
+    master, slave = worker["master"], worker["slave"]
+    before = termios.tcgetattr(slave)
+    second: list[int] = []
+
+    def person() -> None:
+        when_raw(slave)
+        os.write(master, b"hello \x03 there")
+        read_until(master, b"guest got hello \x03 there")
+        second.append(cli.main(["--project", str(worker["project"]), "console", "s1", "1002"]))
+        os.write(master, b"last words\x1dnever sent")
+
+    typing = threading.Thread(target=person)
+    typing.start()
+    code = cli.main(["--project", str(worker["project"]), "console", "s1", "1002"])
+    typing.join(30)
+    err = capsys.readouterr().err
+    assert code == 0 and second == [1], err
+    assert "Connected to vm 1002 on worker1. Escape: Ctrl-]" in err
+    assert "console of vm 1002 is in use by cloudrepo console of " in err and " UTC" in err
+    assert "Detached from vm 1002 (escape Ctrl-]); it keeps running." in err
+    assert termios.tcgetattr(slave) == before, "the terminal's mode was not restored"
+    assert (worker["dir"] / "console.sock.lock").read_text() == "", "the lock was not let go"
+    assert worker["guest"].poll() is None
+    got, deadline = worker["dir"] / "console.sock.got", time.monotonic() + 10
+    while got.read_bytes() != b"hello \x03 therelast words" and time.monotonic() < deadline:
+        time.sleep(0.05)  # the guest's side may read the last bytes just after the command ended
+    assert got.read_bytes() == b"hello \x03 therelast words"  # up to the escape, nothing after it
+
+
+def test_the_end_of_the_vm_ends_the_command_with_status_1(
+    worker: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal(monkeypatch, worker)
+
+    def stop_guest() -> None:
+        when_raw(worker["slave"])
+        worker["guest"].kill()
+
+    threading.Thread(target=stop_guest).start()
+    assert cli.main(["--project", str(worker["project"]), "console", "s1", "1002"]) == 1
+    assert "The console of vm 1002 closed on worker1 (the VM stopped?)" in capsys.readouterr().err
+    worker["guest"].wait()
+    assert cli.main(["--project", str(worker["project"]), "console", "s1", "1002"]) == 1
+    assert "VM 1002 of slice 's1' is not running on worker1" in capsys.readouterr().err
+
+
+def test_log_prints_the_last_lines_cleaned(
+    worker: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--project", str(worker["project"]), "console", "s1", "1002", "--log"]
+    assert cli.main([*args, "--lines", "2"]) == 1
+    assert "has no console log on worker1" in capsys.readouterr().err
+    (worker["dir"] / "console.log").write_bytes(b"boot\r\n\x1b[31mred\x1b[0m\r\n# cr-42-ok\r\n")
+    assert cli.main([*args, "--lines", "2"]) == 0
+    assert capsys.readouterr().out == "^[[31mred^[[0m\n# cr-42-ok\n"
