@@ -3,7 +3,8 @@ a person drives it: in a tmux session (send-keys, capture-pane). It attaches ove
 stack's own settings, the key a secret, sudo), a command typed at the guest's shell answers, a second
 client (another `cloudrepo console`, `lab.console` as the slice checks use it) is refused naming the holder,
 Ctrl-] detaches with exit 0 and the VM keeps running; `--log` shows what was typed and its answer; an
-unknown VM, a VM without `launch`, a stopped VM and an unknown slice are clear refusals."""
+unknown VM, a VM without `launch`, a stopped VM and an unknown slice are clear refusals; restarted, the VM's
+log of the boot before is kept beside the new one."""
 
 from __future__ import annotations
 
@@ -126,6 +127,7 @@ def test_console_attaches_answers_detaches_and_refuses_a_second_client(
         assert "\r" not in log and "\x1b" not in log
         assert len(op.ok("console", SLICE, str(VM), "--log", "--lines", "1").splitlines()) == 1
         refusals(op, stack, pid)
+        rotation(stack, op, sock)
 
 
 def run_console(op: Checkout, tmux: Tmux, sock: Path) -> None:
@@ -171,3 +173,16 @@ def refusals(op: Checkout, stack: SliceStack, pid: int) -> None:
     assert f"VM {VM} of slice '{SLICE}' is not running on worker1" in stopped.stderr
     # the log of the boot that ended stays readable
     assert "cr-42-ok" in op.ok("console", SLICE, str(VM), "--log")
+
+
+def rotation(stack: SliceStack, op: Checkout, sock: Path) -> None:
+    """`up` starts the stopped VM again: the boot before's log is kept as console.log.1, the new boot's
+    log (root's alone) is what `--log` shows."""
+    stack.up()
+    lab_console.wait_ready(sock, timeout=120)
+    d = host_paths("worker1").state / f"vms/{VM}"
+    assert "cr-42-ok" in (d / "console.log.1").read_text(errors="replace")
+    for name in ("console.log", "console.log.1", "console.sock.lock"):
+        st = os.stat(d / name)
+        assert st.st_mode & 0o777 == 0o600 and st.st_uid == 0, (name, oct(st.st_mode))
+    assert "cr-42-ok" not in op.ok("console", SLICE, str(VM), "--log", "--lines", "1000")
