@@ -3,8 +3,9 @@
 Every edit is checked with the rules `pulumi preview` applies (config, VLAN allocation against the stack's
 memory, plan) before the stack config file is written; a refused edit writes nothing.
 
-About 340 lines: the argument parser of every verb (one table of subcommands and their options) and
-the dispatch; what each verb does lives in `edits.py`, `engine.py`, `stackfile.py` and `tables.py`.
+About 380 lines: the argument parser of every verb (one table of subcommands and their options) and
+the dispatch; what each verb does lives in `edits.py`, `engine.py`, `stackfile.py`, `tables.py`,
+`diagram.py` and `console.py` (with `hostaccess.py`, the worker's login).
 """
 
 from __future__ import annotations
