@@ -3,8 +3,9 @@
 Every edit is checked with the rules `pulumi preview` applies (config, VLAN allocation against the stack's
 memory, plan) before the stack config file is written; a refused edit writes nothing.
 
-About 340 lines: the argument parser of every verb (one table of subcommands and their options) and
-the dispatch; what each verb does lives in `edits.py`, `engine.py`, `stackfile.py` and `tables.py`.
+About 380 lines: the argument parser of every verb (one table of subcommands and their options) and
+the dispatch; what each verb does lives in `edits.py`, `engine.py`, `stackfile.py`, `tables.py`,
+`diagram.py` and `console.py` (with `hostaccess.py`, the worker's login).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import paramiko
 from pulumi import automation as auto
 
-from cloudrepo import edits, guestssh, stackfile, tables
+from cloudrepo import console, edits, guestssh, hostaccess, stackfile, tables
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
@@ -283,6 +285,37 @@ COMMAND_VERBS = ("ssh", "exec")
 """The verbs that take a command after `--` (every word after it is the command's)."""
 
 
+def log_lines(text: str) -> int:
+    """argparse type of `--lines`: 1..`console.MAX_LINES`."""
+    if not text.isdigit() or not 1 <= int(text) <= console.MAX_LINES:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a line count (1..{console.MAX_LINES})")
+    return int(text)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    if args.lines is not None and not args.log:
+        fail("console: --lines goes with --log")
+        return USAGE
+    slices = Slices(_project(args))
+    target = console.target(args.name, args.vm, slices.outputs(args.name))
+    endpoint, login = hostaccess.worker_login(slices, args.name, target.worker)
+    client = hostaccess.connect(endpoint, login)
+    try:
+        if args.log:
+            text = console.show_log(client, target, args.lines or console.DEFAULT_LINES, login.sudo)
+            say(text.rstrip("\n") if text.strip() else f"(the console log of vm {args.vm} is empty)")
+            return OK
+        return console.attach(client, target, login.sudo, 3 * login.connect_timeout, _status)
+    except (paramiko.SSHException, EOFError) as exc:
+        raise SliceError(f"{target.worker}: the SSH session failed: {exc or type(exc).__name__}") from None
+    finally:
+        client.close()
+
+
+def _status(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cloudrepo", description="Slices of a Cloud Repositorio cloud, one Pulumi stack each."
@@ -346,6 +379,13 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("name", type=stack_name)
     q.add_argument("--rm", action="store_true", help="also remove the stack and its config file")
     q.add_argument("--yes", action="store_true", help="do not ask")
+    q = verb(sub, "console", cmd_console, "a launched VM's serial console, over SSH to its worker")
+    q.add_argument("name", type=stack_name)
+    q.add_argument("vm", type=int)
+    q.add_argument("--log", action="store_true", help="print the recent console output; do not attach")
+    q.add_argument(
+        "--lines", type=log_lines, help=f"with --log: how many lines (default {console.DEFAULT_LINES})"
+    )
     q = verb(sub, "diagram", cmd_diagram, "draw the deployed slice (SVG or PNG by suffix)")
     q.add_argument("name", type=stack_name)
     q.add_argument("-o", "--output", required=True)

@@ -136,6 +136,16 @@ class Slices:
             lines = [line for line in result.stderr.splitlines() if line.strip()][-20:]
             raise SliceError(f"slice {name!r}: setting the secret {key} failed:\n" + "\n".join(lines))
 
+    def secret(self, name: str, key: str) -> str | None:
+        """The decrypted value of the stack's config `key` (None when it is not set); read from the
+        engine's stdout, never put on a command line."""
+        try:
+            return self.ws.get_config(name, key).value
+        except auto.CommandError as exc:
+            if "configuration key" in str(exc) and "not found" in str(exc):
+                return None
+            raise SliceError(f"slice {name!r}: cannot read {key}:\n{command_failure(exc)}") from exc
+
     def remove(self, name: str) -> None:
         self.ws.remove_stack(name)
 

@@ -1,8 +1,9 @@
 """Run a command in a QEMU guest through its serial console (a unix socket), with its output and status.
 
-The guest keeps a shell on ttyS0 (`lab.image`). One command at a time per console (a lock file next to
-the socket): the command line is framed by markers that the shell prints, built so that the terminal's
-echo of the typed line can never look like them, and carrying a random nonce.
+The guest keeps a shell on ttyS0 (`lab.image`). One client at a time per console: the lock beside the
+socket that `cloudrepo console` takes too (`naming.console_lock_of`). The command line is framed by
+markers that the shell prints, built so that the terminal's echo of the typed line can never look like
+them, and carrying a random nonce.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lab.common import LabError
+from vocabulary.naming import console_holder, console_lock_of
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,33 @@ class Result:
 
 
 @contextmanager
-def _locked(sock_path: Path) -> Iterator[None]:
-    lock = sock_path.with_name(sock_path.name + ".lock")
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def _locked(sock_path: Path, timeout: float) -> Iterator[None]:
+    """Hold the console's lock: the one protocol of every console client (`cloudrepo console` takes the
+    same `flock` on the worker), the holder noted in it. Waits up to `timeout` for another holder, then
+    raises LabError naming it ("in use by ... since ...")."""
+    lock = Path(console_lock_of(str(sock_path)))
+    deadline = time.monotonic() + timeout
+    with os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT, 0o600), "r+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read(4096).strip() or "another client"
+                    raise LabError(f"console {sock_path} is in use by {holder}") from None
+                time.sleep(0.2)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(console_holder(f"lab.console (pid {os.getpid()})", datetime.now(UTC)) + "\n")
+        fh.flush()
         try:
             yield
         finally:
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -70,7 +93,7 @@ def run(sock_path: Path, argv: list[str], timeout: float = 30) -> Result:
         f"printf '@@%s:%s:%s\\n' E {nonce} $?\n"
     )
     deadline = time.monotonic() + timeout
-    with _locked(sock_path):
+    with _locked(sock_path, timeout):
         sock = _connect(sock_path, timeout)
         try:
             # a Ctrl-C and an empty line: whatever an earlier, abandoned command left, a fresh prompt

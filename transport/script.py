@@ -200,3 +200,9 @@ def host_span(script_text: str, stdout: str) -> tuple[int, int] | None:
         return None
     t = re.search(rf"@@{m.group(1)}:t:([0-9]+) ([0-9]+)$", stdout, re.MULTILINE)
     return (int(t.group(1)), int(t.group(2))) if t else None
+
+
+def command_line(argv: Sequence[str], sudo: bool = False) -> str:
+    """One remote command as the login shell parses it: `argv` quoted word by word, as root by `sudo -n`
+    when `sudo` (an interactive session's command, outside any script)."""
+    return shlex.join(["sudo", "-n", *argv] if sudo else list(argv))

@@ -206,3 +206,9 @@ def release(slot: Slot, r: runner_mod.Runner | None, keep: bool = False) -> None
             else:
                 r.close()
         slot.cond.notify()
+
+
+def connect(ep: Endpoint, s: Settings) -> paramiko.SSHClient:
+    """A connection of the caller's own, outside the pool (an interactive session holds it to its end):
+    host key verified against `s.known_hosts` only, retried as the pool's are."""
+    return _connect(ep, s)

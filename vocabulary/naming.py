@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from vocabulary.shown import shown
 
@@ -73,6 +74,27 @@ def seed_path(vm: int, sha256: str) -> str:
 def host_key_path(vm: int) -> str:
     """The guest's SSH host key (ed25519) on its worker, made there; `.pub` beside it."""
     return f"{vm_dir(vm)}/hostkey"
+
+
+def console_log_path(vm: int) -> str:
+    """What a launched VM printed on its serial console since QEMU last started (QEMU's chardev
+    `logfile`); the boot before is kept as `console.log.1`."""
+    return f"{vm_dir(vm)}/console.log"
+
+
+def console_lock_path(vm: int) -> str:
+    """The lock (`flock`) of a VM's console: one client at a time; the holder notes itself in it."""
+    return console_lock_of(console_path(vm))
+
+
+def console_lock_of(socket_path: str) -> str:
+    """The console lock beside a console socket (the testbed reaches sockets by other paths)."""
+    return f"{socket_path}.lock"
+
+
+def console_holder(who: str, since: datetime) -> str:
+    """What a console's holder writes into its lock: `<who> since <UTC time>` ("in use by ..." shows it)."""
+    return f"{who} since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def gateway_port(vlan: int) -> str:

@@ -1,17 +1,18 @@
 """QemuVm: a VM's QEMU process on its worker, started on the VM's existing TAPs.
 
 State on the worker: `/var/lib/cloudrepo/vms/<vm>/` holds `owner` (the slice), `qemu.pid`, the serial
-console `console.sock` and, for a disk image, the VM's qcow2 overlay `disk.qcow2` (`disk.base` names its
-base; the base under `/var/lib/cloudrepo/images/` is never written). A VM with a NoCloud seed
-(`QemuVmSpec.seed`, made beside it by its `CloudSeed`) gets it as a read-only virtio drive after the disk;
-the seed's path carries its hash, so a new seed is a new argv and the VM restarts on it. The process is
-ours when its pid file names it AND its command line is the one we started (`-pidfile` with our path);
-it is never found by name.
+console `console.sock` with its log `console.log` (what the guest printed since QEMU started; each start
+moves the previous boot's to `console.log.1`, so two boots are kept) and, for a disk image, the VM's qcow2
+overlay `disk.qcow2` (`disk.base` names its base; the base under `/var/lib/cloudrepo/images/` is never
+written). A VM with a NoCloud seed (`QemuVmSpec.seed`, made beside it by its `CloudSeed`) gets it as a
+read-only virtio drive after the disk; the seed's path carries its hash, so a new seed is a new argv and the
+VM restarts on it. The process is ours when its pid file names it AND its command line is the one we
+started (`-pidfile` with our path); it is never found by name.
 
 QEMU is run by the absolute path `binary` resolves to on the worker (`qemu_binary`); a word that is no
 executable file is refused before anything starts. Every argument, `append` included, stays one argument.
-Host scripts run with umask 077: the directory, overlay, pid file and console socket are root's (or the
-SSH user's) alone.
+Host scripts run with umask 077: the directory, overlay, pid file, console socket and log are root's (or
+the SSH user's) alone.
 
 `read` reports a dead VM (or one running other arguments) as drift, so `pulumi refresh` shows it and
 `pulumi up` starts it again with the same arguments (the same TAPs and MACs); `delete` stops it by pid and
@@ -32,7 +33,7 @@ from providers.kinds import qemu_binary
 from providers.pipeline import HostResource
 from transport.script import ScriptResult, Step, run, sh
 from vocabulary.errors import CloudrepoError, OwnershipConflict
-from vocabulary.naming import VMS_DIR, console_path, seed_path, vm_dir
+from vocabulary.naming import VMS_DIR, console_log_path, console_path, seed_path, vm_dir
 from vocabulary.specs import QemuVmSpec
 
 
@@ -69,7 +70,7 @@ def qemu_argv(spec: QemuVmSpec, binary: str) -> list[str]:
         raise ValueError(f"QEMU must be run by an absolute path, got {binary!r}")
     argv = [binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
     argv += ["-smp", str(spec.cpus), "-nodefaults", "-display", "none"]
-    argv += ["-chardev", f"socket,id=console,path={console_path(spec.vm)},server=on,wait=off"]
+    argv += ["-chardev", f"{_chardev(spec)},logfile={console_log_path(spec.vm)}"]
     argv += ["-serial", "chardev:console"]
     if spec.kernel is not None:
         argv += ["-kernel", spec.kernel.path]
@@ -84,6 +85,15 @@ def qemu_argv(spec: QemuVmSpec, binary: str) -> list[str]:
     argv += list(spec.net_args)
     argv += ["-pidfile", pid_file(spec), "-daemonize"]
     return argv
+
+
+def _chardev(spec: QemuVmSpec) -> str:
+    return f"socket,id=console,path={console_path(spec.vm)},server=on,wait=off"
+
+
+def _without_log(spec: QemuVmSpec, argv: tuple[str, ...]) -> tuple[str, ...]:
+    """`argv` with the console chardev as versions before console logs wrote it (no `logfile`)."""
+    return tuple(_chardev(spec) if a.startswith(f"{_chardev(spec)},logfile=") else a for a in argv)
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,8 @@ chmod 0600 "$d/disk.qcow2"
 
 _SEED = r"""[ -f "$1" ] || { echo "$1 is missing (the VM's CloudSeed did not make it)" >&2; exit 1; }"""
 
+_ROTATE_LOG = r"""[ ! -f "$1" ] || mv -f "$1" "$1.1" """
+
 _OWNER = r"""printf '%s\n' "$2" >"$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" """
 
 
@@ -189,11 +201,14 @@ def check_ownership(spec: QemuVmSpec, have: VmHave) -> None:
 def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
     """The live process runs exactly the wanted argv. A VM started by a version that ran QEMU by the bare
     `qemu.binary` word (argv[0] that word, the rest the same) is kept as it is, while that word resolves to
-    an executable file: its arguments were never parsed again, and an upgrade restarts no VM."""
+    an executable file: its arguments were never parsed again, and an upgrade restarts no VM. Likewise a VM
+    started before console logs (its chardev without `logfile`) keeps running; it gets its log when it
+    restarts."""
     if have.binary is None or have.cmdline is None:
         return False
     want = tuple(qemu_argv(spec, have.binary))
-    return have.cmdline in (want, (spec.binary, *want[1:]))
+    accepted = (want, (spec.binary, *want[1:]))
+    return have.cmdline in accepted or have.cmdline in {_without_log(spec, a) for a in accepted}
 
 
 def check_binary(spec: QemuVmSpec, have: VmHave) -> str:
@@ -222,8 +237,9 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
     if spec.seed is not None:
         steps.append(sh("check seed", _SEED, seed_path(spec.vm, spec.seed)))
     steps.append(run("clear console", "rm", "-f", console_path(spec.vm), pid_file(spec)))
+    steps.append(sh("rotate console log", _ROTATE_LOG, console_log_path(spec.vm)))
     steps.append(run("start qemu", *qemu_argv(spec, binary)))
-    steps.append(run("console mode", "chmod", "0600", console_path(spec.vm)))
+    steps.append(run("console mode", "chmod", "0600", console_path(spec.vm), console_log_path(spec.vm)))
     return steps
 
 

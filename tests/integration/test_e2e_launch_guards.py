@@ -157,6 +157,7 @@ def files_have_the_right_owners(outputs: dict[str, Any], disk: Path) -> None:
         assert mode(d) == 0o700, oct(mode(d))
         sock = d / "console.sock"
         assert stat.S_ISSOCK(os.lstat(sock).st_mode) and mode(sock) == 0o600, oct(mode(sock))
+        assert mode(d / "console.log") == 0o600, oct(mode(d / "console.log"))
         for name in ("qemu.pid", "owner"):
             assert mode(d / name) & 0o077 == 0, (name, oct(mode(d / name)))
         assert os.lstat(sock).st_uid == 0  # the SSH user of the testbed is root

@@ -61,6 +61,10 @@ class FakeSlices:
         self._engine()
         self.secrets[(name, key)] = value
 
+    def secret(self, name: str, key: str) -> str | None:
+        self._engine()
+        return self.secrets.get((name, key))
+
     def remove(self, name: str) -> None:
         self._engine()
         self.backend.pop(name, None)

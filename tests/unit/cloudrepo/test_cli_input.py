@@ -39,6 +39,8 @@ VERBS: list[list[str]] = [
     ["list"],
     ["destroy", SLICE, "--yes", "--rm"],
     ["diagram", SLICE, "-o", "{OUT}"],
+    ["console", SLICE, "1002"],
+    ["console", SLICE, "1002", "--log", "--lines", "20"],
 ]
 """One call of each verb, with every argument and option it takes."""
 
@@ -119,7 +121,8 @@ def test_every_verb_template_runs() -> None:
         with project() as root:
             code, out, err = run(argv, root)
             check_answer(code, out, err)
-            assert code == (1 if argv[0] == "diagram" else 0), (argv, out, err)  # not deployed: no picture
+            # not deployed: no picture, no console
+            assert code == (1 if argv[0] in ("diagram", "console") else 0), (argv, out, err)
 
 
 @given(

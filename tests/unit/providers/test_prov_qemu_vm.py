@@ -40,7 +40,8 @@ def running(s: qv.QemuVmSpec, argv: list[str] | None = None, owner: str = "demo"
 def test_argv_is_the_launch_and_exactly_the_net_args() -> None:
     argv = qv.qemu_argv(spec(), BIN)
     assert argv[:6] == [BIN, "-name", "vm1002", "-accel", "tcg", "-m"]
-    assert "socket,id=console,path=/var/lib/cloudrepo/vms/1002/console.sock,server=on,wait=off" in argv
+    chardev = "socket,id=console,path=/var/lib/cloudrepo/vms/1002/console.sock,server=on,wait=off"
+    assert f"{chardev},logfile=/var/lib/cloudrepo/vms/1002/console.log" in argv
     assert argv[argv.index("-kernel") + 1] == f"/var/lib/cloudrepo/images/{SHA}"
     assert argv[argv.index("-append") + 1] == "console=ttyS0"
     i = argv.index("-netdev")
@@ -89,6 +90,7 @@ def test_plans() -> None:
         "stop vm",
         "check kernel",
         "clear console",
+        "rotate console log",
         "start qemu",
         "console mode",
     ]
@@ -174,6 +176,31 @@ def test_a_vm_started_by_the_bare_binary_word_is_kept_while_the_word_resolves() 
     cmd = "\x1f".join([s.binary, *argv[1:]]) + "\x1f"
     gone = have_from(f"present\nowner=demo\nbase=\npid=4242\ncmdline={cmd}\n", "found=\n")
     assert not qv.running_as_wanted(s, gone)
+
+
+def test_a_vm_started_before_console_logs_is_kept() -> None:
+    """A VM whose chardev has no `logfile` (started by a version before console logs) is as wanted: an
+    upgrade restarts no VM for its log. A chardev with another log file is not."""
+    s = spec()
+    argv = qv.qemu_argv(s, BIN)
+    i = argv.index("-chardev") + 1
+    old = [*argv[:i], argv[i].partition(",logfile=")[0], *argv[i + 1 :]]
+    assert old != argv
+    for cmd in (old, [s.binary, *old[1:]]):
+        have = running(s, cmd)
+        assert qv.running_as_wanted(s, have) and qv.plan_ensure(s, have) == []
+    other = [*argv[:i], argv[i].replace("console.log", "other.log"), *argv[i + 1 :]]
+    assert not qv.running_as_wanted(s, running(s, other))
+
+
+def test_the_console_log_of_the_boot_before_is_kept_once(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    assert sh(qv._ROTATE_LOG, str(log)).returncode == 0 and not log.exists()
+    for boot in ("first", "second", "third"):
+        log.write_text(boot)
+        assert sh(qv._ROTATE_LOG, str(log)).returncode == 0
+        assert not log.exists() and (tmp_path / "console.log.1").read_text() == boot
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["console.log.1"]
 
 
 def test_diff_sees_a_vm_that_died(monkeypatch: pytest.MonkeyPatch) -> None:
