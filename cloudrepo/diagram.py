@@ -1,9 +1,9 @@
 """A picture of a deployed slice, from its stack outputs alone (`pulumi stack output --json`).
 
 `slice_graph(outputs)` is pure: it builds the Graphviz graph (workers holding their VMs, each VM's
-interfaces with IP or "parked", one edge per link labelled with its VLAN, subnet and impairment (`netem`), the network node with
-each VLAN's gateway and DHCP namespace, VLAN 400 and NAT for internet VMs). `write_diagram` renders it to
-SVG or PNG by the file's suffix with Graphviz's `dot`.
+interfaces with IP or "parked", one edge per link labelled with its VLAN, subnet and `netem`, the network
+node with each VLAN's gateway and DHCP namespace, VLAN 400 and NAT for internet VMs). `write_diagram`
+renders it to SVG or PNG by the file's suffix with Graphviz's `dot`.
 """
 
 from __future__ import annotations

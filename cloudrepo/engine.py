@@ -136,6 +136,15 @@ class Slices:
             lines = [line for line in result.stderr.splitlines() if line.strip()][-20:]
             raise SliceError(f"slice {name!r}: setting the secret {key} failed:\n" + "\n".join(lines))
 
+    def secret(self, name: str, key: str) -> str:
+        """A secret of the stack's config, decrypted (it comes on the engine's stdout, never an argv)."""
+        try:
+            return str(self.stack(name).get_config(key).value)
+        except auto.CommandError as exc:
+            raise SliceError(
+                f"slice {name!r}: cannot read the secret {key}:\n{command_failure(exc)}"
+            ) from exc
+
     def remove(self, name: str) -> None:
         self.ws.remove_stack(name)
 

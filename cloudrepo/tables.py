@@ -20,7 +20,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def show(name: str, outputs: dict[str, Any]) -> str:
-    """The slice's interfaces (VM, interface, TAP, VLAN, IP), then its links."""
+    """The slice's interfaces (VM, interface, TAP, VLAN, IP), then its links (with their `netem`)."""
     if not outputs:
         return f"slice {name}: not deployed (cloudrepo deploy {name})"
     pool = outputs.get("vlanPool") or {}
@@ -37,11 +37,13 @@ def show(name: str, outputs: dict[str, Any]) -> str:
             vlan = "parked" if spec.get("parked") else spec.get("vlan")
             rows.append([vm_id, vm.get("worker"), iface, spec.get("tap"), vlan, spec.get("ip")])
     interfaces = table(["VM", "worker", "interface", "TAP", "VLAN", "IP"], rows)
+    shaped = any(impairment(link) for link in links)  # the netem column only when a link has one
     link_rows = [
-        [link["vlan"], link["cidr"], link["gateway"], " -- ".join(link["endpoints"]), impairment(link)]
+        [link["vlan"], link["cidr"], link["gateway"], " -- ".join(link["endpoints"])]
+        + ([impairment(link)] if shaped else [])
         for link in sorted(links, key=lambda link: int(link["vlan"]))
     ]
-    headers = ["VLAN", "subnet", "gateway", "link", "netem"]
+    headers = ["VLAN", "subnet", "gateway", "link"] + (["netem"] if shaped else [])
     link_table = table(headers, link_rows) if link_rows else "(no links)"
     return f"{head}\n\n{interfaces}\n\nlinks:\n{link_table}"
 

@@ -206,3 +206,8 @@ def release(slot: Slot, r: runner_mod.Runner | None, keep: bool = False) -> None
             else:
                 r.close()
         slot.cond.notify()
+
+
+def open_client(ep: Endpoint, s: Settings) -> paramiko.SSHClient:
+    """A connection of its own (not pooled; the caller closes it): a stream that outlives one call."""
+    return _connect(ep, s)

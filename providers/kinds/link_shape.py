@@ -200,9 +200,14 @@ def _fraction_pct(opts: dict[str, Any], group: str, key: str) -> float | None:
     return n * 100 if n else None
 
 
+def _group(opts: dict[str, Any], key: str) -> dict[str, Any]:
+    value = opts.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _netem_json(opts: dict[str, Any]) -> Qdisc:
-    delay = opts.get("delay") if isinstance(opts.get("delay"), dict) else {}
-    rate = opts.get("rate") if isinstance(opts.get("rate"), dict) else {}
+    delay = _group(opts, "delay")
+    rate = _group(opts, "rate")
     rate_n = _num(rate.get("rate"))
     return Qdisc(
         "netem",
@@ -243,7 +248,7 @@ def parse_qdisc(text: str) -> Qdisc | None:
         root = next((r for r in rows if isinstance(r, dict) and r.get("root")), None)
         if root is None:
             return None
-        opts = root.get("options") if isinstance(root.get("options"), dict) else {}
+        opts = _group(root, "options")
         if root.get("kind") == "netem":
             return _netem_json(opts)
         if root.get("kind") != "tbf":
