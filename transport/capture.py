@@ -2,9 +2,10 @@
 
 The remote command is a constant: the interface, the packet count and the filter reach it on its stdin, one
 line each, and tcpdump gets each as one argument (`"$tap"`, `-- "$filter"`): no shell on either side
-parses them. The program then waits on its stdin: when the client closes it (the capture is stopped, or
-the connection is lost), it ends tcpdump (by the pid it started, SIGTERM: tcpdump writes what it holds and
-exits) and waits for it, so no tcpdump outlives the capture.
+parses them. A watcher then waits on the program's stdin: when the client closes it (the capture is stopped, or the
+connection is lost), it ends tcpdump (by the pid the program started, SIGTERM: tcpdump writes what it
+holds and exits); the program waits for tcpdump and exits with its status, so no tcpdump outlives the
+capture, and a capture that ends by itself (`--count`) ends the session.
 """
 
 from __future__ import annotations
@@ -20,18 +21,25 @@ from transport import ssh_pool
 from transport.ssh_settings import Settings
 from vocabulary.specs import Endpoint
 
-# $tap, $count (0: no limit) and $filter (empty: every packet) come on stdin, one line each
+# $tap, $count (0: no limit) and $filter (empty: every packet) come on stdin, one line each. A watcher
+# reads the rest of stdin: its end (the client stopped, or the connection is gone) ends tcpdump; tcpdump
+# ending by itself (its count reached, or refused) ends the watcher, so the program exits either way.
 PROGRAM = """
 IFS= read -r tap && IFS= read -r count && IFS= read -r filter || exit 2
 set -- -U -w - -i "$tap"
 [ "$count" = 0 ] || set -- "$@" -c "$count"
 [ -z "$filter" ] || set -- "$@" -- "$filter"
-tcpdump "$@" &
+exec 3<&0
+tcpdump "$@" </dev/null 3<&- &
 pid=$!
 exec >/dev/null
-cat >/dev/null
-kill -TERM "$pid" 2>/dev/null
+(cat <&3 >/dev/null 2>&1; kill -TERM "$pid" 2>/dev/null) 2>/dev/null &
+watcher=$!
+exec 3<&-
 wait "$pid"
+status=$?
+kill -TERM "$watcher" 2>/dev/null
+exit "$status"
 """
 DRAIN_SECONDS = 10.0
 """How long a stopped capture waits for tcpdump's last packets and its exit."""
@@ -67,7 +75,7 @@ def stream(
         deadline: float | None = None
         while True:
             try:
-                if _pump(chan, out, err):
+                if _pump(chan, out, err) or (chan.exit_status_ready() and not chan.recv_ready()):
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     break

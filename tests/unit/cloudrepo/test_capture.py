@@ -136,6 +136,28 @@ def test_no_count_and_no_filter_capture_everything(tmp_path: Path) -> None:
     assert args == ["-U", "-w", "-", "-i", "tap_7_eth1"] and gone
 
 
+def test_a_capture_that_ends_by_itself_ends_the_program(tmp_path: Path) -> None:
+    """tcpdump done (its count reached) while the client still holds stdin open, and a parent (as `sudo`
+    is) holds stdout: the program exits with tcpdump's status, so the stream ends."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tcpdump").write_text("#!/bin/sh\nprintf PCAP\nexit 3\n")
+    (bin_dir / "tcpdump").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        ["sh", "-c", 'sh -c "$1" sh; echo " status $?"', "sh", stream.PROGRAM],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"tap_1_eth1\n2\nicmp\n")
+    proc.stdin.flush()  # and kept open
+    assert proc.stdout.read() == b"PCAP status 3\n"
+    proc.stdin.close()
+    assert proc.wait(timeout=10) == 0
+
+
 def test_the_remote_command_is_a_constant() -> None:
     """Nothing a caller gives is in the command the login shell parses."""
     assert stream.command(False) == stream.command(False) and "$filter" in stream.command(False)
