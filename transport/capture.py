@@ -2,10 +2,10 @@
 
 The remote command is a constant: the interface, the packet count and the filter reach it on its stdin, one
 line each, and tcpdump gets each as one argument (`"$tap"`, `-- "$filter"`): no shell on either side
-parses them. A watcher then waits on the program's stdin: when the client closes it (the capture is stopped, or the
-connection is lost), it ends tcpdump (by the pid the program started, SIGTERM: tcpdump writes what it
-holds and exits); the program waits for tcpdump and exits with its status, so no tcpdump outlives the
-capture, and a capture that ends by itself (`--count`) ends the session.
+parses them. A watcher then waits on the program's stdin: when the client closes it (the capture is
+stopped, or the connection is lost), it ends tcpdump (by the pid the program started, SIGTERM: tcpdump
+writes what it holds and exits); the program waits for tcpdump and exits with its status, so no tcpdump
+outlives the capture, and a capture that ends by itself (`--count`) ends the session.
 """
 
 from __future__ import annotations

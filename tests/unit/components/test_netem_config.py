@@ -77,7 +77,9 @@ def test_any_valid_set_loads_as_numbers_and_shows_back_the_same(raw: dict[str, s
     assert n.qdisc == ("tbf" if set(raw) == {"rate"} else "netem")
     # what the outputs show reads back as the same set
     assert netem.NetemInput.model_validate(n.shown()).numbers() == n
-    spec = LinkShapeSpec(slice="demo", host=BASE_WORKER, tap="tap_1002_eth1", **n.model_dump())
+    spec = LinkShapeSpec.model_validate(
+        {"slice": "demo", "host": BASE_WORKER, "tap": "tap_1002_eth1", **n.model_dump()}
+    )
     assert spec.impairment == n
 
 

@@ -46,9 +46,10 @@ def netem_specs(draw: st.DrawFn) -> LinkShapeSpec:
         "rateKbit": draw(st.none() | st.integers(8, 100_000_000)),
         **{f"{k}Pct": draw(percents) for k in ("loss", "corrupt", "duplicate", "reorder")},
     }
+    tap = draw(st.from_regex(r"tap_[1-9][0-9]{0,3}_eth[0-9]", fullmatch=True))
     return LinkShapeSpec.model_validate(
-        {"slice": "demo", "host": WORKER, "tap": draw(st.from_regex(r"tap_[1-9][0-9]{0,3}_eth[0-9]", fullmatch=True)),
-         "uid": draw(st.sampled_from([None, UID])), **{k: v for k, v in fields.items() if v is not None}}
+        {"slice": "demo", "host": WORKER, "tap": tap, "uid": draw(st.sampled_from([None, UID])),
+         **{k: v for k, v in fields.items() if v is not None}}
     )  # fmt: skip
 
 
