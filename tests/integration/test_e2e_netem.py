@@ -159,7 +159,7 @@ def deployed(
     outputs = stack.outputs()
     slicecheck.use_launched(outputs)
     wanted = {tuple(end.split(".")): ip(outputs, end) for end in (*SHAPED, *PLAIN)}
-    leases = slicecheck.launched_leases(wanted)  # type: ignore[arg-type]
+    leases = slicecheck.launched_leases(wanted, timeout=300)  # type: ignore[arg-type]
     assert {k: v[0] for k, v in leases.items()} == wanted, leases
     server = guest(
         "8101",
@@ -269,7 +269,8 @@ def test_capture_writes_the_links_pings_and_ctrl_c_leaves_no_tcpdump(
         time.sleep(0.2)
     assert tcpdumps("worker1") == []
     frames = pcap_records((tmp_path / "open.pcap").read_bytes())
-    assert sum(1 for f in frames if icmp_ends(f) in ((b, a), (a, b))) >= 4
+    said = proc.stdout.read() if proc.stdout else ""
+    assert sum(1 for f in frames if icmp_ends(f) in ((b, a), (a, b))) >= 4, (len(frames), said)
 
 
 @pytest.mark.skipif(netem_missing() is not None, reason=f"this kernel has no sch_netem: {netem_missing()}")
