@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -21,11 +22,12 @@ from typing import Any
 import paramiko
 from pulumi import automation as auto
 
-from cloudrepo import console, edits, guestssh, hostaccess, stackfile, tables
+from cloudrepo import capture, console, edits, guestssh, hostaccess, stackfile, tables
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
 from components.topology import MIN_VMS
+from transport import capture as capture_stream
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown, shown_path
 
@@ -66,9 +68,9 @@ def _project(args: argparse.Namespace) -> Path:
     return here if (here / "Pulumi.yaml").exists() else ROOT
 
 
-def _checked(config: dict[str, Any], name: str, outputs: dict[str, Any], project: Path) -> None:
+def _checked(config: dict[str, Any], name: str, outputs: dict[str, Any], project: Path) -> stackfile.Prepared:
     try:
-        stackfile.check(config, name, outputs, project)
+        return stackfile.check(config, name, outputs, project)
     except ConfigError as exc:
         raise SliceError(str(exc)) from exc
 
@@ -316,6 +318,41 @@ def _status(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    to_stdout = args.write == "-"
+    if to_stdout and sys.stdout.isatty():
+        fail(
+            "capture: pcap is binary: write it to a file (-w FILE.pcap) or pipe it (-w - | wireshark -k -i -)"
+        )
+        return USAGE
+    slices = Slices(_project(args))
+    outputs = slices.outputs(args.name)
+    if not outputs:
+        raise SliceError(f"slice {args.name!r} is not deployed: no link to capture")
+    where = capture.target(args.name, outputs, args.link)
+    endpoint, settings = hostaccess.worker_login(slices, args.name, where.worker)
+    fail(f"capture: {where.tap} on {where.worker}, link {where.label}; Ctrl-C stops")
+    out = sys.stdout.buffer if to_stdout else _pcap_file(Path(args.write))
+    try:
+        status, stopped = capture_stream.stream(
+            endpoint, settings, where.tap, args.count or 0, args.filter or "", out,
+            lambda text: print(text, end="", file=sys.stderr, flush=True),
+        )  # fmt: skip
+    finally:
+        if not to_stdout:
+            out.close()
+    if status != 0 and not stopped:
+        fail(f"capture: tcpdump on {where.worker} ended with status {status}")
+        return FAILED
+    return OK
+
+
+def _pcap_file(path: Path) -> Any:
+    """The output file, made for the caller alone (packets may carry what others must not read)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cloudrepo", description="Slices of a Cloud Repositorio cloud, one Pulumi stack each."
@@ -425,6 +462,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="the results as JSON (vm, exit, stdout, stderr)")
     q.add_argument("--timeout", type=float, default=300.0, help="seconds per VM (default 300)")
     q.set_defaults(command=[])
+    q = verb(sub, "capture", cmd_capture, "stream a link's packets as pcap (tcpdump on its worker)")
+    q.add_argument("name", type=stack_name)
+    q.add_argument("link", help="VM.ethN--VM.ethN, one endpoint VM.ethN (its TAP), or the link's VLAN")
+    q.add_argument("-w", dest="write", default="-", help="FILE.pcap, or - for stdout (the default)")
+    q.add_argument("--count", type=capture.packet_count, help="stop after N packets")
+    q.add_argument("--filter", type=capture.bpf_filter, help="a pcap filter expression (one argument)")
     return p
 
 

@@ -1,9 +1,9 @@
 """A picture of a deployed slice, from its stack outputs alone (`pulumi stack output --json`).
 
 `slice_graph(outputs)` is pure: it builds the Graphviz graph (workers holding their VMs, each VM's
-interfaces with IP or "parked", one edge per link labelled with its VLAN and subnet, the network node with
-each VLAN's gateway and DHCP namespace, VLAN 400 and NAT for internet VMs). `write_diagram` renders it to
-SVG or PNG by the file's suffix with Graphviz's `dot`.
+interfaces with IP or "parked", one edge per link labelled with its VLAN, subnet and `netem`, the network
+node with each VLAN's gateway and DHCP namespace, VLAN 400 and NAT for internet VMs). `write_diagram`
+renders it to SVG or PNG by the file's suffix with Graphviz's `dot`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import graphviz
 
+from cloudrepo.tables import impairment
 from components.model import INTERNET_VLAN
 from components.plan import INTERNET_SUBNET, host_in
 from vocabulary.naming import dhcp_namespace, gateway_port
@@ -137,7 +138,9 @@ def slice_graph(outputs: dict[str, Any]) -> graphviz.Graph:
         g.edge(
             f"{_vm_node(a_vm)}:e_{a_if}:e",
             f"{_vm_node(b_vm)}:{'e' if same_column else 'w'}_{b_if}:{'e' if same_column else 'w'}",
-            label=f"VLAN {link['vlan']}\n{link['cidr']}",
+            label="\n".join(
+                x for x in (f"VLAN {link['vlan']}", str(link["cidr"]), impairment(link)) if x is not None
+            ),
             color=colour,
             fontcolor=colour,
             penwidth="2",

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from components.model import POOL_SIZE
+from vocabulary.netem import summary
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -19,7 +20,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def show(name: str, outputs: dict[str, Any]) -> str:
-    """The slice's interfaces (VM, interface, TAP, VLAN, IP), then its links."""
+    """The slice's interfaces (VM, interface, TAP, VLAN, IP), then its links (with their `netem`)."""
     if not outputs:
         return f"slice {name}: not deployed (cloudrepo deploy {name})"
     pool = outputs.get("vlanPool") or {}
@@ -36,12 +37,23 @@ def show(name: str, outputs: dict[str, Any]) -> str:
             vlan = "parked" if spec.get("parked") else spec.get("vlan")
             rows.append([vm_id, vm.get("worker"), iface, spec.get("tap"), vlan, spec.get("ip")])
     interfaces = table(["VM", "worker", "interface", "TAP", "VLAN", "IP"], rows)
+    shaped = any(impairment(link) for link in links)  # the netem column only when a link has one
     link_rows = [
         [link["vlan"], link["cidr"], link["gateway"], " -- ".join(link["endpoints"])]
+        + ([impairment(link)] if shaped else [])
         for link in sorted(links, key=lambda link: int(link["vlan"]))
     ]
-    link_table = table(["VLAN", "subnet", "gateway", "link"], link_rows) if link_rows else "(no links)"
+    headers = ["VLAN", "subnet", "gateway", "link"] + (["netem"] if shaped else [])
+    link_table = table(headers, link_rows) if link_rows else "(no links)"
     return f"{head}\n\n{interfaces}\n\nlinks:\n{link_table}"
+
+
+def impairment(link: dict[str, Any]) -> str | None:
+    """A link's `netem` output on one line, with the qdisc that carries it (None: not shaped)."""
+    shape = link.get("netem")
+    if not isinstance(shape, dict) or not shape:
+        return None
+    return f"{summary(shape)} ({link.get('qdisc')})"
 
 
 def when(moment: datetime | None) -> str | None:

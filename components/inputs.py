@@ -71,6 +71,8 @@ class LinkInput(_Input):
     b: StrictStr
     vlan: StrictInt | None = None
     """Pin the link to this VLAN of the pool."""
+    netem: Any = None
+    """The link's impairment (`vocabulary.netem.NetemInput`); validated by `components.slice_rules`."""
 
 
 class SliceInput(_Input):
@@ -80,7 +82,7 @@ class SliceInput(_Input):
     vms: list[dict[str, Any]] = Field(default_factory=list)
     """Validated one by one (`VmInput`) so one bad VM does not hide the other problems."""
     links: list[Any] = Field(default_factory=list)
-    """`["1002.eth1", "1003.eth1"]` or `{a, b, vlan}`; validated one by one."""
+    """`["1002.eth1", "1003.eth1"]` or `{a, b, vlan, netem}`; validated one by one."""
     topology: list[Any] = Field(default_factory=list)
     """Presets `{preset, vms}` expanded into more links (components/topology.py)."""
     cloud_init: Any = Field(default=None, alias="cloudInit")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from components.bootfiles import BootFile
 from vocabulary.naming import NAMESPACE as NAMESPACE
+from vocabulary.netem import Netem
 from vocabulary.values import INTERNET_VLAN as INTERNET_VLAN
 from vocabulary.values import MAX_VM_ID as MAX_VM_ID
 from vocabulary.values import (
@@ -67,6 +68,8 @@ class Link(BaseModel):
     a: IfaceRef
     b: IfaceRef
     pinned: int | None = None
+    netem: Netem | None = None
+    """The link's impairment, applied on both of its TAPs (`providers.kinds.link_shape`)."""
 
     @property
     def key(self) -> LinkKey:

@@ -13,6 +13,7 @@ from typing import Any
 
 from components.model import INTERNET_VLAN, POOL_SIZE, IfaceRef, LinkKey, parse_iface_ref
 from components.plan import InterfacePlan, SlicePlan
+from vocabulary.netem import summary
 
 InternetIp = Callable[[str], Any]
 """MAC -> that interface's VLAN 400 address (a plain value or a `pulumi.Output`)."""
@@ -25,11 +26,21 @@ def vlan_pool_output(plan: SlicePlan) -> dict[str, Any]:
 
 
 def links_output(plan: SlicePlan) -> list[dict[str, Any]]:
-    return [
-        {"endpoints": list(n.link), "vlan": n.vlan, "cidr": str(n.subnet), "gateway": n.gateway}
-        for n in plan.link_networks
-        if n.link is not None
-    ]
+    """Per link: endpoints, VLAN, subnet, gateway; with `netem`, the impairment (canonical units) and the
+    qdisc that carries it on both TAPs."""
+    impairment = {link.key: link.netem for link in plan.config.links if link.netem is not None}
+    out = []
+    for n in plan.link_networks:
+        if n.link is None:
+            continue
+        entry: dict[str, Any] = {
+            "endpoints": list(n.link), "vlan": n.vlan, "cidr": str(n.subnet), "gateway": n.gateway
+        }  # fmt: skip
+        if (shape := impairment.get(n.link)) is not None:
+            entry["netem"] = shape.shown()
+            entry["qdisc"] = shape.qdisc
+        out.append(entry)
+    return out
 
 
 def qemu_net_args(ifaces: list[InterfacePlan]) -> list[str]:
@@ -113,7 +124,9 @@ def topology_output(plan: SlicePlan) -> str:
     for net in plan.link_networks:
         assert net.link is not None
         (a_vm, a_if), (b_vm, b_if) = (e.split(".") for e in net.link)
-        lines.append(f'  vm{a_vm} ---|"{a_if} - {b_if}, VLAN {net.vlan}"| vm{b_vm}')
+        shaped = next((f", {summary(k.netem.shown())}" for k in plan.config.links
+                       if k.key == net.link and k.netem is not None), "")  # fmt: skip
+        lines.append(f'  vm{a_vm} ---|"{a_if} - {b_if}, VLAN {net.vlan}{shaped}"| vm{b_vm}')
     if plan.internet is not None:
         lines.append('  internet(("internet"))')
         for vm in plan.config.internet_vms:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from components.outputs import Deployed
 from components.plan import LEASE_TIME, SlicePlan, VlanPlan
 from vocabulary import specs
-from vocabulary.naming import dhcp_namespace, dhcp_port, gateway_port
+from vocabulary.naming import dhcp_namespace, dhcp_port, gateway_port, tap_name
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,48 @@ def pool_name(start: int) -> str:
 
 def tap_resource(vm: int, iface: str) -> str:
     return f"tap-{vm}-{iface}"
+
+
+def shape_resource(vm: int, iface: str) -> str:
+    return f"shape-{vm}-{iface}"
+
+
+TBF_LATENCY_MS = 50
+"""How long a packet may wait in a rate-limited link's bucket before it is dropped."""
+
+
+def tbf_burst(rate_kbit: int) -> int:
+    """A token bucket that holds 10 ms of the rate, at least one full frame."""
+    return max(1600, rate_kbit * 125 // 100)
+
+
+def _shape_resources(plan: SlicePlan, pool: str) -> list[PlannedResource]:
+    """One `LinkShape` on each TAP of a link with `netem`: a qdisc shapes what its TAP sends into the VM,
+    so the two shape both directions."""
+    config = plan.config
+    out = []
+    for link in config.links:
+        if link.netem is None:
+            continue
+        n = link.netem
+        for end in (link.a, link.b):
+            out.append(
+                PlannedResource(
+                    "LinkShape",
+                    shape_resource(end.vm, end.iface),
+                    specs.LinkShapeSpec(
+                        slice=config.slice_name,
+                        bridge=config.bridge,
+                        host=config.workers[config.vm(end.vm).worker],
+                        tap=tap_name(end.vm, end.iface),
+                        burst_bytes=tbf_burst(n.rate_kbit) if n.rate_kbit is not None else 1600,
+                        latency_ms=TBF_LATENCY_MS,
+                        **n.model_dump(),
+                    ),
+                    (pool, tap_resource(end.vm, end.iface)),
+                )
+            )
+    return out
 
 
 def gateway_resource(vlan: int) -> str:
@@ -166,6 +208,7 @@ def resource_plan(
         )
     for net in plan.networks:
         out += _network_resources(plan, net, node, pool)
+    out += _shape_resources(plan, pool)
     return ordered(out)
 
 

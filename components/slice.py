@@ -18,6 +18,7 @@ from components.vm_resources import add_launched_vms
 from components.vms import launch_plan
 from providers.identity import SliceIdentity
 from providers.kinds.dhcp_namespace import DhcpNamespace
+from providers.kinds.link_shape import LinkShape
 from providers.kinds.nat_rule import NatRule
 from providers.kinds.pool_claim import PoolClaim
 from providers.kinds.tap_port import TapPort
@@ -31,6 +32,7 @@ RESOURCE_CLASSES: dict[str, Any] = {
     "VlanGateway": VlanGateway,
     "DhcpNamespace": DhcpNamespace,
     "NatRule": NatRule,
+    "LinkShape": LinkShape,
 }
 
 

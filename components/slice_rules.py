@@ -20,6 +20,7 @@ from components.model import (
     parse_iface_ref,
 )
 from vocabulary.naming import IFNAMSIZ_MAX, dhcp_namespace, dhcp_port, gateway_port, tap_name
+from vocabulary.netem import NEEDS_DELAY, Netem, NetemInput
 from vocabulary.problems import suggest, validate_input
 from vocabulary.shown import shown
 from vocabulary.values import VLAN_MAX, VLAN_MIN, IfName, NetnsName, value_problem
@@ -237,6 +238,9 @@ def check_links(
                 ok = False
             else:
                 pinned_by[li.vlan] = i
+        impairment = check_netem(li.netem, f"{where}.netem", add) if li.netem is not None else None
+        if li.netem is not None and impairment is None:
+            ok = False
         if len(refs) == 2:
             a, b = sorted(refs, key=IfaceRef.sort_key)
             pair = (str(a), str(b))
@@ -255,7 +259,7 @@ def check_links(
                     else:
                         used_by[str(ref)] = i
             if ok:
-                links.append(Link(a=a, b=b, pinned=li.vlan))
+                links.append(Link(a=a, b=b, pinned=li.vlan, netem=impairment))
     if pool is not None and len(raw_links) > POOL_SIZE:
         extra = ", ".join(
             f"cloudrepo:slice.links[{i}]{_link_label(raw_links[i])}" for i in range(POOL_SIZE, len(raw_links))
@@ -265,6 +269,24 @@ def check_links(
             f"{pool.start}..{pool.end} holds {POOL_SIZE} VLANs (no VLAN for {extra})"
         )
     return links
+
+
+def check_netem(raw: Any, where: str, add: Callable[[str], None]) -> Netem | None:
+    """A link's `netem` (`vocabulary.netem.NetemInput`) as numbers; every problem at its key path."""
+    local: list[str] = []
+    value = validate_input(NetemInput, raw, where, local)
+    for p in local:
+        head, _, rest = p.partition(": ")
+        if head != where or not rest.startswith(CROSS_KEYS):
+            add(p)
+            continue
+        for part in rest.split("; "):  # the model's own checks: "key: why; (netem): why"
+            key, _, why = part.partition(": ")
+            add(f"{where}: {why}" if key == "(netem)" else f"{where}.{key}: {why}")
+    return value.numbers() if value is not None else None
+
+
+CROSS_KEYS = (*(f"{k}: " for k in NEEDS_DELAY), "(netem): ")
 
 
 def _link_label(raw: Any) -> str:

@@ -109,12 +109,6 @@ class ScriptResult:
         return any(s.name == name for s in self.steps)
 
 
-def command_line(argv: Sequence[str]) -> str:
-    """An argv as one POSIX sh command line that gives back exactly these words (what `ssh` hands to the
-    remote login shell: `cloudrepo ssh` and `cloudrepo exec`)."""
-    return shlex.join(argv)
-
-
 def render(steps: Sequence[Step], nonce: str | None = None, stamps: bool = False) -> str:
     """The sh text of `steps`.  Each step's output sits between marker lines carrying a random nonce.
 
@@ -203,6 +197,7 @@ def host_span(script_text: str, stdout: str) -> tuple[int, int] | None:
 
 
 def command_line(argv: Sequence[str], sudo: bool = False) -> str:
-    """One remote command as the login shell parses it: `argv` quoted word by word, as root by `sudo -n`
-    when `sudo` (an interactive session's command, outside any script)."""
+    """An argv as one POSIX sh command line that gives back exactly these words (what `ssh` or an SSH
+    channel hands to the remote login shell: `cloudrepo ssh`, `exec`, `console`), as root by `sudo -n`
+    when `sudo`."""
     return shlex.join(["sudo", "-n", *argv] if sudo else list(argv))

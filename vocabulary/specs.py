@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from vocabulary import naming
+from vocabulary import naming, netem
 from vocabulary.shown import shown
 from vocabulary.values import (
     Endpoint,
@@ -225,6 +225,7 @@ QemuBinary = Annotated[str, AfterValidator(_binary)]
 KernelAppend = Annotated[str, AfterValidator(_printable)]
 Cpus = Annotated[int, Field(ge=1, le=MAX_CPUS)]
 MemoryMb = Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)]
+NetemPercent = Annotated[float, Field(gt=0, le=100)]
 
 
 class BootFileRef(_Model):
@@ -281,16 +282,42 @@ class CloudSeedSpec(HostSpec):
 
 
 class LinkShapeSpec(HostSpec):
-    """A token-bucket rate limit (tc `tbf`) on one of the slice's TAPs on a worker."""
+    """A link's impairment on one of the slice's TAPs on a worker: a rate alone is a token bucket (tc
+    `tbf`); a delay, jitter, loss, corruption, duplication or reordering is a `netem` (with its own rate when
+    one is set too). The values as numbers: `vocabulary.netem`."""
 
     tap: IfName
     """The TAP: its OVS port must carry the slice's owner mark."""
-    rate_kbit: Annotated[int, Field(ge=8, le=100_000_000)]
+    rate_kbit: Annotated[int, Field(ge=netem.MIN_RATE_KBIT, le=netem.MAX_RATE_KBIT)] | None = None
     """The rate, in kbit/s (1000 bit/s)."""
-    burst_bytes: Annotated[int, Field(ge=1600, le=1 << 30)]
-    """The bucket's size, in bytes (at least one full frame)."""
-    latency_ms: Annotated[int, Field(ge=1, le=60_000)]
-    """How long a packet may wait for tokens before it is dropped."""
+    burst_bytes: Annotated[int, Field(ge=1600, le=1 << 30)] = 1600
+    """The bucket's size, in bytes (at least one full frame; `tbf` only)."""
+    latency_ms: Annotated[int, Field(ge=1, le=60_000)] = 50
+    """How long a packet may wait for tokens before it is dropped (`tbf` only)."""
+    delay_us: Annotated[int, Field(ge=1, le=netem.MAX_TIME_US)] | None = None
+    jitter_us: Annotated[int, Field(ge=1, le=netem.MAX_TIME_US)] | None = None
+    loss_pct: NetemPercent | None = None
+    corrupt_pct: NetemPercent | None = None
+    duplicate_pct: NetemPercent | None = None
+    reorder_pct: NetemPercent | None = None
+
+    @model_validator(mode="after")
+    def _something_set(self) -> Self:
+        problems = [
+            f"{to_camel(key)}: needs delayUs (netem varies or reorders a delay)"
+            for key in ("jitter_us", "reorder_pct")
+            if getattr(self, key) is not None and self.delay_us is None
+        ]
+        if self.impairment.qdisc == "tbf" and self.rate_kbit is None:
+            problems.append("rateKbit: set a rate or one of the netem values")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def impairment(self) -> netem.Netem:
+        """The impairment as `vocabulary.netem` holds it (its `qdisc` says which one carries it)."""
+        return netem.Netem(**{f: getattr(self, f) for f in netem.Netem.model_fields})
 
 
 def problems(model: type[_Model], inputs: dict[str, Any]) -> list[tuple[str, str]]:

@@ -4,7 +4,11 @@ the delete; the host back to its baseline."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,7 +73,7 @@ def test_a_tap_is_shaped_read_repaired_and_restored(lab: Testbed) -> None:
         # damage by hand: the shaping is gone, refresh says so, update puts it back
         lab.run("worker1", f"tc qdisc del dev {TAP} root")
         damaged = shapes.read(created.id, outs(created))
-        assert outs(damaged)["drift"] == [f"no rate limit (root qdisc {default.split()[1]})"]
+        assert outs(damaged)["drift"] == [f"no tbf (root qdisc {default.split()[1]})"]
         assert shapes.diff(created.id, outs(damaged), shape).changes is True
         fixed = shapes.update(created.id, outs(damaged), shape)
         assert outs(fixed)["observed"]["changed"] == ["shape"] and "rate 1234Kbit" in qdisc(lab)
@@ -90,3 +94,78 @@ def test_a_tap_is_shaped_read_repaired_and_restored(lab: Testbed) -> None:
     shapes.delete(f"worker1/shape/{TAP}", shape)  # the TAP is gone: nothing to do
     assert shapes.read(f"worker1/shape/{TAP}", shape).id == ""
     assert_scan_equal(scan_parts(baseline, (TAP, "3501")), scan_parts(scan("worker1"), (TAP, "3501")))
+
+
+def netem_missing() -> bool:
+    probe = ["unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode != 0
+
+
+def test_a_netem_is_applied_or_refused_before_any_step(lab: Testbed) -> None:
+    """Where the kernel has no sch_netem, a delay is refused naming the qdisc, and the TAP's qdisc stays as
+    it was; where it has, the netem is applied and reads back in place."""
+    host = Endpoint(name="worker1", address="127.0.0.1", port=lab.port("worker1"))
+    taps, shapes = provider(lab, "TapPort"), provider(lab, "LinkShape")
+    tap = TapPortSpec(
+        slice="fshape", host=host, name=TAP, vm=9501, iface="eth1", mac="52:54:00:25:1d:01", vlan=3501
+    ).inputs()
+    shape = LinkShapeSpec(slice="fshape", host=host, tap=TAP, delay_us=100_000, loss_pct=1.0).inputs()
+    made = taps.create(tap)
+    try:
+        default = qdisc(lab)
+        if netem_missing():
+            with pytest.raises(Exception, match=r"no netem qdisc \(sch_netem\), which netem delay, loss of"):
+                shapes.create(shape)
+            assert qdisc(lab) == default
+        else:
+            created = shapes.create(shape)
+            assert qdisc(lab).startswith("qdisc netem") and "delay 100ms" in qdisc(lab)
+            assert outs(shapes.read(created.id, outs(created)))["drift"] == []
+            shapes.delete(created.id, shape)
+            assert qdisc(lab) == default
+    finally:
+        taps.delete(made.id, tap)
+
+
+def test_apply_time_of_twenty_shapes(lab: Testbed) -> None:
+    """A figure for bench/README.md: 20 TAPs' rate limits created, changed and removed through the
+    provider (one SSH round trip each, run one after another), timed."""
+    host = Endpoint(name="worker1", address="127.0.0.1", port=lab.port("worker1"))
+    taps, shapes = provider(lab, "TapPort"), provider(lab, "LinkShape")
+    names = [f"tap_9600_eth{i}" for i in range(1, 21)]
+    tap_specs = [
+        TapPortSpec(
+            slice="fshape",
+            host=host,
+            name=n,
+            vm=9600,
+            iface=f"eth{i}",
+            mac=f"52:54:00:25:80:{i:02x}",
+            vlan=3501,
+        ).inputs()
+        for i, n in enumerate(names, 1)
+    ]
+    made = [taps.create(t) for t in tap_specs]
+    figures: dict[str, float] = {}
+    try:
+        specs = [LinkShapeSpec(slice="fshape", host=host, tap=n, rate_kbit=10_000).inputs() for n in names]
+        t0 = time.monotonic()
+        created = [shapes.create(s) for s in specs]
+        figures["create_20_seconds"] = round(time.monotonic() - t0, 2)
+        faster = [{**s, "rateKbit": 20_000} for s in specs]
+        t0 = time.monotonic()
+        for c, s, f in zip(created, specs, faster, strict=True):
+            shapes.update(c.id, {**outs(c), **s}, f)
+        figures["update_20_seconds"] = round(time.monotonic() - t0, 2)
+        assert all("rate 20Mbit" in lab.run("worker1", f"tc qdisc show dev {n} root")[1] for n in names)
+        t0 = time.monotonic()
+        for c, f in zip(created, faster, strict=True):
+            shapes.delete(c.id, f)
+        figures["delete_20_seconds"] = round(time.monotonic() - t0, 2)
+    finally:
+        for m, t in zip(made, tap_specs, strict=True):
+            taps.delete(m.id, t)
+    print("LinkShape x20:", figures)
+    out = Path(lab.inventory["privateKeyPath"]).parent / "figures" / "link-shape-times.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")

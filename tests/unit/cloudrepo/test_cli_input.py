@@ -41,6 +41,7 @@ VERBS: list[list[str]] = [
     ["diagram", SLICE, "-o", "{OUT}"],
     ["console", SLICE, "1002"],
     ["console", SLICE, "1002", "--log", "--lines", "20"],
+    ["capture", SLICE, "1002.eth1--1003.eth1", "-w", "{PCAP}", "--count", "3", "--filter", "icmp"],
 ]
 """One call of each verb, with every argument and option it takes."""
 
@@ -90,6 +91,7 @@ def run(argv: list[str], root: Path) -> tuple[int, str, str]:
         "{CLOUD}": str(root / "cloud.yaml"),
         "{FROM}": str(root / "from.yaml"),
         "{OUT}": str(root / "o.svg"),
+        "{PCAP}": str(root / "o.pcap"),
     }
     argv = [fill.get(a, a) for a in argv]
     out, err = io.StringIO(), io.StringIO()
@@ -121,8 +123,8 @@ def test_every_verb_template_runs() -> None:
         with project() as root:
             code, out, err = run(argv, root)
             check_answer(code, out, err)
-            # not deployed: no picture, no console
-            assert code == (1 if argv[0] in ("diagram", "console") else 0), (argv, out, err)
+            # not deployed: no picture, no console, no link to capture
+            assert code == (1 if argv[0] in ("diagram", "console", "capture") else 0), (argv, out, err)
 
 
 @given(
