@@ -37,6 +37,9 @@ from vocabulary.values import GuestHostName, LoginName, SshPublicKey
 
 MAX_USER_DATA = 1 << 16
 """Bytes of a `userData` file."""
+LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML has it: linear in the text, with a nesting limit (the pure-Python
+scanner takes tens of seconds on a 64 KiB file of nested brackets)."""
 
 
 class CloudInitInput(_Input):
@@ -103,7 +106,7 @@ def _user_data_of(
 
 def user_data(text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None]) -> Any:
     """The mapping of the `#cloud-config` file `text`, or None (after a problem that names the path, never
-    the content)."""
+    the content). Aliases are refused: a few lines of them expand into more data than the seed may carry."""
     data = config_file(text, where, base, dirs, add, MAX_USER_DATA)
     if data is None:
         return None
@@ -116,11 +119,17 @@ def user_data(text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[
         add(f"{where}: {text!r} must start with the line {CLOUD_CONFIG.strip()!r}")
         return None
     try:
-        value = yaml.safe_load(content)
+        if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(content, Loader=LOADER)):
+            add(f"{where}: {text!r} uses YAML aliases (*name): write the values out")
+            return None
+        value = yaml.load(content, Loader=LOADER)  # noqa: S506 (LOADER is a safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         add(f"{where}: {text!r} is not YAML{at}")
+        return None
+    except RecursionError:
+        add(f"{where}: {text!r} is nested too deeply (cloud-config takes at most 32 levels)")
         return None
     if value is None:
         return {}

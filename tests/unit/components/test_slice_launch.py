@@ -152,3 +152,48 @@ def test_cleaning_incoming_removes_only_the_slices_copies(
         f.write_bytes(b"x")
     assert sh(vms._CLEAN, str(incoming), mine).returncode == 0
     assert set(incoming.iterdir()) == theirs
+
+
+def test_a_seeded_vm_under_mocks(tmp_path: Path) -> None:
+    """A VM with cloud-init: its CloudSeed (documents as secrets) before its QemuVm, which carries the
+    seed's hash; the VM's `cloudInit` output with the seed's host key."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "disk.qcow2").write_bytes(b"QFI\xfb rest")
+    (tmp_path / "id").write_text("PRIVATE KEY TEXT\n")
+    (tmp_path / "known_hosts").write_text(f"10.0.10.1 {HOST_KEY}\n")
+    launch = {"image": "images/disk.qcow2", "accel": "tcg", "cloudInit": {"sshAuthorizedKeys": [HOST_KEY]}}
+    cfg = with_changes(
+        workers={"worker1": {"host": "10.0.10.1"}},
+        ssh={
+            "user": "root",
+            "privateKeyPath": str(tmp_path / "id"),
+            "knownHostsPath": str(tmp_path / "known_hosts"),
+        },
+        slice=slice_with(
+            vms=[{"id": 1002, "worker": "worker1", "dataInterfaces": 0, "launch": launch}], links=[]
+        ),
+    )
+    config = load_config(raw_config(cfg), "dev", tmp_path)
+    plan = build_plan(config, allocate_vlans(config.links, config.pool, {}))
+    monitor, _ = install()
+    seen: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program() -> None:
+        seen["outputs"] = SliceComponent(config.slice_name, plan).outputs
+
+    program()
+    reg = monitor.registered
+    seed, vm = reg["demo-seed-1002"], reg["demo-vm-1002"]
+    assert seed["type"] == DYN + "CloudSeed" and seed["urn"] in vm["dependencies"]
+    docs = {key: secret_text(seed["inputs"][key]) for key in ("metaData", "userData", "networkConfig")}
+    assert HOST_KEY.split()[1] in docs["userData"] and "instance-id: i-" in docs["metaData"]
+    assert vm["inputs"]["seed"] == seed["inputs"]["sha256"]
+    out = seen["outputs"]["vms"]["1002"]["cloudInit"]
+    assert (out["user"], out["hostname"], out["ssh"]) == ("cloud", "vm1002", "cloudrepo ssh dev 1002")
+    assert out["addresses"] == {} and isinstance(out["hostKey"], pulumi.Output)
+
+
+def secret_text(value: Any) -> Any:
+    assert isinstance(value, dict) and value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270", value
+    return value["value"]

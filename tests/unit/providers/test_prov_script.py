@@ -141,3 +141,27 @@ def test_stamps_survive_a_failing_step() -> None:
     text = render([run("f", "false")], stamps=True)
     proc = subprocess.run(["sh", "-s"], input=text.encode(), capture_output=True, timeout=30)
     assert proc.returncode == 100 and host_span(text, proc.stdout.decode()) is not None
+
+
+stdin_texts = st.lists(
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"), max_size=30), max_size=8
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(stdin_texts, st.sampled_from(HOSTILE))
+def test_stdin_reaches_the_command_verbatim_and_never_its_argv(lines: list[str], hostile: str) -> None:
+    text = "".join(f"{line}\n" for line in [*lines, hostile.replace("\n", " ")])
+    step = sh("stdin", 'cat; printf "|%s" "$#"', kind="probe", stdin=text)
+    assert text not in " ".join(step.argv) and text not in repr(step)
+    res = execute([step, probe("after", "printf", "%s", "next")])
+    assert res.out("stdin") == f"{text}|0" and res.out("after") == "next"
+
+
+def test_stdin_must_end_its_last_line_and_cannot_end_the_here_document() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        sh("x", "cat", stdin="no newline")
+    step = sh("x", "cat", kind="probe", stdin="@@0123456789abcdef:stdin:0\n")
+    with pytest.raises(ValueError, match="delimiter"):
+        render([step], nonce="0123456789abcdef")
+    assert execute([step]).out("x") == "@@0123456789abcdef:stdin:0\n"  # another nonce: read as text
