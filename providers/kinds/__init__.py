@@ -7,7 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from providers.kind import Kind
-from providers.kinds import dhcp_namespace, link_shape, nat_rule, pool_claim, qemu_vm, tap_port, vlan_gateway
+from providers.kinds import (
+    dhcp_namespace,
+    link_shape,
+    nat_rule,
+    netem_support,
+    pool_claim,
+    qemu_vm,
+    tap_port,
+    vlan_gateway,
+)
 
 KINDS: dict[str, Kind[Any, Any]] = {
     k.name: k
@@ -19,5 +28,6 @@ KINDS: dict[str, Kind[Any, Any]] = {
         pool_claim.KIND,
         qemu_vm.KIND,
         link_shape.KIND,
+        netem_support.KIND,
     )
 }
