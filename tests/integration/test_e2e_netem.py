@@ -288,3 +288,22 @@ def test_delay_doubles_the_round_trip_of_its_link_only(
 
     assert rtt_ms("8102", ip(outputs, SHAPED[0])) >= 200  # 100 ms each way
     assert rtt_ms("8103", ip(outputs, PLAIN[0])) < 100
+
+
+@pytest.mark.skipif(netem_missing() is None, reason="this kernel has netem: nothing to refuse")
+def test_a_new_slice_that_needs_netem_here_is_refused_before_any_change(
+    slice_stack: Callable[..., SliceStack], testbed: Testbed
+) -> None:
+    """The workers' netem checks come before the pool claim, on which everything else waits: nothing of
+    the slice is made, on any host."""
+    before = testbed.scan()
+    plain = [
+        {"id": 8201, "worker": "worker1", "dataInterfaces": 1},
+        {"id": 8202, "worker": "worker2", "dataInterfaces": 1},
+    ]
+    link = {"a": "8201.eth1", "b": "8202.eth1", "netem": {"delay": "20ms", "loss": "1%"}}
+    stack = slice_stack("e2e-netem-new", POOL + 40, plain, [link])
+    refused = failure(stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
+    assert "the kernel has no netem qdisc (sch_netem), which netem delay, loss of TAP tap_820" in refused
+    assert "Specified qdisc kind is unknown" in refused
+    assert_scan_equal(before, testbed.scan())
