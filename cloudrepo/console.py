@@ -24,7 +24,6 @@ import sys
 import termios
 import time
 import tty
-import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import paramiko
 from cloudrepo.engine import SliceError
 from transport.script import command_line
 from vocabulary import naming
-from vocabulary.shown import shown
+from vocabulary.shown import shown, terminal_safe
 
 ESCAPE = 0x1D
 ESCAPE_NAME = "Ctrl-]"
@@ -136,20 +135,8 @@ def log_argv(vm: int, lines: int) -> list[str]:
 
 
 def printable(data: bytes) -> str:
-    """Console output fit for a terminal: UTF-8 (invalid bytes replaced), carriage returns dropped, every
-    other control character (C0, DEL, C1) but newline and tab shown in caret notation (`^[`) or as `\\u0085`,
-    so a guest's escape sequences never reach the reader's terminal."""
-    out = []
-    for ch in data.decode("utf-8", errors="replace"):
-        if ch == "\r":
-            continue
-        if ch in "\n\t" or unicodedata.category(ch) != "Cc":
-            out.append(ch)
-        elif ord(ch) < 0x20 or ch == "\x7f":
-            out.append("^" + chr((ord(ch) + 0x40) & 0x7F))
-        else:
-            out.append(f"\\u{ord(ch):04x}")
-    return "".join(out)
+    """Console output fit for a terminal: UTF-8 (invalid bytes replaced), then `terminal_safe`."""
+    return terminal_safe(data.decode("utf-8", errors="replace"))
 
 
 def refusal(t: Target, status: int, stderr: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from components.model import POOL_SIZE
 from vocabulary.netem import summary
+from vocabulary.shown import terminal_safe
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -77,10 +78,8 @@ def list_table(rows: Sequence[Sequence[Any]]) -> str:
 
 
 def printable(text: str) -> str:
-    """Text a terminal shows as it is: tabs expanded, control characters (but line breaks) escaped."""
-    return "".join(
-        c if c == "\n" or c.isprintable() else repr(c)[1:-1] for c in text.expandtabs(8).replace("\r\n", "\n")
-    )
+    """Text a table shows as it is: tabs expanded, control characters escaped (`terminal_safe`)."""
+    return terminal_safe(text).expandtabs(8)
 
 
 def exec_table(results: Sequence[tuple[int, int, str]]) -> str:
