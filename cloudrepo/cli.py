@@ -30,6 +30,7 @@ from components.topology import MIN_VMS
 from transport import capture as capture_stream
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown, shown_path
+from vocabulary.ssh_input import SSH_KEY_SECRET
 
 OK, FAILED, USAGE = 0, 1, 2
 STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -262,7 +263,13 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     slices = Slices(_project(args))
     outputs = slices.outputs(args.name)
     return guestssh.ssh(
-        outputs, slices.project, args.name, args.vm, args.identity, args.command or [], decrypt_config
+        outputs,
+        slices.project,
+        args.name,
+        args.vm,
+        args.identity,
+        args.command or [],
+        lambda: slices.secret(args.name, SSH_KEY_SECRET),
     )
 
 
@@ -273,7 +280,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     slices = Slices(_project(args))
     outputs = slices.outputs(args.name)
     results = guestssh.exec_all(
-        outputs, slices.project, args.name, args.vm or [], args.identity, args.command, decrypt_config,
+        outputs, slices.project, args.name, args.vm or [], args.identity, args.command,
+        lambda: slices.secret(args.name, SSH_KEY_SECRET),
         args.timeout,
     )  # fmt: skip
     if args.json:

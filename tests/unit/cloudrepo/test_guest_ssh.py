@@ -334,7 +334,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
     monkeypatch.setattr(cli, "Slices", FakeSlices)
     monkeypatch.setattr(cli, "apply_environment", lambda: None)
-    monkeypatch.setattr(cli, "decrypt_config", lambda path: {"cloudrepo:sshPrivateKey": SECRET})
+    monkeypatch.setattr(FakeSlices, "secrets", {(SLICE, "cloudrepo:sshPrivateKey"): SECRET})
     monkeypatch.setattr(guestssh.subprocess, "run", rec)
     monkeypatch.setattr(guestssh.shutil, "which", lambda name: "/usr/bin/ssh")
     return rec
