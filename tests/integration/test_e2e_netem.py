@@ -190,14 +190,20 @@ def test_rate_drift_edit_and_removal(
     assert shaped <= 1.5 * RATE_KBIT, shaped
     assert plain > 3 * RATE_KBIT, plain
 
-    # a qdisc removed by hand: drift on refresh, back after up
+    # a qdisc removed by hand, another changed: drift on refresh, both back after up
     testbed.run("worker2", "tc qdisc del dev tap_8102_eth1 root")
+    testbed.run("worker1", "tc qdisc replace dev tap_8101_eth1 root tbf rate 5mbit burst 5000 latency 50ms")
     stack.refresh()
     drift = drift_by_name(stack)
-    assert list(drift) == [f"{SLICE}-shape-8102-eth1"], drift
+    assert sorted(drift) == [f"{SLICE}-shape-8101-eth1", f"{SLICE}-shape-8102-eth1"], drift
     assert drift[f"{SLICE}-shape-8102-eth1"][0].startswith("no tbf (root qdisc "), drift
+    assert drift[f"{SLICE}-shape-8101-eth1"][0].startswith("tbf rate 5000kbit burst 5000 "), drift
+    assert drift[f"{SLICE}-shape-8101-eth1"][0].endswith(
+        ", want tbf rate 1000kbit burst 1600 latency 50000us"
+    )
     stack.up()
-    assert qdisc(testbed, "worker2", "tap_8102_eth1")["options"]["rate"] == RATE_KBIT * 125
+    for worker, tap in shaped_taps:
+        assert qdisc(testbed, worker, tap)["options"]["rate"] == RATE_KBIT * 125
     stack.refresh()
     assert drift_by_name(stack) == {}
 
@@ -257,6 +263,24 @@ def test_capture_writes_the_links_pings_and_ctrl_c_leaves_no_tcpdump(
     assert len(frames) == 6
     assert [icmp_ends(f) for f in frames] == [(b, a), (a, b)] * 3
     assert pcap.stat().st_mode & 0o077 == 0
+
+    # to stdout (`-w -`, for `| wireshark -k -i -`), one endpoint's TAP
+    argv = ["capture", SLICE, SHAPED[1], "-w", "-", "--count", "2", "--filter", "icmp"]
+    proc_bytes = subprocess.Popen(
+        [*op.script, "--project", str(op.project), *argv],
+        cwd=op.project,
+        env=op.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc_bytes.stderr is not None
+    heard = b""
+    while b"listening on" not in heard and proc_bytes.poll() is None:
+        heard += proc_bytes.stderr.readline()
+    guest("8102", f"ping -c 1 {a}")
+    streamed, _ = proc_bytes.communicate(timeout=60)
+    assert proc_bytes.returncode == 0
+    assert [icmp_ends(f) for f in pcap_records(streamed)] == [(b, a), (a, b)]
 
     # by VLAN, no count: stopped by Ctrl-C, the worker keeps no tcpdump
     proc = start_capture(op, str(outputs["links"][0]["vlan"]), "-w", str(tmp_path / "open.pcap"))
