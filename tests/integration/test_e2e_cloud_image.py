@@ -28,7 +28,8 @@ from tests.integration.e2ekit import qemu_tcg
 from tests.integration.slicekit import PULUMI_CHANGES, SliceStack, failure, lab_config, slice_section
 from tests.labfixtures import Testbed
 
-pytestmark = pytest.mark.cloud_image
+pytestmark = [pytest.mark.cloud_image, pytest.mark.timeout(1800)]
+"""Two TCG boots, each allowed `SSH_DEADLINE`: more than the suite's 600 s per test on a busy machine."""
 
 SLICE = "e2e-cloud"
 POOL = 360
