@@ -64,14 +64,17 @@ def ssh_argv(key: Path, known_hosts: Path, address: str, *extra: str) -> list[st
     ]  # fmt: skip
 
 
+SSH_CALL = 180
+"""Seconds one SSH call may take (a TCG guest on a loaded machine answers slowly)."""
+
+
 def ssh(key: Path, known_hosts: Path, address: str, *command: str, extra: tuple[str, ...] = ()) -> Any:
-    return subprocess.run(
-        [*ssh_argv(key, known_hosts, address, *extra), *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """One OpenSSH call; a call that outlasts `SSH_CALL` is a result with status 124 (`ready` polls on)."""
+    argv = [*ssh_argv(key, known_hosts, address, *extra), *command]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=SSH_CALL, check=False)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", f"no answer in {SSH_CALL} s")
 
 
 def console_tail(console: Path) -> str:
