@@ -118,7 +118,7 @@ def plan_one(check: Check, outputs: Mapping[str, Any]) -> Planned:
         probe = Probe(check.vm, ("ip", "-4", "-o", "addr", "show", "dev", check.iface))
         return Planned(name, check.vm, "lease", what, want, probe)
     if check.dst_vm is None:
-        target, what = check.host, f"internet {check.host}"
+        target, what = check.host, f"{check.label} {check.host}"
     else:
         assert check.dst_iface is not None
         target = address(outputs, check.dst_vm, check.dst_iface)

@@ -106,7 +106,7 @@ def check_table(rows: Sequence[Row]) -> str:
         f"; FAILED: {', '.join(failed)}" if failed else ""
     )
     head = ("check", "from", "via", "to/what", "expected", "got", "result", "detail")
-    return table(head, body) + "\n" + verdict
+    return table(head, body) + "\n\n" + verdict
 
 
 def check_json(name: str, rows: Sequence[Row]) -> dict[str, Any]:

@@ -28,6 +28,8 @@ class Reach:
     """Whether `dst_iface` was chosen rather than written (the table says which)."""
     host: str | None = None
     """With `to: internet`: the address outside the cloud that is pinged."""
+    label: str = INTERNET
+    """What `host` is, in the table."""
 
 
 @dataclass(frozen=True)
