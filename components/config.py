@@ -128,7 +128,8 @@ def load_config(raw: Mapping[str, str], stack: str, base: Path | None = None) ->
     launches = parse_launches(values, base or Path.cwd(), add)
     checks: tuple[Check, ...] = ()
     if slice_in is not None:
-        launched = {v["id"] for v in slice_in.vms if isinstance(v, dict) and v.get("launch") is not None}
+        launching = [r for r in slice_in.vms if isinstance(r, dict) and r.get("launch") is not None]
+        launched = {v.id for v in vms if any(r.get("id") == v.id for r in launching)}
         checks = check_checks(slice_in.checks, vms, links, launched, dns, add, bad_vm_ids)
 
     if problems:

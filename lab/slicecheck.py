@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cloudrepo import checkplan, checkrun, stackfile, tables
@@ -245,14 +246,14 @@ def link_checks(links: list[dict[str, Any]], attached: dict[tuple[str, str], Att
     return out
 
 
-def declared_checks(stack: str, outputs: dict[str, Any]) -> list[checkplan.Row]:
-    """The slice's own `slice.checks` (its stack config file in this checkout), run as `cloudrepo check`
-    runs them, through `lab_shell`."""
-    path = stackfile.stack_file(PROJECT_ROOT, stack)
+def declared_checks(stack: str, outputs: dict[str, Any], project: Path = PROJECT_ROOT) -> list[checkplan.Row]:
+    """The slice's own `slice.checks` (its stack config file in `project`), run as `cloudrepo check` runs
+    them, through `lab_shell`."""
+    path = stackfile.stack_file(project, stack)
     if not path.exists():
         return []
     config = stackfile.config_of(stackfile.read(path))
-    checks = stackfile.check(config, stack, outputs, PROJECT_ROOT).config.checks
+    checks = stackfile.check(config, stack, outputs, project).config.checks
     return checkrun.run(checkplan.plan(checks, outputs), lab_shell, lab_path, wait=LEASE_TIMEOUT)
 
 
@@ -288,9 +289,11 @@ def use_launched(outputs: dict[str, Any]) -> None:
     _vms.update(outputs["vms"])
 
 
-def check_slice(outputs: dict[str, Any], inventory: dict[str, Any], stack: str | None = None) -> Report:
+def check_slice(
+    outputs: dict[str, Any], inventory: dict[str, Any], stack: str | None = None, project: Path = PROJECT_ROOT
+) -> Report:
     """Attach guests to a deployed slice and run every check, with the slice's declared checks when its
-    `stack` is given. Guests stay up: `stop_guests` ends them."""
+    `stack` is given (its config file in `project`). Guests stay up: `stop_guests` ends them."""
     use_launched(outputs)
     report = Report()
     report.attachments = attach_guests(outputs["vms"])
@@ -298,7 +301,7 @@ def check_slice(outputs: dict[str, Any], inventory: dict[str, Any], stack: str |
     report.checks += link_checks(outputs["links"], attached)
     report.checks += internet_checks(outputs["vms"], attached, inventory["internet"])
     if stack is not None:
-        report.declared = declared_checks(stack, outputs)
+        report.declared = declared_checks(stack, outputs, project)
     return report
 
 

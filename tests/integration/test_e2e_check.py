@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lab import slicecheck
 from lab.common import INTERNET_WEB_ADDRESS, host_paths
 from lab.procs import alive
 from tests.integration.clikit import Checkout
@@ -82,6 +83,15 @@ def test_check_holds_fails_and_sees_a_dead_guest(
         outputs = stack.outputs()
         assert by_name["checks[4]"]["got"] == outputs["vms"][str(C)]["interfaces"]["eth1"]["ip"]
 
+        # the testbed's own slice check runs the same plan and runner (its pings and the declared checks)
+        lab_report = slicecheck.check_slice(outputs, testbed.inventory, SLICE, stack.cli.project_dir)
+        slicecheck.stop_guests(outputs["vms"])
+        assert lab_report.ok, slicecheck.format_report(lab_report)
+        assert [r.ok for r in lab_report.declared] == [True] * len(HOLDING)
+        assert {r.via for r in lab_report.declared} == {"console"}
+        assert sum(c.name.startswith("isolation ") for c in lab_report.checks) == 1
+        assert "the slice's declared checks" in slicecheck.format_report(lab_report)
+
         table = op.ok("check", SLICE)
         assert f"{len(HOLDING)}/{len(HOLDING)} checks hold" in table, table
         assert "FAIL" not in table and table.count("PASS") == len(HOLDING), table
@@ -113,5 +123,6 @@ def test_check_holds_fails_and_sees_a_dead_guest(
         assert by_name["checks[2]"]["result"] == "FAIL", by_name["checks[2]"]
         assert by_name["checks[2]"]["detail"].startswith("control failed"), by_name["checks[2]"]
         assert f"VM {B} of slice '{SLICE}' is not running" in by_name["checks[2]"]["detail"]
-        assert by_name["checks[1]"]["result"] == "FAIL"
-        assert [by_name[f"checks[{i}]"]["result"] for i in (0, 3, 4)] == ["PASS"] * 3
+        assert by_name["checks[1]"]["result"] == "FAIL"  # from the dead guest
+        assert (by_name["checks[0]"]["result"], by_name["checks[0]"]["got"]) == ("FAIL", "no reply")  # to it
+        assert [by_name[f"checks[{i}]"]["result"] for i in (3, 4)] == ["PASS"] * 2  # the others still hold
