@@ -73,8 +73,16 @@ class CloudShell:
     console (over SSH to the worker, its lock taken) for the others. One worker connection each, kept
     for the run; `close` ends them."""
 
-    def __init__(self, slices: Any, name: str, outputs: Mapping[str, Any], decrypt: guestssh.Decrypt) -> None:
+    def __init__(
+        self,
+        slices: Any,
+        name: str,
+        outputs: Mapping[str, Any],
+        decrypt: guestssh.Decrypt,
+        identity: str | None = None,
+    ) -> None:
         self.slices, self.name, self.outputs, self.decrypt = slices, name, outputs, decrypt
+        self.identity = identity
         self._clients: dict[str, tuple[paramiko.SSHClient, bool]] = {}
         self._lock = threading.Lock()
 
@@ -93,7 +101,7 @@ class CloudShell:
 
     def _ssh(self, probe: Probe, timeout: float) -> Outcome:
         (r,) = guestssh.exec_all(
-            self.outputs, Path(self.slices.project), self.name, [probe.vm], None, list(probe.argv),
+            self.outputs, Path(self.slices.project), self.name, [probe.vm], self.identity, list(probe.argv),
             self.decrypt, timeout,
         )  # fmt: skip
         if r.exit in (guestssh.SSH_STATUS, guestssh.TIMED_OUT):

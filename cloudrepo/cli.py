@@ -330,7 +330,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not checks:
         fail(f"check: slice {args.name!r} declares no checks ({NAMESPACE}:slice.checks): nothing proven")
         return FAILED
-    shell = checkrun.CloudShell(slices, args.name, outputs, decrypt_config)
+    shell = checkrun.CloudShell(slices, args.name, outputs, decrypt_config, args.identity)
     try:
         rows = checkrun.run(checkplan.plan(checks, outputs), shell, shell.path, args.wait)
     finally:
@@ -456,6 +456,7 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     q.add_argument("name", type=stack_name)
     q.add_argument("--json", action="store_true", help="the results as JSON (for graders)")
+    q.add_argument("-i", dest="identity", metavar="KEY", help="the key for SSH guests (as `exec -i`)")
     q.add_argument(
         "--wait", type=float, default=0.0, metavar="S",
         help="try failing checks again for up to S seconds (guests still booting; default 0)",

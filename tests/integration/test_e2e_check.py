@@ -2,7 +2,7 @@
 (TCG), its declared `slice.checks` run inside the guests through their serial consoles (over SSH to the
 workers, the console lock taken). All holding: exit 0 and the table; a check that cannot hold: exit 1,
 its row FAIL; a guest whose QEMU is stopped by pid: its `blocked` check FAILs through the control, never
-PASSes; `--json` parsed each time."""
+PASSes; a link cut by hand fails the checks across it until `up`; `--json` parsed each time."""
 
 from __future__ import annotations
 
@@ -109,8 +109,19 @@ def test_check_holds_fails_and_sees_a_dead_guest(
         assert status == 1 and not report["ok"]
         assert [k for k, v in results(report).items() if v == "FAIL"] == ["checks[5]", "checks[6]"]
 
-        # B's guest dies: silence from it proves nothing, so its `blocked` check fails through the control
+        # the link A--B cut by hand on B's worker (its TAP moved off the link's VLAN): the checks across it
+        # fail, named; `up --refresh` puts the TAP back and they hold again
         set_checks(stack, HOLDING)
+        tap = outputs["vms"][str(B)]["interfaces"]["eth1"]["tap"]
+        testbed.run("worker2", f"ovs-vsctl set port {tap} tag=4094")
+        done = op.run("check", SLICE, timeout=900)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "FAILED: checks[0], checks[1], checks[2]" in done.stdout, done.stdout  # [2]: its control
+        stack.up("--refresh")
+        status, report = checked(op, "--wait", "60")
+        assert status == 0 and report["ok"], json.dumps(report, indent=2)
+
+        # B's guest dies: silence from it proves nothing, so its `blocked` check fails through the control
         pid = int((host_paths("worker2").state / f"vms/{B}/qemu.pid").read_text().strip())
         os.kill(pid, 9)
         deadline = time.monotonic() + 10
