@@ -3,7 +3,7 @@
 Three forms, each problem at its key path (`cloudrepo:slice.checks[2].from: ...`), all collected:
 
 - `{from: 1002, to: 1003, expect: reach|blocked}`: the guest of 1002 pings 1003's address on a link the
-  two share (else 1003's first linked interface, eth0 for an internet VM; the table says which), or the
+  two share (else 1003's first linked interface, else eth0 of an internet VM; the table says which), or the
   address of the interface written as `to: 1003.eth2`. `expect` defaults to `reach`.
 - `{from: 1002, to: internet, host: 198.51.100.7}`: 1002 pings an address outside the cloud (`host`,
   default the first of `cloudrepo:dnsServers`); `expect` defaults to `reach`.
@@ -34,9 +34,10 @@ def _vm_id(value: Any) -> int | None:
 
 
 def addressed(vm: Vm, links: Sequence[Link]) -> list[str]:
-    """The interfaces of `vm` that hold a reserved address, in order: its linked ones, eth0 when internet."""
+    """The interfaces of `vm` that hold a reserved address: its linked ones in order, then eth0 when it has
+    internet (a link address is the one another VM of the slice is meant to reach)."""
     linked = {e.iface for k in links for e in (k.a, k.b) if e.vm == vm.id}
-    return [i for i in vm.interfaces if i in linked or (i == "eth0" and vm.internet)]
+    return [i for i in vm.interfaces if i in linked] + (["eth0"] if vm.internet else [])
 
 
 def shared_iface(src: int, dst: int, links: Sequence[Link]) -> str | None:

@@ -61,12 +61,18 @@ def test_the_three_forms() -> None:
     )
 
 
-def test_an_internet_vm_is_pinged_on_eth0_when_no_link_is_shared() -> None:
+def test_the_address_chosen_for_a_vm() -> None:
     found, problems = checked([{"from": 1004, "to": 1002}])
     # 1004 and 1002 do share a link (1002.eth2 -- 1004.eth1): that address, not eth0
     assert problems == [] and found[0].dst_iface == "eth2"
     found, _ = checked([{"from": 1003, "to": 1004}])
     assert found[0].dst_iface == "eth1" and found[0].chosen
+    # no shared link: the internet VM's first link address, not its VLAN 400 one
+    problems.clear()
+    found = check_checks([{"from": 1003, "to": 1002}], VMS, LINKS[1:], LAUNCHED, (), problems.append)
+    assert problems == [] and found == (Reach(0, 1003, "reach", dst_vm=1002, dst_iface="eth2", chosen=True),)
+    found = check_checks([{"from": 1003, "to": 1002}], VMS, (), LAUNCHED, (), problems.append)
+    assert found == (Reach(0, 1003, "reach", dst_vm=1002, dst_iface="eth0", chosen=True),)  # no link at all
 
 
 def test_every_problem_at_its_key_path_at_once() -> None:
