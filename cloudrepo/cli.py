@@ -22,7 +22,7 @@ from typing import Any
 import paramiko
 from pulumi import automation as auto
 
-from cloudrepo import capture, console, edits, guestssh, hostaccess, stackfile, tables
+from cloudrepo import capture, checkplan, checkrun, console, edits, guestssh, hostaccess, stackfile, tables
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
@@ -322,6 +322,32 @@ def cmd_console(args: argparse.Namespace) -> int:
         client.close()
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    outputs = slices.outputs(args.name)
+    if not outputs:
+        raise SliceError(
+            f"slice {args.name!r} is not deployed: no guests to check (cloudrepo deploy {args.name})"
+        )
+    path = stackfile.stack_file(slices.project, args.name)
+    if not path.exists():
+        raise SliceError(f"slice {args.name!r}: {path.name} is not in this checkout; its checks are there")
+    checks = _checked(
+        stackfile.config_of(stackfile.read(path)), args.name, outputs, slices.project
+    ).config.checks
+    if not checks:
+        fail(f"check: slice {args.name!r} declares no checks ({NAMESPACE}:slice.checks): nothing proven")
+        return FAILED
+    shell = checkrun.CloudShell(slices, args.name, outputs, decrypt_config, args.identity)
+    try:
+        rows = checkrun.run(checkplan.plan(checks, outputs), shell, shell.path, args.wait)
+    finally:
+        shell.close()
+    ok = all(r.ok for r in rows)
+    say(json.dumps(tables.check_json(args.name, rows), indent=2) if args.json else tables.check_table(rows))
+    return OK if ok else FAILED
+
+
 def _status(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -431,6 +457,18 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--lines", type=log_lines, help=f"with --log: how many lines (default {console.DEFAULT_LINES})"
     )
+    q = verb(
+        sub, "check", cmd_check,
+        "run the slice's declared checks (slice.checks) inside its guests: SSH for cloud-init guests, else "
+        "the serial console; a table, exit 0 only when every check holds",
+    )  # fmt: skip
+    q.add_argument("name", type=stack_name)
+    q.add_argument("--json", action="store_true", help="the results as JSON (for graders)")
+    q.add_argument("-i", dest="identity", metavar="KEY", help="the key for SSH guests (as `exec -i`)")
+    q.add_argument(
+        "--wait", type=float, default=0.0, metavar="S",
+        help="try failing checks again for up to S seconds (guests still booting; default 0)",
+    )  # fmt: skip
     q = verb(sub, "diagram", cmd_diagram, "draw the deployed slice (SVG or PNG by suffix)")
     q.add_argument("name", type=stack_name)
     q.add_argument("-o", "--output", required=True)

@@ -47,8 +47,9 @@ def guest_project(base: Path) -> Path:
 
 
 def without_launches(config: dict[str, Any]) -> dict[str, Any]:
-    """A stack config (`config:` of a stack file) with no VM launched."""
-    section = dict(config["cloudrepo:slice"])
+    """A stack config (`config:` of a stack file) with no VM launched (and so no checks: they run in
+    launched guests)."""
+    section = {k: v for k, v in config["cloudrepo:slice"].items() if k != "checks"}
     section["vms"] = [{k: v for k, v in vm.items() if k != "launch"} for vm in section["vms"]]
     return {**config, "cloudrepo:slice": section}
 
