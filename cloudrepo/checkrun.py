@@ -27,6 +27,7 @@ from cloudrepo import console, guestssh, hostaccess
 from cloudrepo.checkplan import Outcome, Planned, Probe, Row, judge, probes, via
 from cloudrepo.engine import SliceError
 from vocabulary import naming, serialframe
+from vocabulary.ssh_input import SSH_KEY_SECRET
 
 Shell = Callable[[Probe, float], Outcome]
 """Runs a probe in its guest within a timeout (seconds); never raises for the guest's own failures."""
@@ -78,10 +79,9 @@ class CloudShell:
         slices: Any,
         name: str,
         outputs: Mapping[str, Any],
-        decrypt: guestssh.Decrypt,
         identity: str | None = None,
     ) -> None:
-        self.slices, self.name, self.outputs, self.decrypt = slices, name, outputs, decrypt
+        self.slices, self.name, self.outputs = slices, name, outputs
         self.identity = identity
         self._clients: dict[str, tuple[paramiko.SSHClient, bool]] = {}
         self._lock = threading.Lock()
@@ -102,7 +102,7 @@ class CloudShell:
     def _ssh(self, probe: Probe, timeout: float) -> Outcome:
         (r,) = guestssh.exec_all(
             self.outputs, Path(self.slices.project), self.name, [probe.vm], self.identity, list(probe.argv),
-            self.decrypt, timeout,
+            lambda: self.slices.secret(self.name, SSH_KEY_SECRET), timeout,
         )  # fmt: skip
         if r.exit in (guestssh.SSH_STATUS, guestssh.TIMED_OUT):
             return Outcome(None, r.stdout, f"ssh to VM {probe.vm}: {' '.join(r.stderr.split())[-200:]}")

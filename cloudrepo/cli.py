@@ -338,7 +338,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not checks:
         fail(f"check: slice {args.name!r} declares no checks ({NAMESPACE}:slice.checks): nothing proven")
         return FAILED
-    shell = checkrun.CloudShell(slices, args.name, outputs, decrypt_config, args.identity)
+    shell = checkrun.CloudShell(slices, args.name, outputs, args.identity)
     try:
         rows = checkrun.run(checkplan.plan(checks, outputs), shell, shell.path, args.wait)
     finally:
