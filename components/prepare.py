@@ -10,16 +10,36 @@ and the plan run only on a valid config and raise theirs the same way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from components.allocation import allocate_vlans
 from components.config import load_config
-from components.model import SliceConfig
+from components.model import NAMESPACE, SliceConfig
 from components.outputs import Deployed
+from components.placement import AUTO, Demand, place
 from components.plan import SlicePlan, build_plan
 from components.vms import ImageCopy, VmLaunch, launch_plan
+
+
+def placed(config: SliceConfig, deployed: Deployed) -> SliceConfig:
+    """The config with every `auto` VM on the worker `components.placement.place` chooses (its launch too)."""
+    if not any(vm.worker == AUTO for vm in config.vms):
+        return config
+    paths = {vm.id: f"{NAMESPACE}:slice.vms[{i}]" for i, vm in enumerate(config.vms)}
+    demands = []
+    for vm in config.vms:
+        launch = config.launches.get(vm.id)
+        cpus, mem = (launch.cpus, launch.memory_mb) if launch is not None else (0, 0)
+        demands.append(Demand(vm.id, cpus, mem, vm.worker, paths[vm.id]))
+    chosen = place(demands, config.capacities, list(config.workers), deployed.workers)
+    vms = tuple(
+        vm.model_copy(update={"worker": chosen[vm.id], "auto": True}) if vm.worker == AUTO else vm
+        for vm in config.vms
+    )
+    launches = {i: replace(la, worker=chosen[i]) for i, la in config.launches.items()}
+    return config.model_copy(update={"vms": vms, "launches": launches})
 
 
 @dataclass(frozen=True)
@@ -41,8 +61,8 @@ def prepare(
 ) -> Prepared:
     """The prepared slice of `stack` from its raw config (as the engine hands it to the program) and its
     last outputs; boot files relative to `base` (the project directory, default the working directory)."""
-    config = load_config(raw, stack, base)
     deployed = Deployed.from_outputs(previous_outputs)
+    config = placed(load_config(raw, stack, base), deployed)
     plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
     copies, vms = launch_plan(plan)
     return Prepared(config, deployed, plan, tuple(copies), tuple(vms))
