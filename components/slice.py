@@ -23,6 +23,7 @@ from providers.kinds.nat_rule import NatRule
 from providers.kinds.pool_claim import PoolClaim
 from providers.kinds.tap_port import TapPort
 from providers.kinds.vlan_gateway import VlanGateway
+from providers.kinds.worker_claim import WorkerClaim
 
 COMPONENT_TYPE = "cloudrepo:index:Slice"
 IDENTITY_NAME = "slice-identity"
@@ -33,6 +34,7 @@ RESOURCE_CLASSES: dict[str, Any] = {
     "DhcpNamespace": DhcpNamespace,
     "NatRule": NatRule,
     "LinkShape": LinkShape,
+    "WorkerClaim": WorkerClaim,
 }
 
 

@@ -16,6 +16,7 @@ from providers.kinds import (
     qemu_vm,
     tap_port,
     vlan_gateway,
+    worker_claim,
 )
 
 KINDS: dict[str, Kind[Any, Any]] = {
@@ -29,5 +30,6 @@ KINDS: dict[str, Kind[Any, Any]] = {
         qemu_vm.KIND,
         link_shape.KIND,
         cloud_seed.KIND,
+        worker_claim.KIND,
     )
 }

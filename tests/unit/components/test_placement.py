@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from components.outputs import Deployed, stack_outputs
 from components.placement import AUTO, Capacity, Demand, place
 from components.prepare import prepare
+from components.resources import resource_plan
 from tests.cfgkit import boot_files_project, raw_config, with_changes
 from vocabulary.errors import ConfigError
+from vocabulary.specs import WorkerClaimSpec
 
 WORKERS = ("w0", "w1", "w2", "w3")
 
@@ -195,3 +197,22 @@ def test_prepare_refuses_what_fits_nowhere_and_bad_keys(tmp_path: Path) -> None:
         "4 vCPUs, 2048 MiB; worker3: capacity not declared (cloudrepo:workers.worker3.capacity), not a "
         "candidate)"
     ]
+
+
+def test_launched_vms_on_declared_workers_claim_their_share(tmp_path: Path) -> None:
+    base = boot_files_project(tmp_path)
+    prepared = prepare(raw_config(auto_config()), "s1", {}, base)
+    planned = {r.name: r for r in resource_plan(prepared.plan, prepared.deployed, "p/s1")}
+    claims = {n: r.spec for n, r in planned.items() if r.kind == "WorkerClaim"}
+    assert set(claims) == {"claim-1", "claim-2"}  # VM 3 has no launch
+    one = claims["claim-1"]
+    assert isinstance(one, WorkerClaimSpec)
+    assert (one.host.name, one.cpus, one.memory_mb, one.capacity_cpus, one.capacity_memory_mb) == (
+        "worker2",
+        2,
+        1024,
+        4,
+        2048,
+    )
+    assert planned["claim-1"].depends_on == ("pool-120",) and one.stack == "p/s1"
+    assert {v.spec.vm: v.claim_name for v in prepared.vms} == {1: "claim-1", 2: "claim-2"}
