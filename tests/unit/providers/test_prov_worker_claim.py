@@ -21,9 +21,16 @@ UID = "a" * 32
 HOST = Endpoint(name="worker1", address="127.0.0.1", port=2201)
 
 
-def spec(vm: int = 7, cpus: int = 1, mem: int = 256, cap: tuple[int, int] = (4, 4096), **kw: object):
+def spec(
+    vm: int = 7,
+    cpus: int = 1,
+    mem: int = 256,
+    cap: tuple[int, int] = (4, 4096),
+    slice: str = "s1",
+    uid: str = UID,
+) -> WorkerClaimSpec:
     return WorkerClaimSpec(
-        slice=kw.get("slice", "s1"), host=HOST, uid=kw.get("uid", UID), vm=vm, cpus=cpus, memory_mb=mem,
+        slice=slice, host=HOST, uid=uid, vm=vm, cpus=cpus, memory_mb=mem,
         capacity_cpus=cap[0], capacity_memory_mb=cap[1], stack="p/s1",
     )  # fmt: skip
 
