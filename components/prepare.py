@@ -9,7 +9,7 @@ and the plan run only on a valid config and raise theirs the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,22 +18,34 @@ from components.allocation import allocate_vlans
 from components.config import load_config
 from components.model import NAMESPACE, SliceConfig
 from components.outputs import Deployed
-from components.placement import AUTO, Demand, place
+from components.placement import AUTO, Capacity, Demand, place
 from components.plan import SlicePlan, build_plan
 from components.vms import ImageCopy, VmLaunch, launch_plan
 
+WorkerClaims = Callable[[SliceConfig], tuple[Mapping[str, tuple[int, int]], Mapping[int, str]]]
+"""What the workers' claims say: worker -> (vCPUs, MiB) the other slices hold there, and VM id -> the worker
+holding this slice's claim of it (the program reads them; the command's checks pass none)."""
 
-def placed(config: SliceConfig, deployed: Deployed) -> SliceConfig:
-    """The config with every `auto` VM on the worker `components.placement.place` chooses (its launch too)."""
+
+def placed(config: SliceConfig, deployed: Deployed, claims: WorkerClaims | None = None) -> SliceConfig:
+    """The config with every `auto` VM on the worker `components.placement.place` chooses (its launch too):
+    the other slices' claims taken from the workers' capacities; a VM keeps the worker the last outputs
+    record, else the one its claim is on (an `up` that failed part-way wrote no outputs)."""
     if not any(vm.worker == AUTO for vm in config.vms):
         return config
+    others, mine = claims(config) if claims is not None else ({}, {})
+    capacities = dict(config.capacities)
+    for worker, (cpus, mem) in others.items():
+        if worker in capacities:
+            cap = capacities[worker]
+            capacities[worker] = Capacity(max(cap.cpus - cpus, 0), max(cap.memory_mb - mem, 0))
     paths = {vm.id: f"{NAMESPACE}:slice.vms[{i}]" for i, vm in enumerate(config.vms)}
     demands = []
     for vm in config.vms:
         launch = config.launches.get(vm.id)
         cpus, mem = (launch.cpus, launch.memory_mb) if launch is not None else (0, 0)
         demands.append(Demand(vm.id, cpus, mem, vm.worker, paths[vm.id]))
-    chosen = place(demands, config.capacities, list(config.workers), deployed.workers)
+    chosen = place(demands, capacities, list(config.workers), {**mine, **deployed.workers})
     vms = tuple(
         vm.model_copy(update={"worker": chosen[vm.id], "auto": True}) if vm.worker == AUTO else vm
         for vm in config.vms
@@ -57,12 +69,17 @@ class Prepared:
 
 
 def prepare(
-    raw: Mapping[str, str], stack: str, previous_outputs: Mapping[str, Any], base: Path | None = None
+    raw: Mapping[str, str],
+    stack: str,
+    previous_outputs: Mapping[str, Any],
+    base: Path | None = None,
+    claims: WorkerClaims | None = None,
 ) -> Prepared:
     """The prepared slice of `stack` from its raw config (as the engine hands it to the program) and its
-    last outputs; boot files relative to `base` (the project directory, default the working directory)."""
+    last outputs; boot files relative to `base` (the project directory, default the working directory);
+    `claims`: what the workers' claims say, for `worker: auto`."""
     deployed = Deployed.from_outputs(previous_outputs)
-    config = placed(load_config(raw, stack, base), deployed)
+    config = placed(load_config(raw, stack, base), deployed, claims)
     plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
     copies, vms = launch_plan(plan)
     return Prepared(config, deployed, plan, tuple(copies), tuple(vms))

@@ -10,17 +10,20 @@ the same numbers `components.placement` chose the worker with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import pulumi
 
 from providers import bodies
 from providers.kind import Kind
 from providers.pipeline import HostResource
+from transport import ssh
 from transport.script import ScriptResult, Step, sh
 from vocabulary import naming
-from vocabulary.errors import Conflict, StepFailed
-from vocabulary.specs import WorkerClaimSpec
+from vocabulary.errors import CloudrepoError, Conflict, StepFailed
+from vocabulary.specs import Endpoint, WorkerClaimSpec
 
 VERIFY = "verify capacity"
 
@@ -98,11 +101,11 @@ def totals(claims: Iterable[VmClaim]) -> tuple[int, int]:
     return sum(c.cpus for c in listed), sum(c.memory_mb for c in listed)
 
 
-def preflight(_spec: WorkerClaimSpec) -> list[Step]:
+def preflight(_spec: WorkerClaimSpec | None) -> list[Step]:
     return [sh("claims", _LIST, naming.CLAIMS_DIR, kind="probe")]
 
 
-def parse_have(_spec: WorkerClaimSpec, res: ScriptResult) -> ClaimsHave:
+def parse_have(_spec: WorkerClaimSpec | None, res: ScriptResult) -> ClaimsHave:
     return ClaimsHave(parse_claims(res.out("claims")))
 
 
@@ -219,3 +222,29 @@ KIND: Kind[WorkerClaimSpec, ClaimsHave] = Kind(
 
 class WorkerClaim(HostResource, kind=KIND):
     """A launched VM's share of its worker; see `WorkerClaimSpec` for the inputs."""
+
+
+def read_claims(
+    raw: Mapping[str, Any], slice_name: str, workers: Mapping[str, Endpoint]
+) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
+    """(worker -> (vCPUs, MiB) the other slices' claims hold there, VM id -> the worker this slice's claim
+    of it is on): one read round trip per worker, made by the program before it places `auto` VMs (at
+    preview and at `up`). A worker that cannot be read counts as holding none, with a warning: its claims
+    still refuse an overbooking at `up`, under its lock."""
+    others: dict[str, tuple[int, int]] = {}
+    mine: dict[int, str] = {}
+    if not workers:
+        return others, mine
+    ssh.configure(raw)
+    try:
+        for name, ep in sorted(workers.items()):
+            try:
+                have = parse_have(None, ssh.run_script(ep, preflight(None)))
+            except CloudrepoError as exc:
+                pulumi.log.warn(f"{name}: its claims could not be read ({exc}); placing as if it had none")
+                continue
+            others[name] = totals(c for c in have.claims if c.slice != slice_name)
+            mine.update({c.vm: name for c in have.claims if c.slice == slice_name})
+    finally:
+        ssh.close_all()
+    return others, mine

@@ -216,3 +216,21 @@ def test_launched_vms_on_declared_workers_claim_their_share(tmp_path: Path) -> N
     )
     assert planned["claim-1"].depends_on == ("pool-120",) and one.stack == "p/s1"
     assert {v.spec.vm: v.claim_name for v in prepared.vms} == {1: "claim-1", 2: "claim-2"}
+
+
+def test_the_workers_claims_count_other_slices_and_keep_this_ones(tmp_path: Path) -> None:
+    """Other slices' claims take their share of the capacity; this slice's claims (from an `up` that wrote
+    no outputs) keep their VMs where they are."""
+    base = boot_files_project(tmp_path)
+
+    def claims(_config: Any) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
+        return {"worker2": (2, 1024)}, {2: "worker2"}
+
+    prepared = prepare(raw_config(auto_config()), "s1", {}, base, claims=claims)
+    assert {vm.id: vm.worker for vm in prepared.config.vms} == {1: "worker1", 2: "worker2", 3: "worker3"}
+
+    def full(_config: Any) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
+        return {"worker1": (2, 1024), "worker2": (4, 2048)}, {}
+
+    with pytest.raises(ConfigError, match=r"VM 1 \(auto\) needs 2 vCPUs and 1024 MiB; no worker has that free"):
+        prepare(raw_config(auto_config()), "s1", {}, base, claims=full)
