@@ -232,5 +232,5 @@ def test_the_workers_claims_count_other_slices_and_keep_this_ones(tmp_path: Path
     def full(_config: Any) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
         return {"worker1": (2, 1024), "worker2": (4, 2048)}, {}
 
-    with pytest.raises(ConfigError, match=r"VM 1 \(auto\) needs 2 vCPUs and 1024 MiB; no worker has that free"):
+    with pytest.raises(ConfigError, match=r"VM 1 \(auto\) needs 2 vCPUs and 1024 MiB; no worker has"):
         prepare(raw_config(auto_config()), "s1", {}, base, claims=full)
