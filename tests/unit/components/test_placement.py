@@ -234,3 +234,54 @@ def test_the_workers_claims_count_other_slices_and_keep_this_ones(tmp_path: Path
 
     with pytest.raises(ConfigError, match=r"VM 1 \(auto\) needs 2 vCPUs and 1024 MiB; no worker has"):
         prepare(raw_config(auto_config()), "s1", {}, base, claims=full)
+
+
+edit = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from((128, 256, 512))),
+    st.tuples(st.just("rm"), st.integers(0, 20)),
+    st.tuples(st.just("link"), st.integers(0, 20)),
+    st.tuples(st.just("unlink"), st.integers(0, 20)),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(edit, min_size=1, max_size=8))
+def test_choices_survive_a_generated_sequence_of_edits(
+    tmp_path_factory: Any, edits: list[tuple[str, int]]
+) -> None:
+    """Each run's outputs are the next run's memory: a VM that stays keeps its worker whatever VMs and
+    links come and go around it."""
+    base = boot_files_project(tmp_path_factory.mktemp("p"))
+    kernel = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "accel": "tcg"}
+    vms: dict[int, int] = {1: 256, 2: 512}
+    links: list[list[str]] = []
+    next_id = 3
+    outputs: dict[str, Any] = {}
+    before: dict[int, str] = {}
+    for op, n in [("start", 0), *edits]:
+        if op == "add":
+            vms[next_id], next_id = n, next_id + 1
+        elif op == "rm" and len(vms) > 1:
+            gone = sorted(vms)[n % len(vms)]
+            del vms[gone]
+            links = [lk for lk in links if not any(e.startswith(f"{gone}.") for e in lk)]
+        elif op == "link" and len(vms) > 1:
+            ids = sorted(vms)
+            a, b = ids[n % len(ids)], ids[(n + 1) % len(ids)]
+            if not any(lk[0].startswith(f"{a}.") and lk[1].startswith(f"{b}.") for lk in links):
+                links.append([f"{a}.eth{len(links) + 1}", f"{b}.eth{len(links) + 1}"])
+        elif op == "unlink" and links:
+            links.pop(n % len(links))
+        cfg = auto_config(links=links)
+        cfg["cloudrepo:slice"]["vms"] = [
+            {"id": i, "dataInterfaces": 12, "launch": {**kernel, "memoryMb": m}}
+            for i, m in sorted(vms.items())
+        ]
+        cfg["cloudrepo:workers"]["worker1"]["capacity"] = {"cpus": 64, "memoryMb": 8192}
+        cfg["cloudrepo:workers"]["worker2"]["capacity"] = {"cpus": 64, "memoryMb": 8192}
+        prepared = prepare(raw_config(cfg), "s1", outputs, base)
+        now = {vm.id: vm.worker for vm in prepared.config.vms}
+        assert {vm: w for vm, w in now.items() if vm in before} == {
+            vm: w for vm, w in before.items() if vm in now
+        }
+        outputs, before = stack_outputs(prepared.plan), now
