@@ -8,6 +8,10 @@ nowhere fails preview with the numbers; removing a VM keeps every other VM where
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +19,10 @@ from typing import Any
 import pytest
 
 from lab.common import host_paths
+from tests.integration.clikit import Checkout
 from tests.integration.e2ekit import guest_launch, qemu_tcg, wall_time
 from tests.integration.slicekit import SliceStack, failure, lab_config
+from tests.integration.test_e2e_console import Tmux
 from tests.labfixtures import LabSession, Testbed
 
 CAPACITY = {"worker1": (4, 512), "worker2": (3, 384), "worker3": (2, 256)}
@@ -86,13 +92,85 @@ def placed(stack: SliceStack) -> dict[int, str]:
 
 
 def test_auto_placement_two_slices_at_once(
-    three_workers: Testbed, slice_stack: Callable[..., SliceStack]
+    three_workers: Testbed, slice_stack: Callable[..., SliceStack], slice_backend: Path, tmp_path: Path
 ) -> None:
     with wall_time("placement: two slices of auto VMs at once"):
-        run_placement(slice_stack)
+        a, b = run_placement(slice_stack)
+    check_workers_command(three_workers, a, b, slice_backend)
+    op = Checkout(a.cli.project_dir, {"PULUMI_BACKEND_URL": f"file://{slice_backend}"})
+    check_top(op, placed(a))
+    tmux = Tmux(tmp_path, op.env())
+    try:
+        drive_top(op, tmux, placed(a))
+    finally:
+        tmux.kill()
 
 
-def run_placement(slice_stack: Callable[..., SliceStack]) -> None:
+def status_of(pid: int) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+
+
+def check_top(op: Checkout, where: dict[int, str]) -> None:
+    """`cloudrepo top --once --json`: each VM's QEMU by its pid file, its RSS as the host's /proc says."""
+    doc = json.loads(op.ok("top", "e2e-pla", "--once", "--json"))
+    assert {d["vm"]: d["worker"] for d in doc} == where
+    for d in doc:
+        pid_file = host_paths(d["worker"]).state / "vms" / str(d["vm"]) / "qemu.pid"
+        assert d["running"] and d["pid"] == int(pid_file.read_text().strip()), d
+        rss = int(status_of(d["pid"])["VmRSS"].split()[0]) / 1024
+        assert abs(d["rssMb"] - rss) < 8, (d, rss)
+        assert d["rssMb"] <= VM_MB + 256 and 0 <= d["cpuPct"] <= 100 * (os.cpu_count() or 1), d
+
+
+def drive_top(op: Checkout, tmux: Tmux, where: dict[int, str]) -> None:
+    """`cloudrepo top` in a terminal: every VM on the screen, the screen refreshed in place, Ctrl-C ends
+    it with status 0."""
+    argv = [*op.script, "--project", str(op.project), "top", "e2e-pla", "--interval", "1"]
+    tmux("new-session", "-d", "-s", "top", "-x", "120", "-y", "30", "-c", str(op.project), shlex.join(argv))
+    first = tmux.wait_for("top", "cloudrepo top e2e-pla", timeout=60)
+    for vm, worker in where.items():
+        tmux.wait_for("top", f"{vm}  {worker}", timeout=30)
+    stamp = next(line for line in first.splitlines() if line.startswith("cloudrepo top"))
+    deadline = time.monotonic() + 30
+    visible = lambda: tmux("capture-pane", "-p", "-t", "top")  # noqa: E731  (the screen, not its history)
+    while stamp in visible() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    screen = visible()
+    assert stamp not in screen and screen.count("cloudrepo top e2e-pla") == 1, screen  # redrawn in place
+    tmux("send-keys", "-t", "top", "C-c")
+    assert tmux.dead("top") == 0
+
+
+def check_workers_command(testbed: Testbed, a: SliceStack, b: SliceStack, backend: Path) -> None:
+    """`cloudrepo workers --json` from A's checkout: every worker of its stack file, checked against the
+    host's own /proc (and its state directory's file system); the claims of both slices (B's stack file is
+    in another checkout: the workers hold the truth)."""
+    op = Checkout(a.cli.project_dir, {"PULUMI_BACKEND_URL": f"file://{backend}"})
+    doc = json.loads(op.ok("workers", "--json"))
+    table = op.ok("workers")
+    found = claims()
+    assert [w["worker"] for w in doc] == sorted(CAPACITY)
+    for w in doc:
+        name = w["worker"]
+        assert w["cpus"] == int(testbed.run(name, "nproc")[1])
+        meminfo = dict(line.split(":", 1) for line in testbed.run(name, "cat /proc/meminfo")[1].splitlines())
+        assert w["memoryMb"] == int(meminfo["MemTotal"].split()[0]) // 1024
+        disk = shutil.disk_usage(host_paths(name).state)
+        assert abs(w["disk"]["totalMb"] - disk.total // 2**20) <= 1, (w["disk"], disk)
+        load = [float(x) for x in testbed.run(name, "cat /proc/loadavg")[1].split()[:3]]
+        assert abs(w["load"][2] - load[2]) < 1.0, (w["load"], load)
+        assert w["capacity"] == {"cpus": CAPACITY[name][0], "memoryMb": CAPACITY[name][1]}
+        shares = {s["slice"]: s for s in w["slices"]}
+        for slice_name in ("e2e-pla", "e2e-plb"):
+            vms = sorted(int(f.split("@")[1]) for f in found[name] if f.startswith(f"{slice_name}@"))
+            if vms:
+                assert shares[slice_name]["vms"] == vms and shares[slice_name]["memoryMb"] == VM_MB * len(vms)
+        assert w["claimed"]["memoryMb"] == sum(m for _, m in found[name].values())
+        assert name in table
+    assert sum(len(w["slices"]) for w in doc) >= 2, doc
+
+
+def run_placement(slice_stack: Callable[..., SliceStack]) -> tuple[SliceStack, SliceStack]:
     a = slice_stack("e2e-pla", 300, auto_vms(A_VMS), [], extra=extra())
     b = slice_stack("e2e-plb", 320, auto_vms(B_VMS), [], extra=extra())
     total_mb = sum(m for _, m in CAPACITY.values())
@@ -151,3 +229,4 @@ def run_placement(slice_stack: Callable[..., SliceStack]) -> None:
     b.up()
     assert placed(b) == {**where_b, 8125: where_a[A_VMS[0]]}
     assert_within_capacity(claims())
+    return a, b
