@@ -255,7 +255,7 @@ def test_choices_survive_a_generated_sequence_of_edits(
     kernel = {"kernel": "images/vmlinuz", "initrd": "images/initrd.gz", "accel": "tcg"}
     vms: dict[int, int] = {1: 256, 2: 512}
     links: list[list[str]] = []
-    next_id = 3
+    next_id, port = 3, 0
     outputs: dict[str, Any] = {}
     before: dict[int, str] = {}
     for op, n in [("start", 0), *edits]:
@@ -269,7 +269,8 @@ def test_choices_survive_a_generated_sequence_of_edits(
             ids = sorted(vms)
             a, b = ids[n % len(ids)], ids[(n + 1) % len(ids)]
             if not any(lk[0].startswith(f"{a}.") and lk[1].startswith(f"{b}.") for lk in links):
-                links.append([f"{a}.eth{len(links) + 1}", f"{b}.eth{len(links) + 1}"])
+                port += 1  # a fresh data interface on both ends
+                links.append([f"{a}.eth{port}", f"{b}.eth{port}"])
         elif op == "unlink" and links:
             links.pop(n % len(links))
         cfg = auto_config(links=links)
