@@ -12,10 +12,11 @@ from providers.kinds.worker_claim import read_claims
 raw = raw_stack_config()
 
 
-def claims(config: SliceConfig) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
-    """The claims on the workers `worker: auto` may choose (`components.prepare.WorkerClaims`)."""
-    declared = {w: config.workers[w] for w in config.capacities}
-    return read_claims(raw, config.slice_name, declared)
+def claims(
+    config: SliceConfig,
+) -> tuple[dict[str, tuple[int, int]], dict[int, str], dict[str, tuple[int, int]]]:
+    """What the workers say, for `worker: auto` (`components.prepare.WorkerClaims`)."""
+    return read_claims(raw, config.slice_name, config.workers)
 
 
 prepared = prepare(raw, pulumi.get_stack(), read_previous_outputs(), claims=claims)

@@ -4,9 +4,9 @@ and the workers the last run chose (the placement memory, kept in the stack outp
 Order of precedence: a named worker is taken as written; an `auto` VM the last run placed keeps that worker
 while it is still in `cloudrepo:workers`; every other `auto` VM, the largest first (memory, then vCPUs, then
 id), goes to the worker with the most free memory that fits its vCPUs and memory (ties: more free vCPUs,
-then the worker name). Only workers with a declared `capacity` are candidates: an undeclared one's capacity
-is not known at preview. A VM that fits nowhere, or a worker whose VMs exceed its declared capacity, is a
-problem naming the numbers. See docs/design.md, "Placement".
+then the worker name). Candidates: the workers whose capacity is known (declared, else as the host reported
+it to the program's read). A VM that fits nowhere, or a worker whose VMs exceed its capacity, is a problem
+naming the numbers. See docs/design.md, "Placement".
 """
 
 from __future__ import annotations
@@ -60,16 +60,18 @@ def place(
     capacities: Mapping[str, Capacity],
     workers: Sequence[str],
     previous: Mapping[int, str] | None = None,
+    held: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[int, str]:
     """VM id -> worker for every VM of `demands`, ordered like them; raises `ConfigError` with every problem.
 
-    `capacities`: the declared ones (the candidates of `auto`); `workers`: every worker of the config;
-    `previous`: VM id -> the worker the last run gave it (kept for an `auto` VM while that worker exists).
+    `capacities`: the known ones (the candidates of `auto`); `workers`: every worker of the config;
+    `previous`: VM id -> the worker the last run gave it (kept for an `auto` VM while that worker exists);
+    `held`: worker -> (vCPUs, MiB) other slices' claims hold there.
     """
-    previous = previous or {}
+    previous, held = previous or {}, held or {}
     problems: list[str] = []
     result: dict[int, str] = {}
-    used: dict[str, tuple[int, int]] = {w: (0, 0) for w in workers}
+    used: dict[str, tuple[int, int]] = {w: held.get(w, (0, 0)) for w in workers}
     on: dict[str, list[Demand]] = {w: [] for w in workers}
 
     def take(d: Demand, worker: str) -> None:
@@ -85,11 +87,12 @@ def place(
             take(d, previous[d.vm])
     for worker, cap in sorted(capacities.items()):
         cpus, mem = used.get(worker, (0, 0))
-        if cpus > cap.cpus or mem > cap.memory_mb:
-            listed = ", ".join(f"{d.vm} ({d.cpus}/{d.memory_mb})" for d in on.get(worker, []))
+        if (cpus > cap.cpus or mem > cap.memory_mb) and on.get(worker):
+            listed = ", ".join(f"{d.vm} ({d.cpus}/{d.memory_mb})" for d in on[worker])
             problems.append(
                 f"{NAMESPACE}:workers.{worker}.capacity: the VMs on {worker} need {cpus} vCPUs and "
-                f"{mem} MiB, over its capacity of {cap.shown()} (VM (vCPUs/MiB): {listed})"
+                f"{mem} MiB{_others(held, worker)}, over its capacity of {cap.shown()} "
+                f"(VM (vCPUs/MiB): {listed})"
             )
     fresh = sorted((d for d in demands if d.auto and d.vm not in result),
                    key=lambda d: (-d.memory_mb, -d.cpus, d.vm))  # fmt: skip
@@ -102,7 +105,7 @@ def place(
             if free[0] >= d.cpus and free[1] >= d.memory_mb
         ]
         if not fits:
-            problems.append(no_fit(d, capacities, used, workers))
+            problems.append(no_fit(d, capacities, used, workers, held))
             continue
         best = min(fits, key=lambda fw: (-fw[0][1], -fw[0][0], fw[1]))
         take(d, best[1])
@@ -111,17 +114,31 @@ def place(
     return {d.vm: result[d.vm] for d in demands}
 
 
+def _others(held: Mapping[str, tuple[int, int]], worker: str) -> str:
+    cpus, mem = held.get(worker, (0, 0))
+    return f" with what other slices hold there ({cpus} vCPUs, {mem} MiB)" if cpus or mem else ""
+
+
 def no_fit(
-    d: Demand, capacities: Mapping[str, Capacity], used: Mapping[str, tuple[int, int]], workers: Sequence[str]
+    d: Demand,
+    capacities: Mapping[str, Capacity],
+    used: Mapping[str, tuple[int, int]],
+    workers: Sequence[str],
+    held: Mapping[str, tuple[int, int]],
 ) -> str:
     """The problem of an `auto` VM that fits on no worker: what it needs and what each worker has free."""
     parts = []
     for w in sorted(workers):
         cap = capacities.get(w)
         if cap is None:
-            parts.append(f"{w}: capacity not declared ({NAMESPACE}:workers.{w}.capacity), not a candidate")
+            parts.append(
+                f"{w}: capacity neither declared ({NAMESPACE}:workers.{w}.capacity) nor read from the host, "
+                "not a candidate"
+            )
         else:
             cpus, mem = _free(cap, used.get(w, (0, 0)))
-            parts.append(f"{w}: {cpus} vCPUs and {mem} MiB free of {cap.shown()}")
+            hc, hm = held.get(w, (0, 0))
+            others = f", other slices hold {hc} vCPUs and {hm} MiB" if hc or hm else ""
+            parts.append(f"{w}: {cpus} vCPUs and {mem} MiB free of {cap.shown()}{others}")
     at = f"{d.where}.worker" if d.where else f"{NAMESPACE}:slice.vms"
     return f"{at}: VM {d.vm} (auto) needs {d.shown()}; no worker has that free ({'; '.join(parts)})"

@@ -22,36 +22,44 @@ from components.placement import AUTO, Capacity, Demand, place
 from components.plan import SlicePlan, build_plan
 from components.vms import ImageCopy, VmLaunch, launch_plan
 
-WorkerClaims = Callable[[SliceConfig], tuple[Mapping[str, tuple[int, int]], Mapping[int, str]]]
-"""What the workers' claims say: worker -> (vCPUs, MiB) the other slices hold there, and VM id -> the worker
-holding this slice's claim of it (the program reads them; the command's checks pass none)."""
+WorkerClaims = Callable[
+    [SliceConfig], tuple[Mapping[str, tuple[int, int]], Mapping[int, str], Mapping[str, tuple[int, int]]]
+]
+"""What the workers say: worker -> (vCPUs, MiB) the other slices' claims hold there, VM id -> the worker
+holding this slice's claim of it, and worker -> (CPUs, MiB) its host reports (`nproc`, `MemTotal`). The
+program reads them; the command's checks pass none."""
+
+UNKNOWN = Capacity(1 << 30, 1 << 40)
+"""An undeclared worker's capacity for the command's checks, which read no host: the program decides."""
 
 
 def placed(config: SliceConfig, deployed: Deployed, claims: WorkerClaims | None = None) -> SliceConfig:
-    """The config with every `auto` VM on the worker `components.placement.place` chooses (its launch too):
-    the other slices' claims taken from the workers' capacities; a VM keeps the worker the last outputs
-    record, else the one its claim is on (an `up` that failed part-way wrote no outputs)."""
+    """The config with every `auto` VM on the worker `components.placement.place` chooses (its launch too)
+    and the capacities it placed with (declared, else as the host reported them): the other slices'
+    claims come off them; a VM keeps the worker the last outputs record, else the one its claim is on (an
+    `up` that failed part-way wrote no outputs)."""
     if not any(vm.worker == AUTO for vm in config.vms):
         return config
-    others, mine = claims(config) if claims is not None else ({}, {})
-    capacities = dict(config.capacities)
-    for worker, (cpus, mem) in others.items():
-        if worker in capacities:
-            cap = capacities[worker]
-            capacities[worker] = Capacity(max(cap.cpus - cpus, 0), max(cap.memory_mb - mem, 0))
+    others, mine, reported = claims(config) if claims is not None else ({}, {}, {})
+    known = dict(config.capacities)
+    for worker, (cpus, mem) in reported.items():
+        if worker in config.workers and worker not in known:
+            known[worker] = Capacity(cpus, mem)
+    candidates = known if claims is not None else {w: known.get(w, UNKNOWN) for w in config.workers}
     paths = {vm.id: f"{NAMESPACE}:slice.vms[{i}]" for i, vm in enumerate(config.vms)}
     demands = []
     for vm in config.vms:
         launch = config.launches.get(vm.id)
         cpus, mem = (launch.cpus, launch.memory_mb) if launch is not None else (0, 0)
         demands.append(Demand(vm.id, cpus, mem, vm.worker, paths[vm.id]))
-    chosen = place(demands, capacities, list(config.workers), {**mine, **deployed.workers})
+    previous = {**mine, **deployed.workers}
+    chosen = place(demands, candidates, list(config.workers), previous, others)
     vms = tuple(
         vm.model_copy(update={"worker": chosen[vm.id], "auto": True}) if vm.worker == AUTO else vm
         for vm in config.vms
     )
     launches = {i: replace(la, worker=chosen[i]) for i, la in config.launches.items()}
-    return config.model_copy(update={"vms": vms, "launches": launches})
+    return config.model_copy(update={"vms": vms, "launches": launches, "capacities": known})
 
 
 @dataclass(frozen=True)

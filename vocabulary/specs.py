@@ -197,7 +197,7 @@ class WorkerClaimSpec(HostSpec):
     memory_mb: Annotated[int, Field(ge=0, le=1 << 30)]
     capacity_cpus: Annotated[int, Field(ge=1, le=4096)]
     capacity_memory_mb: Annotated[int, Field(ge=1, le=1 << 30)]
-    """The worker's declared capacity (`cloudrepo:workers.NAME.capacity`)."""
+    """The worker's capacity: declared (`cloudrepo:workers.NAME.capacity`), else as its host reported it."""
     stack: Annotated[str, Field(pattern=naming.SAFE_STACK.pattern)] | None = None
     """The stack that holds the claim, recorded so that `cloudrepo workers` and a refusal can name it."""
 

@@ -5,7 +5,8 @@ change and naming the numbers, when the worker's other claims (every slice's, fr
 VM exceed the worker's capacity: checked from the read and again in sh under the lock, so two slices
 deployed at once never overbook a worker. The VM's `QemuVm` waits for its claim; the claim is removed
 (by its own uid only) when the VM is. The capacity is the declared one (`cloudrepo:workers.NAME.capacity`),
-the same numbers `components.placement` chose the worker with.
+else what the host reported to the program's read (`read_claims`): the numbers `components.placement`
+chose the worker with.
 """
 
 from __future__ import annotations
@@ -224,27 +225,38 @@ class WorkerClaim(HostResource, kind=KIND):
     """A launched VM's share of its worker; see `WorkerClaimSpec` for the inputs."""
 
 
+HOST_CAPACITY = "nproc; awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo"
+"""The host's CPUs and memory (MiB), one per line: an undeclared worker's capacity."""
+
+
 def read_claims(
     raw: Mapping[str, Any], slice_name: str, workers: Mapping[str, Endpoint]
-) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
-    """(worker -> (vCPUs, MiB) the other slices' claims hold there, VM id -> the worker this slice's claim
-    of it is on): one read round trip per worker, made by the program before it places `auto` VMs (at
-    preview and at `up`). A worker that cannot be read counts as holding none, with a warning: its claims
-    still refuse an overbooking at `up`, under its lock."""
+) -> tuple[dict[str, tuple[int, int]], dict[int, str], dict[str, tuple[int, int]]]:
+    """What the workers say, for `worker: auto` (`components.prepare.WorkerClaims`): worker -> (vCPUs, MiB)
+    the other slices' claims hold there, VM id -> the worker this slice's claim of it is on, and worker ->
+    (CPUs, MiB) its host reports. One read round trip per worker, made by the program before it places (at
+    preview and at `up`). A worker that cannot be read counts as holding none and reporting nothing, with a
+    warning: its claims still refuse an overbooking at `up`, under its lock."""
     others: dict[str, tuple[int, int]] = {}
     mine: dict[int, str] = {}
+    reported: dict[str, tuple[int, int]] = {}
     if not workers:
-        return others, mine
+        return others, mine, reported
     ssh.configure(raw)
     try:
         for name, ep in sorted(workers.items()):
+            steps = [*preflight(None), sh("host", HOST_CAPACITY, kind="probe")]
             try:
-                have = parse_have(None, ssh.run_script(ep, preflight(None)))
+                res = ssh.run_script(ep, steps)
             except CloudrepoError as exc:
                 pulumi.log.warn(f"{name}: its claims could not be read ({exc}); placing as if it had none")
                 continue
+            have = parse_have(None, res)
             others[name] = totals(c for c in have.claims if c.slice != slice_name)
             mine.update({c.vm: name for c in have.claims if c.slice == slice_name})
+            host = res.out("host").split()
+            if len(host) == 2 and all(x.isdigit() and int(x) > 0 for x in host):
+                reported[name] = (int(host[0]), int(host[1]))
     finally:
         ssh.close_all()
-    return others, mine
+    return others, mine, reported

@@ -2,7 +2,9 @@
 `auto` VMs whose demand is 100 % of the total capacity deployed by two `pulumi up` started together. The
 workers' claims never exceed a capacity (a slice whose program placed on a worker the other filled first is
 refused by the claim, naming the numbers, and its next `up` places within what is left); a VM that fits
-nowhere fails preview with the numbers; removing a VM keeps every other VM where it was and frees its share.
+nowhere fails preview with the numbers (also in a slice that declares no capacity: the hosts' own, less the
+claims); removing a VM keeps every other VM where it was and frees its share. Then `cloudrepo workers` and
+`cloudrepo top` against the hosts' own /proc, `top` driven in tmux.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def test_auto_placement_two_slices_at_once(
     three_workers: Testbed, slice_stack: Callable[..., SliceStack], slice_backend: Path, tmp_path: Path
 ) -> None:
     with wall_time("placement: two slices of auto VMs at once"):
-        a, b = run_placement(slice_stack)
+        a, b = run_placement(slice_stack, three_workers)
     check_workers_command(three_workers, a, b, slice_backend)
     op = Checkout(a.cli.project_dir, {"PULUMI_BACKEND_URL": f"file://{slice_backend}"})
     check_top(op, placed(a))
@@ -170,7 +172,7 @@ def check_workers_command(testbed: Testbed, a: SliceStack, b: SliceStack, backen
     assert sum(len(w["slices"]) for w in doc) >= 2, doc
 
 
-def run_placement(slice_stack: Callable[..., SliceStack]) -> tuple[SliceStack, SliceStack]:
+def run_placement(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> tuple[SliceStack, SliceStack]:
     a = slice_stack("e2e-pla", 300, auto_vms(A_VMS), [], extra=extra())
     b = slice_stack("e2e-plb", 320, auto_vms(B_VMS), [], extra=extra())
     total_mb = sum(m for _, m in CAPACITY.values())
@@ -216,8 +218,22 @@ def run_placement(slice_stack: Callable[..., SliceStack]) -> tuple[SliceStack, S
     b.write_config(config)
     text = failure(b.cli.run("preview", "--non-interactive", check=False))
     assert "VM 8125 (auto) needs 1 vCPUs and 128 MiB; no worker has that free" in text, text
+    for worker, (cpus, mem) in CAPACITY.items():
+        assert f"{worker}: 0 vCPUs and 0 MiB free of {cpus} vCPUs, {mem} MiB" in text, text
+    assert claims() == found
+
+    # a slice whose stack file declares no capacity: the workers' capacities are what their hosts report
+    # (read by the program at preview), less what A and B claim there
+    c = slice_stack("e2e-plc", 340, auto_vms([8141]), [], extra=qemu_tcg())
+    text = failure(c.cli.run("preview", "--non-interactive", check=False))
+    nproc = int(testbed.run("worker1", "nproc")[1])
+    total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) // 1024
+    assert "VM 8141 (auto) needs 1 vCPUs and 128 MiB; no worker has that free" in text, text
     for worker in CAPACITY:
-        assert f"{worker}: 0 vCPUs and 0 MiB free of" in text, text
+        held = found[worker]
+        cpus, mem = sum(x for x, _ in held.values()), sum(y for _, y in held.values())
+        free = f"{nproc - cpus} vCPUs and {total - mem} MiB free of {nproc} vCPUs, {total} MiB"
+        assert f"{worker}: {free}, other slices hold {cpus} vCPUs and {mem} MiB" in text, text
     assert claims() == found
 
     # A loses a VM: every other VM stays where it was; the freed share takes B's new VM

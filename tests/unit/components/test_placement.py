@@ -114,7 +114,7 @@ def test_nothing_fits_names_the_vm_its_needs_and_every_worker() -> None:
     assert problem.startswith("cloudrepo:slice.vms[1].worker: VM 7 (auto) needs 2 vCPUs and 1024 MiB")
     assert "w0: 1 vCPUs and 512 MiB free of 2 vCPUs, 1024 MiB" in problem
     assert "w1: 8 vCPUs and 512 MiB free of 8 vCPUs, 512 MiB" in problem
-    assert "w2: capacity not declared (cloudrepo:workers.w2.capacity)" in problem
+    assert "w2: capacity neither declared (cloudrepo:workers.w2.capacity) nor read from the host" in problem
 
 
 def test_named_vms_over_a_declared_capacity_are_refused() -> None:
@@ -148,9 +148,17 @@ def auto_config(**slice_fields: Any) -> dict[str, Any]:
     )
 
 
+Seen = tuple[dict[str, tuple[int, int]], dict[int, str], dict[str, tuple[int, int]]]
+
+
+def no_host(_config: Any) -> Seen:
+    """The workers' answer when none could be read: no claims, no capacity reported."""
+    return {}, {}, {}
+
+
 def test_prepare_places_auto_vms_and_the_outputs_remember(tmp_path: Path) -> None:
     base = boot_files_project(tmp_path)
-    prepared = prepare(raw_config(auto_config()), "s1", {}, base)
+    prepared = prepare(raw_config(auto_config()), "s1", {}, base, claims=no_host)
     workers = {vm.id: vm.worker for vm in prepared.config.vms}
     assert workers == {1: "worker2", 2: "worker1", 3: "worker3"}
     assert {v.spec.vm: v.spec.host.name for v in prepared.vms} == {1: "worker2", 2: "worker1"}
@@ -161,7 +169,7 @@ def test_prepare_places_auto_vms_and_the_outputs_remember(tmp_path: Path) -> Non
     cfg = auto_config()
     kernel = cfg["cloudrepo:slice"]["vms"][0]["launch"]
     cfg["cloudrepo:slice"]["vms"].insert(0, {"id": 9, "launch": {**kernel, "memoryMb": 1024, "cpus": 1}})
-    again = prepare(raw_config(cfg), "s1", outputs, base)
+    again = prepare(raw_config(cfg), "s1", outputs, base, claims=no_host)
     assert {vm.id: vm.worker for vm in again.config.vms} == {**workers, 9: "worker2"}
 
 
@@ -189,19 +197,20 @@ def test_prepare_refuses_what_fits_nowhere_and_bad_keys(tmp_path: Path) -> None:
     assert "cloudrepo:slice.vms[3].worker: VM 4: unknown worker 'nowhere'" in text
     cfg = auto_config()
     cfg["cloudrepo:slice"]["vms"][1]["launch"]["memoryMb"] = 4096
+    prepare(raw_config(cfg), "s1", {}, base)  # the command's check: worker3's capacity is the host's to say
     with pytest.raises(ConfigError) as err:
-        prepare(raw_config(cfg), "s1", {}, base)
+        prepare(raw_config(cfg), "s1", {}, base, claims=no_host)
     assert err.value.problems == [
         "cloudrepo:slice.vms[1].worker: VM 2 (auto) needs 1 vCPUs and 4096 MiB; no worker has that free "
         "(worker1: 2 vCPUs and 1024 MiB free of 2 vCPUs, 1024 MiB; worker2: 4 vCPUs and 2048 MiB free of "
-        "4 vCPUs, 2048 MiB; worker3: capacity not declared (cloudrepo:workers.worker3.capacity), not a "
-        "candidate)"
+        "4 vCPUs, 2048 MiB; worker3: capacity neither declared (cloudrepo:workers.worker3.capacity) nor read "
+        "from the host, not a candidate)"
     ]
 
 
 def test_launched_vms_on_declared_workers_claim_their_share(tmp_path: Path) -> None:
     base = boot_files_project(tmp_path)
-    prepared = prepare(raw_config(auto_config()), "s1", {}, base)
+    prepared = prepare(raw_config(auto_config()), "s1", {}, base, claims=no_host)
     planned = {r.name: r for r in resource_plan(prepared.plan, prepared.deployed, "p/s1")}
     claims = {n: r.spec for n, r in planned.items() if r.kind == "WorkerClaim"}
     assert set(claims) == {"claim-1", "claim-2"}  # VM 3 has no launch
@@ -223,17 +232,35 @@ def test_the_workers_claims_count_other_slices_and_keep_this_ones(tmp_path: Path
     no outputs) keep their VMs where they are."""
     base = boot_files_project(tmp_path)
 
-    def claims(_config: Any) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
-        return {"worker2": (2, 1024)}, {2: "worker2"}
+    def claims(_config: Any) -> Seen:
+        return {"worker2": (2, 1024)}, {2: "worker2"}, {}
 
     prepared = prepare(raw_config(auto_config()), "s1", {}, base, claims=claims)
     assert {vm.id: vm.worker for vm in prepared.config.vms} == {1: "worker1", 2: "worker2", 3: "worker3"}
 
-    def full(_config: Any) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
-        return {"worker1": (2, 1024), "worker2": (4, 2048)}, {}
+    def full(_config: Any) -> Seen:
+        return {"worker1": (2, 1024), "worker2": (4, 2048)}, {}, {}
 
-    with pytest.raises(ConfigError, match=r"VM 1 \(auto\) needs 2 vCPUs and 1024 MiB; no worker has"):
+    with pytest.raises(ConfigError) as err:
         prepare(raw_config(auto_config()), "s1", {}, base, claims=full)
+    assert (
+        "VM 1 (auto) needs 2 vCPUs and 1024 MiB; no worker has that free (worker1: 0 vCPUs and 0 MiB free of "
+        in (err.value.problems[0])
+    )
+    assert "free of 2 vCPUs, 1024 MiB, other slices hold 2 vCPUs and 1024 MiB" in err.value.problems[0]
+
+    def reported(_config: Any) -> Seen:
+        return {"worker3": (1, 1000)}, {}, {"worker3": (8, 16384), "worker1": (64, 65536)}
+
+    prepared = prepare(raw_config(auto_config()), "s1", {}, base, claims=reported)
+    assert {vm.id: vm.worker for vm in prepared.config.vms} == {1: "worker3", 2: "worker3", 3: "worker3"}
+    assert prepared.config.capacities["worker3"] == Capacity(8, 16384)  # the host's, for its claims
+    assert prepared.config.capacities["worker1"] == Capacity(2, 1024)  # declared wins
+    claim = next(r.spec for r in resource_plan(prepared.plan) if r.name == "claim-1")
+    assert isinstance(claim, WorkerClaimSpec) and (claim.host.name, claim.capacity_memory_mb) == (
+        "worker3",
+        16384,
+    )
 
 
 edit = st.one_of(
@@ -280,7 +307,7 @@ def test_choices_survive_a_generated_sequence_of_edits(
         ]
         cfg["cloudrepo:workers"]["worker1"]["capacity"] = {"cpus": 64, "memoryMb": 8192}
         cfg["cloudrepo:workers"]["worker2"]["capacity"] = {"cpus": 64, "memoryMb": 8192}
-        prepared = prepare(raw_config(cfg), "s1", outputs, base)
+        prepared = prepare(raw_config(cfg), "s1", outputs, base, claims=no_host)
         now = {vm.id: vm.worker for vm in prepared.config.vms}
         assert {vm: w for vm, w in now.items() if vm in before} == {
             vm: w for vm, w in before.items() if vm in now
