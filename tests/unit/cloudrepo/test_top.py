@@ -72,3 +72,14 @@ def test_launched_vms_by_worker() -> None:
         }
     }
     assert top.launched(outputs) == {"w1": [3], "w2": [7]}
+
+
+def test_bad_usage_is_exit_2_before_any_login(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudrepo import cli
+
+    assert cli.main(["top", "s1", "--json"]) == cli.USAGE
+    assert "--json goes with --once" in capsys.readouterr().err
+    for argv in (["top", "s1", "--interval", "-1"], ["top", "s1", "--interval", "nan"], ["top", "../x"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2, argv
