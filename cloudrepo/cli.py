@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,19 @@ from typing import Any
 import paramiko
 from pulumi import automation as auto
 
-from cloudrepo import capture, checkplan, checkrun, console, edits, guestssh, hostaccess, stackfile, tables
+from cloudrepo import (
+    capture,
+    checkplan,
+    checkrun,
+    console,
+    edits,
+    guestssh,
+    hostaccess,
+    stackfile,
+    tables,
+    top,
+    workers,
+)
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
@@ -348,6 +361,99 @@ def cmd_check(args: argparse.Namespace) -> int:
     return OK if ok else FAILED
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    names = args.names or sorted(
+        f.name[len("Pulumi.") : -len(".yaml")] for f in slices.project.glob("Pulumi.*.yaml")
+    )
+    configs = {}
+    for name in names:
+        path = stackfile.stack_file(slices.project, name)
+        if not path.exists():
+            raise SliceError(f"slice {name!r}: {path.name} is not in this checkout (pass --project DIR)")
+        configs[name] = stackfile.config_of(stackfile.read(path)).get(hostaccess.WORKERS_KEY) or {}
+    reports = []
+    for host in workers.hosts(configs):
+        reports.append(read_worker(slices, host))
+    if args.json:
+        print(json.dumps(workers.as_json(reports), indent=2))
+    else:
+        say(workers.table(reports) if reports else "no workers in the stack files")
+    return FAILED if any(r.error for r in reports) else OK
+
+
+def read_worker(slices: Slices, host: workers.Host) -> workers.WorkerReport:
+    """One worker's report: one login, one command (`workers.REPORT`)."""
+    try:
+        endpoint, login = hostaccess.worker_login(slices, host.slice, host.name)
+        client = hostaccess.connect(endpoint, login)
+    except SliceError as exc:
+        return workers.WorkerReport(host.name, capacity=host.capacity, error=str(exc))
+    try:
+        out, err, status = console.run_command(client, workers.report_argv(), login.sudo)
+    except (paramiko.SSHException, EOFError) as exc:
+        return workers.WorkerReport(host.name, capacity=host.capacity, error=f"the SSH session failed: {exc}")
+    finally:
+        client.close()
+    if status != 0:
+        said = err.decode(errors="replace").strip()
+        return workers.WorkerReport(host.name, capacity=host.capacity, error=f"status {status}: {said}")
+    return workers.parse_report(host.name, out.decode(errors="replace"), host.capacity)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    if args.json and not args.once:
+        fail("top: --json goes with --once")
+        return USAGE
+    slices = Slices(_project(args))
+    outputs = slices.outputs(args.name)
+    placed = top.launched(outputs)
+    if not placed:
+        raise SliceError(f"slice {args.name!r} has no launched VM (or is not deployed)")
+    clients = {}
+    try:
+        for worker in placed:
+            endpoint, login = hostaccess.worker_login(slices, args.name, worker)
+            clients[worker] = (hostaccess.connect(endpoint, login), login.sudo)
+        while True:
+            rows = []
+            for worker, vms in placed.items():
+                client, sudo = clients[worker]
+                out, err, status = console.run_command(client, top.sample_argv(vms), sudo)
+                if status != 0:
+                    raise SliceError(
+                        f"{worker}: the sample failed ({status}): {err.decode(errors='replace')}"
+                    )
+                rows += top.parse_sample(worker, out.decode(errors="replace"))
+            if args.once:
+                if args.json:
+                    print(json.dumps(top.as_json(rows), indent=2))
+                else:
+                    say(top.table(args.name, rows, time.strftime("%H:%M:%S")))
+                return OK
+            sys.stdout.write("\x1b[H\x1b[2J" + top.table(args.name, rows, time.strftime("%H:%M:%S")) + "\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return OK
+    except (paramiko.SSHException, EOFError) as exc:
+        raise SliceError(f"the SSH session failed: {exc or type(exc).__name__}") from None
+    finally:
+        for client, _ in clients.values():
+            client.close()
+
+
+def interval(text: str) -> float:
+    """argparse type of `--interval`: 0..3600 seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number of seconds (0..3600)")
+    return value
+
+
 def _status(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -446,6 +552,16 @@ def parser() -> argparse.ArgumentParser:
     ):
         verb(sub, name, func, help).add_argument("name", type=stack_name)
     verb(sub, "list", cmd_list, "every slice in the backend")
+    q = verb(sub, "workers", cmd_workers, "each worker's CPUs, memory, disk, load and the slices' claims")
+    q.add_argument(
+        "names", nargs="*", type=stack_name, help="the slices whose workers (default: every stack file)"
+    )
+    q.add_argument("--json", action="store_true")
+    q = verb(sub, "top", cmd_top, "each launched VM's CPU % and resident memory, refreshed in place")
+    q.add_argument("name", type=stack_name)
+    q.add_argument("--once", action="store_true", help="one sample, then exit")
+    q.add_argument("--json", action="store_true", help="with --once: as JSON")
+    q.add_argument("--interval", type=interval, default=1.0, help="seconds between refreshes (default 1)")
     q = verb(sub, "destroy", cmd_destroy, "remove the slice from the hosts")
     q.add_argument("name", type=stack_name)
     q.add_argument("--rm", action="store_true", help="also remove the stack and its config file")

@@ -185,6 +185,11 @@ def drain(chan: paramiko.Channel, limit: int = MAX_LOG_BYTES) -> tuple[bytes, by
     return bytes(out[:limit]), bytes(err), chan.recv_exit_status()
 
 
+def run_command(client: paramiko.SSHClient, argv: list[str], sudo: bool) -> tuple[bytes, bytes, int]:
+    """Run `argv` on the host (one session, `sudo -n` when `sudo`): its stdout, stderr and exit status."""
+    return drain(open_script(client, argv, sudo))
+
+
 def show_log(client: paramiko.SSHClient, t: Target, lines: int, sudo: bool) -> str:
     """The last `lines` lines of the VM's console log, fit for a terminal."""
     out, err, status = drain(open_script(client, log_argv(t.vm, lines), sudo))

@@ -32,6 +32,7 @@ from components.model import (
     VlanPool,
     Vm,
 )
+from components.placement import AUTO, Capacity
 from components.slice_rules import check_links, check_pool, check_vms, vm_paths
 from components.topology import expand_topology
 from vocabulary.errors import ConfigError
@@ -70,8 +71,9 @@ def load_config(raw: Mapping[str, str], stack: str, base: Path | None = None) ->
                 add(f"{ns}:workers: at least one worker is required")
             for wname, wval in wraw.items():
                 where = path_of(f"{ns}:workers", [wname])
-                if validate_value(NodeName, wname, where, problems) and wname == NETWORK_NODE_NAME:
-                    add(f"{where}: worker name {shown(wname)} is reserved for cloudrepo:networkNode")
+                if validate_value(NodeName, wname, where, problems) and wname in (NETWORK_NODE_NAME, AUTO):
+                    what = "cloudrepo:networkNode" if wname == NETWORK_NODE_NAME else "worker: auto"
+                    add(f"{where}: worker name {shown(wname)} is reserved for {what}")
                 if isinstance(wval, dict):
                     named.add(wname)
                 w = validate_input(WorkerInput, wval, where, problems)
@@ -118,7 +120,13 @@ def load_config(raw: Mapping[str, str], stack: str, base: Path | None = None) ->
         if not validate_value(SliceName, slice_name, f"{where}.name", local):
             add(local[0] + origin)
         pool = check_pool(slice_in.vlan_pool.start, parking, add)
-        vms, bad_vm_ids = check_vms(slice_in.vms, named if "workers" in values else None, add)
+        if slice_in.worker is not None and "workers" in values and slice_in.worker not in {*named, AUTO}:
+            known = ", ".join(sorted(named)) or "none"
+            add(f"{where}.worker: unknown worker {shown(slice_in.worker)} (cloudrepo:workers has: {known}; "
+                "or auto)")  # fmt: skip
+        vms, bad_vm_ids = check_vms(
+            slice_in.vms, named if "workers" in values else None, add, slice_in.worker
+        )
         sizes = {v.id: v.data_interfaces for v in vms}
         paths = vm_paths(slice_in.vms)
         preset_links = expand_topology(
@@ -141,6 +149,11 @@ def load_config(raw: Mapping[str, str], stack: str, base: Path | None = None) ->
         network_node=Endpoint(name=NETWORK_NODE_NAME, address=node.host, port=node.port),
         uplink=node.uplink,
         workers={n: Endpoint(name=n, address=w.host, port=w.port) for n, w in workers.items()},
+        capacities={
+            n: Capacity(w.capacity.cpus, w.capacity.memory_mb)
+            for n, w in workers.items()
+            if w.capacity is not None
+        },
         ssh=SshSettings(
             user=ssh_in.user,
             private_key_path=ssh_in.private_key_path,

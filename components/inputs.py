@@ -41,11 +41,20 @@ class NetworkNodeInput(_Input):
     """NAT egress interface."""
 
 
+class CapacityInput(_Input):
+    """`cloudrepo:workers.NAME.capacity`: what the worker offers to VMs (`components.placement`)."""
+
+    cpus: StrictInt = Field(ge=1, le=4096)
+    memory_mb: StrictInt = Field(alias="memoryMb", ge=1, le=1 << 30)
+
+
 class WorkerInput(_Input):
     """One entry of `cloudrepo:workers`."""
 
     host: HostName
     port: Port = 22
+    capacity: CapacityInput | None = None
+    """Declared: the candidates of `worker: auto`, and every launched VM on it claims its share there."""
 
 
 class VlanPoolInput(_Input):
@@ -56,8 +65,8 @@ class VlanPoolInput(_Input):
 class VmInput(_Input):
     id: StrictInt
     """VM id, unique across the cloud, 1..65535."""
-    worker: StrictStr
-    """A key of `cloudrepo:workers`."""
+    worker: StrictStr | None = None
+    """A key of `cloudrepo:workers`, or `auto` (`components.placement`); default `slice.worker`."""
     data_interfaces: StrictInt = Field(default=0, alias="dataInterfaces", ge=0)
     """Number of data interfaces eth1..ethN (eth0 is the management interface)."""
     internet: StrictBool = False
@@ -78,6 +87,8 @@ class LinkInput(_Input):
 class SliceInput(_Input):
     name: StrictStr | None = None
     """Default: the stack name."""
+    worker: StrictStr | None = None
+    """The worker of VMs that name none: a key of `cloudrepo:workers`, or `auto`."""
     vlan_pool: VlanPoolInput = Field(alias="vlanPool")
     vms: list[dict[str, Any]] = Field(default_factory=list)
     """Validated one by one (`VmInput`) so one bad VM does not hide the other problems."""

@@ -17,6 +17,7 @@ from components.bootfiles import ImageDirs, boot_file, parse_image_dirs
 from components.guest import CloudInitInput, Defaults, parse_cloud_init, parse_defaults
 from components.inputs import _Input
 from components.model import NAMESPACE, Launch
+from components.placement import AUTO
 from vocabulary.problems import validate_input
 from vocabulary.specs import Accel, Cpus, KernelAppend, MemoryMb, QemuBinary
 from vocabulary.values import value_problem
@@ -131,7 +132,7 @@ def parse_launch(
     image = found.get("image")
     return Launch(
         vm=int(vm["id"]),
-        worker=str(vm["worker"]),
+        worker=str(vm.get("worker") or AUTO),  # the chosen worker replaces it (components.prepare)
         binary=qemu.binary,
         accel=li.accel or qemu.accel,  # type: ignore[arg-type]
         cpus=li.cpus,
@@ -159,7 +160,7 @@ def parse_launches(values: Mapping[str, Any], base: Path, add: Callable[[str], N
     for i, vm in enumerate(vms if isinstance(vms, list) else []):
         if not isinstance(vm, dict) or vm.get("launch") is None:
             continue
-        if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker"), str):
+        if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker", ""), str):
             continue  # the VM itself is invalid: check_vms reports it
         where = f"{NAMESPACE}:slice.vms[{i}].launch"
         launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add, defaults)

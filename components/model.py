@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from components.bootfiles import BootFile
 from components.check_specs import Check
+from components.placement import Capacity
 from vocabulary.naming import NAMESPACE as NAMESPACE
 from vocabulary.netem import Netem
 from vocabulary.values import INTERNET_VLAN as INTERNET_VLAN
@@ -85,8 +86,11 @@ class Vm(BaseModel):
     model_config = ConfigDict(frozen=True)
     id: int
     worker: str
+    """A worker of the config; `auto` until `components.placement` chose it (`components.prepare`)."""
     data_interfaces: int
     internet: bool
+    auto: bool = False
+    """Its worker was chosen by the program (`worker: auto`), not named."""
 
     @property
     def interfaces(self) -> list[str]:
@@ -159,6 +163,8 @@ class SliceConfig(BaseModel):
     network_node: Endpoint
     uplink: IfName
     workers: dict[NodeName, Endpoint]
+    capacities: dict[NodeName, Capacity] = Field(default_factory=dict)
+    """The workers' declared capacities (`cloudrepo:workers.NAME.capacity`)."""
     ssh: SshSettings
     bridge: IfName
     parking_vlan: ParkingVlan

@@ -104,6 +104,8 @@ def vms_output(plan: SlicePlan, internet_ip: InternetIp = _no_internet_ip) -> di
             "interfaces": interfaces,
             "qemuNetArgs": qemu_net_args(ifaces),
         }
+        if vm.auto:
+            out[str(vm.id)]["placement"] = "auto"  # the worker the program chose (components.placement)
         reached = {name: i["ip"] for name, i in interfaces.items() if not i["parked"]}
         guest = guest_output(plan, vm.id, reached)
         if guest is not None:
@@ -201,6 +203,16 @@ def previous_vlan_workers(vms: Any) -> dict[int, tuple[str, ...]]:
     return {vlan: tuple(sorted(ws)) for vlan, ws in sorted(out.items())}
 
 
+def previous_workers(vms: Any) -> dict[int, str]:
+    """VM id -> its worker, from a `vms` output (the placement memory)."""
+    out: dict[int, str] = {}
+    for key, vm in vms.items() if isinstance(vms, Mapping) else []:
+        worker = vm.get("worker") if isinstance(vm, Mapping) else None
+        if isinstance(key, str) and key.isdigit() and isinstance(worker, str):
+            out[int(key)] = worker
+    return out
+
+
 @dataclass(frozen=True)
 class Deployed:
     """What the previous run of the stack deployed, as its outputs remember it."""
@@ -208,7 +220,12 @@ class Deployed:
     vlans: dict[LinkKey, int] = field(default_factory=dict)
     vlan_workers: dict[int, tuple[str, ...]] = field(default_factory=dict)
     """VLAN -> the workers that had TAPs of the slice on it."""
+    workers: dict[int, str] = field(default_factory=dict)
+    """VM id -> the worker it was on (an `auto` VM keeps it: `components.placement`)."""
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, Any]) -> Deployed:
-        return cls(previous_allocation(outputs.get("links")), previous_vlan_workers(outputs.get("vms")))
+        vms = outputs.get("vms")
+        return cls(
+            previous_allocation(outputs.get("links")), previous_vlan_workers(vms), previous_workers(vms)
+        )

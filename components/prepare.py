@@ -9,17 +9,57 @@ and the plan run only on a valid config and raise theirs the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from components.allocation import allocate_vlans
 from components.config import load_config
-from components.model import SliceConfig
+from components.model import NAMESPACE, SliceConfig
 from components.outputs import Deployed
+from components.placement import AUTO, Capacity, Demand, place
 from components.plan import SlicePlan, build_plan
 from components.vms import ImageCopy, VmLaunch, launch_plan
+
+WorkerClaims = Callable[
+    [SliceConfig], tuple[Mapping[str, tuple[int, int]], Mapping[int, str], Mapping[str, tuple[int, int]]]
+]
+"""What the workers say: worker -> (vCPUs, MiB) the other slices' claims hold there, VM id -> the worker
+holding this slice's claim of it, and worker -> (CPUs, MiB) its host reports (`nproc`, `MemTotal`). The
+program reads them; the command's checks pass none."""
+
+UNKNOWN = Capacity(1 << 30, 1 << 40)
+"""An undeclared worker's capacity for the command's checks, which read no host: the program decides."""
+
+
+def placed(config: SliceConfig, deployed: Deployed, claims: WorkerClaims | None = None) -> SliceConfig:
+    """The config with every `auto` VM on the worker `components.placement.place` chooses (its launch too)
+    and the capacities it placed with (declared, else as the host reported them): the other slices'
+    claims come off them; a VM keeps the worker the last outputs record, else the one its claim is on (an
+    `up` that failed part-way wrote no outputs)."""
+    if not any(vm.worker == AUTO for vm in config.vms):
+        return config
+    others, mine, reported = claims(config) if claims is not None else ({}, {}, {})
+    known = dict(config.capacities)
+    for worker, (cpus, mem) in reported.items():
+        if worker in config.workers and worker not in known:
+            known[worker] = Capacity(cpus, mem)
+    candidates = known if claims is not None else {w: known.get(w, UNKNOWN) for w in config.workers}
+    paths = {vm.id: f"{NAMESPACE}:slice.vms[{i}]" for i, vm in enumerate(config.vms)}
+    demands = []
+    for vm in config.vms:
+        launch = config.launches.get(vm.id)
+        cpus, mem = (launch.cpus, launch.memory_mb) if launch is not None else (0, 0)
+        demands.append(Demand(vm.id, cpus, mem, vm.worker, paths[vm.id]))
+    previous = {**mine, **deployed.workers}
+    chosen = place(demands, candidates, list(config.workers), previous, others)
+    vms = tuple(
+        vm.model_copy(update={"worker": chosen[vm.id], "auto": True}) if vm.worker == AUTO else vm
+        for vm in config.vms
+    )
+    launches = {i: replace(la, worker=chosen[i]) for i, la in config.launches.items()}
+    return config.model_copy(update={"vms": vms, "launches": launches, "capacities": known})
 
 
 @dataclass(frozen=True)
@@ -37,12 +77,17 @@ class Prepared:
 
 
 def prepare(
-    raw: Mapping[str, str], stack: str, previous_outputs: Mapping[str, Any], base: Path | None = None
+    raw: Mapping[str, str],
+    stack: str,
+    previous_outputs: Mapping[str, Any],
+    base: Path | None = None,
+    claims: WorkerClaims | None = None,
 ) -> Prepared:
     """The prepared slice of `stack` from its raw config (as the engine hands it to the program) and its
-    last outputs; boot files relative to `base` (the project directory, default the working directory)."""
-    config = load_config(raw, stack, base)
+    last outputs; boot files relative to `base` (the project directory, default the working directory);
+    `claims`: what the workers' claims say, for `worker: auto`."""
     deployed = Deployed.from_outputs(previous_outputs)
+    config = placed(load_config(raw, stack, base), deployed, claims)
     plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
     copies, vms = launch_plan(plan)
     return Prepared(config, deployed, plan, tuple(copies), tuple(vms))

@@ -120,6 +120,35 @@ def _shape_resources(plan: SlicePlan, pool: str) -> list[PlannedResource]:
     return out
 
 
+def claim_resource(vm: int) -> str:
+    return f"claim-{vm}"
+
+
+def _claim_resources(plan: SlicePlan, pool: str, stack: str | None) -> list[PlannedResource]:
+    """One `WorkerClaim` per launched VM on a worker with a declared capacity: its share, claimed there
+    under the worker's lock against every slice's claims (its `QemuVm` waits for it)."""
+    config = plan.config
+    out = []
+    for vm in config.vms:
+        launch = config.launches.get(vm.id)
+        cap = config.capacities.get(vm.worker)
+        if launch is None or cap is None:
+            continue
+        spec = specs.WorkerClaimSpec(
+            slice=config.slice_name,
+            bridge=config.bridge,
+            host=config.workers[vm.worker],
+            vm=vm.id,
+            cpus=launch.cpus,
+            memory_mb=launch.memory_mb,
+            capacity_cpus=cap.cpus,
+            capacity_memory_mb=cap.memory_mb,
+            stack=stack,
+        )
+        out.append(PlannedResource("WorkerClaim", claim_resource(vm.id), spec, (pool,)))
+    return out
+
+
 def gateway_resource(vlan: int) -> str:
     return f"gw-vlan{vlan}"
 
@@ -248,6 +277,7 @@ def resource_plan(
     for net in plan.networks:
         out += _network_resources(plan, net, node, pool)
     out += _shape_resources(plan, pool)
+    out += _claim_resources(plan, pool, stack)
     return ordered(out)
 
 

@@ -24,6 +24,7 @@ from providers.kinds.netem_support import NetemSupport
 from providers.kinds.pool_claim import PoolClaim
 from providers.kinds.tap_port import TapPort
 from providers.kinds.vlan_gateway import VlanGateway
+from providers.kinds.worker_claim import WorkerClaim
 
 COMPONENT_TYPE = "cloudrepo:index:Slice"
 IDENTITY_NAME = "slice-identity"
@@ -35,6 +36,7 @@ RESOURCE_CLASSES: dict[str, Any] = {
     "NatRule": NatRule,
     "LinkShape": LinkShape,
     "NetemSupport": NetemSupport,
+    "WorkerClaim": WorkerClaim,
 }
 
 

@@ -19,6 +19,7 @@ from components.model import (
     Vm,
     parse_iface_ref,
 )
+from components.placement import AUTO
 from vocabulary.naming import IFNAMSIZ_MAX, dhcp_namespace, dhcp_port, gateway_port, tap_name
 from vocabulary.netem import NEEDS_DELAY, Netem, NetemInput
 from vocabulary.problems import suggest, validate_input
@@ -75,9 +76,12 @@ def check_vms(
     raw_vms: list[dict[str, Any]],
     workers: Collection[str] | None,
     add: Callable[[str], None],
+    default_worker: str | None = None,
 ) -> tuple[list[Vm], set[int]]:
-    """Validate the VMs one by one (`workers`: the worker names the config has, None when it has none);
-    return the valid ones and the ids of those that are invalid."""
+    """Validate the VMs one by one (`workers`: the worker names the config has, None when it has none;
+    `default_worker`: `slice.worker`, for VMs that name none); return the valid ones and the ids of those
+    that are invalid. A VM's worker may be `auto` (`components.placement` chooses it)."""
+    known = None if workers is None else {*workers, AUTO}
     vms: list[Vm] = []
     bad_ids: set[int] = set()
     first_index: dict[int, int] = {}
@@ -97,8 +101,8 @@ def check_vms(
             if isinstance(rid, int) and not isinstance(rid, bool):
                 bad_ids.add(rid)
             rworker = raw_vm.get("worker") if isinstance(raw_vm, dict) else None
-            if workers is not None and isinstance(rworker, str) and rworker not in workers:
-                add(_unknown_worker(where, rid, rworker, workers))
+            if known is not None and isinstance(rworker, str) and rworker not in known:
+                add(_unknown_worker(where, rid, rworker, workers or ()))
             continue
         ok = True
         if not 1 <= v.id <= MAX_VM_ID:
@@ -119,11 +123,16 @@ def check_vms(
             ok = False
         elif ok:
             first_index[v.id] = i
-        if workers is not None and v.worker not in workers:
-            add(_unknown_worker(where, v.id, v.worker, workers))
+        worker = v.worker if v.worker is not None else default_worker
+        if worker is None:
+            add(f"{where}.worker: VM {v.id}: required (a worker of cloudrepo:workers, or auto), or set "
+                f"{NAMESPACE}:slice.worker")  # fmt: skip
             ok = False
-        if ok:
-            vm = Vm(id=v.id, worker=v.worker, data_interfaces=v.data_interfaces, internet=v.internet)
+        elif known is not None and worker not in known:
+            add(_unknown_worker(where, v.id, worker, workers or ()))
+            ok = False
+        if ok and worker is not None:
+            vm = Vm(id=v.id, worker=worker, data_interfaces=v.data_interfaces, internet=v.internet)
             # The longest TAP name of the VM is its last interface's; report the first one that is too long.
             last = tap_name(vm.id, f"eth{vm.data_interfaces}")
             if value_problem(IfName, last) is not None:

@@ -158,7 +158,8 @@ def add_launched_vms(
             seed = CloudSeed(f"{name}-{vm.seed_name}", vm.seed, seed_opts, uid=uid)
             resources[vm.seed_name] = seed
             extra["hostKey"] = seed.observed.apply(lambda o: (o or {}).get("hostKey"))
-        deps = [resources[n] for n in (*vm.taps, *vm.copies, *([vm.seed_name] if vm.seed else []))]
+        claim_of = [vm.claim_name] if vm.claim_name in resources else []  # its share of the worker
+        deps = [resources[n] for n in (*vm.taps, *vm.copies, *([vm.seed_name] if vm.seed else []), *claim_of)]
         opts = pulumi.ResourceOptions(parent=parent, depends_on=deps)
         res = QemuVm(f"{name}-{vm.name}", vm.spec, opts, uid=uid)
         resources[vm.name] = res

@@ -45,6 +45,11 @@ class VmLaunch:
     def seed_name(self) -> str:
         return f"seed-{self.spec.vm}"
 
+    @property
+    def claim_name(self) -> str:
+        """Its `WorkerClaim` (`components.resources.claim_resource`), when its worker declares a capacity."""
+        return f"claim-{self.spec.vm}"
+
 
 def _ref(f: BootFile | None) -> BootFileRef | None:
     return None if f is None else BootFileRef(path=f.remote, sha256=f.sha256)

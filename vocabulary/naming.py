@@ -136,6 +136,14 @@ def pool_file(slice_name: str, start: int) -> str:
     return f"{POOLS_DIR}/{slice_name}@{start}"
 
 
+CLAIMS_DIR = f"{STATE_ROOT}/claims"
+
+
+def claim_file(slice_name: str, vm: int) -> str:
+    """The file that records one VM's share of a worker (`<slice>@<vm>`: vCPUs, MiB, uid, stack)."""
+    return f"{CLAIMS_DIR}/{slice_name}@{vm}"
+
+
 def owner_mark(slice_name: str, uid: str | None) -> str:
     """What marks an object as one slice's: `<slice>+<uid>`; the bare name is the mark of a slice deployed
     before slices had uids (`uid` None)."""

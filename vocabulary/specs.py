@@ -188,6 +188,20 @@ class PoolClaimSpec(HostSpec):
         return self
 
 
+class WorkerClaimSpec(HostSpec):
+    """A launched VM's share of its worker (vCPUs, memory), claimed there under the lock against the
+    worker's capacity and every slice's claims."""
+
+    vm: Annotated[int, Field(ge=1, le=0xFFFF)]
+    cpus: Annotated[int, Field(ge=0, le=4096)]
+    memory_mb: Annotated[int, Field(ge=0, le=1 << 30)]
+    capacity_cpus: Annotated[int, Field(ge=1, le=4096)]
+    capacity_memory_mb: Annotated[int, Field(ge=1, le=1 << 30)]
+    """The worker's capacity: declared (`cloudrepo:workers.NAME.capacity`), else as its host reported it."""
+    stack: Annotated[str, Field(pattern=naming.SAFE_STACK.pattern)] | None = None
+    """The stack that holds the claim, recorded so that `cloudrepo workers` and a refusal can name it."""
+
+
 ACCELS = ("kvm", "tcg")
 MAX_CPUS = 64
 MIN_MEMORY_MB = 32

@@ -17,6 +17,7 @@ from providers.kinds import (
     qemu_vm,
     tap_port,
     vlan_gateway,
+    worker_claim,
 )
 
 KINDS: dict[str, Kind[Any, Any]] = {
@@ -31,5 +32,6 @@ KINDS: dict[str, Kind[Any, Any]] = {
         link_shape.KIND,
         cloud_seed.KIND,
         netem_support.KIND,
+        worker_claim.KIND,
     )
 }

@@ -346,11 +346,11 @@ def test_other_namespaces_are_not_ours() -> None:
             },
             [
                 "cloudrepo:networkNode.uplnk: unknown key 'uplnk'; did you mean 'uplink'? (known: host, port, uplink)",
-                "cloudrepo:workers.worker1.prot: unknown key 'prot'; did you mean 'port'? (known: host, port)",
+                "cloudrepo:workers.worker1.prot: unknown key 'prot'; did you mean 'port'? (known: host, port, capacity)",
                 "cloudrepo:ssh.sudoo: unknown key 'sudoo'; did you mean 'sudo'? (known: user, privateKeyPath, "
                 "knownHostsPath, sudo, connectTimeout, commandTimeout)",
                 "cloudrepo:slice.vlanPool.size: unknown key 'size' (known: start)",
-                "cloudrepo:slice.nmae: unknown key 'nmae'; did you mean 'name'? (known: name, vlanPool, vms, links, topology, cloudInit, checks)",
+                "cloudrepo:slice.nmae: unknown key 'nmae'; did you mean 'name'? (known: name, worker, vlanPool, vms, links, topology, cloudInit, checks)",
             ],
             id="unknown-fields",
         ),

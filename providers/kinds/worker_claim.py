@@ -1,0 +1,262 @@
+"""WorkerClaim: a launched VM's share of its worker (vCPUs, memory), claimed on the worker under its lock.
+
+`/var/lib/cloudrepo/claims/<slice>@<vm>` holds `cpus memoryMb uid stack`. A claim is refused, before any
+change and naming the numbers, when the worker's other claims (every slice's, from any backend) plus this
+VM exceed the worker's capacity: checked from the read and again in sh under the lock, so two slices
+deployed at once never overbook a worker. The VM's `QemuVm` waits for its claim; the claim is removed
+(by its own uid only) when the VM is. The capacity is the declared one (`cloudrepo:workers.NAME.capacity`),
+else what the host reported to the program's read (`read_claims`): the numbers `components.placement`
+chose the worker with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from providers import bodies
+from providers.kind import Kind
+from providers.pipeline import HostResource
+from transport import ssh
+from transport.script import ScriptResult, Step, sh
+from vocabulary import naming
+from vocabulary.errors import CloudrepoError, Conflict, StepFailed
+from vocabulary.specs import Endpoint, WorkerClaimSpec
+
+VERIFY = "verify capacity"
+
+# every claim file: "<file> <cpus> <memoryMb> <uid> <stack>"
+_LIST = (
+    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] || continue; '
+    'case "$f" in .*) continue;; esac; printf "%s %s\\n" "$f" "$(head -n 1 "$f")"; done'
+)
+# $1 dir, $2 this claim's file name, $3 cpus, $4 memory, $5 capacity cpus, $6 capacity memory: fails, with
+# the numbers, when the other claims and this one exceed the capacity
+_VERIFY = (
+    'd=$1; me=$2; c=$3; m=$4; cc=$5; cm=$6; tc=0; tm=0; n=0; cd "$d" 2>/dev/null || exit 0; '
+    'for f in *; do [ -f "$f" ] || continue; case "$f" in .*) continue;; esac; '
+    '[ "$f" = "$me" ] && continue; read -r a b u k <"$f" || continue; '
+    "tc=$((tc + a)); tm=$((tm + b)); n=$((n + 1)); done; "
+    'if [ $((tc + c)) -gt "$cc" ] || [ $((tm + m)) -gt "$cm" ]; then '
+    'echo "it needs $c vCPUs and $m MiB; the $n claims on the worker hold $tc vCPUs and $tm MiB of its '
+    'capacity of $cc vCPUs, $cm MiB (free: $((cc - tc)) vCPUs, $((cm - tm)) MiB)" >&2; exit 1; fi'
+)
+# $1 claim file, $2 uid: removes the claim only when it is that uid's
+_REMOVE = '[ -f "$1" ] || exit 0; read -r c m u k <"$1"; [ "$u" = "$2" ] || exit 0; rm -f "$1"'
+
+
+def resource_id(spec: WorkerClaimSpec) -> str:
+    return f"{spec.host.name}/claim/{spec.slice}@{spec.vm}"
+
+
+@dataclass(frozen=True)
+class VmClaim:
+    slice: str
+    vm: int
+    cpus: int
+    memory_mb: int
+    file: str
+    uid: str | None = None
+    stack: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimsHave:
+    claims: tuple[VmClaim, ...]
+
+    def of(self, spec: WorkerClaimSpec) -> VmClaim | None:
+        """The claim file of this slice's VM, whatever uid holds it."""
+        file = claim_name(spec)
+        return next((c for c in self.claims if c.file == file), None)
+
+    def others(self, spec: WorkerClaimSpec) -> tuple[VmClaim, ...]:
+        file = claim_name(spec)
+        return tuple(c for c in self.claims if c.file != file)
+
+
+def claim_name(spec: WorkerClaimSpec) -> str:
+    return naming.claim_file(spec.slice, spec.vm).rpartition("/")[2]
+
+
+def parse_claims(text: str) -> tuple[VmClaim, ...]:
+    """The `_LIST` lines `<slice>@<vm> cpus memoryMb uid stack`; malformed lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            continue
+        name, _, vm = parts[0].rpartition("@")
+        if not name or not vm.isdigit():
+            continue
+        uid = parts[3] if len(parts) > 3 and naming.SAFE_UID.fullmatch(parts[3]) else None
+        stack = parts[4] if len(parts) > 4 and parts[4] != "-" else None
+        out.append(VmClaim(name, int(vm), int(parts[1]), int(parts[2]), parts[0], uid, stack))
+    return tuple(sorted(out, key=lambda c: (c.slice, c.vm)))
+
+
+def totals(claims: Iterable[VmClaim]) -> tuple[int, int]:
+    listed = list(claims)
+    return sum(c.cpus for c in listed), sum(c.memory_mb for c in listed)
+
+
+def preflight(_spec: WorkerClaimSpec | None) -> list[Step]:
+    return [sh("claims", _LIST, naming.CLAIMS_DIR, kind="probe")]
+
+
+def parse_have(_spec: WorkerClaimSpec | None, res: ScriptResult) -> ClaimsHave:
+    return ClaimsHave(parse_claims(res.out("claims")))
+
+
+def over(spec: WorkerClaimSpec, have: ClaimsHave) -> str | None:
+    """Why the claim does not fit on the worker (the numbers, and which slices hold what), or None."""
+    others = have.others(spec)
+    cpus, mem = totals(others)
+    if cpus + spec.cpus <= spec.capacity_cpus and mem + spec.memory_mb <= spec.capacity_memory_mb:
+        return None
+    by_slice: dict[str, list[VmClaim]] = {}
+    for c in others:
+        by_slice.setdefault(c.slice, []).append(c)
+    held = "; ".join(
+        f"slice {s!r}: VMs {', '.join(str(c.vm) for c in cs)} ({totals(cs)[0]} vCPUs, {totals(cs)[1]} MiB)"
+        for s, cs in sorted(by_slice.items())
+    )
+    return (
+        f"VM {spec.vm} of slice {spec.slice!r} needs {spec.cpus} vCPUs and {spec.memory_mb} MiB; the claims "
+        f"on the worker hold {cpus} vCPUs and {mem} MiB of its capacity of {spec.capacity_cpus} vCPUs, "
+        f"{spec.capacity_memory_mb} MiB (free: {spec.capacity_cpus - cpus} vCPUs, "
+        f"{spec.capacity_memory_mb - mem} MiB; {held or 'no other claims'}); nothing changed"
+    )
+
+
+def claim_text(spec: WorkerClaimSpec) -> str:
+    return f"{spec.cpus} {spec.memory_mb} {spec.uid or '-'} {spec.stack or '-'}\n"
+
+
+def verify_step(spec: WorkerClaimSpec) -> Step:
+    """The check under the lock: the other claims plus this one within the capacity."""
+    args = [str(v) for v in (spec.cpus, spec.memory_mb, spec.capacity_cpus, spec.capacity_memory_mb)]
+    return sh(VERIFY, _VERIFY, naming.CLAIMS_DIR, claim_name(spec), *args)
+
+
+def plan_ensure(spec: WorkerClaimSpec, have: ClaimsHave) -> list[Step]:
+    """Refuse a claim held by another uid or one over the capacity; write it unless it is in place."""
+    mine = have.of(spec)
+    if mine is not None and mine.uid != spec.uid:
+        raise Conflict(
+            spec.host.name,
+            f"VM {spec.vm} of slice {spec.slice!r} is claimed on this worker by stack "
+            f"{mine.stack or 'unknown'!r} (uid {mine.uid}); nothing changed",
+        )
+    if (why := over(spec, have)) is not None:
+        raise Conflict(spec.host.name, why)
+    if mine is not None and (mine.cpus, mine.memory_mb, mine.stack) == (
+        spec.cpus,
+        spec.memory_mb,
+        spec.stack,
+    ):
+        return []
+    return [
+        verify_step(spec),
+        bodies.write_file("write claim", naming.claim_file(spec.slice, spec.vm), claim_text(spec)),
+    ]
+
+
+def plan_delete(spec: WorkerClaimSpec, have: ClaimsHave) -> list[Step]:
+    mine = have.of(spec)
+    if mine is None or mine.uid != spec.uid:
+        return []
+    return [sh("remove claim", _REMOVE, naming.claim_file(spec.slice, spec.vm), spec.uid or "-")]
+
+
+def observe(spec: WorkerClaimSpec, have: ClaimsHave) -> tuple[dict[str, Any], list[str]]:
+    mine = have.of(spec)
+    ours = mine if mine is not None and mine.uid == spec.uid else None
+    cpus, mem = totals(have.claims)
+    observed = {
+        "claim": [ours.cpus, ours.memory_mb] if ours else None,
+        "workerClaims": {"cpus": cpus, "memoryMb": mem, "count": len(have.claims)},
+    }
+    drift = []
+    if ours is None:
+        drift.append("claim missing")
+    elif (ours.cpus, ours.memory_mb) != (spec.cpus, spec.memory_mb):
+        drift.append(f"claim is {ours.cpus} vCPUs, {ours.memory_mb} MiB; want {spec.cpus}, {spec.memory_mb}")
+    return observed, drift
+
+
+def after(spec: WorkerClaimSpec, have: ClaimsHave, _res: ScriptResult) -> ClaimsHave:
+    mine = VmClaim(spec.slice, spec.vm, spec.cpus, spec.memory_mb, claim_name(spec), spec.uid, spec.stack)
+    return ClaimsHave((*have.others(spec), mine))
+
+
+def refused(spec: WorkerClaimSpec, exc: StepFailed) -> Conflict | None:
+    """The check under the lock found the worker full: report it as the refusal it is."""
+    if exc.step != VERIFY:
+        return None
+    return Conflict(
+        spec.host.name,
+        f"VM {spec.vm} of slice {spec.slice!r} does not fit: {exc.stderr.strip()}; nothing changed",
+    )
+
+
+KIND: Kind[WorkerClaimSpec, ClaimsHave] = Kind(
+    name="WorkerClaim",
+    spec_model=WorkerClaimSpec,
+    identity=("slice", "host", "vm"),
+    replans=False,
+    needs_bridge=False,
+    resource_id=resource_id,
+    preflight=preflight,
+    parse_have=parse_have,
+    plan_ensure=plan_ensure,
+    plan_delete=plan_delete,
+    observe=observe,
+    after=after,
+    gone=lambda spec, have: (m := have.of(spec)) is None or m.uid != spec.uid,
+    locked=lambda _spec, _have: True,
+    refused=refused,
+)
+
+
+class WorkerClaim(HostResource, kind=KIND):
+    """A launched VM's share of its worker; see `WorkerClaimSpec` for the inputs."""
+
+
+HOST_CAPACITY = "nproc; awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo"
+"""The host's CPUs and memory (MiB), one per line: an undeclared worker's capacity."""
+
+
+def read_claims(
+    raw: Mapping[str, Any], slice_name: str, workers: Mapping[str, Endpoint]
+) -> tuple[dict[str, tuple[int, int]], dict[int, str], dict[str, tuple[int, int]]]:
+    """What the workers say, for `worker: auto` (`components.prepare.WorkerClaims`): worker -> (vCPUs, MiB)
+    the other slices' claims hold there, VM id -> the worker this slice's claim of it is on, and worker ->
+    (CPUs, MiB) its host reports. One read round trip per worker, made by the program before it places (at
+    preview and at `up`). A worker that cannot be read counts as holding none and reporting nothing, with a
+    warning: its claims still refuse an overbooking at `up`, under its lock."""
+    others: dict[str, tuple[int, int]] = {}
+    mine: dict[int, str] = {}
+    reported: dict[str, tuple[int, int]] = {}
+    if not workers:
+        return others, mine, reported
+    ssh.configure(raw)
+    try:
+        for name, ep in sorted(workers.items()):
+            steps = [*preflight(None), sh("host", HOST_CAPACITY, kind="probe")]
+            try:
+                res = ssh.run_script(ep, steps)
+            except CloudrepoError as exc:
+                pulumi.log.warn(f"{name}: its claims could not be read ({exc}); placing as if it had none")
+                continue
+            have = parse_have(None, res)
+            others[name] = totals(c for c in have.claims if c.slice != slice_name)
+            mine.update({c.vm: name for c in have.claims if c.slice == slice_name})
+            host = res.out("host").split()
+            if len(host) == 2 and all(x.isdigit() and int(x) > 0 for x in host):
+                reported[name] = (int(host[0]), int(host[1]))
+    finally:
+        ssh.close_all()
+    return others, mine, reported

@@ -1,0 +1,110 @@
+"""WorkerClaim: the plan refuses exactly the claims over the worker's capacity, and the sh check run under
+the lock (run here by a local `sh` on claim files written as the plan writes them) agrees with it."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from providers.kinds import KINDS, worker_claim
+from providers.kinds.worker_claim import ClaimsHave, VmClaim, claim_text, over, parse_claims, plan_ensure
+from vocabulary import naming
+from vocabulary.errors import Conflict
+from vocabulary.specs import Endpoint, WorkerClaimSpec
+
+UID = "a" * 32
+HOST = Endpoint(name="worker1", address="127.0.0.1", port=2201)
+
+
+def spec(
+    vm: int = 7,
+    cpus: int = 1,
+    mem: int = 256,
+    cap: tuple[int, int] = (4, 4096),
+    slice: str = "s1",
+    uid: str = UID,
+) -> WorkerClaimSpec:
+    return WorkerClaimSpec(
+        slice=slice, host=HOST, uid=uid, vm=vm, cpus=cpus, memory_mb=mem,
+        capacity_cpus=cap[0], capacity_memory_mb=cap[1], stack="p/s1",
+    )  # fmt: skip
+
+
+others = st.lists(
+    st.tuples(
+        st.sampled_from(("s2", "s3", "s1")), st.integers(1, 60), st.integers(0, 4), st.integers(0, 2048)
+    ),
+    unique_by=lambda t: (t[0], t[1]),
+    max_size=8,
+)
+
+
+def run_verify(directory: Path, s: WorkerClaimSpec) -> subprocess.CompletedProcess[str]:
+    """The plan's locked check (`sh -c BODY sh DIR FILE ...`), run on `directory` instead of the claims'."""
+    verify = worker_claim.verify_step(s)
+    assert verify.name == worker_claim.VERIFY and verify.argv[4] == naming.CLAIMS_DIR
+    argv = [*verify.argv[:4], str(directory), *verify.argv[5:]]
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(others, st.integers(0, 4), st.integers(0, 2048), st.integers(1, 12), st.integers(256, 8192))
+def test_the_plan_and_the_locked_check_refuse_the_same_claims(
+    held: list[tuple[str, int, int, int]], cpus: int, mem: int, cap_cpus: int, cap_mem: int
+) -> None:
+    s = spec(cpus=cpus, mem=mem, cap=(cap_cpus, cap_mem))
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        claims = []
+        for name, vm, c, m in held:
+            other = spec(vm=vm, cpus=c, mem=m, slice=name, uid="b" * 32)
+            (d / f"{name}@{vm}").write_text(claim_text(other))
+            claims.append(VmClaim(name, vm, c, m, f"{name}@{vm}", "b" * 32, "p/s1"))
+        listed = subprocess.run(
+            ["sh", "-c", worker_claim._LIST, "sh", str(d)], capture_output=True, text=True, check=True
+        ).stdout
+        have = ClaimsHave(parse_claims(listed))
+        assert sorted(have.claims, key=lambda c: c.file) == sorted(claims, key=lambda c: c.file)
+        why = over(s, have)
+        mine = have.of(s)
+        if mine is not None and mine.uid != s.uid:
+            with pytest.raises(Conflict, match="is claimed on this worker by stack"):
+                plan_ensure(s, have)
+            return
+        result = run_verify(d, s)
+        if why is None:
+            assert result.returncode == 0, result.stderr
+            assert plan_ensure(s, have)  # written under the lock
+        else:
+            assert result.returncode == 1
+            assert f"capacity of {cap_cpus} vCPUs, {cap_mem} MiB" in result.stderr
+            with pytest.raises(Conflict) as err:
+                plan_ensure(s, have)
+            assert f"VM 7 of slice 's1' needs {cpus} vCPUs and {mem} MiB" in str(err.value)
+            used = (sum(c.cpus for c in have.others(s)), sum(c.memory_mb for c in have.others(s)))
+            assert used[0] + cpus > cap_cpus or used[1] + mem > cap_mem
+
+
+def test_refusal_names_the_numbers_and_the_slices() -> None:
+    have = ClaimsHave((VmClaim("s2", 3, 2, 3072, "s2@3", "b" * 32, "p/s2"),))
+    with pytest.raises(Conflict) as err:
+        plan_ensure(spec(cpus=1, mem=2048), have)
+    assert str(err.value) == (
+        "worker1: VM 7 of slice 's1' needs 1 vCPUs and 2048 MiB; the claims on the worker hold 2 vCPUs and "
+        "3072 MiB of its capacity of 4 vCPUs, 4096 MiB (free: 2 vCPUs, 1024 MiB; slice 's2': VMs 3 "
+        "(2 vCPUs, 3072 MiB)); nothing changed"
+    )
+
+
+def test_in_place_is_no_step_and_delete_only_its_own() -> None:
+    s = spec()
+    mine = VmClaim("s1", 7, 1, 256, "s1@7", UID, "p/s1")
+    assert plan_ensure(s, ClaimsHave((mine,))) == []
+    assert worker_claim.plan_delete(s, ClaimsHave((mine,)))
+    assert worker_claim.plan_delete(s, ClaimsHave((VmClaim("s1", 7, 1, 256, "s1@7", "c" * 32),))) == []
+    assert KINDS["WorkerClaim"] is worker_claim.KIND
