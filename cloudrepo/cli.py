@@ -22,7 +22,7 @@ from typing import Any
 import paramiko
 from pulumi import automation as auto
 
-from cloudrepo import capture, console, edits, guestssh, hostaccess, stackfile, tables
+from cloudrepo import capture, console, edits, guestssh, hostaccess, snapshot, snapshots, stackfile, tables
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
@@ -238,6 +238,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
             return FAILED
     slices = Slices(_project(args))
     slices.run("destroy", args.name, say)
+    snapshots.delete_all(slices, args.name, say)
     if args.rm:
         slices.remove(args.name)
         say(f"slice {args.name} removed from the backend, with its stack config file")
@@ -344,6 +345,26 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if status != 0 and not stopped:
         fail(f"capture: tcpdump on {where.worker} ended with status {status}")
         return FAILED
+    return OK
+
+
+def cmd_snapshot_save(args: argparse.Namespace) -> int:
+    snapshots.save(Slices(_project(args)), args.name, args.snap, say)
+    return OK
+
+
+def cmd_snapshot_list(args: argparse.Namespace) -> int:
+    say(snapshot.table(snapshots.manifests(_project(args), args.name)))
+    return OK
+
+
+def cmd_snapshot_restore(args: argparse.Namespace) -> int:
+    snapshots.restore(Slices(_project(args)), args.name, args.snap, args.force, say)
+    return OK
+
+
+def cmd_snapshot_delete(args: argparse.Namespace) -> int:
+    snapshots.delete(Slices(_project(args)), args.name, args.snap, say)
     return OK
 
 
@@ -468,6 +489,22 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("-w", dest="write", default="-", help="FILE.pcap, or - for stdout (the default)")
     q.add_argument("--count", type=capture.packet_count, help="stop after N packets")
     q.add_argument("--filter", type=capture.bpf_filter, help="a pcap filter expression (one argument)")
+
+    snap = group("snapshot", "save, list, restore or delete a slice's snapshots (config and VM disks)")
+    for name, func, help in (
+        ("save", cmd_snapshot_save, "keep the slice's config and every launched VM's disk as SNAP"),
+        ("restore", cmd_snapshot_restore, "bring the slice back to SNAP: config, disks, then one deploy"),
+        ("delete", cmd_snapshot_delete, "remove SNAP (its disk copies on the workers too)"),
+    ):
+        q = verb(snap, name, func, help)
+        q.add_argument("name", type=stack_name)
+        q.add_argument("snap", type=snapshot.snap_name)
+        if name == "restore":
+            q.add_argument(
+                "--force", action="store_true",
+                help="stop running VMs (their disks' changes since the snapshot are lost)",
+            )  # fmt: skip
+    verb(snap, "list", cmd_snapshot_list, "the slice's snapshots").add_argument("name", type=stack_name)
     return p
 
 
