@@ -354,7 +354,9 @@ def cmd_snapshot_save(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot_list(args: argparse.Namespace) -> int:
-    say(snapshot.table(snapshots.manifests(_project(args), args.name)))
+    slices = Slices(_project(args))
+    slices.outputs(args.name)  # an unknown slice is an error, not an empty list
+    say(snapshot.table(snapshots.manifests(slices.project, args.name)))
     return OK
 
 

@@ -185,8 +185,8 @@ def running(slices: Slices, name: str, m: Manifest) -> list[tuple[int, str]]:
 
 
 def restore(slices: Slices, name: str, snap: str, force: bool, say: Say) -> None:
-    m = load(slices.project, name, snap)
     outputs, path, _ = _deployment(slices, name)
+    m = load(slices.project, name, snap)
     saved = store(slices.project, name) / snap / CONFIG
     config = stackfile.config_of(stackfile.read(saved))
     mark, prepared = _mark(slices, name, config, outputs)
@@ -225,6 +225,7 @@ def restore(slices: Slices, name: str, snap: str, force: bool, say: Say) -> None
 
 
 def delete(slices: Slices, name: str, snap: str, say: Say) -> None:
+    slices.outputs(name)  # an unknown slice is an error of its own
     m = load(slices.project, name, snap)
     for worker in sorted({v.worker for v in m.vms if v.disk}):
         status, _, err = _remote(slices, name, worker, delete_argv(m.mark, [snap]))
