@@ -2,7 +2,8 @@
 
 State on the worker: `/var/lib/cloudrepo/vms/<vm>/` holds `owner` (the slice), `qemu.pid`, the serial
 console `console.sock` with its log `console.log` (what the guest printed since QEMU started; each start
-moves the previous boot's to `console.log.1`, so two boots are kept) and, for a disk image, the VM's qcow2
+moves the previous boot's to `console.log.1`, so two boots are kept), the QMP monitor `qmp.sock` (through
+which `cloudrepo snapshot` pauses the VM while it copies its disk) and, for a disk image, the VM's qcow2
 overlay `disk.qcow2` (`disk.base` names its base; the base under `/var/lib/cloudrepo/images/` is never
 written). A VM with a NoCloud seed (`QemuVmSpec.seed`, made beside it by its `CloudSeed`) gets it as a
 read-only virtio drive after the disk; the seed's path carries its hash, so a new seed is a new argv and the
