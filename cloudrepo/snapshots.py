@@ -72,17 +72,28 @@ def load(project: Path, stack: str, snap: str) -> Manifest:
         raise SliceError(f"snapshot {snap!r} of slice {stack!r}: {d / MANIFEST}: {exc}") from None
 
 
-def _remote(slices: Slices, name: str, worker: str, argv: list[str]) -> tuple[int, str, str]:
-    endpoint, login = hostaccess.worker_login(slices, name, worker)
-    client = hostaccess.connect(endpoint, login)
-    try:
-        _, out, err = client.exec_command(command_line(argv, login.sudo))
-        text, errors = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        return out.channel.recv_exit_status(), text, errors.strip()
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise SliceError(f"{worker}: the SSH session failed: {exc or type(exc).__name__}") from None
-    finally:
-        client.close()
+class Workers:
+    """The slice's workers for one command: each logged in to once (its key secret decrypted through the
+    engine once), a connection per program."""
+
+    def __init__(self, slices: Slices, name: str) -> None:
+        self.slices, self.name = slices, name
+        self.logins: dict[str, tuple[Any, Any]] = {}
+
+    def run(self, worker: str, argv: list[str]) -> tuple[int, str, str]:
+        """Run a worker program (as root by `sudo -n` when `ssh.sudo`): status, stdout, stderr."""
+        if worker not in self.logins:
+            self.logins[worker] = hostaccess.worker_login(self.slices, self.name, worker)
+        endpoint, login = self.logins[worker]
+        client = hostaccess.connect(endpoint, login)
+        try:
+            _, out, err = client.exec_command(command_line(argv, login.sudo))
+            text, errors = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            return out.channel.recv_exit_status(), text, errors.strip()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise SliceError(f"{worker}: the SSH session failed: {exc or type(exc).__name__}") from None
+        finally:
+            client.close()
 
 
 def _refused(worker: str, status: int, err: str, what: str) -> SliceError:
@@ -139,14 +150,15 @@ def save(slices: Slices, name: str, snap: str, say: Say) -> Manifest:
     by_worker: dict[str, list[int]] = {}
     for vm, worker in vms:
         by_worker.setdefault(worker, []).append(vm)
+    hosts = Workers(slices, name)
     sizes: dict[int, str] = {}
     done: list[str] = []
     started = datetime.now(UTC)
     for worker, ids in sorted(by_worker.items()):
-        status, out, err = _remote(slices, name, worker, save_argv(mark, snap, ids))
+        status, out, err = hosts.run(worker, save_argv(mark, snap, ids))
         if status != 0:
             for w in done:
-                _remote(slices, name, w, delete_argv(mark, [snap]))
+                hosts.run(w, delete_argv(mark, [snap]))
             raise _refused(worker, status, err, f"snapshot {snap!r} of {ids}")
         done.append(worker)
         sizes.update(parse_lines(out, "vm"))
@@ -173,11 +185,11 @@ def save(slices: Slices, name: str, snap: str, say: Say) -> Manifest:
     return manifest
 
 
-def running(slices: Slices, name: str, m: Manifest) -> list[tuple[int, str]]:
+def running(hosts: Workers, m: Manifest) -> list[tuple[int, str]]:
     """The snapshot's disk VMs that run now, with their workers."""
     found = []
     for worker, ids in sorted(m.workers().items()):
-        status, out, err = _remote(slices, name, worker, running_argv(m.mark, ids))
+        status, out, err = hosts.run(worker, running_argv(m.mark, ids))
         if status != 0:
             raise _refused(worker, status, err, "the VMs' check")
         found += [(vm, worker) for vm in parse_lines(out, "running")]
@@ -205,7 +217,8 @@ def restore(slices: Slices, name: str, snap: str, force: bool, say: Say) -> None
                     f"(sha256 {sha[:16]}..., now {now.get(v.vm, {}).get(key, 'none')[:16]}); nothing was "
                     "changed"
                 )
-    live = running(slices, name, m)
+    hosts = Workers(slices, name)
+    live = running(hosts, m)
     if live and not force:
         named = ", ".join(f"{vm} ({worker})" for vm, worker in live)
         raise SliceError(
@@ -213,7 +226,7 @@ def restore(slices: Slices, name: str, snap: str, force: bool, say: Say) -> None
             "would be lost; pass --force to stop them and revert; nothing was changed"
         )
     for worker, ids in sorted(m.workers().items()):
-        status, _, err = _remote(slices, name, worker, restore_argv(m.mark, snap, ids, STOP_WAIT))
+        status, _, err = hosts.run(worker, restore_argv(m.mark, snap, ids, STOP_WAIT))
         if status != 0:
             raise _refused(worker, status, err, f"restore of {ids}")
         say(f"{worker}: the disks of VM(s) {ids} reverted to snapshot {snap}")
@@ -227,8 +240,9 @@ def restore(slices: Slices, name: str, snap: str, force: bool, say: Say) -> None
 def delete(slices: Slices, name: str, snap: str, say: Say) -> None:
     slices.outputs(name)  # an unknown slice is an error of its own
     m = load(slices.project, name, snap)
+    hosts = Workers(slices, name)
     for worker in sorted({v.worker for v in m.vms if v.disk}):
-        status, _, err = _remote(slices, name, worker, delete_argv(m.mark, [snap]))
+        status, _, err = hosts.run(worker, delete_argv(m.mark, [snap]))
         if status != 0:
             raise _refused(worker, status, err, f"delete of snapshot {snap!r}")
     shutil.rmtree(store(slices.project, name) / snap)
