@@ -157,19 +157,20 @@ d="$root/$mark/$snap"
 install -d -m 0700 "$root" "$root/$mark" || exit 1
 [ ! -e "$d" ] || { echo "$d exists" >&2; exit 1; }
 rm -rf "$d.part"; mkdir -m 0700 "$d.part" || exit 1
-trap 'rm -rf "$d.part"' EXIT
+paused=
+trap 'rm -rf "$d.part"; [ -z "$paused" ] || qmp "$paused" cont' EXIT
+trap 'exit 1' HUP INT TERM
 for vm; do
   owned "$vm"
   v=$VMS/$vm
   if [ ! -f "$v/disk.qcow2" ]; then printf 'vm=%s size=none\n' "$vm"; continue; fi
-  paused=
   if running "$v/qemu.pid"; then
     [ -S "$v/qmp.sock" ] || { echo "vm $vm" >&2; exit 6; }
-    qmp "$v/qmp.sock" stop || exit 1
-    paused=1
+    paused=$v/qmp.sock
+    qmp "$paused" stop || exit 1
   fi
   cp --reflink=auto --sparse=always "$v/disk.qcow2" "$d.part/vm$vm.qcow2"; rc=$?
-  [ -z "$paused" ] || qmp "$v/qmp.sock" cont || rc=1
+  if [ -n "$paused" ]; then p=$paused; paused=; qmp "$p" cont || rc=1; fi
   [ "$rc" = 0 ] || exit 1
   cp "$v/disk.base" "$d.part/vm$vm.base" 2>/dev/null
   chmod 0600 "$d.part/vm$vm.qcow2"
@@ -234,8 +235,9 @@ def _argv(body: str, *args: str) -> list[str]:
 
 def save_argv(mark: str, snap: str, vms: Sequence[int]) -> list[str]:
     """Copy each VM's overlay into the snapshot's directory on its worker, pausing a running VM through
-    its monitor while its disk is copied; prints `vm=<id> size=<bytes|none>` per VM. Exit `NO_MONITOR`
-    (stderr: the VM) for a running VM that has no monitor, `NOT_OURS` for another slice's VM."""
+    its monitor while its disk is copied (resumed on every way out, a failed copy or a signal too);
+    prints `vm=<id> size=<bytes|none>` per VM. Exit `NO_MONITOR` (stderr: the VM) for a running VM that
+    has no monitor, `NOT_OURS` for another slice's VM."""
     _check(mark, snap)
     return _argv(_SAVE, mark, snap, naming.VMS_DIR, naming.SNAPSHOTS_DIR, *map(str, vms))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -106,9 +107,15 @@ class Root:
             (d / "disk.base").write_text("/var/lib/cloudrepo/images/" + "a" * 64 + "\n")
         return d
 
-    def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    def run(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         here = {naming.VMS_DIR: str(self.vms), naming.SNAPSHOTS_DIR: str(self.snaps)}
-        return subprocess.run([here.get(a, a) for a in argv], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [here.get(a, a) for a in argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+        )
 
 
 @pytest.fixture
@@ -184,6 +191,22 @@ def test_save_pauses_a_running_vm_through_its_monitor(root: Root, fake_qemu: lis
     assert res.returncode == 0, res.stderr
     assert seen == ["qmp_capabilities", "stop", "qmp_capabilities", "cont"]
     assert (root.snaps / MARK / "s1" / "vm1002.qcow2").read_bytes() == b"disk-1"
+
+
+def test_a_failed_copy_resumes_the_vm_and_leaves_nothing(root: Root, fake_qemu: list, tmp_path: Path) -> None:
+    d = root.vm(1002)
+    start(fake_qemu, d)
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "cp").write_text("#!/bin/sh\necho 'cp: No space left on device' >&2\nexit 1\n")
+    (broken / "cp").chmod(0o755)
+    seen: list[str] = []
+    t = qmp_server(d / "qmp.sock", seen)
+    res = root.run(sn.save_argv(MARK, "s1", [1002]), {"PATH": f"{broken}:{os.environ['PATH']}"})
+    t.join(10)
+    assert res.returncode != 0 and "No space left" in res.stderr
+    assert seen == ["qmp_capabilities", "stop", "qmp_capabilities", "cont"], (seen, res.stderr)
+    assert not (root.snaps / MARK / "s1").exists() and not (root.snaps / MARK / "s1.part").exists()
 
 
 def test_save_refuses_a_running_vm_without_a_monitor_and_leaves_nothing(root: Root, fake_qemu: list) -> None:
