@@ -36,8 +36,6 @@ from cloudrepo.snapshot import (
     running_argv,
     save_argv,
 )
-from components.slice import IDENTITY_NAME
-from providers.kinds.qemu_vm import STOP_WAIT
 from transport.script import command_line
 from vocabulary import naming
 from vocabulary.errors import ConfigError
@@ -121,6 +119,8 @@ def _deployment(slices: Slices, name: str) -> tuple[dict[str, Any], Path, dict[s
 def _mark(
     slices: Slices, name: str, config: Mapping[str, Any], outputs: Mapping[str, Any]
 ) -> tuple[str, Any]:
+    from components.slice import IDENTITY_NAME  # the program's resources: loaded by the verbs that need it
+
     try:
         prepared = stackfile.check(config, name, outputs, slices.project)
     except ConfigError as exc:
@@ -225,6 +225,8 @@ def restore(slices: Slices, name: str, snap: str, force: bool, say: Say) -> None
             f"restore {name} {snap}: VM(s) {named} are running: their disks' changes since the snapshot "
             "would be lost; pass --force to stop them and revert; nothing was changed"
         )
+    from providers.kinds.qemu_vm import STOP_WAIT  # as `QemuVm` stops a VM
+
     for worker, ids in sorted(m.workers().items()):
         status, _, err = hosts.run(worker, restore_argv(m.mark, snap, ids, STOP_WAIT))
         if status != 0:
