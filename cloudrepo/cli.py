@@ -22,7 +22,19 @@ from typing import Any
 import paramiko
 from pulumi import automation as auto
 
-from cloudrepo import capture, console, edits, guestssh, hostaccess, snapshot, snapshots, stackfile, tables
+from cloudrepo import (
+    capture,
+    checkplan,
+    checkrun,
+    console,
+    edits,
+    guestssh,
+    hostaccess,
+    snapshot,
+    snapshots,
+    stackfile,
+    tables,
+)
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
 from components.model import NAMESPACE
@@ -30,6 +42,7 @@ from components.topology import MIN_VMS
 from transport import capture as capture_stream
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown, shown_path
+from vocabulary.ssh_input import SSH_KEY_SECRET
 
 OK, FAILED, USAGE = 0, 1, 2
 STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -263,7 +276,13 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     slices = Slices(_project(args))
     outputs = slices.outputs(args.name)
     return guestssh.ssh(
-        outputs, slices.project, args.name, args.vm, args.identity, args.command or [], decrypt_config
+        outputs,
+        slices.project,
+        args.name,
+        args.vm,
+        args.identity,
+        args.command or [],
+        lambda: slices.secret(args.name, SSH_KEY_SECRET),
     )
 
 
@@ -274,7 +293,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     slices = Slices(_project(args))
     outputs = slices.outputs(args.name)
     results = guestssh.exec_all(
-        outputs, slices.project, args.name, args.vm or [], args.identity, args.command, decrypt_config,
+        outputs, slices.project, args.name, args.vm or [], args.identity, args.command,
+        lambda: slices.secret(args.name, SSH_KEY_SECRET),
         args.timeout,
     )  # fmt: skip
     if args.json:
@@ -313,6 +333,32 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise SliceError(f"{target.worker}: the SSH session failed: {exc or type(exc).__name__}") from None
     finally:
         client.close()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    outputs = slices.outputs(args.name)
+    if not outputs:
+        raise SliceError(
+            f"slice {args.name!r} is not deployed: no guests to check (cloudrepo deploy {args.name})"
+        )
+    path = stackfile.stack_file(slices.project, args.name)
+    if not path.exists():
+        raise SliceError(f"slice {args.name!r}: {path.name} is not in this checkout; its checks are there")
+    checks = _checked(
+        stackfile.config_of(stackfile.read(path)), args.name, outputs, slices.project
+    ).config.checks
+    if not checks:
+        fail(f"check: slice {args.name!r} declares no checks ({NAMESPACE}:slice.checks): nothing proven")
+        return FAILED
+    shell = checkrun.CloudShell(slices, args.name, outputs, args.identity)
+    try:
+        rows = checkrun.run(checkplan.plan(checks, outputs), shell, shell.path, args.wait)
+    finally:
+        shell.close()
+    ok = all(r.ok for r in rows)
+    say(json.dumps(tables.check_json(args.name, rows), indent=2) if args.json else tables.check_table(rows))
+    return OK if ok else FAILED
 
 
 def _status(text: str) -> None:
@@ -446,6 +492,18 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--lines", type=log_lines, help=f"with --log: how many lines (default {console.DEFAULT_LINES})"
     )
+    q = verb(
+        sub, "check", cmd_check,
+        "run the slice's declared checks (slice.checks) inside its guests: SSH for cloud-init guests, else "
+        "the serial console; a table, exit 0 only when every check holds",
+    )  # fmt: skip
+    q.add_argument("name", type=stack_name)
+    q.add_argument("--json", action="store_true", help="the results as JSON (for graders)")
+    q.add_argument("-i", dest="identity", metavar="KEY", help="the key for SSH guests (as `exec -i`)")
+    q.add_argument(
+        "--wait", type=float, default=0.0, metavar="S",
+        help="try failing checks again for up to S seconds (guests still booting; default 0)",
+    )  # fmt: skip
     q = verb(sub, "diagram", cmd_diagram, "draw the deployed slice (SVG or PNG by suffix)")
     q.add_argument("name", type=stack_name)
     q.add_argument("-o", "--output", required=True)

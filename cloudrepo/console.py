@@ -24,7 +24,6 @@ import sys
 import termios
 import time
 import tty
-import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import paramiko
 from cloudrepo.engine import SliceError
 from transport.script import command_line
 from vocabulary import naming
-from vocabulary.shown import shown
+from vocabulary.shown import shown, terminal_safe
 
 ESCAPE = 0x1D
 ESCAPE_NAME = "Ctrl-]"
@@ -111,13 +110,13 @@ def split_escape(chunk: bytes, escape: int = ESCAPE) -> tuple[bytes, bool]:
     return (chunk, False) if at < 0 else (chunk[:at], True)
 
 
-def who() -> str:
-    """Who holds a console this command attached: the local user, host and process."""
+def who(tool: str = "cloudrepo console") -> str:
+    """Who holds a console `tool` attached: the local user, host and process."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return f"cloudrepo console of {user}@{socket.gethostname()} (pid {os.getpid()})"
+    return f"{tool} of {user}@{socket.gethostname()} (pid {os.getpid()})"
 
 
 def attach_argv(vm: int, holder: str) -> list[str]:
@@ -136,20 +135,8 @@ def log_argv(vm: int, lines: int) -> list[str]:
 
 
 def printable(data: bytes) -> str:
-    """Console output fit for a terminal: UTF-8 (invalid bytes replaced), carriage returns dropped, every
-    other control character (C0, DEL, C1) but newline and tab shown in caret notation (`^[`) or as `\\u0085`,
-    so a guest's escape sequences never reach the reader's terminal."""
-    out = []
-    for ch in data.decode("utf-8", errors="replace"):
-        if ch == "\r":
-            continue
-        if ch in "\n\t" or unicodedata.category(ch) != "Cc":
-            out.append(ch)
-        elif ord(ch) < 0x20 or ch == "\x7f":
-            out.append("^" + chr((ord(ch) + 0x40) & 0x7F))
-        else:
-            out.append(f"\\u{ord(ch):04x}")
-    return "".join(out)
+    """Console output fit for a terminal: UTF-8 (invalid bytes replaced), then `terminal_safe`."""
+    return terminal_safe(data.decode("utf-8", errors="replace"))
 
 
 def refusal(t: Target, status: int, stderr: str) -> str:
@@ -172,7 +159,7 @@ def refusal(t: Target, status: int, stderr: str) -> str:
     return f"{t.worker}: the console command failed with status {status}: {said or '(no message)'}"
 
 
-def _exec(client: paramiko.SSHClient, argv: list[str], sudo: bool) -> paramiko.Channel:
+def open_script(client: paramiko.SSHClient, argv: list[str], sudo: bool) -> paramiko.Channel:
     transport = client.get_transport()
     if transport is None:
         raise SliceError("the SSH connection closed")
@@ -181,7 +168,7 @@ def _exec(client: paramiko.SSHClient, argv: list[str], sudo: bool) -> paramiko.C
     return chan
 
 
-def _drain(chan: paramiko.Channel, limit: int = MAX_LOG_BYTES) -> tuple[bytes, bytes, int]:
+def drain(chan: paramiko.Channel, limit: int = MAX_LOG_BYTES) -> tuple[bytes, bytes, int]:
     """Everything the command prints (stdout up to `limit` bytes), and its exit status."""
     out, err = bytearray(), bytearray()
     while True:
@@ -200,7 +187,7 @@ def _drain(chan: paramiko.Channel, limit: int = MAX_LOG_BYTES) -> tuple[bytes, b
 
 def show_log(client: paramiko.SSHClient, t: Target, lines: int, sudo: bool) -> str:
     """The last `lines` lines of the VM's console log, fit for a terminal."""
-    out, err, status = _drain(_exec(client, log_argv(t.vm, lines), sudo))
+    out, err, status = drain(open_script(client, log_argv(t.vm, lines), sudo))
     if status != 0:
         raise SliceError(refusal(t, status, err.decode(errors="replace")))
     return printable(out)
@@ -231,7 +218,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _wait_attached(chan: paramiko.Channel, timeout: float) -> bytes | None:
+def wait_attached(chan: paramiko.Channel, timeout: float) -> bytes | None:
     """Read up to the `ATTACHED` line; what came after it, or None when the script ended before."""
     buf = b""
     deadline = time.monotonic() + timeout
@@ -255,10 +242,10 @@ def attach(client: paramiko.SSHClient, t: Target, sudo: bool, timeout: float, sa
     """Attach the local terminal to the VM's console until the escape byte (0), the end of input (0) or
     the end of the worker's side (1). `say` prints a status line (on stderr)."""
     since = datetime.now(UTC)
-    chan = _exec(client, attach_argv(t.vm, naming.console_holder(who(), since)), sudo)
-    first = _wait_attached(chan, timeout)
+    chan = open_script(client, attach_argv(t.vm, naming.console_holder(who(), since)), sudo)
+    first = wait_attached(chan, timeout)
     if first is None:
-        _, err, status = _drain(chan)
+        _, err, status = drain(chan)
         raise SliceError(refusal(t, status, err.decode(errors="replace")))
     say(f"Connected to vm {t.vm} on {t.worker}. Escape: {ESCAPE_NAME}")
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
@@ -272,7 +259,7 @@ def attach(client: paramiko.SSHClient, t: Target, sudo: bool, timeout: float, sa
         except _Ended as exc:
             how = str(exc)
         finally:
-            _hang_up(chan)
+            hang_up(chan)
     if how == "closed":
         say(f"\nThe console of vm {t.vm} closed on {t.worker} (the VM stopped?).")
         return 1
@@ -304,7 +291,7 @@ def _pump(chan: paramiko.Channel, fd_in: int, fd_out: int) -> str:
                 return f"escape {ESCAPE_NAME}"
 
 
-def _hang_up(chan: paramiko.Channel) -> None:
+def hang_up(chan: paramiko.Channel) -> None:
     """End the worker's side: EOF to socat, then wait (bounded) for the script to release the lock."""
     try:
         if not chan.closed:

@@ -46,7 +46,8 @@ SSH_STATUS = 255
 """OpenSSH's own exit status (it could not connect, authenticate or verify a host key)."""
 TIMED_OUT = 124
 
-Decrypt = Callable[[Path], Mapping[str, Any]]
+SecretKey = Callable[[], "str | None"]
+"""The stack's `sshPrivateKey` secret, decrypted by the engine (`engine.Slices.secret`)."""
 
 
 def slice_known_hosts(project: Path, name: str) -> Path:
@@ -82,7 +83,7 @@ def _ssh_binary() -> str:
 
 
 def target(
-    outputs: Mapping[str, Any], project: Path, name: str, vms: Sequence[int], decrypt: Decrypt
+    outputs: Mapping[str, Any], project: Path, name: str, vms: Sequence[int], secret_key: SecretKey
 ) -> Target:
     """The guests `vms` of slice `name` (every guest with cloud-init when empty) and how to reach them;
     writes the slice's known_hosts (every guest's every address, pinned to its host key) on the way."""
@@ -113,9 +114,8 @@ def target(
             raise SliceError(f"{path.name}: cloudrepo:ssh.{what} {shown_path(file)} is not a file")
     secret = None
     if jump.key_path is None:
-        value = decrypt(path).get(SSH_KEY_SECRET)
-        secret = getattr(value, "value", value)
-        if not isinstance(secret, str) or not secret.strip():
+        secret = secret_key()
+        if secret is None or not secret.strip():
             raise SliceError(f"{path.name}: the secret {SSH_KEY_SECRET} could not be read")
     known = slice_known_hosts(project, name)
     write_private(known, known_hosts_text(pinned))
@@ -177,11 +177,11 @@ def ssh(
     vm: int,
     identity: str | None,
     command: Sequence[str],
-    decrypt: Decrypt,
+    secret_key: SecretKey,
 ) -> int:
     """`cloudrepo ssh`: OpenSSH on this terminal; the exit status is ssh's (the command's, or 255)."""
     key = identity_file(identity)
-    run = target(outputs, project, name, [vm], decrypt)
+    run = target(outputs, project, name, [vm], secret_key)
     binary = _ssh_binary()
     with session(run, key, batch=False) as files:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the guest's (ssh gets it too)
@@ -206,13 +206,13 @@ def exec_all(
     vms: Sequence[int],
     identity: str | None,
     command: Sequence[str],
-    decrypt: Decrypt,
+    secret_key: SecretKey,
     timeout: float,
 ) -> list[ExecResult]:
     """`cloudrepo exec`: `command` on each guest (`EXEC_PARALLEL` at once, each within `timeout` s), no
     prompts; the results in VM order."""
     key = identity_file(identity)
-    run = target(outputs, project, name, sorted(set(vms)), decrypt)
+    run = target(outputs, project, name, sorted(set(vms)), secret_key)
     binary = _ssh_binary()
 
     def one(files: Files, guest: GuestAccess) -> ExecResult:

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from cloudrepo.checkplan import Row
 from components.model import POOL_SIZE
 from vocabulary.netem import summary
+from vocabulary.shown import terminal_safe
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -77,10 +79,8 @@ def list_table(rows: Sequence[Sequence[Any]]) -> str:
 
 
 def printable(text: str) -> str:
-    """Text a terminal shows as it is: tabs expanded, control characters (but line breaks) escaped."""
-    return "".join(
-        c if c == "\n" or c.isprintable() else repr(c)[1:-1] for c in text.expandtabs(8).replace("\r\n", "\n")
-    )
+    """Text a table shows as it is: tabs expanded, control characters escaped (`terminal_safe`)."""
+    return terminal_safe(text).expandtabs(8)
 
 
 def exec_table(results: Sequence[tuple[int, int, str]]) -> str:
@@ -92,3 +92,38 @@ def exec_table(results: Sequence[tuple[int, int, str]]) -> str:
         rows.append((vm, code, lines[0]))
         rows.extend(("", "", line) for line in lines[1:])
     return table(("vm", "exit", "output"), rows)
+
+
+def check_table(rows: Sequence[Row]) -> str:
+    """`cloudrepo check`: one row per check, then the verdict."""
+    body = [
+        (r.check, r.vm, r.via, r.what, r.expected, r.got, "PASS" if r.ok else "FAIL", printable(r.detail))
+        for r in rows
+    ]
+    failed = [r.check for r in rows if not r.ok]
+    verdict = f"{len(rows) - len(failed)}/{len(rows)} checks hold" + (
+        f"; FAILED: {', '.join(failed)}" if failed else ""
+    )
+    head = ("check", "from", "via", "to/what", "expected", "got", "result", "detail")
+    return table(head, body) + "\n\n" + verdict
+
+
+def check_json(name: str, rows: Sequence[Row]) -> dict[str, Any]:
+    """`cloudrepo check --json`."""
+    return {
+        "slice": name,
+        "ok": all(r.ok for r in rows),
+        "checks": [
+            {
+                "check": r.check,
+                "from": r.vm,
+                "via": r.via,
+                "what": r.what,
+                "expected": r.expected,
+                "got": r.got,
+                "result": "PASS" if r.ok else "FAIL",
+                "detail": r.detail,
+            }
+            for r in rows
+        ],
+    }

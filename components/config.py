@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from components.check_specs import Check
+from components.checks import check_checks
 from components.inputs import NetworkNodeInput, SliceInput, WorkerInput, parse_raw
 from components.launch import parse_launches
 from components.model import (
@@ -124,6 +126,11 @@ def load_config(raw: Mapping[str, str], stack: str, base: Path | None = None) ->
         )
         links = check_links([*slice_in.links, *preset_links], vms, bad_vm_ids, pool, add, paths)
     launches = parse_launches(values, base or Path.cwd(), add)
+    checks: tuple[Check, ...] = ()
+    if slice_in is not None:
+        launching = [r for r in slice_in.vms if isinstance(r, dict) and r.get("launch") is not None]
+        launched = {v.id for v in vms if any(r.get("id") == v.id for r in launching)}
+        checks = check_checks(slice_in.checks, vms, links, launched, dns, add, bad_vm_ids)
 
     if problems:
         raise ConfigError(problems)
@@ -148,4 +155,5 @@ def load_config(raw: Mapping[str, str], stack: str, base: Path | None = None) ->
         vms=tuple(vms),
         links=tuple(links),
         launches=launches,
+        checks=checks,
     )

@@ -31,7 +31,7 @@ from components.cloudinit import (
     unique_keys,
 )
 from components.inputs import _Input
-from components.model import CloudInit
+from components.model import NAMESPACE, CloudInit
 from vocabulary.problems import validate_input
 from vocabulary.values import GuestHostName, LoginName, SshPublicKey
 
@@ -167,7 +167,11 @@ def parse_cloud_init(
         ok = False
     count = vm.get("dataInterfaces", 0)
     if isinstance(count, int) and count + 1 > MAX_INTERFACES:
-        add(f"{where}: a seed names at most {MAX_INTERFACES} interfaces, the VM has {count + 1}")
+        vm_at = where.rsplit(".launch.", 1)[0]
+        add(
+            f"{vm_at}.dataInterfaces: {count}: a VM with a cloud-init seed has at most {MAX_INTERFACES - 1} "
+            f"(its seed names at most {MAX_INTERFACES} interfaces)"
+        )
         ok = False
     if not isinstance(own, CloudInitInput):
         _user_data_of(raw, problems, where, base, dirs, add)
@@ -175,7 +179,10 @@ def parse_cloud_init(
     d = defaults.values
     keys = own.ssh_authorized_keys or d.ssh_authorized_keys
     if not keys and defaults.ok:
-        add(f"{where}.sshAuthorizedKeys: at least one OpenSSH public key, here or in slice.cloudInit")
+        add(
+            f"{where}.sshAuthorizedKeys: at least one OpenSSH public key is needed "
+            f"(here or in {NAMESPACE}:slice.cloudInit.sshAuthorizedKeys)"
+        )
         ok = False
     extra = defaults.extra
     if own.user_data is not None:

@@ -87,6 +87,8 @@ class SliceInput(_Input):
     """Presets `{preset, vms}` expanded into more links (components/topology.py)."""
     cloud_init: Any = Field(default=None, alias="cloudInit")
     """Defaults of the launched VMs' cloud-init; validated by `components.guest`."""
+    checks: Any = None
+    """Declared expectations run in the guests (`cloudrepo check`); validated by `components.checks`."""
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from components.bootfiles import BootFile
+from components.check_specs import Check
 from vocabulary.naming import NAMESPACE as NAMESPACE
 from vocabulary.netem import Netem
 from vocabulary.values import INTERNET_VLAN as INTERNET_VLAN
@@ -167,6 +168,8 @@ class SliceConfig(BaseModel):
     links: tuple[Link, ...]
     launches: Mapping[int, Launch] = Field(default_factory=dict)
     """The VMs with a `launch`, by id: how QEMU runs them and the files they boot from."""
+    checks: tuple[Check, ...] = ()
+    """The declared expectations (`slice.checks`, `components.checks`), run by `cloudrepo check`."""
 
     def vm(self, vm_id: int) -> Vm:
         return next(v for v in self.vms if v.id == vm_id)

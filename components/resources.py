@@ -1,8 +1,9 @@
 """The slice's resources and their dependency graph, as plain data (a pure function of the plan).
 
-The graph is acyclic by construction: the pool claim depends on nothing, every other resource depends on
-the claim (so nothing of the slice is tagged or started before its VLAN range is held), and NAT also waits
-for VLAN 400's gateway. No resource waits for a sibling TAP: a TAP that joins a link VLAN first parks every
+The graph is acyclic by construction: the pool claim depends on nothing (but the workers' netem checks,
+when a link needs netem, which depend on nothing), every other resource depends on the claim (so nothing
+of the slice is tagged or started before its VLAN range is held), and NAT also waits for VLAN 400's
+gateway. No resource waits for a sibling TAP: a TAP that joins a link VLAN first parks every
 port of the slice still on that VLAN that does not belong there, on its own worker and on the workers that
 had the VLAN (see `JoinSpec` and docs/design.md, "Edits of a deployed slice"), so VLAN hand-overs need no
 ordering between TAPs at all.
@@ -18,6 +19,7 @@ from components.outputs import Deployed
 from components.plan import LEASE_TIME, SlicePlan, VlanPlan
 from vocabulary import specs
 from vocabulary.naming import dhcp_namespace, dhcp_port, gateway_port, tap_name
+from vocabulary.netem import NETEM_ONLY_KEYS
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,40 @@ TBF_LATENCY_MS = 50
 def tbf_burst(rate_kbit: int) -> int:
     """A token bucket that holds 10 ms of the rate, at least one full frame."""
     return max(1600, rate_kbit * 125 // 100)
+
+
+def netem_resource(worker: str) -> str:
+    return f"netem-{worker}"
+
+
+def _netem_checks(plan: SlicePlan) -> list[PlannedResource]:
+    """One `NetemSupport` per worker whose links need a netem (a key other than `rate`): the pool claim,
+    and so every other resource, waits for them, so a kernel without netem is refused before any change."""
+    config = plan.config
+    keys: dict[str, set[str]] = {}
+    taps: dict[str, list[str]] = {}
+    for link in config.links:
+        if link.netem is None or link.netem.qdisc != "netem":
+            continue
+        wanted = {k for k in link.netem.shown() if k != "rate"}
+        for end in (link.a, link.b):
+            worker = config.vm(end.vm).worker
+            keys.setdefault(worker, set()).update(wanted)
+            taps.setdefault(worker, []).append(tap_name(end.vm, end.iface))
+    return [
+        PlannedResource(
+            "NetemSupport",
+            netem_resource(worker),
+            specs.NetemSupportSpec(
+                slice=config.slice_name,
+                bridge=config.bridge,
+                host=config.workers[worker],
+                keys=[k for k in NETEM_ONLY_KEYS if k in keys[worker]],
+                taps=taps[worker],
+            ),
+        )
+        for worker in sorted(keys)
+    ]
 
 
 def _shape_resources(plan: SlicePlan, pool: str) -> list[PlannedResource]:
@@ -162,7 +198,9 @@ def resource_plan(
     config = plan.config
     node = config.network_node
     pool = pool_name(config.pool.start)
+    checks = _netem_checks(plan)
     out = [
+        *checks,
         PlannedResource(
             "PoolClaim",
             pool,
@@ -175,7 +213,8 @@ def resource_plan(
                 parking_vlan=config.parking_vlan,
                 stack=stack,
             ),
-        )
+            tuple(c.name for c in checks),
+        ),
     ]
     had = (deployed or Deployed()).vlan_workers
     by_vlan = {n.vlan: n for n in plan.link_networks}

@@ -20,6 +20,7 @@ from providers.identity import SliceIdentity
 from providers.kinds.dhcp_namespace import DhcpNamespace
 from providers.kinds.link_shape import LinkShape
 from providers.kinds.nat_rule import NatRule
+from providers.kinds.netem_support import NetemSupport
 from providers.kinds.pool_claim import PoolClaim
 from providers.kinds.tap_port import TapPort
 from providers.kinds.vlan_gateway import VlanGateway
@@ -33,6 +34,7 @@ RESOURCE_CLASSES: dict[str, Any] = {
     "DhcpNamespace": DhcpNamespace,
     "NatRule": NatRule,
     "LinkShape": LinkShape,
+    "NetemSupport": NetemSupport,
 }
 
 

@@ -271,6 +271,10 @@ def check_links(
     return links
 
 
+CROSS_KEYS = (*(f"{k}: " for k in NEEDS_DELAY), "(netem): ")
+"""How `NetemInput`'s own checks begin (`jitter: needs delay; (netem): ...`)."""
+
+
 def check_netem(raw: Any, where: str, add: Callable[[str], None]) -> Netem | None:
     """A link's `netem` (`vocabulary.netem.NetemInput`) as numbers; every problem at its key path."""
     local: list[str] = []
@@ -284,9 +288,6 @@ def check_netem(raw: Any, where: str, add: Callable[[str], None]) -> Netem | Non
             key, _, why = part.partition(": ")
             add(f"{where}: {why}" if key == "(netem)" else f"{where}.{key}: {why}")
     return value.numbers() if value is not None else None
-
-
-CROSS_KEYS = (*(f"{k}: " for k in NEEDS_DELAY), "(netem): ")
 
 
 def _link_label(raw: Any) -> str:

@@ -43,6 +43,7 @@ PACKAGES = (
     "ifupdown",
     "isc-dhcp-client",
     "iproute2",
+    "iputils-ping",
     "e2fsprogs",
     "sudo",
 )

@@ -2,17 +2,14 @@
 
 The guest keeps a shell on ttyS0 (`lab.image`). One client at a time per console: the lock beside the
 socket that `cloudrepo console` takes too (`naming.console_lock_of`). The command line is framed by
-markers that the shell prints, built so that the terminal's echo of the typed line can never look like
-them, and carrying a random nonce.
+markers that the shell prints (`vocabulary.serialframe`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import re
 import secrets
-import shlex
 import socket
 import time
 from collections.abc import Iterator
@@ -22,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lab.common import LabError
+from vocabulary import serialframe
 from vocabulary.naming import console_holder, console_lock_of
 
 
@@ -85,21 +83,14 @@ def run(sock_path: Path, argv: list[str], timeout: float = 30) -> Result:
     if not argv:
         raise LabError("no command given")
     nonce = secrets.token_hex(8)
-    begin = f"@@B:{nonce}\n"
-    end_re = re.compile(rf"@@E:{nonce}:(\d+)\n")
-    # printf's format arguments are typed as separate words, so the echoed line never matches the markers
-    line = (
-        f"printf '@@%s:%s\\n' B {nonce}; {shlex.join(argv)} </dev/null 2>&1; "
-        f"printf '@@%s:%s:%s\\n' E {nonce} $?\n"
-    )
     deadline = time.monotonic() + timeout
     with _locked(sock_path, timeout):
         sock = _connect(sock_path, timeout)
         try:
             # a Ctrl-C and an empty line: whatever an earlier, abandoned command left, a fresh prompt
-            sock.sendall(b"\x03\n")
+            sock.sendall(serialframe.INTERRUPT)
             time.sleep(0.2)
-            sock.sendall(line.encode())
+            sock.sendall(serialframe.line(argv, nonce).encode())
             buf = ""
             while True:
                 left = deadline - time.monotonic()
@@ -113,10 +104,9 @@ def run(sock_path: Path, argv: list[str], timeout: float = 30) -> Result:
                 if not chunk:
                     raise LabError(f"the console {sock_path} closed")
                 buf += chunk.decode(errors="replace").replace("\r", "")
-                m = end_re.search(buf)
-                if m and begin in buf[: m.start()]:
-                    body = buf[buf.index(begin) + len(begin) : m.start()]
-                    return Result(int(m.group(1)), body)
+                done = serialframe.answer(buf, nonce)
+                if done is not None:
+                    return Result(*done)
         finally:
             sock.close()
 

@@ -9,7 +9,12 @@ other VM gets a stand-in guest (`lab.guest`: a namespace on a veth, bridged to t
 ``python -m lab.slicecheck [--stack dev] [--keep-guests]`` reads the stack's outputs with ``pulumi stack
 output`` (run it after ``source scripts/activate``) and prints a table; exit status 1 when a check fails.
 
-About 300 lines: the checks, the stand-in guests they start and the table are one command.
+The pings between guests are checks of `cloudrepo check` (`cloudrepo.checkplan`, run by
+`cloudrepo.checkrun` through `lab_shell`), and the slice's own `slice.checks` run with them; what this adds
+stays the testbed's: the stand-in guests, the checks a link implies, the NAT proof against the testbed's
+internet host.
+
+About 330 lines: the checks, the stand-in guests they start and the table are one command.
 """
 
 from __future__ import annotations
@@ -21,18 +26,25 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cloudrepo import checkplan, checkrun, stackfile, tables
+from cloudrepo.checkplan import Outcome, Probe
+from components.check_specs import Reach
 from lab import PROJECT_ROOT, guest, testbed
 from lab import vms as launched_vms
 from lab.common import LabError
 from lab.pulumi_cli import PulumiCLI
+from vocabulary.errors import ConfigError
 
 LEASE_TIMEOUT = 120.0
 """Seconds a launched guest gets to hold its leases (TCG boots take a few seconds, more on a busy host)."""
 
 _launched: dict[str, Any] = {}
 """VM id -> its `vms` output, for the launched VMs of the slice being checked (set by `check_slice`)."""
+_vms: dict[str, Any] = {}
+"""The `vms` output of the slice being checked (set by `use_launched`)."""
 
 
 @dataclass
@@ -64,10 +76,16 @@ class Check:
 class Report:
     attachments: list[Attachment] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    declared: list[checkplan.Row] = field(default_factory=list)
+    """The slice's own `slice.checks`, as `cloudrepo check` reports them."""
 
     @property
     def ok(self) -> bool:
-        return all(a.ok for a in self.attachments) and all(c.ok for c in self.checks)
+        return (
+            all(a.ok for a in self.attachments)
+            and all(c.ok for c in self.checks)
+            and all(r.ok for r in self.declared)
+        )
 
 
 def guest_name(vm: str) -> str:
@@ -89,12 +107,12 @@ def guest_exec(vm: str, *command: str, timeout: float = 20) -> subprocess.Comple
 
 
 def can_ping(vm: str, address: str) -> bool:
-    """One guest pings an address (3 tries, the first ARP may be lost on a fresh port)."""
-    return guest_exec(vm, "ping", "-c", "3", "-i", "0.2", "-W", "2", address).returncode == 0
+    """One guest pings an address (`checkplan.REACH_PING`: 3 tries, the first ARP may be lost)."""
+    return guest_exec(vm, *checkplan.REACH_PING, address).returncode == 0
 
 
 def cannot_ping(vm: str, address: str) -> bool:
-    return guest_exec(vm, "ping", "-c", "2", "-i", "0.2", "-W", "1", address).returncode != 0
+    return guest_exec(vm, *checkplan.BLOCKED_PING, address).returncode != 0
 
 
 def fetch(vm: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -165,27 +183,47 @@ def attach_guests(vms: dict[str, Any]) -> list[Attachment]:
     return attachments
 
 
+def lab_shell(probe: Probe, timeout: float) -> Outcome:
+    """The testbed's way into a guest for `cloudrepo.checkrun`: the launched guest's console socket on
+    this machine (its lock taken), else the stand-in guest's namespace."""
+    try:
+        res = guest_exec(str(probe.vm), *probe.argv, timeout=timeout)
+    except (LabError, subprocess.TimeoutExpired) as exc:
+        return Outcome(None, error=str(exc))
+    return Outcome(res.returncode, res.stdout + res.stderr)
+
+
+def lab_path(vm: int) -> str:
+    return "console" if str(vm) in _launched else "stand-in"
+
+
 def link_checks(links: list[dict[str, Any]], attached: dict[tuple[str, str], Attachment]) -> list[Check]:
-    """Both ends of each link reach each other and the gateway; neither reaches another link's ends."""
-    checks: list[Check] = []
+    """Both ends of each link reach each other and the gateway; neither reaches another link's ends (a
+    `blocked` check of `cloudrepo check`: it counts only when the guest reaches its own gateway). Every
+    ping is a check of `cloudrepo.checkplan`, run by `cloudrepo.checkrun` through `lab_shell`."""
+    groups: list[tuple[str, list[int]]] = []
+    specs: list[Reach] = []
+    out: list[Check] = []
+
+    def add(spec_args: dict[str, Any]) -> int:
+        specs.append(Reach(len(specs), **spec_args))
+        return len(specs) - 1
+
     ends: list[tuple[Attachment, Attachment, dict[str, Any]]] = []
     for link in links:
         a_key, b_key = (tuple(e.split(".", 1)) for e in link["endpoints"])
         a, b = attached.get(a_key), attached.get(b_key)
         label = " <-> ".join(link["endpoints"])
         if a is None or b is None or not (a.ok and b.ok):
-            checks.append(Check(f"link {label}", False, "an endpoint has no lease"))
+            out.append(Check(f"link {label}", False, "an endpoint has no lease"))
             continue
         ends.append((a, b, link))
-        assert a.got_ip and b.got_ip
-        results = {
-            f"{a.vm}->{b.got_ip}": can_ping(a.vm, b.got_ip),
-            f"{b.vm}->{a.got_ip}": can_ping(b.vm, a.got_ip),
-            f"{a.vm}->gw {link['gateway']}": can_ping(a.vm, link["gateway"]),
-            f"{b.vm}->gw {link['gateway']}": can_ping(b.vm, link["gateway"]),
-        }
-        failed = [k for k, ok in results.items() if not ok]
-        checks.append(Check(f"link {label} (VLAN {link['vlan']})", not failed, ", ".join(failed)))
+        gw = link["gateway"]
+        members = [
+            add({"src": int(x.vm), "expect": "reach", "dst_vm": int(y.vm), "dst_iface": y.iface})
+            for x, y in ((a, b), (b, a))
+        ] + [add({"src": int(x.vm), "expect": "reach", "host": gw, "label": "gw"}) for x in (a, b)]
+        groups.append((f"link {label} (VLAN {link['vlan']})", members))
     for i, (a, b, link) in enumerate(ends):
         for other_a, other_b, other in ends[i + 1 :]:
             # A VM with an interface on both links reaches both legitimately: pick guests that are not.
@@ -196,16 +234,27 @@ def link_checks(links: list[dict[str, Any]], attached: dict[tuple[str, str], Att
             if not pairs:
                 continue
             x, y = pairs[0]
-            assert y.got_ip
-            ok = cannot_ping(x.vm, y.got_ip)
-            checks.append(
-                Check(
-                    f"isolation VLAN {link['vlan']} / VLAN {other['vlan']} ({x.vm} -/-> {y.vm})",
-                    ok,
-                    "" if ok else f"{x.vm}.{x.iface} reached {y.vm}.{y.iface} ({y.got_ip})",
-                )
-            )
-    return checks
+            n = add({"src": int(x.vm), "expect": "blocked", "dst_vm": int(y.vm), "dst_iface": y.iface})
+            groups.append((f"isolation VLAN {link['vlan']} / VLAN {other['vlan']} ({x.vm} -/-> {y.vm})", [n]))
+    rows = checkrun.run(checkplan.plan(specs, {"vms": _vms}), lab_shell, lab_path)
+    for name, members in groups:
+        failed = [rows[n] for n in members if not rows[n].ok]
+        detail = ", ".join(
+            f"{r.vm}->{r.what}: {r.got}{' (' + r.detail + ')' if r.detail else ''}" for r in failed
+        )
+        out.append(Check(name, not failed, detail))
+    return out
+
+
+def declared_checks(stack: str, outputs: dict[str, Any], project: Path = PROJECT_ROOT) -> list[checkplan.Row]:
+    """The slice's own `slice.checks` (its stack config file in `project`), run as `cloudrepo check` runs
+    them, through `lab_shell`."""
+    path = stackfile.stack_file(project, stack)
+    if not path.exists():
+        return []
+    config = stackfile.config_of(stackfile.read(path))
+    checks = stackfile.check(config, stack, outputs, project).config.checks
+    return checkrun.run(checkplan.plan(checks, outputs), lab_shell, lab_path, wait=LEASE_TIMEOUT)
 
 
 def internet_checks(
@@ -236,16 +285,23 @@ def use_launched(outputs: dict[str, Any]) -> None:
     """Remember which VMs of the deployed slice run as launched QEMU guests."""
     _launched.clear()
     _launched.update({k: v for k, v in outputs["vms"].items() if v.get("console")})
+    _vms.clear()
+    _vms.update(outputs["vms"])
 
 
-def check_slice(outputs: dict[str, Any], inventory: dict[str, Any]) -> Report:
-    """Attach guests to a deployed slice and run every check. Guests stay up: `stop_guests` ends them."""
+def check_slice(
+    outputs: dict[str, Any], inventory: dict[str, Any], stack: str | None = None, project: Path = PROJECT_ROOT
+) -> Report:
+    """Attach guests to a deployed slice and run every check, with the slice's declared checks when its
+    `stack` is given (its config file in `project`). Guests stay up: `stop_guests` ends them."""
     use_launched(outputs)
     report = Report()
     report.attachments = attach_guests(outputs["vms"])
     attached = {(a.vm, a.iface): a for a in report.attachments}
     report.checks += link_checks(outputs["links"], attached)
     report.checks += internet_checks(outputs["vms"], attached, inventory["internet"])
+    if stack is not None:
+        report.declared = declared_checks(stack, outputs, project)
     return report
 
 
@@ -276,6 +332,9 @@ def format_report(report: Report) -> str:
     for c in report.checks:
         lines.append(f"{'PASS' if c.ok else 'FAIL'}  {c.name}{'  ' + c.detail if c.detail else ''}")
     lines.append("")
+    if report.declared:
+        lines += ["the slice's declared checks (slice.checks, as `cloudrepo check` runs them):"]
+        lines += [tables.check_table(report.declared), ""]
     lines.append("slice check: " + ("all passed" if report.ok else "FAILED"))
     return "\n".join(lines)
 
@@ -294,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slicecheck: cannot read the outputs of stack {args.stack}:\n{out.stderr}", file=sys.stderr)
         return 2
     outputs = json.loads(out.stdout)
-    report = check_slice(outputs, inventory)
+    try:
+        report = check_slice(outputs, inventory, args.stack)
+    except ConfigError as exc:
+        print(f"slicecheck: {exc}", file=sys.stderr)
+        return 2
     try:
         print(format_report(report))
     finally:

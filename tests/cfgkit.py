@@ -47,8 +47,9 @@ def guest_project(base: Path) -> Path:
 
 
 def without_launches(config: dict[str, Any]) -> dict[str, Any]:
-    """A stack config (`config:` of a stack file) with no VM launched."""
-    section = dict(config["cloudrepo:slice"])
+    """A stack config (`config:` of a stack file) with no VM launched (and so no checks: they run in
+    launched guests)."""
+    section = {k: v for k, v in config["cloudrepo:slice"].items() if k != "checks"}
     section["vms"] = [{k: v for k, v in vm.items() if k != "launch"} for vm in section["vms"]]
     return {**config, "cloudrepo:slice": section}
 
@@ -95,6 +96,10 @@ def slice_with(**fields: Any) -> dict[str, Any]:
     return out
 
 
+GUEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfFAQWnbMwM0xRNDcl1aJuK4nl7LVSNUX4lKsRy/wRs you@laptop"
+"""A guest's authorized key in `valid_config` (`slice.cloudInit`)."""
+
+
 def valid_config() -> dict[str, Any]:
     """Every key of the stack config set (launch fields included), valid; boot files under `images/`."""
     kernel = {
@@ -133,21 +138,29 @@ def valid_config() -> dict[str, Any]:
                     "id": 1003,
                     "worker": "worker2",
                     "dataInterfaces": 2,
-                    "launch": {"image": "images/disk.qcow2"},
+                    "launch": {"image": "images/disk.qcow2", "cloudInit": {"hostname": "web", "user": "bob"}},
                 },
                 {"id": 1004, "worker": "worker2", "dataInterfaces": 3},
                 {"id": 1005, "worker": "worker1", "dataInterfaces": 1},
             ],
             "links": [["1002.eth1", "1003.eth1"], {"a": "1002.eth2", "b": "1004.eth1", "vlan": 125}],
             "topology": [{"preset": "bus", "vms": [1003, 1004, 1005]}],
+            "cloudInit": {"sshAuthorizedKeys": [GUEST_KEY], "user": "alice", "userData": "images/user.yaml"},
         },
     }
 
 
 def boot_files_project(base: Path) -> Path:
-    """`base` made a project directory holding the boot files `valid_config` names (under `images/`)."""
+    """`base` made a project directory holding the boot files and user-data `valid_config` names (under
+    `images/`)."""
     (base / "images").mkdir(exist_ok=True)
-    for name, data in (("vmlinuz", b"kernel"), ("initrd.gz", b"initrd"), ("disk.qcow2", b"QFI\xfb rest")):
+    files = (
+        ("vmlinuz", b"kernel"),
+        ("initrd.gz", b"initrd"),
+        ("disk.qcow2", b"QFI\xfb rest"),
+        ("user.yaml", b"#cloud-config\nruncmd: [[touch, /x]]\n"),
+    )
+    for name, data in files:
         (base / "images" / name).write_bytes(data)
     (base / "known_hosts").write_text("")
     return base

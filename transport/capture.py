@@ -26,7 +26,7 @@ from vocabulary.specs import Endpoint
 # ending by itself (its count reached, or refused) ends the watcher, so the program exits either way.
 PROGRAM = """
 IFS= read -r tap && IFS= read -r count && IFS= read -r filter || exit 2
-set -- -U -w - -i "$tap"
+set -- -U --immediate-mode -w - -i "$tap"
 [ "$count" = 0 ] || set -- "$@" -c "$count"
 [ -z "$filter" ] || set -- "$@" -- "$filter"
 exec 3<&0

@@ -5,12 +5,16 @@ This is the only place argv lists become shell text (`shlex.join`).  A step is o
 - `probe`: a read; its stdout (and status) are returned, any status is fine;
 - `guard`: a condition; exit 0 continues, non-zero ends the script successfully (the rest is skipped).
 
-A step's `stdin` (text, optional) reaches its command as a here-document inside the script, so what it
-holds is in no process's argv (the script itself goes to the host on the SSH channel's stdin: `runner`).
+A step's `stdin` (text, optional) reaches its command through a here-document inside the script, so what
+it holds is in no process's argv (the script itself goes to the host on the SSH channel's stdin: `runner`).
+The here-document carries the text base64-encoded (`base64 -d` feeds the command): dash, Debian's `sh`,
+mangles a line that starts like the delimiter and goes on with a byte above 0x7f (`@\xc2\x80` came out as
+`@\x80`), and base64 lines are plain ASCII that never start with `@`.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import shlex
@@ -67,15 +71,14 @@ def sh(name: str, body: str, *args: str, kind: StepKind = "run", stdin: str | No
     return Step(name, ["sh", "-c", body, "sh", *args], kind, stdin)
 
 
-def _here(step: Step, nonce: str, i: int) -> str:
-    """The redirection that feeds `step` its stdin: /dev/null, or a quoted here-document (no expansion)
-    whose delimiter carries the script's random nonce, so the text cannot end it early."""
+def _command(step: Step, nonce: str, i: int) -> str:
+    """The script line of `step`: its argv with stdin from /dev/null, or fed by `base64 -d` from a quoted
+    here-document (no expansion) whose delimiter carries the script's random nonce."""
+    line = f'{shlex.join(step.argv)} 2>"$E"'
     if step.stdin is None:
-        return "</dev/null"
-    end = f"@@{nonce}:stdin:{i}"
-    if end in step.stdin.split("\n"):
-        raise ValueError(f"step {step.name!r}: its stdin holds the here-document's delimiter")
-    return f"<<'{end}'\n{step.stdin}{end}"
+        return f"{line} </dev/null"
+    encoded = base64.encodebytes(step.stdin.encode()).decode()
+    return f"base64 -d <<'@@{nonce}:stdin:{i}' | {line}\n{encoded}@@{nonce}:stdin:{i}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def render(steps: Sequence[Step], nonce: str | None = None, stamps: bool = False
     for i, step in enumerate(steps):
         lines.append(f"# {i}: {step.name}")
         lines.append(f"printf '%s\\n' '@@{n}:begin:{i}'")
-        lines.append(f'{shlex.join(step.argv)} 2>"$E" {_here(step, n, i)}')
+        lines.append(_command(step, n, i))
         lines.append("s=$?")
         lines.append(f"printf '\\n%s%s\\n' '@@{n}:end:{i}:' \"$s\"")
         if step.kind == "run":

@@ -10,7 +10,7 @@ Every rule and its message is written once here; the config (`components.slice_r
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, model_validator
 
@@ -25,6 +25,9 @@ MAX_RATE_KBIT = 100_000_000
 """100gbit."""
 KEYS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate", "reorder")
 PERCENT_KEYS = ("loss", "corrupt", "duplicate", "reorder")
+NetemOnlyKey = Literal["delay", "jitter", "loss", "corrupt", "duplicate", "reorder"]
+NETEM_ONLY_KEYS: tuple[NetemOnlyKey, ...] = ("delay", "jitter", "loss", "corrupt", "duplicate", "reorder")
+"""The keys only a `netem` qdisc carries (a `rate` alone is a `tbf`)."""
 NEEDS_DELAY = ("jitter", "reorder")
 """netem varies a delay (jitter) and sends some packets ahead of the delayed ones (reorder): both need one."""
 

@@ -8,6 +8,7 @@ cut (with the full length said), and text that looks like a private key is not s
 from __future__ import annotations
 
 import reprlib
+import unicodedata
 from typing import Any
 
 KEY_MARKERS = ("-----BEGIN", "-----END", "PRIVATE KEY", "b3BlbnNzaC1rZXktdjE")
@@ -70,3 +71,20 @@ def shown(value: Any) -> str:
 def shown_path(path: Any) -> str:
     """A file path as an error shows it: whole up to `MAX_PATH_TEXT` characters, else like `shown`."""
     return _PATH_REPR.repr(str(path))
+
+
+def terminal_safe(text: str) -> str:
+    """Text from a guest or a host fit for the reader's terminal: carriage returns dropped, newline and tab
+    kept, every other control character (C0, DEL, C1) shown in caret notation (`^[`) or as `\\u0085`, so
+    escape sequences in it never reach the terminal."""
+    out = []
+    for ch in text:
+        if ch == "\r":
+            continue
+        if ch in "\n\t" or unicodedata.category(ch) != "Cc":
+            out.append(ch)
+        elif ord(ch) < 0x20 or ch == "\x7f":
+            out.append("^" + chr((ord(ch) + 0x40) & 0x7F))
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)

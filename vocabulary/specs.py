@@ -320,6 +320,16 @@ class LinkShapeSpec(HostSpec):
         return netem.Netem(**{f: getattr(self, f) for f in netem.Netem.model_fields})
 
 
+class NetemSupportSpec(HostSpec):
+    """A worker's kernel checked for the netem qdisc before anything of the slice is made (no host object:
+    a read, and a refusal naming the qdisc when it is missing)."""
+
+    keys: list[netem.NetemOnlyKey]
+    """The `links[].netem` keys of the worker's links that need a netem (for the message)."""
+    taps: list[IfName]
+    """The worker's TAPs that carry one (for the message)."""
+
+
 def problems(model: type[_Model], inputs: dict[str, Any]) -> list[tuple[str, str]]:
     """Every validation problem of `inputs` as (property path, reason); empty when valid."""
     try:

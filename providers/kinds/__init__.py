@@ -12,6 +12,7 @@ from providers.kinds import (
     dhcp_namespace,
     link_shape,
     nat_rule,
+    netem_support,
     pool_claim,
     qemu_vm,
     tap_port,
@@ -29,5 +30,6 @@ KINDS: dict[str, Kind[Any, Any]] = {
         qemu_vm.KIND,
         link_shape.KIND,
         cloud_seed.KIND,
+        netem_support.KIND,
     )
 }

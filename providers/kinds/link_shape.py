@@ -52,7 +52,7 @@ PERCENT_SLACK = 0.001
 # $1 the TAP: its root qdisc, as JSON when this tc has `-j`, else as text
 _SHOW = 'tc -j qdisc show dev "$1" 2>/dev/null || tc qdisc show dev "$1"'
 # whether this kernel has netem: tried on the loopback of a namespace that lives as long as this command
-_NETEM_PROBE = "unshare -n tc qdisc add dev lo root netem delay 1ms 2>&1"
+NETEM_PROBE_BODY = "unshare -n tc qdisc add dev lo root netem delay 1ms 2>&1"
 _NETEM_FIELDS = ("delay_us", "jitter_us", "loss", "corrupt", "duplicate", "reorder")
 
 
@@ -154,7 +154,7 @@ def preflight(spec: LinkShapeSpec) -> list[Step]:
         hoststate.link_probe("link", spec.tap),
         hoststate.port_probe("port", spec.tap),
         sh(QDISC, _SHOW, spec.tap, kind="probe"),
-        *([sh(NETEM_PROBE, _NETEM_PROBE, kind="probe")] if uses_netem else []),
+        *([sh(NETEM_PROBE, NETEM_PROBE_BODY, kind="probe")] if uses_netem else []),
     ]
 
 

@@ -28,7 +28,8 @@ from tests.integration.e2ekit import qemu_tcg
 from tests.integration.slicekit import PULUMI_CHANGES, SliceStack, failure, lab_config, slice_section
 from tests.labfixtures import Testbed
 
-pytestmark = pytest.mark.cloud_image
+pytestmark = [pytest.mark.cloud_image, pytest.mark.timeout(1800)]
+"""Two TCG boots, each allowed `SSH_DEADLINE`: more than the suite's 600 s per test on a busy machine."""
 
 SLICE = "e2e-cloud"
 POOL = 360
@@ -63,14 +64,17 @@ def ssh_argv(key: Path, known_hosts: Path, address: str, *extra: str) -> list[st
     ]  # fmt: skip
 
 
+SSH_CALL = 180
+"""Seconds one SSH call may take (a TCG guest on a loaded machine answers slowly)."""
+
+
 def ssh(key: Path, known_hosts: Path, address: str, *command: str, extra: tuple[str, ...] = ()) -> Any:
-    return subprocess.run(
-        [*ssh_argv(key, known_hosts, address, *extra), *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """One OpenSSH call; a call that outlasts `SSH_CALL` is a result with status 124 (`ready` polls on)."""
+    argv = [*ssh_argv(key, known_hosts, address, *extra), *command]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=SSH_CALL, check=False)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", f"no answer in {SSH_CALL} s")
 
 
 def console_tail(console: Path) -> str:

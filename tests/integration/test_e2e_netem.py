@@ -190,14 +190,20 @@ def test_rate_drift_edit_and_removal(
     assert shaped <= 1.5 * RATE_KBIT, shaped
     assert plain > 3 * RATE_KBIT, plain
 
-    # a qdisc removed by hand: drift on refresh, back after up
+    # a qdisc removed by hand, another changed: drift on refresh, both back after up
     testbed.run("worker2", "tc qdisc del dev tap_8102_eth1 root")
+    testbed.run("worker1", "tc qdisc replace dev tap_8101_eth1 root tbf rate 5mbit burst 5000 latency 50ms")
     stack.refresh()
     drift = drift_by_name(stack)
-    assert list(drift) == [f"{SLICE}-shape-8102-eth1"], drift
+    assert sorted(drift) == [f"{SLICE}-shape-8101-eth1", f"{SLICE}-shape-8102-eth1"], drift
     assert drift[f"{SLICE}-shape-8102-eth1"][0].startswith("no tbf (root qdisc "), drift
+    assert drift[f"{SLICE}-shape-8101-eth1"][0].startswith("tbf rate 5000kbit burst 5000 "), drift
+    assert drift[f"{SLICE}-shape-8101-eth1"][0].endswith(
+        ", want tbf rate 1000kbit burst 1600 latency 50000us"
+    )
     stack.up()
-    assert qdisc(testbed, "worker2", "tap_8102_eth1")["options"]["rate"] == RATE_KBIT * 125
+    for worker, tap in shaped_taps:
+        assert qdisc(testbed, worker, tap)["options"]["rate"] == RATE_KBIT * 125
     stack.refresh()
     assert drift_by_name(stack) == {}
 
@@ -258,6 +264,24 @@ def test_capture_writes_the_links_pings_and_ctrl_c_leaves_no_tcpdump(
     assert [icmp_ends(f) for f in frames] == [(b, a), (a, b)] * 3
     assert pcap.stat().st_mode & 0o077 == 0
 
+    # to stdout (`-w -`, for `| wireshark -k -i -`), one endpoint's TAP
+    argv = ["capture", SLICE, SHAPED[1], "-w", "-", "--count", "2", "--filter", "icmp"]
+    proc_bytes = subprocess.Popen(
+        [*op.script, "--project", str(op.project), *argv],
+        cwd=op.project,
+        env=op.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc_bytes.stderr is not None
+    heard = b""
+    while b"listening on" not in heard and proc_bytes.poll() is None:
+        heard += proc_bytes.stderr.readline()
+    guest("8102", f"ping -c 1 {a}")
+    streamed, _ = proc_bytes.communicate(timeout=60)
+    assert proc_bytes.returncode == 0
+    assert [icmp_ends(f) for f in pcap_records(streamed)] == [(b, a), (a, b)]
+
     # by VLAN, no count: stopped by Ctrl-C, the worker keeps no tcpdump
     proc = start_capture(op, str(outputs["links"][0]["vlan"]), "-w", str(tmp_path / "open.pcap"))
     assert tcpdumps("worker1")
@@ -288,3 +312,22 @@ def test_delay_doubles_the_round_trip_of_its_link_only(
 
     assert rtt_ms("8102", ip(outputs, SHAPED[0])) >= 200  # 100 ms each way
     assert rtt_ms("8103", ip(outputs, PLAIN[0])) < 100
+
+
+@pytest.mark.skipif(netem_missing() is None, reason="this kernel has netem: nothing to refuse")
+def test_a_new_slice_that_needs_netem_here_is_refused_before_any_change(
+    slice_stack: Callable[..., SliceStack], testbed: Testbed
+) -> None:
+    """The workers' netem checks come before the pool claim, on which everything else waits: nothing of
+    the slice is made, on any host."""
+    before = testbed.scan()
+    plain = [
+        {"id": 8201, "worker": "worker1", "dataInterfaces": 1},
+        {"id": 8202, "worker": "worker2", "dataInterfaces": 1},
+    ]
+    link = {"a": "8201.eth1", "b": "8202.eth1", "netem": {"delay": "20ms", "loss": "1%"}}
+    stack = slice_stack("e2e-netem-new", POOL + 40, plain, [link])
+    refused = failure(stack.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
+    assert "the kernel has no netem qdisc (sch_netem), which netem delay, loss of TAP tap_820" in refused
+    assert "Specified qdisc kind is unknown" in refused
+    assert_scan_equal(before, testbed.scan())

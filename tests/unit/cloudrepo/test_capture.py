@@ -126,14 +126,14 @@ def test_the_filter_reaches_tcpdump_as_one_argument_and_stopping_ends_it(
 ) -> None:
     tmp = tmp_path_factory.mktemp("capture")
     args, out, gone = run_program(tmp, "tap_1002_eth1", 5, bpf)
-    assert args == ["-U", "-w", "-", "-i", "tap_1002_eth1", "-c", "5", "--", bpf]
+    assert args == ["-U", "--immediate-mode", "-w", "-", "-i", "tap_1002_eth1", "-c", "5", "--", bpf]
     assert out == b"PCAP"
     assert gone
 
 
 def test_no_count_and_no_filter_capture_everything(tmp_path: Path) -> None:
     args, _, gone = run_program(tmp_path, "tap_7_eth1", 0, "")
-    assert args == ["-U", "-w", "-", "-i", "tap_7_eth1"] and gone
+    assert args == ["-U", "--immediate-mode", "-w", "-", "-i", "tap_7_eth1"] and gone
 
 
 def test_a_capture_that_ends_by_itself_ends_the_program(tmp_path: Path) -> None:

@@ -334,7 +334,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
     monkeypatch.setattr(cli, "Slices", FakeSlices)
     monkeypatch.setattr(cli, "apply_environment", lambda: None)
-    monkeypatch.setattr(cli, "decrypt_config", lambda path: {"cloudrepo:sshPrivateKey": SECRET})
+    monkeypatch.setattr(FakeSlices, "secrets", {(SLICE, "cloudrepo:sshPrivateKey"): SECRET})
     monkeypatch.setattr(guestssh.subprocess, "run", rec)
     monkeypatch.setattr(guestssh.shutil, "which", lambda name: "/usr/bin/ssh")
     return rec
@@ -422,8 +422,8 @@ def test_exec_runs_every_guest_and_tabulates(recorder: Recorder) -> None:
 
 def test_exec_table_escapes_control_characters() -> None:
     text = tables.exec_table([(1002, 0, "a\x1b[31m\tb\nsecond\n"), (1003, 255, "")])
-    assert "\x1b" not in text and "\\x1b[31m" in text
-    assert text.splitlines()[1:] == ["1002  0     a\\x1b[31m  b", "            second", "1003  255"]
+    assert "\x1b" not in text and "^[[31m" in text
+    assert text.splitlines()[1:] == ["1002  0     a^[[31m b", "            second", "1003  255"]
 
 
 def test_the_words_after_the_first_double_dash_are_the_command() -> None:

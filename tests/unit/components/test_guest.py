@@ -111,7 +111,10 @@ def test_the_rules_of_the_seed_all_at_once(base: Path) -> None:
         in got
     )
     assert any(p.startswith(f"{where}.vms[0].launch.cloudInit.sshAuthorizedKeys: ") for p in got), got
-    assert f"{where}.vms[0].launch.cloudInit: a seed names at most 32 interfaces, the VM has 41" in got
+    assert (
+        f"{where}.vms[0].dataInterfaces: 40: a VM with a cloud-init seed has at most 31 (its seed names at "
+        "most 32 interfaces)" in got
+    )
     assert (
         f"{where}.vms[1].launch.cloudInit: cloud-init needs a disk image to boot (launch.image), "
         "this launch has none" in got
@@ -121,8 +124,8 @@ def test_the_rules_of_the_seed_all_at_once(base: Path) -> None:
 def test_a_vm_needs_a_key_from_somewhere(base: Path) -> None:
     got = problems(cfg({1002: {**IMAGE, "cloudInit": {"user": "bob"}}}), base)
     assert got == [
-        "cloudrepo:slice.vms[0].launch.cloudInit.sshAuthorizedKeys: at least one OpenSSH public key, "
-        "here or in slice.cloudInit"
+        "cloudrepo:slice.vms[0].launch.cloudInit.sshAuthorizedKeys: at least one OpenSSH public key is "
+        "needed (here or in cloudrepo:slice.cloudInit.sshAuthorizedKeys)"
     ]
 
 
@@ -196,7 +199,7 @@ def test_hostile_values_are_accepted_or_refused_at_their_key_path(
         load_config(raw_config(config), "dev", base)
     except ConfigError as err:
         assert err.problems, err
-        vm = "cloudrepo:slice.vms[0].launch.cloudInit"  # a default refused or null: the VM lacks a key
+        vm = "cloudrepo:slice.vms[0].launch.cloudInit"  # the default null: the VM lacks a key
         for p in err.problems:
             assert p.startswith((where, vm)), (p, err.problems)
         assert leaks_key("\n".join(err.problems)) == []

@@ -16,7 +16,7 @@ from components.allocation import allocate_vlans
 from components.config import load_config
 from components.outputs import Deployed, stack_outputs
 from components.plan import build_plan
-from components.resources import resource_plan, shape_resource, tap_resource
+from components.resources import netem_resource, pool_name, resource_plan, shape_resource, tap_resource
 from components.slice_rules import check_netem
 from tests.cfgkit import BASE, raw_config, slice_with, with_changes
 from tests.fuzzkit import fuzz_settings, hostile_values
@@ -159,18 +159,35 @@ def test_one_shape_per_tap_of_the_link_after_its_tap() -> None:
 
 def test_editing_netem_changes_only_the_shapes() -> None:
     """An edit of `netem` is an update of the two shapes in place: every other resource's spec (TAPs,
-    VLANs, gateways, DHCP) is the same; removing the key removes only the shapes."""
+    VLANs, gateways, DHCP) is the same (a key that needs a netem adds only the workers' checks, which make
+    nothing); removing the key removes only the shapes."""
     specs = {
         key: {r.name: r.spec for r in resource_plan(plan_of(value))}
         for key, value in (("rate", {"rate": "2mbit"}), ("delay", {"delay": "100ms", "rate": "5mbit"}))
     }
     rate, delay = specs["rate"], specs["delay"]
-    assert rate.keys() == delay.keys()
+    assert sorted(set(delay) - set(rate)) == [netem_resource("worker1"), netem_resource("worker2")]
+    assert set(rate) <= set(delay)
     changed = sorted(n for n in rate if rate[n] != delay[n])
     assert changed == [shape_resource(1002, "eth1"), shape_resource(1003, "eth1")]
     cfg = load_config(raw_config(two_links(["1002.eth1", "1003.eth1"], ["1002.eth2", "1003.eth2"])), "dev")
     bare = {r.name: r.spec for r in resource_plan(build_plan(cfg, allocate_vlans(cfg.links, cfg.pool)))}
     assert sorted(set(rate) - set(bare)) == changed and all(bare[n] == rate[n] for n in bare)
+
+
+def test_a_netem_is_checked_on_each_worker_before_the_pool_claim() -> None:
+    """Keys only a netem carries: one check per worker of the link, and the pool claim (on which every
+    other resource waits) waits for them; a rate alone needs none."""
+    planned = resource_plan(plan_of({"delay": "100ms", "loss": "1%", "rate": "5mbit"}))
+    checks = [r for r in planned if r.kind == "NetemSupport"]
+    assert [(r.name, r.spec.host.name, r.spec.keys, r.spec.taps) for r in checks] == [  # type: ignore[attr-defined]
+        (netem_resource("worker1"), "worker1", ["delay", "loss"], ["tap_1002_eth1"]),
+        (netem_resource("worker2"), "worker2", ["delay", "loss"], ["tap_1003_eth1"]),
+    ]
+    (claim,) = [r for r in planned if r.kind == "PoolClaim"]
+    assert claim.name == pool_name(120) and claim.depends_on == tuple(r.name for r in checks)
+    assert planned.index(claim) > max(planned.index(r) for r in checks)
+    assert not [r for r in resource_plan(plan_of({"rate": "5mbit"})) if r.kind == "NetemSupport"]
 
 
 def test_outputs_show_and_picture_carry_the_impairment() -> None:

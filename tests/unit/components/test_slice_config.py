@@ -350,7 +350,7 @@ def test_other_namespaces_are_not_ours() -> None:
                 "cloudrepo:ssh.sudoo: unknown key 'sudoo'; did you mean 'sudo'? (known: user, privateKeyPath, "
                 "knownHostsPath, sudo, connectTimeout, commandTimeout)",
                 "cloudrepo:slice.vlanPool.size: unknown key 'size' (known: start)",
-                "cloudrepo:slice.nmae: unknown key 'nmae'; did you mean 'name'? (known: name, vlanPool, vms, links, topology, cloudInit)",
+                "cloudrepo:slice.nmae: unknown key 'nmae'; did you mean 'name'? (known: name, vlanPool, vms, links, topology, cloudInit, checks)",
             ],
             id="unknown-fields",
         ),

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from providers import hoststate
 from providers.kinds import cloud_seed, qemu_vm
 from providers.kinds.cloud_seed import SeedHave, parse_have, plan_delete, plan_ensure
 from tests.fuzzkit import fuzz_settings
@@ -144,3 +145,13 @@ def test_a_new_seed_is_a_new_qemu_argv() -> None:
     have = qemu_vm.VmHave(True, MINE, 42, tuple(argv), None, binary="/usr/bin/qemu")
     assert qemu_vm.running_as_wanted(vm(a), have) and not qemu_vm.running_as_wanted(vm(b), have)
     assert "check seed" in names_of(qemu_vm.plan_ensure(vm(b), have))
+
+
+def test_the_preflight_names_a_missing_seed_tool() -> None:
+    steps = cloud_seed.preflight(spec())
+    assert steps[0].name == "tools" and {"cloud-localds", "ssh-keygen"} <= set(steps[0].argv)
+    res = ScriptResult([StepResult("tools", 0, "cloud-localds\n")])
+    with pytest.raises(
+        hoststate.HostNotReady, match="worker1: not ready: missing command\\(s\\): cloud-localds"
+    ):
+        hoststate.check_ready("worker1", res, None)

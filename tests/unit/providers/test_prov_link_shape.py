@@ -155,8 +155,8 @@ def test_argv_is_never_parsed_again(case: tuple[LinkShapeSpec, ls.ShapeHave]) ->
     probes = [s for s in ls.preflight(spec) if s.name == ls.NETEM_PROBE]
     assert len(probes) == (spec.impairment.qdisc == "netem")  # the kernel is asked only when it matters
     for probe in probes:  # in a namespace of its own, never on a real interface
-        assert probe.argv[:3] == ("sh", "-c", ls._NETEM_PROBE) and len(probe.argv) == 4
-        assert ls._NETEM_PROBE.startswith("unshare -n tc qdisc add dev lo ")
+        assert probe.argv[:3] == ("sh", "-c", ls.NETEM_PROBE_BODY) and len(probe.argv) == 4
+        assert ls.NETEM_PROBE_BODY.startswith("unshare -n tc qdisc add dev lo ")
     (show,) = [s for s in ls.preflight(spec) if s.name == ls.QDISC]
     assert show.argv[:3] == ("sh", "-c", ls._SHOW) and show.argv[4:] == (spec.tap,)
     assert spec.tap not in ls._SHOW
