@@ -31,6 +31,8 @@ from cloudrepo import (
     edits,
     guestssh,
     hostaccess,
+    snapshot,
+    snapshots,
     stackfile,
     tables,
     top,
@@ -252,6 +254,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
             return FAILED
     slices = Slices(_project(args))
     slices.run("destroy", args.name, say)
+    snapshots.delete_all(slices, args.name, say)
     if args.rm:
         slices.remove(args.name)
         say(f"slice {args.name} removed from the backend, with its stack config file")
@@ -487,6 +490,28 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_snapshot_save(args: argparse.Namespace) -> int:
+    snapshots.save(Slices(_project(args)), args.name, args.snap, say)
+    return OK
+
+
+def cmd_snapshot_list(args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    slices.outputs(args.name)  # an unknown slice is an error, not an empty list
+    say(snapshot.table(snapshots.manifests(slices.project, args.name)))
+    return OK
+
+
+def cmd_snapshot_restore(args: argparse.Namespace) -> int:
+    snapshots.restore(Slices(_project(args)), args.name, args.snap, args.force, say)
+    return OK
+
+
+def cmd_snapshot_delete(args: argparse.Namespace) -> int:
+    snapshots.delete(Slices(_project(args)), args.name, args.snap, say)
+    return OK
+
+
 def _pcap_file(path: Path) -> Any:
     """The output file, made for the caller alone (packets may carry what others must not read)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -630,6 +655,22 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("-w", dest="write", default="-", help="FILE.pcap, or - for stdout (the default)")
     q.add_argument("--count", type=capture.packet_count, help="stop after N packets")
     q.add_argument("--filter", type=capture.bpf_filter, help="a pcap filter expression (one argument)")
+
+    snap = group("snapshot", "save, list, restore or delete a slice's snapshots (config and VM disks)")
+    for name, func, help in (
+        ("save", cmd_snapshot_save, "keep the slice's config and every launched VM's disk as SNAP"),
+        ("restore", cmd_snapshot_restore, "bring the slice back to SNAP: config, disks, then one deploy"),
+        ("delete", cmd_snapshot_delete, "remove SNAP (its disk copies on the workers too)"),
+    ):
+        q = verb(snap, name, func, help)
+        q.add_argument("name", type=stack_name)
+        q.add_argument("snap", type=snapshot.snap_name)
+        if name == "restore":
+            q.add_argument(
+                "--force", action="store_true",
+                help="stop running VMs (their disks' changes since the snapshot are lost)",
+            )  # fmt: skip
+    verb(snap, "list", cmd_snapshot_list, "the slice's snapshots").add_argument("name", type=stack_name)
     return p
 
 

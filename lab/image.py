@@ -41,8 +41,10 @@ MODULES = (
     "failover",
     "net_failover",
     "virtio_net",
+    "virtio_blk",
 )
-"""The cloud kernel builds virtio as modules; loaded in this (dependency) order."""
+"""The cloud kernel builds virtio as modules; loaded in this (dependency) order (`virtio_blk`: a disk
+image is `/dev/vda`, which tests write and read raw with `dd`)."""
 
 INIT = """#!/bin/sh
 /bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin /tmp /run

@@ -82,6 +82,22 @@ def console_log_path(vm: int) -> str:
     return f"{vm_dir(vm)}/console.log"
 
 
+def monitor_path(vm: int) -> str:
+    """A launched VM's QMP monitor socket on its worker (root's, 0600): snapshots pause the VM through
+    it while its disk is copied."""
+    return f"{vm_dir(vm)}/qmp.sock"
+
+
+SNAPSHOTS_DIR = f"{STATE_ROOT}/snapshots"
+"""Slice snapshots' disk copies: `<owner mark>/<snapshot>/vm<id>.qcow2` (beside `vms/`, root's, 0600)."""
+
+
+def snapshot_dir(mark: str, snap: str) -> str:
+    """One snapshot's directory on a worker: under its slice's owner mark (name and uid), so no snapshot
+    of another slice, or of another deployment of a slice of the same name, is ever its."""
+    return f"{SNAPSHOTS_DIR}/{mark}/{snap}"
+
+
 def console_lock_path(vm: int) -> str:
     """The lock (`flock`) of a VM's console: one client at a time; the holder notes itself in it."""
     return console_lock_of(console_path(vm))

@@ -2,7 +2,8 @@
 
 State on the worker: `/var/lib/cloudrepo/vms/<vm>/` holds `owner` (the slice), `qemu.pid`, the serial
 console `console.sock` with its log `console.log` (what the guest printed since QEMU started; each start
-moves the previous boot's to `console.log.1`, so two boots are kept) and, for a disk image, the VM's qcow2
+moves the previous boot's to `console.log.1`, so two boots are kept), the QMP monitor `qmp.sock` (through
+which `cloudrepo snapshot` pauses the VM while it copies its disk) and, for a disk image, the VM's qcow2
 overlay `disk.qcow2` (`disk.base` names its base; the base under `/var/lib/cloudrepo/images/` is never
 written). A VM with a NoCloud seed (`QemuVmSpec.seed`, made beside it by its `CloudSeed`) gets it as a
 read-only virtio drive after the disk; the seed's path carries its hash, so a new seed is a new argv and the
@@ -33,7 +34,7 @@ from providers.kinds import qemu_binary
 from providers.pipeline import HostResource
 from transport.script import ScriptResult, Step, run, sh
 from vocabulary.errors import CloudrepoError, OwnershipConflict
-from vocabulary.naming import VMS_DIR, console_log_path, console_path, seed_path, vm_dir
+from vocabulary.naming import VMS_DIR, console_log_path, console_path, monitor_path, seed_path, vm_dir
 from vocabulary.specs import QemuVmSpec
 
 
@@ -71,7 +72,7 @@ def qemu_argv(spec: QemuVmSpec, binary: str) -> list[str]:
     argv = [binary, "-name", f"vm{spec.vm}", "-accel", spec.accel, "-m", str(spec.memory_mb)]
     argv += ["-smp", str(spec.cpus), "-nodefaults", "-display", "none"]
     argv += ["-chardev", f"{_chardev(spec)},logfile={console_log_path(spec.vm)}"]
-    argv += ["-serial", "chardev:console"]
+    argv += ["-serial", "chardev:console", *_monitor(spec)]
     if spec.kernel is not None:
         argv += ["-kernel", spec.kernel.path]
         if spec.initrd is not None:
@@ -91,9 +92,23 @@ def _chardev(spec: QemuVmSpec) -> str:
     return f"socket,id=console,path={console_path(spec.vm)},server=on,wait=off"
 
 
+def _monitor(spec: QemuVmSpec) -> list[str]:
+    """The QMP monitor socket (`cloudrepo snapshot` pauses the VM through it while it copies the disk)."""
+    return ["-qmp", f"unix:{monitor_path(spec.vm)},server=on,wait=off"]
+
+
 def _without_log(spec: QemuVmSpec, argv: tuple[str, ...]) -> tuple[str, ...]:
     """`argv` with the console chardev as versions before console logs wrote it (no `logfile`)."""
     return tuple(_chardev(spec) if a.startswith(f"{_chardev(spec)},logfile=") else a for a in argv)
+
+
+def _without_monitor(spec: QemuVmSpec, argv: tuple[str, ...]) -> tuple[str, ...]:
+    """`argv` as versions before the QMP monitor wrote it (no `-qmp`)."""
+    mon = _monitor(spec)
+    for i in range(len(argv) - 1):
+        if list(argv[i : i + 2]) == mon:
+            return argv[:i] + argv[i + 2 :]
+    return argv
 
 
 @dataclass(frozen=True)
@@ -202,13 +217,15 @@ def running_as_wanted(spec: QemuVmSpec, have: VmHave) -> bool:
     """The live process runs exactly the wanted argv. A VM started by a version that ran QEMU by the bare
     `qemu.binary` word (argv[0] that word, the rest the same) is kept as it is, while that word resolves to
     an executable file: its arguments were never parsed again, and an upgrade restarts no VM. Likewise a VM
-    started before console logs (its chardev without `logfile`) keeps running; it gets its log when it
-    restarts."""
+    started before console logs (its chardev without `logfile`) or before the QMP monitor keeps running;
+    it gets them when it restarts (until then `cloudrepo snapshot save` refuses it, naming it)."""
     if have.binary is None or have.cmdline is None:
         return False
     want = tuple(qemu_argv(spec, have.binary))
-    accepted = (want, (spec.binary, *want[1:]))
-    return have.cmdline in accepted or have.cmdline in {_without_log(spec, a) for a in accepted}
+    accepted = {want, (spec.binary, *want[1:])}
+    accepted |= {_without_log(spec, a) for a in accepted}
+    accepted |= {_without_monitor(spec, a) for a in accepted}
+    return have.cmdline in accepted
 
 
 def check_binary(spec: QemuVmSpec, have: VmHave) -> str:
@@ -236,10 +253,17 @@ def plan_ensure(spec: QemuVmSpec, have: VmHave) -> list[Step]:
         steps.append(sh("overlay", _OVERLAY, d, spec.image.path, spec.image_format or "raw"))
     if spec.seed is not None:
         steps.append(sh("check seed", _SEED, seed_path(spec.vm, spec.seed)))
-    steps.append(run("clear console", "rm", "-f", console_path(spec.vm), pid_file(spec)))
+    steps.append(
+        run("clear console", "rm", "-f", console_path(spec.vm), monitor_path(spec.vm), pid_file(spec))
+    )
     steps.append(sh("rotate console log", _ROTATE_LOG, console_log_path(spec.vm)))
     steps.append(run("start qemu", *qemu_argv(spec, binary)))
-    steps.append(run("console mode", "chmod", "0600", console_path(spec.vm), console_log_path(spec.vm)))
+    steps.append(
+        run(
+            "console mode", "chmod", "0600", console_path(spec.vm), console_log_path(spec.vm),
+            monitor_path(spec.vm),
+        )
+    )  # fmt: skip
     return steps
 
 

@@ -73,6 +73,8 @@ CALLS = st.one_of(
     ),
     st.tuples(st.just("link"), st.just("add"), NAMES, hostile_text(), hostile_text()),
     st.tuples(st.just("slice"), st.just("create"), NAMES, st.just("--pool"), hostile_text()),
+    st.tuples(st.just("snapshot"), st.sampled_from(["save", "restore", "delete"]), NAMES, hostile_text()),
+    st.tuples(st.just("snapshot"), st.just("list"), NAMES),
 )
 
 

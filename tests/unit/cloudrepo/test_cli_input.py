@@ -42,6 +42,10 @@ VERBS: list[list[str]] = [
     ["console", SLICE, "1002"],
     ["console", SLICE, "1002", "--log", "--lines", "20"],
     ["capture", SLICE, "1002.eth1--1003.eth1", "-w", "{PCAP}", "--count", "3", "--filter", "icmp"],
+    ["snapshot", "save", SLICE, "before"],
+    ["snapshot", "list", SLICE],
+    ["snapshot", "restore", SLICE, "before", "--force"],
+    ["snapshot", "delete", SLICE, "before"],
 ]
 """One call of each verb, with every argument and option it takes."""
 
@@ -123,8 +127,11 @@ def test_every_verb_template_runs() -> None:
         with project() as root:
             code, out, err = run(argv, root)
             check_answer(code, out, err)
-            # not deployed: no picture, no console, no link to capture
-            assert code == (1 if argv[0] in ("diagram", "console", "capture") else 0), (argv, out, err)
+            # not deployed: no picture, no console, no link to capture, nothing to snapshot; no snapshot
+            refused = argv[0] in ("diagram", "console", "capture") or argv[:2] in (
+                ["snapshot", "save"], ["snapshot", "restore"], ["snapshot", "delete"]
+            )  # fmt: skip
+            assert code == (1 if refused else 0), (argv, out, err)
 
 
 @given(

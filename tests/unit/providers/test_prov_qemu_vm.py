@@ -193,6 +193,23 @@ def test_a_vm_started_before_console_logs_is_kept() -> None:
     assert not qv.running_as_wanted(s, running(s, other))
 
 
+def test_a_vm_started_before_the_monitor_is_kept() -> None:
+    """A VM whose argv has no `-qmp` (started by a version before snapshots), with or without its console
+    log, is as wanted: an upgrade restarts no VM for its monitor. A monitor on another path is not."""
+    s = spec()
+    argv = qv.qemu_argv(s, BIN)
+    i = argv.index("-qmp")
+    assert argv[i + 1] == f"unix:{qv.monitor_path(s.vm)},server=on,wait=off"
+    old = [*argv[:i], *argv[i + 2 :]]
+    c = old.index("-chardev") + 1
+    older = [*old[:c], old[c].partition(",logfile=")[0], *old[c + 1 :]]
+    for cmd in (old, older, [s.binary, *old[1:]]):
+        have = running(s, cmd)
+        assert qv.running_as_wanted(s, have) and qv.plan_ensure(s, have) == []
+    other = [*argv[: i + 1], "unix:/tmp/other.sock,server=on,wait=off", *argv[i + 2 :]]
+    assert not qv.running_as_wanted(s, running(s, other))
+
+
 def test_the_console_log_of_the_boot_before_is_kept_once(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     assert sh(qv._ROTATE_LOG, str(log)).returncode == 0 and not log.exists()
