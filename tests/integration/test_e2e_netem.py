@@ -10,15 +10,17 @@ The delay test runs where the kernel has netem. `cloudrepo capture` writes the p
 
 from __future__ import annotations
 
+import io
 import json
 import signal
-import struct
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dpkt
 import pytest
 import yaml
 
@@ -115,23 +117,18 @@ def tcpdumps(worker: str) -> list[int]:
 
 
 def pcap_records(data: bytes) -> list[bytes]:
-    """The packets of a pcap file (classic format, as `tcpdump -w` writes it), each Ethernet frame."""
-    magic, _major, _minor, _zone, _sigfigs, _snaplen, linktype = struct.unpack("<IHHiIII", data[:24])
-    assert magic == 0xA1B2C3D4 and linktype == 1, (hex(magic), linktype)  # Ethernet
-    out, pos = [], 24
-    while pos + 16 <= len(data):
-        _sec, _usec, caplen, _len = struct.unpack("<IIII", data[pos : pos + 16])
-        out.append(data[pos + 16 : pos + 16 + caplen])
-        pos += 16 + caplen
-    assert pos == len(data), "a record was cut short"
-    return out
+    """The packets of a pcap file as `tcpdump -w` writes it, read by dpkt: each an Ethernet frame."""
+    reader = dpkt.pcap.Reader(io.BytesIO(data))
+    assert reader.datalink() == dpkt.pcap.DLT_EN10MB, reader.datalink()
+    return [bytes(frame) for _ts, frame in reader]
 
 
 def icmp_ends(frame: bytes) -> tuple[str, str] | None:
-    """(source, destination) of an ICMP-over-IPv4 Ethernet frame, else None."""
-    if frame[12:14] != b"\x08\x00" or frame[14 + 9] != 1:
+    """(source, destination) of an ICMP-over-IPv4 Ethernet frame (parsed by dpkt), else None."""
+    packet = dpkt.ethernet.Ethernet(frame).data
+    if not isinstance(packet, dpkt.ip.IP) or not isinstance(packet.data, dpkt.icmp.ICMP):
         return None
-    return ".".join(map(str, frame[26:30])), ".".join(map(str, frame[30:34]))
+    return socket.inet_ntoa(packet.src), socket.inet_ntoa(packet.dst)
 
 
 def start_capture(op: Checkout, *args: str) -> subprocess.Popen[str]:
