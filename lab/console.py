@@ -62,19 +62,21 @@ def _locked(sock_path: Path, timeout: float) -> Iterator[None]:
 
 
 def _connect(sock_path: Path, timeout: float) -> socket.socket:
-    """Connect by a relative name from the socket's directory (unix socket paths are limited to 108
-    bytes; the testbed's host directories can be deep)."""
+    """Connect through the socket's directory opened as a descriptor (`/proc/self/fd/N/<name>`): unix
+    socket paths are limited to 108 bytes and the testbed's host directories can be deep. The process's
+    working directory is never changed (threads connect at once: `lab.slicecheck` runs guests in
+    parallel)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
-    cwd = os.getcwd()
     try:
-        os.chdir(sock_path.parent)
-        sock.connect(sock_path.name)
+        directory = os.open(sock_path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            sock.connect(f"/proc/self/fd/{directory}/{sock_path.name}")
+        finally:
+            os.close(directory)
     except OSError as exc:
         sock.close()
         raise LabError(f"cannot connect to the console {sock_path}: {exc}") from None
-    finally:
-        os.chdir(cwd)
     return sock
 
 
