@@ -51,6 +51,6 @@ def test_many_threads_connect_and_the_working_directory_stays(tmp_path: Path) ->
 
 def test_a_missing_socket_is_a_lab_error_naming_it(tmp_path: Path) -> None:
     before = os.getcwd()
-    with pytest.raises(LabError, match="console.sock"):
+    with pytest.raises(LabError, match=r"console\.sock"):
         _connect(tmp_path / "gone" / "console.sock", 1)
     assert os.getcwd() == before
