@@ -14,9 +14,12 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -418,32 +421,53 @@ def cmd_top(args: argparse.Namespace) -> int:
         for worker in placed:
             endpoint, login = hostaccess.worker_login(slices, args.name, worker)
             clients[worker] = (hostaccess.connect(endpoint, login), login.sudo)
-        while True:
-            rows = []
-            for worker, vms in placed.items():
-                client, sudo = clients[worker]
-                out, err, status = console.run_command(client, top.sample_argv(vms), sudo)
-                if status != 0:
-                    raise SliceError(
-                        f"{worker}: the sample failed ({status}): {err.decode(errors='replace')}"
-                    )
-                rows += top.parse_sample(worker, out.decode(errors="replace"))
-            if args.once:
-                if args.json:
-                    print(json.dumps(top.as_json(rows), indent=2))
-                else:
-                    say(top.table(args.name, rows, time.strftime("%H:%M:%S")))
-                return OK
-            sys.stdout.write("\x1b[H\x1b[2J" + top.table(args.name, rows, time.strftime("%H:%M:%S")) + "\n")
-            sys.stdout.flush()
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
+        with _first_interrupt() as stop:
+            while not stop.is_set():
+                rows = []
+                for worker, vms in placed.items():
+                    client, sudo = clients[worker]
+                    out, err, status = console.run_command(client, top.sample_argv(vms), sudo)
+                    if status != 0:
+                        raise SliceError(
+                            f"{worker}: the sample failed ({status}): {err.decode(errors='replace')}"
+                        )
+                    rows += top.parse_sample(worker, out.decode(errors="replace"))
+                if args.once:
+                    if args.json:
+                        print(json.dumps(top.as_json(rows), indent=2))
+                    else:
+                        say(top.table(args.name, rows, time.strftime("%H:%M:%S")))
+                    return OK
+                if stop.is_set():
+                    break
+                frame = top.table(args.name, rows, time.strftime("%H:%M:%S"))
+                sys.stdout.write("\x1b[H\x1b[2J" + frame + "\n")
+                sys.stdout.flush()
+                stop.wait(args.interval)
         return OK
     except (paramiko.SSHException, EOFError) as exc:
         raise SliceError(f"the SSH session failed: {exc or type(exc).__name__}") from None
     finally:
         for client, _ in clients.values():
             client.close()
+
+
+@contextmanager
+def _first_interrupt() -> Iterator[threading.Event]:
+    """An event set by the first Ctrl-C in the block, so a loop ends between two SSH calls rather than
+    inside one (a KeyboardInterrupt raised in the middle of paramiko can leave a lock held and the
+    process hung); a second Ctrl-C interrupts as usual."""
+    stop = threading.Event()
+
+    def first(_signum: int, _frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def interval(text: str) -> float:

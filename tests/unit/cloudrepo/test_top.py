@@ -4,14 +4,17 @@ that path, its RSS as /proc says and its CPU % from the ticks between the two re
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cloudrepo import top
+from cloudrepo import cli, top
 
 BUSY = "import sys, time\nend = time.time() + 30\nwhile time.time() < end: pass"
 IDLE = "import sys, time\ntime.sleep(30)"
@@ -83,3 +86,17 @@ def test_bad_usage_is_exit_2_before_any_login(capsys: pytest.CaptureFixture[str]
         with pytest.raises(SystemExit) as exc:
             cli.main(argv)
         assert exc.value.code == 2, argv
+
+
+def test_the_first_ctrl_c_ends_the_loop_between_samples_and_the_second_interrupts() -> None:
+    """`top`'s loop: a first SIGINT only sets the stop event (no exception inside an SSH call), a second one
+    raises KeyboardInterrupt, and the handler before the block is back after it."""
+    before = signal.getsignal(signal.SIGINT)
+    with cli._first_interrupt() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(5)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is before
