@@ -520,7 +520,7 @@ def _image_verb(run: Callable[[Registry, argparse.Namespace], int]) -> Callable[
     def verb(args: argparse.Namespace) -> int:
         try:
             return run(Registry(open_store()), args)
-        except SliceError:
+        except (SliceError, auto.CommandError):
             raise
         except Exception as exc:  # the backend's storage: a file system or an S3 endpoint
             raise SliceError(f"the image registry: {exc}") from None

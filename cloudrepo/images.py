@@ -30,6 +30,9 @@ from components.images import (
     users,
 )
 
+KERNEL_FILES = (Path("/proc"), Path("/sys"), Path("/dev"))
+"""Where files are the kernel's, not disks: never read into a registry others share."""
+
 
 def image_name(text: str) -> str:
     """argparse type: an image name (`components.images.NAME_RULE`)."""
@@ -73,8 +76,9 @@ def add(registry: Registry, name: str, path: Path, text: str = "") -> ImageEntry
         st = os.stat(path)
     except OSError as exc:
         raise SliceError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SliceError(f"{str(path)!r} is not a regular file")
+    real = Path(os.path.realpath(path))
+    if not stat.S_ISREG(st.st_mode) or any(real.is_relative_to(d) for d in KERNEL_FILES):
+        raise SliceError(f"{str(path)!r} is not a regular file (a disk image)")
     sha = file_sha256(path)
     existing = registry.lookup(name)
     why = add_problem(existing, name, sha)
