@@ -100,7 +100,7 @@ def test_the_same_content_again_is_no_problem_other_content_says_how_to_replace(
 
 def test_users_are_the_deployed_slices_that_boot_a_vm_from_the_image() -> None:
     image = {"name": "tiny", "sha256": SHA}
-    stacks = [
+    stacks: list[tuple[str, dict[str, Any]]] = [
         ("alpha", {"vms": {"1002": {"image": image}, "1003": {"worker": "w"}, "1004": {"image": image}}}),
         ("beta", {"vms": {"1002": {"image": {"name": "other", "sha256": SHA}}}}),
         ("gamma", {}),
