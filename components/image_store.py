@@ -4,7 +4,7 @@ Which storage: the backend the engine uses (`PULUMI_BACKEND_URL`, else the one `
 `$PULUMI_HOME/credentials.json`). `file://DIR`: files under `DIR/.cloudrepo/images/`. `s3://BUCKET?endpoint=
 ...&region=...&s3ForcePathStyle=true`: objects under that prefix of the bucket, through boto3 with the
 same credentials the engine uses (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`). The bytes
-are kept once per content (`blobs/<sha256>`); a fetch into the project's cache (`.cloudrepo/images/`) is
+are kept once per content (`blobs/<sha256>`); a fetch into the project's cache (`.cloudrepo/.images/`) is
 checked against the sha256 before it takes its name there.
 """
 
@@ -22,8 +22,9 @@ from urllib.parse import parse_qs, urlparse
 from components.images import NAMES_PREFIX, ImageEntry, blob_key, entry_from_json, name_key
 
 CHUNK = 1 << 20
-CACHE_DIR = Path(".cloudrepo") / "images"
-"""Where a project keeps fetched image bytes, relative to the project directory."""
+CACHE_DIR = Path(".cloudrepo") / ".images"
+"""Where a project keeps fetched image bytes, relative to the project directory (beside the slices'
+`.cloudrepo/NAME/`: no slice name starts with a '.')."""
 
 
 class StoreError(RuntimeError):
