@@ -74,7 +74,8 @@ def host_key(known_hosts: Path, ep: Endpoint) -> str:
 
 def fetch_named(file: BootFile) -> None:
     """A registry image's bytes into the project's cache (`file.local`) when they are not there yet:
-    fetched from the backend and checked against the sha256 the registry gave at preview."""
+    fetched from the backend and checked against the sha256 of the registry's entry. At preview too: the
+    engine hashes the `FileAsset` of the copy then."""
     if file.registry is None or Path(file.local).is_file():
         return
     try:
