@@ -22,7 +22,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.bootfiles import BootFile
-from components.image_store import Registry, open_store
+from components.image_store import Registry, StoreError, open_store
 from components.model import NAMESPACE, SliceConfig
 from components.resources import pool_name
 from components.vms import ImageCopy, VmLaunch
@@ -80,6 +80,8 @@ def fetch_named(file: BootFile) -> None:
         return
     try:
         Registry(open_store()).fetch(file.registry, file.sha256, Path(file.local))
+    except StoreError as exc:  # names the image already
+        raise ConfigError([str(exc)]) from None
     except Exception as exc:  # the backend's storage: a file system or an S3 endpoint
         raise ConfigError(
             [f"image {file.registry!r}: cannot fetch its bytes from the backend: {exc}"]

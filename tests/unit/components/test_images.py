@@ -215,3 +215,17 @@ def test_preview_reads_the_backend_registry_and_the_outputs_name_the_image(
     with pytest.raises(ConfigError) as err:
         load_config(raw_config(config_with("nosuch")), "dev", tmp_path)
     assert any("no image named 'nosuch'" in p for p in err.value.problems)
+
+
+def test_the_program_fetch_of_bytes_gone_from_the_backend_is_a_config_error_naming_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.bootfiles import BootFile
+    from components.vm_resources import fetch_named
+
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path / 'backend'}")
+    file = BootFile(local=str(cached(tmp_path, SHA)), sha256=SHA, registry="tiny")
+    with pytest.raises(ConfigError) as err:
+        fetch_named(file)
+    assert err.value.problems == ["image 'tiny': its bytes are missing from the backend"]
+    assert not Path(file.local).exists()
