@@ -34,6 +34,7 @@ from cloudrepo import (
     edits,
     guestssh,
     hostaccess,
+    images,
     snapshot,
     snapshots,
     stackfile,
@@ -43,6 +44,7 @@ from cloudrepo import (
 )
 from cloudrepo.diagram import diagram_format, write_diagram
 from cloudrepo.engine import ROOT, SliceError, Slices, apply_environment, command_failure, decrypt_config
+from components.image_store import Registry, open_store
 from components.model import NAMESPACE
 from components.topology import MIN_VMS
 from transport import capture as capture_stream
@@ -536,6 +538,42 @@ def cmd_snapshot_delete(args: argparse.Namespace) -> int:
     return OK
 
 
+def _image_verb(run: Callable[[Registry, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A verb on the backend's image registry; its storage's failures are the command's (exit 1)."""
+
+    def verb(args: argparse.Namespace) -> int:
+        try:
+            return run(Registry(open_store()), args)
+        except (SliceError, auto.CommandError):
+            raise
+        except Exception as exc:  # the backend's storage: a file system or an S3 endpoint
+            raise SliceError(f"the image registry: {exc}") from None
+
+    return verb
+
+
+@_image_verb
+def cmd_image_add(registry: Registry, args: argparse.Namespace) -> int:
+    entry = images.add(registry, args.image, Path(args.file), args.description)
+    say(f"image {entry.name}: {entry.format}, {images.size_text(entry.size)}, sha256 {entry.sha256}")
+    return OK
+
+
+@_image_verb
+def cmd_image_list(registry: Registry, args: argparse.Namespace) -> int:
+    entries = registry.entries()
+    say(images.as_json(entries) if args.json else images.table(entries))
+    return OK
+
+
+@_image_verb
+def cmd_image_rm(registry: Registry, args: argparse.Namespace) -> int:
+    slices = Slices(_project(args))
+    entry = images.remove(registry, args.image, images.stacks_of(slices.names, slices.outputs))
+    say(f"image {entry.name} removed")
+    return OK
+
+
 def _pcap_file(path: Path) -> Any:
     """The output file, made for the caller alone (packets may carry what others must not read)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -679,6 +717,15 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("-w", dest="write", default="-", help="FILE.pcap, or - for stdout (the default)")
     q.add_argument("--count", type=capture.packet_count, help="stop after N packets")
     q.add_argument("--filter", type=capture.bpf_filter, help="a pcap filter expression (one argument)")
+
+    img = group("image", "named images kept in the backend, shared by everyone who uses it")
+    q = verb(img, "add", cmd_image_add, "keep FILE (a qcow2 or raw disk) as image NAME")
+    q.add_argument("image", metavar="NAME", type=images.image_name)
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--description", type=images.description, default="")
+    verb(img, "list", cmd_image_list, "the backend's images").add_argument("--json", action="store_true")
+    q = verb(img, "rm", cmd_image_rm, "remove image NAME (refused while a deployed slice boots from it)")
+    q.add_argument("image", metavar="NAME", type=images.image_name)
 
     snap = group("snapshot", "save, list, restore or delete a slice's snapshots (config and VM disks)")
     for name, func, help in (

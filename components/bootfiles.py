@@ -40,6 +40,8 @@ class BootFile:
 
     local: str
     sha256: str
+    registry: str | None = None
+    """The registry name it comes from (`components.images`): `local` is then the project's cache."""
 
     @property
     def remote(self) -> str:

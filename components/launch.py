@@ -7,14 +7,17 @@ from are checked and hashed here (at `pulumi preview`) by `components.bootfiles`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, StrictStr
 
-from components.bootfiles import ImageDirs, boot_file, parse_image_dirs
+from components.bootfiles import BootFile, ImageDirs, boot_file, parse_image_dirs
 from components.guest import CloudInitInput, Defaults, parse_cloud_init, parse_defaults
+from components.image_store import Registry, cached, open_store
+from components.images import ImageEntry, is_name, name_problem
 from components.inputs import _Input
 from components.model import NAMESPACE, Launch
 from components.placement import AUTO
@@ -25,6 +28,36 @@ from vocabulary.values import value_problem
 DEFAULT_BINARY = "qemu-system-x86_64"
 DEFAULT_ACCEL = "kvm"
 QCOW2_MAGIC = b"QFI\xfb"
+
+ImageLookup = Callable[[str], ImageEntry | None]
+"""A registry name -> its entry (None: no such image); an exception when the registry cannot be read."""
+
+
+def backend_lookup(name: str) -> ImageEntry | None:
+    """The entry of `name` in the registry of the backend the engine uses (`components.image_store`)."""
+    return Registry(open_store()).lookup(name)
+
+
+def named_image(
+    name: str, where: str, base: Path, lookup: ImageLookup, add: Callable[[str], None]
+) -> tuple[BootFile, Literal["qcow2", "raw"]] | None:
+    """The registry image `name` as a boot file (its bytes' place in the project's cache, its sha256 from
+    the registry: nothing is read here) and its format; else a problem."""
+    why = name_problem(name)
+    if why is not None:
+        add(f"{where}: {why} (or a path with a '/')")
+        return None
+    try:
+        entry = lookup(name)
+    except Exception as exc:  # the registry's storage: a file system or an S3 endpoint
+        add(f"{where}: cannot read the image registry for {name!r}: {exc}")
+        return None
+    if entry is None:
+        add(f"{where}: no image named {name!r} in the registry (cloudrepo image list shows them; a path "
+            "needs a '/', such as images/disk.qcow2)")  # fmt: skip
+        return None
+    local = str(cached(base, entry.sha256))
+    return BootFile(local=local, sha256=entry.sha256, registry=entry.name), entry.format
 
 
 class QemuInput(_Input):
@@ -90,8 +123,10 @@ def parse_launch(
     dirs: ImageDirs | None,
     add: Callable[[str], None],
     defaults: Defaults | None = None,
+    lookup: ImageLookup = backend_lookup,
 ) -> Launch | None:
-    """One VM's `launch`; None (after reporting) when it is invalid. `defaults`: `slice.cloudInit`."""
+    """One VM's `launch`; None (after reporting) when it is invalid. `defaults`: `slice.cloudInit`;
+    `lookup`: the image registry, for an `image` that is a name (`components.images.is_name`)."""
     defaults = defaults or Defaults(False, CloudInitInput())
     problems: list[str] = []
     li = validate_input(LaunchInput, raw, where, problems)
@@ -101,7 +136,9 @@ def parse_launch(
         for key in ("image", "kernel", "initrd"):  # the files' problems too, all at once
             value = raw.get(key) if isinstance(raw, dict) else None
             reported = any(p.startswith(f"{where}.{key}:") for p in problems)
-            if isinstance(value, str) and dirs is not None and not reported:
+            if isinstance(value, str) and key == "image" and is_name(value) and not reported:
+                named_image(value, f"{where}.{key}", base, lookup, add)
+            elif isinstance(value, str) and dirs is not None and not reported:
                 boot_file(value, f"{where}.{key}", base, dirs, add)
         if isinstance(raw, dict):  # and the seed's
             has_image = isinstance(raw.get("image"), str)
@@ -123,13 +160,22 @@ def parse_launch(
     )
     wants_seed = li.cloud_init is not None or (defaults.given and li.image is not None)
     ok = ok and (cloud_init is not None or not wants_seed)
+    named = (
+        None
+        if li.image is None or not is_name(li.image)
+        else named_image(li.image, f"{where}.image", base, lookup, add)
+    )
     files = {k: getattr(li, k) for k in ("image", "kernel", "initrd") if getattr(li, k) is not None}
+    if li.image is not None and is_name(li.image):
+        files.pop("image")
+        ok = ok and named is not None
     if dirs is None:
         return None  # imageDirs is wrong: reported
     found = {k: boot_file(v, f"{where}.{k}", base, dirs, add) for k, v in files.items()}
     if not ok or None in found.values() or qemu is None:
         return None
-    image = found.get("image")
+    image = named[0] if named is not None else found.get("image")
+    image_format = named[1] if named is not None else _image_format(image.local) if image else None
     return Launch(
         vm=int(vm["id"]),
         worker=str(vm.get("worker") or AUTO),  # the chosen worker replaces it (components.prepare)
@@ -138,7 +184,7 @@ def parse_launch(
         cpus=li.cpus,
         memory_mb=li.memory_mb,
         image=image,
-        image_format=_image_format(image.local) if image else None,
+        image_format=image_format,
         kernel=found.get("kernel"),
         initrd=found.get("initrd"),
         append=li.append,
@@ -146,9 +192,12 @@ def parse_launch(
     )
 
 
-def parse_launches(values: Mapping[str, Any], base: Path, add: Callable[[str], None]) -> dict[int, Launch]:
+def parse_launches(
+    values: Mapping[str, Any], base: Path, add: Callable[[str], None], lookup: ImageLookup = backend_lookup
+) -> dict[int, Launch]:
     """Every VM's launch (by VM id) from the decoded stack config (`components.inputs.parse_raw`);
-    problems go to `add`."""
+    problems go to `add`. `lookup`: the image registry (each name read once)."""
+    lookup = functools.cache(lookup)
     qraw = values.get("qemu")
     qemu = parse_qemu(qraw, add)
     dirs = parse_image_dirs(qraw.get("imageDirs") if isinstance(qraw, dict) else None, base, add)
@@ -163,7 +212,7 @@ def parse_launches(values: Mapping[str, Any], base: Path, add: Callable[[str], N
         if not isinstance(vm.get("id"), int) or not isinstance(vm.get("worker", ""), str):
             continue  # the VM itself is invalid: check_vms reports it
         where = f"{NAMESPACE}:slice.vms[{i}].launch"
-        launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add, defaults)
+        launch = parse_launch(vm["launch"], vm, where, qemu, base, dirs, add, defaults, lookup)
         if launch is not None:
             out[launch.vm] = launch
     return out

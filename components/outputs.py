@@ -104,6 +104,9 @@ def vms_output(plan: SlicePlan, internet_ip: InternetIp = _no_internet_ip) -> di
             "interfaces": interfaces,
             "qemuNetArgs": qemu_net_args(ifaces),
         }
+        image = launch.image if (launch := plan.config.launches.get(vm.id)) is not None else None
+        if image is not None and image.registry is not None:  # `cloudrepo image rm` reads it
+            out[str(vm.id)]["image"] = {"name": image.registry, "sha256": image.sha256}
         if vm.auto:
             out[str(vm.id)]["placement"] = "auto"  # the worker the program chose (components.placement)
         reached = {name: i["ip"] for name, i in interfaces.items() if not i["parked"]}

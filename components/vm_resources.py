@@ -21,6 +21,8 @@ import paramiko
 import pulumi
 from pulumi_command import remote
 
+from components.bootfiles import BootFile
+from components.image_store import Registry, StoreError, open_store
 from components.model import NAMESPACE, SliceConfig
 from components.resources import pool_name
 from components.vms import ImageCopy, VmLaunch
@@ -68,6 +70,22 @@ def host_key(known_hosts: Path, ep: Endpoint) -> str:
         raise ConfigError([f"{where}: no host key for {name} (worker {ep.name}) in {str(known_hosts)!r}"])
     key = entry.get("ssh-ed25519") or next(iter(entry.values()))
     return f"{key.get_name()} {key.get_base64()}"
+
+
+def fetch_named(file: BootFile) -> None:
+    """A registry image's bytes into the project's cache (`file.local`) when they are not there yet:
+    fetched from the backend and checked against the sha256 of the registry's entry. At preview too: the
+    engine hashes the `FileAsset` of the copy then."""
+    if file.registry is None or Path(file.local).is_file():
+        return
+    try:
+        Registry(open_store()).fetch(file.registry, file.sha256, Path(file.local))
+    except StoreError as exc:  # names the image already
+        raise ConfigError([str(exc)]) from None
+    except Exception as exc:  # the backend's storage: a file system or an S3 endpoint
+        raise ConfigError(
+            [f"image {file.registry!r}: cannot fetch its bytes from the backend: {exc}"]
+        ) from None
 
 
 def private_key(config: SliceConfig, base: Path) -> pulumi.Output[str]:
@@ -133,6 +151,7 @@ def add_launched_vms(
                     parent=parent, depends_on=[resources[pool_name(config.pool.start)]]
                 ),
             )
+        fetch_named(copy.file)
         incoming = f"{INCOMING_DIR}/{config.slice_name}-{copy.file.sha256}"
         sent = remote.CopyToRemote(
             f"{name}-{copy.name}-send",
