@@ -207,7 +207,13 @@ def test_dhcp_fresh_create() -> None:
     assert a[4] == ["ip", "-n", "ns-dhcp-vlan120", "addr", "add", "192.168.120.2/24", "dev", "dhcp_v120"]
     assert a[6] == ["ip", "-n", "ns-dhcp-vlan120", "link", "set", "dev", "lo", "up"]
     assert a[7][-2:] == [f"{D}/hosts.d/demo", "52:54:00:03:ea:01,192.168.120.11,vm1002\n"]
-    assert a[8][-5:] == [D, f"{D}/dnsmasq.pid", f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120", "keep"]
+    assert a[8][-5:] == [
+        D,
+        f"{D}/dnsmasq.pid",
+        f"--pid-file={D}/dnsmasq.pid",
+        "--interface=dhcp_v120",
+        "keep",
+    ]
     assert a[9] == ["ip", "netns", "exec", "ns-dhcp-vlan120", *DNSMASQ]
 
 
@@ -221,7 +227,13 @@ def test_changed_reservations_rewrite_the_file_and_sighup_by_pid() -> None:
     assert names(steps) == ["write reservations", "assemble reservations"]
     hup = steps[1].argv
     assert "kill -HUP" in hup[2] and "pkill" not in hup[2] and "killall" not in hup[2]
-    assert list(hup[4:]) == [D, f"{D}/dnsmasq.pid", f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120", "hup"]
+    assert list(hup[4:]) == [
+        D,
+        f"{D}/dnsmasq.pid",
+        f"--pid-file={D}/dnsmasq.pid",
+        "--interface=dhcp_v120",
+        "hup",
+    ]
 
 
 def test_changed_options_restart_by_pid() -> None:
