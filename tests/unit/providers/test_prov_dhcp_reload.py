@@ -3,6 +3,7 @@ script run locally against a stand-in server that counts its SIGHUPs."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,3 +167,49 @@ def test_assemble_writes_atomically_and_signals_only_on_a_change(tmp_path: Path)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait()
+
+
+# $1 the interface, $2 the pid file, then dnsmasq's argv; run as root of a fresh user and network namespace
+# whose inotify limit is 0 (the kernel checks it as well as every parent's): prints the started server's
+# inotify fd count, or fails with dnsmasq's own error
+_NO_INOTIFY = (
+    "echo 0 >/proc/sys/user/max_inotify_instances || exit 90; ip link set lo up && "
+    'ip link add "$1" type veth peer name peer0 && ip addr add 192.168.120.2/24 dev "$1" && '
+    'ip link set "$1" up && ip link set peer0 up || exit 91; i=$1; p=$2; shift 2; "$@" || exit $?; '
+    'sleep 0.2; n=$(ls -l "/proc/$(cat "$p")/fd" | grep -c inotify); kill "$(cat "$p")"; echo "$n"'
+)
+
+
+def _in_userns(iface: str, pidfile: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    cmd = ["unshare", "--user", "--map-root-user", "--net", "sh", "-c", _NO_INOTIFY, "sh", iface, pidfile]
+    return subprocess.run([*cmd, *argv], capture_output=True, text=True, timeout=30)
+
+
+def test_the_server_starts_where_no_inotify_instance_is_left(tmp_path: Path) -> None:
+    """The real dnsmasq with the provider's argv, under an inotify limit of 0: it starts and holds no
+    inotify fd; the old argv (`--dhcp-hostsdir`) fails there as on a node past 128 servers."""
+    spec = dhcp()
+    if shutil.which("unshare") is None or shutil.which("dnsmasq") is None:
+        pytest.skip("needs unshare and dnsmasq")
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no unprivileged user namespaces here: {probe.stderr!r}")
+    state = dnsmasq.state_dir(spec)
+    (tmp_path / "hosts.d").mkdir()
+    (tmp_path / "hosts").write_text(dn.hosts_text(spec))
+    # the namespace maps only root: dnsmasq stays root instead of switching to nobody and dip
+    argv = [a.replace(state, str(tmp_path)) for a in dnsmasq.dnsmasq_args(spec)] + [
+        "--user=root",
+        "--group=",
+    ]
+    pidfile = f"{tmp_path}/dnsmasq.pid"
+    new = _in_userns(spec.port, pidfile, argv)
+    if new.returncode in (90, 91):
+        pytest.skip(f"cannot set up the namespace here: {new.stderr!r}")
+    assert new.returncode == 0, new.stderr
+    assert new.stdout.strip() == "0"
+    old = [
+        a if not a.startswith("--dhcp-hostsfile=") else f"--dhcp-hostsdir={tmp_path}/hosts.d" for a in argv
+    ]
+    failed = _in_userns(spec.port, pidfile, old)
+    assert failed.returncode != 0 and "failed to create inotify" in failed.stderr, failed
