@@ -11,6 +11,7 @@ the proof is the fd count (zero per server, whatever the number of VLANs).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from tests.integration.e2ekit import wall_time
 from tests.integration.slicekit import SliceStack
@@ -109,3 +110,35 @@ def run_upgrade(a: SliceStack, testbed: Testbed, vlan: int) -> None:
     assert testbed.run("network", f"cat {DHCP}/vlan{vlan}/leases")[1] == leases_before
     a.up()
     assert server(testbed, vlan)[0] == new_pid, "restarted more than once"
+
+
+LINKS_20 = 20
+
+
+def ring(first: int, n: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """n VMs in a ring over both workers, VM i's eth2 linked to VM i+1's eth1 (n links, as the bench)."""
+    vms = [
+        {"id": first + i, "worker": f"worker{1 + i % 2}", "dataInterfaces": 2, "internet": i % 3 == 0}
+        for i in range(n)
+    ]
+    links = [[f"{first + i}.eth2", f"{first + (i + 1) % n}.eth1"] for i in range(n)]
+    return vms, links
+
+
+def test_a_slice_of_20_links_runs_21_servers_without_inotify(
+    slice_stack: Callable[..., SliceStack], testbed: Testbed
+) -> None:
+    with wall_time("dhcp 20 links"):
+        stack = slice_stack("e2e-dhcp20", 680, *ring(7601, LINKS_20))
+        stack.up()
+        vlans = [link["vlan"] for link in stack.outputs()["links"]]
+        assert len(set(vlans)) == LINKS_20
+        pids = set()
+        for vlan in [*vlans, 400]:
+            pid, cmdline, fds = server(testbed, vlan)
+            assert f"--dhcp-hostsfile={DHCP}/vlan{vlan}/hosts" in cmdline and fds == 0, (vlan, cmdline, fds)
+            pids.add(pid)
+        assert len(pids) == LINKS_20 + 1
+        # a no-op `up` signals and restarts none of them
+        stack.up()
+        assert {server(testbed, vlan)[0] for vlan in [*vlans, 400]} == pids
