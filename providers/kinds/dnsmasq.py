@@ -8,10 +8,10 @@ rewrites `hosts` atomically only when its content differs and then sends SIGHUP 
 re-reads it and keeps its leases; no inotify instance per server (`--dhcp-hostsdir` needed one, and Linux
 allows 128 per user).
 
-dnsmasq runs as root only to start: it re-reads its reservations as `nobody` (its default `--user`), after
-dropping privileges, so they are the one state that others may read: the directories down to `hosts.d`
-may be passed through (0711), `hosts.d` listed (0755), its files and `hosts` read (0644). Everything else is made
-under the scripts' umask 077 (pid file, leases, log, owner: root's alone).
+dnsmasq runs as root only to start: it re-reads its reservations as `nobody` (its default `--user`),
+after dropping privileges, so they are the one state that others may read: the directories down to
+`hosts.d` may be passed through (0711), `hosts.d` listed (0755), its files and `hosts` read (0644).
+Everything else is made under the scripts' umask 077 (pid file, leases, log, owner: root's alone).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ _WRITE_HOSTS = (
 _ASSEMBLE = (
     'd=$1; t="$d/.hosts.tmp"; : >"$t" || exit 1; for f in "$d"/hosts.d/*; do [ -f "$f" ] || continue; '
     'cat "$f" >>"$t" || exit 1; done; chmod 0644 "$t" || exit 1; '
-    'if [ -f "$d/hosts" ] && cmp -s "$t" "$d/hosts"; then rm -f "$t"; exit 0; fi; mv -f "$t" "$d/hosts" || exit 1; '
+    'if [ -f "$d/hosts" ] && cmp -s "$t" "$d/hosts"; then rm -f "$t"; exit 0; fi; '
+    'mv -f "$t" "$d/hosts" || exit 1; '
     'echo changed; [ "$5" = hup ] || exit 0; '
     'p=$(cat "$2" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
     + _OURS
