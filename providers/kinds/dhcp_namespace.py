@@ -78,9 +78,9 @@ class DhcpHave:
     cmdline: tuple[str, ...] = ()
     hosts: str | None = None
     legacy_hosts: str | None = None
+    """The reservations file named by the bare slice, made before slices had uids (None: none)."""
     hostsfile: str | None = None
     """The assembled `--dhcp-hostsfile` (None: none)."""
-    """The reservations file named by the bare slice, made before slices had uids (None: none)."""
     users: tuple[str, ...] = ()
     markers: tuple[str, str] = ("", "")
     others: tuple[tuple[str, str, str], ...] = ()
