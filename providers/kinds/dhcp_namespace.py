@@ -9,8 +9,9 @@ registered under the lock, each slice's reservations in its own file, its addres
 the node: a slice whose `dnsServers` differ from those the running server gives other slices is refused.
 A link VLAN whose reservations moved to other MACs (a VLAN handed to another link) restarts its dnsmasq
 with the stale leases dropped, since dnsmasq does not hand out a reserved address another MAC holds.
-A server started with other arguments (before `--dhcp-hostsfile`: `--dhcp-hostsdir`) restarts once; its
-leases stay in the lease file it reads again.
+A server started before `--dhcp-hostsfile` (`--dhcp-hostsdir`, otherwise the same argv) is kept as it is
+while its reservations do not change (an upgrade restarts nothing, and shows no drift); the first change
+restarts it once with the new argv, its leases kept in the lease file it reads again.
 
 One round trip (`providers.predict`) for a link VLAN's server: a create expects no state file,
 namespace, port or device of its names; a delete expects the owner file to name the slice and the
@@ -262,8 +263,10 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         hosts_changed = True
     want = tuple(dnsmasq.dnsmasq_args(spec))
     stale = [] if spec.shared else dhcp_addresses.stale_leases(spec, have.leases)
-    restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
-    if hosts_changed or hostsfile_stale(spec, have):
+    kept = legacy_kept(spec, have)
+    restart = not have.alive or (have.cmdline != want and not kept) or rewired
+    restart = restart or bool(set(current) - {spec.address}) or (kept and hosts_changed)
+    if hosts_changed or ((restart or bool(stale) or not kept) and hostsfile_stale(spec, have)):
         steps.append(dnsmasq.assemble_step(spec, reload=not (restart or stale)))
     if restart or stale:
         if have.pid is not None or have.alive:
@@ -274,6 +277,11 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     if [s.name for s in steps] == [STILL_THERE]:
         return []  # in place: nothing to assert
     return steps
+
+
+def legacy_kept(spec: DhcpNamespaceSpec, have: DhcpHave) -> bool:
+    """A running server of the argv before `--dhcp-hostsfile`: kept while its reservations do not change."""
+    return have.alive and have.cmdline == tuple(dnsmasq.legacy_args(spec))
 
 
 def hostsfile_stale(spec: DhcpNamespaceSpec, have: DhcpHave) -> bool:
@@ -404,11 +412,11 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
             drift.append("port down")
     if not have.alive:
         drift.append("dnsmasq not running")
-    elif have.cmdline != tuple(dnsmasq.dnsmasq_args(spec)):
+    elif have.cmdline != tuple(dnsmasq.dnsmasq_args(spec)) and not legacy_kept(spec, have):
         drift.append("dnsmasq runs with other options")
     if have.hosts != hosts_text(spec):
         drift.append("reservations differ")
-    elif hostsfile_stale(spec, have):
+    elif hostsfile_stale(spec, have) and not legacy_kept(spec, have):
         drift.append("dnsmasq's hosts file differs from the reservations")
     if spec.shared and spec.owner not in have.users:
         drift.append(f"slice {spec.slice} not registered as a user")

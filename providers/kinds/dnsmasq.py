@@ -118,6 +118,12 @@ def dnsmasq_args(spec: DhcpNamespaceSpec) -> list[str]:
     return args
 
 
+def legacy_args(spec: DhcpNamespaceSpec) -> list[str]:
+    """The argv of a server started before `--dhcp-hostsfile`: the same with `--dhcp-hostsdir`."""
+    hostsfile = f"--dhcp-hostsfile={assembled_file(spec)}"
+    return [f"--dhcp-hostsdir={state_dir(spec)}/hosts.d" if a == hostsfile else a for a in dnsmasq_args(spec)]
+
+
 def proc_markers(spec: DhcpNamespaceSpec) -> tuple[str, str]:
     """What a process's cmdline must hold to be this VLAN's dnsmasq."""
     return f"--pid-file={pid_file(spec)}", f"--interface={spec.port}"

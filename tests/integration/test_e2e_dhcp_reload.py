@@ -3,9 +3,11 @@
 Every dnsmasq of a deployed slice holds no inotify instance (counted as `anon_inode:inotify` fds in /proc);
 a second slice joining VLAN 400 reloads the shared server (same pid) and the first slice's guest keeps its
 lease (lease file entry and address on renewal) while the new guest gets its reserved address; a server
-started with the old argv (`--dhcp-hostsdir`, one inotify instance) is restarted once with the new one,
-its leases kept. The kernel's inotify limit is shared by the whole machine, so it is not lowered here:
-the proof is the fd count (zero per server, whatever the number of VLANs).
+started with the old argv (`--dhcp-hostsdir`, one inotify instance) is kept while its reservations stay
+and restarted once with the new argv when they change, its leases kept. The kernel's inotify limit is
+shared by the whole machine, so it is not lowered here: the proof is the fd count (zero per server,
+whatever the number of VLANs; `tests/unit/providers/test_prov_dhcp_reload.py` lowers a user namespace's
+own limit to 0).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.integration.e2ekit import wall_time
-from tests.integration.slicekit import SliceStack
+from tests.integration.e2ekit import drift_by_name, wall_time
+from tests.integration.slicekit import SliceStack, lab_config, slice_section
 from tests.labfixtures import Guest, Testbed
 
 DHCP = "/var/lib/cloudrepo/dhcp"
@@ -24,6 +26,7 @@ A_VMS = [
 ]
 A_LINKS = [["7401.eth1", "7402.eth1"]]
 B_VMS = [{"id": 7501, "worker": "worker2", "dataInterfaces": 0, "internet": True}]
+B_MORE = {"id": 7502, "worker": "worker1", "dataInterfaces": 0, "internet": True}
 
 
 def server(testbed: Testbed, vlan: int) -> tuple[int, list[str], int]:
@@ -87,29 +90,35 @@ def run_reload(slice_stack: Callable[..., SliceStack], testbed: Testbed, guest: 
     assert server(testbed, 400)[0] == pid400 and server(testbed, link_vlan)[0] == pid_link
     assert testbed.run("network", f"stat -c %Y.%i {DHCP}/vlan400/hosts")[1] == stamp
 
-    run_upgrade(a, testbed, 400)
+    run_upgrade(a, b, testbed)
     assert ga.dhcp("eth0") == eth0_a["ip"]  # after the one restart: still its address
 
 
-def run_upgrade(a: SliceStack, testbed: Testbed, vlan: int) -> None:
-    """A server the old code started (`--dhcp-hostsdir`) is restarted once with the new argv, leases kept."""
-    pid, cmdline, _ = server(testbed, vlan)
-    old = [arg if not arg.startswith("--dhcp-hostsfile=") else f"--dhcp-hostsdir={DHCP}/vlan{vlan}/hosts.d"
+def run_upgrade(a: SliceStack, b: SliceStack, testbed: Testbed) -> None:
+    """A server the old code started (`--dhcp-hostsdir`) is kept while its reservations stay, and restarted
+    once with the new argv when they change, its leases kept."""
+    pid, cmdline, _ = server(testbed, 400)
+    old = [arg if not arg.startswith("--dhcp-hostsfile=") else f"--dhcp-hostsdir={DHCP}/vlan400/hosts.d"
            for arg in cmdline]  # fmt: skip
-    testbed.run("network", f"mkdir -p {DHCP}/vlan{vlan}/hosts.d")
-    leases_before = testbed.run("network", f"cat {DHCP}/vlan{vlan}/leases")[1]
     testbed.run("network", f"kill {pid}; while [ -e /proc/{pid} ]; do sleep 0.1; done")
-    testbed.run("network", "ip netns exec ns-dhcp-vlan{} {}".format(vlan, " ".join(old)))
-    old_pid, old_cmdline, old_fds = server(testbed, vlan)
+    testbed.run("network", "ip netns exec ns-dhcp-vlan400 " + " ".join(old))
+    old_pid, old_cmdline, old_fds = server(testbed, 400)
     assert any(arg.startswith("--dhcp-hostsdir=") for arg in old_cmdline)
     assert old_fds == 1, f"the old argv should hold one inotify instance, not {old_fds}"
     a.refresh()
+    assert "e2e-dhcpa-dhcp-vlan400" not in drift_by_name(a)
     a.up()
-    new_pid, new_cmdline, new_fds = server(testbed, vlan)
+    assert server(testbed, 400)[0] == old_pid  # kept: its reservations did not change
+    leases = testbed.run("network", f"cat {DHCP}/vlan400/leases")[1]
+    # slice B's reservations change (one more internet VM): the one restart, with the new argv
+    b.write_config({**lab_config(), **slice_section(660, [*B_VMS, B_MORE], [])})
+    b.up()
+    new_pid, new_cmdline, new_fds = server(testbed, 400)
     assert new_pid != old_pid and new_cmdline == cmdline and new_fds == 0
-    assert testbed.run("network", f"cat {DHCP}/vlan{vlan}/leases")[1] == leases_before
+    assert testbed.run("network", f"cat {DHCP}/vlan400/leases")[1] == leases
     a.up()
-    assert server(testbed, vlan)[0] == new_pid, "restarted more than once"
+    b.up()
+    assert server(testbed, 400)[0] == new_pid, "restarted more than once"
 
 
 LINKS_20 = 20

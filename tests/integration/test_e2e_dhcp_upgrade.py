@@ -1,10 +1,10 @@
 """A slice deployed by the code before `--dhcp-hostsfile` (its dnsmasq watching `--dhcp-hostsdir`, one
 inotify instance each), upgraded on the real engine.
 
-With this code a `preview` has no change and nothing on the hosts moves: the old servers keep running as
-they are. `pulumi refresh` reports "dnsmasq runs with other options"; the next `up` restarts each server once
-with the new argv (no inotify fd), the lease file kept and the guest's address the same on renewal; a
-further `up` restarts nothing.
+With this code `preview`, `refresh` and `up` change nothing: the old servers keep running as they are
+(their reservations did not change). When VLAN 400's reservations change, its server alone is restarted
+once with the new argv (no inotify fd), the lease file kept and the guest's address the same on renewal;
+the link's server is still the old one; a further `up` restarts nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from lab import PROJECT_ROOT
 from lab.pulumi_cli import PROGRAM_PARTS
 from tests.integration.e2ekit import drift_by_name, wall_time
-from tests.integration.slicekit import SliceStack
+from tests.integration.slicekit import SliceStack, lab_config, slice_section
 from tests.integration.test_e2e_dhcp_reload import DHCP, lease_of, server
 from tests.integration.upgradekit import program_at, use_code
 from tests.labfixtures import Guest, Testbed
@@ -32,6 +32,7 @@ VMS = [
     {"id": 7702, "worker": "worker2", "dataInterfaces": 1},
 ]
 LINKS = [["7701.eth1", "7702.eth1"]]
+MORE = {"id": 7703, "worker": "worker2", "dataInterfaces": 0, "internet": True}
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +64,20 @@ def test_old_hostsdir_servers_are_kept_then_restarted_once(
         stack.preview("--expect-no-changes")
         assert {vlan: server(testbed, vlan)[0] for vlan in vlans} == old  # kept as they are
         stack.refresh()
-        drift = drift_by_name(stack)
-        for vlan in vlans:
-            assert "dnsmasq runs with other options" in drift.get(f"{NAME}-dhcp-vlan{vlan}", []), drift
-        stack.up()
-        new = {}
-        for vlan in vlans:
-            pid, cmdline, fds = server(testbed, vlan)
-            assert pid != old[vlan] and f"--dhcp-hostsfile={DHCP}/vlan{vlan}/hosts" in cmdline and fds == 0
-            new[vlan] = pid
-        assert testbed.run("network", f"cat {DHCP}/vlan400/leases")[1] == leases  # the lease kept
-        assert g.dhcp("eth0") == eth0["ip"]
         assert drift_by_name(stack) == {}
         stack.up()
-        assert {vlan: server(testbed, vlan)[0] for vlan in vlans} == new  # restarted once
+        assert {vlan: server(testbed, vlan)[0] for vlan in vlans} == old
+
+        # VLAN 400's reservations change (one more internet VM): its server alone restarts, once
+        stack.write_config({**lab_config(), **slice_section(720, [*VMS, MORE], LINKS)})
+        stack.up()
+        pid, cmdline, fds = server(testbed, 400)
+        assert pid != old[400] and f"--dhcp-hostsfile={DHCP}/vlan400/hosts" in cmdline and fds == 0
+        assert testbed.run("network", f"cat {DHCP}/vlan400/leases")[1] == leases  # the lease kept
+        assert g.dhcp("eth0") == eth0["ip"]
+        link_pid, link_cmdline, link_fds = server(testbed, vlans[0])
+        assert link_pid == old[vlans[0]] and link_fds == 1  # the link's server: unchanged, kept
+        assert f"--dhcp-hostsdir={DHCP}/vlan{vlans[0]}/hosts.d" in link_cmdline
+        assert drift_by_name(stack) == {}
+        stack.up()
+        assert server(testbed, 400)[0] == pid  # restarted once
