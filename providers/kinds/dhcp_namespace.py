@@ -2,12 +2,16 @@
 
 Namespace `ns-dhcp-vlanN`, internal port `dhcp_vN` moved into it (`kinds.internal_port`), `.2/24`, `lo`
 up, and a dnsmasq of its own (`kinds.dnsmasq`: no config file, no DNS, its own pid, lease and log files,
-reservations in `hosts.d/<slice>`, found and stopped by pid, never by name). Shared (VLAN 400): users
+reservations in `hosts.d/<slice>` assembled into the `--dhcp-hostsfile` it reads, found, stopped and
+reloaded (SIGHUP, only when that file changed) by pid, never by name). Shared (VLAN 400): users
 registered under the lock, each slice's reservations in its own file, its addresses handed out by the node
 (`providers.kinds.dhcp_addresses`); the last user's delete removes everything. Its options are one setting of
 the node: a slice whose `dnsServers` differ from those the running server gives other slices is refused.
 A link VLAN whose reservations moved to other MACs (a VLAN handed to another link) restarts its dnsmasq
 with the stale leases dropped, since dnsmasq does not hand out a reserved address another MAC holds.
+A server started before `--dhcp-hostsfile` (`--dhcp-hostsdir`, otherwise the same argv) is kept as it is
+while its reservations do not change (an upgrade restarts nothing, and shows no drift); the first change
+restarts it once with the new argv, its leases kept in the lease file it reads again.
 
 One round trip (`providers.predict`) for a link VLAN's server: a create expects no state file,
 namespace, port or device of its names; a delete expects the owner file to name the slice and the
@@ -76,6 +80,8 @@ class DhcpHave:
     hosts: str | None = None
     legacy_hosts: str | None = None
     """The reservations file named by the bare slice, made before slices had uids (None: none)."""
+    hostsfile: str | None = None
+    """The assembled `--dhcp-hostsfile` (None: none)."""
     users: tuple[str, ...] = ()
     markers: tuple[str, str] = ("", "")
     others: tuple[tuple[str, str, str], ...] = ()
@@ -109,6 +115,7 @@ def preflight(spec: DhcpNamespaceSpec) -> list[Step]:
         dnsmasq.proc_probe(spec),
         hoststate.read_file_probe("hosts", dnsmasq.hosts_file(spec)),
         hoststate.read_file_probe("leases", dnsmasq.leases_file(spec)),
+        hoststate.read_file_probe("hosts file", dnsmasq.assembled_file(spec)),
     ]
     legacy = dnsmasq.legacy_hosts_file(spec)
     if legacy is not None:
@@ -171,6 +178,7 @@ def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
         pid=pid,
         cmdline=cmdline,
         hosts=res.out("hosts") if res.status("hosts") == 0 else None,
+        hostsfile=res.out("hosts file") if res.ran("hosts file") and res.status("hosts file") == 0 else None,
         legacy_hosts=res.out("legacy hosts")
         if res.ran("legacy hosts") and res.status("legacy hosts") == 0
         else None,
@@ -255,18 +263,30 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         hosts_changed = True
     want = tuple(dnsmasq.dnsmasq_args(spec))
     stale = [] if spec.shared else dhcp_addresses.stale_leases(spec, have.leases)
-    restart = not have.alive or have.cmdline != want or rewired or bool(set(current) - {spec.address})
+    kept = legacy_kept(spec, have)
+    restart = not have.alive or (have.cmdline != want and not kept) or rewired
+    restart = restart or bool(set(current) - {spec.address}) or (kept and hosts_changed)
+    if hosts_changed or ((restart or bool(stale) or not kept) and hostsfile_stale(spec, have)):
+        steps.append(dnsmasq.assemble_step(spec, reload=not (restart or stale)))
     if restart or stale:
         if have.pid is not None or have.alive:
             steps.append(dnsmasq.stop_step(spec))
         if stale:
             steps.append(dnsmasq.prune_step(spec, stale))
         steps.append(run("start dnsmasq", "ip", "netns", "exec", ns, *want))
-    elif hosts_changed:
-        steps.append(dnsmasq.hup_step(spec))
     if [s.name for s in steps] == [STILL_THERE]:
         return []  # in place: nothing to assert
     return steps
+
+
+def legacy_kept(spec: DhcpNamespaceSpec, have: DhcpHave) -> bool:
+    """A running server of the argv before `--dhcp-hostsfile`: kept while its reservations do not change."""
+    return have.alive and have.cmdline == tuple(dnsmasq.legacy_args(spec))
+
+
+def hostsfile_stale(spec: DhcpNamespaceSpec, have: DhcpHave) -> bool:
+    """The assembled file is missing, or (a link VLAN, one slice's file) differs from the reservations."""
+    return have.hostsfile is None or (not spec.shared and have.hostsfile != hosts_text(spec))
 
 
 def expect_create(spec: DhcpNamespaceSpec) -> Expectation[DhcpHave] | None:
@@ -277,10 +297,17 @@ def expect_create(spec: DhcpNamespaceSpec) -> Expectation[DhcpHave] | None:
 
     def no_state(have: DhcpHave) -> bool:
         files = have.owner is None and have.pid is None and have.hosts is None and not have.leases
+        files = files and have.hostsfile is None
         return files and not have.netns and not have.ns_links
 
     d = dnsmasq.state_dir(spec)
-    files = (f"{d}/owner", dnsmasq.pid_file(spec), dnsmasq.hosts_file(spec), dnsmasq.leases_file(spec))
+    files = (
+        f"{d}/owner",
+        dnsmasq.pid_file(spec),
+        dnsmasq.hosts_file(spec),
+        dnsmasq.leases_file(spec),
+        dnsmasq.assembled_file(spec),
+    )
     step = sh("expect no dhcp state", _NO_STATE, spec.namespace, *files, kind="guard")
     expects: tuple[Expect[DhcpHave], ...] = (
         predict.ready_no_port(spec.bridge, TOOLS, spec.port, lambda have: have.port is None),
@@ -316,6 +343,7 @@ def after(spec: DhcpNamespaceSpec, have: DhcpHave, res: ScriptResult) -> DhcpHav
         pid=pid,
         cmdline=cmdline,
         hosts=hosts_text(spec),
+        hostsfile=have.hostsfile if spec.shared and have.hostsfile is not None else hosts_text(spec),
         users=shared.joined(spec, have.users) if spec.shared else (),
         markers=dnsmasq.proc_markers(spec),
     )
@@ -343,7 +371,10 @@ def plan_delete(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         return plan_teardown(spec, have) if ours else []
     steps = [shared.leave(spec.namespace, spec)]
     if have.hosts is not None:
-        steps += [run("remove reservations", "rm", "-f", dnsmasq.hosts_file(spec)), dnsmasq.hup_step(spec)]
+        steps += [
+            run("remove reservations", "rm", "-f", dnsmasq.hosts_file(spec)),
+            dnsmasq.assemble_step(spec, reload=True),
+        ]
     steps.append(shared.last_user_guard(spec.namespace))
     if ours:
         steps += [*plan_teardown(spec, have), shared.forget(spec.namespace)]
@@ -381,10 +412,12 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
             drift.append("port down")
     if not have.alive:
         drift.append("dnsmasq not running")
-    elif have.cmdline != tuple(dnsmasq.dnsmasq_args(spec)):
+    elif have.cmdline != tuple(dnsmasq.dnsmasq_args(spec)) and not legacy_kept(spec, have):
         drift.append("dnsmasq runs with other options")
     if have.hosts != hosts_text(spec):
         drift.append("reservations differ")
+    elif hostsfile_stale(spec, have) and not legacy_kept(spec, have):
+        drift.append("dnsmasq's hosts file differs from the reservations")
     if spec.shared and spec.owner not in have.users:
         drift.append(f"slice {spec.slice} not registered as a user")
     return observed, drift

@@ -2,13 +2,16 @@
 
 dnsmasq is alive only if the pid file's process exists and its /proc cmdline names this VLAN's pid file and
 interface; it is stopped by that pid (TERM, wait, KILL), never by name. Its state lives in
-`/var/lib/cloudrepo/dhcp/vlanN/`: pid file, lease file, log, and `hosts.d/<owner mark>` reservations
-(`--dhcp-hostsdir`, which dnsmasq re-reads by itself).
+`/var/lib/cloudrepo/dhcp/vlanN/`: pid file, lease file, log, each slice's reservations in
+`hosts.d/<owner mark>`, and `hosts`, their concatenation, which dnsmasq reads (`--dhcp-hostsfile`). A change
+rewrites `hosts` atomically only when its content differs and then sends SIGHUP to that pid, so dnsmasq
+re-reads it and keeps its leases; no inotify instance per server (`--dhcp-hostsdir` needed one, and Linux
+allows 128 per user).
 
-dnsmasq runs as root only to start: it reads its reservations as `nobody` (its default `--user`), after
-dropping privileges, so they are the one state that others may read: the directories down to `hosts.d`
-may be passed through (0711), `hosts.d` listed (0755) and its files read (0644). Everything else is made
-under the scripts' umask 077 (pid file, leases, log, owner: root's alone).
+dnsmasq runs as root only to start: it re-reads its reservations as `nobody` (its default `--user`),
+after dropping privileges, so they are the one state that others may read: the directories down to
+`hosts.d` may be passed through (0711), `hosts.d` listed (0755), its files and `hosts` read (0644).
+Everything else is made under the scripts' umask 077 (pid file, leases, log, owner: root's alone).
 """
 
 from __future__ import annotations
@@ -34,11 +37,6 @@ _STOP = (
     'while ours "$@" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
     'if ours "$@"; then kill -KILL "$p"; sleep 0.1; fi; fi; rm -f "$1"'
 )
-_HUP = (
-    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
-    + _OURS
-    + 'if ours "$@"; then kill -HUP "$p"; fi'
-)
 # $1 lease file, then MACs whose leases go
 _PRUNE = (
     'f=$1; shift; [ -f "$f" ] || exit 0; : >"$f.tmp" || exit 1; '
@@ -49,6 +47,18 @@ _PRUNE = (
 _WRITE_HOSTS = (
     'mkdir -p "$2/hosts.d" && chmod 0711 "$1" "$1/dhcp" "$2" && chmod 0755 "$2/hosts.d" && '
     't="$2/hosts.d/.${3##*/}.tmp" && printf "%s" "$4" >"$t" && chmod 0644 "$t" && mv -f "$t" "$3"'
+)
+# $1 the VLAN's directory, $2 pid file, $3 $4 its markers, $5 "hup" to signal the server on a change:
+# `hosts` made from hosts.d/* through a dotfile, replaced only when it differs ("changed" printed)
+_ASSEMBLE = (
+    'd=$1; t="$d/.hosts.tmp"; : >"$t" || exit 1; for f in "$d"/hosts.d/*; do [ -f "$f" ] || continue; '
+    'cat "$f" >>"$t" || exit 1; done; chmod 0644 "$t" || exit 1; '
+    'if [ -f "$d/hosts" ] && cmp -s "$t" "$d/hosts"; then rm -f "$t"; exit 0; fi; '
+    'mv -f "$t" "$d/hosts" || exit 1; '
+    'echo changed; [ "$5" = hup ] || exit 0; '
+    'p=$(cat "$2" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
+    + _OURS
+    + 'if ours "$2" "$3" "$4"; then kill -HUP "$p"; fi'
 )
 DNS_OPTION = "--dhcp-option=6,"
 
@@ -70,6 +80,11 @@ def legacy_hosts_file(spec: DhcpNamespaceSpec) -> str | None:
     """The file named by the bare slice (made before slices had uids) that the slice adopts, if it has
     a uid."""
     return f"{state_dir(spec)}/hosts.d/{spec.slice}" if spec.uid is not None else None
+
+
+def assembled_file(spec: DhcpNamespaceSpec) -> str:
+    """Every slice's reservations on the VLAN in one file: the one dnsmasq reads."""
+    return f"{state_dir(spec)}/hosts"
 
 
 def leases_file(spec: DhcpNamespaceSpec) -> str:
@@ -96,15 +111,17 @@ def dnsmasq_args(spec: DhcpNamespaceSpec) -> list[str]:
         args.append(f"--dhcp-option=6,{','.join(spec.dns_servers)}")
     args += [
         f"--dhcp-leasefile={d}/leases",
-        f"--dhcp-hostsdir={d}/hosts.d",
+        f"--dhcp-hostsfile={d}/hosts",
         "--log-dhcp",
         f"--log-facility={d}/dnsmasq.log",
     ]
     return args
 
 
-def _proc_markers(spec: DhcpNamespaceSpec) -> tuple[str, str]:
-    return f"--pid-file={pid_file(spec)}", f"--interface={spec.port}"
+def legacy_args(spec: DhcpNamespaceSpec) -> list[str]:
+    """The argv of a server started before `--dhcp-hostsfile`: the same with `--dhcp-hostsdir`."""
+    hostsfile = f"--dhcp-hostsfile={assembled_file(spec)}"
+    return [f"--dhcp-hostsdir={state_dir(spec)}/hosts.d" if a == hostsfile else a for a in dnsmasq_args(spec)]
 
 
 def proc_markers(spec: DhcpNamespaceSpec) -> tuple[str, str]:
@@ -142,8 +159,11 @@ def stop_step(spec: DhcpNamespaceSpec) -> Step:
     return sh("stop dnsmasq", _STOP, pid_file(spec), *proc_markers(spec))
 
 
-def hup_step(spec: DhcpNamespaceSpec) -> Step:
-    return sh("reload reservations", _HUP, pid_file(spec), *proc_markers(spec))
+def assemble_step(spec: DhcpNamespaceSpec, *, reload: bool) -> Step:
+    """Rebuild `hosts` from `hosts.d` when it differs; with `reload`, SIGHUP the running server then (not
+    otherwise: a server whose reservations did not change is never signalled)."""
+    mode = "hup" if reload else "keep"
+    return sh("assemble reservations", _ASSEMBLE, state_dir(spec), pid_file(spec), *proc_markers(spec), mode)
 
 
 def prune_step(spec: DhcpNamespaceSpec, macs: list[str]) -> Step:

@@ -307,10 +307,11 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
         ],
     }
     r1 = d.update(created.id, props, more)
-    assert outs(r1)["observed"]["changed"] == ["write reservations", "reload reservations"]
+    assert outs(r1)["observed"]["changed"] == ["write reservations", "assemble reservations"]
     assert outs(r1)["observed"]["dnsmasqPid"] == pid1
     hosts = sh(lab, "network", "cat /var/lib/cloudrepo/dhcp/vlan3105/hosts.d/ftest")
     assert hosts == "52:54:00:23:90:01,10.232.5.77,guest1\n52:54:00:23:90:02,10.232.5.78,guest2\n"
+    assert sh(lab, "network", "cat /var/lib/cloudrepo/dhcp/vlan3105/hosts") == hosts  # what dnsmasq reads
     opts = {**more, "dnsServers": ["9.9.9.9"]}
     r2 = d.update(created.id, more, opts)
     assert outs(r2)["observed"]["dnsmasqPid"] != pid1 and outs(r2)["observed"]["dnsmasqAlive"]

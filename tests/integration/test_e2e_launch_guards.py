@@ -177,6 +177,7 @@ def files_have_the_right_owners(outputs: dict[str, Any], disk: Path) -> None:
     [reservations] = (dhcp / "hosts.d").iterdir()  # named by the slice's owner mark, `<slice>+<uid>`
     assert reservations.name.startswith(f"{SLICE}+"), reservations
     assert mode(reservations) == 0o644 and mode(dhcp / "hosts.d") == 0o755
+    assert mode(dhcp / "hosts") == 0o644  # their concatenation, the `--dhcp-hostsfile` dnsmasq re-reads
     assert mode(network) == 0o711 and mode(network / "dhcp") == 0o711 and mode(dhcp) == 0o711
     dnsmasq_own = ("leases", "dnsmasq.log", "dnsmasq.pid")
     for root in (worker, network):
@@ -184,7 +185,7 @@ def files_have_the_right_owners(outputs: dict[str, Any], disk: Path) -> None:
             rel = path.relative_to(root).parts
             if path.is_symlink() or rel == ("dhcp",) or (rel[0] == "dhcp" and len(rel) == 2):
                 continue
-            if rel[0] == "dhcp" and rel[2] == "hosts.d":
+            if rel[0] == "dhcp" and rel[2] in ("hosts.d", "hosts"):
                 assert mode(path) & 0o022 == 0, f"{path} is {oct(mode(path))}"
                 continue
             if rel[0] == "dhcp" and rel[2] in dnsmasq_own:

@@ -164,7 +164,7 @@ DNSMASQ = [
     "dnsmasq", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0",
     f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120", "--bind-interfaces", "--except-interface=lo",
     "--dhcp-range=192.168.120.10,192.168.120.250,24h", "--dhcp-option=3,192.168.120.1",
-    "--dhcp-option=6,8.8.8.8", f"--dhcp-leasefile={D}/leases", f"--dhcp-hostsdir={D}/hosts.d",
+    "--dhcp-option=6,8.8.8.8", f"--dhcp-leasefile={D}/leases", f"--dhcp-hostsfile={D}/hosts",
     "--log-dhcp", f"--log-facility={D}/dnsmasq.log",
 ]  # fmt: skip
 DHCP_MARKS = {"cloudrepo-kind": "dhcp", "cloudrepo-vlan": "120"}
@@ -180,6 +180,7 @@ def dhcp_in_place(**over: object) -> dn.DhcpHave:
         pid=4242,
         cmdline=tuple(DNSMASQ),
         hosts="52:54:00:03:ea:01,192.168.120.11,vm1002\n",
+        hostsfile="52:54:00:03:ea:01,192.168.120.11,vm1002\n",
         markers=(f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120"),
     )
     base.update(over)
@@ -196,7 +197,7 @@ def test_dhcp_fresh_create() -> None:
     steps = dn.plan_ensure(dhcp(), have)
     assert names(steps) == [
         "mark owner", "add namespace", "add port", "move port into namespace", "add address", "port up",
-        "lo up", "write reservations", "start dnsmasq",
+        "lo up", "write reservations", "assemble reservations", "start dnsmasq",
     ]  # fmt: skip
     a = argvs(steps)
     assert a[0][-2:] == [f"{D}/owner", "demo\n"]
@@ -206,7 +207,14 @@ def test_dhcp_fresh_create() -> None:
     assert a[4] == ["ip", "-n", "ns-dhcp-vlan120", "addr", "add", "192.168.120.2/24", "dev", "dhcp_v120"]
     assert a[6] == ["ip", "-n", "ns-dhcp-vlan120", "link", "set", "dev", "lo", "up"]
     assert a[7][-2:] == [f"{D}/hosts.d/demo", "52:54:00:03:ea:01,192.168.120.11,vm1002\n"]
-    assert a[8] == ["ip", "netns", "exec", "ns-dhcp-vlan120", *DNSMASQ]
+    assert a[8][-5:] == [
+        D,
+        f"{D}/dnsmasq.pid",
+        f"--pid-file={D}/dnsmasq.pid",
+        "--interface=dhcp_v120",
+        "keep",
+    ]
+    assert a[9] == ["ip", "netns", "exec", "ns-dhcp-vlan120", *DNSMASQ]
 
 
 def test_dhcp_in_place_no_commands() -> None:
@@ -216,10 +224,16 @@ def test_dhcp_in_place_no_commands() -> None:
 def test_changed_reservations_rewrite_the_file_and_sighup_by_pid() -> None:
     spec = dhcp(reservations=[])
     steps = dn.plan_ensure(spec, dhcp_in_place())
-    assert names(steps) == ["write reservations", "reload reservations"]
+    assert names(steps) == ["write reservations", "assemble reservations"]
     hup = steps[1].argv
     assert "kill -HUP" in hup[2] and "pkill" not in hup[2] and "killall" not in hup[2]
-    assert list(hup[4:]) == [f"{D}/dnsmasq.pid", f"--pid-file={D}/dnsmasq.pid", "--interface=dhcp_v120"]
+    assert list(hup[4:]) == [
+        D,
+        f"{D}/dnsmasq.pid",
+        f"--pid-file={D}/dnsmasq.pid",
+        "--interface=dhcp_v120",
+        "hup",
+    ]
 
 
 def test_changed_options_restart_by_pid() -> None:
@@ -359,7 +373,7 @@ def test_shared_dhcp_delete_drops_own_reservations_then_guards() -> None:
     spec = shared_dhcp(slice="demo", vlan=120, namespace="ns-dhcp-vlan120", port="dhcp_v120")
     steps = dn.plan_delete(spec, dhcp_in_place(owner="shared"))
     assert names(steps) == [
-        "unregister user", "remove reservations", "reload reservations", "no other users",
+        "unregister user", "remove reservations", "assemble reservations", "no other users",
         "stop dnsmasq", "delete port", "delete namespace", "remove state", "forget registry",
     ]  # fmt: skip
 

@@ -90,7 +90,7 @@ def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: p
         "register user",
         "verify addresses free",
         "write reservations",
-        "reload reservations",
+        "assemble reservations",
         "dnsmasq",
     ]
     assert out["observed"]["dnsmasqPid"] == 4242

@@ -117,12 +117,13 @@ def test_stop_kills_only_the_process_whose_cmdline_names_this_vlan(tmp_path: Pat
 
 def test_hup_goes_to_this_vlans_process_only(tmp_path: Path) -> None:
     pidfile = tmp_path / "dnsmasq.pid"
+    (tmp_path / "hosts.d").mkdir()
+    (tmp_path / "hosts.d" / "demo").write_text("52:54:00:03:ea:01,192.168.120.11,vm1002\n")
     stranger = _spawn(tmp_path)
     try:
         pidfile.write_text(str(stranger.pid))
-        assert (
-            sh(dnsmasq._HUP, str(pidfile), f"--pid-file={pidfile}", "--interface=dhcp_v120").returncode == 0
-        )
+        marks = (f"--pid-file={pidfile}", "--interface=dhcp_v120")
+        assert sh(dnsmasq._ASSEMBLE, str(tmp_path), str(pidfile), *marks, "hup").returncode == 0
         time.sleep(0.2)
         assert stranger.poll() is None  # a SIGHUP would have ended it
     finally:
