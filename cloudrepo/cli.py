@@ -14,12 +14,9 @@ import argparse
 import json
 import os
 import re
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +45,7 @@ from components.image_store import Registry, open_store
 from components.model import NAMESPACE
 from components.topology import MIN_VMS
 from transport import capture as capture_stream
+from transport.interrupt import first_interrupt
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown, shown_path
 from vocabulary.ssh_input import SSH_KEY_SECRET
@@ -423,7 +421,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         for worker in placed:
             endpoint, login = hostaccess.worker_login(slices, args.name, worker)
             clients[worker] = (hostaccess.connect(endpoint, login), login.sudo)
-        with _first_interrupt() as stop:
+        with first_interrupt() as stop:
             while not stop.is_set():
                 rows = []
                 for worker, vms in placed.items():
@@ -452,24 +450,6 @@ def cmd_top(args: argparse.Namespace) -> int:
     finally:
         for client, _ in clients.values():
             client.close()
-
-
-@contextmanager
-def _first_interrupt() -> Iterator[threading.Event]:
-    """An event set by the first Ctrl-C in the block, so a loop ends between two SSH calls rather than
-    inside one (a KeyboardInterrupt raised in the middle of paramiko can leave a lock held and the
-    process hung); a second Ctrl-C interrupts as usual."""
-    stop = threading.Event()
-
-    def first(_signum: int, _frame: object) -> None:
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, first)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def interval(text: str) -> float:

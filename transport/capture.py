@@ -18,6 +18,7 @@ from typing import BinaryIO
 import paramiko
 
 from transport import ssh_pool
+from transport.interrupt import first_interrupt
 from transport.ssh_settings import Settings
 from vocabulary.specs import Endpoint
 
@@ -61,7 +62,7 @@ def stream(
     err: Callable[[str], None],
 ) -> tuple[int, bool]:
     """Write the packets of `tap` on `ep` to `out` as pcap until tcpdump ends (`count` packets, 0: no
-    limit) or Ctrl-C (`KeyboardInterrupt`) stops it; tcpdump's messages go to `err`. Returns tcpdump's exit
+    limit) or Ctrl-C stops it; tcpdump's messages go to `err`. Returns tcpdump's exit
     status (-1: none came) and whether it was stopped by Ctrl-C."""
     client = ssh_pool.connect(ep, settings)
     stopped = False
@@ -73,18 +74,19 @@ def stream(
         chan.exec_command(command(settings.sudo))
         chan.sendall(f"{tap}\n{count}\n{bpf}\n".encode())
         deadline: float | None = None
-        while True:
+        with first_interrupt() as stop:
             try:
-                if _pump(chan, out, err) or (chan.exit_status_ready() and not chan.recv_ready()):
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-            except KeyboardInterrupt:
-                if stopped:  # a second Ctrl-C: stop waiting
-                    break
+                while True:
+                    if _pump(chan, out, err) or (chan.exit_status_ready() and not chan.recv_ready()):
+                        break
+                    if stop.is_set() and not stopped:
+                        stopped = True
+                        chan.shutdown_write()  # the remote program ends tcpdump
+                        deadline = time.monotonic() + DRAIN_SECONDS
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
                 stopped = True
-                chan.shutdown_write()  # the remote program ends tcpdump
-                deadline = time.monotonic() + DRAIN_SECONDS
         if not stopped:
             chan.shutdown_write()
         end = time.monotonic() + DRAIN_SECONDS

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudrepo import cli, top
+from cloudrepo import top
+from transport.interrupt import first_interrupt
 
 BUSY = "import sys, time\nend = time.time() + 30\nwhile time.time() < end: pass"
 IDLE = "import sys, time\ntime.sleep(30)"
@@ -92,7 +93,7 @@ def test_the_first_ctrl_c_ends_the_loop_between_samples_and_the_second_interrupt
     """`top`'s loop: a first SIGINT only sets the stop event (no exception inside an SSH call), a second one
     raises KeyboardInterrupt, and the handler before the block is back after it."""
     before = signal.getsignal(signal.SIGINT)
-    with cli._first_interrupt() as stop:
+    with first_interrupt() as stop:
         assert not stop.is_set()
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.wait(5)
