@@ -15,6 +15,7 @@ import graphlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from components.model import SliceConfig
 from components.outputs import Deployed
 from components.plan import LEASE_TIME, SlicePlan, VlanPlan
 from vocabulary import specs
@@ -124,16 +125,29 @@ def claim_resource(vm: int) -> str:
     return f"claim-{vm}"
 
 
-def _claim_resources(plan: SlicePlan, pool: str, stack: str | None) -> list[PlannedResource]:
-    """One `WorkerClaim` per launched VM on a worker with a declared capacity: its share, claimed there
-    under the worker's lock against every slice's claims (its `QemuVm` waits for it)."""
-    config = plan.config
-    out = []
+def claimed(config: SliceConfig) -> dict[str, list[tuple[int, int, int]]]:
+    """Worker -> (VM id, vCPUs, MiB) of each launched VM on it, on a worker whose capacity is known
+    (declared, or as its host reported it): the VMs that claim their share there (`WorkerClaim`, and the
+    pending claims of `providers.reservation`)."""
+    out: dict[str, list[tuple[int, int, int]]] = {}
     for vm in config.vms:
         launch = config.launches.get(vm.id)
-        cap = config.capacities.get(vm.worker)
-        if launch is None or cap is None:
+        if launch is not None and vm.worker in config.capacities:
+            out.setdefault(vm.worker, []).append((vm.id, launch.cpus, launch.memory_mb))
+    return out
+
+
+def _claim_resources(plan: SlicePlan, pool: str, stack: str | None) -> list[PlannedResource]:
+    """One `WorkerClaim` per VM of `claimed`: its share, claimed there under the worker's lock against
+    every slice's claims (its `QemuVm` waits for it)."""
+    config = plan.config
+    claims = {vm for shares in claimed(config).values() for vm, _, _ in shares}
+    out = []
+    for vm in config.vms:
+        if vm.id not in claims:
             continue
+        launch = config.launches[vm.id]
+        cap = config.capacities[vm.worker]
         spec = specs.WorkerClaimSpec(
             slice=config.slice_name,
             bridge=config.bridge,
