@@ -49,18 +49,18 @@ def changes(
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """(claim files to remove, (claim file, text) to write) on one worker for the slice's `wanted` shares."""
     by_file = {c.file: c for c in read.have.claims}
-    remove = [c.file for c in read.have.claims if c.expired(read.now)]
+    remove = [c.file for c in read.have.claims if c.expired(read.have.now)]
     want = {naming.claim_file(slice_name, s[0]).rpartition("/")[2]: s for s in wanted}
     remove += [
         c.file
         for c in read.have.claims
         if c.pending and c.slice == slice_name and c.stack == stack and c.file not in want
     ]
-    now = read.now or 0
+    now = read.have.now or 0
     write = []
     for file, s in sorted(want.items()):
         have = by_file.get(file)
-        if have is None or have.expired(read.now) or (have.pending and have.stack == stack):
+        if have is None or have.expired(read.have.now) or (have.pending and have.stack == stack):
             write.append((file, pending_text(s[1], s[2], stack, now)))
     return sorted(set(remove) - {f for f, _ in write}), write
 

@@ -38,12 +38,16 @@ _LIST = (
     'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] || continue; '
     'case "$f" in .*) continue;; esac; printf "%s %s\\n" "$f" "$(head -n 1 "$f")"; done'
 )
-# $1 dir, $2 this claim's file name, $3 cpus, $4 memory, $5 capacity cpus, $6 capacity memory: fails, with
-# the numbers, when the other claims and this one exceed the capacity
+# $1 dir, $2 this claim's file name, $3 cpus, $4 memory, $5 capacity cpus, $6 capacity memory, $7 the
+# pending claims' lease: fails, with the numbers, when the other claims (but pending claims past their
+# lease) and this one exceed the capacity
 _VERIFY = (
-    'd=$1; me=$2; c=$3; m=$4; cc=$5; cm=$6; tc=0; tm=0; n=0; cd "$d" 2>/dev/null || exit 0; '
+    "d=$1; me=$2; c=$3; m=$4; cc=$5; cm=$6; lease=$7; now=$(date +%s); tc=0; tm=0; n=0; "
+    'cd "$d" 2>/dev/null || exit 0; '
     'for f in *; do [ -f "$f" ] || continue; case "$f" in .*) continue;; esac; '
-    '[ "$f" = "$me" ] && continue; read -r a b u k <"$f" || continue; '
+    '[ "$f" = "$me" ] && continue; read -r a b u k t <"$f" || continue; '
+    'if [ "$u" = pending ]; then case $t in ""|*[!0-9]*) t=0;; esac; '
+    '[ $((t + lease)) -lt "$now" ] && continue; fi; '
     "tc=$((tc + a)); tm=$((tm + b)); n=$((n + 1)); done; "
     'if [ $((tc + c)) -gt "$cc" ] || [ $((tm + m)) -gt "$cm" ]; then '
     'echo "it needs $c vCPUs and $m MiB; the $n claims on the worker hold $tc vCPUs and $tm MiB of its '
@@ -88,6 +92,8 @@ class VmClaim:
 @dataclass(frozen=True)
 class ClaimsHave:
     claims: tuple[VmClaim, ...]
+    now: int | None = None
+    """The worker's clock at the read (seconds since the epoch), for the pending claims' lease."""
 
     def of(self, spec: WorkerClaimSpec) -> VmClaim | None:
         """The claim file of this slice's VM, whatever uid holds it."""
@@ -97,6 +103,10 @@ class ClaimsHave:
     def others(self, spec: WorkerClaimSpec) -> tuple[VmClaim, ...]:
         file = claim_name(spec)
         return tuple(c for c in self.claims if c.file != file)
+
+    def live(self) -> tuple[VmClaim, ...]:
+        """The claims that count: all but the pending claims past their lease."""
+        return tuple(c for c in self.claims if not c.expired(self.now))
 
 
 def claim_name(spec: WorkerClaimSpec) -> str:
@@ -130,16 +140,18 @@ def totals(claims: Iterable[VmClaim]) -> tuple[int, int]:
 
 
 def preflight(_spec: WorkerClaimSpec | None) -> list[Step]:
-    return [sh("claims", _LIST, naming.CLAIMS_DIR, kind="probe")]
+    return [sh("claims", _LIST, naming.CLAIMS_DIR, kind="probe"), sh("now", "date +%s", kind="probe")]
 
 
 def parse_have(_spec: WorkerClaimSpec | None, res: ScriptResult) -> ClaimsHave:
-    return ClaimsHave(parse_claims(res.out("claims")))
+    now = res.out("now").strip()
+    return ClaimsHave(parse_claims(res.out("claims")), int(now) if now.isdigit() else None)
 
 
 def over(spec: WorkerClaimSpec, have: ClaimsHave) -> str | None:
-    """Why the claim does not fit on the worker (the numbers, and which slices hold what), or None."""
-    others = have.others(spec)
+    """Why the claim does not fit on the worker (the numbers, and which slices hold what), or None. Pending
+    claims past their lease do not count (nor in the sh check)."""
+    others = tuple(c for c in have.others(spec) if not c.expired(have.now))
     cpus, mem = totals(others)
     if cpus + spec.cpus <= spec.capacity_cpus and mem + spec.memory_mb <= spec.capacity_memory_mb:
         return None
@@ -164,7 +176,8 @@ def claim_text(spec: WorkerClaimSpec) -> str:
 
 def verify_step(spec: WorkerClaimSpec) -> Step:
     """The check under the lock: the other claims plus this one within the capacity."""
-    args = [str(v) for v in (spec.cpus, spec.memory_mb, spec.capacity_cpus, spec.capacity_memory_mb)]
+    nums = (spec.cpus, spec.memory_mb, spec.capacity_cpus, spec.capacity_memory_mb, PENDING_LEASE_SECONDS)
+    args = [str(v) for v in nums]
     return sh(VERIFY, _VERIFY, naming.CLAIMS_DIR, claim_name(spec), *args)
 
 
@@ -233,7 +246,7 @@ def observe(spec: WorkerClaimSpec, have: ClaimsHave) -> tuple[dict[str, Any], li
 
 def after(spec: WorkerClaimSpec, have: ClaimsHave, _res: ScriptResult) -> ClaimsHave:
     mine = VmClaim(spec.slice, spec.vm, spec.cpus, spec.memory_mb, claim_name(spec), spec.uid, spec.stack)
-    return ClaimsHave((*have.others(spec), mine))
+    return ClaimsHave((*have.others(spec), mine), have.now)
 
 
 def refused(spec: WorkerClaimSpec, exc: StepFailed) -> Conflict | None:
@@ -280,20 +293,15 @@ reports."""
 
 @dataclass(frozen=True)
 class WorkerRead:
-    """One worker's claims, its host's CPUs and memory, and its clock."""
+    """One worker's claims (with its clock) and its host's CPUs and memory."""
 
     have: ClaimsHave
     reported: tuple[int, int] | None
-    now: int | None
-
-    def live(self) -> tuple[VmClaim, ...]:
-        """The claims that count: all but the pending claims past their lease."""
-        return tuple(c for c in self.have.claims if not c.expired(self.now))
 
 
 def read_worker(ep: Endpoint) -> WorkerRead:
     """One read round trip: the claims (the kind's preflight), `HOST_CAPACITY` and the time."""
-    steps = [*preflight(None), sh("host", HOST_CAPACITY, kind="probe"), sh("now", "date +%s", kind="probe")]
+    steps = [*preflight(None), sh("host", HOST_CAPACITY, kind="probe")]
     res = ssh.run_script(ep, steps)
     host = res.out("host").split()
     reported = (
@@ -301,8 +309,7 @@ def read_worker(ep: Endpoint) -> WorkerRead:
         if len(host) == 2 and all(x.isdigit() and int(x) > 0 for x in host)
         else None
     )
-    now = res.out("now").strip()
-    return WorkerRead(parse_have(None, res), reported, int(now) if now.isdigit() else None)
+    return WorkerRead(parse_have(None, res), reported)
 
 
 def summarize(reads: Mapping[str, WorkerRead], slice_name: str) -> Read:
@@ -312,7 +319,7 @@ def summarize(reads: Mapping[str, WorkerRead], slice_name: str) -> Read:
     mine: dict[int, str] = {}
     reported: dict[str, tuple[int, int]] = {}
     for name, r in sorted(reads.items()):
-        live = r.live()
+        live = r.have.live()
         others[name] = totals(c for c in live if c.slice != slice_name)
         mine.update({c.vm: name for c in live if c.slice == slice_name})
         if r.reported is not None:

@@ -54,7 +54,7 @@ wanted = st.lists(
 def test_changes_reserve_the_wanted_shares_and_nothing_else(
     have: list[VmClaim], want: list[tuple[int, int, int]]
 ) -> None:
-    read = WorkerRead(ClaimsHave(tuple(have)), (8, 8192), NOW)
+    read = WorkerRead(ClaimsHave(tuple(have), NOW), (8, 8192))
     remove, write = reservation.changes(read, SLICE, STACK, want)
     assert not set(remove) & {f for f, _ in write}
     after = {c.file: c for c in have if c.file not in remove}
@@ -110,7 +110,7 @@ class FakeHosts:
         if ep.name == self.fail:
             raise HostUnreachable(ep.name, "cannot connect")
         self.log.append(("read", ep.name))
-        return WorkerRead(ClaimsHave(parse_claims(self.claims.get(ep.name, ""))), (4, 4096), NOW)
+        return WorkerRead(ClaimsHave(parse_claims(self.claims.get(ep.name, "")), NOW), (4, 4096))
 
     def run(self, ep: Endpoint, steps: Sequence[Step], **_kw: Any) -> ScriptResult:
         self.log.append(("run", ep.name, tuple(s.name for s in steps)))

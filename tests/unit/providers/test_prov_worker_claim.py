@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,41 @@ def test_a_pending_claim_expires_after_its_lease(written: int, age: int) -> None
     assert c.expired(now) == (age > worker_claim.PENDING_LEASE_SECONDS)
     assert not c.expired(None)
     assert not VmClaim("s1", 1, 1, 1, "s1@1", UID, "p/s1").expired(now + 10**6)  # a taken-over claim never
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 30),
+            st.integers(0, 4),
+            st.integers(0, 2048),
+            st.sampled_from(("taken", "fresh", "stale")),
+        ),
+        unique_by=lambda t: t[0],
+        max_size=6,
+    ),
+    st.integers(1, 8),
+    st.integers(256, 4096),
+)
+def test_pending_claims_count_until_their_lease_in_the_plan_and_the_locked_check(
+    held: list[tuple[int, int, int, str]], cap_cpus: int, cap_mem: int
+) -> None:
+    s = spec(cpus=1, mem=256, cap=(cap_cpus, cap_mem))
+    now = int(time.time())
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for vm, c, m, kind in held:
+            age = 5 if kind == "fresh" else worker_claim.PENDING_LEASE_SECONDS + 100
+            text = claim_text(spec(vm=vm, cpus=c, mem=m, slice="s2", uid="b" * 32))
+            if kind != "taken":
+                text = worker_claim.pending_text(c, m, "p/s2", now - age)
+            (d / f"s2@{vm}").write_text(text)
+        listed = subprocess.run(
+            ["sh", "-c", worker_claim._LIST, "sh", str(d)], capture_output=True, text=True, check=True
+        ).stdout
+        have = ClaimsHave(parse_claims(listed), now)
+        counted = [(c, m) for _, c, m, kind in held if kind != "stale"]
+        fits = sum(c for c, _ in counted) + 1 <= cap_cpus and sum(m for _, m in counted) + 256 <= cap_mem
+        assert (over(s, have) is None) == fits
+        assert (run_verify(d, s).returncode == 0) == fits
