@@ -137,6 +137,28 @@ def claimed(config: SliceConfig) -> dict[str, list[tuple[int, int, int]]]:
     return out
 
 
+def pending_resource(worker: str) -> str:
+    return f"pending-{worker}"
+
+
+def _pending_claims(config: SliceConfig, stack: str | None) -> list[PlannedResource]:
+    """In a slice with `auto` VMs, one `PendingClaims` per worker its launched VMs claim a share of (where
+    the reservation at `up` writes): its delete removes what the reservation left there. The pool claim
+    waits for them, so they are in the state before anything of the `up` can fail."""
+    if stack is None or not any(vm.auto for vm in config.vms):
+        return []
+    return [
+        PlannedResource(
+            "PendingClaims",
+            pending_resource(worker),
+            specs.PendingClaimsSpec(
+                slice=config.slice_name, bridge=config.bridge, host=config.workers[worker], stack=stack
+            ),
+        )
+        for worker in sorted(claimed(config))
+    ]
+
+
 def _claim_resources(plan: SlicePlan, pool: str, stack: str | None) -> list[PlannedResource]:
     """One `WorkerClaim` per VM of `claimed`: its share, claimed there under the worker's lock against
     every slice's claims (its `QemuVm` waits for it)."""
@@ -241,7 +263,7 @@ def resource_plan(
     config = plan.config
     node = config.network_node
     pool = pool_name(config.pool.start)
-    checks = _netem_checks(plan)
+    checks = [*_netem_checks(plan), *_pending_claims(config, stack)]
     out = [
         *checks,
         PlannedResource(

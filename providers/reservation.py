@@ -23,7 +23,15 @@ from typing import Any, TypeVar
 import pulumi
 
 from providers import bodies
-from providers.kinds.worker_claim import PENDING, Read, WorkerRead, pending_text, read_worker, summarize
+from providers.kinds.worker_claim import (
+    REMOVE_PENDING,
+    Read,
+    VmClaim,
+    WorkerRead,
+    pending_text,
+    read_worker,
+    summarize,
+)
 from transport import hold, ssh
 from transport.script import Step, sh
 from vocabulary import naming
@@ -46,15 +54,16 @@ class ReservationFailed(CloudrepoError, pulumi.RunError):
 
 def changes(
     read: WorkerRead, slice_name: str, stack: str, wanted: Sequence[Share]
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """(claim files to remove, (claim file, text) to write) on one worker for the slice's `wanted` shares."""
+) -> tuple[list[VmClaim], list[tuple[str, str]]]:
+    """(pending claims to remove, (claim file, text) to write) on one worker for the slice's `wanted`
+    shares."""
     by_file = {c.file: c for c in read.have.claims}
-    remove = [c.file for c in read.have.claims if c.expired(read.have.now)]
     want = {naming.claim_file(slice_name, s[0]).rpartition("/")[2]: s for s in wanted}
-    remove += [
-        c.file
+    remove = [
+        c
         for c in read.have.claims
-        if c.pending and c.slice == slice_name and c.stack == stack and c.file not in want
+        if c.expired(read.have.now)
+        or (c.pending and c.slice == slice_name and c.stack == stack and c.file not in want)
     ]
     now = read.have.now or 0
     write = []
@@ -62,18 +71,16 @@ def changes(
         have = by_file.get(file)
         if have is None or have.expired(read.have.now) or (have.pending and have.stack == stack):
             write.append((file, pending_text(s[1], s[2], stack, now)))
-    return sorted(set(remove) - {f for f, _ in write}), write
+    written = {f for f, _ in write}
+    return [c for c in remove if c.file not in written], write
 
 
-# $1 claim file: removes it only while it is a pending claim
-_REMOVE_PENDING = (
-    f'[ -f "$1" ] || exit 0; read -r c m u k t <"$1"; [ "$u" = {PENDING} ] || exit 0; rm -f "$1"'
-)
-
-
-def steps(remove: Sequence[str], write: Sequence[tuple[str, str]]) -> list[Step]:
+def steps(remove: Sequence[VmClaim], write: Sequence[tuple[str, str]]) -> list[Step]:
     """The round trip that applies `changes` (run while the reservation holds the worker's lock)."""
-    out = [sh("remove pending claim", _REMOVE_PENDING, f"{naming.CLAIMS_DIR}/{f}") for f in remove]
+    out = [
+        sh("remove pending claim", REMOVE_PENDING, f"{naming.CLAIMS_DIR}/{c.file}", c.stack or "")
+        for c in remove
+    ]
     for f, text in write:
         out.append(bodies.write_file("write pending claim", f"{naming.CLAIMS_DIR}/{f}", text))
     return out

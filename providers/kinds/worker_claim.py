@@ -8,10 +8,12 @@ deployed at once never overbook a worker. The VM's `QemuVm` waits for its claim;
 
 A pending claim (`cpus memoryMb pending stack time`) is one the program reserved at `up` under the worker's
 lock before any resource ran (`providers.reservation`): it counts like any claim; the VM's `WorkerClaim`
-takes it over (rewrites it with its uid, under the lock); the slice's own are replaced by its next `up`, and
-its claims' deletes remove them. The capacity is the declared one (`cloudrepo:workers.NAME.capacity`),
-else what the host reported to the program's read (`read_claims`): the numbers `components.placement`
-chose the worker with.
+takes it over (rewrites it with its uid, under the lock); the slice's own are replaced by its next `up`;
+the slice's `PendingClaims` on the worker removes, when deleted, those its stack left
+(`providers.kinds.pending_claims`); one past its lease counts for nothing.
+
+The capacity is the declared one (`cloudrepo:workers.NAME.capacity`), else what the host reported to the
+program's read (`read_claims`): the numbers `components.placement` chose the worker with.
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ _VERIFY = (
 _REMOVE = (
     '[ -f "$1" ] || exit 0; read -r c m u k t <"$1"; '
     '[ "$u" = "$2" ] || { [ "$u" = pending ] && [ "$k" = "$3" ]; } || exit 0; rm -f "$1"'
+)
+# $1 claim file, $2 stack: removes it only while it is a pending claim that stack reserved
+REMOVE_PENDING = (
+    '[ -f "$1" ] || exit 0; read -r c m u k t <"$1"; [ "$u" = pending ] && [ "$k" = "$2" ] || exit 0; '
+    'rm -f "$1"'
 )
 PENDING = "pending"
 """The uid field of a claim reserved at `up` and not yet taken over by its `WorkerClaim`."""
@@ -212,19 +219,14 @@ def plan_ensure(spec: WorkerClaimSpec, have: ClaimsHave) -> list[Step]:
 
 
 def plan_delete(spec: WorkerClaimSpec, have: ClaimsHave) -> list[Step]:
-    """Remove the VM's claim when it is this uid's, and the slice's pending claims its stack reserved on the
-    worker and left (deletes run after the `up`'s creates, which took over the ones it still wants; at
-    `destroy` these are the claims of an `up` that failed before taking them over)."""
+    """Remove the VM's claim when it is this uid's, or still pending from its stack's reservation."""
     mine = have.of(spec)
-    files = [mine.file] if mine is not None and not mine.pending and mine.uid == spec.uid else []
-    files += [
-        c.file
-        for c in have.claims
-        if c.pending and c.slice == spec.slice and spec.stack is not None and c.stack == spec.stack
-    ]
+    if mine is None:
+        return []
+    if not (mine.uid == spec.uid and not mine.pending) and not (mine.pending and mine.stack == spec.stack):
+        return []
     return [
-        sh("remove claim", _REMOVE, f"{naming.CLAIMS_DIR}/{f}", spec.uid or "-", spec.stack or "-")
-        for f in sorted(set(files))
+        sh("remove claim", _REMOVE, f"{naming.CLAIMS_DIR}/{mine.file}", spec.uid or "-", spec.stack or "-")
     ]
 
 

@@ -4,7 +4,8 @@ succeed the first time: each program places under the workers' locks and reserve
 claims before any resource runs, so the second sees the first's share; the workers' claims never exceed
 a capacity and every pending claim is taken over by its `WorkerClaim`. A VM that fits nowhere fails
 preview with the numbers (also in a slice that declares no capacity: the hosts' own, less the claims);
-removing a VM keeps every other VM where it was and frees its share. Then `cloudrepo workers` and
+removing a VM keeps every other VM where it was and frees its share; an `up` that fails after its
+reservation leaves a pending claim that its `destroy` removes. Then `cloudrepo workers` and
 `cloudrepo top` against the hosts' own /proc, `top` driven in tmux.
 """
 
@@ -185,6 +186,19 @@ def check_workers_command(testbed: Testbed, a: SliceStack, b: SliceStack, backen
     assert sum(len(w["slices"]) for w in doc) >= 2, doc
 
 
+def check_failed_up_and_destroy(slice_stack: Callable[..., SliceStack], freed: str) -> None:
+    """An `up` that fails after its reservation (its pool meets A's: refused at the pool claim, before any
+    `WorkerClaim`) leaves its pending claim in the share A freed, and it counts there; the slice's `destroy`
+    removes it (its `PendingClaims` is in the state: the pool claim waited for it)."""
+    d = slice_stack("e2e-pld", 300, auto_vms([8161]), [], extra=extra())
+    text = failure(d.cli.run("up", "--yes", "--non-interactive", "--skip-preview", check=False))
+    assert "meet slice 'e2e-pla'" in text, text
+    assert pending() == [f"{freed}:e2e-pld@8161"]
+    assert_within_capacity(claims())
+    d.destroy()
+    assert not pending()
+
+
 def run_placement(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> tuple[SliceStack, SliceStack]:
     a = slice_stack("e2e-pla", 300, auto_vms(A_VMS), [], extra=extra())
     b = slice_stack("e2e-plb", 320, auto_vms(B_VMS), [], extra=extra())
@@ -245,6 +259,7 @@ def run_placement(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> t
     a.write_config(config_a)
     a.up()
     assert placed(a) == {vm: w for vm, w in where_a.items() if vm != A_VMS[0]}
+    check_failed_up_and_destroy(slice_stack, where_a[A_VMS[0]])
     b.up()
     assert placed(b) == {**where_b, 8125: where_a[A_VMS[0]]}
     assert_within_capacity(claims())

@@ -225,6 +225,14 @@ def test_launched_vms_on_declared_workers_claim_their_share(tmp_path: Path) -> N
     )
     assert planned["claim-1"].depends_on == ("pool-120",) and one.stack == "p/s1"
     assert {v.spec.vm: v.claim_name for v in prepared.vms} == {1: "claim-1", 2: "claim-2"}
+    # where the reservation at `up` may leave pending claims: a `PendingClaims` per worker with a claim,
+    # waited for by the pool claim (so in the state before anything of the `up` can fail)
+    pending = {n: r.spec for n, r in planned.items() if r.kind == "PendingClaims"}
+    assert {n: (s.host.name, getattr(s, "stack", None)) for n, s in pending.items()} == {
+        f"pending-{w}": (w, "p/s1") for w in {c.host.name for c in claims.values()}
+    }
+    assert set(pending) <= set(planned["pool-120"].depends_on)
+    assert not [r for r in resource_plan(prepared.plan, prepared.deployed, None) if r.kind == "PendingClaims"]
 
 
 def test_the_workers_claims_count_other_slices_and_keep_this_ones(tmp_path: Path) -> None:

@@ -15,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from providers import reservation
+from providers.kinds import KINDS, pending_claims
 from providers.kinds.worker_claim import PENDING_LEASE_SECONDS, ClaimsHave, VmClaim, WorkerRead, parse_claims
 from transport import hold
 from transport.script import ScriptResult, Step
 from vocabulary.errors import ConfigError, HostUnreachable
-from vocabulary.specs import Endpoint
+from vocabulary.specs import Endpoint, PendingClaimsSpec
 
 SLICE, STACK, NOW = "s1", "p/s1", 10_000
 UID = "a" * 32
@@ -56,8 +57,9 @@ def test_changes_reserve_the_wanted_shares_and_nothing_else(
 ) -> None:
     read = WorkerRead(ClaimsHave(tuple(have), NOW), (8, 8192))
     remove, write = reservation.changes(read, SLICE, STACK, want)
-    assert not set(remove) & {f for f, _ in write}
-    after = {c.file: c for c in have if c.file not in remove}
+    gone = {c.file for c in remove}
+    assert all(c.pending for c in remove) and not gone & {f for f, _ in write}
+    after = {c.file: c for c in have if c.file not in gone}
     for f, text in write:
         (after[f],) = parse_claims(f"{f} {text}")
     wanted_files = {f"{SLICE}@{vm}": (c, m) for vm, c, m in want}
@@ -80,11 +82,17 @@ def test_changes_reserve_the_wanted_shares_and_nothing_else(
 
 
 def test_the_pending_remove_body_leaves_a_claim_taken_over(tmp_path: Path) -> None:
+    """The sh body removes a pending claim of the stack the read found, and leaves one taken over since."""
     (tmp_path / "s1@1").write_text("1 128 pending p/s1 5\n")
     (tmp_path / "s1@2").write_text(f"1 128 {UID} p/s1\n")
-    for f in ("s1@1", "s1@2", "s1@3"):
-        step = reservation.steps([f], [])[0]
-        subprocess.run([*step.argv[:4], str(tmp_path / f)], check=True)
+    (tmp_path / "s2@3").write_text("1 128 pending p/s2 5\n")
+    read = [VmClaim("s1", 1, 1, 128, "s1@1", None, "p/s1", True, 5)]
+    read += [VmClaim("s1", 2, 1, 128, "s1@2", None, "p/s1", True, 5)]  # taken over after the read
+    read += [VmClaim("s2", 3, 1, 128, "s2@3", None, "p/s2", True, 5)]  # another stack's, expired
+    for step in reservation.steps(read, []):
+        subprocess.run(
+            [*step.argv[:4], str(tmp_path / step.argv[4].rpartition("/")[2]), *step.argv[5:]], check=True
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["s1@2"]
 
 
@@ -201,3 +209,29 @@ def test_the_holder_program_holds_the_lock_until_its_stdin_ends(tmp_path: Path) 
     assert third.stdin is not None
     third.stdin.close()
     assert third.wait(timeout=10) == 0
+
+
+def test_pending_claims_delete_removes_what_its_stack_left_and_nothing_else(tmp_path: Path) -> None:
+    """The `PendingClaims` resource makes nothing; its delete (under the lock) removes the slice's pending
+    claims of its stack on the worker: the plan picks them, the sh body re-checks each."""
+    s = PendingClaimsSpec(slice=SLICE, host=WORKERS["w1"], uid=UID, stack=STACK)
+    files = {
+        "s1@1": "1 128 pending p/s1 5\n",
+        "s1@2": f"1 128 {UID} p/s1\n",
+        "s1@3": "1 128 pending p/other 5\n",
+        "s2@4": "1 128 pending p/s1 5\n",
+    }
+    for f, text in files.items():
+        (tmp_path / f).write_text(text)
+    have = ClaimsHave(parse_claims("".join(f"{f} {text}" for f, text in files.items())), NOW)
+    assert pending_claims.plan_ensure(s, have) == []
+    assert pending_claims.observe(s, have) == ({"pending": [1]}, [])
+    assert pending_claims.KIND.locked(s, have) and not pending_claims.KIND.gone(s, have)
+    (step,) = pending_claims.plan_delete(s, have)
+    (tmp_path / "s1@1").write_text(f"1 128 {UID} p/s1\n")  # taken over between the read and the lock
+    subprocess.run([*step.argv[:4], str(tmp_path / "s1@1"), *step.argv[5:]], check=True)
+    assert (tmp_path / "s1@1").exists()
+    (tmp_path / "s1@1").write_text(files["s1@1"])
+    subprocess.run([*step.argv[:4], str(tmp_path / "s1@1"), *step.argv[5:]], check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1@2", "s1@3", "s2@4"]
+    assert KINDS["PendingClaims"] is pending_claims.KIND

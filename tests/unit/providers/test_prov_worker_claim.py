@@ -117,7 +117,8 @@ def run_remove(path: Path, uid: str, stack: str) -> None:
 
 def test_a_pending_claim_is_taken_over_and_removed_by_its_stack_only(tmp_path: Path) -> None:
     """A pending claim (reserved at `up`) is parsed as such, rewritten with the uid by the VM's claim (checked
-    again under the lock), and removed by a delete of its stack's slice: by the plan and by the sh body."""
+    again under the lock), and removed by the VM's claim's delete when its stack's: by the plan and by the sh
+    body."""
     text = worker_claim.pending_text(1, 256, "p/s1", 1700000000)
     (tmp_path / "s1@7").write_text(text)
     listed = subprocess.run(
@@ -135,11 +136,15 @@ def test_a_pending_claim_is_taken_over_and_removed_by_its_stack_only(tmp_path: P
         worker_claim.VERIFY,
         "write claim",
     ]
-    # a delete removes its own claim and the slice's pending claims its stack left on the worker
+    # a delete removes the VM's claim when it is the uid's or still pending from its stack, nothing else
     left = VmClaim("s1", 9, 1, 128, "s1@9", None, "p/s1", True, 1700000000)
     mine = VmClaim("s1", 7, 1, 256, "s1@7", UID, "p/s1")
-    removed = worker_claim.plan_delete(spec(), ClaimsHave((mine, left, replace_stack(left, "p/other", 8))))
-    assert sorted(st.argv[4] for st in removed) == [naming.claim_file("s1", 7), naming.claim_file("s1", 9)]
+    removed = worker_claim.plan_delete(spec(), ClaimsHave((mine, left)))
+    assert [st.argv[4] for st in removed] == [naming.claim_file("s1", 7)]
+    assert [st.argv[4] for st in worker_claim.plan_delete(spec(vm=9), ClaimsHave((mine, left)))] == [
+        naming.claim_file("s1", 9)
+    ]
+    assert worker_claim.plan_delete(spec(), ClaimsHave((replace_stack(left, "p/other", 7),))) == []
     # the sh body agrees: a pending claim goes by its stack, a claim by its uid, nothing else
     for name, content in {
         "s1@9": worker_claim.pending_text(1, 128, "p/s1", 1),
