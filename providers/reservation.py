@@ -97,13 +97,18 @@ def reserve(
     ssh.configure(raw)
     try:
         try:
+            hosts: dict[tuple[str, int], list[str]] = {}  # each host once, whatever names it has
+            for name, ep in sorted(workers.items()):
+                hosts.setdefault((ep.address, ep.port), []).append(name)
             with hold.held(list(workers.values()), slice_name):
-                reads = {name: read_worker(ep) for name, ep in sorted(workers.items())}
+                read = {names[0]: read_worker(workers[names[0]]) for names in hosts.values()}
+                reads = {name: read[names[0]] for names in hosts.values() for name in names}
                 result, shares = choose(summarize(reads, slice_name))
-                for name, ep in sorted(workers.items()):
-                    remove, write = changes(reads[name], slice_name, stack, shares.get(name, ()))
+                for names in hosts.values():
+                    wanted = [s for name in names for s in shares.get(name, ())]
+                    remove, write = changes(read[names[0]], slice_name, stack, wanted)
                     if remove or write:
-                        ssh.run_script(ep, steps(remove, write))
+                        ssh.run_script(workers[names[0]], steps(remove, write))
         except CloudrepoError as exc:
             if isinstance(exc, pulumi.RunError):
                 raise

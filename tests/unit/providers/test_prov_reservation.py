@@ -235,3 +235,16 @@ def test_pending_claims_delete_removes_what_its_stack_left_and_nothing_else(tmp_
     subprocess.run([*step.argv[:4], str(tmp_path / "s1@1"), *step.argv[5:]], check=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s1@2", "s1@3", "s2@4"]
     assert KINDS["PendingClaims"] is pending_claims.KIND
+
+
+def test_a_host_named_twice_is_read_and_written_once_with_both_names_shares(fake: FakeHosts) -> None:
+    workers = {**WORKERS, "w1b": WORKERS["w1"].model_copy(update={"name": "w1b"})}
+
+    def choose(read: Any) -> tuple[str, dict[str, list[tuple[int, int, int]]]]:
+        assert read[0]["w1b"] == read[0]["w1"]  # the same host's claims under both names
+        return "chosen", {"w1": [(1, 1, 128)], "w1b": [(2, 1, 128)]}
+
+    reservation.reserve({}, SLICE, STACK, workers, choose)
+    assert [e[1] for e in fake.log if e[0] == "read"] == ["w1", "w2", "w3"]
+    runs = [e for e in fake.log if e[0] == "run" and e[1] == "w1"]
+    assert runs == [("run", "w1", ("write pending claim", "write pending claim"))]
