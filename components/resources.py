@@ -1,7 +1,8 @@
 """The slice's resources and their dependency graph, as plain data (a pure function of the plan).
 
 The graph is acyclic by construction: the pool claim depends on nothing (but the workers' netem checks,
-when a link needs netem, which depend on nothing), every other resource depends on the claim (so nothing
+when a link needs netem, and the `PendingClaims` of a slice with `auto` VMs, which depend on nothing),
+every other resource depends on the claim (so nothing
 of the slice is tagged or started before its VLAN range is held), and NAT also waits for VLAN 400's
 gateway. No resource waits for a sibling TAP: a TAP that joins a link VLAN first parks every
 port of the slice still on that VLAN that does not belong there, on its own worker and on the workers that

@@ -288,9 +288,9 @@ HOST_CAPACITY = "nproc; awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo"
 """The host's CPUs and memory (MiB), one per line: an undeclared worker's capacity."""
 
 Read = tuple[dict[str, tuple[int, int]], dict[int, str], dict[str, tuple[int, int]]]
-"""What the workers say (`components.prepare.WorkerClaims`): worker -> (vCPUs, MiB) the other slices'
-claims hold there, VM id -> the worker this slice's claim of it is on, worker -> (CPUs, MiB) its host
-reports."""
+"""What the workers say (the shape of `components.prepare.ClaimsRead`): worker -> (vCPUs, MiB) the other
+slices' claims hold there, VM id -> the worker this slice's claim of it is on, worker -> (CPUs, MiB) its
+host reports."""
 
 
 @dataclass(frozen=True)
