@@ -20,32 +20,60 @@ from components.model import NAMESPACE, SliceConfig
 from components.outputs import Deployed
 from components.placement import AUTO, Capacity, Demand, place
 from components.plan import SlicePlan, build_plan
+from components.resources import claimed
 from components.vms import ImageCopy, VmLaunch, launch_plan
 
-WorkerClaims = Callable[
-    [SliceConfig], tuple[Mapping[str, tuple[int, int]], Mapping[int, str], Mapping[str, tuple[int, int]]]
-]
+ClaimsRead = tuple[Mapping[str, tuple[int, int]], Mapping[int, str], Mapping[str, tuple[int, int]]]
 """What the workers say: worker -> (vCPUs, MiB) the other slices' claims hold there, VM id -> the worker
-holding this slice's claim of it, and worker -> (CPUs, MiB) its host reports (`nproc`, `MemTotal`). The
-program reads them; the command's checks pass none."""
+holding this slice's claim of it, and worker -> (CPUs, MiB) its host reports (`nproc`, `MemTotal`)."""
+
+WorkerClaims = Callable[[SliceConfig], ClaimsRead]
+"""Reads the workers (at preview). The command's checks pass none."""
+
+Shares = dict[str, list[tuple[int, int, int]]]
+"""Worker -> (VM id, vCPUs, MiB) the slice claims there (`components.resources.claimed`)."""
+
+Reserve = Callable[[SliceConfig, Callable[[ClaimsRead], tuple[SliceConfig, Shares]]], SliceConfig]
+"""At `up`: holds the workers' locks, reads them, calls the choice (the pure placement, with what it
+claims), writes those claims as pending claims, releases; returns the choice
+(`providers.reservation.reserve`)."""
 
 UNKNOWN = Capacity(1 << 30, 1 << 40)
 """An undeclared worker's capacity for the command's checks, which read no host: the program decides."""
 
 
-def placed(config: SliceConfig, deployed: Deployed, claims: WorkerClaims | None = None) -> SliceConfig:
-    """The config with every `auto` VM on the worker `components.placement.place` chooses (its launch too)
-    and the capacities it placed with (declared, else as the host reported them): the other slices'
-    claims come off them; a VM keeps the worker the last outputs record, else the one its claim is on (an
-    `up` that failed part-way wrote no outputs)."""
+def placed(
+    config: SliceConfig,
+    deployed: Deployed,
+    claims: WorkerClaims | None = None,
+    reserve: Reserve | None = None,
+) -> SliceConfig:
+    """The config with every `auto` VM on the worker `components.placement.place` chooses (`placed_with`):
+    with what `reserve` reads under the workers' locks and reserves (at `up`), else with what `claims`
+    reads (preview), else with no read (the command's checks)."""
     if not any(vm.worker == AUTO for vm in config.vms):
         return config
-    others, mine, reported = claims(config) if claims is not None else ({}, {}, {})
+    if reserve is not None:
+
+        def choose(read: ClaimsRead) -> tuple[SliceConfig, Shares]:
+            chosen = placed_with(config, deployed, read)
+            return chosen, claimed(chosen)
+
+        return reserve(config, choose)
+    return placed_with(config, deployed, claims(config) if claims is not None else None)
+
+
+def placed_with(config: SliceConfig, deployed: Deployed, read: ClaimsRead | None) -> SliceConfig:
+    """The config placed (pure): its launches too, and the capacities it placed with (declared, else as the
+    host reported them): the other slices' claims come off them; a VM keeps the worker the last outputs
+    record, else the one its claim is on (an `up` that failed part-way wrote no outputs). `read` None: no
+    host read, an undeclared worker counts as `UNKNOWN`."""
+    others, mine, reported = read if read is not None else ({}, {}, {})
     known = dict(config.capacities)
     for worker, (cpus, mem) in reported.items():
         if worker in config.workers and worker not in known:
             known[worker] = Capacity(cpus, mem)
-    candidates = known if claims is not None else {w: known.get(w, UNKNOWN) for w in config.workers}
+    candidates = known if read is not None else {w: known.get(w, UNKNOWN) for w in config.workers}
     paths = {vm.id: f"{NAMESPACE}:slice.vms[{i}]" for i, vm in enumerate(config.vms)}
     demands = []
     for vm in config.vms:
@@ -82,12 +110,14 @@ def prepare(
     previous_outputs: Mapping[str, Any],
     base: Path | None = None,
     claims: WorkerClaims | None = None,
+    reserve: Reserve | None = None,
 ) -> Prepared:
     """The prepared slice of `stack` from its raw config (as the engine hands it to the program) and its
     last outputs; boot files relative to `base` (the project directory, default the working directory);
-    `claims`: what the workers' claims say, for `worker: auto`."""
+    `claims`: reads the workers' claims for `worker: auto` (preview); `reserve`: places under the workers'
+    locks and reserves the choice (`up`)."""
     deployed = Deployed.from_outputs(previous_outputs)
-    config = placed(load_config(raw, stack, base), deployed, claims)
+    config = placed(load_config(raw, stack, base), deployed, claims, reserve)
     plan = build_plan(config, allocate_vlans(config.links, config.pool, deployed.vlans))
     copies, vms = launch_plan(plan)
     return Prepared(config, deployed, plan, tuple(copies), tuple(vms))

@@ -1,7 +1,8 @@
 """The slice's resources and their dependency graph, as plain data (a pure function of the plan).
 
 The graph is acyclic by construction: the pool claim depends on nothing (but the workers' netem checks,
-when a link needs netem, which depend on nothing), every other resource depends on the claim (so nothing
+when a link needs netem, and the `PendingClaims` of a slice with `auto` VMs, which depend on nothing),
+every other resource depends on the claim (so nothing
 of the slice is tagged or started before its VLAN range is held), and NAT also waits for VLAN 400's
 gateway. No resource waits for a sibling TAP: a TAP that joins a link VLAN first parks every
 port of the slice still on that VLAN that does not belong there, on its own worker and on the workers that
@@ -15,6 +16,7 @@ import graphlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from components.model import SliceConfig
 from components.outputs import Deployed
 from components.plan import LEASE_TIME, SlicePlan, VlanPlan
 from vocabulary import specs
@@ -124,16 +126,51 @@ def claim_resource(vm: int) -> str:
     return f"claim-{vm}"
 
 
-def _claim_resources(plan: SlicePlan, pool: str, stack: str | None) -> list[PlannedResource]:
-    """One `WorkerClaim` per launched VM on a worker with a declared capacity: its share, claimed there
-    under the worker's lock against every slice's claims (its `QemuVm` waits for it)."""
-    config = plan.config
-    out = []
+def claimed(config: SliceConfig) -> dict[str, list[tuple[int, int, int]]]:
+    """Worker -> (VM id, vCPUs, MiB) of each launched VM on it, on a worker whose capacity is known
+    (declared, or as its host reported it): the VMs that claim their share there (`WorkerClaim`, and the
+    pending claims of `providers.reservation`)."""
+    out: dict[str, list[tuple[int, int, int]]] = {}
     for vm in config.vms:
         launch = config.launches.get(vm.id)
-        cap = config.capacities.get(vm.worker)
-        if launch is None or cap is None:
+        if launch is not None and vm.worker in config.capacities:
+            out.setdefault(vm.worker, []).append((vm.id, launch.cpus, launch.memory_mb))
+    return out
+
+
+def pending_resource(worker: str) -> str:
+    return f"pending-{worker}"
+
+
+def _pending_claims(config: SliceConfig, stack: str | None) -> list[PlannedResource]:
+    """In a slice with `auto` VMs, one `PendingClaims` per worker its launched VMs claim a share of (where
+    the reservation at `up` writes): its delete removes what the reservation left there. The pool claim
+    waits for them, so they are in the state before anything of the `up` can fail."""
+    if stack is None or not any(vm.auto for vm in config.vms):
+        return []
+    return [
+        PlannedResource(
+            "PendingClaims",
+            pending_resource(worker),
+            specs.PendingClaimsSpec(
+                slice=config.slice_name, bridge=config.bridge, host=config.workers[worker], stack=stack
+            ),
+        )
+        for worker in sorted(claimed(config))
+    ]
+
+
+def _claim_resources(plan: SlicePlan, pool: str, stack: str | None) -> list[PlannedResource]:
+    """One `WorkerClaim` per VM of `claimed`: its share, claimed there under the worker's lock against
+    every slice's claims (its `QemuVm` waits for it)."""
+    config = plan.config
+    claims = {vm for shares in claimed(config).values() for vm, _, _ in shares}
+    out = []
+    for vm in config.vms:
+        if vm.id not in claims:
             continue
+        launch = config.launches[vm.id]
+        cap = config.capacities[vm.worker]
         spec = specs.WorkerClaimSpec(
             slice=config.slice_name,
             bridge=config.bridge,
@@ -227,7 +264,7 @@ def resource_plan(
     config = plan.config
     node = config.network_node
     pool = pool_name(config.pool.start)
-    checks = _netem_checks(plan)
+    checks = [*_netem_checks(plan), *_pending_claims(config, stack)]
     out = [
         *checks,
         PlannedResource(

@@ -21,6 +21,7 @@ from providers.kinds.dhcp_namespace import DhcpNamespace
 from providers.kinds.link_shape import LinkShape
 from providers.kinds.nat_rule import NatRule
 from providers.kinds.netem_support import NetemSupport
+from providers.kinds.pending_claims import PendingClaims
 from providers.kinds.pool_claim import PoolClaim
 from providers.kinds.tap_port import TapPort
 from providers.kinds.vlan_gateway import VlanGateway
@@ -37,6 +38,7 @@ RESOURCE_CLASSES: dict[str, Any] = {
     "LinkShape": LinkShape,
     "NetemSupport": NetemSupport,
     "WorkerClaim": WorkerClaim,
+    "PendingClaims": PendingClaims,
 }
 
 

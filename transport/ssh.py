@@ -177,7 +177,7 @@ def run_script(
             bytes_in=len(out_b) + len(err_b),
         )
     if locked and status == LOCK_TIMEOUT_STATUS and "@@" not in out:
-        raise LockTimeout(endpoint.name, s.lock_file, LOCK_WAIT_SECONDS, _lock_holder(endpoint, s))
+        raise LockTimeout(endpoint.name, s.lock_file, LOCK_WAIT_SECONDS, lock_holder(endpoint, s))
     if status != 0 and "@@" not in out:
         what = f"under flock {s.lock_file}" if locked else "in the runner"
         detail = err.strip() or "(no stderr)"
@@ -185,7 +185,7 @@ def run_script(
     return script_mod.parse(endpoint.name, steps, text, status, out, err)
 
 
-def _lock_holder(endpoint: Endpoint, s: Settings) -> str | None:
+def lock_holder(endpoint: Endpoint, s: Settings) -> str | None:
     """The slice that last took the host's lock (best effort: None when it cannot be read)."""
     read = script_mod.sh("holder", '[ -f "$1" ] || exit 1; cat "$1"', holder_file(s), kind="probe")
     try:

@@ -202,6 +202,14 @@ class WorkerClaimSpec(HostSpec):
     """The stack that holds the claim, recorded so that `cloudrepo workers` and a refusal can name it."""
 
 
+class PendingClaimsSpec(HostSpec):
+    """The pending claims the slice's `up` reserved on a worker for `worker: auto` (`providers.reservation`):
+    nothing to make; its delete removes those its stack left."""
+
+    stack: Annotated[str, Field(pattern=naming.SAFE_STACK.pattern)]
+    """The stack whose pending claims these are (`<project>/<stack>`, the mark the reservation writes)."""
+
+
 ACCELS = ("kvm", "tcg")
 MAX_CPUS = 64
 MIN_MEMORY_MB = 32

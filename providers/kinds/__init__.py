@@ -13,6 +13,7 @@ from providers.kinds import (
     link_shape,
     nat_rule,
     netem_support,
+    pending_claims,
     pool_claim,
     qemu_vm,
     tap_port,
@@ -33,5 +34,6 @@ KINDS: dict[str, Kind[Any, Any]] = {
         cloud_seed.KIND,
         netem_support.KIND,
         worker_claim.KIND,
+        pending_claims.KIND,
     )
 }

@@ -225,6 +225,14 @@ def test_launched_vms_on_declared_workers_claim_their_share(tmp_path: Path) -> N
     )
     assert planned["claim-1"].depends_on == ("pool-120",) and one.stack == "p/s1"
     assert {v.spec.vm: v.claim_name for v in prepared.vms} == {1: "claim-1", 2: "claim-2"}
+    # where the reservation at `up` may leave pending claims: a `PendingClaims` per worker with a claim,
+    # waited for by the pool claim (so in the state before anything of the `up` can fail)
+    pending = {n: r.spec for n, r in planned.items() if r.kind == "PendingClaims"}
+    assert {n: (s.host.name, getattr(s, "stack", None)) for n, s in pending.items()} == {
+        f"pending-{w}": (w, "p/s1") for w in {c.host.name for c in claims.values()}
+    }
+    assert set(pending) <= set(planned["pool-120"].depends_on)
+    assert not [r for r in resource_plan(prepared.plan, prepared.deployed, None) if r.kind == "PendingClaims"]
 
 
 def test_the_workers_claims_count_other_slices_and_keep_this_ones(tmp_path: Path) -> None:
@@ -313,3 +321,33 @@ def test_choices_survive_a_generated_sequence_of_edits(
             vm: w for vm, w in before.items() if vm in now
         }
         outputs, before = stack_outputs(prepared.plan), now
+
+
+def test_up_places_with_what_the_reservation_reads_as_preview_does(tmp_path: Path) -> None:
+    """At `up` the choice is taken inside the reservation (`prepare(reserve=)`): from the same read it is
+    preview's choice, and what it hands back to reserve is every claim of the plan (worker, VM, share)."""
+    base = boot_files_project(tmp_path)
+    read: Seen = {"worker2": (2, 1024)}, {}, {"worker3": (8, 16384)}
+    calls: list[Any] = []
+
+    def reserve(config: Any, choose: Any) -> Any:
+        chosen, shares = choose(read)
+        calls.append(shares)
+        return chosen
+
+    up = prepare(raw_config(auto_config()), "s1", {}, base, reserve=reserve)
+    preview = prepare(raw_config(auto_config()), "s1", {}, base, claims=lambda _c: read)
+    assert up.config == preview.config
+    claims = [r.spec for r in resource_plan(up.plan) if isinstance(r.spec, WorkerClaimSpec)]
+    ((shares),) = calls
+    assert {w: sorted(s) for w, s in shares.items()} == {
+        w: sorted((c.vm, c.cpus, c.memory_mb) for c in claims if c.host.name == w)
+        for w in {c.host.name for c in claims}
+    }
+    # a slice without `auto` VMs reserves nothing (its claims are checked under the lock as they are made)
+    named = auto_config()
+    named["cloudrepo:slice"]["worker"] = "worker2"
+    named["cloudrepo:slice"]["vms"][0]["worker"] = "worker1"
+    calls.clear()
+    prepare(raw_config(named), "s1", {}, base, reserve=reserve)
+    assert calls == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,101 @@ def test_in_place_is_no_step_and_delete_only_its_own() -> None:
     assert worker_claim.plan_delete(s, ClaimsHave((mine,)))
     assert worker_claim.plan_delete(s, ClaimsHave((VmClaim("s1", 7, 1, 256, "s1@7", "c" * 32),))) == []
     assert KINDS["WorkerClaim"] is worker_claim.KIND
+
+
+def run_remove(path: Path, uid: str, stack: str) -> None:
+    subprocess.run(["sh", "-c", worker_claim._REMOVE, "sh", str(path), uid, stack], check=True)
+
+
+def test_a_pending_claim_is_taken_over_and_removed_by_its_stack_only(tmp_path: Path) -> None:
+    """A pending claim (reserved at `up`) is parsed as such, rewritten with the uid by the VM's claim (checked
+    again under the lock), and removed by the VM's claim's delete when its stack's: by the plan and by the sh
+    body."""
+    text = worker_claim.pending_text(1, 256, "p/s1", 1700000000)
+    (tmp_path / "s1@7").write_text(text)
+    listed = subprocess.run(
+        ["sh", "-c", worker_claim._LIST, "sh", str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    (pending,) = parse_claims(listed)
+    assert (pending.pending, pending.uid, pending.stack, pending.written) == (True, None, "p/s1", 1700000000)
+    steps = plan_ensure(spec(), ClaimsHave((pending,)))
+    assert [st.name for st in steps] == [worker_claim.VERIFY, "write claim"]
+    assert steps[1].argv[-1] == claim_text(spec())  # the uid's claim now
+    assert worker_claim.KIND.gone(spec(), ClaimsHave((pending,)))  # not the uid's yet: its create runs
+    # a pending claim of another stack holds no ownership: taken over too, never a conflict
+    other = VmClaim("s1", 7, 1, 256, "s1@7", None, "p/other", True, 1700000000)
+    assert [st.name for st in plan_ensure(spec(), ClaimsHave((other,)))] == [
+        worker_claim.VERIFY,
+        "write claim",
+    ]
+    # a delete removes the VM's claim when it is the uid's or still pending from its stack, nothing else
+    left = VmClaim("s1", 9, 1, 128, "s1@9", None, "p/s1", True, 1700000000)
+    mine = VmClaim("s1", 7, 1, 256, "s1@7", UID, "p/s1")
+    removed = worker_claim.plan_delete(spec(), ClaimsHave((mine, left)))
+    assert [st.argv[4] for st in removed] == [naming.claim_file("s1", 7)]
+    assert [st.argv[4] for st in worker_claim.plan_delete(spec(vm=9), ClaimsHave((mine, left)))] == [
+        naming.claim_file("s1", 9)
+    ]
+    assert worker_claim.plan_delete(spec(), ClaimsHave((replace_stack(left, "p/other", 7),))) == []
+    # the sh body agrees: a pending claim goes by its stack, a claim by its uid, nothing else
+    for name, content in {
+        "s1@9": worker_claim.pending_text(1, 128, "p/s1", 1),
+        "s1@8": worker_claim.pending_text(1, 128, "p/other", 1),
+        "s1@7": claim_text(spec()),
+        "s1@6": claim_text(spec(vm=6, uid="c" * 32)),
+    }.items():
+        (tmp_path / name).write_text(content)
+    for name in ("s1@9", "s1@8", "s1@7", "s1@6"):
+        run_remove(tmp_path / name, UID, "p/s1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1@6", "s1@8"]
+
+
+def replace_stack(c: VmClaim, stack: str, vm: int) -> VmClaim:
+    return VmClaim(c.slice, vm, c.cpus, c.memory_mb, f"{c.slice}@{vm}", None, stack, True, c.written)
+
+
+@given(st.integers(0, 2000), st.integers(0, 2000))
+def test_a_pending_claim_expires_after_its_lease(written: int, age: int) -> None:
+    c = VmClaim("s1", 1, 1, 1, "s1@1", None, "p/s1", True, written)
+    now = written + age
+    assert c.expired(now) == (age > worker_claim.PENDING_LEASE_SECONDS)
+    assert not c.expired(None)
+    assert not VmClaim("s1", 1, 1, 1, "s1@1", UID, "p/s1").expired(now + 10**6)  # a taken-over claim never
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 30),
+            st.integers(0, 4),
+            st.integers(0, 2048),
+            st.sampled_from(("taken", "fresh", "stale")),
+        ),
+        unique_by=lambda t: t[0],
+        max_size=6,
+    ),
+    st.integers(1, 8),
+    st.integers(256, 4096),
+)
+def test_pending_claims_count_until_their_lease_in_the_plan_and_the_locked_check(
+    held: list[tuple[int, int, int, str]], cap_cpus: int, cap_mem: int
+) -> None:
+    s = spec(cpus=1, mem=256, cap=(cap_cpus, cap_mem))
+    now = int(time.time())
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for vm, c, m, kind in held:
+            age = 5 if kind == "fresh" else worker_claim.PENDING_LEASE_SECONDS + 100
+            text = claim_text(spec(vm=vm, cpus=c, mem=m, slice="s2", uid="b" * 32))
+            if kind != "taken":
+                text = worker_claim.pending_text(c, m, "p/s2", now - age)
+            (d / f"s2@{vm}").write_text(text)
+        listed = subprocess.run(
+            ["sh", "-c", worker_claim._LIST, "sh", str(d)], capture_output=True, text=True, check=True
+        ).stdout
+        have = ClaimsHave(parse_claims(listed), now)
+        counted = [(c, m) for _, c, m, kind in held if kind != "stale"]
+        fits = sum(c for c, _ in counted) + 1 <= cap_cpus and sum(m for _, m in counted) + 256 <= cap_mem
+        assert (over(s, have) is None) == fits
+        assert (run_verify(d, s).returncode == 0) == fits
