@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pulumi
@@ -33,6 +34,7 @@ from pulumi.output import Unknown
 
 from providers import hoststate
 from providers.kind import Kind
+from providers.lock_report import WAITS
 from providers.predict import Expectation
 from transport import ssh
 from transport.script import ScriptResult, Step
@@ -54,6 +56,19 @@ def warn_foreign(host: str, what: str, mine: str, owner: str | None) -> None:
     log.warning(
         "%s: %s belongs to %s, not to %s: left in place", host, what, held, naming.describe_mark(mine)
     )
+
+
+@contextlib.contextmanager
+def lock_report(kind: AnyKind, spec: Any) -> Iterator[None]:
+    """Count what the call's locked scripts waited for the hosts' lock; tell the run's total in the
+    engine's output each time it passes a whole second (`providers.lock_report`)."""
+    ssh.waited.take()
+    try:
+        yield
+    finally:
+        told = WAITS.add(spec.host.name, kind.resource_id(spec), ssh.waited.take())
+        if told is not None:
+            log.warning("%s", told)
 
 
 def has_unknown(value: Any) -> bool:
@@ -222,6 +237,10 @@ class HostProvider(ResourceProvider):
         """Create the object, or adopt this slice's own; another slice's or an unmarked one is refused."""
         kind = self.record
         spec = self.spec(props)
+        with lock_report(kind, spec):
+            return self._create(kind, spec)
+
+    def _create(self, kind: AnyKind, spec: Any) -> CreateResult:
         try:
             out = self._expected(kind, spec, kind.expect_create(spec), None)
             return CreateResult(
@@ -254,14 +273,19 @@ class HostProvider(ResourceProvider):
         if not olds.get("drift"):
             with contextlib.suppress(pydantic.ValidationError):  # older inputs: read first
                 expected = kind.expect_update(spec, self.spec(olds))
-        out = self._expected(kind, spec, expected, olds)
-        return UpdateResult(out if out is not None else self._ensure(kind, spec, olds))
+        with lock_report(kind, spec):
+            out = self._expected(kind, spec, expected, olds)
+            return UpdateResult(out if out is not None else self._ensure(kind, spec, olds))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove this slice's object (or its use of a shared one); already gone is fine; another slice's
         is left in place, with a warning."""
         kind = self.record
         spec = self.spec(props)
+        with lock_report(kind, spec):
+            self._delete(kind, spec)
+
+    def _delete(self, kind: AnyKind, spec: Any) -> None:
         expected = kind.expect_delete(spec)
         if expected is not None:
             res = self._run_expected(kind, spec, expected, kind.plan_delete(spec, expected.have))
