@@ -52,6 +52,12 @@ netns=$(ip netns list | wc -l)
 slab=$(awk '/^Slab:/ {print $2}' /proc/meminfo)
 echo "$n $fd $rss $pss $ports $rules $netns $slab"
 """
+OVS_CPU = r"""
+cpu() { p=$(cat "/run/openvswitch/$1.pid" 2>/dev/null) && awk '{print $14 + $15}' "/proc/$p/stat" || echo 0; }
+echo "$(ovs-vsctl list-ports br-int | wc -l) $(cpu ovs-vswitchd) $(cpu ovsdb-server)"
+"""
+"""br-int's ports, then the CPU ticks ovs-vswitchd and ovsdb-server have used (each OVS change costs them
+more as the bridge fills)."""
 NODE_FIELDS = (
     "dnsmasq",
     "dnsmasq_fds",
@@ -67,7 +73,10 @@ NODE_FIELDS = (
 def node_sample() -> dict[str, int]:
     values = bl.remote_value(bl.NETWORK, NODE_SAMPLE).split()
     out = dict(zip(NODE_FIELDS, map(int, values), strict=True))
-    out["worker1_ports"] = int(bl.remote_value("worker1", "ovs-vsctl list-ports br-int | wc -l"))
+    for host in (bl.NETWORK, "worker1"):
+        ports, vswitchd, ovsdb = map(int, bl.remote_value(host, OVS_CPU).split())
+        out[f"{host}_ovs_ticks"] = vswitchd + ovsdb
+    out["worker1_ports"] = ports
     return out
 
 
@@ -208,7 +217,7 @@ def run(args: argparse.Namespace, workdir: Path, logdir: Path, out: dict[str, An
 
 def per_vlan(before: dict[str, int], after: dict[str, int], vlans: int) -> dict[str, float]:
     """What one VLAN adds on the network node, from two samples `vlans` VLANs apart."""
-    return {k: round((after[k] - before[k]) / vlans, 2) for k in NODE_FIELDS if vlans}
+    return {k: round((after[k] - before[k]) / vlans, 2) for k in NODE_FIELDS[1:] if vlans}
 
 
 def report(out: dict[str, Any]) -> str:
@@ -217,14 +226,20 @@ def report(out: dict[str, Any]) -> str:
     if one:
         lines.append(
             "| slice k | up s | remote cmds | remote cmd s | lock wait s | lock hold s (max) | "
-            "read script ms | dnsmasq | fds | Pss MB | br-int ports (network/worker1) | iptables rules |"
+            "read script ms | OVS CPU s (network/worker1) | dnsmasq | fds | Pss MB | "
+            "br-int ports (network/worker1) | iptables rules |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        samples = [out["node_empty"], *one["node_after_up"]]
         for k, (u, n) in enumerate(zip(one["up"], one["node_after_up"], strict=True), 1):
+            ovs = "/".join(
+                f"{(n[f'{h}_ovs_ticks'] - samples[k - 1][f'{h}_ovs_ticks']) / 100:.1f}"
+                for h in ("network", "worker1")
+            )
             lines.append(
                 f"| {k} | {u['seconds']} | {u['remote_cmds']} | {u['remote_cmd_s']} | {u['lock_wait_s']} | "
-                f"{u['lock_hold_s']} ({u['lock_hold_max_s']}) | {u['script_mean_ms']} | {n['dnsmasq']} | "
-                f"{n['dnsmasq_fds']} | {n['dnsmasq_pss_kb'] / 1024:.1f} | "
+                f"{u['lock_hold_s']} ({u['lock_hold_max_s']}) | {u['script_mean_ms']} | {ovs} | "
+                f"{n['dnsmasq']} | {n['dnsmasq_fds']} | {n['dnsmasq_pss_kb'] / 1024:.1f} | "
                 f"{n['ports']}/{n['worker1_ports']} | {n['rules']} |"
             )
         first, last = one["up"][0]["seconds"], one["up"][-1]["seconds"]
