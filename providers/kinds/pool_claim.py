@@ -164,17 +164,25 @@ def parse_have(res: ScriptResult) -> PoolHave:
     return PoolHave(parse_claims(res.out("claims")))
 
 
+def named(vlan: int) -> bool:
+    """Whether the VLAN's gateway port, DHCP port and namespace names fit the interface limit (as the
+    config's pool check requires of a pool's VLANs)."""
+    names = (naming.gateway_port(vlan), naming.dhcp_port(vlan), naming.dhcp_namespace(vlan))
+    return all(len(n) <= naming.IFNAMSIZ_MAX for n in names)
+
+
 def free_starts(spec: PoolClaimSpec, claims: Iterable[Claim]) -> list[tuple[int, int]]:
     """The pool starts still free on this node for a pool of the spec's size, as runs (first, last): every
-    VLAN of the pool within 1..4094, none of them VLAN 400 or the slice's own parking VLAN (what the config
-    checks refuse), none another slice's parking VLAN, and no `VLAN % 256` another slice's pool holds."""
+    VLAN of the pool within 1..4094 with names on the node that fit (`named`: up to 999), none of them VLAN
+    400 or the slice's own parking VLAN (what the config checks refuse), none another slice's parking VLAN,
+    and no `VLAN % 256` another slice's pool holds."""
     size = spec.end - spec.start + 1
     others = [c for c in claims if c.slice != spec.slice]
     taken = {
         v % SUBNET_OCTETS for c in others for v in range(c.start, min(c.end, c.start + SUBNET_OCTETS - 1) + 1)
     }
     avoid = {INTERNET_VLAN, *parking_vlans(spec), *(p for c in others for p in c.parking)}
-    ok = [v % SUBNET_OCTETS not in taken and v not in avoid for v in range(VLAN_MAX + 1)]
+    ok = [named(v) and v % SUBNET_OCTETS not in taken and v not in avoid for v in range(VLAN_MAX + 1)]
     runs: list[tuple[int, int]] = []
     bad = sum(  # VLANs not ok among start..start + size - 1, a window sliding up
         not ok[v] for v in range(VLAN_MIN, VLAN_MIN + size)

@@ -26,7 +26,7 @@ from tests.integration.slicekit import SliceStack
 from tests.labfixtures import assert_scan_equal, scan
 
 STARTS = [520 + 20 * k for k in range(12)]
-"""Pools whose subnets (`VLAN % 256`: 8..247) never meet; the rival takes one of them plus 256."""
+"""Pools whose subnets (`VLAN % 256`: 8..247) never meet; the rival takes one of them plus (or minus) 256."""
 
 
 def seed() -> int:
@@ -39,7 +39,10 @@ def run_generated(make: Callable[..., SliceStack], seed: int, count: int, edits:
     baseline = scan()
     slices = generate(rng, count, STARTS, first_vm)
     target = slices[0]
-    rival = GenSlice("genrival", target.pool + 256, first_vm + 10 * count)
+    # the same subnets, other VLANs: 256 up, or down where up would pass 999 (the pool's names must fit)
+    rival = GenSlice(
+        "genrival", target.pool + (256 if target.pool + 256 <= 980 else -256), first_vm + 10 * count
+    )
     rival.vms = [
         {"id": rival.first_vm, "worker": "worker1", "dataInterfaces": 2},
         {"id": rival.first_vm + 1, "worker": "worker2", "dataInterfaces": 2},

@@ -444,9 +444,7 @@ def test_pool_clash_names_both_slices_and_ranges() -> None:
     assert str(err.value) == (
         "network: VLANs 120-139 of slice 'demo' meet slice 'other' (claims 130-149: the same VLAN as its "
         "VLAN 130, subnet 192.168.130.0/24); choose another vlanPool.start; pool starts still free on this "
-        "node: 1-110, 150-366, 406-622, 662-878, 918-1134, 1174-1390, 1430-1646, 1686-1902, 1942-2158, "
-        "2198-2414, 2454-2670, 2710-2926, 2966-3182, 3222-3438, 3478-3694, 3734-3950, 3990-4075; "
-        "nothing changed"
+        "node: 1-110, 150-366, 406-622, 662-878, 918-980; nothing changed"
     )
     # 376..395 is 120..139 modulo 256: the same link subnets
     with pytest.raises(
@@ -494,9 +492,7 @@ def test_a_parking_vlan_in_another_slices_pool_is_refused_both_ways() -> None:
     assert str(err.value) == (
         "network: VLANs 120-139 of slice 'demo' hold VLAN 125, the parking VLAN of slice 'other' "
         "(claims 200-219); choose another vlanPool.start; pool starts still free on this node: 1-105, "
-        "126-180, 220-380, 401-436, 476-692, 732-948, 988-1204, 1244-1460, 1500-1716, 1756-1972, 2012-2228, "
-        "2268-2484, 2524-2740, 2780-2996, 3036-3252, 3292-3508, 3548-3764, 3804-4020, 4060-4074; "
-        "nothing changed"
+        "126-180, 220-380, 401-436, 476-692, 732-948; nothing changed"
     )
     # only the VLAN itself counts: a parked port has no subnet (4094 % 256 == 254)
     assert (

@@ -43,7 +43,8 @@ def test_a_start_is_free_exactly_when_its_claim_would_be_taken(
     spec = started(probe)
     # the slice's own parking VLAN in another pool is refused whatever the start (choose another parkingVlan)
     assume(not any(c.start <= 4094 <= c.end for c in have.claims))
-    own_rules = INTERNET_VLAN not in range(probe, probe + SIZE) and 4094 not in range(probe, probe + SIZE)
+    pool_vlans = range(probe, probe + SIZE)
+    own_rules = INTERNET_VLAN not in pool_vlans and 4094 not in pool_vlans and all(map(pc.named, pool_vlans))
     assert (probe in free) == (own_rules and pc.clash(spec, have) is None)
     # runs are sorted, disjoint and not adjacent
     assert all(b1 + 1 < a2 for (_, b1), (a2, _) in itertools.pairwise(runs))
@@ -69,7 +70,7 @@ def test_the_refusal_from_the_read_names_the_free_starts() -> None:
         "; choose another vlanPool.start; pool starts still free on this node: 32-248, 288-380, 401-504, "
         in why
     )
-    assert "544-760, 800-1016, " in why and why.endswith("; nothing changed")
+    assert why.endswith("544-760, 800-980; nothing changed")  # a pool ends at 999 at most (its names)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60, deadline=None)
