@@ -9,7 +9,12 @@ that never waited a second says nothing.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+from collections.abc import Iterator
+
+from transport import ssh
 
 REPORT_EVERY = 1.0
 """Seconds of waiting between two reports (the first at this total)."""
@@ -42,3 +47,16 @@ class LockWaits:
 
 
 WAITS = LockWaits()
+
+
+@contextlib.contextmanager
+def reporting(host: str, what: str) -> Iterator[None]:
+    """Around one resource call (`what` on `host`): add what its locked scripts waited to the run's total
+    and log the report when it passes the next second (the engine shows the provider's warnings)."""
+    ssh.waited.take()
+    try:
+        yield
+    finally:
+        told = WAITS.add(host, what, ssh.waited.take())
+        if told is not None:
+            logging.getLogger("cloudrepo").warning("%s", told)

@@ -7,7 +7,7 @@ run (retried once when a locked plan's read raced another slice). Read: read -> 
 expectation, or read -> plan_delete (another slice's object left, with a warning). A create that found its
 object absent and failed part-way undoes what it made.
 
-About 370 lines: the engine's six calls, written once for every kind, the diff of inputs, and the one
+About 390 lines: the engine's six calls, written once for every kind, the diff of inputs, and the one
 resource class the kinds' resources are made from.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pulumi
@@ -34,7 +33,7 @@ from pulumi.output import Unknown
 
 from providers import hoststate
 from providers.kind import Kind
-from providers.lock_report import WAITS
+from providers.lock_report import reporting
 from providers.predict import Expectation
 from transport import ssh
 from transport.script import ScriptResult, Step
@@ -56,19 +55,6 @@ def warn_foreign(host: str, what: str, mine: str, owner: str | None) -> None:
     log.warning(
         "%s: %s belongs to %s, not to %s: left in place", host, what, held, naming.describe_mark(mine)
     )
-
-
-@contextlib.contextmanager
-def lock_report(kind: AnyKind, spec: Any) -> Iterator[None]:
-    """Count what the call's locked scripts waited for the hosts' lock; tell the run's total in the
-    engine's output each time it passes a whole second (`providers.lock_report`)."""
-    ssh.waited.take()
-    try:
-        yield
-    finally:
-        told = WAITS.add(spec.host.name, kind.resource_id(spec), ssh.waited.take())
-        if told is not None:
-            log.warning("%s", told)
 
 
 def has_unknown(value: Any) -> bool:
@@ -237,7 +223,7 @@ class HostProvider(ResourceProvider):
         """Create the object, or adopt this slice's own; another slice's or an unmarked one is refused."""
         kind = self.record
         spec = self.spec(props)
-        with lock_report(kind, spec):
+        with reporting(spec.host.name, kind.resource_id(spec)):
             return self._create(kind, spec)
 
     def _create(self, kind: AnyKind, spec: Any) -> CreateResult:
@@ -273,7 +259,7 @@ class HostProvider(ResourceProvider):
         if not olds.get("drift"):
             with contextlib.suppress(pydantic.ValidationError):  # older inputs: read first
                 expected = kind.expect_update(spec, self.spec(olds))
-        with lock_report(kind, spec):
+        with reporting(spec.host.name, kind.resource_id(spec)):
             out = self._expected(kind, spec, expected, olds)
             return UpdateResult(out if out is not None else self._ensure(kind, spec, olds))
 
@@ -282,7 +268,7 @@ class HostProvider(ResourceProvider):
         is left in place, with a warning."""
         kind = self.record
         spec = self.spec(props)
-        with lock_report(kind, spec):
+        with reporting(spec.host.name, kind.resource_id(spec)):
             self._delete(kind, spec)
 
     def _delete(self, kind: AnyKind, spec: Any) -> None:

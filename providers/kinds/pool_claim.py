@@ -19,8 +19,8 @@ Slices may share a parking VLAN (parked ports pass no traffic at all, see `kinds
 that changes the parking VLAN records the old one too (its TAPs leave it only later in the same `up`); the
 claim forgets it the next time it is written (`refresh` reports it as drift, the next `up` writes it).
 
-About 340 lines: the claim file's format, its reader and the clash checks (in Python from the read, and
-in sh under the lock) are one contract and stay together.
+About 400 lines: the claim file's format, its reader, the clash checks (in Python from the read, and in sh
+under the lock) and the free starts are one contract and stay together.
 """
 
 from __future__ import annotations

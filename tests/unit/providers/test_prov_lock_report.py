@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from providers import lock_report
 from providers.lock_report import REPORT_EVERY, LockWaits
+from transport import ssh
 
 
 @given(st.lists(st.floats(0, 3, allow_nan=False), max_size=40))
@@ -55,3 +59,20 @@ def test_threads_adding_at_once_report_each_second_once() -> None:
         t.join()
     assert len(told) == int(report.total / REPORT_EVERY)
     assert 19 <= len(told) <= 20  # 400 x 0.05 s, summed in floating point
+
+
+def test_a_call_that_carries_the_total_past_a_second_logs_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(lock_report, "WAITS", LockWaits())
+    ssh.waited.take()
+    ssh.waited.add(5.0)  # before the call: not its own
+    with caplog.at_level(logging.WARNING, logger="cloudrepo"), lock_report.reporting("network", "network/x"):
+        ssh.waited.add(0.7)
+    assert caplog.messages == []
+    with caplog.at_level(logging.WARNING, logger="cloudrepo"), lock_report.reporting("network", "network/y"):
+        ssh.waited.add(0.4)
+    assert caplog.messages == [
+        "hosts' lock: this run has waited 1.1 s in all for it so far (0.4 s of it on network for network/y)"
+    ]
+    assert ssh.waited.take() == 0.0
