@@ -165,6 +165,8 @@ def run_script(
             ssh_pool.release(slot, r, keep)
     out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
     wait = lock_wait(script_mod.step_output(text, out, 0) or "") if locked and holder is not None else 0.0
+    if locked and status == LOCK_TIMEOUT_STATUS and "@@" not in out:
+        wait = float(LOCK_WAIT_SECONDS)  # it waited the whole time (raised below)
     STATS.add(
         commands_run=1,
         command_seconds=time.monotonic() - started,

@@ -27,6 +27,7 @@ from vocabulary.errors import (
     ConfigError,
     HostKeyError,
     HostUnreachable,
+    LockTimeout,
     SshError,
     StepFailed,
 )
@@ -492,3 +493,24 @@ def test_the_lock_wait_is_read_from_the_holder_notes_nanoseconds() -> None:
     assert ssh.lock_wait("1500000000\n") == 1.5
     assert ssh.lock_wait("") == 0.0  # a host whose `date` has no %N prints nothing
     assert ssh.lock_wait("12x\n") == 0.0
+
+
+def test_a_lock_that_stays_taken_counts_as_the_whole_wait(
+    configured: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ssh, "LOCK_WAIT_SECONDS", 1)
+    lock = Path(ssh.settings().lock_file)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    ssh.waited.take()
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "4"])
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0:
+            assert time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.01)
+        with pytest.raises(LockTimeout):
+            ssh.run_script(configured, [run("c", "true")], locked=True, holder="s1")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert ssh.waited.take() == 1.0
