@@ -7,7 +7,7 @@ run (retried once when a locked plan's read raced another slice). Read: read -> 
 expectation, or read -> plan_delete (another slice's object left, with a warning). A create that found its
 object absent and failed part-way undoes what it made.
 
-About 370 lines: the engine's six calls, written once for every kind, the diff of inputs, and the one
+About 390 lines: the engine's six calls, written once for every kind, the diff of inputs, and the one
 resource class the kinds' resources are made from.
 """
 
@@ -33,6 +33,7 @@ from pulumi.output import Unknown
 
 from providers import hoststate
 from providers.kind import Kind
+from providers.lock_report import reporting
 from providers.predict import Expectation
 from transport import ssh
 from transport.script import ScriptResult, Step
@@ -222,6 +223,10 @@ class HostProvider(ResourceProvider):
         """Create the object, or adopt this slice's own; another slice's or an unmarked one is refused."""
         kind = self.record
         spec = self.spec(props)
+        with reporting(spec.host.name, kind.resource_id(spec)):
+            return self._create(kind, spec)
+
+    def _create(self, kind: AnyKind, spec: Any) -> CreateResult:
         try:
             out = self._expected(kind, spec, kind.expect_create(spec), None)
             return CreateResult(
@@ -254,14 +259,19 @@ class HostProvider(ResourceProvider):
         if not olds.get("drift"):
             with contextlib.suppress(pydantic.ValidationError):  # older inputs: read first
                 expected = kind.expect_update(spec, self.spec(olds))
-        out = self._expected(kind, spec, expected, olds)
-        return UpdateResult(out if out is not None else self._ensure(kind, spec, olds))
+        with reporting(spec.host.name, kind.resource_id(spec)):
+            out = self._expected(kind, spec, expected, olds)
+            return UpdateResult(out if out is not None else self._ensure(kind, spec, olds))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove this slice's object (or its use of a shared one); already gone is fine; another slice's
         is left in place, with a warning."""
         kind = self.record
         spec = self.spec(props)
+        with reporting(spec.host.name, kind.resource_id(spec)):
+            self._delete(kind, spec)
+
+    def _delete(self, kind: AnyKind, spec: Any) -> None:
         expected = kind.expect_delete(spec)
         if expected is not None:
             res = self._run_expected(kind, spec, expected, kind.plan_delete(spec, expected.have))

@@ -10,7 +10,8 @@ Protocol (the runner's program is the constant `PROGRAM`; everything variable ar
   runner reads the header with the shell's `read` (byte by byte on a pipe) and the body with `dd` (full
   blocks, then single bytes: never more than `length`), checks the size, and runs `sh FILE </dev/null`
   (under `flock -E 75 -w <lock wait> LOCK` when the wait is not 0: 75 means the wait timed out; LOCK is
-  the runner's `$1`, `naming.LOCK_FILE`) with stdout and stderr going straight to the channel, so a
+  the runner's `$1`, `naming.LOCK_FILE`; the script gets the time it asked for the lock, in ns of the
+  host's clock, as `$CLOUDREPO_LOCK_ASKED`) with stdout and stderr going straight to the channel, so a
   timed-out call still has the partial stdout (the step markers);
 - response: the script's stdout then `@@<nonce>:rc:<status>\\n`; its stderr then `@@<nonce>:end\\n`.  The
   nonce is random per request and never given to the script, so no output can forge the end of a frame.
@@ -46,7 +47,8 @@ while IFS=' ' read -r len lk n; do
     dd bs=1 count=$((len % 512)) 2>/dev/null; } >"$d/s" || exit 3
   [ $(wc -c <"$d/s") -eq "$len" ] || exit 3
   if [ "$lk" -gt 0 ]; then
-    mkdir -p "$(dirname "$lock")" && flock -E 75 -w "$lk" "$lock" sh "$d/s" </dev/null
+    w=$(date +%s%N)
+    mkdir -p "$(dirname "$lock")" && CLOUDREPO_LOCK_ASKED=$w flock -E 75 -w "$lk" "$lock" sh "$d/s" </dev/null
   else
     sh "$d/s" </dev/null
   fi

@@ -94,6 +94,8 @@ class ScriptResult:
 
     steps: list[StepResult] = field(default_factory=list)
     stopped_by: str | None = None
+    lock_wait: float = 0.0
+    """Seconds a locked script waited for the host's lock before it began (0 for an unlocked one)."""
 
     def out(self, name: str) -> str:
         """The stdout of the step called `name` (KeyError if it did not run)."""
@@ -204,3 +206,12 @@ def command_line(argv: Sequence[str], sudo: bool = False) -> str:
     channel hands to the remote login shell: `cloudrepo ssh`, `exec`, `console`), as root by `sudo -n`
     when `sudo`."""
     return shlex.join(["sudo", "-n", *argv] if sudo else list(argv))
+
+
+def step_output(script_text: str, stdout: str, i: int) -> str | None:
+    """The stdout of step `i` once it ended (whatever came after it), or None when it did not end."""
+    m = re.search(r"'@@([0-9a-f]+):begin:", script_text)
+    if m is None:
+        return None
+    t = re.search(rf"@@{m.group(1)}:begin:{i}\n(.*?)\n@@{m.group(1)}:end:{i}:", stdout, re.DOTALL)
+    return t.group(1) if t else None

@@ -45,6 +45,12 @@ __all__ = ["close_all", "configure", "reset_stats", "run_script", "settings", "s
 LOCK_WAIT_SECONDS = 60
 """How long a locked script waits for the host's lock (`flock -w`)."""
 NOTE_HOLDER = "note lock holder"
+_NOTE = (
+    'printf "%s\\n" "$2" >"$1"; t=$(date +%s%N); a=${CLOUDREPO_LOCK_ASKED:-x}; '
+    'case "$t$a" in *[!0-9]*) ;; *) echo $((t - a)) ;; esac'
+)
+"""Note the slice beside the lock, then print how long the lock took, in ns (nothing on a host whose `date`
+has no `%N`)."""
 
 _settings: Settings | None = None
 _settings_lock = threading.Lock()
@@ -107,7 +113,7 @@ def run_script(
         return ScriptResult()
     s = settings()
     if locked and holder is not None:
-        steps = [script_mod.sh(NOTE_HOLDER, 'printf "%s\\n" "$2" >"$1"', holder_file(s), holder), *steps]
+        steps = [script_mod.sh(NOTE_HOLDER, _NOTE, holder_file(s), holder), *steps]
     timed = timing_enabled()
     text = script_mod.render(steps, stamps=timed)
     data = text.encode()
@@ -157,10 +163,19 @@ def run_script(
             ) from None
         finally:
             ssh_pool.release(slot, r, keep)
-    STATS.add(commands_run=1, command_seconds=time.monotonic() - started)
+    out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    wait = lock_wait(script_mod.step_output(text, out, 0) or "") if locked and holder is not None else 0.0
+    if locked and status == LOCK_TIMEOUT_STATUS and "@@" not in out:
+        wait = float(LOCK_WAIT_SECONDS)  # it waited the whole time (raised below)
+    STATS.add(
+        commands_run=1,
+        command_seconds=time.monotonic() - started,
+        lock_waits=int(locked),
+        lock_wait_seconds=wait,
+    )
+    waited.add(wait)
     if os.environ.get(STATS_ENV):
         dump_stats()
-    out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
     if timed:
         record_round_trip(
             host=endpoint.name,
@@ -175,6 +190,7 @@ def run_script(
             attempt=attempt,
             bytes_out=len(data),
             bytes_in=len(out_b) + len(err_b),
+            lock_wait=round(wait, 6),
         )
     if locked and status == LOCK_TIMEOUT_STATUS and "@@" not in out:
         raise LockTimeout(endpoint.name, s.lock_file, LOCK_WAIT_SECONDS, lock_holder(endpoint, s))
@@ -182,7 +198,32 @@ def run_script(
         what = f"under flock {s.lock_file}" if locked else "in the runner"
         detail = err.strip() or "(no stderr)"
         raise SshError(endpoint.name, f"the script ({what}) exited {status} before its first step: {detail}")
-    return script_mod.parse(endpoint.name, steps, text, status, out, err)
+    result = script_mod.parse(endpoint.name, steps, text, status, out, err)
+    result.lock_wait = wait
+    return result
+
+
+def lock_wait(noted: str) -> float:
+    """Seconds from the holder note's output (ns); 0 when the host could not tell."""
+    text = noted.strip()
+    return int(text) / 1e9 if text.isdigit() else 0.0
+
+
+class Waited(threading.local):
+    """The lock wait of the scripts this thread ran since its last `take()`: the engine serves each
+    resource call on one thread, so the pipeline reads a call's own wait from here."""
+
+    seconds = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.seconds += seconds
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+waited = Waited()
 
 
 def lock_holder(endpoint: Endpoint, s: Settings) -> str | None:

@@ -31,6 +31,8 @@ class Stats:
         self.commands_run = 0
         self.sessions_opened = 0
         self.command_seconds = 0.0
+        self.lock_waits = 0
+        self.lock_wait_seconds = 0.0
 
     def add(self, **counts: float) -> None:
         with self.lock:
@@ -46,12 +48,16 @@ class Stats:
                 "commands_run": self.commands_run,
                 "sessions_opened": self.sessions_opened,
                 "command_seconds": round(self.command_seconds, 4),
+                "lock_waits": self.lock_waits,
+                "lock_wait_seconds": round(self.lock_wait_seconds, 4),
             }
 
     def reset(self) -> None:
         with self.lock:
             self.connections_opened = self.connect_attempts = self.commands_run = self.sessions_opened = 0
             self.command_seconds = 0.0
+            self.lock_waits = 0
+            self.lock_wait_seconds = 0.0
 
 
 STATS = Stats()
@@ -112,7 +118,7 @@ def record_round_trip(**fields: Any) -> None:
     Fields (`ssh.run_script`): `host`, `start` (the call), `runner` (a runner in hand), `end` (the result
     read): seconds of the epoch; `host_span`: [start, end] of the script on the host's clock (ns) or null;
     `locked`, `steps` (count), `read` (no `run` step: a read), `status`, `attempt`, `bytes_out`,
-    `bytes_in`."""
+    `bytes_in`, `lock_wait` (seconds a locked script waited for the host's lock)."""
     target = os.environ.get(TIMING_ENV)
     if not target:
         return

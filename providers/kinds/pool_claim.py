@@ -19,12 +19,13 @@ Slices may share a parking VLAN (parked ports pass no traffic at all, see `kinds
 that changes the parking VLAN records the old one too (its TAPs leave it only later in the same `up`); the
 claim forgets it the next time it is written (`refresh` reports it as drift, the next `up` writes it).
 
-About 340 lines: the claim file's format, its reader and the clash checks (in Python from the read, and
-in sh under the lock) are one contract and stay together.
+About 400 lines: the claim file's format, its reader, the clash checks (in Python from the read, and in sh
+under the lock) and the free starts are one contract and stay together.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,38 +38,46 @@ from transport.script import ScriptResult, Step, sh
 from vocabulary import naming
 from vocabulary.errors import Conflict, StepFailed
 from vocabulary.specs import PoolClaimSpec
+from vocabulary.values import INTERNET_VLAN, VLAN_MAX, VLAN_MIN
 
 VERIFY = "verify no clash"
 SUBNET_OCTETS = 256
 """VLANs that are equal modulo this give the same link subnet."""
 
-# every claim file: "<file> <start> <end> [uid stack]", then "<file> parking <vlan>" for each parking VLAN
-_LIST = (
-    'cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] || continue; '
+# every claim file of the current directory: "<file> <start> <end> [uid stack]", then "<file> parking <vlan>"
+# for each parking VLAN
+_LIST_HERE = (
+    'for f in *; do [ -f "$f" ] || continue; '
     'case "$f" in .*) continue;; esac; printf "%s %s\\n" "$f" "$(head -n 1 "$f")"; '
     'for p in $(sed -n "s/^parking //p" "$f"); do printf "%s parking %s\\n" "$f" "$p"; done; done'
 )
+_LIST = 'cd "$1" 2>/dev/null || exit 0; ' + _LIST_HERE
+CLAIMS_MARK = "@@claims"
+"""The line after which a refusal under the lock lists the claims it saw (for the free pool starts)."""
 # $1 dir, $2 slice, $3 start, $4 end, $5 uid, $6 "adopt" or "", then the slice's parking VLANs: fails
 # naming the stack that holds the slice's name under another uid (a claim with no uid, made before slices
 # had uids, only when not adopting), or the first other slice whose claim meets start..end, whose pool holds
-# one of the parking VLANs, or whose parking VLAN is in start..end
+# one of the parking VLANs, or whose parking VLAN is in start..end; then lists the claims after CLAIMS_MARK.
+# Each claim costs the same few tests whatever the pools' sizes: the first VLAN w of s..e whose VLAN % 256
+# is one of a..b's is s when (s - a) mod 256 < b - a + 1, else the next multiple of 256 past a's residue.
 _VERIFY = (
+    'no() { printf "%s\\n" "$1" "' + CLAIMS_MARK + '" >&2; { ' + _LIST_HERE + "; } >&2; exit 1; }; "
     'd=$1; n=$2; a=$3; b=$4; me=$5; ad=$6; shift 6; cd "$d" 2>/dev/null || exit 0; '
-    'for f in *; do [ -f "$f" ] || continue; o=${f%@*}; read -r s e u k <"$f" || continue; '
+    'for c in *; do [ -f "$c" ] || continue; o=${c%@*}; read -r s e u k <"$c" || continue; '
     'if [ "$o" = "$n" ]; then [ "$u" = "$me" ] || { [ -z "$u" ] && [ "$ad" = adopt ]; } || '
-    "{ echo \"slice '$n' is held by stack '${k:-unknown}' (uid ${u:-none}, claim $f)\" >&2; exit 1; }; "
+    "no \"slice '$n' is held by stack '${k:-unknown}' (uid ${u:-none}, claim $c)\"; "
     "continue; fi; "
     'for p in "$@"; do if [ "$p" -ge "$s" ] && [ "$p" -le "$e" ]; then '
-    "echo \"parking VLAN $p of slice '$n' is in the pool of slice '$o' (claims $s-$e)\" >&2; exit 1; fi; "
+    "no \"parking VLAN $p of slice '$n' is in the pool of slice '$o' (claims $s-$e)\"; fi; "
     "done; "
-    'for q in $(sed -n "s/^parking //p" "$f"); do if [ "$q" -ge "$a" ] && [ "$q" -le "$b" ]; then '
-    "echo \"VLANs $a-$b of slice '$n' hold VLAN $q, the parking VLAN of slice '$o' (claims $s-$e)\" >&2; "
-    "exit 1; fi; done; v=$a; "
-    'while [ "$v" -le "$b" ]; do w=$s; while [ "$w" -le "$e" ]; do '
-    "if [ $((v % 256)) -eq $((w % 256)) ]; then "
-    "echo \"VLANs $a-$b of slice '$n' meet slice '$o' "
-    '(claims $s-$e: VLAN $w, subnet 192.168.$((w % 256)).0/24)" >&2; '
-    "exit 1; fi; w=$((w+1)); done; v=$((v+1)); done; done"
+    'for q in $(sed -n "s/^parking //p" "$c"); do if [ "$q" -ge "$a" ] && [ "$q" -le "$b" ]; then '
+    "no \"VLANs $a-$b of slice '$n' hold VLAN $q, the parking VLAN of slice '$o' (claims $s-$e)\"; "
+    "fi; done; "
+    "x=$(( ((s - a) % 256 + 256) % 256 )); "
+    'if [ "$x" -lt $((b - a + 1)) ]; then w=$s; else w=$((s + 256 - x)); fi; '
+    'if [ "$w" -le "$e" ]; then '
+    "no \"VLANs $a-$b of slice '$n' meet slice '$o' "
+    '(claims $s-$e: VLAN $w, subnet 192.168.$((w % 256)).0/24)"; fi; done'
 )
 # $1 claim file, $2 uid ("" for a claim with no uid): removes the claim only when it is that uid's
 _REMOVE = '[ -f "$1" ] || exit 0; read -r s e u k <"$1"; [ "$u" = "$2" ] || exit 0; rm -f "$1"'
@@ -155,12 +164,57 @@ def parse_have(res: ScriptResult) -> PoolHave:
     return PoolHave(parse_claims(res.out("claims")))
 
 
-def clash_message(spec: PoolClaimSpec, other: Claim, vlan: int) -> str:
+def named(vlan: int) -> bool:
+    """Whether the VLAN's gateway port, DHCP port and namespace names fit the interface limit (as the
+    config's pool check requires of a pool's VLANs)."""
+    names = (naming.gateway_port(vlan), naming.dhcp_port(vlan), naming.dhcp_namespace(vlan))
+    return all(len(n) <= naming.IFNAMSIZ_MAX for n in names)
+
+
+def free_starts(spec: PoolClaimSpec, claims: Iterable[Claim]) -> list[tuple[int, int]]:
+    """The pool starts still free on this node for a pool of the spec's size, as runs (first, last): every
+    VLAN of the pool within 1..4094 with names on the node that fit (`named`: up to 999), none of them VLAN
+    400 or the slice's own parking VLAN (what the config checks refuse), none another slice's parking VLAN,
+    and no `VLAN % 256` another slice's pool holds."""
+    size = spec.end - spec.start + 1
+    others = [c for c in claims if c.slice != spec.slice]
+    taken = {
+        v % SUBNET_OCTETS for c in others for v in range(c.start, min(c.end, c.start + SUBNET_OCTETS - 1) + 1)
+    }
+    avoid = {INTERNET_VLAN, *parking_vlans(spec), *(p for c in others for p in c.parking)}
+    ok = [named(v) and v % SUBNET_OCTETS not in taken and v not in avoid for v in range(VLAN_MAX + 1)]
+    runs: list[tuple[int, int]] = []
+    bad = sum(  # VLANs not ok among start..start + size - 1, a window sliding up
+        not ok[v] for v in range(VLAN_MIN, VLAN_MIN + size)
+    )
+    for start in range(VLAN_MIN, VLAN_MAX - size + 2):
+        if start > VLAN_MIN:
+            bad += (not ok[start + size - 1]) - (not ok[start - 1])
+        if bad:
+            continue
+        if runs and runs[-1][1] == start - 1:
+            runs[-1] = (runs[-1][0], start)
+        else:
+            runs.append((start, start))
+    return runs
+
+
+def free_text(spec: PoolClaimSpec, claims: Iterable[Claim]) -> str:
+    """What a refusal tells of the free pool starts (`free_starts`)."""
+    runs = free_starts(spec, claims)
+    if not runs:
+        return "no pool start is still free on this node"
+    shown = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
+    return f"pool starts still free on this node: {shown}"
+
+
+def clash_message(spec: PoolClaimSpec, other: Claim, vlan: int, claims: Iterable[Claim] = ()) -> str:
     same = "VLAN" if spec.start <= vlan <= spec.end else "subnet"
     return (
         f"VLANs {spec.start}-{spec.end} of slice {spec.slice!r} meet slice {other.slice!r} "
         f"(claims {other.start}-{other.end}: the same {same} as its VLAN {vlan}, "
-        f"subnet 192.168.{vlan % SUBNET_OCTETS}.0/24); choose another vlanPool.start; nothing changed"
+        f"subnet 192.168.{vlan % SUBNET_OCTETS}.0/24); choose another vlanPool.start; "
+        f"{free_text(spec, claims or (other,))}; nothing changed"
     )
 
 
@@ -188,9 +242,11 @@ def held_by_other(spec: PoolClaimSpec, have: PoolHave, adopt: bool = False) -> C
     return None
 
 
-def parking_clash(spec: PoolClaimSpec, other: Claim, keep: tuple[int, ...] = ()) -> str | None:
+def parking_clash(
+    spec: PoolClaimSpec, other: Claim, keep: tuple[int, ...] = (), claims: Iterable[Claim] = ()
+) -> str | None:
     """Why the claim is refused because of a parking VLAN (its own, or one it `keep`s, in `other`'s pool; or
-    `other`'s in its pool), or None."""
+    `other`'s in its pool), or None. `claims`: every claim on the node, for the free pool starts."""
     for mine in parking_vlans(spec, keep):
         if other.start <= mine <= other.end:
             return (
@@ -203,7 +259,7 @@ def parking_clash(spec: PoolClaimSpec, other: Claim, keep: tuple[int, ...] = ())
             return (
                 f"VLANs {spec.start}-{spec.end} of slice {spec.slice!r} hold VLAN {theirs}, the parking VLAN "
                 f"of slice {other.slice!r} (claims {other.start}-{other.end}); choose another "
-                "vlanPool.start; nothing changed"
+                f"vlanPool.start; {free_text(spec, claims or (other,))}; nothing changed"
             )
     return None
 
@@ -219,8 +275,8 @@ def clash(spec: PoolClaimSpec, have: PoolHave, adopt: bool = False, keep: tuple[
         if c.slice == spec.slice:
             continue
         if (vlan := meet(spec.start, spec.end, c.start, c.end)) is not None:
-            return clash_message(spec, c, vlan)
-        if (why := parking_clash(spec, c, keep)) is not None:
+            return clash_message(spec, c, vlan, have.claims)
+        if (why := parking_clash(spec, c, keep, have.claims)) is not None:
             return why
     return None
 
@@ -315,8 +371,15 @@ def after(spec: PoolClaimSpec, have: PoolHave, _res: ScriptResult) -> PoolHave:
 
 
 def refused(spec: PoolClaimSpec, exc: StepFailed) -> Conflict | None:
-    """The check under the lock found a clash: report it as the refusal it is."""
-    return Conflict(spec.host.name, f"{exc.stderr.strip()}; nothing changed") if exc.step == VERIFY else None
+    """The check under the lock found a clash: report it as the refusal it is (a pool that meets another
+    slice's, or holds its parking VLAN, with the pool starts still free among the claims it saw)."""
+    if exc.step != VERIFY:
+        return None
+    why, _, listed = exc.stderr.partition(f"\n{CLAIMS_MARK}\n")
+    why = why.strip()
+    if " meet slice " in why or " the parking VLAN of slice " in why:
+        why += f"; choose another vlanPool.start; {free_text(spec, parse_claims(listed))}"
+    return Conflict(spec.host.name, f"{why}; nothing changed")
 
 
 KIND: Kind[PoolClaimSpec, PoolHave] = Kind(

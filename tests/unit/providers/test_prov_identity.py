@@ -143,9 +143,9 @@ def test_claim_scripts_check_the_uid_under_the_lock(tmp_path: Path) -> None:
     (tmp_path / "old@300").write_text("300 319\n")
     refused = sh(pc._VERIFY, str(tmp_path), "demo", "700", "719", UID, "")
     assert refused.returncode == 1
-    assert refused.stderr.strip() == (
-        f"slice 'demo' is held by stack 'cloudrepo/first' (uid {OTHER}, claim demo@120)"
-    )
+    why, mark, listed = refused.stderr.partition(f"\n{pc.CLAIMS_MARK}\n")  # then the claims it saw
+    assert why.strip() == f"slice 'demo' is held by stack 'cloudrepo/first' (uid {OTHER}, claim demo@120)"
+    assert mark and {c.file for c in pc.parse_claims(listed)} == {"demo@120", "old@300"}
     assert sh(pc._VERIFY, str(tmp_path), "demo", "700", "719", OTHER, "").returncode == 0
     # a claim with no uid: refused to a create, adopted by an update
     assert sh(pc._VERIFY, str(tmp_path), "old", "300", "319", UID, "").returncode == 1

@@ -443,7 +443,8 @@ def test_pool_clash_names_both_slices_and_ranges() -> None:
         pc.plan_ensure(pool(), pc.PoolHave((claim("other", 130, 149),)))
     assert str(err.value) == (
         "network: VLANs 120-139 of slice 'demo' meet slice 'other' (claims 130-149: the same VLAN as its "
-        "VLAN 130, subnet 192.168.130.0/24); choose another vlanPool.start; nothing changed"
+        "VLAN 130, subnet 192.168.130.0/24); choose another vlanPool.start; pool starts still free on this "
+        "node: 1-110, 150-366, 406-622, 662-878, 918-980; nothing changed"
     )
     # 376..395 is 120..139 modulo 256: the same link subnets
     with pytest.raises(
@@ -490,7 +491,8 @@ def test_a_parking_vlan_in_another_slices_pool_is_refused_both_ways() -> None:
         pc.plan_ensure(pool(parkingVlan=4094), pc.PoolHave((claim("other", 200, 219, 125),)))
     assert str(err.value) == (
         "network: VLANs 120-139 of slice 'demo' hold VLAN 125, the parking VLAN of slice 'other' "
-        "(claims 200-219); choose another vlanPool.start; nothing changed"
+        "(claims 200-219); choose another vlanPool.start; pool starts still free on this node: 1-105, "
+        "126-180, 220-380, 401-436, 476-692, 732-948; nothing changed"
     )
     # only the VLAN itself counts: a parked port has no subnet (4094 % 256 == 254)
     assert (

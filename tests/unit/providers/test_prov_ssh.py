@@ -27,6 +27,7 @@ from vocabulary.errors import (
     ConfigError,
     HostKeyError,
     HostUnreachable,
+    LockTimeout,
     SshError,
     StepFailed,
 )
@@ -463,3 +464,53 @@ def test_unconfigured_process_says_so() -> None:
 
 
 _ = paramiko  # the fake server is paramiko too
+
+
+def test_a_locked_script_reports_how_long_it_waited_for_the_lock(configured: Endpoint) -> None:
+    lock = Path(ssh.settings().lock_file)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    free = ssh.run_script(configured, [run("c", "true")], locked=True, holder="s1")
+    assert 0 <= free.lock_wait < 0.5
+    assert ssh.run_script(configured, [run("c", "true")]).lock_wait == 0.0  # unlocked: no wait
+    ssh.waited.take()
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "1.2"])
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0:
+            assert time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.01)
+        held = ssh.run_script(configured, [run("c", "true")], locked=True, holder="s1")
+    finally:
+        holder.wait(timeout=30)
+    assert 0.5 < held.lock_wait < 10, held.lock_wait
+    assert ssh.waited.take() == pytest.approx(held.lock_wait)  # this thread's, since its last take
+    assert ssh.waited.take() == 0.0
+    assert ssh.stats()["lock_waits"] == 2
+    assert ssh.stats()["lock_wait_seconds"] == pytest.approx(held.lock_wait + free.lock_wait, abs=1e-3)
+
+
+def test_the_lock_wait_is_read_from_the_holder_notes_nanoseconds() -> None:
+    assert ssh.lock_wait("1500000000\n") == 1.5
+    assert ssh.lock_wait("") == 0.0  # a host whose `date` has no %N prints nothing
+    assert ssh.lock_wait("12x\n") == 0.0
+
+
+def test_a_lock_that_stays_taken_counts_as_the_whole_wait(
+    configured: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ssh, "LOCK_WAIT_SECONDS", 1)
+    lock = Path(ssh.settings().lock_file)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    ssh.waited.take()
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "4"])
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0:
+            assert time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.01)
+        with pytest.raises(LockTimeout):
+            ssh.run_script(configured, [run("c", "true")], locked=True, holder="s1")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert ssh.waited.take() == 1.0
