@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ACTIVATE := source scripts/activate
 STACK ?= dev
 
-.PHONY: help setup system venv toolchain lint unit test test-long demo demo-down bench lab-up lab-down clean
+.PHONY: help setup system venv toolchain assets lint unit test test-long demo demo-down bench lab-up lab-down clean
 
 help:
 	@echo "make demo   - testbed up, pulumi up on the $(STACK) stack, connectivity proof, outputs"
@@ -23,7 +23,10 @@ toolchain: venv
 	@scripts/install-pulumi
 	@scripts/install-versitygw
 
-setup: system venv toolchain
+assets:
+	@scripts/install-assets
+
+setup: system venv toolchain assets
 
 lint: venv
 	.venv/bin/ruff check .
