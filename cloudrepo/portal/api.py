@@ -62,6 +62,16 @@ def writer(request: Request, caller: Caller = Depends(api_caller)) -> Caller:
     return caller
 
 
+def admin_reader(caller: Caller = Depends(api_caller)) -> Caller:
+    require_role(caller, "admin")
+    return caller
+
+
+def admin_writer(caller: Caller = Depends(writer)) -> Caller:
+    require_role(caller, "admin")
+    return caller
+
+
 def add_vm(section: dict[str, Any], vm: VmIn) -> dict[str, Any]:
     out = edits.add_vm(section, vm.id, vm.worker, vm.dataInterfaces, vm.internet)
     if vm.launch is not None:
@@ -242,15 +252,15 @@ def audit_log(caller: Caller = Depends(api_caller), p: Portal = Depends(portal))
 
 
 @router.get("/users")
-def users(caller: Caller = Depends(api_caller), p: Portal = Depends(portal)) -> list[dict[str, Any]]:
-    require_role(caller, "admin")
+def users(caller: Caller = Depends(admin_reader), p: Portal = Depends(portal)) -> list[dict[str, Any]]:
     with p.session() as db:
         return [{"name": u.name, "role": u.role} for u in db.scalars(select(User).order_by(User.name))]
 
 
 @router.post("/users", status_code=201)
-def add_user(new: UserIn, caller: Caller = Depends(writer), p: Portal = Depends(portal)) -> dict[str, Any]:
-    require_role(caller, "admin")
+def add_user(
+    new: UserIn, caller: Caller = Depends(admin_writer), p: Portal = Depends(portal)
+) -> dict[str, Any]:
     with p.session() as db:
         try:
             accounts.add_user(db, new.name, new.role, new.password)
@@ -262,9 +272,8 @@ def add_user(new: UserIn, caller: Caller = Depends(writer), p: Portal = Depends(
 
 @router.put("/users/{user}/quota")
 def set_quota(
-    user: str, quota: QuotaIn, caller: Caller = Depends(writer), p: Portal = Depends(portal)
+    user: str, quota: QuotaIn, caller: Caller = Depends(admin_writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    require_role(caller, "admin")
     with p.session() as db:
         try:
             accounts.set_quota(db, accounts.find_user(db, user), accounts.Limits(**quota.model_dump()))

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import WebSocketRoute
 
 from cloudrepo.engine import SliceError
 from cloudrepo.portal import api, pages, webconsole
@@ -21,18 +22,32 @@ HERE = Path(__file__).resolve().parent
 VENDOR = HERE / "assets" / "node_modules" / "@xterm"
 """The vendored xterm.js (`make setup`: scripts/install-assets), served at /vendor/."""
 CONSOLE_PATH = "/api/slices/{name}/vms/{vm}/console"
+ROUTERS = (api.router, pages.router)
 
 
 def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or request.url.path == "/openapi.json"
 
 
+def route_table(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path) the app answers ("WS" for its WebSockets), static files and the schema's
+    documentation pages aside."""
+    found: set[tuple[str, str]] = set()
+    for route in [*app.router.routes, *(r for router in ROUTERS for r in router.routes)]:
+        path = getattr(route, "path", None)
+        if isinstance(route, WebSocketRoute):
+            found.add(("WS", route.path))
+        elif path is not None and path not in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+            found |= {(m, path) for m in getattr(route, "methods", None) or () if m != "HEAD"}
+    return found
+
+
 def create_app(portal: Portal, signer: Signer) -> FastAPI:
     app = FastAPI(title="cloudrepo portal", version="1", docs_url=None, redoc_url=None)
     app.state.portal = portal
     app.state.signer = signer
-    app.include_router(api.router)
-    app.include_router(pages.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     if VENDOR.is_dir():
         app.mount("/vendor", StaticFiles(directory=str(VENDOR)), name="vendor")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException, Request
 
-from cloudrepo.portal.auth import Caller, identify
+from cloudrepo.portal.auth import Caller, identify, require_role
 from cloudrepo.portal.service import Portal
 from cloudrepo.portal.sessions import Signer
 
@@ -40,4 +40,10 @@ def page_caller(request: Request) -> Caller:
     found = caller_or_none(request)
     if found is None:
         raise NeedLogin()
+    return found
+
+
+def page_admin(request: Request) -> Caller:
+    found = page_caller(request)
+    require_role(found, "admin")
     return found

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from cloudrepo import edits, tables
 from cloudrepo.engine import SliceError
 from cloudrepo.portal import accounts, audit, ratelimit, sessions, status
-from cloudrepo.portal.auth import Caller, check_csrf, require_role
+from cloudrepo.portal.auth import Caller, check_csrf
 from cloudrepo.portal.db import User
-from cloudrepo.portal.deps import page_caller, portal, signer
+from cloudrepo.portal.deps import page_admin, page_caller, portal, signer
 from cloudrepo.portal.service import Portal, Refused, vm_choices
 from cloudrepo.portal.views import slice_rows
 from components.topology import MIN_VMS
@@ -287,9 +287,8 @@ def console_page(
 
 @router.get("/admin/users")
 def admin_users(
-    request: Request, caller: Caller = Depends(page_caller), p: Portal = Depends(portal)
+    request: Request, caller: Caller = Depends(page_admin), p: Portal = Depends(portal)
 ) -> HTMLResponse:
-    require_role(caller, "admin")
     with p.session() as db:
         users = list(db.scalars(select(User).order_by(User.name)))
         limits = {u.name: accounts.limits_of(db, u) for u in users}
@@ -303,10 +302,9 @@ def admin_add_user(
     role: str = Form(...),
     password: str = Form(...),
     csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
+    caller: Caller = Depends(page_admin),
     p: Portal = Depends(portal),
 ) -> Response:
-    require_role(caller, "admin")
     check_csrf(request, caller, csrf)
     with p.session() as db:
         try:
@@ -327,10 +325,9 @@ def admin_quota(
     links: int = Form(...),
     slices: int = Form(...),
     csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
+    caller: Caller = Depends(page_admin),
     p: Portal = Depends(portal),
 ) -> Response:
-    require_role(caller, "admin")
     check_csrf(request, caller, csrf)
     with p.session() as db:
         try:
@@ -345,9 +342,8 @@ def admin_quota(
 
 @router.get("/admin/audit")
 def admin_audit(
-    request: Request, caller: Caller = Depends(page_caller), p: Portal = Depends(portal)
+    request: Request, caller: Caller = Depends(page_admin), p: Portal = Depends(portal)
 ) -> HTMLResponse:
-    require_role(caller, "admin")
     with p.session() as db:
         entries = audit.entries(db, limit=500)
     return page(request, "audit.html", caller, entries=entries)

@@ -87,15 +87,26 @@ def next_free_id(held: set[int], start: int = 1) -> int:
     return n
 
 
-def boot_problems(section: Mapping[str, Any], launches: Mapping[str, Any]) -> list[str]:
-    """A non-admin's `launch`es: a preset name, or an object without boot paths (`USER_BOOT_KEYS`), its
-    `image` a registry name."""
+def _launches_by_id(section: Mapping[str, Any] | None) -> dict[Any, Any]:
+    vms = (section or {}).get("vms")
+    return {v.get("id"): v.get("launch") for v in vms if isinstance(v, dict)} if isinstance(vms, list) else {}
+
+
+def boot_problems(
+    section: Mapping[str, Any], launches: Mapping[str, Any], current: Mapping[str, Any] | None = None
+) -> list[str]:
+    """A non-admin's new or changed `launch`es: a preset name (or a preset's object, as it is written), or
+    an object without boot paths (`USER_BOOT_KEYS`) whose `image` is a registry name. A VM's launch as the
+    `current` section has it (an admin's, say) is not judged again."""
     problems: list[str] = []
+    before = _launches_by_id(current)
     vms = section.get("vms")
     for i, vm in enumerate(vms if isinstance(vms, list) else []):
         launch = vm.get("launch") if isinstance(vm, dict) else None
         where = f"vms[{i}].launch"
-        if launch is None:
+        if launch is None or launch in launches.values():
+            continue
+        if isinstance(vm, dict) and vm.get("id") in before and before[vm.get("id")] == launch:
             continue
         if isinstance(launch, str):
             if launch not in launches:
@@ -283,11 +294,12 @@ class Portal:
         name: str,
         section: dict[str, Any],
         outputs: Mapping[str, Any],
+        current: Mapping[str, Any],
     ) -> dict[str, Any]:
         """The section as it will be written (presets expanded), every rule checked; `Refused` else."""
         problems = self._id_problems(db, user, name, section)
         if user.role != "admin":
-            problems += boot_problems(section, self.cloud.launches)
+            problems += boot_problems(section, self.cloud.launches, current)
         if problems:
             raise Refused(422, problems)
         expanded = with_presets(section, self.cloud.launches)
@@ -364,7 +376,8 @@ class Portal:
                 raise Refused(422, str(exc)) from None
             if user.role != "admin" and section.get("vlanPool") != current.get("vlanPool"):
                 raise Refused(422, "vlanPool: only an admin pins a slice's VLAN pool")
-            written = self._checked_section(db, user, owner, name, section, self.slices.outputs(name))
+            outputs = self.slices.outputs(name)
+            written = self._checked_section(db, user, owner, name, section, outputs, current)
             config[stackfile.SLICE_KEY] = written
             stackfile.write(path, {**doc, "config": config})
             audit.record(db, user.name, "edit", name, "ok", what)

@@ -96,3 +96,12 @@ def test_status_parse_keeps_only_the_asked_vms_and_says_unknown_for_the_silent()
     assert status.parse(text, [7, 8, 10, 11]) == {7: "running", 8: "stopped", 10: "unknown", 11: "unknown"}
     argv = status.status_argv([7])
     assert argv[:2] == ["sh", "-c"] and argv[-1].endswith("/7/qemu.pid") and argv[-1].startswith("7=")
+
+
+def test_a_written_preset_or_an_unchanged_launch_is_not_judged_again() -> None:
+    written = service.with_presets({"vms": [{"id": 1, "launch": "busybox"}]}, PRESETS)
+    assert service.boot_problems(written, PRESETS) == []
+    admins = {"vms": [{"id": 2, "launch": {"kernel": "/srv/other"}}]}
+    assert service.boot_problems(admins, PRESETS, current=admins) == []
+    changed = {"vms": [{"id": 2, "launch": {"kernel": "/srv/mine"}}]}
+    assert service.boot_problems(changed, PRESETS, current=admins) != []

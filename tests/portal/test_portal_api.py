@@ -1,0 +1,359 @@
+"""The portal's API and pages on the real engine (stack files, a file backend) and a real database, once
+on SQLite and once on PostgreSQL: who may do what (every route of the app, every role), CSRF, quotas,
+the VLAN pool, names and VM ids held by other slices, every problem of a bad slice at once."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from starlette.websockets import WebSocketDisconnect
+
+from cloudrepo.portal import accounts, service
+from cloudrepo.portal.app import route_table
+from tests.portal.portalkit import PASSWORD, World, engine_env, make_world
+
+SLICE = "ann-s"
+ANN_SLICE = {
+    "name": SLICE,
+    "vms": [
+        {"id": 1, "worker": "worker1", "dataInterfaces": 1},
+        {"id": 2, "worker": "worker2", "dataInterfaces": 1},
+    ],
+    "links": [["1.eth1", "2.eth1"]],
+}
+
+
+@pytest.fixture(scope="module")
+def world(engine_built: None, db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("portal")
+    with engine_env(root):
+        w = make_world(root, db_url)
+        made = w.api("ann", "POST", "/api/slices", json=ANN_SLICE)
+        assert made.status_code == 201, made.text
+        job = service.Job(id=999, slice=SLICE, verb="preview", lines=["a line"], done=True, ok=True)
+        w.portal.jobs[job.id] = job  # a finished run of ann's slice, for the job routes
+        yield w
+
+
+# ---- every route, every role -------------------------------------------------------------------------
+
+# route -> who may use it: "public", "user" (anyone logged in), "slice" (those allowed on the slice: its
+# owner, the owner's teacher, admins), "admin". A route of the app missing here fails the test below.
+ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/openapi.json"): "public",
+    ("GET", "/healthz"): "public",
+    ("GET", "/login"): "public",
+    ("POST", "/login"): "public",
+    ("GET", "/api/me"): "user",
+    ("GET", "/api/slices"): "user",
+    ("POST", "/api/slices"): "user",
+    ("GET", "/api/audit"): "user",
+    ("GET", "/api/slices/{name}"): "slice",
+    ("DELETE", "/api/slices/{name}"): "slice",
+    ("POST", "/api/slices/{name}/deploy"): "slice",
+    ("POST", "/api/slices/{name}/preview"): "slice",
+    ("GET", "/api/jobs/{job_id}"): "slice",
+    ("GET", "/api/jobs/{job_id}/events"): "slice",
+    ("POST", "/api/slices/{name}/vms"): "slice",
+    ("DELETE", "/api/slices/{name}/vms/{vm}"): "slice",
+    ("POST", "/api/slices/{name}/links"): "slice",
+    ("DELETE", "/api/slices/{name}/links"): "slice",
+    ("POST", "/api/slices/{name}/topology"): "slice",
+    ("GET", "/api/slices/{name}/export"): "slice",
+    ("PUT", "/api/slices/{name}/config"): "slice",
+    ("GET", "/api/slices/{name}/status"): "slice",
+    ("GET", "/api/slices/{name}/diagram.svg"): "slice",
+    ("WS", "/api/slices/{name}/vms/{vm}/console"): "slice",
+    ("GET", "/api/users"): "admin",
+    ("POST", "/api/users"): "admin",
+    ("PUT", "/api/users/{user}/quota"): "admin",
+    ("POST", "/logout"): "user",
+    ("GET", "/"): "user",
+    ("POST", "/slices"): "user",
+    ("GET", "/slices/{name}"): "slice",
+    ("POST", "/slices/{name}/vms"): "slice",
+    ("POST", "/slices/{name}/vms/{vm}/rm"): "slice",
+    ("POST", "/slices/{name}/links"): "slice",
+    ("POST", "/slices/{name}/links/rm"): "slice",
+    ("POST", "/slices/{name}/topology"): "slice",
+    ("POST", "/slices/{name}/destroy"): "slice",
+    ("GET", "/slices/{name}/console/{vm}"): "slice",
+    ("GET", "/admin/users"): "admin",
+    ("POST", "/admin/users"): "admin",
+    ("POST", "/admin/quotas"): "admin",
+    ("GET", "/admin/audit"): "admin",
+}
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/slices"): {"json": {"name": "", "vms": []}},
+    ("POST", "/api/slices/{name}/vms"): {"json": {"id": 9, "worker": "worker1"}},
+    ("POST", "/api/slices/{name}/links"): {"json": {"a": "1.eth1", "b": "2.eth1"}},
+    ("DELETE", "/api/slices/{name}/links"): {"json": {"a": "1.eth1", "b": "2.eth1"}},
+    ("POST", "/api/slices/{name}/topology"): {"json": {"preset": "ring", "vms": [1, 2, 3]}},
+    ("PUT", "/api/slices/{name}/config"): {"json": {"vms": []}},
+    ("POST", "/api/users"): {"json": {"name": "x", "role": "student", "password": "short"}},
+    ("PUT", "/api/users/{user}/quota"): {
+        "json": {"vms": -1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
+    },
+    ("POST", "/slices"): {"data": {"name": ""}},
+    ("POST", "/slices/{name}/vms"): {"data": {"id": "9", "worker": "worker1"}},
+    ("POST", "/slices/{name}/links"): {"data": {"a": "1.eth1", "b": "2.eth1"}},
+    ("POST", "/slices/{name}/links/rm"): {"data": {"a": "1.eth1", "b": "2.eth1"}},
+    ("POST", "/slices/{name}/topology"): {"data": {"preset": "ring", "vms": "1 2 3"}},
+    ("POST", "/admin/users"): {"data": {"name": "x", "role": "student", "password": "short"}},
+    ("POST", "/admin/quotas"): {
+        "data": {"name": "nobody", "vms": 1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
+    },
+}
+ROLES = ("anonymous", "bob", "ann", "tess", "root1")
+"""bob: a student not allowed on ann's slice; tess: ann's teacher; root1: an admin."""
+
+
+def test_every_route_of_the_app_is_in_the_table(world: World) -> None:
+    found = route_table(world.client.app)  # type: ignore[arg-type]
+    assert found == set(ROUTES), (sorted(found - set(ROUTES)), sorted(set(ROUTES) - found))
+
+
+def _url(path: str) -> str:
+    return path.format(name=SLICE, vm=1, job_id=999, user="ann")
+
+
+def expected_refusal(access: str, role: str, api: bool) -> int | None:
+    """The status the role must get (None: it passes authorization)."""
+    if access == "public":
+        return None
+    if role == "anonymous":
+        return 401 if api else 303
+    if access == "admin" and role != "root1":
+        return 403
+    if access == "slice" and role == "bob":
+        return 403
+    return None
+
+
+MUTATING = {"POST", "PUT", "DELETE"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", sorted(ROUTES), ids=lambda r: f"{r[0]} {r[1]}")
+def test_authorization(world: World, route: tuple[str, str], role: str) -> None:
+    method, path = route
+    access = ROUTES[route]
+    api = path.startswith("/api/")
+    want = expected_refusal(access, role, api)
+    if method == "WS":
+        return check_console_socket(world, role, want)
+    if want is None and (method in MUTATING or access == "public"):
+        return  # what passes is proven by the scenario tests (a deploy or a destroy is not run here)
+    before = world.stack_file(SLICE).read_bytes()
+    kw = dict(BODIES.get(route, {}))
+    if role == "anonymous":
+        client = world.client
+        result = client.request(method, _url(path), **kw)
+    elif api:
+        result = world.client.request(method, _url(path), headers=world.bearer(role), **kw)
+    else:
+        if "data" in kw or method in MUTATING:
+            kw["data"] = {**kw.get("data", {}), "csrf": world.csrf(role)}
+        result = world.browser(role).request(method, _url(path), **kw)
+    if want is None:
+        assert result.status_code not in (401, 403), (route, role, result.text)
+        assert result.status_code < 500, (route, role, result.text)
+    else:
+        assert result.status_code == want, (route, role, result.status_code, result.text)
+        if want == 303:
+            assert result.headers["location"] == "/login"
+    assert world.stack_file(SLICE).read_bytes() == before, "a refused request changed the slice"
+
+
+def check_console_socket(world: World, role: str, want: int | None) -> None:
+    url = _url("/api/slices/{name}/vms/{vm}/console")
+    client = world.browser(role) if role != "anonymous" else world.client
+    if want is None:
+        return  # the browser test attaches for real
+    with pytest.raises(WebSocketDisconnect) as exc, client.websocket_connect(url):
+        pass
+    assert exc.value.code == {401: 4401, 303: 4401, 403: 4403}[want]
+
+
+# ---- the scenarios --------------------------------------------------------------------------------
+
+
+def test_slices_are_listed_for_those_allowed_only(world: World) -> None:
+    for user, sees in (("ann", True), ("tess", True), ("root1", True), ("bob", False)):
+        names = [s["name"] for s in world.api(user, "GET", "/api/slices").json()]
+        assert (SLICE in names) == sees, (user, names)
+    got = world.api("tess", "GET", f"/api/slices/{SLICE}").json()
+    assert got["owner"] == "ann" and got["config"]["vlanPool"] == {"start": 1}
+    assert world.api("bob", "GET", f"/api/slices/{SLICE}").status_code == 403
+    assert world.browser("bob").get(f"/slices/{SLICE}").status_code == 403
+    assert world.browser("bob").get("/admin/users").status_code == 403
+    assert world.client.get("/api/slices").status_code == 401
+
+
+def test_a_bad_slice_gets_422_with_every_problem(world: World) -> None:
+    bad = {
+        "name": "bad one",
+        "vlanPool": {"start": 100},
+        "vms": [
+            {"id": 1, "worker": "worker9"},
+            {"id": 5, "worker": "worker1", "launch": {"kernel": "/etc/passwd"}},
+        ],
+        "links": [["5.eth0", "x"]],
+        "colour": "red",
+    }
+    result = world.api("bob", "POST", "/api/slices", json=bad)
+    assert result.status_code == 422, result.text
+    problems = result.json()["detail"]
+    for part in (
+        "name: 'bad one' is not a slice name",
+        "colour: not a key of a slice section",
+        "vlanPool: only an admin pins",
+        "vms[0].id: VM 1 is held by another slice; the next free id is 3",
+        "vms[1].launch: kernel not allowed",
+        "unknown worker 'worker9'",
+        "eth0 is the management interface",
+    ):
+        assert any(part in p for p in problems), (part, problems)
+    assert not any(re.search(r"\bann\b", p) for p in problems), "a student is told another student's name"
+
+
+def test_held_names_and_ids_name_the_owner_to_admins_only(world: World) -> None:
+    body = {"name": SLICE, "vms": [{"id": 2, "worker": "worker1"}]}
+    as_bob = world.api("bob", "POST", "/api/slices", json=body).json()["detail"]
+    as_admin = world.api("root1", "POST", "/api/slices", json=body).json()["detail"]
+    assert f"name: slice {SLICE!r} exists already" in as_bob
+    assert not any(re.search(r"\bann\b", p.replace(SLICE, "")) for p in as_bob), as_bob
+    assert f"name: slice {SLICE!r} exists already (owned by ann)" in as_admin
+    ids = {"name": "other", "vms": [{"id": 2, "worker": "worker1"}]}
+    as_admin = world.api("root1", "POST", "/api/slices", json=ids).json()["detail"]
+    assert any(f"VM 2 is held by slice {SLICE!r} of ann; the next free id is 3" in p for p in as_admin), (
+        as_admin
+    )
+    as_bob = world.api("bob", "POST", "/api/slices", json=ids).json()["detail"]
+    assert "vms[0].id: VM 2 is held by another slice; the next free id is 3" in as_bob
+    assert not world.stack_file("other").exists()
+
+
+def test_the_portal_allocates_pools_and_only_an_admin_pins_one(world: World) -> None:
+    made = world.api("root1", "POST", "/api/slices", json={"name": "root-s", "vlanPool": {"start": 600}})
+    assert made.status_code == 201, made.text
+    try:
+        assert made.json()["config"]["vlanPool"] == {"start": 600}
+        clash = world.api("root1", "POST", "/api/slices", json={"name": "clash", "vlanPool": {"start": 265}})
+        assert any("meets another slice's VLANs or subnets" in p for p in clash.json()["detail"])
+        assert not world.stack_file("clash").exists()
+    finally:
+        assert world.api("root1", "DELETE", "/api/slices/root-s").status_code == 200
+    assert not world.stack_file("root-s").exists() and not world.portal.slices.exists("root-s")
+
+
+def test_a_quota_overrun_is_refused_with_nothing_written(world: World) -> None:
+    quota = {"vms": 2, "vcpus": 4, "memory_mb": 1024, "links": 4, "slices": 1}
+    assert world.api("root1", "PUT", "/api/users/ann/quota", json=quota).status_code == 200
+    try:
+        before = world.stack_file(SLICE).read_bytes()
+        more = world.api("ann", "POST", f"/api/slices/{SLICE}/vms", json={"id": 3, "worker": "worker1"})
+        assert more.status_code == 422 and more.json()["detail"] == [
+            "quota vms of ann: 3 VMs wanted, 2 allowed"
+        ]
+        assert world.stack_file(SLICE).read_bytes() == before
+        second = world.api(
+            "ann", "POST", "/api/slices", json={"name": "ann-2", "vms": [{"id": 7, "worker": "worker1"}]}
+        )
+        assert second.status_code == 422, second.text
+        assert any(p.startswith("quota") and "allowed" in p for p in second.json()["detail"]), second.text
+        assert not world.stack_file("ann-2").exists() and not world.portal.slices.exists("ann-2")
+    finally:
+        unlimited = {"vms": 50, "vcpus": 50, "memory_mb": 50000, "links": 50, "slices": 5}
+        world.api("root1", "PUT", "/api/users/ann/quota", json=unlimited)
+
+
+def test_a_session_without_its_csrf_token_changes_nothing(world: World) -> None:
+    browser = world.browser("ann")
+    before = world.stack_file(SLICE).read_bytes()
+    body = {"id": 4, "worker": "worker2"}
+    assert browser.post(f"/api/slices/{SLICE}/vms", json=body).status_code == 403
+    wrong = {"X-CSRF-Token": world.csrf("bob")}
+    assert browser.post(f"/api/slices/{SLICE}/vms", json=body, headers=wrong).status_code == 403
+    page = browser.post(f"/slices/{SLICE}/links", data={"a": "1.eth1", "b": "2.eth1"})
+    assert page.status_code == 403 and "CSRF" in page.text
+    assert world.stack_file(SLICE).read_bytes() == before
+    ok = browser.post(f"/api/slices/{SLICE}/vms", json=body, headers={"X-CSRF-Token": world.csrf("ann")})
+    assert ok.status_code == 200, ok.text
+    assert world.api("ann", "DELETE", f"/api/slices/{SLICE}/vms/4").status_code == 200
+    log = world.api("root1", "GET", "/api/audit").json()
+    assert any(e["actor"] == "ann" and e["action"] == "edit" and "VM 4" in e["detail"] for e in log)
+
+
+def test_export_and_import_keep_the_rules(world: World) -> None:
+    text = world.api("ann", "GET", f"/api/slices/{SLICE}/export").text
+    section = yaml.safe_load(text)["cloudrepo:slice"]
+    assert section["vms"][0]["id"] == 1
+    bad = {**section, "links": [["1.eth1", "9.eth1"]]}
+    refused = world.api("ann", "PUT", f"/api/slices/{SLICE}/config", json=bad)
+    assert refused.status_code == 422 and any("9" in p for p in refused.json()["detail"])
+    again = world.api("ann", "PUT", f"/api/slices/{SLICE}/config", json={"cloudrepo:slice": section})
+    assert again.status_code == 200 and again.json()["config"] == section
+
+
+def test_openapi_names_the_slice_routes(world: World) -> None:
+    schema = world.client.get("/openapi.json").json()
+    assert {"/api/slices", "/api/slices/{name}", "/api/slices/{name}/deploy"} <= set(schema["paths"])
+
+
+def test_five_wrong_passwords_give_429_with_retry_after(
+    engine_built: None, fresh_db_url: str, tmp_path: Path
+) -> None:
+    with engine_env(tmp_path):
+        w = make_world(tmp_path, fresh_db_url)
+    c = w.client
+    form = c.get("/login")
+    token = form.cookies.get("cloudrepo_login") or c.cookies.get("cloudrepo_login")
+    codes = [
+        c.post("/login", data={"name": "ann", "password": "wrong!", "csrf": token}).status_code
+        for _ in range(5)
+    ]
+    assert codes == [401, 401, 401, 401, 429], codes
+    again = c.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": token})
+    assert again.status_code == 429 and int(again.headers["retry-after"]) >= 30
+    assert c.post("/login", data={"name": "bob", "password": PASSWORD, "csrf": token}).status_code == 429
+    assert c.post("/login", data={"name": "bob", "password": PASSWORD}).status_code == 403  # no CSRF token
+
+
+def test_the_shell_verbs_make_users_and_tokens(fresh_db_url: str) -> None:
+    url = fresh_db_url
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cloudrepo", *args, "--db", url],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    made = run("user", "add", "first", "--role", "admin", "--password-stdin", stdin="first admin pw\n")
+    assert made.returncode == 0, made.stderr
+    asked = run("user", "add", "second", "--role", "student")
+    assert (
+        asked.returncode == 1 and "pass --password-stdin" in asked.stderr and "Traceback" not in asked.stderr
+    )
+    assert run("quota", "set", "first", "--vms", "3").returncode == 0
+    token = run("token", "create", "first")
+    assert token.returncode == 0, token.stderr
+    last = token.stdout.strip().splitlines()[-1]
+    assert last.startswith(accounts.TOKEN_PREFIX) and "first admin pw" not in token.stdout + made.stdout
+    from cloudrepo.portal import db
+
+    with db.sessions(url)() as s:
+        user = accounts.token_user(s, last)
+        assert user is not None and user.role == "admin"
+        assert accounts.authenticate(s, "first", "first admin pw") is not None
