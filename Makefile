@@ -51,6 +51,8 @@ demo: setup
 	$(ACTIVATE) && pulumi up --yes --stack $(STACK)
 	$(ACTIVATE) && python -m lab.slicecheck --stack $(STACK)
 	@$(ACTIVATE) && echo "picture of the slice: $$(python -m cloudrepo diagram $(STACK) -o slice-$(STACK).svg)"
+	@echo "the portal on this demo: cloudrepo user add admin --role admin (once), then"
+	@echo "  cloudrepo serve --listen 127.0.0.1:8080 --cloud Pulumi.$(STACK).yaml  and open http://127.0.0.1:8080/"
 
 demo-down:
 	$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)
