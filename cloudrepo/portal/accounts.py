@@ -148,6 +148,31 @@ def add_group(db: Session, teacher: User, name: str) -> Group:
     return group
 
 
+def find_group(db: Session, name: str) -> Group:
+    group = db.scalar(select(Group).where(Group.name == name))
+    if group is None:
+        raise AccountError(f"no group {name!r}")
+    return group
+
+
+def groups_of(db: Session, user: User) -> list[dict[str, object]]:
+    """The groups `user` teaches (every group for an admin), with their students' names."""
+    q = select(Group).order_by(Group.name)
+    if user.role != "admin":
+        q = q.where(Group.teacher_id == user.id)
+    out: list[dict[str, object]] = []
+    for g in db.scalars(q):
+        teacher = db.get(User, g.teacher_id)
+        students = db.scalars(
+            select(User.name)
+            .join(Member, Member.user_id == User.id)
+            .where(Member.group_id == g.id)
+            .order_by(User.name)
+        ).all()
+        out.append({"name": g.name, "teacher": teacher.name if teacher else None, "students": list(students)})
+    return out
+
+
 def add_member(db: Session, group: Group, student: User) -> None:
     if student.role != "student":
         raise AccountError(f"{student.name} is a {student.role}, not a student")

@@ -49,6 +49,14 @@ class UserIn(BaseModel):
     password: str = Field(min_length=accounts.MIN_PASSWORD)
 
 
+class GroupIn(BaseModel):
+    name: str
+
+
+class MemberIn(BaseModel):
+    name: str
+
+
 class QuotaIn(BaseModel):
     vms: int = Field(ge=0)
     vcpus: int = Field(ge=0)
@@ -69,6 +77,11 @@ def admin_reader(caller: Caller = Depends(api_caller)) -> Caller:
 
 def admin_writer(caller: Caller = Depends(writer)) -> Caller:
     require_role(caller, "admin")
+    return caller
+
+
+def teacher_writer(caller: Caller = Depends(writer)) -> Caller:
+    require_role(caller, "teacher", "admin")
     return caller
 
 
@@ -286,3 +299,40 @@ def set_quota(
 def refused(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Refused)
     return JSONResponse({"detail": exc.problems}, status_code=exc.status)
+
+
+@router.get("/groups")
+def groups(caller: Caller = Depends(api_caller), p: Portal = Depends(portal)) -> list[dict[str, Any]]:
+    """The caller's groups (a teacher's own; every group for an admin; none for a student)."""
+    with p.session() as db:
+        return accounts.groups_of(db, caller.user)
+
+
+@router.post("/groups", status_code=201)
+def add_group(
+    new: GroupIn, caller: Caller = Depends(teacher_writer), p: Portal = Depends(portal)
+) -> dict[str, Any]:
+    with p.session() as db:
+        try:
+            accounts.add_group(db, caller.user, new.name)
+        except accounts.AccountError as exc:
+            raise Refused(422, str(exc)) from None
+        audit.record(db, caller.user.name, "group add", None, "ok", new.name)
+    return {"name": new.name, "teacher": caller.user.name, "students": []}
+
+
+@router.post("/groups/{group}/members")
+def add_member(
+    group: str, member: MemberIn, caller: Caller = Depends(teacher_writer), p: Portal = Depends(portal)
+) -> dict[str, Any]:
+    """Add a student to a group of the caller's (an admin: any group)."""
+    with p.session() as db:
+        try:
+            found = accounts.find_group(db, group)
+            if found.teacher_id != caller.user.id and caller.user.role != "admin":
+                raise Refused(403, f"group {group!r} is not yours")
+            accounts.add_member(db, found, accounts.find_user(db, member.name))
+        except accounts.AccountError as exc:
+            raise Refused(422, str(exc)) from None
+        audit.record(db, caller.user.name, "member add", None, "ok", f"{member.name} to {group}")
+        return next(g for g in accounts.groups_of(db, caller.user) if g["name"] == group)

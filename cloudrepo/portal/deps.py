@@ -47,3 +47,9 @@ def page_admin(request: Request) -> Caller:
     found = page_caller(request)
     require_role(found, "admin")
     return found
+
+
+def page_teacher(request: Request) -> Caller:
+    found = page_caller(request)
+    require_role(found, "teacher", "admin")
+    return found

@@ -17,7 +17,7 @@ from cloudrepo.engine import SliceError
 from cloudrepo.portal import accounts, audit, ratelimit, sessions, status
 from cloudrepo.portal.auth import Caller, check_csrf
 from cloudrepo.portal.db import User
-from cloudrepo.portal.deps import page_admin, page_caller, portal, signer
+from cloudrepo.portal.deps import page_admin, page_caller, page_teacher, portal, signer
 from cloudrepo.portal.service import Portal, Refused, vm_choices
 from cloudrepo.portal.views import slice_rows
 from components.topology import MIN_VMS
@@ -347,3 +347,52 @@ def admin_audit(
     with p.session() as db:
         entries = audit.entries(db, limit=500)
     return page(request, "audit.html", caller, entries=entries)
+
+
+@router.get("/groups")
+def groups_page(
+    request: Request, caller: Caller = Depends(page_teacher), p: Portal = Depends(portal)
+) -> HTMLResponse:
+    with p.session() as db:
+        found = accounts.groups_of(db, caller.user)
+    return page(request, "groups.html", caller, groups=found)
+
+
+@router.post("/groups")
+def add_group(
+    request: Request,
+    name: str = Form(...),
+    csrf: str = Form(""),
+    caller: Caller = Depends(page_teacher),
+    p: Portal = Depends(portal),
+) -> Response:
+    check_csrf(request, caller, csrf)
+    with p.session() as db:
+        try:
+            accounts.add_group(db, caller.user, name)
+        except accounts.AccountError as exc:
+            raise Refused(422, str(exc)) from None
+        audit.record(db, caller.user.name, "group add", None, "ok", name)
+    return back("/groups")
+
+
+@router.post("/groups/{group}/members")
+def add_member(
+    group: str,
+    request: Request,
+    name: str = Form(...),
+    csrf: str = Form(""),
+    caller: Caller = Depends(page_teacher),
+    p: Portal = Depends(portal),
+) -> Response:
+    check_csrf(request, caller, csrf)
+    with p.session() as db:
+        try:
+            found = accounts.find_group(db, group)
+            if found.teacher_id != caller.user.id and caller.user.role != "admin":
+                raise Refused(403, f"group {group!r} is not yours")
+            accounts.add_member(db, found, accounts.find_user(db, name))
+        except accounts.AccountError as exc:
+            raise Refused(422, str(exc)) from None
+        audit.record(db, caller.user.name, "member add", None, "ok", f"{name} to {group}")
+    return back("/groups")

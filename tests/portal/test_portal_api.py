@@ -45,7 +45,8 @@ def world(engine_built: None, db_url: str, tmp_path_factory: pytest.TempPathFact
 # ---- every route, every role -------------------------------------------------------------------------
 
 # route -> who may use it: "public", "user" (anyone logged in), "slice" (those allowed on the slice: its
-# owner, the owner's teacher, admins), "admin". A route of the app missing here fails the test below.
+# owner, the owner's teacher, admins), "teacher" (teachers and admins), "admin". A route of the app missing
+# here fails the test below.
 ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/openapi.json"): "public",
     ("GET", "/healthz"): "public",
@@ -71,6 +72,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/slices/{name}/status"): "slice",
     ("GET", "/api/slices/{name}/diagram.svg"): "slice",
     ("WS", "/api/slices/{name}/vms/{vm}/console"): "slice",
+    ("GET", "/api/groups"): "user",
+    ("POST", "/api/groups"): "teacher",
+    ("POST", "/api/groups/{group}/members"): "teacher",
     ("GET", "/api/users"): "admin",
     ("POST", "/api/users"): "admin",
     ("PUT", "/api/users/{user}/quota"): "admin",
@@ -85,6 +89,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/slices/{name}/topology"): "slice",
     ("POST", "/slices/{name}/destroy"): "slice",
     ("GET", "/slices/{name}/console/{vm}"): "slice",
+    ("GET", "/groups"): "teacher",
+    ("POST", "/groups"): "teacher",
+    ("POST", "/groups/{group}/members"): "teacher",
     ("GET", "/admin/users"): "admin",
     ("POST", "/admin/users"): "admin",
     ("POST", "/admin/quotas"): "admin",
@@ -98,6 +105,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/slices/{name}/topology"): {"json": {"preset": "ring", "vms": [1, 2, 3]}},
     ("PUT", "/api/slices/{name}/config"): {"json": {"vms": []}},
     ("POST", "/api/users"): {"json": {"name": "x", "role": "student", "password": "short"}},
+    ("POST", "/api/groups"): {"json": {"name": "Bad Name"}},
+    ("POST", "/api/groups/{group}/members"): {"json": {"name": "bob"}},
     ("PUT", "/api/users/{user}/quota"): {
         "json": {"vms": -1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
     },
@@ -107,6 +116,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/slices/{name}/links/rm"): {"data": {"a": "1.eth1", "b": "2.eth1"}},
     ("POST", "/slices/{name}/topology"): {"data": {"preset": "ring", "vms": "1 2 3"}},
     ("POST", "/admin/users"): {"data": {"name": "x", "role": "student", "password": "short"}},
+    ("POST", "/groups"): {"data": {"name": "Bad Name"}},
+    ("POST", "/groups/{group}/members"): {"data": {"name": "bob"}},
     ("POST", "/admin/quotas"): {
         "data": {"name": "nobody", "vms": 1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
     },
@@ -121,7 +132,7 @@ def test_every_route_of_the_app_is_in_the_table(world: World) -> None:
 
 
 def _url(path: str) -> str:
-    return path.format(name=SLICE, vm=1, job_id=999, user="ann")
+    return path.format(name=SLICE, vm=1, job_id=999, user="ann", group="class-a")
 
 
 def expected_refusal(access: str, role: str, api: bool) -> int | None:
@@ -131,6 +142,8 @@ def expected_refusal(access: str, role: str, api: bool) -> int | None:
     if role == "anonymous":
         return 401 if api else 303
     if access == "admin" and role != "root1":
+        return 403
+    if access == "teacher" and role not in ("tess", "root1"):
         return 403
     if access == "slice" and role == "bob":
         return 403
@@ -357,3 +370,33 @@ def test_the_shell_verbs_make_users_and_tokens(fresh_db_url: str) -> None:
         user = accounts.token_user(s, last)
         assert user is not None and user.role == "admin"
         assert accounts.authenticate(s, "first", "first admin pw") is not None
+
+
+def test_a_teacher_makes_a_group_and_then_sees_its_students_slices(world: World) -> None:
+    assert world.api("tess", "GET", f"/api/slices/{SLICE}").status_code == 200  # ann is in class-a
+    made = world.api("tess", "POST", "/api/groups", json={"name": "class-b"})
+    assert made.status_code == 201, made.text
+    assert world.api("ann", "POST", "/api/groups", json={"name": "mine"}).status_code == 403
+    assert world.api("root1", "POST", "/api/groups/class-b/members", json={"name": "tess"}).status_code == 422
+    bob_slice = world.api("bob", "POST", "/api/slices", json={"name": "bob-s"})
+    assert bob_slice.status_code == 201, bob_slice.text
+    try:
+        assert world.api("tess", "GET", "/api/slices/bob-s").status_code == 403
+        added = world.api("tess", "POST", "/api/groups/class-b/members", json={"name": "bob"})
+        assert added.status_code == 200 and added.json()["students"] == ["bob"]
+        assert world.api("tess", "GET", "/api/slices/bob-s").status_code == 200
+        assert "bob-s" in [s["name"] for s in world.api("tess", "GET", "/api/slices").json()]
+        assert world.api("ann", "GET", "/api/slices/bob-s").status_code == 403
+        assert world.api("ann", "GET", "/api/groups").json() == []
+    finally:
+        assert world.api("bob", "DELETE", "/api/slices/bob-s").status_code == 200
+
+
+def test_a_console_socket_from_another_origin_is_refused(world: World) -> None:
+    url = _url("/api/slices/{name}/vms/{vm}/console")
+    with (
+        pytest.raises(WebSocketDisconnect) as exc,
+        world.browser("ann").websocket_connect(url, headers={"origin": "http://evil.example"}),
+    ):
+        pass
+    assert exc.value.code == 4403
