@@ -2,7 +2,8 @@
 against a live `cloudrepo serve` on the testbed: an admin creates a student; the student logs in, creates a
 slice, adds two VMs on two workers and a link, sees the preview, deploys and watches the engine's events
 arrive, sees both VMs running with their addresses, opens the console of one and types a command that the
-guest answers, then destroys the slice. A screenshot of each step is kept (build/artefacts/portal-e2e/)."""
+guest answers, then destroys the slice. A second deploy sent while the first runs is refused with the
+backend's lock message. A screenshot of each step is kept (build/artefacts/portal-e2e/)."""
 
 from __future__ import annotations
 
@@ -159,6 +160,13 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             expect(page.locator("#events")).not_to_be_empty(timeout=60_000)
             first_event = time.monotonic() - t0
             shot(page, "deploy-progress")
+            second = page.evaluate(
+                SECOND_DEPLOY, SLICE
+            )  # while the first runs: the backend's lock refuses it
+            assert not second["ok"], second
+            assert any(
+                "is locked: another deploy or destroy of it is running" in x for x in second["lines"]
+            ), second
             with page.expect_navigation(timeout=300_000):  # the page reloads itself after a deploy
                 expect(page.locator("#result")).to_have_text("deploy succeeded", timeout=300_000)
             print(f"[portal] deploy click to first streamed event: {first_event:.2f}s")
@@ -193,6 +201,19 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
                 shutil.copy(f, ARTEFACTS / f.name)
     assert not op.stack_file(SLICE).exists()
     assert len(list(shots.glob("*.png"))) == 7
+
+
+SECOND_DEPLOY = """async (slice) => {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const r = await fetch(`/api/slices/${slice}/deploy`, {method: "POST", headers: {"X-CSRF-Token": csrf}});
+  const job = await r.json();
+  for (;;) {
+    const state = await (await fetch(`/api/jobs/${job.job}`)).json();
+    if (state.done) return state;
+    await new Promise((done) => setTimeout(done, 300));
+  }
+}"""
+"""A second deploy of the slice from the page's session, followed to its end (the job's lines)."""
 
 
 def answered(screen: str) -> str:
