@@ -224,11 +224,18 @@ def add_link(
     request: Request,
     a: str = Form(...),
     b: str = Form(...),
+    vlan: str = Form(""),
     csrf: str = Form(""),
     caller: Caller = Depends(page_caller),
     p: Portal = Depends(portal),
 ) -> Response:
-    return _edit(request, caller, p, name, csrf, lambda s: edits.add_link(s, a, b), f"link {a} -- {b}")
+    pin: int | None = None
+    if vlan.strip():
+        if not vlan.strip().isdigit():
+            raise Refused(422, f"vlan: a VLAN number of the slice's pool, got {vlan!r}")
+        pin = int(vlan)
+    what = f"link {a} -- {b}" + (f" on VLAN {pin}" if pin is not None else "")
+    return _edit(request, caller, p, name, csrf, lambda s: edits.add_link(s, a, b, pin), what)
 
 
 @router.post("/slices/{name}/links/rm")

@@ -400,3 +400,17 @@ def test_a_console_socket_from_another_origin_is_refused(world: World) -> None:
     ):
         pass
     assert exc.value.code == 4403
+
+
+def test_the_slice_page_removes_a_link_and_pins_one_to_a_vlan(world: World) -> None:
+    browser, csrf = world.browser("ann"), world.csrf("ann")
+    page = browser.get(f"/slices/{SLICE}")
+    assert page.status_code == 200 and 'action="/slices/ann-s/links/rm"' in page.text
+    ends = {"a": "1.eth1", "b": "2.eth1", "csrf": csrf}
+    assert browser.post(f"/slices/{SLICE}/links/rm", data=ends).status_code == 303
+    assert world.portal.section(SLICE)["links"] == []
+    bad = browser.post(f"/slices/{SLICE}/links", data={**ends, "vlan": "600"})
+    assert bad.status_code == 422 and "600" in bad.text and world.portal.section(SLICE)["links"] == []
+    assert browser.post(f"/slices/{SLICE}/links", data={**ends, "vlan": "3"}).status_code == 303
+    assert world.portal.section(SLICE)["links"] == [{"a": "1.eth1", "b": "2.eth1", "vlan": 3}]
+    assert "(VLAN 3)" in browser.get(f"/slices/{SLICE}").text
