@@ -433,9 +433,13 @@ class Portal:
     # ---- engine runs -------------------------------------------------------------------------------
 
     def start(self, user: User, name: str, verb: str) -> Job:
-        """Run `preview` or `up` on the slice in a thread; the job streams the engine's lines."""
+        """Run `preview` or `up` on the slice in a thread; the job streams the engine's lines. A deploy
+        is checked first as an edit is (the slice rules, then the owner's quota as it is now)."""
         with self.session() as db:
-            self.allowed(db, user, name)
+            owner = self.allowed(db, user, name)
+            if verb == "up":
+                prepared = self._checked(name, self.section(name), self.slices.outputs(name))
+                self._quota(db, owner, name, prepared)
         with self._jobs_lock:
             job = Job(id=len(self.jobs) + 1, slice=name, verb=verb)
             self.jobs[job.id] = job

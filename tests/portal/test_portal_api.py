@@ -414,3 +414,17 @@ def test_the_slice_page_removes_a_link_and_pins_one_to_a_vlan(world: World) -> N
     assert browser.post(f"/slices/{SLICE}/links", data={**ends, "vlan": "3"}).status_code == 303
     assert world.portal.section(SLICE)["links"] == [{"a": "1.eth1", "b": "2.eth1", "vlan": 3}]
     assert "(VLAN 3)" in browser.get(f"/slices/{SLICE}").text
+
+
+def test_a_deploy_over_the_quota_is_refused_before_the_engine_runs(world: World) -> None:
+    tight = {"vms": 1, "vcpus": 4, "memory_mb": 1024, "links": 4, "slices": 2}
+    assert world.api("root1", "PUT", "/api/users/ann/quota", json=tight).status_code == 200
+    jobs = dict(world.portal.jobs)
+    try:
+        refused = world.api("ann", "POST", f"/api/slices/{SLICE}/deploy")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"] == ["quota vms of ann: 2 VMs wanted, 1 allowed"]
+        assert world.portal.jobs == jobs, "a job started"
+    finally:
+        unlimited = {"vms": 50, "vcpus": 50, "memory_mb": 50000, "links": 50, "slices": 5}
+        world.api("root1", "PUT", "/api/users/ann/quota", json=unlimited)
