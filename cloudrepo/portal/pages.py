@@ -133,6 +133,20 @@ def create(
     return back(f"/slices/{name}")
 
 
+@router.post("/slices/import")
+def import_slice(
+    request: Request,
+    name: str = Form(""),
+    yaml_text: str = Form("", alias="yaml"),
+    csrf: str = Form(""),
+    caller: Caller = Depends(page_caller),
+    p: Portal = Depends(portal),
+) -> Response:
+    check_csrf(request, caller, csrf)
+    made = p.import_yaml(caller.user, name, yaml_text)
+    return back(f"/slices/{made}")
+
+
 @router.get("/slices/{name}")
 def slice_page(
     name: str, request: Request, caller: Caller = Depends(page_caller), p: Portal = Depends(portal)

@@ -11,6 +11,7 @@ or a registry image for a non-admin), the slice rules, then the owner's quota.
 from __future__ import annotations
 
 import copy
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -359,6 +360,22 @@ class Portal:
             db.add(SliceOwner(name=stack, owner_id=user.id))
             audit.record(db, user.name, "create", stack, "ok", f"VLAN pool {start}")
             return stack
+
+    def import_yaml(self, user: User, name: str, text: str) -> str:
+        """A new slice from YAML (a stack config file, `{cloudrepo:slice: ...}` or the section itself, as
+        `slice create --from` takes it); a non-admin's file keeps no `vlanPool` (the portal gives one)."""
+        if len(text.encode()) > stackfile.MAX_FILE:
+            raise Refused(422, f"yaml: over {stackfile.MAX_FILE} bytes, not a slice")
+        with tempfile.TemporaryDirectory(prefix="cloudrepo-import-") as tmp:
+            path = Path(tmp) / "slice.yaml"
+            path.write_text(text)
+            try:
+                section, _left = stackfile.slice_from_yaml(path)
+            except ValueError as exc:
+                raise Refused(422, str(exc).replace(str(path), "yaml")) from None
+        if user.role != "admin":
+            section.pop("vlanPool", None)
+        return self.create(user, {**section, "name": name})
 
     def edit(
         self, user: User, name: str, change: Callable[[dict[str, Any]], dict[str, Any]], what: str

@@ -81,6 +81,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/logout"): "user",
     ("GET", "/"): "user",
     ("POST", "/slices"): "user",
+    ("POST", "/slices/import"): "user",
     ("GET", "/slices/{name}"): "slice",
     ("POST", "/slices/{name}/vms"): "slice",
     ("POST", "/slices/{name}/vms/{vm}/rm"): "slice",
@@ -111,6 +112,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "json": {"vms": -1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
     },
     ("POST", "/slices"): {"data": {"name": ""}},
+    ("POST", "/slices/import"): {"data": {"name": "", "yaml": "[1"}},
     ("POST", "/slices/{name}/vms"): {"data": {"id": "9", "worker": "worker1"}},
     ("POST", "/slices/{name}/links"): {"data": {"a": "1.eth1", "b": "2.eth1"}},
     ("POST", "/slices/{name}/links/rm"): {"data": {"a": "1.eth1", "b": "2.eth1"}},
@@ -428,3 +430,27 @@ def test_a_deploy_over_the_quota_is_refused_before_the_engine_runs(world: World)
     finally:
         unlimited = {"vms": 50, "vcpus": 50, "memory_mb": 50000, "links": 50, "slices": 5}
         world.api("root1", "PUT", "/api/users/ann/quota", json=unlimited)
+
+
+def test_an_export_imports_as_a_new_slice_and_a_bad_file_writes_nothing(world: World) -> None:
+    browser, csrf = world.browser("bob"), world.csrf("bob")
+    text = world.api("ann", "GET", f"/api/slices/{SLICE}/export").text
+    bad = browser.post("/slices/import", data={"name": "bob-copy", "yaml": "vms: [1", "csrf": csrf})
+    assert bad.status_code == 422 and "not valid YAML at line" in bad.text
+    clash = browser.post("/slices/import", data={"name": "bob-copy", "yaml": text, "csrf": csrf})
+    assert clash.status_code == 422 and "is held by another slice" in clash.text  # ann's VM ids
+    assert not world.stack_file("bob-copy").exists()
+    section = yaml.safe_load(text)["cloudrepo:slice"]
+    for vm in section["vms"]:
+        vm["id"] += 100
+    section["links"] = [["101.eth1", "102.eth1"]]
+    made = browser.post(
+        "/slices/import", data={"name": "bob-copy", "yaml": yaml.safe_dump(section), "csrf": csrf}
+    )
+    assert made.status_code == 303, made.text
+    try:
+        got = world.api("bob", "GET", "/api/slices/bob-copy").json()["config"]
+        assert [v["id"] for v in got["vms"]] == [101, 102]
+        assert got["vlanPool"] != section["vlanPool"]  # a student's file keeps no pool: the portal gave one
+    finally:
+        assert world.api("bob", "DELETE", "/api/slices/bob-copy").status_code == 200
