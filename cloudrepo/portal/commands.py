@@ -28,11 +28,33 @@ def listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def shown_url(url: str) -> str:
+    """A database URL fit for a message: its password hidden (or nothing of it, when it does not parse)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(not a database URL)"
+
+
 def _db_url(args: argparse.Namespace, project: Path) -> str:
+    """The database's URL, its schema migrated; `ValueError` naming it (password hidden) when it cannot
+    be opened."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from cloudrepo.portal import db, migrate
 
     url = args.db or db.default_url(project)
-    migrate.upgrade(url)
+    try:
+        migrate.upgrade(url)
+    except (SQLAlchemyError, ValueError, OSError) as exc:
+        why = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"--db {shown_url(url)}: cannot open the portal's database: {type(exc).__name__}"
+            + (f": {why.replace(url, shown_url(url))}" if why else "")
+        ) from None
     return url
 
 
