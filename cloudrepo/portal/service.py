@@ -413,12 +413,16 @@ class Portal:
     def describe(self, user: User, name: str) -> dict[str, Any]:
         with self.session() as db:
             owner = self.allowed(db, user, name)
-        update = self.slices.last_update(name) if self.slices.exists(name) else None
+        try:  # two engine calls: a stack not in the backend (a file of the checkout alone) has neither
+            outputs = self.slices.outputs(name)
+            update = self.slices.last_update(name)
+        except SliceError:
+            outputs, update = {}, None
         return {
             "name": name,
             "owner": owner.name,
             "config": self.section(name),
-            "outputs": self.slices.outputs(name) if self.slices.exists(name) else {},
+            "outputs": outputs,
             "lastUpdate": None
             if update is None
             else {
