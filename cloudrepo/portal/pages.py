@@ -26,6 +26,8 @@ HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 LOGIN_COOKIE = "cloudrepo_login"
+IMAGE_BOOT = "image:"
+"""A boot choice of the add-VM form that names a registry image (`launch: {image: NAME}`), not a preset."""
 
 
 def page(
@@ -166,7 +168,7 @@ def slice_page(
         show=tables.show(name, outputs),
         next_id=vm_choices(info["config"], held),
         workers=workers,
-        boots=sorted(p.cloud.launches),
+        boots=[*sorted(p.cloud.launches), *(f"{IMAGE_BOOT}{e.name}" for e in p.images())],
         presets=list(MIN_VMS),
         deployed={r["id"]: r for r in vm_rows(outputs, live)},
     )
@@ -213,7 +215,9 @@ def add_vm(
 ) -> Response:
     def change(s: dict[str, Any]) -> dict[str, Any]:
         out = edits.add_vm(s, id, worker, data_interfaces, internet)
-        if boot:
+        if boot.startswith(IMAGE_BOOT):
+            out["vms"][-1]["launch"] = {"image": boot.removeprefix(IMAGE_BOOT)}
+        elif boot:
             out["vms"][-1]["launch"] = boot
         return out
 
@@ -417,3 +421,10 @@ def add_member(
             raise Refused(422, str(exc)) from None
         audit.record(db, caller.user.name, "member add", None, "ok", f"{name} to {group}")
     return back("/groups")
+
+
+@router.get("/admin/images")
+def admin_images(
+    request: Request, caller: Caller = Depends(page_admin), p: Portal = Depends(portal)
+) -> HTMLResponse:
+    return page(request, "images.html", caller, images=p.images(), presets=p.cloud.launches)

@@ -199,6 +199,16 @@ class Portal:
             out.append(Holding(name, section_pool(section), frozenset(section_ids(section))))
         return out
 
+    def images(self) -> list[Any]:
+        """The backend's named images (`cloudrepo image add`), which users may boot by name; none when the
+        registry cannot be read."""
+        from components.image_store import Registry, open_store
+
+        try:
+            return list(Registry(open_store()).entries())
+        except Exception:  # the registry's storage (a file system or an S3 endpoint): offered as none
+            return []
+
     def taken_vlans(self, but: str | None = None) -> set[int]:
         return {v for h in self.holdings(but) if h.pool is not None for v in pools.pool_vlans(h.pool)}
 

@@ -97,6 +97,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/admin/users"): "admin",
     ("POST", "/admin/quotas"): "admin",
     ("GET", "/admin/audit"): "admin",
+    ("GET", "/admin/images"): "admin",
 }
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/slices"): {"json": {"name": "", "vms": []}},
@@ -454,3 +455,21 @@ def test_an_export_imports_as_a_new_slice_and_a_bad_file_writes_nothing(world: W
         assert got["vlanPool"] != section["vlanPool"]  # a student's file keeps no pool: the portal gave one
     finally:
         assert world.api("bob", "DELETE", "/api/slices/bob-copy").status_code == 200
+
+
+def test_registry_images_are_boot_choices_by_name(world: World, tmp_path: Path) -> None:
+    from cloudrepo.images import add
+    from components.image_store import Registry, open_store
+
+    disk = tmp_path / "tiny.raw"
+    disk.write_bytes(b"\0" * 4096)
+    add(Registry(open_store()), "tiny", disk, "a test disk")
+    assert "image:tiny" in world.browser("ann").get(f"/slices/{SLICE}").text
+    assert "tiny" in world.browser("root1").get("/admin/images").text
+    form = {"id": "3", "worker": "worker1", "boot": "image:tiny", "csrf": world.csrf("ann")}
+    assert world.browser("ann").post(f"/slices/{SLICE}/vms", data=form).status_code == 303
+    try:
+        vm = next(v for v in world.portal.section(SLICE)["vms"] if v["id"] == 3)
+        assert vm["launch"] == {"image": "tiny"}
+    finally:
+        assert world.api("ann", "DELETE", f"/api/slices/{SLICE}/vms/3").status_code == 200
