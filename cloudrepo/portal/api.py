@@ -245,7 +245,11 @@ def slice_status(
     name: str, caller: Caller = Depends(api_caller), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
     outputs = p.describe(caller.user, name)["outputs"]
-    return {"vms": {str(k): v for k, v in status.live(p.slices, name, outputs).items()}}
+    seen = status.leases(p.slices, name, outputs) if outputs else set()
+    return {
+        "vms": {str(k): v for k, v in status.live(p.slices, name, outputs).items()},
+        "leases": None if seen is None else sorted(seen),
+    }
 
 
 @router.get("/slices/{name}/diagram.svg")

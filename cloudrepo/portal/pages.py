@@ -156,6 +156,7 @@ def slice_page(
     info = p.describe(caller.user, name)
     outputs = info["outputs"]
     live = status.live(p.slices, name, outputs) if outputs else {}
+    seen = status.leases(p.slices, name, outputs) if outputs else set()
     held = {vm for h in p.holdings(but=name) for vm in h.vm_ids}
     workers = sorted((p.cloud.plain.get("cloudrepo:workers") or {}).keys())
     return page(
@@ -170,15 +171,18 @@ def slice_page(
         workers=workers,
         boots=[*sorted(p.cloud.launches), *(f"{IMAGE_BOOT}{e.name}" for e in p.images())],
         presets=list(MIN_VMS),
-        deployed={r["id"]: r for r in vm_rows(outputs, live)},
+        deployed={r["id"]: r for r in vm_rows(outputs, live, seen)},
     )
 
 
-def vm_rows(outputs: dict[str, Any], live: dict[int, str]) -> list[dict[str, Any]]:
+def vm_rows(outputs: dict[str, Any], live: dict[int, str], seen: set[str] | None) -> list[dict[str, Any]]:
+    """Per deployed VM: worker, state, addresses (each marked when its DHCP lease was seen), console."""
     rows = []
     for key, vm in sorted((outputs.get("vms") or {}).items(), key=lambda kv: int(kv[0])):
         addresses = [
-            f"{i}: {s.get('ip')}" for i, s in sorted(vm.get("interfaces", {}).items()) if s.get("ip")
+            f"{i}: {s['ip']}" + (" (lease seen)" if seen and s["ip"] in seen else "")
+            for i, s in sorted(vm.get("interfaces", {}).items())
+            if s.get("ip")
         ]
         rows.append(
             {

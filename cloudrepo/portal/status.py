@@ -1,6 +1,7 @@
 """Live state of a slice's launched VMs: one SSH login per worker (the stack's own settings,
 `hostaccess`), one script that says for each VM whether its QEMU runs (its pid file names a live QEMU
-process, the test `cloudrepo console` makes before attaching)."""
+process, the test `cloudrepo console` makes before attaching); and one login to the network node that reads
+the link VLANs' dnsmasq lease files, so the page tells which addresses a guest has taken by DHCP."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ _STATUS = r"""for arg; do
 done
 """
 STATES = ("running", "stopped")
+_LEASES = r"""for f; do [ -f "$f" ] && cat -- "$f"; done; exit 0
+"""
 
 
 def status_argv(vms: list[int]) -> list[str]:
@@ -59,3 +62,41 @@ def live(slices: SecretSource, name: str, outputs: Mapping[str, Any]) -> dict[in
         finally:
             client.close()
     return out
+
+
+def leases_argv(vlans: list[int]) -> list[str]:
+    return ["sh", "-c", _LEASES, "sh", *(f"{naming.dhcp_dir(v)}/leases" for v in vlans)]
+
+
+def leased(text: str) -> set[str]:
+    """The addresses in dnsmasq lease lines (`expiry mac address hostname client-id`)."""
+    out = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit() and parts[2].count(".") == 3:
+            out.add(parts[2])
+    return out
+
+
+def leases(slices: SecretSource, name: str, outputs: Mapping[str, Any]) -> set[str] | None:
+    """The addresses leased on the slice's link VLANs now; None when the network node cannot be asked."""
+    links = outputs.get("links")
+    vlans = (
+        sorted({int(link["vlan"]) for link in links if isinstance(link, dict) and "vlan" in link})
+        if isinstance(links, list)
+        else []
+    )
+    if not vlans:
+        return set()
+    try:
+        endpoint, login = hostaccess.network_login(slices, name)
+        client = hostaccess.connect(endpoint, login)
+    except SliceError:
+        return None
+    try:
+        text, _, status = console.run_command(client, leases_argv(vlans), login.sudo)
+        return leased(text.decode(errors="replace")) if status == 0 else None
+    except (paramiko.SSHException, EOFError, SliceError):
+        return None
+    finally:
+        client.close()

@@ -189,6 +189,13 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             shot(page, "console-answered")
 
             page.goto(f"{url}/slices/{SLICE}")
+            leased = page.evaluate(LEASES, SLICE)  # the guests took their addresses by DHCP
+            assert len(leased) == len(VMS) and all(ip.startswith("192.168.") for ip in leased), leased
+            page.reload()
+            for vm in VMS:
+                expect(page.locator(f"#vms tr[data-vm='{vm}'] .addresses")).to_contain_text("(lease seen)")
+
+            page.goto(f"{url}/slices/{SLICE}")
             page.once("dialog", lambda d: d.accept())
             page.click("#destroy")
             page.wait_for_url(f"{url}/", timeout=300_000)
@@ -214,6 +221,15 @@ SECOND_DEPLOY = """async (slice) => {
   }
 }"""
 """A second deploy of the slice from the page's session, followed to its end (the job's lines)."""
+LEASES = """async (slice) => {
+  for (let i = 0; i < 120; i++) {
+    const state = await (await fetch(`/api/slices/${slice}/status`)).json();
+    if (state.leases && state.leases.length >= 2) return state.leases;
+    await new Promise((done) => setTimeout(done, 500));
+  }
+  return [];
+}"""
+"""The addresses leased on the slice's links, once both guests have one (up to a minute)."""
 
 
 def answered(screen: str) -> str:

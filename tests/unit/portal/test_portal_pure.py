@@ -105,3 +105,18 @@ def test_a_written_preset_or_an_unchanged_launch_is_not_judged_again() -> None:
     assert service.boot_problems(admins, PRESETS, current=admins) == []
     changed = {"vms": [{"id": 2, "launch": {"kernel": "/srv/mine"}}]}
     assert service.boot_problems(changed, PRESETS, current=admins) != []
+
+
+def test_leases_are_read_from_dnsmasq_lease_lines_only() -> None:
+    text = (
+        "1765000000 52:54:00:aa:bb:01 192.168.1.10 vm7601 01:52:54:00:aa:bb:01\n"
+        "1765000000 52:54:00:aa:bb:02 192.168.1.11 * *\n"
+        "duid 00:01:00:01\n"
+        "garbage\n"
+        "12 aa not-an-address x\n"
+    )
+    assert status.leased(text) == {"192.168.1.10", "192.168.1.11"}
+    argv = status.leases_argv([1, 7])
+    assert (
+        argv[:2] == ["sh", "-c"] and argv[-2].endswith("/vlan1/leases") and argv[-1].endswith("/vlan7/leases")
+    )
