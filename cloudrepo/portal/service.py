@@ -271,9 +271,17 @@ class Portal:
                 problems.append(f"vms[{i}].id: VM {vm_id} is held by {whose}; the next free id is {free}")
         return problems
 
+    def config_for(self, name: str, section: Mapping[str, Any]) -> dict[str, Any]:
+        """The config a slice's section is checked in: its stack file's (the operator's settings it was
+        made with, secrets as they are stored), else, for a new slice, the portal's cloud."""
+        path = stackfile.stack_file(self.project, name)
+        if not path.exists():
+            return self.cloud.checked_config(section)
+        return {**stackfile.config_of(stackfile.read(path)), stackfile.SLICE_KEY: dict(section)}
+
     def _checked(self, name: str, section: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
         try:
-            return stackfile.check(self.cloud.checked_config(section), name, outputs, self.project)
+            return stackfile.check(self.config_for(name, section), name, outputs, self.project)
         except ConfigError as exc:
             raise Refused(422, exc.problems) from None
 
@@ -284,7 +292,7 @@ class Portal:
                 continue
             try:
                 prepared = stackfile.check(
-                    self.cloud.checked_config(self.section(so.name)), so.name, {}, self.project
+                    self.config_for(so.name, self.section(so.name)), so.name, {}, self.project
                 )
             except (ConfigError, ValueError):
                 continue

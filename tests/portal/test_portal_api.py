@@ -473,3 +473,21 @@ def test_registry_images_are_boot_choices_by_name(world: World, tmp_path: Path) 
         assert vm["launch"] == {"image": "tiny"}
     finally:
         assert world.api("ann", "DELETE", f"/api/slices/{SLICE}/vms/3").status_code == 200
+
+
+def test_a_slice_is_checked_in_its_own_stack_files_settings(world: World) -> None:
+    """A portal started without `--cloud` (or with another cloud) still checks a slice in the settings its
+    stack file holds: an edit passes, and is refused for what those settings refuse."""
+    from cloudrepo import edits
+    from cloudrepo.portal.service import Cloud, Portal, Refused
+
+    bare = Portal(world.project, Cloud(), world.portal.db)
+    with bare.session() as db:
+        ann = accounts.find_user(db, "ann")
+    bare.edit(ann, SLICE, lambda s: edits.add_vm(s, 5, "worker2", 0, False), "VM 5")
+    try:
+        assert 5 in {v["id"] for v in world.portal.section(SLICE)["vms"]}
+        with pytest.raises(Refused, match="unknown worker 'worker7'"):
+            bare.edit(ann, SLICE, lambda s: edits.add_vm(s, 6, "worker7", 0, False), "VM 6")
+    finally:
+        bare.edit(ann, SLICE, lambda s: edits.rm_vm(s, 5)[0], "VM 5 removed")
