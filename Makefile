@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ACTIVATE := source scripts/activate
 STACK ?= dev
 
-.PHONY: help setup system venv toolchain lint unit test test-long demo demo-down bench lab-up lab-down clean
+.PHONY: help setup system venv toolchain assets lint unit test test-long demo demo-down bench lab-up lab-down clean
 
 help:
 	@echo "make demo   - testbed up, pulumi up on the $(STACK) stack, connectivity proof, outputs"
@@ -23,7 +23,10 @@ toolchain: venv
 	@scripts/install-pulumi
 	@scripts/install-versitygw
 
-setup: system venv toolchain
+assets:
+	@scripts/install-assets
+
+setup: system venv toolchain assets
 
 lint: venv
 	.venv/bin/ruff check .
@@ -48,6 +51,8 @@ demo: setup
 	$(ACTIVATE) && pulumi up --yes --stack $(STACK)
 	$(ACTIVATE) && python -m lab.slicecheck --stack $(STACK)
 	@$(ACTIVATE) && echo "picture of the slice: $$(python -m cloudrepo diagram $(STACK) -o slice-$(STACK).svg)"
+	@echo "the portal on this demo: cloudrepo user add admin --role admin (once), then"
+	@echo "  cloudrepo serve --listen 127.0.0.1:8080 --cloud Pulumi.$(STACK).yaml  and open http://127.0.0.1:8080/"
 
 demo-down:
 	$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)

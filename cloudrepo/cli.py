@@ -722,7 +722,15 @@ def parser() -> argparse.ArgumentParser:
                 help="stop running VMs (their disks' changes since the snapshot are lost)",
             )  # fmt: skip
     verb(snap, "list", cmd_snapshot_list, "the slice's snapshots").add_argument("name", type=stack_name)
+
+    from cloudrepo.portal.commands import add_verbs  # the portal's verbs (their imports wait for their use)
+
+    add_verbs(sub, verb, _portal_verb)
     return p
+
+
+def _portal_verb(run: Callable[[argparse.Namespace, Path, Callable[[str], None]], int]) -> Callable[..., int]:
+    return lambda args: run(args, _project(args), say)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

@@ -14,7 +14,7 @@ import paramiko
 
 from cloudrepo import stackfile
 from cloudrepo.engine import SliceError
-from components.inputs import WorkerInput
+from components.inputs import NetworkNodeInput, WorkerInput
 from components.model import NAMESPACE
 from transport import ssh_pool
 from transport.ssh_settings import Settings, settings_from_config
@@ -25,6 +25,7 @@ from vocabulary.ssh_input import SSH_CONFIG_KEY, SSH_KEY_SECRET
 from vocabulary.values import Endpoint
 
 WORKERS_KEY = f"{NAMESPACE}:workers"
+NETWORK_KEY = f"{NAMESPACE}:networkNode"
 
 
 class SecretSource(Protocol):
@@ -38,6 +39,15 @@ class SecretSource(Protocol):
 
 def worker_login(slices: SecretSource, name: str, worker: str) -> tuple[Endpoint, Settings]:
     """The endpoint of `worker` and the SSH settings of slice `name`, from its stack config file."""
+    return _login(slices, name, worker)
+
+
+def network_login(slices: SecretSource, name: str) -> tuple[Endpoint, Settings]:
+    """The network node's endpoint and the SSH settings of slice `name`, from its stack config file."""
+    return _login(slices, name, None)
+
+
+def _login(slices: SecretSource, name: str, worker: str | None) -> tuple[Endpoint, Settings]:
     path = stackfile.stack_file(slices.project, name)
     if not path.exists():
         raise SliceError(
@@ -45,12 +55,19 @@ def worker_login(slices: SecretSource, name: str, worker: str) -> tuple[Endpoint
             "are there (pass --project DIR, the checkout that deploys it)"
         )
     config = stackfile.config_of(stackfile.read(path))
-    workers = config.get(WORKERS_KEY)
-    entry = workers.get(worker) if isinstance(workers, dict) else None
-    if entry is None:
-        raise SliceError(f"{path.name}: {WORKERS_KEY} has no worker {shown(worker)}")
+    kind: type[NetworkNodeInput] | type[WorkerInput]
+    if worker is None:
+        key, entry, kind, host_name = NETWORK_KEY, config.get(NETWORK_KEY), NetworkNodeInput, "network"
+        if entry is None:
+            raise SliceError(f"{path.name}: no {NETWORK_KEY}")
+    else:
+        workers = config.get(WORKERS_KEY)
+        entry = workers.get(worker) if isinstance(workers, dict) else None
+        if entry is None:
+            raise SliceError(f"{path.name}: {WORKERS_KEY} has no worker {shown(worker)}")
+        key, kind, host_name = f"{WORKERS_KEY}.{worker}", WorkerInput, worker
     problems: list[str] = []
-    found = validate_input(WorkerInput, entry, f"{WORKERS_KEY}.{worker}", problems)
+    found = validate_input(kind, entry, key, problems)
     if found is None:
         raise SliceError(f"{path.name}: " + "; ".join(problems))
     stored = config.get(SSH_KEY_SECRET)
@@ -61,7 +78,7 @@ def worker_login(slices: SecretSource, name: str, worker: str) -> tuple[Endpoint
         )
     except CloudrepoError as exc:
         raise SliceError(f"{path.name}: {exc}") from None
-    return Endpoint(name=worker, address=found.host, port=found.port), login
+    return Endpoint(name=host_name, address=found.host, port=found.port), login
 
 
 def connect(ep: Endpoint, login: Settings) -> paramiko.SSHClient:

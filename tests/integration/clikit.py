@@ -77,13 +77,14 @@ def checkout(root: Path, backend_env: dict[str, str]) -> Checkout:
     return Checkout(project=make_project(root), backend_env=backend_env)
 
 
-def cloud_file(root: Path, backend_dir: Path) -> Path:
-    """The testbed's cloud settings in a stack config file whose SSH key is a secret (as an operator's
-    `Pulumi.dev.yaml` would hold it), made with the real engine so the secret is really encrypted."""
+def cloud_file(root: Path, backend_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+    """The testbed's cloud settings (and `extra` ones) in a stack config file whose SSH key is a secret (as
+    an operator's `Pulumi.dev.yaml` would hold it), made with the real engine so the secret is really
+    encrypted."""
     project = make_project(root / "cloud-src")
     cli = PulumiCLI(project_dir=project, backend_dir=backend_dir, stack="cloudsrc")
     cli.init()
-    config: dict[str, Any] = lab_config(secret_key=True)
+    config: dict[str, Any] = {**lab_config(secret_key=True), **(extra or {})}
     path = project / "Pulumi.cloudsrc.yaml"
     doc = yaml.safe_load(path.read_text()) or {}
     doc["config"] = config

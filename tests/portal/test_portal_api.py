@@ -1,0 +1,493 @@
+"""The portal's API and pages on the real engine (stack files, a file backend) and a real database, once
+on SQLite and once on PostgreSQL: who may do what (every route of the app, every role), CSRF, quotas,
+the VLAN pool, names and VM ids held by other slices, every problem of a bad slice at once."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from starlette.websockets import WebSocketDisconnect
+
+from cloudrepo.portal import accounts, service
+from cloudrepo.portal.app import route_table
+from tests.portal.portalkit import PASSWORD, World, engine_env, make_world
+
+SLICE = "ann-s"
+ANN_SLICE = {
+    "name": SLICE,
+    "vms": [
+        {"id": 1, "worker": "worker1", "dataInterfaces": 1},
+        {"id": 2, "worker": "worker2", "dataInterfaces": 1},
+    ],
+    "links": [["1.eth1", "2.eth1"]],
+}
+
+
+@pytest.fixture(scope="module")
+def world(engine_built: None, db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("portal")
+    with engine_env(root):
+        w = make_world(root, db_url)
+        made = w.api("ann", "POST", "/api/slices", json=ANN_SLICE)
+        assert made.status_code == 201, made.text
+        job = service.Job(id=999, slice=SLICE, verb="preview", lines=["a line"], done=True, ok=True)
+        w.portal.jobs[job.id] = job  # a finished run of ann's slice, for the job routes
+        yield w
+
+
+# ---- every route, every role -------------------------------------------------------------------------
+
+# route -> who may use it: "public", "user" (anyone logged in), "slice" (those allowed on the slice: its
+# owner, the owner's teacher, admins), "teacher" (teachers and admins), "admin". A route of the app missing
+# here fails the test below.
+ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/openapi.json"): "public",
+    ("GET", "/healthz"): "public",
+    ("GET", "/login"): "public",
+    ("POST", "/login"): "public",
+    ("GET", "/api/me"): "user",
+    ("GET", "/api/slices"): "user",
+    ("POST", "/api/slices"): "user",
+    ("GET", "/api/audit"): "user",
+    ("GET", "/api/slices/{name}"): "slice",
+    ("DELETE", "/api/slices/{name}"): "slice",
+    ("POST", "/api/slices/{name}/deploy"): "slice",
+    ("POST", "/api/slices/{name}/preview"): "slice",
+    ("GET", "/api/jobs/{job_id}"): "slice",
+    ("GET", "/api/jobs/{job_id}/events"): "slice",
+    ("POST", "/api/slices/{name}/vms"): "slice",
+    ("DELETE", "/api/slices/{name}/vms/{vm}"): "slice",
+    ("POST", "/api/slices/{name}/links"): "slice",
+    ("DELETE", "/api/slices/{name}/links"): "slice",
+    ("POST", "/api/slices/{name}/topology"): "slice",
+    ("GET", "/api/slices/{name}/export"): "slice",
+    ("PUT", "/api/slices/{name}/config"): "slice",
+    ("GET", "/api/slices/{name}/status"): "slice",
+    ("GET", "/api/slices/{name}/diagram.svg"): "slice",
+    ("WS", "/api/slices/{name}/vms/{vm}/console"): "slice",
+    ("GET", "/api/groups"): "user",
+    ("POST", "/api/groups"): "teacher",
+    ("POST", "/api/groups/{group}/members"): "teacher",
+    ("GET", "/api/users"): "admin",
+    ("POST", "/api/users"): "admin",
+    ("PUT", "/api/users/{user}/quota"): "admin",
+    ("POST", "/logout"): "user",
+    ("GET", "/"): "user",
+    ("POST", "/slices"): "user",
+    ("POST", "/slices/import"): "user",
+    ("GET", "/slices/{name}"): "slice",
+    ("POST", "/slices/{name}/vms"): "slice",
+    ("POST", "/slices/{name}/vms/{vm}/rm"): "slice",
+    ("POST", "/slices/{name}/links"): "slice",
+    ("POST", "/slices/{name}/links/rm"): "slice",
+    ("POST", "/slices/{name}/topology"): "slice",
+    ("POST", "/slices/{name}/destroy"): "slice",
+    ("GET", "/slices/{name}/console/{vm}"): "slice",
+    ("GET", "/groups"): "teacher",
+    ("POST", "/groups"): "teacher",
+    ("POST", "/groups/{group}/members"): "teacher",
+    ("GET", "/admin/users"): "admin",
+    ("POST", "/admin/users"): "admin",
+    ("POST", "/admin/quotas"): "admin",
+    ("GET", "/admin/audit"): "admin",
+    ("GET", "/admin/images"): "admin",
+}
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/slices"): {"json": {"name": "", "vms": []}},
+    ("POST", "/api/slices/{name}/vms"): {"json": {"id": 9, "worker": "worker1"}},
+    ("POST", "/api/slices/{name}/links"): {"json": {"a": "1.eth1", "b": "2.eth1"}},
+    ("DELETE", "/api/slices/{name}/links"): {"json": {"a": "1.eth1", "b": "2.eth1"}},
+    ("POST", "/api/slices/{name}/topology"): {"json": {"preset": "ring", "vms": [1, 2, 3]}},
+    ("PUT", "/api/slices/{name}/config"): {"json": {"vms": []}},
+    ("POST", "/api/users"): {"json": {"name": "x", "role": "student", "password": "short"}},
+    ("POST", "/api/groups"): {"json": {"name": "Bad Name"}},
+    ("POST", "/api/groups/{group}/members"): {"json": {"name": "bob"}},
+    ("PUT", "/api/users/{user}/quota"): {
+        "json": {"vms": -1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
+    },
+    ("POST", "/slices"): {"data": {"name": ""}},
+    ("POST", "/slices/import"): {"data": {"name": "", "yaml": "[1"}},
+    ("POST", "/slices/{name}/vms"): {"data": {"id": "9", "worker": "worker1"}},
+    ("POST", "/slices/{name}/links"): {"data": {"a": "1.eth1", "b": "2.eth1"}},
+    ("POST", "/slices/{name}/links/rm"): {"data": {"a": "1.eth1", "b": "2.eth1"}},
+    ("POST", "/slices/{name}/topology"): {"data": {"preset": "ring", "vms": "1 2 3"}},
+    ("POST", "/admin/users"): {"data": {"name": "x", "role": "student", "password": "short"}},
+    ("POST", "/groups"): {"data": {"name": "Bad Name"}},
+    ("POST", "/groups/{group}/members"): {"data": {"name": "bob"}},
+    ("POST", "/admin/quotas"): {
+        "data": {"name": "nobody", "vms": 1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
+    },
+}
+ROLES = ("anonymous", "bob", "ann", "tess", "root1")
+"""bob: a student not allowed on ann's slice; tess: ann's teacher; root1: an admin."""
+
+
+def test_every_route_of_the_app_is_in_the_table(world: World) -> None:
+    found = route_table(world.client.app)  # type: ignore[arg-type]
+    assert found == set(ROUTES), (sorted(found - set(ROUTES)), sorted(set(ROUTES) - found))
+
+
+def _url(path: str) -> str:
+    return path.format(name=SLICE, vm=1, job_id=999, user="ann", group="class-a")
+
+
+def expected_refusal(access: str, role: str, api: bool) -> int | None:
+    """The status the role must get (None: it passes authorization)."""
+    if access == "public":
+        return None
+    if role == "anonymous":
+        return 401 if api else 303
+    if access == "admin" and role != "root1":
+        return 403
+    if access == "teacher" and role not in ("tess", "root1"):
+        return 403
+    if access == "slice" and role == "bob":
+        return 403
+    return None
+
+
+MUTATING = {"POST", "PUT", "DELETE"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", sorted(ROUTES), ids=lambda r: f"{r[0]} {r[1]}")
+def test_authorization(world: World, route: tuple[str, str], role: str) -> None:
+    method, path = route
+    access = ROUTES[route]
+    api = path.startswith("/api/")
+    want = expected_refusal(access, role, api)
+    if method == "WS":
+        return check_console_socket(world, role, want)
+    if want is None and (method in MUTATING or access == "public"):
+        return  # what passes is proven by the scenario tests (a deploy or a destroy is not run here)
+    before = world.stack_file(SLICE).read_bytes()
+    kw = dict(BODIES.get(route, {}))
+    if role == "anonymous":
+        client = world.client
+        result = client.request(method, _url(path), **kw)
+    elif api:
+        result = world.client.request(method, _url(path), headers=world.bearer(role), **kw)
+    else:
+        if "data" in kw or method in MUTATING:
+            kw["data"] = {**kw.get("data", {}), "csrf": world.csrf(role)}
+        result = world.browser(role).request(method, _url(path), **kw)
+    if want is None:
+        assert result.status_code not in (401, 403), (route, role, result.text)
+        assert result.status_code < 500, (route, role, result.text)
+    else:
+        assert result.status_code == want, (route, role, result.status_code, result.text)
+        if want == 303:
+            assert result.headers["location"] == "/login"
+    assert world.stack_file(SLICE).read_bytes() == before, "a refused request changed the slice"
+
+
+def check_console_socket(world: World, role: str, want: int | None) -> None:
+    url = _url("/api/slices/{name}/vms/{vm}/console")
+    client = world.browser(role) if role != "anonymous" else world.client
+    if want is None:
+        return  # the browser test attaches for real
+    with pytest.raises(WebSocketDisconnect) as exc, client.websocket_connect(url):
+        pass
+    assert exc.value.code == {401: 4401, 303: 4401, 403: 4403}[want]
+
+
+# ---- the scenarios --------------------------------------------------------------------------------
+
+
+def test_slices_are_listed_for_those_allowed_only(world: World) -> None:
+    for user, sees in (("ann", True), ("tess", True), ("root1", True), ("bob", False)):
+        names = [s["name"] for s in world.api(user, "GET", "/api/slices").json()]
+        assert (SLICE in names) == sees, (user, names)
+    got = world.api("tess", "GET", f"/api/slices/{SLICE}").json()
+    assert got["owner"] == "ann" and got["config"]["vlanPool"] == {"start": 1}
+    assert world.api("bob", "GET", f"/api/slices/{SLICE}").status_code == 403
+    assert world.browser("bob").get(f"/slices/{SLICE}").status_code == 403
+    assert world.browser("bob").get("/admin/users").status_code == 403
+    assert world.client.get("/api/slices").status_code == 401
+
+
+def test_a_bad_slice_gets_422_with_every_problem(world: World) -> None:
+    bad = {
+        "name": "bad one",
+        "vlanPool": {"start": 100},
+        "vms": [
+            {"id": 1, "worker": "worker9"},
+            {"id": 5, "worker": "worker1", "launch": {"kernel": "/etc/passwd"}},
+        ],
+        "links": [["5.eth0", "x"]],
+        "colour": "red",
+    }
+    result = world.api("bob", "POST", "/api/slices", json=bad)
+    assert result.status_code == 422, result.text
+    problems = result.json()["detail"]
+    for part in (
+        "name: 'bad one' is not a slice name",
+        "colour: not a key of a slice section",
+        "vlanPool: only an admin pins",
+        "vms[0].id: VM 1 is held by another slice; the next free id is 3",
+        "vms[1].launch: kernel not allowed",
+        "unknown worker 'worker9'",
+        "eth0 is the management interface",
+    ):
+        assert any(part in p for p in problems), (part, problems)
+    assert not any(re.search(r"\bann\b", p) for p in problems), "a student is told another student's name"
+
+
+def test_held_names_and_ids_name_the_owner_to_admins_only(world: World) -> None:
+    body = {"name": SLICE, "vms": [{"id": 2, "worker": "worker1"}]}
+    as_bob = world.api("bob", "POST", "/api/slices", json=body).json()["detail"]
+    as_admin = world.api("root1", "POST", "/api/slices", json=body).json()["detail"]
+    assert f"name: slice {SLICE!r} exists already" in as_bob
+    assert not any(re.search(r"\bann\b", p.replace(SLICE, "")) for p in as_bob), as_bob
+    assert f"name: slice {SLICE!r} exists already (owned by ann)" in as_admin
+    ids = {"name": "other", "vms": [{"id": 2, "worker": "worker1"}]}
+    as_admin = world.api("root1", "POST", "/api/slices", json=ids).json()["detail"]
+    assert any(f"VM 2 is held by slice {SLICE!r} of ann; the next free id is 3" in p for p in as_admin), (
+        as_admin
+    )
+    as_bob = world.api("bob", "POST", "/api/slices", json=ids).json()["detail"]
+    assert "vms[0].id: VM 2 is held by another slice; the next free id is 3" in as_bob
+    assert not world.stack_file("other").exists()
+
+
+def test_the_portal_allocates_pools_and_only_an_admin_pins_one(world: World) -> None:
+    made = world.api("root1", "POST", "/api/slices", json={"name": "root-s", "vlanPool": {"start": 600}})
+    assert made.status_code == 201, made.text
+    try:
+        assert made.json()["config"]["vlanPool"] == {"start": 600}
+        clash = world.api("root1", "POST", "/api/slices", json={"name": "clash", "vlanPool": {"start": 265}})
+        assert any("meets another slice's VLANs or subnets" in p for p in clash.json()["detail"])
+        assert not world.stack_file("clash").exists()
+    finally:
+        assert world.api("root1", "DELETE", "/api/slices/root-s").status_code == 200
+    assert not world.stack_file("root-s").exists() and not world.portal.slices.exists("root-s")
+
+
+def test_a_quota_overrun_is_refused_with_nothing_written(world: World) -> None:
+    quota = {"vms": 2, "vcpus": 4, "memory_mb": 1024, "links": 4, "slices": 1}
+    assert world.api("root1", "PUT", "/api/users/ann/quota", json=quota).status_code == 200
+    try:
+        before = world.stack_file(SLICE).read_bytes()
+        more = world.api("ann", "POST", f"/api/slices/{SLICE}/vms", json={"id": 3, "worker": "worker1"})
+        assert more.status_code == 422 and more.json()["detail"] == [
+            "quota vms of ann: 3 VMs wanted, 2 allowed"
+        ]
+        assert world.stack_file(SLICE).read_bytes() == before
+        second = world.api(
+            "ann", "POST", "/api/slices", json={"name": "ann-2", "vms": [{"id": 7, "worker": "worker1"}]}
+        )
+        assert second.status_code == 422, second.text
+        assert any(p.startswith("quota") and "allowed" in p for p in second.json()["detail"]), second.text
+        assert not world.stack_file("ann-2").exists() and not world.portal.slices.exists("ann-2")
+    finally:
+        unlimited = {"vms": 50, "vcpus": 50, "memory_mb": 50000, "links": 50, "slices": 5}
+        world.api("root1", "PUT", "/api/users/ann/quota", json=unlimited)
+
+
+def test_a_session_without_its_csrf_token_changes_nothing(world: World) -> None:
+    browser = world.browser("ann")
+    before = world.stack_file(SLICE).read_bytes()
+    body = {"id": 4, "worker": "worker2"}
+    assert browser.post(f"/api/slices/{SLICE}/vms", json=body).status_code == 403
+    wrong = {"X-CSRF-Token": world.csrf("bob")}
+    assert browser.post(f"/api/slices/{SLICE}/vms", json=body, headers=wrong).status_code == 403
+    page = browser.post(f"/slices/{SLICE}/links", data={"a": "1.eth1", "b": "2.eth1"})
+    assert page.status_code == 403 and "CSRF" in page.text
+    assert world.stack_file(SLICE).read_bytes() == before
+    ok = browser.post(f"/api/slices/{SLICE}/vms", json=body, headers={"X-CSRF-Token": world.csrf("ann")})
+    assert ok.status_code == 200, ok.text
+    assert world.api("ann", "DELETE", f"/api/slices/{SLICE}/vms/4").status_code == 200
+    log = world.api("root1", "GET", "/api/audit").json()
+    assert any(e["actor"] == "ann" and e["action"] == "edit" and "VM 4" in e["detail"] for e in log)
+
+
+def test_export_and_import_keep_the_rules(world: World) -> None:
+    text = world.api("ann", "GET", f"/api/slices/{SLICE}/export").text
+    section = yaml.safe_load(text)["cloudrepo:slice"]
+    assert section["vms"][0]["id"] == 1
+    bad = {**section, "links": [["1.eth1", "9.eth1"]]}
+    refused = world.api("ann", "PUT", f"/api/slices/{SLICE}/config", json=bad)
+    assert refused.status_code == 422 and any("9" in p for p in refused.json()["detail"])
+    again = world.api("ann", "PUT", f"/api/slices/{SLICE}/config", json={"cloudrepo:slice": section})
+    assert again.status_code == 200 and again.json()["config"] == section
+
+
+def test_openapi_names_the_slice_routes(world: World) -> None:
+    schema = world.client.get("/openapi.json").json()
+    assert {"/api/slices", "/api/slices/{name}", "/api/slices/{name}/deploy"} <= set(schema["paths"])
+
+
+def test_five_wrong_passwords_give_429_with_retry_after(
+    engine_built: None, fresh_db_url: str, tmp_path: Path
+) -> None:
+    with engine_env(tmp_path):
+        w = make_world(tmp_path, fresh_db_url)
+    c = w.client
+    form = c.get("/login")
+    token = form.cookies.get("cloudrepo_login") or c.cookies.get("cloudrepo_login")
+    codes = [
+        c.post("/login", data={"name": "ann", "password": "wrong!", "csrf": token}).status_code
+        for _ in range(5)
+    ]
+    assert codes == [401, 401, 401, 401, 429], codes
+    again = c.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": token})
+    assert again.status_code == 429 and int(again.headers["retry-after"]) >= 30
+    assert c.post("/login", data={"name": "bob", "password": PASSWORD, "csrf": token}).status_code == 429
+    assert c.post("/login", data={"name": "bob", "password": PASSWORD}).status_code == 403  # no CSRF token
+
+
+def test_the_shell_verbs_make_users_and_tokens(fresh_db_url: str) -> None:
+    url = fresh_db_url
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cloudrepo", *args, "--db", url],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    made = run("user", "add", "first", "--role", "admin", "--password-stdin", stdin="first admin pw\n")
+    assert made.returncode == 0, made.stderr
+    asked = run("user", "add", "second", "--role", "student")
+    assert (
+        asked.returncode == 1 and "pass --password-stdin" in asked.stderr and "Traceback" not in asked.stderr
+    )
+    assert run("quota", "set", "first", "--vms", "3").returncode == 0
+    token = run("token", "create", "first")
+    assert token.returncode == 0, token.stderr
+    last = token.stdout.strip().splitlines()[-1]
+    assert last.startswith(accounts.TOKEN_PREFIX) and "first admin pw" not in token.stdout + made.stdout
+    from cloudrepo.portal import db
+
+    with db.sessions(url)() as s:
+        user = accounts.token_user(s, last)
+        assert user is not None and user.role == "admin"
+        assert accounts.authenticate(s, "first", "first admin pw") is not None
+
+
+def test_a_teacher_makes_a_group_and_then_sees_its_students_slices(world: World) -> None:
+    assert world.api("tess", "GET", f"/api/slices/{SLICE}").status_code == 200  # ann is in class-a
+    made = world.api("tess", "POST", "/api/groups", json={"name": "class-b"})
+    assert made.status_code == 201, made.text
+    assert world.api("ann", "POST", "/api/groups", json={"name": "mine"}).status_code == 403
+    assert world.api("root1", "POST", "/api/groups/class-b/members", json={"name": "tess"}).status_code == 422
+    bob_slice = world.api("bob", "POST", "/api/slices", json={"name": "bob-s"})
+    assert bob_slice.status_code == 201, bob_slice.text
+    try:
+        assert world.api("tess", "GET", "/api/slices/bob-s").status_code == 403
+        added = world.api("tess", "POST", "/api/groups/class-b/members", json={"name": "bob"})
+        assert added.status_code == 200 and added.json()["students"] == ["bob"]
+        assert world.api("tess", "GET", "/api/slices/bob-s").status_code == 200
+        assert "bob-s" in [s["name"] for s in world.api("tess", "GET", "/api/slices").json()]
+        assert world.api("ann", "GET", "/api/slices/bob-s").status_code == 403
+        assert world.api("ann", "GET", "/api/groups").json() == []
+    finally:
+        assert world.api("bob", "DELETE", "/api/slices/bob-s").status_code == 200
+
+
+def test_a_console_socket_from_another_origin_is_refused(world: World) -> None:
+    url = _url("/api/slices/{name}/vms/{vm}/console")
+    with (
+        pytest.raises(WebSocketDisconnect) as exc,
+        world.browser("ann").websocket_connect(url, headers={"origin": "http://evil.example"}),
+    ):
+        pass
+    assert exc.value.code == 4403
+
+
+def test_the_slice_page_removes_a_link_and_pins_one_to_a_vlan(world: World) -> None:
+    browser, csrf = world.browser("ann"), world.csrf("ann")
+    page = browser.get(f"/slices/{SLICE}")
+    assert page.status_code == 200 and 'action="/slices/ann-s/links/rm"' in page.text
+    ends = {"a": "1.eth1", "b": "2.eth1", "csrf": csrf}
+    assert browser.post(f"/slices/{SLICE}/links/rm", data=ends).status_code == 303
+    assert world.portal.section(SLICE)["links"] == []
+    bad = browser.post(f"/slices/{SLICE}/links", data={**ends, "vlan": "600"})
+    assert bad.status_code == 422 and "600" in bad.text and world.portal.section(SLICE)["links"] == []
+    assert browser.post(f"/slices/{SLICE}/links", data={**ends, "vlan": "3"}).status_code == 303
+    assert world.portal.section(SLICE)["links"] == [{"a": "1.eth1", "b": "2.eth1", "vlan": 3}]
+    assert "(VLAN 3)" in browser.get(f"/slices/{SLICE}").text
+
+
+def test_a_deploy_over_the_quota_is_refused_before_the_engine_runs(world: World) -> None:
+    tight = {"vms": 1, "vcpus": 4, "memory_mb": 1024, "links": 4, "slices": 2}
+    assert world.api("root1", "PUT", "/api/users/ann/quota", json=tight).status_code == 200
+    jobs = dict(world.portal.jobs)
+    try:
+        refused = world.api("ann", "POST", f"/api/slices/{SLICE}/deploy")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"] == ["quota vms of ann: 2 VMs wanted, 1 allowed"]
+        assert world.portal.jobs == jobs, "a job started"
+    finally:
+        unlimited = {"vms": 50, "vcpus": 50, "memory_mb": 50000, "links": 50, "slices": 5}
+        world.api("root1", "PUT", "/api/users/ann/quota", json=unlimited)
+
+
+def test_an_export_imports_as_a_new_slice_and_a_bad_file_writes_nothing(world: World) -> None:
+    browser, csrf = world.browser("bob"), world.csrf("bob")
+    text = world.api("ann", "GET", f"/api/slices/{SLICE}/export").text
+    bad = browser.post("/slices/import", data={"name": "bob-copy", "yaml": "vms: [1", "csrf": csrf})
+    assert bad.status_code == 422 and "not valid YAML at line" in bad.text
+    clash = browser.post("/slices/import", data={"name": "bob-copy", "yaml": text, "csrf": csrf})
+    assert clash.status_code == 422 and "is held by another slice" in clash.text  # ann's VM ids
+    assert not world.stack_file("bob-copy").exists()
+    section = yaml.safe_load(text)["cloudrepo:slice"]
+    for vm in section["vms"]:
+        vm["id"] += 100
+    section["links"] = [["101.eth1", "102.eth1"]]
+    made = browser.post(
+        "/slices/import", data={"name": "bob-copy", "yaml": yaml.safe_dump(section), "csrf": csrf}
+    )
+    assert made.status_code == 303, made.text
+    try:
+        got = world.api("bob", "GET", "/api/slices/bob-copy").json()["config"]
+        assert [v["id"] for v in got["vms"]] == [101, 102]
+        assert got["vlanPool"] != section["vlanPool"]  # a student's file keeps no pool: the portal gave one
+    finally:
+        assert world.api("bob", "DELETE", "/api/slices/bob-copy").status_code == 200
+
+
+def test_registry_images_are_boot_choices_by_name(world: World, tmp_path: Path) -> None:
+    from cloudrepo.images import add
+    from components.image_store import Registry, open_store
+
+    disk = tmp_path / "tiny.raw"
+    disk.write_bytes(b"\0" * 4096)
+    add(Registry(open_store()), "tiny", disk, "a test disk")
+    assert "image:tiny" in world.browser("ann").get(f"/slices/{SLICE}").text
+    assert "tiny" in world.browser("root1").get("/admin/images").text
+    form = {"id": "3", "worker": "worker1", "boot": "image:tiny", "csrf": world.csrf("ann")}
+    assert world.browser("ann").post(f"/slices/{SLICE}/vms", data=form).status_code == 303
+    try:
+        vm = next(v for v in world.portal.section(SLICE)["vms"] if v["id"] == 3)
+        assert vm["launch"] == {"image": "tiny"}
+    finally:
+        assert world.api("ann", "DELETE", f"/api/slices/{SLICE}/vms/3").status_code == 200
+
+
+def test_a_slice_is_checked_in_its_own_stack_files_settings(world: World) -> None:
+    """A portal started without `--cloud` (or with another cloud) still checks a slice in the settings its
+    stack file holds: an edit passes, and is refused for what those settings refuse."""
+    from cloudrepo import edits
+    from cloudrepo.portal.service import Cloud, Portal, Refused
+
+    bare = Portal(world.project, Cloud(), world.portal.db)
+    with bare.session() as db:
+        ann = accounts.find_user(db, "ann")
+    bare.edit(ann, SLICE, lambda s: edits.add_vm(s, 5, "worker2", 0, False), "VM 5")
+    try:
+        assert 5 in {v["id"] for v in world.portal.section(SLICE)["vms"]}
+        with pytest.raises(Refused, match="unknown worker 'worker7'"):
+            bare.edit(ann, SLICE, lambda s: edits.add_vm(s, 6, "worker7", 0, False), "VM 6")
+    finally:
+        bare.edit(ann, SLICE, lambda s: edits.rm_vm(s, 5)[0], "VM 5 removed")
