@@ -45,7 +45,7 @@ from components.image_store import Registry, open_store
 from components.model import NAMESPACE
 from components.topology import MIN_VMS
 from transport import capture as capture_stream
-from transport.interrupt import first_interrupt
+from transport.interrupt import Late, first_interrupt, gather
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown, shown_path
 from vocabulary.ssh_input import SSH_KEY_SECRET
@@ -407,6 +407,21 @@ def read_worker(slices: Slices, host: workers.Host) -> workers.WorkerReport:
     return workers.parse_report(host.name, out.decode(errors="replace"), host.capacity)
 
 
+def _sampler(
+    login: tuple[paramiko.SSHClient, bool], worker: str, vms: list[int]
+) -> Callable[[], list[top.VmUsage]]:
+    """One sample of `vms` on `worker` over its connection, as a call `gather` can run."""
+
+    def call() -> list[top.VmUsage]:
+        client, sudo = login
+        out, err, status = console.run_command(client, top.sample_argv(vms), sudo)
+        if status != 0:
+            raise SliceError(f"{worker}: the sample failed ({status}): {err.decode(errors='replace')}")
+        return top.parse_sample(worker, out.decode(errors="replace"))
+
+    return call
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     if args.json and not args.once:
         fail("top: --json goes with --once")
@@ -421,29 +436,27 @@ def cmd_top(args: argparse.Namespace) -> int:
         for worker in placed:
             endpoint, login = hostaccess.worker_login(slices, args.name, worker)
             clients[worker] = (hostaccess.connect(endpoint, login), login.sudo)
+        calls = {worker: _sampler(clients[worker], worker, vms) for worker, vms in placed.items()}
         with first_interrupt() as stop:
-            while not stop.is_set():
-                rows = []
-                for worker, vms in placed.items():
-                    client, sudo = clients[worker]
-                    out, err, status = console.run_command(client, top.sample_argv(vms), sudo)
-                    if status != 0:
-                        raise SliceError(
-                            f"{worker}: the sample failed ({status}): {err.decode(errors='replace')}"
-                        )
-                    rows += top.parse_sample(worker, out.decode(errors="replace"))
+            while True:
+                try:
+                    samples = gather(calls, stop, top.SAMPLE_SECONDS)
+                except Late as late:
+                    raise SliceError(f"no sample from {late} within {top.SAMPLE_SECONDS:.0f} s") from None
+                if samples is None:
+                    break
+                rows = [row for worker in placed for row in samples[worker]]
                 if args.once:
                     if args.json:
                         print(json.dumps(top.as_json(rows), indent=2))
                     else:
                         say(top.table(args.name, rows, time.strftime("%H:%M:%S")))
                     return OK
-                if stop.is_set():
-                    break
                 frame = top.table(args.name, rows, time.strftime("%H:%M:%S"))
                 sys.stdout.write("\x1b[H\x1b[2J" + frame + "\n")
                 sys.stdout.flush()
-                stop.wait(args.interval)
+                if stop.wait(args.interval):
+                    break
         return OK
     except (paramiko.SSHException, EOFError) as exc:
         raise SliceError(f"the SSH session failed: {exc or type(exc).__name__}") from None

@@ -17,6 +17,8 @@ from vocabulary import naming
 
 INTERVAL = "1"
 """Seconds between the two reads of one sample."""
+SAMPLE_SECONDS = 30.0
+"""How long `top` waits for a worker's sample before it gives up."""
 
 SAMPLE = (
     'root=$1; wait=$2; shift 2; echo "hz $(getconf CLK_TCK)"; '

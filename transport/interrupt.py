@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 _TICK = 0.1
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 class Stop:
@@ -48,3 +52,38 @@ def first_interrupt() -> Iterator[Stop]:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class Late(Exception):
+    """A call given to `gather` had not returned within its time."""
+
+
+def gather(calls: dict[K, Callable[[], T]], stop: Stop, timeout: float) -> dict[K, T] | None:
+    """Every call run at once, each in a daemon thread: their results by key, or None once `stop` is set
+    (the calls are then left behind, so Ctrl-C never waits on an SSH call). A call's exception is raised
+    here; `Late` names the keys still running after `timeout` seconds.
+
+    The threads are daemons: a call stuck in a socket read cannot hold the process at exit."""
+    results: dict[K, T] = {}
+    errors: list[BaseException] = []
+
+    def run(key: K, call: Callable[[], T]) -> None:
+        try:
+            results[key] = call()
+        except BaseException as exc:  # handed to the waiting thread
+            errors.append(exc)
+
+    threads = {k: threading.Thread(target=run, args=(k, call), daemon=True) for k, call in calls.items()}
+    for t in threads.values():
+        t.start()
+    end = time.monotonic() + timeout
+    while any(t.is_alive() for t in threads.values()):
+        if errors:
+            raise errors[0]
+        if stop.wait(_TICK):
+            return None
+        if time.monotonic() > end:
+            raise Late(", ".join(str(k) for k, t in threads.items() if t.is_alive()))
+    if errors:
+        raise errors[0]
+    return results
