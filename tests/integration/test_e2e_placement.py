@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,7 +142,8 @@ def check_top(op: Checkout, where: dict[int, str]) -> None:
 def drive_top(op: Checkout, tmux: Tmux, where: dict[int, str]) -> None:
     """`cloudrepo top` in a terminal: every VM on the screen, the screen refreshed in place, Ctrl-C ends
     it with status 0."""
-    argv = [*op.script, "--project", str(op.project), "top", "e2e-pla", "--interval", "1"]
+    command = [*op.script, "--project", str(op.project), "top", "e2e-pla", "--interval", "1"]
+    argv = ["env", "PYTHONFAULTHANDLER=1", *command]  # SIGABRT prints its threads' stacks
     tmux("new-session", "-d", "-s", "top", "-x", "120", "-y", "30", "-c", str(op.project), shlex.join(argv))
     first = tmux.wait_for("top", "cloudrepo top e2e-pla", timeout=60)
     for vm, worker in where.items():
@@ -154,7 +156,13 @@ def drive_top(op: Checkout, tmux: Tmux, where: dict[int, str]) -> None:
     screen = visible()
     assert stamp not in screen and screen.count("cloudrepo top e2e-pla") == 1, screen  # redrawn in place
     tmux("send-keys", "-t", "top", "C-c")
-    assert tmux.dead("top", timeout=10) == 0
+    try:
+        status = tmux.dead("top", timeout=10)
+    except AssertionError as still_running:  # its threads' stacks into the failure
+        os.kill(int(tmux("display-message", "-p", "-t", "top", "#{pane_pid}")), signal.SIGABRT)
+        stacks = tmux.wait_for("top", "most recent call", 10)
+        raise AssertionError(f"top still runs 10 s after Ctrl-C:\n{stacks}") from still_running
+    assert status == 0
 
 
 def check_workers_command(testbed: Testbed, a: SliceStack, b: SliceStack, backend: Path) -> None:
