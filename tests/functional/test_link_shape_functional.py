@@ -7,41 +7,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pulumi.dynamic import ConfigureRequest
-from pulumi.dynamic.config import Config
 
-from providers.pipeline import HostProvider
+from tests.functional.kit import outs, provider
 from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
-from transport import ssh
 from vocabulary.errors import OwnershipConflict
 from vocabulary.specs import Endpoint, LinkShapeSpec, TapPortSpec
 
 pytestmark = pytest.mark.integration
 
 TAP = "tap_9501_eth1"
-
-
-@pytest.fixture
-def lab(testbed: Testbed) -> Iterator[Testbed]:
-    ssh.close_all()
-    yield testbed
-    ssh.close_all()
-
-
-def provider(testbed: Testbed, kind: str) -> HostProvider:
-    p = HostProvider(kind)
-    p.configure(ConfigureRequest(Config(testbed.ssh_config(), "cloudrepo")))
-    return p
-
-
-def outs(result: Any) -> dict[str, Any]:
-    assert result.outs is not None
-    return dict(result.outs)
 
 
 def qdisc(testbed: Testbed) -> str:

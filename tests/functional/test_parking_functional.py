@@ -6,17 +6,15 @@ that joins their VLAN dropped too, and the host back to its baseline."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pulumi.dynamic import ConfigureRequest
-from pulumi.dynamic.config import Config
 
 from providers.kinds import tap_port as tp
 from providers.pipeline import HostProvider
+from tests.functional import kit
+from tests.functional.kit import outs
 from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
-from transport import ssh
 from vocabulary.specs import Endpoint, TapPortSpec
 
 pytestmark = pytest.mark.integration
@@ -25,17 +23,8 @@ SLICE = "fpark"
 VLAN_DROP = "cookie=0xc1d0000200000ffe, priority=60000,dl_vlan=4094 actions=drop"
 
 
-@pytest.fixture
-def lab(testbed: Testbed) -> Iterator[Testbed]:
-    ssh.close_all()
-    yield testbed
-    ssh.close_all()
-
-
 def provider(testbed: Testbed) -> HostProvider:
-    p = HostProvider("TapPort")
-    p.configure(ConfigureRequest(Config(testbed.ssh_config(), "cloudrepo")))
-    return p
+    return kit.provider(testbed, "TapPort")
 
 
 def spec(testbed: Testbed, vm: int, iface: str, vlan: int = 4094, **over: Any) -> dict[str, Any]:
@@ -54,11 +43,6 @@ def flows() -> list[str]:
 
 def port_drop(tap: str) -> str:
     return f'in_port="{tap}" actions=drop'
-
-
-def outs(result: Any) -> dict[str, Any]:
-    assert result.outs is not None
-    return dict(result.outs)
 
 
 def test_parked_taps_are_dropped_and_their_flows_follow_them(lab: Testbed) -> None:

@@ -22,6 +22,7 @@ from pulumi.dynamic.config import Config
 
 from lab.common import host_paths, lab_dir
 from providers.pipeline import HostProvider
+from tests.functional.kit import outs
 from tests.labfixtures import Testbed, assert_scan_equal, held_host_lock, scan, scan_parts
 from transport import ssh
 from vocabulary.errors import Conflict, HostKeyError, LockTimeout, OwnershipConflict
@@ -59,12 +60,6 @@ def endpoint(testbed: Testbed, host: str) -> Endpoint:
     return Endpoint(name=host, address="127.0.0.1", port=testbed.port(host))
 
 
-def outs(result: Any) -> dict[str, Any]:
-    """A provider result's outputs (always set by these providers)."""
-    assert result.outs is not None
-    return dict(result.outs)
-
-
 def measure(resource: str, op: str, fn: Callable[[], T]) -> T:
     before = ssh.stats()
     t0 = time.monotonic()
@@ -89,13 +84,6 @@ def figures() -> Iterator[None]:
     for res, ops in sorted(FIGURES.items()):
         for op, f in ops.items():
             print(f"  {res:14} {op:16} {f['round_trips']:>3} {f['connections']:>3} {f['seconds']:>7.3f}")
-
-
-@pytest.fixture
-def lab(testbed: Testbed) -> Iterator[Testbed]:
-    ssh.close_all()
-    yield testbed
-    ssh.close_all()
 
 
 def assert_back_to_baseline(host: str, baseline: dict[str, Any], markers: tuple[str, ...]) -> None:

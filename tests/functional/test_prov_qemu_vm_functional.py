@@ -14,7 +14,8 @@ from lab import console, image
 from lab.common import host_paths
 from providers.kinds.qemu_vm import qemu_argv
 from providers.pipeline import HostProvider
-from tests.functional.test_prov_functional import configure, endpoint, outs
+from tests.functional.kit import outs
+from tests.functional.test_prov_functional import configure, endpoint
 from tests.labfixtures import Testbed
 from vocabulary.specs import TapPortSpec
 

@@ -7,18 +7,15 @@ delete removes what it made."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import yaml
-from pulumi.dynamic import ConfigureRequest
-from pulumi.dynamic.config import Config
 
 from components.cloudinit import parsed, seed_documents, seed_spec
 from providers.pipeline import HostProvider
+from tests.functional import kit
+from tests.functional.kit import outs
 from tests.labfixtures import Testbed
-from transport import ssh
 from vocabulary.errors import OwnershipConflict
 from vocabulary.naming import host_key_path, seed_path, vm_dir
 from vocabulary.specs import CloudSeedSpec, Endpoint, seed_hash
@@ -29,17 +26,8 @@ VM = 9502
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfFAQWnbMwM0xRNDcl1aJuK4nl7LVSNUX4lKsRy/wRs user@x"
 
 
-@pytest.fixture
-def lab(testbed: Testbed) -> Iterator[Testbed]:
-    ssh.close_all()
-    yield testbed
-    ssh.close_all()
-
-
 def provider(testbed: Testbed) -> HostProvider:
-    p = HostProvider("CloudSeed")
-    p.configure(ConfigureRequest(Config(testbed.ssh_config(), "cloudrepo")))
-    return p
+    return kit.provider(testbed, "CloudSeed")
 
 
 def spec(host: Endpoint, hostname: str, slice_: str = "fseed") -> CloudSeedSpec:
@@ -68,11 +56,6 @@ def iso_file(lab: Testbed, image: str, name: str) -> str:
     status, out = lab.run("worker1", f"isoinfo -R -i {image} -x /{name}")[:2]
     assert status == 0, out
     return str(out)
-
-
-def outs(result: Any) -> dict[str, Any]:
-    assert result.outs is not None
-    return dict(result.outs)
 
 
 def test_the_seed_is_made_on_the_worker_with_its_host_key(lab: Testbed) -> None:
