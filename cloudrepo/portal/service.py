@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +138,23 @@ def with_presets(section: Mapping[str, Any], launches: Mapping[str, Any]) -> dic
     return out
 
 
+def section_from_yaml(text: str, user: User) -> dict[str, Any]:
+    """The slice section of an imported YAML text, read by `stackfile.slice_from_yaml` as `slice create
+    --from` reads a file; without `vlanPool` for a non-admin. `Refused` (422) when it holds no slice."""
+    if len(text.encode()) > stackfile.MAX_FILE:
+        raise Refused(422, f"yaml: over {stackfile.MAX_FILE} bytes, not a slice")
+    with tempfile.TemporaryDirectory(prefix="cloudrepo-import-") as tmp:
+        path = Path(tmp) / "slice.yaml"
+        path.write_text(text)
+        try:
+            section, _left = stackfile.slice_from_yaml(path)
+        except ValueError as exc:
+            raise Refused(422, str(exc).replace(str(path), "yaml")) from None
+    if user.role != "admin":
+        section.pop("vlanPool", None)
+    return section
+
+
 @dataclass
 class Job:
     """A deploy (or preview, or destroy) running in a thread; its engine lines kept for the streams."""
@@ -199,13 +216,17 @@ class Portal:
             out.append(Holding(name, section_pool(section), frozenset(section_ids(section))))
         return out
 
+    def registry(self) -> Any:
+        """The backend's image registry (`components.image_store.Registry`), as `cloudrepo image` opens it."""
+        from components.image_store import Registry, open_store
+
+        return Registry(open_store())
+
     def images(self) -> list[Any]:
         """The backend's named images (`cloudrepo image add`), which users may boot by name; none when the
         registry cannot be read."""
-        from components.image_store import Registry, open_store
-
         try:
-            return list(Registry(open_store()).entries())
+            return list(self.registry().entries())
         except Exception:  # the registry's storage (a file system or an S3 endpoint): offered as none
             return []
 
@@ -314,15 +335,23 @@ class Portal:
         section: dict[str, Any],
         outputs: Mapping[str, Any],
         current: Mapping[str, Any],
+        found: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """The section as it will be written (presets expanded), every rule checked; `Refused` else."""
-        problems = self._id_problems(db, user, name, section)
+        """The section as it will be written (presets expanded), every rule checked; `Refused` else, with
+        every problem (`found` ones, the held ids, the boot files, the pool, the slice rules) at once."""
+        problems = [*found, *self._id_problems(db, user, name, section)]
         if user.role != "admin":
             problems += boot_problems(section, self.cloud.launches, current)
-        if problems:
-            raise Refused(422, problems)
+            if section.get("vlanPool") != current.get("vlanPool"):
+                problems.append("vlanPool: only an admin pins a slice's VLAN pool")
         expanded = with_presets(section, self.cloud.launches)
-        prepared = self._checked(name, expanded, outputs)
+        prepared = None
+        try:
+            prepared = self._checked(name, expanded, outputs)
+        except Refused as exc:
+            problems += exc.problems
+        if problems or prepared is None:
+            raise Refused(422, problems)
         self._quota(db, owner, name, prepared)
         return expanded
 
@@ -382,23 +411,25 @@ class Portal:
     def import_yaml(self, user: User, name: str, text: str) -> str:
         """A new slice from YAML (a stack config file, `{cloudrepo:slice: ...}` or the section itself, as
         `slice create --from` takes it); a non-admin's file keeps no `vlanPool` (the portal gives one)."""
-        if len(text.encode()) > stackfile.MAX_FILE:
-            raise Refused(422, f"yaml: over {stackfile.MAX_FILE} bytes, not a slice")
-        with tempfile.TemporaryDirectory(prefix="cloudrepo-import-") as tmp:
-            path = Path(tmp) / "slice.yaml"
-            path.write_text(text)
-            try:
-                section, _left = stackfile.slice_from_yaml(path)
-            except ValueError as exc:
-                raise Refused(422, str(exc).replace(str(path), "yaml")) from None
-        if user.role != "admin":
-            section.pop("vlanPool", None)
-        return self.create(user, {**section, "name": name})
+        return self.create(user, {**section_from_yaml(text, user), "name": name})
+
+    def replace_yaml(self, user: User, name: str, text: str) -> None:
+        """Import YAML (as `import_yaml` reads it) into the existing slice `name`: its section replaced,
+        checked as every edit is; a non-admin's file keeps no `vlanPool` (the slice's stays)."""
+        with self.session() as db:
+            self.allowed(db, user, name)  # another's slice is refused before its YAML is read
+        self.replace(user, name, section_from_yaml(text, user))
 
     def edit(
-        self, user: User, name: str, change: Callable[[dict[str, Any]], dict[str, Any]], what: str
+        self,
+        user: User,
+        name: str,
+        change: Callable[[dict[str, Any]], dict[str, Any]],
+        what: str,
+        found: Sequence[str] = (),
     ) -> None:
-        """Apply an edit (`edits`) to the slice, checked whole before the stack file is written."""
+        """Apply an edit (`edits`) to the slice, checked whole before the stack file is written; `found`:
+        problems of the request already known, told with the others."""
         with self.session() as db:
             owner = self.allowed(db, user, name)
             path = stackfile.stack_file(self.project, name)
@@ -409,10 +440,8 @@ class Portal:
                 section = change(dict(current))
             except edits.EditError as exc:
                 raise Refused(422, str(exc)) from None
-            if user.role != "admin" and section.get("vlanPool") != current.get("vlanPool"):
-                raise Refused(422, "vlanPool: only an admin pins a slice's VLAN pool")
             outputs = self.slices.outputs(name)
-            written = self._checked_section(db, user, owner, name, section, outputs, current)
+            written = self._checked_section(db, user, owner, name, section, outputs, current, found)
             config[stackfile.SLICE_KEY] = written
             stackfile.write(path, {**doc, "config": config})
             audit.record(db, user.name, "edit", name, "ok", what)
@@ -421,12 +450,15 @@ class Portal:
         """Import: the slice's section replaced by `body` (its pool kept unless an admin gives one)."""
         if not isinstance(body, dict):
             raise Refused(422, f"the slice section must be an object, got {shown(body)}")
-        body = {k: v for k, v in body.items() if k != "name"}
+        unknown = [
+            f"{k}: not a key of a slice section" for k in sorted(map(str, body)) if k not in SECTION_KEYS
+        ]
+        body = {k: v for k, v in body.items() if k in SECTION_KEYS and k != "name"}
 
         def change(current: dict[str, Any]) -> dict[str, Any]:
             return {**body, "vlanPool": body.get("vlanPool", current.get("vlanPool"))}
 
-        self.edit(user, name, change, "import")
+        self.edit(user, name, change, "import", unknown)
 
     def describe(self, user: User, name: str) -> dict[str, Any]:
         with self.session() as db:
