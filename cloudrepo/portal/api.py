@@ -110,10 +110,12 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-async def event_stream(job: Job, request: Request) -> AsyncIterator[bytes]:
-    """Server-sent events: one `data:` per engine line as it comes, then `event: end` with the result."""
+async def event_stream(p: Portal, job: Job, request: Request) -> AsyncIterator[bytes]:
+    """Server-sent events: one `data:` per engine line as it comes, then `event: end` with the result (a
+    job of another server process is followed in the database)."""
     sent = 0
     while True:
+        job = await asyncio.to_thread(p.current, job)
         lines, done = job.lines[sent:], job.done
         for line in lines:
             yield f"data: {line}\n\n".encode()
@@ -180,7 +182,7 @@ def job_events(
 ) -> StreamingResponse:
     job = p.job(caller.user, job_id)
     return StreamingResponse(
-        event_stream(job, request), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        event_stream(p, job, request), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
 
 

@@ -173,6 +173,7 @@ def slice_page(
         boots=[*sorted(p.cloud.launches), *(f"{IMAGE_BOOT}{e.name}" for e in p.images())],
         presets=list(MIN_VMS),
         deployed={r["id"]: r for r in vm_rows(outputs, live, seen)},
+        job=p.latest_job(caller.user, name),
     )
 
 

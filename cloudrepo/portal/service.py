@@ -11,6 +11,9 @@ or a registry image for a non-admin), the slice rules, then the owner's quota.
 from __future__ import annotations
 
 import copy
+import os
+import secrets
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,14 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloudrepo import edits, stackfile
 from cloudrepo.cli import STACK_NAME
 from cloudrepo.engine import SliceError, Slices
 from cloudrepo.portal import accounts, audit, pools, quotas
-from cloudrepo.portal.db import SliceOwner, User
+from cloudrepo.portal.db import JobLine, JobRow, SliceOwner, User
 from components.model import POOL_SIZE
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown
@@ -138,6 +142,36 @@ def with_presets(section: Mapping[str, Any], launches: Mapping[str, Any]) -> dic
     return out
 
 
+ORPHANED = "the server process that ran this job stopped before it ended"
+
+
+PROCESS = secrets.token_hex(4)
+"""Tells this process from an earlier one that had its pid."""
+
+
+def this_runner() -> str:
+    """This server process, as a job's `runner`: `HOST:PID:PROCESS`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{PROCESS}"
+
+
+def runner_gone(runner: str) -> bool:
+    """Whether the server process `HOST:PID:PROCESS` that runs a job is gone: a process of this host that
+    no longer exists, or an earlier one that had this process's pid (one of another host: not known)."""
+    host, _, rest = runner.partition(":")
+    pid, _, process = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return process != PROCESS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def section_from_yaml(text: str, user: User) -> dict[str, Any]:
     """The slice section of an imported YAML text, read by `stackfile.slice_from_yaml` as `slice create
     --from` reads a file; without `vlanPool` for a non-admin. `Refused` (422) when it holds no slice."""
@@ -157,7 +191,8 @@ def section_from_yaml(text: str, user: User) -> dict[str, Any]:
 
 @dataclass
 class Job:
-    """A deploy (or preview, or destroy) running in a thread; its engine lines kept for the streams."""
+    """A deploy (or preview) running in a thread; its engine lines kept for the streams, and handed to
+    `saved` (the database's copy: `Portal.new_job`) as they come."""
 
     id: int
     slice: str
@@ -166,16 +201,23 @@ class Job:
     done: bool = False
     ok: bool = False
     changed: threading.Condition = field(default_factory=threading.Condition)
+    saved: Callable[[int, list[str], bool | None], None] | None = None
+    """Called with the new lines (and the result, once done)."""
 
     def add(self, line: str) -> None:
+        new = line.rstrip("\n").split("\n")
         with self.changed:
-            self.lines.extend(line.rstrip("\n").split("\n"))
+            self.lines.extend(new)
             self.changed.notify_all()
+        if self.saved is not None:
+            self.saved(self.id, new, None)
 
     def finish(self, ok: bool) -> None:
         with self.changed:
             self.done, self.ok = True, ok
             self.changed.notify_all()
+        if self.saved is not None:
+            self.saved(self.id, [], ok)
 
 
 class Portal:
@@ -499,6 +541,7 @@ class Portal:
                     row = db.get(SliceOwner, name)
                     if row is not None:
                         db.delete(row)
+                    db.execute(delete(JobRow).where(JobRow.slice == name))
                 audit.record(db, user.name, "destroy", name, "ok" if ok else "failed")
 
     # ---- engine runs -------------------------------------------------------------------------------
@@ -511,11 +554,59 @@ class Portal:
             if verb == "up":
                 prepared = self._checked(name, self.section(name), self.slices.outputs(name))
                 self._quota(db, owner, name, prepared)
-        with self._jobs_lock:
-            job = Job(id=len(self.jobs) + 1, slice=name, verb=verb)
-            self.jobs[job.id] = job
+        job = self.new_job(name, verb, user.name)
         threading.Thread(target=self._run, args=(job, user.name), daemon=True, name=f"{verb}-{name}").start()
         return job
+
+    def new_job(self, name: str, verb: str, actor: str) -> Job:
+        """A job of this process (followed in memory), kept in the database as it goes."""
+        with self.session() as db:
+            row = JobRow(slice=name, verb=verb, actor=actor, runner=this_runner(), done=False, ok=False)
+            db.add(row)
+            db.flush()
+            job = Job(id=row.id, slice=name, verb=verb, saved=self._save_job)
+        with self._jobs_lock:
+            self.jobs[job.id] = job
+        return job
+
+    def _save_job(self, job_id: int, lines: list[str], ok: bool | None) -> None:
+        try:
+            with self.session() as db:
+                db.add_all(JobLine(job_id=job_id, line=line) for line in lines)
+                row = db.get(JobRow, job_id)
+                if ok is not None and row is not None:
+                    row.done, row.ok = True, ok
+        except SQLAlchemyError:  # the stream in memory goes on; only a reload or another process misses it
+            pass
+
+    def stored_job(self, job_id: int) -> Job | None:
+        """A job as the database has it (run by this process or another), or None. A job whose server
+        process is gone (on this host) is ended there, failed, saying so."""
+        with self.session() as db:
+            row = db.get(JobRow, job_id)
+            if row is None:
+                return None
+            if not row.done and runner_gone(row.runner):
+                db.add(JobLine(job_id=row.id, line=ORPHANED))
+                row.done, row.ok = True, False
+                db.flush()
+            q = select(JobLine.line).where(JobLine.job_id == job_id).order_by(JobLine.id)
+            return Job(
+                id=row.id, slice=row.slice, verb=row.verb, lines=list(db.scalars(q)), done=row.done, ok=row.ok
+            )
+
+    def current(self, job: Job) -> Job:
+        """The job as it is now: this process's own in memory, another's read again from the database."""
+        if self.jobs.get(job.id) is job:
+            return job
+        return self.stored_job(job.id) or job
+
+    def latest_job(self, user: User, name: str) -> Job | None:
+        """The slice's job for its page: a running one, else the newest."""
+        with self.session() as db:
+            q = select(JobRow.id).where(JobRow.slice == name).order_by(JobRow.done, JobRow.id.desc())
+            found = db.scalar(q.limit(1))
+        return None if found is None else self.job(user, found)
 
     def _run(self, job: Job, actor: str) -> None:
         ok = False
@@ -539,7 +630,7 @@ class Portal:
                 )
 
     def job(self, user: User, job_id: int) -> Job:
-        job = self.jobs.get(job_id)
+        job = self.jobs.get(job_id) or self.stored_job(job_id)
         if job is None:
             raise Refused(404, f"no job {job_id}")
         with self.session() as db:

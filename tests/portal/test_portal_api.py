@@ -8,19 +8,22 @@ import hashlib
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.websockets import WebSocketDisconnect
 
 from cloudrepo.images import size_text
-from cloudrepo.portal import accounts, service
-from cloudrepo.portal.app import route_table
+from cloudrepo.portal import accounts, service, sessions
+from cloudrepo.portal.app import create_app, route_table
+from cloudrepo.portal.service import Portal
 from tests.portal.portalkit import PASSWORD, World, engine_env, make_world
 
 SLICE = "ann-s"
@@ -647,3 +650,65 @@ def test_an_import_refused_lists_the_pool_with_the_slice_rules(world: World) -> 
     assert "vlanPool: only an admin pins a slice's VLAN pool" in problems
     assert any("unknown worker 'worker9'" in p for p in problems), problems
     assert world.portal.section(SLICE) == section
+
+
+# ---- jobs kept in the database -------------------------------------------------------------------------
+
+
+def test_a_job_is_followed_from_another_server_process_and_after_a_reload(world: World) -> None:
+    """The lines and the result of a job this portal runs, read by a second portal on the same database
+    (another server process: nothing shared in memory): its API, its event stream and the slice page."""
+    job = world.portal.new_job(SLICE, "preview", "ann")
+    job.add("first line")
+    job.add("second\nthird\n")
+    other = Portal(world.project, world.portal.cloud, world.portal.db)
+    second = TestClient(create_app(other, world.client.app.state.signer), follow_redirects=False)  # type: ignore[attr-defined]
+    seen = second.get(f"/api/jobs/{job.id}", headers=world.bearer("tess"))
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["lines"] == ["first line", "second", "third"] and not seen.json()["done"]
+    assert second.get(f"/api/jobs/{job.id}", headers=world.bearer("bob")).status_code == 403
+
+    def finish() -> None:
+        job.add("last line")
+        job.finish(True)
+
+    finisher = threading.Timer(1.0, finish)
+    finisher.start()
+    stream = second.get(f"/api/jobs/{job.id}/events", headers=world.bearer("ann"))  # ends with the job
+    finisher.join()
+    assert stream.text.split("\n\n")[:5] == [
+        "data: first line", "data: second", "data: third", "data: last line", "event: end\ndata: ok"
+    ]  # fmt: skip
+    second.cookies.set(sessions.COOKIE, world.cookies["ann"][0])
+    page = second.get(f"/slices/{SLICE}")  # a reload of the slice page
+    assert (
+        f'data-job="{job.id}"' in page.text and "preview succeeded" in page.text and "last line" in page.text
+    )
+    assert job.id not in other.jobs
+
+
+def test_a_job_whose_server_process_is_gone_ends_failed_saying_so(world: World) -> None:
+    from cloudrepo.portal.db import JobLine, JobRow
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = service.this_runner().partition(":")[0]
+    with world.portal.session() as db:
+        row = JobRow(
+            slice=SLICE,
+            verb="up",
+            actor="ann",
+            runner=f"{host}:{gone.stdout.strip()}:abcd",
+            done=False,
+            ok=False,
+        )
+        db.add(row)
+        db.flush()
+        db.add(JobLine(job_id=row.id, line="a line before the end"))
+        job_id = row.id
+    got = world.api("ann", "GET", f"/api/jobs/{job_id}").json()
+    assert (got["done"], got["ok"]) == (True, False)
+    assert got["lines"] == ["a line before the end", service.ORPHANED]
+    page = world.browser("ann").get(f"/slices/{SLICE}").text
+    assert "deploy failed" in page and service.ORPHANED in page and 'data-done="true"' in page

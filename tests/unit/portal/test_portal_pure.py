@@ -120,3 +120,20 @@ def test_leases_are_read_from_dnsmasq_lease_lines_only() -> None:
     assert (
         argv[:2] == ["sh", "-c"] and argv[-2].endswith("/vlan1/leases") and argv[-1].endswith("/vlan7/leases")
     )
+
+
+def test_a_job_s_runner_is_gone_when_its_process_on_this_host_is() -> None:
+    import os
+    import subprocess
+    import sys
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = service.this_runner().partition(":")[0]
+    assert service.runner_gone(f"{host}:{ended.stdout.strip()}:abcd")
+    assert not service.runner_gone(service.this_runner())
+    assert service.runner_gone(f"{host}:{os.getpid()}:an-earlier-process")  # one that had this pid
+    assert not service.runner_gone(f"{host}:1:any")  # init runs
+    assert not service.runner_gone(f"another-{host}:{ended.stdout.strip()}:abcd")  # not known there
+    assert not service.runner_gone("garbage")
