@@ -111,6 +111,7 @@ class JobRow(Base):
     runner: Mapped[str] = mapped_column(String(300))
     """`HOST:PID` of the server process that runs it (a job whose process is gone never ends)."""
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     ok: Mapped[bool] = mapped_column(Boolean, default=False)
 

@@ -16,12 +16,14 @@ import secrets
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pulumi import automation as auto
 from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,11 +32,12 @@ from cloudrepo import edits, stackfile
 from cloudrepo.cli import STACK_NAME
 from cloudrepo.engine import SliceError, Slices
 from cloudrepo.portal import accounts, audit, pools, quotas
-from cloudrepo.portal.db import JobLine, JobRow, SliceOwner, User
+from cloudrepo.portal.db import JobLine, JobRow, SliceOwner, User, now
 from components.model import POOL_SIZE
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown
 
+T = TypeVar("T")
 SECTION_KEYS = ("vlanPool", "vms", "links", "topology", "checks", "cloudInit", "name")
 USER_BOOT_KEYS = {"image", "memoryMb", "cpus", "append", "cloudInit"}
 """What a non-admin may put in a VM's `launch` object (no kernel or initrd paths; `image` a registry name)."""
@@ -170,6 +173,21 @@ def runner_gone(runner: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+READS = 4
+"""How many times an engine read of a stack is tried while a deploy writes its checkpoint."""
+
+
+def while_written(read: Callable[[], T]) -> T:
+    """An engine read of a stack, tried again when it met the file backend's checkpoint half written (a
+    deploy writing it at that moment: `failed to load checkpoint`)."""
+    for attempt in range(1, READS):
+        try:
+            return read()
+        except auto.CommandError:
+            time.sleep(0.25 * attempt)
+    return read()
 
 
 def section_from_yaml(text: str, user: User) -> dict[str, Any]:
@@ -482,7 +500,7 @@ class Portal:
                 section = change(dict(current))
             except edits.EditError as exc:
                 raise Refused(422, str(exc)) from None
-            outputs = self.slices.outputs(name)
+            outputs = self.outputs(name)
             written = self._checked_section(db, user, owner, name, section, outputs, current, found)
             config[stackfile.SLICE_KEY] = written
             stackfile.write(path, {**doc, "config": config})
@@ -502,14 +520,20 @@ class Portal:
 
         self.edit(user, name, change, "import", unknown)
 
+    def outputs(self, name: str) -> dict[str, Any]:
+        """The stack's outputs (`Slices.outputs`), read while a deploy may be writing them."""
+        return while_written(lambda: self.slices.outputs(name))
+
     def describe(self, user: User, name: str) -> dict[str, Any]:
         with self.session() as db:
             owner = self.allowed(db, user, name)
+        outputs: dict[str, Any] = {}
+        update = None
         try:  # two engine calls: a stack not in the backend (a file of the checkout alone) has neither
-            outputs = self.slices.outputs(name)
-            update = self.slices.last_update(name)
-        except SliceError:
-            outputs, update = {}, None
+            outputs = self.outputs(name)
+            update = while_written(lambda: self.slices.last_update(name))
+        except (SliceError, auto.CommandError):  # a deploy still writing the checkpoint: shown as it is read
+            pass
         return {
             "name": name,
             "owner": owner.name,
@@ -552,7 +576,7 @@ class Portal:
         with self.session() as db:
             owner = self.allowed(db, user, name)
             if verb == "up":
-                prepared = self._checked(name, self.section(name), self.slices.outputs(name))
+                prepared = self._checked(name, self.section(name), self.outputs(name))
                 self._quota(db, owner, name, prepared)
         job = self.new_job(name, verb, user.name)
         threading.Thread(target=self._run, args=(job, user.name), daemon=True, name=f"{verb}-{name}").start()
@@ -575,7 +599,7 @@ class Portal:
                 db.add_all(JobLine(job_id=job_id, line=line) for line in lines)
                 row = db.get(JobRow, job_id)
                 if ok is not None and row is not None:
-                    row.done, row.ok = True, ok
+                    row.done, row.ok, row.ended = True, ok, now()
         except SQLAlchemyError:  # the stream in memory goes on; only a reload or another process misses it
             pass
 
@@ -588,7 +612,7 @@ class Portal:
                 return None
             if not row.done and runner_gone(row.runner):
                 db.add(JobLine(job_id=row.id, line=ORPHANED))
-                row.done, row.ok = True, False
+                row.done, row.ok, row.ended = True, False, now()
                 db.flush()
             q = select(JobLine.line).where(JobLine.job_id == job_id).order_by(JobLine.id)
             return Job(
@@ -602,9 +626,14 @@ class Portal:
         return self.stored_job(job.id) or job
 
     def latest_job(self, user: User, name: str) -> Job | None:
-        """The slice's job for its page: a running one, else the newest."""
+        """The slice's job for its page: a running one, else the one that ended last (a deploy refused
+        by the lock while another ran ends before that one)."""
         with self.session() as db:
-            q = select(JobRow.id).where(JobRow.slice == name).order_by(JobRow.done, JobRow.id.desc())
+            q = (
+                select(JobRow.id)
+                .where(JobRow.slice == name)
+                .order_by(JobRow.done, JobRow.ended.desc(), JobRow.id.desc())
+            )
             found = db.scalar(q.limit(1))
         return None if found is None else self.job(user, found)
 

@@ -5,8 +5,9 @@ student (the Groups page); the student logs in, creates a slice, adds two VMs on
 named image as its disk) and a link, sees the preview, deploys and watches the engine's events arrive,
 sees both VMs running with their addresses, opens the console of one and types a command that the guest
 answers, then destroys the slice. A second deploy sent while the first runs is refused with the backend's
-lock message; removing the image while the slice runs is refused naming it, and done once it is gone. A
-screenshot of each step is kept (build/artefacts/portal-e2e/)."""
+lock message, and the slice page loaded anew meanwhile follows the running deploy to its end; removing
+the image while the slice runs is refused naming it, and done once it is gone. A screenshot of each step
+is kept (build/artefacts/portal-e2e/)."""
 
 from __future__ import annotations
 
@@ -205,8 +206,16 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             assert any(
                 "is locked: another deploy or destroy of it is running" in x for x in second["lines"]
             ), second
+            again = page.context.new_page()  # the slice page loaded anew while the deploy runs
+            again.goto(f"{url}/slices/{SLICE}")
+            expect(again.locator("#events")).to_have_attribute("data-done", "false")
+            expect(again.locator("#result")).to_have_text("deploy running…")
+            expect(again.locator("#events")).not_to_be_empty()
+            shot(again, "deploy-followed-after-reload")
             with page.expect_navigation(timeout=300_000):  # the page reloads itself after a deploy
                 expect(page.locator("#result")).to_have_text("deploy succeeded", timeout=300_000)
+            expect(again.locator("#result")).to_have_text("deploy succeeded")
+            again.close()
             print(f"[portal] deploy click to first streamed event: {first_event:.2f}s")
             for vm in VMS:
                 row = page.locator(f"#vms tr[data-vm='{vm}']")
@@ -260,7 +269,7 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             for f in shots.glob("*.png"):
                 shutil.copy(f, ARTEFACTS / f.name)
     assert not op.stack_file(SLICE).exists()
-    assert len(list(shots.glob("*.png"))) == 11
+    assert len(list(shots.glob("*.png"))) == 12
 
 
 SECOND_DEPLOY = """async (slice) => {

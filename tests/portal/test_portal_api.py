@@ -667,6 +667,9 @@ def test_a_job_is_followed_from_another_server_process_and_after_a_reload(world:
     assert seen.status_code == 200, seen.text
     assert seen.json()["lines"] == ["first line", "second", "third"] and not seen.json()["done"]
     assert second.get(f"/api/jobs/{job.id}", headers=world.bearer("bob")).status_code == 403
+    refused = world.portal.new_job(SLICE, "up", "ann")  # a deploy the lock refused while the job ran
+    refused.add("slice 'ann-s' is locked")
+    refused.finish(False)
 
     def finish() -> None:
         job.add("last line")
@@ -685,6 +688,7 @@ def test_a_job_is_followed_from_another_server_process_and_after_a_reload(world:
         f'data-job="{job.id}"' in page.text and "preview succeeded" in page.text and "last line" in page.text
     )
     assert job.id not in other.jobs
+    assert second.get(f"/api/jobs/{refused.id}", headers=world.bearer("ann")).json()["ok"] is False
 
 
 def test_a_job_whose_server_process_is_gone_ends_failed_saying_so(world: World) -> None:

@@ -19,6 +19,7 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(64), nullable=False),
         sa.Column("runner", sa.String(300), nullable=False),
         sa.Column("started", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended", sa.DateTime(timezone=True), nullable=True),
         sa.Column("done", sa.Boolean, nullable=False),
         sa.Column("ok", sa.Boolean, nullable=False),
     )
