@@ -69,9 +69,10 @@ def disk_format(path: Path) -> Literal["qcow2", "raw"]:
     return fmt
 
 
-def add(registry: Registry, name: str, path: Path, text: str = "") -> ImageEntry:
+def add(registry: Registry, name: str, path: Path, text: str = "", by: str | None = None) -> ImageEntry:
     """Hash the regular file `path`, then keep its bytes and the entry in the registry; a name that holds
-    other content is refused (the same content again is no change)."""
+    other content is refused (the same content again is no change). `by`: who adds it (default
+    `user@host` of this process)."""
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -93,7 +94,7 @@ def add(registry: Registry, name: str, path: Path, text: str = "") -> ImageEntry
         format=disk_format(path),
         description=text,
         added=datetime.now(UTC).isoformat(timespec="seconds"),
-        added_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        added_by=by or f"{getpass.getuser()}@{socket.gethostname()}",
     )
     registry.add(entry, path)
     return entry

@@ -89,7 +89,7 @@ def _read_regular(real: Path) -> str:
     return digest.hexdigest()
 
 
-def _locate(text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None]) -> Path | None:
+def locate(text: str, where: str, base: Path, dirs: ImageDirs, add: Callable[[str], None]) -> Path | None:
     """The real path of `text` (relative paths from the project directory) when it lies inside `dirs`
     once every symlink is resolved; else a problem and None."""
     if not text or not text.isprintable():
@@ -128,7 +128,7 @@ def boot_file(
 ) -> BootFile | None:
     """The file `text` (relative paths from the project directory) with its hash, or a problem: it must
     be a regular file inside `dirs` once every symlink is resolved."""
-    real = _locate(text, where, base, dirs, add)
+    real = locate(text, where, base, dirs, add)
     if real is None:
         return None
     digest = _opened(text, where, base, add, _read_regular, real)
@@ -157,7 +157,7 @@ def config_file(
     """The content of a small file the guest gets (`launch.cloudInit.userData`), under the rules of boot
     files (inside `dirs`, a regular file, symlinks resolved), at most `limit` bytes; else a problem (the
     content is never shown)."""
-    real = _locate(text, where, base, dirs, add)
+    real = locate(text, where, base, dirs, add)
     if real is None:
         return None
     data: bytes | None = _opened(text, where, base, add, _read_small(limit), real)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from cloudrepo import edits
 from cloudrepo.diagram import render
-from cloudrepo.portal import accounts, audit, status
+from cloudrepo.portal import accounts, admin, audit, registry, status
 from cloudrepo.portal.auth import Caller, check_csrf, require_role
 from cloudrepo.portal.db import User
 from cloudrepo.portal.deps import api_caller, portal
@@ -55,6 +55,13 @@ class GroupIn(BaseModel):
 
 class MemberIn(BaseModel):
     name: str
+
+
+class ImageIn(BaseModel):
+    name: str
+    path: str
+    """A file inside the cloud's `qemu.imageDirs` (relative paths from the project)."""
+    description: str = ""
 
 
 class QuotaIn(BaseModel):
@@ -103,10 +110,12 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-async def event_stream(job: Job, request: Request) -> AsyncIterator[bytes]:
-    """Server-sent events: one `data:` per engine line as it comes, then `event: end` with the result."""
+async def event_stream(p: Portal, job: Job, request: Request) -> AsyncIterator[bytes]:
+    """Server-sent events: one `data:` per engine line as it comes, then `event: end` with the result (a
+    job of another server process is followed in the database)."""
     sent = 0
     while True:
+        job = await asyncio.to_thread(p.current, job)
         lines, done = job.lines[sent:], job.done
         for line in lines:
             yield f"data: {line}\n\n".encode()
@@ -173,55 +182,52 @@ def job_events(
 ) -> StreamingResponse:
     job = p.job(caller.user, job_id)
     return StreamingResponse(
-        event_stream(job, request), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        event_stream(p, job, request), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
+
+
+def edited(p: Portal, caller: Caller, name: str, change: Any, what: str) -> dict[str, Any]:
+    """An edit of the slice (checked whole by `Portal.edit`), answered with the slice as it is then."""
+    p.edit(caller.user, name, change, what)
+    return p.describe(caller.user, name)
 
 
 @router.post("/slices/{name}/vms")
 def api_add_vm(
     name: str, vm: VmIn, caller: Caller = Depends(writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    p.edit(caller.user, name, lambda s: add_vm(s, vm), f"VM {vm.id} added on {vm.worker}")
-    return p.describe(caller.user, name)
+    return edited(p, caller, name, lambda s: add_vm(s, vm), f"VM {vm.id} added on {vm.worker}")
 
 
 @router.delete("/slices/{name}/vms/{vm}")
 def api_rm_vm(
     name: str, vm: int, caller: Caller = Depends(writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    p.edit(caller.user, name, lambda s: edits.rm_vm(s, vm)[0], f"VM {vm} removed")
-    return p.describe(caller.user, name)
+    return edited(p, caller, name, lambda s: edits.rm_vm(s, vm)[0], f"VM {vm} removed")
 
 
 @router.post("/slices/{name}/links")
 def api_add_link(
     name: str, link: LinkIn, caller: Caller = Depends(writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    p.edit(
-        caller.user,
-        name,
-        lambda s: edits.add_link(s, link.a, link.b, link.vlan),
-        f"link {link.a} -- {link.b}",
+    return edited(
+        p, caller, name, lambda s: edits.add_link(s, link.a, link.b, link.vlan), f"link {link.a} -- {link.b}"
     )
-    return p.describe(caller.user, name)
 
 
 @router.delete("/slices/{name}/links")
 def api_rm_link(
     name: str, link: LinkIn, caller: Caller = Depends(writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    p.edit(
-        caller.user, name, lambda s: edits.rm_link(s, link.a, link.b), f"link {link.a} -- {link.b} removed"
-    )
-    return p.describe(caller.user, name)
+    what = f"link {link.a} -- {link.b} removed"
+    return edited(p, caller, name, lambda s: edits.rm_link(s, link.a, link.b), what)
 
 
 @router.post("/slices/{name}/topology")
 def api_add_preset(
     name: str, preset: PresetIn, caller: Caller = Depends(writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    p.edit(caller.user, name, lambda s: edits.add_topology(s, preset.preset, preset.vms), f"{preset.preset}")
-    return p.describe(caller.user, name)
+    return edited(p, caller, name, lambda s: edits.add_topology(s, preset.preset, preset.vms), preset.preset)
 
 
 @router.get("/slices/{name}/export")
@@ -278,12 +284,7 @@ def users(caller: Caller = Depends(admin_reader), p: Portal = Depends(portal)) -
 def add_user(
     new: UserIn, caller: Caller = Depends(admin_writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    with p.session() as db:
-        try:
-            accounts.add_user(db, new.name, new.role, new.password)
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "user add", None, "ok", f"{new.name} ({new.role})")
+    admin.add_user(p, caller.user, new.name, new.role, new.password)
     return {"name": new.name, "role": new.role}
 
 
@@ -291,12 +292,7 @@ def add_user(
 def set_quota(
     user: str, quota: QuotaIn, caller: Caller = Depends(admin_writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    with p.session() as db:
-        try:
-            accounts.set_quota(db, accounts.find_user(db, user), accounts.Limits(**quota.model_dump()))
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "quota set", None, "ok", f"{user}: {quota.model_dump()}")
+    admin.set_quota(p, caller.user, user, accounts.Limits(**quota.model_dump()))
     return {"name": user, **quota.model_dump()}
 
 
@@ -316,12 +312,7 @@ def groups(caller: Caller = Depends(api_caller), p: Portal = Depends(portal)) ->
 def add_group(
     new: GroupIn, caller: Caller = Depends(teacher_writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
-    with p.session() as db:
-        try:
-            accounts.add_group(db, caller.user, new.name)
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "group add", None, "ok", new.name)
+    admin.add_group(p, caller.user, new.name)
     return {"name": new.name, "teacher": caller.user.name, "students": []}
 
 
@@ -330,13 +321,27 @@ def add_member(
     group: str, member: MemberIn, caller: Caller = Depends(teacher_writer), p: Portal = Depends(portal)
 ) -> dict[str, Any]:
     """Add a student to a group of the caller's (an admin: any group)."""
-    with p.session() as db:
-        try:
-            found = accounts.find_group(db, group)
-            if found.teacher_id != caller.user.id and caller.user.role != "admin":
-                raise Refused(403, f"group {group!r} is not yours")
-            accounts.add_member(db, found, accounts.find_user(db, member.name))
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "member add", None, "ok", f"{member.name} to {group}")
-        return next(g for g in accounts.groups_of(db, caller.user) if g["name"] == group)
+    return admin.add_member(p, caller.user, group, member.name)
+
+
+@router.get("/images")
+def list_images(caller: Caller = Depends(admin_reader), p: Portal = Depends(portal)) -> list[dict[str, Any]]:
+    """The backend's named images (as `cloudrepo image list --json`)."""
+    return [registry.entry_json(e) for e in registry.listed(p)]
+
+
+@router.post("/images", status_code=201)
+def add_image(
+    new: ImageIn, caller: Caller = Depends(admin_writer), p: Portal = Depends(portal)
+) -> dict[str, Any]:
+    """Keep a file of the operator's image directories (`qemu.imageDirs`) as a named image."""
+    return registry.entry_json(registry.add(p, caller.user, new.name, new.path, new.description))
+
+
+@router.delete("/images/{name}")
+def rm_image(
+    name: str, caller: Caller = Depends(admin_writer), p: Portal = Depends(portal)
+) -> dict[str, Any]:
+    """Remove a named image (409 naming them while deployed slices boot from it)."""
+    registry.remove(p, caller.user, name)
+    return {"name": name, "removed": True}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -97,6 +97,32 @@ class Audit(Base):
     slice: Mapped[str | None] = mapped_column(String(100), nullable=True)
     result: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class JobRow(Base):
+    """A run of the engine on a slice (`up`, `preview`): kept so that a reloaded page or another server
+    process shows it, and follows it while it runs."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slice: Mapped[str] = mapped_column(String(100), index=True)
+    verb: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    runner: Mapped[str] = mapped_column(String(300))
+    """`HOST:PID` of the server process that runs it (a job whose process is gone never ends)."""
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobLine(Base):
+    """One engine line of a job, in the order it came (`id`)."""
+
+    __tablename__ = "job_lines"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    line: Mapped[str] = mapped_column(Text)
 
 
 class LoginFailure(Base):

@@ -1,11 +1,13 @@
 """What every route needs: the portal, the signer, and the caller (401 for the API, the login page for
-pages)."""
+pages; a page's form carries the session's CSRF token)."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from collections.abc import Callable
 
-from cloudrepo.portal.auth import Caller, identify, require_role
+from fastapi import Depends, Form, HTTPException, Request
+
+from cloudrepo.portal.auth import Caller, check_csrf, identify, require_role
 from cloudrepo.portal.service import Portal
 from cloudrepo.portal.sessions import Signer
 
@@ -53,3 +55,19 @@ def page_teacher(request: Request) -> Caller:
     found = page_caller(request)
     require_role(found, "teacher", "admin")
     return found
+
+
+def form_writer(who: Callable[[Request], Caller]) -> Callable[..., Caller]:
+    """A dependency of a page's state-changing form: the caller `who` finds (who may use the route),
+    whose form carries the session's CSRF token (403 else)."""
+
+    def checked(request: Request, csrf: str = Form(""), caller: Caller = Depends(who)) -> Caller:
+        check_csrf(request, caller, csrf)
+        return caller
+
+    return checked
+
+
+page_writer = form_writer(page_caller)
+page_admin_writer = form_writer(page_admin)
+page_teacher_writer = form_writer(page_teacher)

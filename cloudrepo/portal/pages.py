@@ -14,10 +14,20 @@ from sqlalchemy import select
 
 from cloudrepo import edits, tables
 from cloudrepo.engine import SliceError
-from cloudrepo.portal import accounts, audit, ratelimit, sessions, status
-from cloudrepo.portal.auth import Caller, check_csrf
+from cloudrepo.images import size_text
+from cloudrepo.portal import accounts, admin, audit, ratelimit, registry, sessions, status
+from cloudrepo.portal.auth import Caller
 from cloudrepo.portal.db import User
-from cloudrepo.portal.deps import page_admin, page_caller, page_teacher, portal, signer
+from cloudrepo.portal.deps import (
+    page_admin,
+    page_admin_writer,
+    page_caller,
+    page_teacher,
+    page_teacher_writer,
+    page_writer,
+    portal,
+    signer,
+)
 from cloudrepo.portal.service import Portal, Refused, vm_choices
 from cloudrepo.portal.views import slice_rows
 from components.topology import MIN_VMS
@@ -108,8 +118,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: str = Form(""), caller: Caller = Depends(page_caller)) -> Response:
-    check_csrf(request, caller, csrf)
+def logout(_caller: Caller = Depends(page_writer)) -> Response:
     response = back("/login")
     response.delete_cookie(sessions.COOKIE)
     return response
@@ -124,27 +133,19 @@ def home(
 
 @router.post("/slices")
 def create(
-    request: Request,
-    name: str = Form(""),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
-    p: Portal = Depends(portal),
+    name: str = Form(""), caller: Caller = Depends(page_writer), p: Portal = Depends(portal)
 ) -> Response:
-    check_csrf(request, caller, csrf)
     p.create(caller.user, {"name": name})
     return back(f"/slices/{name}")
 
 
 @router.post("/slices/import")
 def import_slice(
-    request: Request,
     name: str = Form(""),
     yaml_text: str = Form("", alias="yaml"),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
+    caller: Caller = Depends(page_writer),
     p: Portal = Depends(portal),
 ) -> Response:
-    check_csrf(request, caller, csrf)
     made = p.import_yaml(caller.user, name, yaml_text)
     return back(f"/slices/{made}")
 
@@ -172,6 +173,7 @@ def slice_page(
         boots=[*sorted(p.cloud.launches), *(f"{IMAGE_BOOT}{e.name}" for e in p.images())],
         presets=list(MIN_VMS),
         deployed={r["id"]: r for r in vm_rows(outputs, live, seen)},
+        job=p.latest_job(caller.user, name),
     )
 
 
@@ -196,10 +198,8 @@ def vm_rows(outputs: dict[str, Any], live: dict[int, str], seen: set[str] | None
     return rows
 
 
-def _edit(
-    request: Request, caller: Caller, p: Portal, name: str, csrf: str, change: Any, what: str
-) -> Response:
-    check_csrf(request, caller, csrf)
+def _edit(p: Portal, caller: Caller, name: str, change: Any, what: str) -> Response:
+    """An edit of the slice (checked whole by `Portal.edit`), then the slice page."""
     p.edit(caller.user, name, change, what)
     return back(f"/slices/{name}")
 
@@ -207,14 +207,12 @@ def _edit(
 @router.post("/slices/{name}/vms")
 def add_vm(
     name: str,
-    request: Request,
     id: int = Form(...),
     worker: str = Form(...),
     data_interfaces: int = Form(0),
     internet: bool = Form(False),
     boot: str = Form(""),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
+    caller: Caller = Depends(page_writer),
     p: Portal = Depends(portal),
 ) -> Response:
     def change(s: dict[str, Any]) -> dict[str, Any]:
@@ -225,30 +223,21 @@ def add_vm(
             out["vms"][-1]["launch"] = boot
         return out
 
-    return _edit(request, caller, p, name, csrf, change, f"VM {id} added on {worker}")
+    return _edit(p, caller, name, change, f"VM {id} added on {worker}")
 
 
 @router.post("/slices/{name}/vms/{vm}/rm")
-def rm_vm(
-    name: str,
-    vm: int,
-    request: Request,
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
-    p: Portal = Depends(portal),
-) -> Response:
-    return _edit(request, caller, p, name, csrf, lambda s: edits.rm_vm(s, vm)[0], f"VM {vm} removed")
+def rm_vm(name: str, vm: int, caller: Caller = Depends(page_writer), p: Portal = Depends(portal)) -> Response:
+    return _edit(p, caller, name, lambda s: edits.rm_vm(s, vm)[0], f"VM {vm} removed")
 
 
 @router.post("/slices/{name}/links")
 def add_link(
     name: str,
-    request: Request,
     a: str = Form(...),
     b: str = Form(...),
     vlan: str = Form(""),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
+    caller: Caller = Depends(page_writer),
     p: Portal = Depends(portal),
 ) -> Response:
     pin: int | None = None
@@ -257,48 +246,49 @@ def add_link(
             raise Refused(422, f"vlan: a VLAN number of the slice's pool, got {vlan!r}")
         pin = int(vlan)
     what = f"link {a} -- {b}" + (f" on VLAN {pin}" if pin is not None else "")
-    return _edit(request, caller, p, name, csrf, lambda s: edits.add_link(s, a, b, pin), what)
+    return _edit(p, caller, name, lambda s: edits.add_link(s, a, b, pin), what)
 
 
 @router.post("/slices/{name}/links/rm")
 def rm_link(
     name: str,
-    request: Request,
     a: str = Form(...),
     b: str = Form(...),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
+    caller: Caller = Depends(page_writer),
     p: Portal = Depends(portal),
 ) -> Response:
-    return _edit(request, caller, p, name, csrf, lambda s: edits.rm_link(s, a, b), f"link {a} -- {b} removed")
+    return _edit(p, caller, name, lambda s: edits.rm_link(s, a, b), f"link {a} -- {b} removed")
 
 
 @router.post("/slices/{name}/topology")
 def add_preset(
     name: str,
-    request: Request,
     preset: str = Form(...),
     vms: str = Form(...),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
+    caller: Caller = Depends(page_writer),
     p: Portal = Depends(portal),
 ) -> Response:
     try:
         ids = [int(v) for v in vms.replace(",", " ").split()]
     except ValueError:
         raise Refused(422, f"vms: VM ids separated by spaces, got {vms!r}") from None
-    return _edit(request, caller, p, name, csrf, lambda s: edits.add_topology(s, preset, ids), preset)
+    return _edit(p, caller, name, lambda s: edits.add_topology(s, preset, ids), preset)
+
+
+@router.post("/slices/{name}/config")
+def import_config(
+    name: str,
+    yaml_text: str = Form("", alias="yaml"),
+    caller: Caller = Depends(page_writer),
+    p: Portal = Depends(portal),
+) -> Response:
+    """Import into the slice: its section replaced by the YAML's, under the rules of every edit."""
+    p.replace_yaml(caller.user, name, yaml_text)
+    return back(f"/slices/{name}")
 
 
 @router.post("/slices/{name}/destroy")
-def destroy(
-    name: str,
-    request: Request,
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_caller),
-    p: Portal = Depends(portal),
-) -> Response:
-    check_csrf(request, caller, csrf)
+def destroy(name: str, caller: Caller = Depends(page_writer), p: Portal = Depends(portal)) -> Response:
     try:
         p.remove(caller.user, name, lambda _line: None)
     except SliceError as exc:
@@ -326,46 +316,28 @@ def admin_users(
 
 @router.post("/admin/users")
 def admin_add_user(
-    request: Request,
     name: str = Form(...),
     role: str = Form(...),
     password: str = Form(...),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_admin),
+    caller: Caller = Depends(page_admin_writer),
     p: Portal = Depends(portal),
 ) -> Response:
-    check_csrf(request, caller, csrf)
-    with p.session() as db:
-        try:
-            accounts.add_user(db, name, role, password)
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "user add", None, "ok", f"{name} ({role})")
+    admin.add_user(p, caller.user, name, role, password)
     return back("/admin/users")
 
 
 @router.post("/admin/quotas")
 def admin_quota(
-    request: Request,
     name: str = Form(...),
     vms: int = Form(...),
     vcpus: int = Form(...),
     memory_mb: int = Form(...),
     links: int = Form(...),
     slices: int = Form(...),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_admin),
+    caller: Caller = Depends(page_admin_writer),
     p: Portal = Depends(portal),
 ) -> Response:
-    check_csrf(request, caller, csrf)
-    with p.session() as db:
-        try:
-            accounts.set_quota(
-                db, accounts.find_user(db, name), accounts.Limits(vms, vcpus, memory_mb, links, slices)
-            )
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "quota set", None, "ok", name)
+    admin.set_quota(p, caller.user, name, accounts.Limits(vms, vcpus, memory_mb, links, slices))
     return back("/admin/users")
 
 
@@ -389,41 +361,20 @@ def groups_page(
 
 @router.post("/groups")
 def add_group(
-    request: Request,
-    name: str = Form(...),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_teacher),
-    p: Portal = Depends(portal),
+    name: str = Form(...), caller: Caller = Depends(page_teacher_writer), p: Portal = Depends(portal)
 ) -> Response:
-    check_csrf(request, caller, csrf)
-    with p.session() as db:
-        try:
-            accounts.add_group(db, caller.user, name)
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "group add", None, "ok", name)
+    admin.add_group(p, caller.user, name)
     return back("/groups")
 
 
 @router.post("/groups/{group}/members")
 def add_member(
     group: str,
-    request: Request,
     name: str = Form(...),
-    csrf: str = Form(""),
-    caller: Caller = Depends(page_teacher),
+    caller: Caller = Depends(page_teacher_writer),
     p: Portal = Depends(portal),
 ) -> Response:
-    check_csrf(request, caller, csrf)
-    with p.session() as db:
-        try:
-            found = accounts.find_group(db, group)
-            if found.teacher_id != caller.user.id and caller.user.role != "admin":
-                raise Refused(403, f"group {group!r} is not yours")
-            accounts.add_member(db, found, accounts.find_user(db, name))
-        except accounts.AccountError as exc:
-            raise Refused(422, str(exc)) from None
-        audit.record(db, caller.user.name, "member add", None, "ok", f"{name} to {group}")
+    admin.add_member(p, caller.user, group, name)
     return back("/groups")
 
 
@@ -431,4 +382,32 @@ def add_member(
 def admin_images(
     request: Request, caller: Caller = Depends(page_admin), p: Portal = Depends(portal)
 ) -> HTMLResponse:
-    return page(request, "images.html", caller, images=p.images(), presets=p.cloud.launches)
+    return page(
+        request,
+        "images.html",
+        caller,
+        images=registry.listed(p),
+        presets=p.cloud.launches,
+        files=registry.files(registry.image_dirs(p.cloud, p.project)),
+        size_text=size_text,
+    )
+
+
+@router.post("/admin/images")
+def admin_add_image(
+    name: str = Form(...),
+    path: str = Form(...),
+    description: str = Form(""),
+    caller: Caller = Depends(page_admin_writer),
+    p: Portal = Depends(portal),
+) -> Response:
+    registry.add(p, caller.user, name, path, description)
+    return back("/admin/images")
+
+
+@router.post("/admin/images/{image}/rm")
+def admin_rm_image(
+    image: str, caller: Caller = Depends(page_admin_writer), p: Portal = Depends(portal)
+) -> Response:
+    registry.remove(p, caller.user, image)
+    return back("/admin/images")

@@ -11,26 +11,33 @@ or a registry image for a non-admin), the slice rules, then the owner's quota.
 from __future__ import annotations
 
 import copy
+import os
+import secrets
+import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from pulumi import automation as auto
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloudrepo import edits, stackfile
 from cloudrepo.cli import STACK_NAME
 from cloudrepo.engine import SliceError, Slices
 from cloudrepo.portal import accounts, audit, pools, quotas
-from cloudrepo.portal.db import SliceOwner, User
+from cloudrepo.portal.db import JobLine, JobRow, SliceOwner, User, now
 from components.model import POOL_SIZE
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown
 
+T = TypeVar("T")
 SECTION_KEYS = ("vlanPool", "vms", "links", "topology", "checks", "cloudInit", "name")
 USER_BOOT_KEYS = {"image", "memoryMb", "cpus", "append", "cloudInit"}
 """What a non-admin may put in a VM's `launch` object (no kernel or initrd paths; `image` a registry name)."""
@@ -138,9 +145,72 @@ def with_presets(section: Mapping[str, Any], launches: Mapping[str, Any]) -> dic
     return out
 
 
+ORPHANED = "the server process that ran this job stopped before it ended"
+
+
+PROCESS = secrets.token_hex(4)
+"""Tells this process from an earlier one that had its pid."""
+
+
+def this_runner() -> str:
+    """This server process, as a job's `runner`: `HOST:PID:PROCESS`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{PROCESS}"
+
+
+def runner_gone(runner: str) -> bool:
+    """Whether the server process `HOST:PID:PROCESS` that runs a job is gone: a process of this host that
+    no longer exists, or an earlier one that had this process's pid (one of another host: not known)."""
+    host, _, rest = runner.partition(":")
+    pid, _, process = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return process != PROCESS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+READS = 4
+"""How many times an engine read of a stack is tried while a deploy writes its checkpoint."""
+
+
+def while_written(read: Callable[[], T]) -> T:
+    """An engine read of a stack, tried again when it met the file backend's checkpoint half written (a
+    deploy writing it at that moment: `failed to load checkpoint`)."""
+    for attempt in range(1, READS):
+        try:
+            return read()
+        except auto.CommandError:
+            time.sleep(0.25 * attempt)
+    return read()
+
+
+def section_from_yaml(text: str, user: User) -> dict[str, Any]:
+    """The slice section of an imported YAML text, read by `stackfile.slice_from_yaml` as `slice create
+    --from` reads a file; without `vlanPool` for a non-admin. `Refused` (422) when it holds no slice."""
+    if len(text.encode()) > stackfile.MAX_FILE:
+        raise Refused(422, f"yaml: over {stackfile.MAX_FILE} bytes, not a slice")
+    with tempfile.TemporaryDirectory(prefix="cloudrepo-import-") as tmp:
+        path = Path(tmp) / "slice.yaml"
+        path.write_text(text)
+        try:
+            section, _left = stackfile.slice_from_yaml(path)
+        except ValueError as exc:
+            raise Refused(422, str(exc).replace(str(path), "yaml")) from None
+    if user.role != "admin":
+        section.pop("vlanPool", None)
+    return section
+
+
 @dataclass
 class Job:
-    """A deploy (or preview, or destroy) running in a thread; its engine lines kept for the streams."""
+    """A deploy (or preview) running in a thread; its engine lines kept for the streams, and handed to
+    `saved` (the database's copy: `Portal.new_job`) as they come."""
 
     id: int
     slice: str
@@ -149,16 +219,23 @@ class Job:
     done: bool = False
     ok: bool = False
     changed: threading.Condition = field(default_factory=threading.Condition)
+    saved: Callable[[int, list[str], bool | None], None] | None = None
+    """Called with the new lines (and the result, once done)."""
 
     def add(self, line: str) -> None:
+        new = line.rstrip("\n").split("\n")
         with self.changed:
-            self.lines.extend(line.rstrip("\n").split("\n"))
+            self.lines.extend(new)
             self.changed.notify_all()
+        if self.saved is not None:
+            self.saved(self.id, new, None)
 
     def finish(self, ok: bool) -> None:
         with self.changed:
             self.done, self.ok = True, ok
             self.changed.notify_all()
+        if self.saved is not None:
+            self.saved(self.id, [], ok)
 
 
 class Portal:
@@ -199,13 +276,17 @@ class Portal:
             out.append(Holding(name, section_pool(section), frozenset(section_ids(section))))
         return out
 
+    def registry(self) -> Any:
+        """The backend's image registry (`components.image_store.Registry`), as `cloudrepo image` opens it."""
+        from components.image_store import Registry, open_store
+
+        return Registry(open_store())
+
     def images(self) -> list[Any]:
         """The backend's named images (`cloudrepo image add`), which users may boot by name; none when the
         registry cannot be read."""
-        from components.image_store import Registry, open_store
-
         try:
-            return list(Registry(open_store()).entries())
+            return list(self.registry().entries())
         except Exception:  # the registry's storage (a file system or an S3 endpoint): offered as none
             return []
 
@@ -314,15 +395,23 @@ class Portal:
         section: dict[str, Any],
         outputs: Mapping[str, Any],
         current: Mapping[str, Any],
+        found: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """The section as it will be written (presets expanded), every rule checked; `Refused` else."""
-        problems = self._id_problems(db, user, name, section)
+        """The section as it will be written (presets expanded), every rule checked; `Refused` else, with
+        every problem (`found` ones, the held ids, the boot files, the pool, the slice rules) at once."""
+        problems = [*found, *self._id_problems(db, user, name, section)]
         if user.role != "admin":
             problems += boot_problems(section, self.cloud.launches, current)
-        if problems:
-            raise Refused(422, problems)
+            if section.get("vlanPool") != current.get("vlanPool"):
+                problems.append("vlanPool: only an admin pins a slice's VLAN pool")
         expanded = with_presets(section, self.cloud.launches)
-        prepared = self._checked(name, expanded, outputs)
+        prepared = None
+        try:
+            prepared = self._checked(name, expanded, outputs)
+        except Refused as exc:
+            problems += exc.problems
+        if problems or prepared is None:
+            raise Refused(422, problems)
         self._quota(db, owner, name, prepared)
         return expanded
 
@@ -382,23 +471,25 @@ class Portal:
     def import_yaml(self, user: User, name: str, text: str) -> str:
         """A new slice from YAML (a stack config file, `{cloudrepo:slice: ...}` or the section itself, as
         `slice create --from` takes it); a non-admin's file keeps no `vlanPool` (the portal gives one)."""
-        if len(text.encode()) > stackfile.MAX_FILE:
-            raise Refused(422, f"yaml: over {stackfile.MAX_FILE} bytes, not a slice")
-        with tempfile.TemporaryDirectory(prefix="cloudrepo-import-") as tmp:
-            path = Path(tmp) / "slice.yaml"
-            path.write_text(text)
-            try:
-                section, _left = stackfile.slice_from_yaml(path)
-            except ValueError as exc:
-                raise Refused(422, str(exc).replace(str(path), "yaml")) from None
-        if user.role != "admin":
-            section.pop("vlanPool", None)
-        return self.create(user, {**section, "name": name})
+        return self.create(user, {**section_from_yaml(text, user), "name": name})
+
+    def replace_yaml(self, user: User, name: str, text: str) -> None:
+        """Import YAML (as `import_yaml` reads it) into the existing slice `name`: its section replaced,
+        checked as every edit is; a non-admin's file keeps no `vlanPool` (the slice's stays)."""
+        with self.session() as db:
+            self.allowed(db, user, name)  # another's slice is refused before its YAML is read
+        self.replace(user, name, section_from_yaml(text, user))
 
     def edit(
-        self, user: User, name: str, change: Callable[[dict[str, Any]], dict[str, Any]], what: str
+        self,
+        user: User,
+        name: str,
+        change: Callable[[dict[str, Any]], dict[str, Any]],
+        what: str,
+        found: Sequence[str] = (),
     ) -> None:
-        """Apply an edit (`edits`) to the slice, checked whole before the stack file is written."""
+        """Apply an edit (`edits`) to the slice, checked whole before the stack file is written; `found`:
+        problems of the request already known, told with the others."""
         with self.session() as db:
             owner = self.allowed(db, user, name)
             path = stackfile.stack_file(self.project, name)
@@ -409,10 +500,8 @@ class Portal:
                 section = change(dict(current))
             except edits.EditError as exc:
                 raise Refused(422, str(exc)) from None
-            if user.role != "admin" and section.get("vlanPool") != current.get("vlanPool"):
-                raise Refused(422, "vlanPool: only an admin pins a slice's VLAN pool")
-            outputs = self.slices.outputs(name)
-            written = self._checked_section(db, user, owner, name, section, outputs, current)
+            outputs = self.outputs(name)
+            written = self._checked_section(db, user, owner, name, section, outputs, current, found)
             config[stackfile.SLICE_KEY] = written
             stackfile.write(path, {**doc, "config": config})
             audit.record(db, user.name, "edit", name, "ok", what)
@@ -421,21 +510,30 @@ class Portal:
         """Import: the slice's section replaced by `body` (its pool kept unless an admin gives one)."""
         if not isinstance(body, dict):
             raise Refused(422, f"the slice section must be an object, got {shown(body)}")
-        body = {k: v for k, v in body.items() if k != "name"}
+        unknown = [
+            f"{k}: not a key of a slice section" for k in sorted(map(str, body)) if k not in SECTION_KEYS
+        ]
+        body = {k: v for k, v in body.items() if k in SECTION_KEYS and k != "name"}
 
         def change(current: dict[str, Any]) -> dict[str, Any]:
             return {**body, "vlanPool": body.get("vlanPool", current.get("vlanPool"))}
 
-        self.edit(user, name, change, "import")
+        self.edit(user, name, change, "import", unknown)
+
+    def outputs(self, name: str) -> dict[str, Any]:
+        """The stack's outputs (`Slices.outputs`), read while a deploy may be writing them."""
+        return while_written(lambda: self.slices.outputs(name))
 
     def describe(self, user: User, name: str) -> dict[str, Any]:
         with self.session() as db:
             owner = self.allowed(db, user, name)
+        outputs: dict[str, Any] = {}
+        update = None
         try:  # two engine calls: a stack not in the backend (a file of the checkout alone) has neither
-            outputs = self.slices.outputs(name)
-            update = self.slices.last_update(name)
-        except SliceError:
-            outputs, update = {}, None
+            outputs = self.outputs(name)
+            update = while_written(lambda: self.slices.last_update(name))
+        except (SliceError, auto.CommandError):  # a deploy still writing the checkpoint: shown as it is read
+            pass
         return {
             "name": name,
             "owner": owner.name,
@@ -467,6 +565,7 @@ class Portal:
                     row = db.get(SliceOwner, name)
                     if row is not None:
                         db.delete(row)
+                    db.execute(delete(JobRow).where(JobRow.slice == name))
                 audit.record(db, user.name, "destroy", name, "ok" if ok else "failed")
 
     # ---- engine runs -------------------------------------------------------------------------------
@@ -477,13 +576,66 @@ class Portal:
         with self.session() as db:
             owner = self.allowed(db, user, name)
             if verb == "up":
-                prepared = self._checked(name, self.section(name), self.slices.outputs(name))
+                prepared = self._checked(name, self.section(name), self.outputs(name))
                 self._quota(db, owner, name, prepared)
-        with self._jobs_lock:
-            job = Job(id=len(self.jobs) + 1, slice=name, verb=verb)
-            self.jobs[job.id] = job
+        job = self.new_job(name, verb, user.name)
         threading.Thread(target=self._run, args=(job, user.name), daemon=True, name=f"{verb}-{name}").start()
         return job
+
+    def new_job(self, name: str, verb: str, actor: str) -> Job:
+        """A job of this process (followed in memory), kept in the database as it goes."""
+        with self.session() as db:
+            row = JobRow(slice=name, verb=verb, actor=actor, runner=this_runner(), done=False, ok=False)
+            db.add(row)
+            db.flush()
+            job = Job(id=row.id, slice=name, verb=verb, saved=self._save_job)
+        with self._jobs_lock:
+            self.jobs[job.id] = job
+        return job
+
+    def _save_job(self, job_id: int, lines: list[str], ok: bool | None) -> None:
+        try:
+            with self.session() as db:
+                db.add_all(JobLine(job_id=job_id, line=line) for line in lines)
+                row = db.get(JobRow, job_id)
+                if ok is not None and row is not None:
+                    row.done, row.ok, row.ended = True, ok, now()
+        except SQLAlchemyError:  # the stream in memory goes on; only a reload or another process misses it
+            pass
+
+    def stored_job(self, job_id: int) -> Job | None:
+        """A job as the database has it (run by this process or another), or None. A job whose server
+        process is gone (on this host) is ended there, failed, saying so."""
+        with self.session() as db:
+            row = db.get(JobRow, job_id)
+            if row is None:
+                return None
+            if not row.done and runner_gone(row.runner):
+                db.add(JobLine(job_id=row.id, line=ORPHANED))
+                row.done, row.ok, row.ended = True, False, now()
+                db.flush()
+            q = select(JobLine.line).where(JobLine.job_id == job_id).order_by(JobLine.id)
+            return Job(
+                id=row.id, slice=row.slice, verb=row.verb, lines=list(db.scalars(q)), done=row.done, ok=row.ok
+            )
+
+    def current(self, job: Job) -> Job:
+        """The job as it is now: this process's own in memory, another's read again from the database."""
+        if self.jobs.get(job.id) is job:
+            return job
+        return self.stored_job(job.id) or job
+
+    def latest_job(self, user: User, name: str) -> Job | None:
+        """The slice's job for its page: a running one, else the one that ended last (a deploy refused
+        by the lock while another ran ends before that one)."""
+        with self.session() as db:
+            q = (
+                select(JobRow.id)
+                .where(JobRow.slice == name)
+                .order_by(JobRow.done, JobRow.ended.desc(), JobRow.id.desc())
+            )
+            found = db.scalar(q.limit(1))
+        return None if found is None else self.job(user, found)
 
     def _run(self, job: Job, actor: str) -> None:
         ok = False
@@ -507,7 +659,7 @@ class Portal:
                 )
 
     def job(self, user: User, job_id: int) -> Job:
-        job = self.jobs.get(job_id)
+        job = self.jobs.get(job_id) or self.stored_job(job_id)
         if job is None:
             raise Refused(404, f"no job {job_id}")
         with self.session() as db:

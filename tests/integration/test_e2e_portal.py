@@ -1,9 +1,13 @@
 """The portal as a person uses it, in a real headless Chromium (Debian's `chromium`, driven by Playwright),
-against a live `cloudrepo serve` on the testbed: an admin creates a student; the student logs in, creates a
-slice, adds two VMs on two workers and a link, sees the preview, deploys and watches the engine's events
-arrive, sees both VMs running with their addresses, opens the console of one and types a command that the
-guest answers, then destroys the slice. A second deploy sent while the first runs is refused with the
-backend's lock message. A screenshot of each step is kept (build/artefacts/portal-e2e/)."""
+against a live `cloudrepo serve` on the testbed: an admin creates a student and a teacher and adds a disk
+of the cloud's image directories as a named image (the Images page); the teacher makes a group and adds the
+student (the Groups page); the student logs in, creates a slice, adds two VMs on two workers (one with the
+named image as its disk) and a link, sees the preview, deploys and watches the engine's events arrive,
+sees both VMs running with their addresses, opens the console of one and types a command that the guest
+answers, then destroys the slice. A second deploy sent while the first runs is refused with the backend's
+lock message, and the slice page loaded anew meanwhile follows the running deploy to its end; removing
+the image while the slice runs is refused naming it, and done once it is gone. A screenshot of each step
+is kept (build/artefacts/portal-e2e/)."""
 
 from __future__ import annotations
 
@@ -29,6 +33,10 @@ SLICE = "portal-e2e"
 VMS = (7601, 7602)
 ADMIN, ADMIN_PW = "boss", "the admin's password"
 STUDENT, STUDENT_PW = "stu", "the student's password"
+TEACHER, TEACHER_PW = "tea", "the teacher's password"
+GROUP = "class-1"
+IMAGE = "e2e-disk"
+"""A blank qcow2 disk the admin adds in the Images page; the first VM boots the guest with it as a disk."""
 ARTEFACTS = PROJECT_ROOT / "build" / "artefacts" / "portal-e2e"
 
 
@@ -43,9 +51,17 @@ def served(engine: None, testbed: Any, tmp_path: Path) -> Iterator[tuple[str, Ch
     from lab.pulumi_cli import make_project
 
     op.project = make_project(tmp_path / "project")
-    cloud = cloud_file(tmp_path, backend, extra=qemu_tcg())
+    images = tmp_path / "images"
+    images.mkdir()
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(images / "blank.qcow2"), "16M"], check=True
+    )
+    qemu = qemu_tcg()
+    qemu["cloudrepo:qemu"]["imageDirs"].append(str(images))
+    cloud = cloud_file(tmp_path, backend, extra=qemu)
     launches = tmp_path / "launches.yaml"
-    launches.write_text(yaml.safe_dump({"busybox": guest_launch()}))
+    with_disk = {**guest_launch(), "image": IMAGE}
+    launches.write_text(yaml.safe_dump({"busybox": guest_launch(), "busybox-disk": with_disk}))
     db = f"sqlite:///{tmp_path / 'portal.db'}"
     argv = [sys.executable, "-m", "cloudrepo", "--project", str(op.project)]
     made = subprocess.run(
@@ -121,13 +137,35 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             admin = browser.new_context().new_page()
             log_in(admin, url, ADMIN, ADMIN_PW)
             admin.goto(f"{url}/admin/users")
-            form = admin.locator("#add-user")
-            form.locator("input[name=name]").fill(STUDENT)
-            form.locator("select[name=role]").select_option("student")
-            form.locator("input[name=password]").fill(STUDENT_PW)
+            for name, role, password in ((STUDENT, "student", STUDENT_PW), (TEACHER, "teacher", TEACHER_PW)):
+                form = admin.locator("#add-user")
+                form.locator("input[name=name]").fill(name)
+                form.locator("select[name=role]").select_option(role)
+                form.locator("input[name=password]").fill(password)
+                form.locator("button").click()
+                expect(admin.locator("#users")).to_contain_text(name)
+            shot(admin, "admin-created-student-and-teacher")
+            admin.goto(f"{url}/admin/images")
+            form = admin.locator("#add-image")
+            offered = admin.locator("#image-files option").evaluate_all("(os) => os.map((o) => o.value)")
+            (disk,) = [f for f in offered if f.endswith("/blank.qcow2")]  # a file of the image directories
+            form.locator("input[name=name]").fill(IMAGE)
+            form.locator("input[name=path]").fill(disk)
+            form.locator("input[name=description]").fill("16 MiB blank")
             form.locator("button").click()
-            expect(admin.locator("#users")).to_contain_text(STUDENT)
-            shot(admin, "admin-created-student")
+            expect(admin.locator(f"#images tr[data-image='{IMAGE}']")).to_contain_text("qcow2")
+            shot(admin, "admin-added-image")
+
+            teacher = browser.new_context().new_page()
+            log_in(teacher, url, TEACHER, TEACHER_PW)
+            teacher.goto(f"{url}/groups")
+            teacher.locator("#add-group input[name=name]").fill(GROUP)
+            teacher.locator("#add-group button").click()
+            row = teacher.locator(f"#groups tr[data-group='{GROUP}']")
+            row.locator("input[name=name]").fill(STUDENT)
+            row.locator("button").click()
+            expect(row.locator(".students")).to_have_text(STUDENT)
+            shot(teacher, "teacher-group-with-student")
 
             page = browser.new_context().new_page()
             page.set_default_timeout(60_000)
@@ -135,12 +173,13 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             page.fill("#new-name", SLICE)
             page.click("#create")
             expect(page.locator("h1")).to_have_text(f"Slice {SLICE}")
-            for vm, worker in zip(VMS, ("worker1", "worker2"), strict=True):
+            boots = ("busybox-disk", "busybox")
+            for vm, worker, boot in zip(VMS, ("worker1", "worker2"), boots, strict=True):
                 form = page.locator("#add-vm")
                 form.locator("input[name=id]").fill(str(vm))
                 form.locator("select[name=worker]").select_option(worker)
                 form.locator("input[name=data_interfaces]").fill("1")
-                form.locator("select[name=boot]").select_option("busybox")
+                form.locator("select[name=boot]").select_option(boot)
                 form.locator("button").click()
                 expect(page.locator(f"#vms tr[data-vm='{vm}']")).to_contain_text(worker)
             link = page.locator("#add-link")
@@ -167,8 +206,16 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             assert any(
                 "is locked: another deploy or destroy of it is running" in x for x in second["lines"]
             ), second
+            again = page.context.new_page()  # the slice page loaded anew while the deploy runs
+            again.goto(f"{url}/slices/{SLICE}")
+            expect(again.locator("#events")).to_have_attribute("data-done", "false")
+            expect(again.locator("#result")).to_have_text("deploy running…")
+            expect(again.locator("#events")).not_to_be_empty()
+            shot(again, "deploy-followed-after-reload")
             with page.expect_navigation(timeout=300_000):  # the page reloads itself after a deploy
                 expect(page.locator("#result")).to_have_text("deploy succeeded", timeout=300_000)
+            expect(again.locator("#result")).to_have_text("deploy succeeded")
+            again.close()
             print(f"[portal] deploy click to first streamed event: {first_event:.2f}s")
             for vm in VMS:
                 row = page.locator(f"#vms tr[data-vm='{vm}']")
@@ -176,6 +223,15 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
                 expect(row.locator(".addresses")).to_contain_text("eth1: 192.168.")
             expect(page.locator("#show")).to_contain_text(f"{VMS[0]}")
             shot(page, "deployed-running")
+            teacher.goto(url)  # the student's slice, seen by the teacher of their group
+            expect(teacher.locator("#slices")).to_contain_text(SLICE)
+            admin.goto(f"{url}/admin/images")
+            admin.once("dialog", lambda d: d.accept())
+            admin.click(f"#images tr[data-image='{IMAGE}'] button.rm")
+            expect(admin.locator("#problems")).to_contain_text(
+                f"used by deployed slice(s): {SLICE} (vm {VMS[0]})"
+            )
+            shot(admin, "image-in-use-refused")
 
             page.click(f"#vms tr[data-vm='{VMS[0]}'] a.console")
             expect(page.locator("#console-state")).to_have_text("connected", timeout=60_000)
@@ -201,13 +257,19 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             page.wait_for_url(f"{url}/", timeout=300_000)
             expect(page.locator("#slices")).not_to_contain_text(SLICE)
             shot(page, "destroyed")
+            admin.goto(f"{url}/admin/images")
+            admin.once("dialog", lambda d: d.accept())
+            admin.click(f"#images tr[data-image='{IMAGE}'] button.rm")
+            admin.wait_for_url(f"{url}/admin/images")
+            expect(admin.locator("#images")).not_to_contain_text(IMAGE)
+            shot(admin, "image-removed")
         finally:
             browser.close()
             ARTEFACTS.mkdir(parents=True, exist_ok=True)
             for f in shots.glob("*.png"):
                 shutil.copy(f, ARTEFACTS / f.name)
     assert not op.stack_file(SLICE).exists()
-    assert len(list(shots.glob("*.png"))) == 7
+    assert len(list(shots.glob("*.png"))) == 12
 
 
 SECOND_DEPLOY = """async (slice) => {

@@ -4,19 +4,26 @@ the VLAN pool, names and VM ids held by other slices, every problem of a bad sli
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.websockets import WebSocketDisconnect
 
-from cloudrepo.portal import accounts, service
-from cloudrepo.portal.app import route_table
+from cloudrepo.images import size_text
+from cloudrepo.portal import accounts, service, sessions
+from cloudrepo.portal.app import create_app, route_table
+from cloudrepo.portal.service import Portal
 from tests.portal.portalkit import PASSWORD, World, engine_env, make_world
 
 SLICE = "ann-s"
@@ -98,6 +105,12 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/admin/quotas"): "admin",
     ("GET", "/admin/audit"): "admin",
     ("GET", "/admin/images"): "admin",
+    ("POST", "/admin/images"): "admin",
+    ("POST", "/admin/images/{image}/rm"): "admin",
+    ("GET", "/api/images"): "admin",
+    ("POST", "/api/images"): "admin",
+    ("DELETE", "/api/images/{name}"): "admin",
+    ("POST", "/slices/{name}/config"): "slice",
 }
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/slices"): {"json": {"name": "", "vms": []}},
@@ -124,6 +137,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/admin/quotas"): {
         "data": {"name": "nobody", "vms": 1, "vcpus": 1, "memory_mb": 1, "links": 1, "slices": 1}
     },
+    ("POST", "/api/images"): {"json": {"name": "x", "path": "/etc/passwd"}},
+    ("POST", "/admin/images"): {"data": {"name": "x", "path": "/etc/passwd"}},
+    ("POST", "/slices/{name}/config"): {"data": {"yaml": "vms: [1"}},
 }
 ROLES = ("anonymous", "bob", "ann", "tess", "root1")
 """bob: a student not allowed on ann's slice; tess: ann's teacher; root1: an admin."""
@@ -135,7 +151,7 @@ def test_every_route_of_the_app_is_in_the_table(world: World) -> None:
 
 
 def _url(path: str) -> str:
-    return path.format(name=SLICE, vm=1, job_id=999, user="ann", group="class-a")
+    return path.format(name=SLICE, vm=1, job_id=999, user="ann", group="class-a", image="no-such")
 
 
 def expected_refusal(access: str, role: str, api: bool) -> int | None:
@@ -491,3 +507,212 @@ def test_a_slice_is_checked_in_its_own_stack_files_settings(world: World) -> Non
             bare.edit(ann, SLICE, lambda s: edits.add_vm(s, 6, "worker7", 0, False), "VM 6")
     finally:
         bare.edit(ann, SLICE, lambda s: edits.rm_vm(s, 5)[0], "VM 5 removed")
+
+
+# ---- images (the admin's) and import into a slice -------------------------------------------------------
+
+
+def _disk(path: Path, size: str = "1M") -> str:
+    """A blank qcow2 disk at `path` (qemu-img, as an operator makes one); its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _image_names(world: World) -> list[str]:
+    return [e["name"] for e in world.api("root1", "GET", "/api/images").json()]
+
+
+def test_an_admin_adds_lists_and_removes_an_image_from_the_allowed_directories(world: World) -> None:
+    sha = _disk(world.project / "images" / "lab-disk.qcow2")
+    bad = world.api(
+        "root1",
+        "POST",
+        "/api/images",
+        json={"name": "bad name", "path": "/etc/passwd", "description": "a\nb"},
+    )
+    assert bad.status_code == 422, bad.text
+    problems = bad.json()["detail"]
+    assert problems[0].startswith("name: an image name is") and problems[1].startswith("description: ")
+    assert "path: '/etc/passwd' is outside cloudrepo:qemu.imageDirs" in problems[2], problems
+    (world.project / "images" / "escape").symlink_to("/etc/hostname")
+    out = world.api("root1", "POST", "/api/images", json={"name": "esc", "path": "images/escape"})
+    assert out.status_code == 422 and "which resolves to '/etc/hostname'" in out.json()["detail"][0]
+    assert (
+        world.api(
+            "ann", "POST", "/api/images", json={"name": "x", "path": "images/lab-disk.qcow2"}
+        ).status_code
+        == 403
+    )
+    assert "lab-disk" not in _image_names(world) and "esc" not in _image_names(world)
+
+    new = {"name": "lab-disk", "path": "images/lab-disk.qcow2", "description": "1 MiB blank"}
+    made = world.api("root1", "POST", "/api/images", json=new)
+    assert made.status_code == 201, made.text
+    got = made.json()
+    assert (got["sha256"], got["format"], got["description"]) == (sha, "qcow2", "1 MiB blank")
+    assert got["added_by"] == "root1 (portal)"
+    (listed,) = [e for e in world.api("root1", "GET", "/api/images").json() if e["name"] == "lab-disk"]
+    assert listed == got and listed["size"] == (world.project / "images" / "lab-disk.qcow2").stat().st_size
+    other = world.project / "images" / "other.qcow2"
+    _disk(other, "2M")
+    clash = world.api("root1", "POST", "/api/images", json={**new, "path": str(other)})
+    assert clash.status_code == 409 and "exists with other content" in clash.json()["detail"][0]
+    assert world.api("bob", "DELETE", "/api/images/lab-disk").status_code == 403
+    assert "image:lab-disk" in world.browser("ann").get(f"/slices/{SLICE}").text  # students boot it by name
+
+    assert world.api("root1", "DELETE", "/api/images/lab-disk").json() == {
+        "name": "lab-disk",
+        "removed": True,
+    }
+    assert "lab-disk" not in _image_names(world)
+    gone = world.api("root1", "DELETE", "/api/images/lab-disk")
+    assert gone.status_code == 404 and gone.json()["detail"] == ["no image named 'lab-disk'"]
+    log = [e for e in world.api("root1", "GET", "/api/audit").json() if e["actor"] == "root1"]
+    assert any(e["action"] == "image add" and sha in e["detail"] for e in log), log
+    assert any(e["action"] == "image rm" and e["detail"].startswith("lab-disk:") for e in log), log
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=70), path=st.text(max_size=80))
+def test_any_name_and_path_outside_the_image_directories_adds_nothing(
+    world: World, name: str, path: str
+) -> None:
+    before = _image_names(world)
+    got = world.api("root1", "POST", "/api/images", json={"name": name, "path": path})
+    assert got.status_code in (409, 422), (name, path, got.text)
+    assert all(isinstance(p, str) and p for p in got.json()["detail"])
+    assert _image_names(world) == before
+
+
+def test_the_images_page_adds_and_removes_an_image_with_its_csrf_token(world: World) -> None:
+    disk = world.project / "images" / "page-disk.qcow2"
+    _disk(disk)
+    browser, csrf = world.browser("root1"), world.csrf("root1")
+    page = browser.get("/admin/images")
+    shown = re.search(r'<option value="([^"]*page-disk\.qcow2)">', page.text)  # a file to choose
+    assert page.status_code == 200 and shown is not None and Path(shown[1]).samefile(disk), page.text
+    form = {"name": "page-disk", "path": shown[1], "description": "from the page"}
+    assert browser.post("/admin/images", data=form).status_code == 403  # no CSRF token
+    assert "page-disk" not in _image_names(world)
+    assert browser.post("/admin/images", data={**form, "csrf": csrf}).status_code == 303
+    listed = browser.get("/admin/images").text
+    assert 'data-image="page-disk"' in listed and "from the page" in listed
+    assert size_text(disk.stat().st_size) in listed
+    refused = browser.post("/admin/images", data={**form, "path": "/etc/passwd", "csrf": csrf})
+    assert refused.status_code == 422 and "outside cloudrepo:qemu.imageDirs" in refused.text
+    assert browser.post("/admin/images/page-disk/rm", data={}).status_code == 403
+    assert browser.post("/admin/images/page-disk/rm", data={"csrf": csrf}).status_code == 303
+    assert "page-disk" not in _image_names(world)
+
+
+def test_yaml_imported_into_a_slice_from_its_page_keeps_the_rules(world: World) -> None:
+    browser, csrf = world.browser("ann"), world.csrf("ann")
+    assert 'action="/slices/ann-s/config"' in browser.get(f"/slices/{SLICE}").text
+    exported = world.api("ann", "GET", f"/api/slices/{SLICE}/export").text
+    before = world.stack_file(SLICE).read_bytes()
+    section = yaml.safe_load(exported)["cloudrepo:slice"]
+    bad = {
+        **section,
+        "vms": [*section["vms"], {"id": 3, "worker": "worker9"}],
+        "links": [*section["links"], ["1.eth1", "8.eth1"]],
+        "colour": "red",
+    }
+    refused = browser.post(f"/slices/{SLICE}/config", data={"yaml": yaml.safe_dump(bad), "csrf": csrf})
+    assert refused.status_code == 422
+    for part in ("unknown worker &#39;worker9&#39;", "colour", "8.eth1"):
+        assert part in refused.text, (part, refused.text)
+    assert browser.post(f"/slices/{SLICE}/config", data={"yaml": "vms: [1"}).status_code == 403  # no CSRF
+    assert world.stack_file(SLICE).read_bytes() == before, "a refused import wrote the stack file"
+
+    more = {**section, "vms": [*section["vms"], {"id": 3, "worker": "worker1", "dataInterfaces": 1}]}
+    more["vlanPool"] = {"start": 900}  # a student's file keeps no pool: the slice's stays
+    done = browser.post(f"/slices/{SLICE}/config", data={"yaml": yaml.safe_dump(more), "csrf": csrf})
+    assert done.status_code == 303 and done.headers["location"] == f"/slices/{SLICE}"
+    try:
+        got = world.portal.section(SLICE)
+        assert [v["id"] for v in got["vms"]] == [1, 2, 3] and got["vlanPool"] == section["vlanPool"]
+        log = world.api("ann", "GET", "/api/audit").json()
+        assert log[0]["action"] == "edit" and log[0]["detail"] == "import" and log[0]["slice"] == SLICE
+    finally:
+        assert (
+            browser.post(f"/slices/{SLICE}/config", data={"yaml": exported, "csrf": csrf}).status_code == 303
+        )
+    assert world.portal.section(SLICE) == section
+
+
+def test_an_import_refused_lists_the_pool_with_the_slice_rules(world: World) -> None:
+    section = world.portal.section(SLICE)
+    bad = {**section, "vlanPool": {"start": 50}, "vms": [{"id": 1, "worker": "worker9"}]}
+    refused = world.api("ann", "PUT", f"/api/slices/{SLICE}/config", json=bad)
+    assert refused.status_code == 422
+    problems = refused.json()["detail"]
+    assert "vlanPool: only an admin pins a slice's VLAN pool" in problems
+    assert any("unknown worker 'worker9'" in p for p in problems), problems
+    assert world.portal.section(SLICE) == section
+
+
+# ---- jobs kept in the database -------------------------------------------------------------------------
+
+
+def test_a_job_is_followed_from_another_server_process_and_after_a_reload(world: World) -> None:
+    """The lines and the result of a job this portal runs, read by a second portal on the same database
+    (another server process: nothing shared in memory): its API, its event stream and the slice page."""
+    job = world.portal.new_job(SLICE, "preview", "ann")
+    job.add("first line")
+    job.add("second\nthird\n")
+    other = Portal(world.project, world.portal.cloud, world.portal.db)
+    second = TestClient(create_app(other, world.client.app.state.signer), follow_redirects=False)  # type: ignore[attr-defined]
+    seen = second.get(f"/api/jobs/{job.id}", headers=world.bearer("tess"))
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["lines"] == ["first line", "second", "third"] and not seen.json()["done"]
+    assert second.get(f"/api/jobs/{job.id}", headers=world.bearer("bob")).status_code == 403
+    refused = world.portal.new_job(SLICE, "up", "ann")  # a deploy the lock refused while the job ran
+    refused.add("slice 'ann-s' is locked")
+    refused.finish(False)
+
+    def finish() -> None:
+        job.add("last line")
+        job.finish(True)
+
+    finisher = threading.Timer(1.0, finish)
+    finisher.start()
+    stream = second.get(f"/api/jobs/{job.id}/events", headers=world.bearer("ann"))  # ends with the job
+    finisher.join()
+    assert stream.text.split("\n\n")[:5] == [
+        "data: first line", "data: second", "data: third", "data: last line", "event: end\ndata: ok"
+    ]  # fmt: skip
+    second.cookies.set(sessions.COOKIE, world.cookies["ann"][0])
+    page = second.get(f"/slices/{SLICE}")  # a reload of the slice page
+    assert (
+        f'data-job="{job.id}"' in page.text and "preview succeeded" in page.text and "last line" in page.text
+    )
+    assert job.id not in other.jobs
+    assert second.get(f"/api/jobs/{refused.id}", headers=world.bearer("ann")).json()["ok"] is False
+
+
+def test_a_job_whose_server_process_is_gone_ends_failed_saying_so(world: World) -> None:
+    from cloudrepo.portal.db import JobLine, JobRow
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = service.this_runner().partition(":")[0]
+    with world.portal.session() as db:
+        row = JobRow(
+            slice=SLICE,
+            verb="up",
+            actor="ann",
+            runner=f"{host}:{gone.stdout.strip()}:abcd",
+            done=False,
+            ok=False,
+        )
+        db.add(row)
+        db.flush()
+        db.add(JobLine(job_id=row.id, line="a line before the end"))
+        job_id = row.id
+    got = world.api("ann", "GET", f"/api/jobs/{job_id}").json()
+    assert (got["done"], got["ok"]) == (True, False)
+    assert got["lines"] == ["a line before the end", service.ORPHANED]
+    page = world.browser("ann").get(f"/slices/{SLICE}").text
+    assert "deploy failed" in page and service.ORPHANED in page and 'data-done="true"' in page

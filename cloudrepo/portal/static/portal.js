@@ -6,9 +6,30 @@
   const events = document.getElementById("events");
   const result = document.getElementById("result");
 
+  function enable(on) {
+    document.querySelectorAll("#preview, #deploy").forEach((b) => (b.disabled = !on));
+  }
+
+  // Follow a job's stream from its first line (the page may show some of them already).
+  function follow(url, verb) {
+    events.textContent = "";
+    const source = new EventSource(url);
+    source.onmessage = (e) => {
+      events.textContent += e.data + "\n";
+      events.scrollTop = events.scrollHeight;
+    };
+    source.addEventListener("end", (e) => {
+      source.close();
+      result.textContent = `${verb} ${e.data === "ok" ? "succeeded" : "failed"}`;
+      result.dataset.result = e.data;
+      enable(true);
+      if (verb === "deploy" && e.data === "ok") setTimeout(() => location.reload(), 800);
+    });
+  }
+
   function run(button, verb) {
     const slice = button.dataset.slice;
-    document.querySelectorAll("#preview, #deploy").forEach((b) => (b.disabled = true));
+    enable(false);
     events.textContent = "";
     result.textContent = verb === "deploy" ? "deploying…" : "previewing…";
     fetch(`/api/slices/${encodeURIComponent(slice)}/${verb}`, {
@@ -20,22 +41,15 @@
       .then(({ ok, body }) => {
         if (!ok) {
           result.textContent = "refused: " + [].concat(body.detail).map((d) => d.msg || d).join("; ");
-          document.querySelectorAll("#preview, #deploy").forEach((b) => (b.disabled = false));
+          enable(true);
           return;
         }
-        const source = new EventSource(body.events);
-        source.onmessage = (e) => {
-          events.textContent += e.data + "\n";
-          events.scrollTop = events.scrollHeight;
-        };
-        source.addEventListener("end", (e) => {
-          source.close();
-          result.textContent = `${verb} ${e.data === "ok" ? "succeeded" : "failed"}`;
-          result.dataset.result = e.data;
-          document.querySelectorAll("#preview, #deploy").forEach((b) => (b.disabled = false));
-          if (verb === "deploy" && e.data === "ok") setTimeout(() => location.reload(), 800);
-        });
+        follow(body.events, verb);
       });
+  }
+  if (events.dataset.job && events.dataset.done === "false") {
+    enable(false); // a run still going (started before this page was loaded, here or by another server)
+    follow(`/api/jobs/${events.dataset.job}/events`, events.dataset.verb);
   }
   document.getElementById("preview").addEventListener("click", (e) => run(e.target, "preview"));
   document.getElementById("deploy").addEventListener("click", (e) => run(e.target, "deploy"));
