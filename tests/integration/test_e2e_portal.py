@@ -265,7 +265,8 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             shot(admin, "image-removed")
         finally:
             browser.close()
-            ARTEFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(ARTEFACTS, ignore_errors=True)  # this run's screenshots only
+            ARTEFACTS.mkdir(parents=True)
             for f in shots.glob("*.png"):
                 shutil.copy(f, ARTEFACTS / f.name)
     assert not op.stack_file(SLICE).exists()
