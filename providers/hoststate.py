@@ -24,8 +24,13 @@ def tools_probe(*tools: str) -> Step:
     return sh("tools", _TOOLS_BODY, *tools, kind="probe")
 
 
+BRIDGE_EXISTS = '[ "$(ovs-vsctl --bare --columns=name find bridge "name=\\"$1\\"")" = "$1" ]'
+"""$1 bridge: status 0 when it exists (`find` reads the Bridge table's names only; `br-exists` would load
+every port and interface first)."""
+
+
 def bridge_probe(bridge: str) -> Step:
-    return probe("bridge", "ovs-vsctl", "br-exists", bridge)
+    return sh("bridge", BRIDGE_EXISTS, bridge, kind="probe")
 
 
 def readiness_steps(bridge: str | None, *tools: str) -> list[Step]:

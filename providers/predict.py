@@ -15,17 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from providers import hoststate
 from transport.script import ScriptResult, Step, sh
 from vocabulary import naming
 
 H = TypeVar("H")
 
 _TOOLS = 'for c in "$@"; do command -v "$c" >/dev/null 2>&1 || exit 1; done'
-_READY = f'b=$1; shift; {_TOOLS}; ovs-vsctl br-exists "$b"'
-# one ovs-vsctl for both: `br-exists` fails the whole transaction when the bridge is missing
+# the bridge by `find` (`hoststate.BRIDGE_EXISTS`), not `br-exists` (which loads every port and interface)
+_READY = f'b=$1; shift; {_TOOLS}; set -- "$b"; {hoststate.BRIDGE_EXISTS}'
+# one ovs-vsctl for both: it prints the bridge's name, then the port's uuid when there is such a port
 _READY_NO_PORT = (
     f"b=$1; p=$2; shift 2; {_TOOLS}; "
-    'u=$(ovs-vsctl --bare br-exists "$b" -- --columns=_uuid find port "name=\\"$p\\"") || exit 1; [ -z "$u" ]'
+    'o=$(ovs-vsctl --bare --columns=name find bridge "name=\\"$b\\"" -- --columns=_uuid find port '
+    '"name=\\"$p\\"") || exit 1; [ "$o" = "$b" ]'
 )
 _NO_DEVICE = '! ip link show dev "$1" >/dev/null 2>&1'
 # $3 empty: any bridge; else one ovs-vsctl prints the marked port's name, then its bridge (`port-to-br` fails

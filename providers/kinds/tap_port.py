@@ -52,6 +52,7 @@ DROP = "drop parked"
 DROP_VLAN = "drop parking vlan"
 GC = "forget unused vlan drops"
 UNDROP = "undrop"
+MARK_UP = "mark tap, up"
 
 DROP_PRIORITY = 60000
 """Above the bridge's own NORMAL flow (priority 0) and any usual forwarding flow."""
@@ -82,12 +83,13 @@ _FLOW_FNS = _COOKIES + (
     "done; }; "
     f'dropv() {{ ovs-ofctl add-flow "$1" "cookie=$(kv "$2"),priority={DROP_PRIORITY},dl_vlan=$2,'
     'actions=drop"; }; '
-    'gc() { ovs-vsctl br-exists "$1" || return 0; '
+    f"brx() {{ {hoststate.BRIDGE_EXISTS}; }}; "
+    'gc() { brx "$1" || return 0; '
     'for v in $(ovs-ofctl --no-names --no-stats dump-flows "$1" "cookie=$(kv 0)/0xffffffff00000000" '
     '| sed -n \'s/.*dl_vlan=\\([0-9]*\\).*/\\1/p\'); do used "$1" "$v" && continue; '
     'ovs-ofctl del-flows "$1" "cookie=$(kv "$v")/-1" || return 1; ! used "$1" "$v" || dropv "$1" "$v" '
     "|| return 1; done; }; "
-    'undrop() { ovs-vsctl br-exists "$1" || return 0; ovs-ofctl del-flows "$1" "cookie=$(k "$2")/-1" '
+    'undrop() { brx "$1" || return 0; ovs-ofctl del-flows "$1" "cookie=$(k "$2")/-1" '
     '|| return 1; gc "$1"; }; '
 )
 # $1 bridge, $2 TAP: its drop flow on its OpenFlow port, and on no other
@@ -294,9 +296,12 @@ def ovs_in_place(spec: TapPortSpec, port: PortState | None) -> bool:
     return all(port.external_ids.get(k) == v for k, v in marks(spec).items())
 
 
-def ovs_command(spec: TapPortSpec, port: PortState | None) -> list[str]:
-    """One OVSDB transaction: add the port if missing AND (re)set tag, marks, protection on it."""
-    argv = ["ovs-vsctl"]
+def ovs_command(spec: TapPortSpec, port: PortState | None, *, wait: bool = True) -> list[str]:
+    """One OVSDB transaction: add the port if missing AND (re)set tag, marks, protection on it.
+
+    `wait=False` (`--no-wait`): the command returns once OVSDB holds the change, not after `ovs-vswitchd`
+    applied it (a reconfiguration of the whole bridge, whose cost grows with its ports)."""
+    argv = ["ovs-vsctl"] if wait else ["ovs-vsctl", "--no-wait"]
     if port is not None and port.bridge is not None and port.bridge != spec.bridge:
         argv += ["--if-exists", "del-port", port.bridge, spec.name, "--"]
     argv += ["--may-exist", "add-port", spec.bridge, spec.name, f"tag={spec.vlan}"]
@@ -323,10 +328,20 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
         port = None
     if link is None:
         steps.append(run("create tap", "ip", "tuntap", "add", "mode", "tap", "name", spec.name))
-    if link is None or link.alias != alias(spec):
-        steps.append(run("mark tap", "ip", "link", "set", "dev", spec.name, "alias", alias(spec)))
+    mark = link is None or link.alias != alias(spec)
     up = [run("tap up", "ip", "link", "set", "dev", spec.name, "up")] if link is None or not link.up else []
-    attach = [] if ovs_in_place(spec, port) else [run("attach port", *ovs_command(spec, port))]
+    if mark and up and not spec.parked:
+        # one netlink request, so one change of the device that each ovs-vswitchd reacts to, not two
+        steps.append(run(MARK_UP, "ip", "link", "set", "dev", spec.name, "alias", alias(spec), "up"))
+        up = []
+    elif mark:
+        steps.append(run("mark tap", "ip", "link", "set", "dev", spec.name, "alias", alias(spec)))
+    # a new port of a TAP on a link: no later step needs ovs-vswitchd to have applied it (no OpenFlow port
+    # is read, no drop is removed), so it does not wait for the bridge's reconfiguration
+    fresh = port is None and not spec.parked
+    attach = (
+        [] if ovs_in_place(spec, port) else [run("attach port", *ovs_command(spec, port, wait=not fresh))]
+    )
     if spec.parked:
         drop = [drop_step(spec)] if attach or not have.dropped else []
         kept = port is not None and port.bridge == spec.bridge  # the same OpenFlow port after the attach

@@ -21,6 +21,7 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
 from lab.common import host_paths, lab_dir
+from providers.kinds.tap_port import MARK_UP
 from providers.pipeline import HostProvider
 from tests.functional.kit import outs
 from tests.labfixtures import Testbed, assert_scan_equal, held_host_lock, scan, scan_parts
@@ -117,7 +118,7 @@ def test_tap_port_lifecycle(lab: Testbed) -> None:
     props = spec.inputs()
     created = measure("TapPort", "create", lambda: p.create(props))
     assert created.id == "worker1/tap/tap_9101_eth1"
-    assert outs(created)["observed"]["changed"] == ["create tap", "mark tap", "tap up", "attach port"]
+    assert outs(created)["observed"]["changed"] == ["create tap", MARK_UP, "attach port"]
     again = measure("TapPort", "create (again)", lambda: p.create(props))
     assert outs(again)["observed"]["changed"] == [] and outs(again)["observed"]["adopted"] is True
     tag = sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 tag").strip()

@@ -276,10 +276,10 @@ def test_a_fresh_tap_is_made_in_one_script_guards_first(monkeypatch: pytest.Monk
     result = TAP.create(tap().inputs())
     assert host.scripts == [
         (["expect ready and no port tap_1002_eth1", "expect no device tap_1002_eth1",
-          "create tap", "mark tap", "tap up", "attach port"], False),
+          "create tap", tp.MARK_UP, "attach port"], False),
     ]  # fmt: skip
     assert result.outs is not None and result.outs["observed"]["adopted"] is False
-    assert result.outs["observed"]["changed"] == ["create tap", "mark tap", "tap up", "attach port"]
+    assert result.outs["observed"]["changed"] == ["create tap", tp.MARK_UP, "attach port"]
 
 
 def test_a_tap_found_in_place_falls_back_to_read_then_act(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,13 +35,48 @@ IN_PLACE = tp.TapHave(
 
 
 def test_fresh_create_is_one_script_with_one_ovsdb_transaction() -> None:
+    # marked and up in one netlink request; the new port does not wait for ovs-vswitchd
     steps = tp.plan_ensure(tap(), tp.TapHave(None, None))
     assert argvs(steps) == [
         ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
-        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo"],
-        ["ip", "link", "set", "dev", "tap_1002_eth1", "up"],
-        OVS,
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "up"],
+        [OVS[0], "--no-wait", *OVS[1:]],
     ]
+    assert names(steps) == ["create tap", tp.MARK_UP, "attach port"]
+
+
+STATES = {
+    "new": tp.TapHave(None, None),
+    "device only": tp.TapHave(link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), None),
+    "port without device": tp.TapHave(None, port("tap_1002_eth1", 120, None, **MARKS)),
+    "other tag": tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 130, None, **MARKS)),
+    "untagged": tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", None, None, **MARKS)),
+    "other bridge": tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 120, None, bridge="br-old", **MARKS)),
+    "in place": IN_PLACE,
+}
+
+
+@pytest.mark.parametrize("parked", [False, True])
+@pytest.mark.parametrize("state", sorted(STATES))
+def test_an_attach_skips_the_wait_only_when_nothing_after_it_needs_ovs_vswitchd(
+    state: str, parked: bool
+) -> None:
+    """`--no-wait` only for a port that did not exist: no drop is added or removed after it (they need the
+    OpenFlow port, or must follow the retag), and no port of that name is left in ovs-vswitchd."""
+    have = STATES[state]
+    spec = tap(vlan=4094, parked=True) if parked else tap()
+    steps = tp.plan_ensure(spec, have)
+    attach = [s for s in steps if s.name == "attach port"]
+    for step in attach:
+        later = [s.name for s in steps[steps.index(step) + 1 :]]
+        waits = "--no-wait" not in step.argv
+        # a port ovs-vswitchd may still hold: one found, unless its removal (which waits) came first
+        held = have.port is not None and "detach stale port" not in names(steps)
+        needs = bool({tp.DROP, tp.UNDROP, tp.DROP_VLAN, tp.GC} & set(later)) or held
+        assert waits or not needs, (state, parked, later)
+        assert waits == (held or parked), (state, parked)
+    if parked:  # a parked TAP comes up only after its drop: never in the marking request
+        assert tp.MARK_UP not in names(steps)
 
 
 def test_already_in_place_yields_no_commands() -> None:
@@ -135,6 +170,8 @@ def test_interrupted_create_of_this_slice_is_resumed() -> None:
     # `ip tuntap add` ran and was marked, the OVS step did not: a retry must not re-add the TAP
     have = tp.TapHave(link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), None)
     assert names(tp.plan_ensure(tap(), have)) == ["tap up", "attach port"]
+    down = tp.TapHave(link("tap_1002_eth1", False, "tap", "cloudrepo:demo"), None)
+    assert names(tp.plan_ensure(tap(uid="0" * 32), down)) == [tp.MARK_UP, "attach port"]
 
 
 def test_tap_deleted_under_its_port_is_made_again_with_a_fresh_port() -> None:
@@ -144,9 +181,8 @@ def test_tap_deleted_under_its_port_is_made_again_with_a_fresh_port() -> None:
     assert argvs(tp.plan_ensure(tap(), have)) == [
         ["ovs-vsctl", "--if-exists", "del-port", "tap_1002_eth1"],
         ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
-        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo"],
-        ["ip", "link", "set", "dev", "tap_1002_eth1", "up"],
-        OVS,
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "up"],
+        [OVS[0], "--no-wait", *OVS[1:]],  # the stale port's removal waited
     ]
 
 
