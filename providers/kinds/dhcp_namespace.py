@@ -273,7 +273,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
             steps.append(dnsmasq.stop_step(spec))
         if stale:
             steps.append(dnsmasq.prune_step(spec, stale))
-        steps.append(run("start dnsmasq", "ip", "netns", "exec", ns, *want))
+        steps.append(dnsmasq.start_step(spec))
     if [s.name for s in steps] == [STILL_THERE]:
         return []  # in place: nothing to assert
     return steps

@@ -37,6 +37,15 @@ _STOP = (
     'while ours "$@" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
     'if ours "$@"; then kill -KILL "$p"; sleep 0.1; fi; fi; rm -f "$1"'
 )
+# $1 pid file, $2 $3 its markers, $4 the namespace, then dnsmasq's argv: start it, unless the pid file names
+# a running server of this VLAN (started by another slice's locked change since this plan's read: a shared
+# VLAN's server is read outside the lock), which is sent SIGHUP instead, to read the reservations assembled
+_START = (
+    'p=$(cat "$1" 2>/dev/null) || p=; case "$p" in ""|*[!0-9]*) p=;; esac; '
+    + _OURS
+    + 'if [ -n "$p" ] && ours "$1" "$2" "$3"; then kill -HUP "$p"; echo "running: $p"; exit 0; fi; '
+    'ns=$4; shift 4; exec ip netns exec "$ns" "$@"'
+)
 # $1 lease file, then MACs whose leases go
 _PRUNE = (
     'f=$1; shift; [ -f "$f" ] || exit 0; : >"$f.tmp" || exit 1; '
@@ -164,6 +173,14 @@ def assemble_step(spec: DhcpNamespaceSpec, *, reload: bool) -> Step:
     otherwise: a server whose reservations did not change is never signalled)."""
     mode = "hup" if reload else "keep"
     return sh("assemble reservations", _ASSEMBLE, state_dir(spec), pid_file(spec), *proc_markers(spec), mode)
+
+
+def start_step(spec: DhcpNamespaceSpec) -> Step:
+    """Start the server in its namespace; a server already running there (its pid file's, of this VLAN) is
+    reloaded instead, so two plans that both found none never leave two servers on one VLAN."""
+    return sh(
+        "start dnsmasq", _START, pid_file(spec), *proc_markers(spec), spec.namespace, *dnsmasq_args(spec)
+    )
 
 
 def prune_step(spec: DhcpNamespaceSpec, macs: list[str]) -> Step:

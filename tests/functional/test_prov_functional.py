@@ -8,6 +8,7 @@ $CLOUDREPO_PROVIDER_FIGURES (default the testbed's `figures/provider-figures.jso
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -21,6 +22,7 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
 from lab.common import host_paths, lab_dir
+from providers.kinds import dhcp_namespace as dn
 from providers.kinds.tap_port import MARK_UP
 from providers.pipeline import HostProvider
 from tests.functional.kit import outs
@@ -358,6 +360,44 @@ def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
     d.delete("x", b)
     assert d.read("x", b).id == ""
     assert_back_to_baseline("network", baseline, ("3107", "10.232.7."))
+
+
+def test_shared_dhcp_plan_read_half_made_leaves_one_server(lab: Testbed) -> None:
+    """Two slices' first `up`s at once: slice fb's read (outside the lock) caught the namespace that slice
+    fa's locked create was making, before its server started. fb's plan, run under the lock after fa's,
+    reloads fa's server instead of starting a second one on the VLAN."""
+    baseline = scan("network")
+    d = HostProvider("DhcpNamespace")
+    configure(d, lab)
+    a = dhcp_spec(
+        lab, slice_name="fa", vlan=3108, shared=True,
+        reservations=[{"mac": "52:54:00:23:90:01", "hostname": "guest1"}],
+    )  # fmt: skip
+    b = dhcp_spec(
+        lab, slice_name="fb", vlan=3108, shared=True,
+        reservations=[{"mac": "52:54:00:23:91:02", "hostname": "bguest"}],
+    )  # fmt: skip
+    ra = d.create(a)
+    server = outs(ra)["observed"]["dnsmasqPid"]
+    log = "/var/lib/cloudrepo/dhcp/vlan3108/dnsmasq.log"
+    reads = sh(lab, "network", f"grep -c 'read /var/lib/cloudrepo/dhcp/vlan3108/hosts' {log} || true")
+    spec = DhcpNamespaceSpec.model_validate(b)
+    have = dn.parse_have(spec, ssh.run_script(spec.host, dn.preflight(spec)))
+    half = dataclasses.replace(have, pid=None, cmdline=())  # the server not started yet when fb read
+    work = dn.resolve(spec, half)
+    steps = dn.plan_ensure(work, half)
+    assert "start dnsmasq" in [s.name for s in steps]
+    res = ssh.run_script(spec.host, steps, locked=True, holder="fb")
+    pids = sh(lab, "network", "ip netns pids ns-dhcp-vlan3108").split()
+    assert [sh(lab, "network", f"cat /proc/{p}/comm").strip() for p in pids] == ["dnsmasq"]
+    assert pids == [str(server)]
+    assert res.out("start dnsmasq").strip() == f"running: {server}"
+    again = sh(lab, "network", f"grep -c 'read /var/lib/cloudrepo/dhcp/vlan3108/hosts' {log}")
+    assert int(again) == int(reads) + 1  # reloaded: fb's reservation is served
+    assert outs(d.read("x", b))["drift"] == []
+    d.delete("x", b)
+    d.delete("x", a)
+    assert_back_to_baseline("network", baseline, ("3108", "10.232.8."))
 
 
 # ---- NatRule --------------------------------------------------------------------------------------------
