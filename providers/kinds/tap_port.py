@@ -20,7 +20,8 @@ parked TAP is on a bridge, the bridge also drops every frame tagged with that pa
 the fabric), so a parked guest neither sends nor receives, on any worker. The flows are marked by their
 cookie: upper half `PORT_COOKIE` and the POSIX `cksum` of the TAP's name, or `VLAN_COOKIE` and the VLAN. A
 TAP's drop is added before its port is retagged to the parking VLAN (a new TAP comes up only after it) and
-removed after it is retagged to a link; the VLAN's drop goes with the last parked TAP on the bridge (checked
+removed after it is retagged to a link (after any move between VLANs too: a TAP joining the VLAN it leaves may
+have parked it since the read); the VLAN's drop goes with the last parked TAP on the bridge (checked
 again after the removal, so a concurrent park needs no lock). Flows live in ovs-vswitchd, not in OVSDB: one
 lost (a restart, a hand edit) is drift for `read`, and `update` puts it back.
 
@@ -316,7 +317,7 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
     VLAN, the slice's strays on it on this worker are parked first.
 
     A parked TAP is dropped before its port is retagged (a new one: right after it is added, and it comes
-    up only then); a TAP on a link is undropped after its port is retagged."""
+    up only then); a TAP on a link is undropped after its port is retagged or moved."""
     check_ownership(spec, have)
     joins = joining(spec, have)
     steps: list[Step] = [park_others(spec, joins)] if joins is not None and have.strays else []
@@ -348,9 +349,12 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
         steps += [*drop, *attach] if kept else [*attach, *drop]
         moved = [gc_step(spec)] if attach and port is not None and port.tag != spec.vlan else []
         return steps + [drop_vlan_step(spec)] * len(drop) + moved + up
-    # a port that was parked (or whose tag is not known): its drop and maybe its VLAN's go
+    # a port that was parked (or whose tag is not known): its drop and maybe its VLAN's go; so do those of a
+    # port moved between VLANs: the read ran outside the lock, and a TAP joining the VLAN it leaves may have
+    # parked it since (two links swapping ends in one `up`)
     parked_before = port is not None and (port.protected or port.tag is None)
-    undrop = [undrop_step(spec)] if port is not None and (have.drops or parked_before) else []
+    moved = port is not None and port.tag != spec.vlan
+    undrop = [undrop_step(spec)] if port is not None and (have.drops or parked_before or moved) else []
     return steps + up + attach + undrop
 
 

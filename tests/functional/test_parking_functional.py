@@ -15,6 +15,7 @@ from providers.pipeline import HostProvider
 from tests.functional import kit
 from tests.functional.kit import outs
 from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
+from transport import ssh
 from vocabulary.specs import Endpoint, TapPortSpec
 
 pytestmark = pytest.mark.integration
@@ -120,3 +121,31 @@ def test_strays_parked_by_a_tap_that_joins_their_vlan_are_dropped(lab: Testbed) 
             p.delete(f"worker1/tap/{s['name']}", s)
     assert flows() == []
     assert json.dumps(scan("worker1")).count("tap_931") == 0
+
+
+def test_a_tap_parked_by_a_joiner_after_its_read_loses_its_drop_when_it_moves(lab: Testbed) -> None:
+    """Two links swap ends in one `up`: tap X leaves VLAN V for W while tap Y joins V. X's plan was made from
+    a read taken before Y parked X as a stray of V; run under the lock after Y's, X's move still takes X's
+    drop away (otherwise X sits on W with a flow dropping all it sends)."""
+    p = provider(lab)
+    x_on_v, y_on_w = spec(lab, 9321, "eth1", vlan=3321), spec(lab, 9322, "eth1", vlan=3322)
+    join = {"members": ["tap_9322_eth1", "tap_9323_eth1"], "hosts": [], "parkingVlan": 4094}
+    y_on_v = spec(lab, 9322, "eth1", vlan=3321, join=join)
+    x_on_w = TapPortSpec.model_validate(spec(lab, 9321, "eth1", vlan=3322))
+    try:
+        p.create(x_on_v)
+        p.create(y_on_w)
+        have = tp.parse_have(x_on_w, ssh.run_script(x_on_w.host, tp.preflight(x_on_w)))  # X's read
+        assert have.drops == ()
+        assert outs(p.create(y_on_v))["observed"]["parkedOthers"] == ["worker1/tap_9321_eth1"]
+        assert [f for f in flows() if port_drop("tap_9321_eth1") in f]  # Y parked X: X is dropped
+        ssh.run_script(x_on_w.host, tp.plan_ensure(x_on_w, have), locked=True, holder=SLICE)
+        assert [f for f in flows() if port_drop("tap_9321_eth1") in f] == [], flows()
+        tag = lab.run("worker1", "ovs-vsctl get port tap_9321_eth1 tag protected")[1].split()
+        assert tag == ["3322", "false"]
+        assert outs(p.read("worker1/tap/tap_9321_eth1", x_on_w.inputs()))["drift"] == []
+    finally:
+        for s in (y_on_v, x_on_v):
+            p.delete(f"worker1/tap/{s['name']}", s)
+    assert flows() == []
+    assert json.dumps(scan("worker1")).count("tap_932") == 0

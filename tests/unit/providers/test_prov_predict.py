@@ -306,7 +306,7 @@ def test_an_update_with_drift_reads_first(monkeypatch: pytest.MonkeyPatch) -> No
     reading(monkeypatch, tp.KIND, in_place)
     olds = {**tap(vlan=130).inputs(), "drift": ["TAP is down"], "observed": {}}
     TAP.update("id", olds, tap().inputs())
-    assert [names for names, _ in host.scripts] == [[READ], ["attach port"]]
+    assert [names for names, _ in host.scripts] == [[READ], ["attach port", "undrop"]]  # a move undrops
     host.scripts.clear()
     TAP.update("id", {**olds, "drift": []}, tap().inputs())
     assert host.scripts == [
@@ -397,4 +397,4 @@ def test_a_failed_update_or_a_failed_adoption_removes_nothing(monkeypatch: pytes
     reading(monkeypatch, tp.KIND, theirs)
     with pytest.raises(StepFailed):
         TAP.create(tap().inputs())  # adopts its own TAP: not made by this create
-    assert scripts[-1] == ["attach port"], scripts
+    assert scripts[-1] == ["attach port", "undrop"], scripts

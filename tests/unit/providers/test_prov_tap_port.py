@@ -86,8 +86,9 @@ def test_already_in_place_yields_no_commands() -> None:
 def test_existing_port_with_another_tag_is_retagged_by_set_not_only_may_exist() -> None:
     have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 130, None, **MARKS))
     steps = tp.plan_ensure(tap(), have)
-    assert argvs(steps) == [OVS]
+    assert argvs(steps)[0] == OVS
     assert "tag=120" in steps[0].argv[steps[0].argv.index("set") :]
+    assert [s.name for s in steps[1:]] == [tp.UNDROP]  # a move: a park since the read is undone
 
 
 def test_untagged_port_is_never_left_a_trunk() -> None:
@@ -328,7 +329,7 @@ def test_joining_a_vlan_parks_its_strays_on_every_worker_first(monkeypatch: pyte
     rec = run_ensure(monkeypatch, joining(), have)
     assert rec.calls == [
         ("worker2", [tp.PARK_OTHERS], True),  # the other worker that had the VLAN first, under its lock
-        ("worker1", [tp.PARK_OTHERS, "attach port"], True),  # then its own worker: park and tag, one script
+        ("worker1", [tp.PARK_OTHERS, "attach port", tp.UNDROP], True),  # then its own: park, tag, one script
     ]
     park = tp.park_others(joining(), joining().join)  # type: ignore[arg-type]
     assert list(park.argv[4:]) == ["demo", "120", "4094", "tap_1002_eth1", "tap_1003_eth1"]
