@@ -9,7 +9,7 @@ STACK ?= dev
 help:
 	@echo "make demo   - testbed up, pulumi up on the $(STACK) stack, connectivity proof, outputs"
 	@echo "make test   - every test: lint, unit, the real engine, the testbed end to end"
-	@echo "make test-long - the tests that boot the Debian cloud image (cloud-init, sshd; minutes)"
+	@echo "make test-long - the tests that boot the Debian cloud image (cloud-init, sshd) and the longer scenarios"
 	@echo "make bench  - benchmarks (BENCH_QUICK=1 for a short run)"
 	@echo "make setup | lint | unit | lab-up | lab-down | demo-down | clean"
 
@@ -42,7 +42,7 @@ test: setup lint
 # The tests that boot the Debian cloud image (built once into the cache: a minute or two the first time).
 test-long: setup lint
 	$(ACTIVATE) && python -m lab image --cloud
-	$(ACTIVATE) && pytest -q -ra --cloud-image -m cloud_image tests
+	$(ACTIVATE) && pytest -q -ra --cloud-image --long -m "cloud_image or long" tests
 
 demo: setup
 	$(ACTIVATE) && python -m lab up

@@ -16,17 +16,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="also run the tests that build (once) and boot the Debian cloud image (`make test-long`)",
     )
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="also run the longer scenarios that repeat a shorter test's proof at a larger scale "
+        "(`make test-long`)",
+    )
 
 
 def pytest_configure() -> None:
     use_test_testbed()
 
 
+SKIPPED = {
+    "cloud_image": ("--cloud-image", "boots the Debian cloud image: run with --cloud-image (make test-long)"),
+    "long": ("--long", "a longer scenario: run with --long (make test-long)"),
+}
+"""marker -> (the option that runs its tests, why they are skipped without it)."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The cloud image's tests take minutes (a build, then a TCG boot): only with `--cloud-image`."""
-    if config.getoption("--cloud-image"):
-        return
-    skip = pytest.mark.skip(reason="boots the Debian cloud image: run with --cloud-image (make test-long)")
-    for item in items:
-        if item.get_closest_marker("cloud_image"):
-            item.add_marker(skip)
+    """The cloud image's tests (a build, then a TCG boot) and the longer scenarios take minutes: only with
+    their option, as `make test-long` runs them."""
+    for marker, (option, reason) in SKIPPED.items():
+        if config.getoption(option):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
