@@ -353,8 +353,8 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
     # port moved between VLANs: the read ran outside the lock, and a TAP joining the VLAN it leaves may have
     # parked it since (two links swapping ends in one `up`)
     parked_before = port is not None and (port.protected or port.tag is None)
-    moved = port is not None and port.tag != spec.vlan
-    undrop = [undrop_step(spec)] if port is not None and (have.drops or parked_before or moved) else []
+    retagged = port is not None and port.tag != spec.vlan
+    undrop = [undrop_step(spec)] if port is not None and (have.drops or parked_before or retagged) else []
     return steps + up + attach + undrop
 
 
