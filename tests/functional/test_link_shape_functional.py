@@ -104,6 +104,7 @@ def test_a_netem_is_applied_or_refused_before_any_step(lab: Testbed) -> None:
         taps.delete(made.id, tap)
 
 
+@pytest.mark.long  # a timing figure at a larger scale
 def test_apply_time_of_twenty_shapes(lab: Testbed) -> None:
     """A figure for bench/README.md: 20 TAPs' rate limits created, changed and removed through the
     provider (one SSH round trip each, run one after another), timed."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,9 @@ from tests.integration.e2ekit import guest_launch, qemu_tcg, wall_time
 from tests.integration.slicekit import SliceStack
 
 pytestmark = pytest.mark.integration
+
+FAULT_STACKS = ["env", "PYTHONFAULTHANDLER=1"]
+"""The prefix of a pane's command: SIGABRT prints the stacks of all its threads (`Tmux.ended`)."""
 
 SLICE = "e2e-console"
 POOL = 360
@@ -82,6 +86,16 @@ class Tmux:
             time.sleep(0.2)
         raise AssertionError(f"the pane's process still runs after {timeout}s:\n{self.screen(pane)}")
 
+    def ended(self, pane: str, timeout: float, what: str) -> int:
+        """`dead`, or a failure showing every thread's stack of the pane's process (started under
+        `FAULT_STACKS`: SIGABRT prints them) when it still runs after `timeout` (`what` happened before)."""
+        try:
+            return self.dead(pane, timeout)
+        except AssertionError as still_running:
+            os.kill(int(self("display-message", "-p", "-t", pane, "#{pane_pid}")), signal.SIGABRT)
+            stacks = self.wait_for(pane, "most recent call", 10)
+            raise AssertionError(f"still running {timeout} s after {what}:\n{stacks}") from still_running
+
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", self.sock, "kill-server"], capture_output=True, check=False)
 
@@ -131,7 +145,7 @@ def test_console_attaches_answers_detaches_and_refuses_a_second_client(
 
 
 def run_console(op: Checkout, tmux: Tmux, sock: Path) -> None:
-    argv = [*op.script, "--project", str(op.project), "console", SLICE, str(VM)]
+    argv = [*FAULT_STACKS, *op.script, "--project", str(op.project), "console", SLICE, str(VM)]
     tmux("new-session", "-d", "-s", "con", "-x", "150", "-y", "40", "-c", str(op.project), shlex.join(argv))
     tmux.wait_for("con", f"Connected to vm {VM} on worker1. Escape: Ctrl-]")
     tmux("send-keys", "-t", "con", "echo cr-$((6*7))-ok", "Enter")
@@ -148,7 +162,7 @@ def run_console(op: Checkout, tmux: Tmux, sock: Path) -> None:
         lab_console.run(sock, ["true"], timeout=2)
 
     tmux("send-keys", "-t", "con", "C-]")
-    assert tmux.dead("con") == 0
+    assert tmux.ended("con", 30, "Ctrl-]") == 0
     screen = tmux.screen("con")
     assert f"Detached from vm {VM} (escape Ctrl-]); it keeps running." in screen, screen
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.integration.e2ekit import drift_by_name, wall_time
 from tests.integration.slicekit import SliceStack, lab_config, slice_section
 from tests.labfixtures import Guest, Testbed
@@ -134,6 +136,7 @@ def ring(first: int, n: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
     return vms, links
 
 
+@pytest.mark.long  # the full node (make test-long) repeats it at 12 slices of 20 links
 def test_a_slice_of_20_links_runs_21_servers_without_inotify(
     slice_stack: Callable[..., SliceStack], testbed: Testbed
 ) -> None:

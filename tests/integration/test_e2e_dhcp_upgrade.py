@@ -24,7 +24,7 @@ from tests.labfixtures import Guest, Testbed
 
 OLD_COMMIT = "bb2a52faed367503ea1378355d2e5f2222280e26"
 """The last commit whose dnsmasq read `--dhcp-hostsdir`."""
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]  # an upgrade from an older release: make test-long
 
 NAME = "e2e-dhcpup"
 VMS = [

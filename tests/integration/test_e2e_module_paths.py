@@ -30,7 +30,7 @@ from tests.integration.staterefs import Ref, Refs, resolve, state_refs
 from tests.integration.upgradekit import program_at, use_code
 from tests.labfixtures import Testbed, assert_scan_equal, scan, scan_parts
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]  # an upgrade from an older release: make test-long
 
 STABLE_ENTRY = "providers.pipeline.HostProvider"
 """The one class the state refers to for every host kind from now on (docs/design.md, "Upgrades and the

@@ -30,7 +30,7 @@ from vocabulary import naming
 
 OLD_COMMIT = "9e5fe74658c5246fde60c1ba7bed32d3a866e67d"
 """The last commit before slices had uids (and before parking VLANs were claimed and boot files confined)."""
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]  # an upgrade from an older release: make test-long
 
 NAME = "heir"
 OLD_PROGRAM = ("__main__.py", "providers", "components")
