@@ -75,7 +75,11 @@ class Tmux:
         raise AssertionError(f"{text!r} not on the screen within {timeout}s:\n{self.screen(pane)}")
 
     def dead(self, pane: str, timeout: float = 30) -> int:
-        """The exit status of the pane's process once it has exited."""
+        """The exit status of the pane's process once it has exited.
+
+        tmux 3.3a can miss the SIGCHLD of a pane's process: the pane reads as dead (its terminal closed) with
+        no status, the process a zombie it never reaps. Told again (SIGCHLD to the server), it reaps it
+        and records the status."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             fmt = "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"
@@ -83,18 +87,32 @@ class Tmux:
             assert not killed, f"the pane's process was killed by signal {killed}"
             if dead == "1" and status:
                 return int(status)
+            if dead == "1":
+                os.kill(int(self("display-message", "-p", "#{pid}")), signal.SIGCHLD)
             time.sleep(0.2)
         raise AssertionError(f"the pane's process still runs after {timeout}s:\n{self.screen(pane)}")
 
     def ended(self, pane: str, timeout: float, what: str) -> int:
-        """`dead`, or a failure showing every thread's stack of the pane's process (started under
-        `FAULT_STACKS`: SIGABRT prints them) when it still runs after `timeout` (`what` happened before)."""
+        """`dead`, or a failure showing the processes on the pane's terminal and every thread's stack of its
+        Python ones (started under `FAULT_STACKS`: SIGABRT prints them) when the pane still runs after
+        `timeout` (`what` happened before)."""
         try:
             return self.dead(pane, timeout)
         except AssertionError as still_running:
-            os.kill(int(self("display-message", "-p", "-t", pane, "#{pane_pid}")), signal.SIGABRT)
-            stacks = self.wait_for(pane, "most recent call", 10)
-            raise AssertionError(f"still running {timeout} s after {what}:\n{stacks}") from still_running
+            tty = self("display-message", "-p", "-t", pane, "#{pane_tty}").strip()
+            ps = ["ps", "-o", "pid,ppid,stat,wchan:20,etime,args", "-t", tty.removeprefix("/dev/")]
+            listing = subprocess.run(ps, capture_output=True, text=True, check=False).stdout
+            for line in listing.splitlines()[1:]:
+                pid, _ppid, _stat, _wchan, _etime, command = line.split(None, 5)
+                if "python" in command.split()[0]:
+                    os.kill(int(pid), signal.SIGABRT)
+            try:
+                stacks = self.wait_for(pane, "most recent call", 10)
+            except AssertionError:
+                stacks = "(no stack printed)"
+            raise AssertionError(
+                f"still running {timeout} s after {what}; on {tty}:\n{listing}\n{stacks}"
+            ) from still_running
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", self.sock, "kill-server"], capture_output=True, check=False)
