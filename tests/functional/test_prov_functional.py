@@ -321,18 +321,24 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
     assert_back_to_baseline("network", net_base, ("3105", "3106", "10.232.5.", "10.232.6."))
 
 
+def shared_pair(lab: Testbed, vlan: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Slices fa and fb on one shared VLAN, a reservation each (its address handed out by the node)."""
+    a = dhcp_spec(
+        lab, slice_name="fa", vlan=vlan, shared=True,
+        reservations=[{"mac": "52:54:00:23:90:01", "hostname": "guest1"}],
+    )  # fmt: skip
+    b = dhcp_spec(
+        lab, slice_name="fb", vlan=vlan, shared=True,
+        reservations=[Reservation(mac="52:54:00:23:91:02", hostname="bguest")],
+    )  # fmt: skip
+    return a, b
+
+
 def test_shared_dhcp_keeps_each_slices_reservations(lab: Testbed) -> None:
     baseline = scan("network")
     d = HostProvider("DhcpNamespace")
     configure(d, lab)
-    a = dhcp_spec(
-        lab, slice_name="fa", vlan=3107, shared=True,
-        reservations=[{"mac": "52:54:00:23:90:01", "hostname": "guest1"}],
-    )  # fmt: skip
-    b = dhcp_spec(
-        lab, slice_name="fb", vlan=3107, shared=True,
-        reservations=[Reservation(mac="52:54:00:23:91:02", hostname="bguest")],
-    )  # fmt: skip
+    a, b = shared_pair(lab, 3107)
     ra = d.create(a)
     rb = d.create(b)
     assert outs(rb)["observed"]["dnsmasqPid"] == outs(ra)["observed"]["dnsmasqPid"]  # no restart for slice b
@@ -369,14 +375,7 @@ def test_shared_dhcp_plan_read_half_made_leaves_one_server(lab: Testbed) -> None
     baseline = scan("network")
     d = HostProvider("DhcpNamespace")
     configure(d, lab)
-    a = dhcp_spec(
-        lab, slice_name="fa", vlan=3108, shared=True,
-        reservations=[{"mac": "52:54:00:23:90:01", "hostname": "guest1"}],
-    )  # fmt: skip
-    b = dhcp_spec(
-        lab, slice_name="fb", vlan=3108, shared=True,
-        reservations=[{"mac": "52:54:00:23:91:02", "hostname": "bguest"}],
-    )  # fmt: skip
+    a, b = shared_pair(lab, 3108)
     ra = d.create(a)
     server = outs(ra)["observed"]["dnsmasqPid"]
     log = "/var/lib/cloudrepo/dhcp/vlan3108/dnsmasq.log"
