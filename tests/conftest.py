@@ -19,8 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--long",
         action="store_true",
-        help="also run the longer scenarios that repeat a shorter test's proof at a larger scale "
-        "(`make test-long`)",
+        help="also run the longer scenarios: larger-scale repeats of a shorter test, timings, upgrades from "
+        "an older release's state (`make test-long`)",
     )
 
 
