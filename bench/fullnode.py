@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,27 @@ def report(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def bench_run(
+    name: str, out: dict[str, Any], body: Callable[[Path], None], report: Callable[[dict[str, Any]], str]
+) -> int:
+    """`body(workdir)` under the testbed's bench lock; `out` (with the error, if any) saved and reported."""
+    RESULTS.mkdir(exist_ok=True)
+    if lab("status", check=False).returncode != 0:
+        lab("up")
+    workdir = Path(tempfile.mkdtemp(prefix=f"cloudrepo-{name}-"))
+    try:
+        with testbed_lock("bench"):
+            body(workdir)
+    except Exception as exc:
+        out["error"] = str(exc)
+        log(f"FAILED: {exc}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    (RESULTS / f"{out['started']}-{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(report(out))
+    return 0 if out.get("scan_equal") and "error" not in out else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.fullnode", description=__doc__)
     ap.add_argument("--slices", type=int, default=SLICES)
@@ -284,26 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-one-by-one", action="store_true")
     args = ap.parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS.mkdir(exist_ok=True)
     logdir = RESULTS / f"{stamp}-fullnode-logs"
-    logdir.mkdir()
+    logdir.mkdir(parents=True)
     out: dict[str, Any] = {"started": stamp, "slices": args.slices, "links": args.links}
-    if lab("status", check=False).returncode != 0:
-        lab("up")
-    workdir = Path(tempfile.mkdtemp(prefix="cloudrepo-fullnode-"))
-    ok = False
-    try:
-        with testbed_lock("bench"):
-            run(args, workdir, logdir, out)
-            ok = bool(out.get("scan_equal"))
-    except Exception as exc:
-        out["error"] = str(exc)
-        log(f"FAILED: {exc}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    (RESULTS / f"{stamp}-fullnode.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(report(out))
-    return 0 if ok and "error" not in out else 1
+    return bench_run("fullnode", out, lambda workdir: run(args, workdir, logdir, out), report)
 
 
 if __name__ == "__main__":
