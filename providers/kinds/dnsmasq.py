@@ -21,19 +21,20 @@ from vocabulary import naming
 from vocabulary.specs import DhcpNamespaceSpec
 
 # Constant sh programs; every variable part is a positional argument, never spliced into the text.
+_PID = 'pid() { p=$(cat "$1" 2>/dev/null) || p=; case "$p" in ""|*[!0-9]*) p=;; esac; }; '
+"""`pid FILE`: the pid file's number in $p, or $p empty (no file, or not a number)."""
 _PROC = (
-    'p=$(cat "$1" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
-    '[ -r "/proc/$p/cmdline" ] || exit 0; printf "%s\\n" "$p"; tr "\\000" "\\n" <"/proc/$p/cmdline"'
+    _PID + 'pid "$1"; [ -n "$p" ] && [ -r "/proc/$p/cmdline" ] || exit 0; '
+    'printf "%s\\n" "$p"; tr "\\000" "\\n" <"/proc/$p/cmdline"'
 )
 _OURS = (
     'ours() { [ -r "/proc/$p/cmdline" ] && tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$2" '
     '&& tr "\\000" "\\n" <"/proc/$p/cmdline" | grep -qxF -e "$3"; }; '
 )
+"""`ours FILE MARK1 MARK2`: $p's process runs with both markers in its argv (this VLAN's server)."""
 _STOP = (
-    'p=$(cat "$1" 2>/dev/null) || exit 0; '
-    'case "$p" in ""|*[!0-9]*) rm -f "$1"; exit 0;; esac; '
-    + _OURS
-    + 'if ours "$@"; then kill -TERM "$p" 2>/dev/null; i=0; '
+    _PID + _OURS + 'pid "$1"; [ -n "$p" ] || { rm -f "$1"; exit 0; }; '
+    'if ours "$@"; then kill -TERM "$p" 2>/dev/null; i=0; '
     'while ours "$@" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
     'if ours "$@"; then kill -KILL "$p"; sleep 0.1; fi; fi; rm -f "$1"'
 )
@@ -41,9 +42,9 @@ _STOP = (
 # a running server of this VLAN (started by another slice's locked change since this plan's read: a shared
 # VLAN's server is read outside the lock), which is sent SIGHUP instead, to read the reservations assembled
 _START = (
-    'p=$(cat "$1" 2>/dev/null) || p=; case "$p" in ""|*[!0-9]*) p=;; esac; '
+    _PID
     + _OURS
-    + 'if [ -n "$p" ] && ours "$1" "$2" "$3"; then kill -HUP "$p"; echo "running: $p"; exit 0; fi; '
+    + 'pid "$1"; if [ -n "$p" ] && ours "$1" "$2" "$3"; then kill -HUP "$p"; echo "running: $p"; exit 0; fi; '
     'ns=$4; shift 4; exec ip netns exec "$ns" "$@"'
 )
 # $1 lease file, then MACs whose leases go
@@ -65,9 +66,9 @@ _ASSEMBLE = (
     'if [ -f "$d/hosts" ] && cmp -s "$t" "$d/hosts"; then rm -f "$t"; exit 0; fi; '
     'mv -f "$t" "$d/hosts" || exit 1; '
     'echo changed; [ "$5" = hup ] || exit 0; '
-    'p=$(cat "$2" 2>/dev/null) || exit 0; case "$p" in ""|*[!0-9]*) exit 0;; esac; '
+    + _PID
     + _OURS
-    + 'if ours "$2" "$3" "$4"; then kill -HUP "$p"; fi'
+    + 'pid "$2"; if [ -n "$p" ] && ours "$2" "$3" "$4"; then kill -HUP "$p"; fi'
 )
 DNS_OPTION = "--dhcp-option=6,"
 
