@@ -36,8 +36,12 @@ lint: venv
 unit: venv
 	.venv/bin/pytest -q tests/unit
 
+# The suites that need no testbed: run side by side (`scripts/test-beside`) after the testbed's.
+BESIDE := tests/unit tests/portal tests/packaging
+
 test: setup lint
-	$(ACTIVATE) && pytest -q -ra tests
+	$(ACTIVATE) && { pytest -q -ra $(addprefix --ignore=,$(BESIDE)) tests; a=$$?; \
+	  scripts/test-beside $(BESIDE); b=$$?; [ $$a = 0 ] && [ $$b = 0 ]; }
 
 # The tests that boot the Debian cloud image (built once into the cache: a minute or two the first time).
 test-long: setup lint
