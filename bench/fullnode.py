@@ -53,10 +53,16 @@ netns=$(ip netns list | wc -l)
 slab=$(awk '/^Slab:/ {print $2}' /proc/meminfo)
 echo "$n $fd $rss $pss $ports $rules $netns $slab"
 """
-OVS_CPU = r"""
+OVS_CPU_FN = r"""
 cpu() { p=$(cat "/run/openvswitch/$1.pid" 2>/dev/null) && awk '{print $14 + $15}' "/proc/$p/stat" || echo 0; }
+"""
+"""`cpu DAEMON`: the CPU ticks an OVS daemon has used so far (0 when it is not running)."""
+OVS_CPU = (
+    OVS_CPU_FN
+    + r"""
 echo "$(ovs-vsctl list-ports br-int | wc -l) $(cpu ovs-vswitchd) $(cpu ovsdb-server)"
 """
+)
 """br-int's ports, then the CPU ticks ovs-vswitchd and ovsdb-server have used (each OVS change costs them
 more as the bridge fills)."""
 NODE_FIELDS = (

@@ -22,17 +22,19 @@ from typing import Any
 from bench import baselines as bl
 from bench.__main__ import log, same_hosts, scan
 from bench.engine import SliceStack
-from bench.fullnode import LINKS, SLICES, bench_run, measured, new_stack, specs
+from bench.fullnode import LINKS, OVS_CPU_FN, SLICES, bench_run, measured, new_stack, specs
 from bench.ovscalls import FILL, UNFILL
 
 HOSTS = {bl.NETWORK: "internal", "worker1": "tap", "worker2": "tap"}
 """Each host and how `bench.ovscalls` fills its bridge."""
 
-OVS_COUNTERS = r"""
-cpu() { p=$(cat "/run/openvswitch/$1.pid" 2>/dev/null) && awk '{print $14 + $15}' "/proc/$p/stat" || echo 0; }
+OVS_COUNTERS = (
+    OVS_CPU_FN
+    + r"""
 echo "$(ovs-vsctl list-ports br-int | wc -l) $(ovs-appctl coverage/read-counter bridge_reconfigure) \
 $(($(cpu ovs-vswitchd) + $(cpu ovsdb-server)))"
 """
+)
 """br-int's ports, `ovs-vswitchd`'s passes so far, the CPU ticks of both OVS daemons so far."""
 
 
