@@ -163,14 +163,23 @@ class PulumiCLI:
         return next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("name:"))
 
     def recover_checkpoint(self) -> bool:
-        """An engine killed while it wrote the checkpoint leaves it cut short ("failed to load checkpoint:
-        EOF"): put the backend's backup of the previous checkpoint (`.json.bak`) back, as an operator would.
-        True when the checkpoint was unreadable and the backup was restored."""
+        """An engine killed while it wrote the checkpoint can leave the file backend's attributes file
+        (`<stack>.json.attrs`, written in place before the new checkpoint is renamed over the old one) empty:
+        "failed to load checkpoint: EOF", though the checkpoint is the last complete one. Remove unreadable
+        attributes files (the backend reads a checkpoint without one), as an operator would; if it is still
+        unreadable, put the backend's backup of the previous checkpoint (`.json.bak`) back. True when the
+        checkpoint was unreadable and something was repaired."""
         path = self.checkpoint_file()
-        exported = self.run("stack", "export", check=False)
-        if exported.returncode == 0 or path is None or not path.with_suffix(".json.bak").is_file():
+        if path is None or self.run("stack", "export", check=False).returncode == 0:
             return False
-        shutil.copyfile(path.with_suffix(".json.bak"), path)
+        for data in (path, path.with_suffix(".json.bak")):
+            attrs = data.with_name(data.name + ".attrs")
+            if attrs.is_file() and not readable_json(attrs):
+                attrs.unlink()
+        backup = path.with_suffix(".json.bak")
+        if self.run("stack", "export", check=False).returncode != 0 and backup.is_file():
+            shutil.copyfile(backup, path)
+            path.with_name(path.name + ".attrs").unlink(missing_ok=True)
         return True
 
     def destroy_all(self) -> subprocess.CompletedProcess[str]:
@@ -193,3 +202,12 @@ class PulumiCLI:
     def remove(self) -> None:
         """Remove the stack from its backend."""
         self.run("stack", "rm", "--yes", "--force", check=False)
+
+
+def readable_json(path: Path) -> bool:
+    """Whether the file holds a whole JSON document."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True

@@ -113,7 +113,7 @@ def run_faults(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None
     orphans = eventually(lambda: [p for p in all_pids() if any(project in a for a in cmdline(p))])
     assert not orphans, f"plugins of the killed engine survived: {orphans}"
     if stack.cli.recover_checkpoint():  # the kill landed while the engine wrote its checkpoint
-        print("checkpoint cut short by the kill: restored the backend's backup")
+        print("checkpoint left unreadable by the kill: repaired")
     pending = stack.cli.pending_operations()
     print("pending operations:", json.dumps([(p["type"], p["resource"]["urn"]) for p in pending]))
     assert pending, "the kill left no pending operation (the update was over?)"
