@@ -57,6 +57,10 @@ def _no_report(_spec: Any, _ran: Any) -> dict[str, Any]:
     return {}
 
 
+def _not_contended(_spec: Any, _exc: StepFailed) -> bool:
+    return False
+
+
 def _not_refused(_spec: Any, _exc: StepFailed) -> None:
     return None
 
@@ -104,6 +108,11 @@ class Kind(Generic[S, H]):
     """A locked plan whose step failed is read and planned again, once: its read ran outside the lock, so
     another slice may have made or removed the shared object since (two slices' first `up` at once).
     False: the kind's locked plan re-checks under the lock by itself (a failure is final)."""
+    contended: Callable[[S, StepFailed], bool] = _not_contended
+    """Whether a locked step failed because another slice committed a change to the shared object since the
+    read (DhcpNamespace: an address it chose on VLAN 400 was just reserved by another slice). Such a plan
+    is read and planned again until it commits (`pipeline.CONTENDED_ATTEMPTS` at most): every such
+    failure follows another slice's commit, so the retries end when the slices that raced it are done."""
 
     gone: Callable[[S, H], bool] = _says_gone
     """Whether the read found no object of this slice (`read` drops it; a failed create undoes itself)."""

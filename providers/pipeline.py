@@ -43,6 +43,10 @@ from vocabulary.errors import CloudrepoError, Conflict, OwnershipConflict, SshEr
 PROVIDER_KEY = "__provider"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN (preview placeholder)
 OUTPUT_KEYS = ("drift", "observed")
+CONTENDED_ATTEMPTS = 32
+"""How many times a locked plan is read and planned when its step keeps failing because another slice
+committed first (`Kind.contended`): each failure is another slice's commit, and a network node carries
+about 13 slices (the addressing's limit), so a plan raced by all of them at once still commits."""
 """Outputs added to the inputs: `drift` (what `read` found different) and `observed` (the host's state)."""
 
 log = logging.getLogger("cloudrepo")
@@ -155,15 +159,18 @@ class HostProvider(ResourceProvider):
 
         The read of a shared object is made outside the lock, so it may catch another slice's locked change
         half-way (its port made but not yet seen, or its device seen before its port): a plan of a locked
-        object that refuses what it read, or whose step fails, reads and plans again, once (`replans`)."""
-        for attempt in (1, 2):
+        object that refuses what it read, or whose step fails, reads and plans again, once (`replans`), and
+        again while its step fails because another slice committed first (`contended`)."""
+        attempt = 0
+        while True:
+            attempt += 1
             have = self._read(kind, spec)
             work = kind.resolve(spec, have, olds)
             locked = kind.locked(work, have)
             try:
                 steps = kind.plan_ensure(work, have)
             except (OwnershipConflict, Conflict):
-                if not (locked and kind.replans) or attempt == 2:
+                if not (locked and kind.replans) or attempt >= 2:
                     raise
                 continue
             ran: list[tuple[str, ScriptResult]] = []
@@ -175,12 +182,19 @@ class HostProvider(ResourceProvider):
                     res = self._run(kind, work, [*steps, *kind.readback(work)], locked)
                     ran.append((work.host.name, res))
             except StepFailed as exc:
-                if not (locked and kind.replans) or attempt == 2:
+                if not self._again(kind, work, locked, attempt, exc):
                     exc.fresh = kind.gone(work, have)
                     raise
                 continue
             return self._observed(kind, spec, work, have, steps, res, ran)
-        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _again(kind: AnyKind, work: Any, locked: bool, attempt: int, exc: StepFailed) -> bool:
+        """Whether a locked plan whose step failed is read and planned again: once, or while another slice
+        keeps committing first (`Kind.contended`)."""
+        if not (locked and kind.replans):
+            return False
+        return attempt < 2 or (kind.contended(work, exc) and attempt < CONTENDED_ATTEMPTS)
 
     def _expected(
         self, kind: AnyKind, spec: Any, expected: Expectation[Any] | None, olds: dict[str, Any] | None

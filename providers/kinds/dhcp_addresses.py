@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from transport.script import Step, sh
 from vocabulary import naming
-from vocabulary.errors import Conflict
+from vocabulary.errors import Conflict, StepFailed
 from vocabulary.specs import DhcpNamespaceSpec, Reservation
 
 # Constant sh programs; every variable part is a positional argument, never spliced into the text.
@@ -123,9 +123,18 @@ def others_probe(hosts_dir: str, own: str, adopted: str | None = None) -> Step:
     return sh("other reservations", _OTHERS, hosts_dir, own, adopted or "", kind="probe")
 
 
+VERIFY_FREE = "verify addresses free"
+
+
 def verify_free_step(hosts_dir: str, own: str, ips: list[str], adopted: str | None = None) -> Step:
-    """Under the lock: fails, naming the file's slice, when another slice's file now holds one of `ips`."""
-    return sh("verify addresses free", _VERIFY_FREE, hosts_dir, own, adopted or "", *ips)
+    """Under the lock: fails, naming the file's slice, when another slice's file now holds one of `ips`
+    (that slice committed since the read: the plan is read and made again, `taken_meanwhile`)."""
+    return sh(VERIFY_FREE, _VERIFY_FREE, hosts_dir, own, adopted or "", *ips)
+
+
+def taken_meanwhile(exc: StepFailed) -> bool:
+    """Whether a locked script failed because another slice reserved one of its addresses since the read."""
+    return exc.step == VERIFY_FREE
 
 
 def parse_others(text: str) -> tuple[tuple[str, str, str], ...]:

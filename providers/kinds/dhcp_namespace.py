@@ -442,6 +442,7 @@ KIND: Kind[DhcpNamespaceSpec, DhcpHave] = Kind(
     observe=observe,
     after=after,
     locked=lambda spec, _have: spec.shared,  # users registered under the lock
+    contended=lambda _spec, exc: dhcp_addresses.taken_meanwhile(exc),  # slices joining VLAN 400 at once
     readback=lambda spec: [dnsmasq.proc_probe(spec)],  # the outputs show the server that runs
     expect_create=expect_create,
     expect_delete=expect_delete,

@@ -399,6 +399,49 @@ def test_shared_dhcp_plan_read_half_made_leaves_one_server(lab: Testbed) -> None
     assert_back_to_baseline("network", baseline, ("3108", "10.232.8."))
 
 
+def test_shared_dhcp_address_reserved_meanwhile_is_chosen_again(
+    lab: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slices joining the shared VLAN at once: slice fb read the node (.11 free), then slice fc reserved .11
+    before fb's locked script ran; fb read again (.12 free), and slice fd reserved .12 first. Each time fb's
+    check under the lock finds its address taken, and fb reads and chooses again (.13) instead of failing;
+    each slice serves its own address."""
+    baseline = scan("network")
+    d = HostProvider("DhcpNamespace")
+    configure(d, lab)
+    a, b = shared_pair(lab, 3109)
+    racers = [
+        {**b, "slice": s, "reservations": [{"mac": f"52:54:00:23:92:0{i}", "hostname": f"{s}guest"}]}
+        for i, s in enumerate(("fc", "fd"))
+    ]
+    d.create(a)  # the server, with .10
+    real = ssh.run_script
+    cut_in: list[str] = []
+
+    def racer_first(endpoint: Endpoint, steps: Any, **kw: Any) -> Any:
+        if kw.get("holder") == "fb" and kw.get("locked") and len(cut_in) < len(racers):
+            racer = racers[len(cut_in)]
+            cut_in.append(racer["slice"])
+            d.create(racer)  # between fb's read and its locked script
+        return real(endpoint, steps, **kw)
+
+    monkeypatch.setattr(ssh, "run_script", racer_first)
+    rb = d.create(b)
+    monkeypatch.setattr(ssh, "run_script", real)
+    assert cut_in == ["fc", "fd"]
+    assert outs(rb)["observed"]["reserved"] == {"52:54:00:23:91:02": "10.232.9.13"}
+    assert [outs(d.read("x", r))["observed"]["reserved"] for r in racers] == [
+        {"52:54:00:23:92:00": "10.232.9.11"},
+        {"52:54:00:23:92:01": "10.232.9.12"},
+    ]
+    served = sh(lab, "network", "cat /var/lib/cloudrepo/dhcp/vlan3109/hosts").splitlines()
+    assert sorted(ln.split(",")[1] for ln in served) == [f"10.232.9.{n}" for n in (10, 11, 12, 13)]
+    assert outs(d.read("x", b))["drift"] == []
+    for spec in (*racers, b, a):
+        d.delete("x", spec)
+    assert_back_to_baseline("network", baseline, ("3109", "10.232.9."))
+
+
 # ---- NatRule --------------------------------------------------------------------------------------------
 
 

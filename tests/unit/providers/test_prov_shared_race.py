@@ -4,15 +4,18 @@ re-plans once instead of failing (seen with two `pulumi up` in parallel: "ns-dhc
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from providers.kind import Kind
+from providers.kinds import KINDS, dhcp_addresses, dnsmasq
 from providers.kinds import dhcp_namespace as dn
-from providers.kinds import dnsmasq
 from providers.kinds import vlan_gateway as vg
-from providers.pipeline import HostProvider
+from providers.pipeline import CONTENDED_ATTEMPTS, HostProvider
 from tests.unit.providers.provkit import READ, dhcp, gateway, link, port, reading
 from transport import ssh
 from transport.script import ScriptResult, Step, StepResult
@@ -179,3 +182,73 @@ def test_a_slices_own_gateway_read_as_unmarked_is_refused_at_once(monkeypatch: p
     with pytest.raises(OwnershipConflict, match="an interface of that name exists"):
         ensure(host.provider(monkeypatch, vg.KIND), gateway())
     assert (host.read_count, host.scripts) == (1, [])
+
+
+def joined_meanwhile(spec: Any, others: int) -> dn.DhcpHave:
+    """The shared server slice "a" runs, read after `others` other slices reserved an address each."""
+    return dn.DhcpHave(
+        owner="shared",
+        netns=True,
+        port=port("dhcp_v400", 400, "shared", **{"cloudrepo-kind": "dhcp", "cloudrepo-vlan": "400"}),
+        root_link=None,
+        ns_links=(link("dhcp_v400", True, "internal", None, "10.60.7.2/24"), link("lo", True, None, None)),
+        pid=4242,
+        cmdline=tuple(dnsmasq.dnsmasq_args(spec)),
+        hosts=None,
+        users=("a", *(f"o{i}" for i in range(others))),
+        markers=dnsmasq.proc_markers(spec),
+        others=tuple((f"o{i}", f"52:54:00:99:00:{i:02x}", f"10.60.7.{10 + i}") for i in range(others)),
+    )
+
+
+class Racing:
+    """Locked scripts that fail at `dhcp_addresses.VERIFY_FREE` while `commits` other slices commit first
+    (each read after a failure finds one more of them), then succeed; and reads that count."""
+
+    def __init__(self, spec: Any, commits: int) -> None:
+        self.spec = spec
+        self.commits = commits
+        self.reads = 0
+        self.scripts = 0
+
+    def provider(self, monkeypatch: pytest.MonkeyPatch) -> HostProvider:
+        monkeypatch.setattr(ssh, "run_script", self.run_script)
+        reading(monkeypatch, dn.KIND)  # the read is one probe named READ ...
+        kind = dataclasses.replace(KINDS[dn.KIND.name], parse_have=self.read)  # ... that finds what we say
+        monkeypatch.setitem(KINDS, dn.KIND.name, kind)
+        return HostProvider(dn.KIND.name)
+
+    def read(self, _spec: Any, _res: ScriptResult) -> dn.DhcpHave:
+        self.reads += 1
+        return joined_meanwhile(self.spec, self.reads - 1)
+
+    def run_script(self, _endpoint: Any, steps: list[Step], **_: Any) -> ScriptResult:
+        names = [s.name for s in steps]
+        if names == [READ]:
+            return ScriptResult()
+        self.scripts += 1
+        if self.scripts <= self.commits:
+            ip = next(s.argv[-1] for s in steps if s.name == dhcp_addresses.VERIFY_FREE)
+            raise StepFailed("network", dhcp_addresses.VERIFY_FREE, 1, f"IP {ip} just reserved by slice o")
+        return ScriptResult([StepResult(names[-1], 0, "4242\n" + "\n".join(dnsmasq.dnsmasq_args(self.spec)))])
+
+
+@given(st.integers(0, CONTENDED_ATTEMPTS - 1))
+@settings(max_examples=20, deadline=None)
+def test_an_address_reserved_meanwhile_by_other_slices_is_chosen_again(commits: int) -> None:
+    """Slices joining VLAN 400 at once: each locked check that finds its address just reserved by another
+    slice reads and chooses again, until it commits the lowest address none of them holds."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        spec = shared_dhcp("b")
+        race = Racing(spec, commits)
+        out = ensure(race.provider(monkeypatch), spec)
+    assert (race.reads, race.scripts) == (commits + 1, commits + 1)
+    assert out["observed"]["reserved"] == {"52:54:00:18:39:00": f"10.60.7.{10 + commits}"}
+
+
+def test_a_node_that_keeps_taking_the_address_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = shared_dhcp("b")
+    race = Racing(spec, CONTENDED_ATTEMPTS)
+    with pytest.raises(StepFailed, match="just reserved"):
+        ensure(race.provider(monkeypatch), spec)
+    assert race.scripts == CONTENDED_ATTEMPTS
