@@ -40,13 +40,13 @@ unit: venv
 BESIDE := tests/unit tests/portal tests/packaging
 
 test: setup lint
-	$(ACTIVATE) && { pytest -q -ra $(addprefix --ignore=,$(BESIDE)) tests; a=$$?; \
+	$(ACTIVATE) && { pytest -q -ra --durations=20 $(addprefix --ignore=,$(BESIDE)) tests; a=$$?; \
 	  scripts/test-beside $(BESIDE); b=$$?; [ $$a = 0 ] && [ $$b = 0 ]; }
 
 # The tests that boot the Debian cloud image (built once into the cache: a minute or two the first time).
 test-long: setup lint
 	$(ACTIVATE) && python -m lab image --cloud
-	$(ACTIVATE) && pytest -q -ra --cloud-image --long -m "cloud_image or long" tests
+	$(ACTIVATE) && pytest -q -ra --durations=20 --cloud-image --long -m "cloud_image or long" tests
 
 demo: setup
 	$(ACTIVATE) && python -m lab up
