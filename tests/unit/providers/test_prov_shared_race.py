@@ -71,18 +71,7 @@ def test_shared_dhcp_created_meanwhile_by_another_slice_is_joined(monkeypatch: p
     spec = shared_dhcp("b")
     markers = dnsmasq.proc_markers(spec)
     absent = dn.DhcpHave(None, False, None, None, markers=markers)
-    made_by_a = dn.DhcpHave(
-        owner="shared",
-        netns=True,
-        port=port("dhcp_v400", 400, "shared", **{"cloudrepo-kind": "dhcp", "cloudrepo-vlan": "400"}),
-        root_link=None,
-        ns_links=(link("dhcp_v400", True, "internal", None, "10.60.7.2/24"), link("lo", True, None, None)),
-        pid=4242,
-        cmdline=tuple(dnsmasq.dnsmasq_args(shared_dhcp("a"))),  # the server slice "a" started
-        hosts=None,
-        users=("a",),
-        markers=markers,
-    )
+    made_by_a = joined_meanwhile(shared_dhcp("a"), 0)  # the server slice "a" started
     host = Host([absent, made_by_a], "add namespace", "4242\n" + "\n".join(dnsmasq.dnsmasq_args(spec)))
     p = host.provider(monkeypatch, dn.KIND)
     out = ensure(p, spec)
