@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +57,18 @@ def pulumi_command() -> auto.PulumiCommand:
 
 def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, auto.ConcurrentUpdateError) or "currently locked by" in str(exc)
+
+
+RUN_ATTEMPTS = 4
+"""How many times a run is started while another run of the stack writes its checkpoint."""
+UNREADABLE = "failed to load checkpoint"
+"""The engine's words for a checkpoint it met half written: the file backend writes the checkpoint's
+attributes file in place, so a run of the same stack that starts at that moment (and reads the checkpoint
+before it asks for the lock) fails at once, having applied nothing."""
+
+
+def met_a_checkpoint_being_written(exc: BaseException) -> bool:
+    return UNREADABLE in str(exc)
 
 
 def command_failure(exc: auto.CommandError) -> str:
@@ -150,21 +163,30 @@ class Slices:
         self.ws.remove_stack(name)
 
     def run(self, verb: str, name: str, out: Callable[[str], None]) -> Any:
-        """`preview`, `up` or `destroy` on the stack, the engine's progress streamed to `out`."""
+        """`preview`, `up` or `destroy` on the stack, the engine's progress streamed to `out`. A run that met
+        the checkpoint half written by another run of the stack is started again (it applied nothing), so
+        it reaches that run's lock and says so."""
+        for attempt in range(1, RUN_ATTEMPTS + 1):
+            try:
+                return self._run_once(verb, name, out)
+            except auto.CommandError as exc:
+                if is_lock_conflict(exc):
+                    raise SliceError(
+                        f"slice {name!r} is locked: another deploy or destroy of it is running (the backend "
+                        "holds its lock); nothing was applied by this one. Try again when it has finished."
+                    ) from exc
+                if not met_a_checkpoint_being_written(exc) or attempt == RUN_ATTEMPTS:
+                    raise SliceError(f"{verb} of slice {name!r} failed:\n{command_failure(exc)}") from exc
+                time.sleep(0.25 * attempt)
+        raise AssertionError("unreachable")
+
+    def _run_once(self, verb: str, name: str, out: Callable[[str], None]) -> Any:
         stack = self.stack(name)
-        try:
-            if verb == "preview":
-                return stack.preview(on_output=out, diff=False, suppress_outputs=True)
-            if verb == "up":
-                return stack.up(on_output=out, suppress_outputs=True)
-            return stack.destroy(on_output=out)
-        except auto.CommandError as exc:
-            if is_lock_conflict(exc):
-                raise SliceError(
-                    f"slice {name!r} is locked: another deploy or destroy of it is running (the backend "
-                    "holds its lock); nothing was applied by this one. Try again when it has finished."
-                ) from exc
-            raise SliceError(f"{verb} of slice {name!r} failed:\n{command_failure(exc)}") from exc
+        if verb == "preview":
+            return stack.preview(on_output=out, diff=False, suppress_outputs=True)
+        if verb == "up":
+            return stack.up(on_output=out, suppress_outputs=True)
+        return stack.destroy(on_output=out)
 
 
 def decrypt_config(path: Path) -> dict[str, auto.ConfigValue]:

@@ -24,8 +24,9 @@ import pytest
 import yaml
 
 from lab import PROJECT_ROOT
+from lab.procs import terminate
 from tests.integration.clikit import Checkout, cloud_file
-from tests.integration.e2ekit import guest_launch, qemu_tcg, wall_time
+from tests.integration.e2ekit import group_alive, guest_launch, qemu_tcg, wall_time
 from tests.portal.pgserver import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -73,7 +74,7 @@ def served(engine: None, testbed: Any, tmp_path: Path) -> Iterator[tuple[str, Ch
     server = subprocess.Popen(
         [*argv, "serve", "--listen", f"127.0.0.1:{port}", "--cloud", str(cloud), "--launches", str(launches),
          "--db", db],
-        env=op.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=op.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -87,8 +88,23 @@ def served(engine: None, testbed: Any, tmp_path: Path) -> Iterator[tuple[str, Ch
             server.kill()
             out, _ = server.communicate()
         print("--- cloudrepo serve ---\n" + out[-4000:])
+        engine_ended(server.pid, op)
         if op.stack_file(SLICE).exists():
             op.cleanup(SLICE)
+
+
+def engine_ended(pgid: int, op: Checkout, timeout: float = 600) -> None:
+    """Wait for an engine the server started (a deploy the failed test left running, in the server's process
+    group) to end, so the slice's destroy does not meet its lock; killed after `timeout`, its lock
+    released."""
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(1)
+    if group_alive(pgid):
+        terminate(group_alive(pgid))
+        subprocess.run(
+            ["pulumi", "cancel", "--yes", "--stack", SLICE], cwd=op.project, env=op.env(), check=False
+        )
 
 
 def wait_up(url: str, server: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -205,7 +221,7 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             assert not second["ok"], second
             assert any(
                 "is locked: another deploy or destroy of it is running" in x for x in second["lines"]
-            ), second
+            ), "the second deploy's lines:\n" + "\n".join(second["lines"])
             again = page.context.new_page()  # the slice page loaded anew while the deploy runs
             again.goto(f"{url}/slices/{SLICE}")
             expect(again.locator("#events")).to_have_attribute("data-done", "false")
