@@ -43,11 +43,11 @@ from vocabulary.errors import CloudrepoError, Conflict, OwnershipConflict, SshEr
 PROVIDER_KEY = "__provider"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN (preview placeholder)
 OUTPUT_KEYS = ("drift", "observed")
+"""Outputs added to the inputs: `drift` (what `read` found different) and `observed` (the host's state)."""
 CONTENDED_ATTEMPTS = 32
 """How many times a locked plan is read and planned when its step keeps failing because another slice
 committed first (`Kind.contended`): each failure is another slice's commit, and a network node carries
 about 13 slices (the addressing's limit), so a plan raced by all of them at once still commits."""
-"""Outputs added to the inputs: `drift` (what `read` found different) and `observed` (the host's state)."""
 
 log = logging.getLogger("cloudrepo")
 AnyKind = Kind[Any, Any]
