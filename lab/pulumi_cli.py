@@ -172,11 +172,11 @@ class PulumiCLI:
         path = self.checkpoint_file()
         if path is None or self.run("stack", "export", check=False).returncode == 0:
             return False
-        for data in (path, path.with_suffix(".json.bak")):
+        backup = path.with_suffix(".json.bak")
+        for data in (path, backup):
             attrs = data.with_name(data.name + ".attrs")
             if attrs.is_file() and not readable_json(attrs):
                 attrs.unlink()
-        backup = path.with_suffix(".json.bak")
         if self.run("stack", "export", check=False).returncode != 0 and backup.is_file():
             shutil.copyfile(backup, path)
             path.with_name(path.name + ".attrs").unlink(missing_ok=True)
