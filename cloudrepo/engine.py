@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pulumi import automation as auto
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLCHAIN = ROOT / ".toolchain"
@@ -59,8 +61,9 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, auto.ConcurrentUpdateError) or "currently locked by" in str(exc)
 
 
-RUN_ATTEMPTS = 4
-"""How many times a run is started while another run of the stack writes its checkpoint."""
+ATTEMPTS = 4
+"""How many times an engine command on a stack (a run or a read) is started while another run of the stack
+writes its checkpoint."""
 UNREADABLE = "failed to load checkpoint"
 """The engine's words for a checkpoint it met half written: the file backend writes the checkpoint's
 attributes file in place, so a run of the same stack that starts at that moment (and reads the checkpoint
@@ -69,6 +72,19 @@ before it asks for the lock) fails at once, having applied nothing."""
 
 def met_a_checkpoint_being_written(exc: BaseException) -> bool:
     return UNREADABLE in str(exc)
+
+
+def while_written(command: Callable[[], T]) -> T:
+    """`command` (an engine command on a stack), started again when it met the checkpoint half written by
+    another run of the stack (it failed at once, having applied nothing); any other failure is raised."""
+    for attempt in range(1, ATTEMPTS):
+        try:
+            return command()
+        except auto.CommandError as exc:
+            if not met_a_checkpoint_being_written(exc):
+                raise
+            time.sleep(0.25 * attempt)
+    return command()
 
 
 def command_failure(exc: auto.CommandError) -> str:
@@ -118,12 +134,13 @@ class Slices:
     def outputs(self, name: str) -> dict[str, Any]:
         """The stack's last outputs as plain values (`{}` before its first deploy)."""
         try:
-            return {k: v.value for k, v in self.ws.stack_outputs(name).items()}
+            return {k: v.value for k, v in while_written(lambda: self.ws.stack_outputs(name)).items()}
         except auto.StackNotFoundError as exc:
             raise SliceError(f"no slice {name!r} in the backend (cloudrepo list shows them)") from exc
 
     def last_update(self, name: str) -> Update | None:
-        history = self.stack(name).history(page_size=1)
+        stack = self.stack(name)
+        history = while_written(lambda: stack.history(page_size=1))
         if not history:
             return None
         h = history[0]
@@ -166,19 +183,15 @@ class Slices:
         """`preview`, `up` or `destroy` on the stack, the engine's progress streamed to `out`. A run that met
         the checkpoint half written by another run of the stack is started again (it applied nothing), so
         it reaches that run's lock and says so."""
-        for attempt in range(1, RUN_ATTEMPTS + 1):
-            try:
-                return self._run_once(verb, name, out)
-            except auto.CommandError as exc:
-                if is_lock_conflict(exc):
-                    raise SliceError(
-                        f"slice {name!r} is locked: another deploy or destroy of it is running (the backend "
-                        "holds its lock); nothing was applied by this one. Try again when it has finished."
-                    ) from exc
-                if not met_a_checkpoint_being_written(exc) or attempt == RUN_ATTEMPTS:
-                    raise SliceError(f"{verb} of slice {name!r} failed:\n{command_failure(exc)}") from exc
-                time.sleep(0.25 * attempt)
-        raise AssertionError("unreachable")
+        try:
+            return while_written(lambda: self._run_once(verb, name, out))
+        except auto.CommandError as exc:
+            if is_lock_conflict(exc):
+                raise SliceError(
+                    f"slice {name!r} is locked: another deploy or destroy of it is running (the backend "
+                    "holds its lock); nothing was applied by this one. Try again when it has finished."
+                ) from exc
+            raise SliceError(f"{verb} of slice {name!r} failed:\n{command_failure(exc)}") from exc
 
     def _run_once(self, verb: str, name: str, out: Callable[[str], None]) -> Any:
         stack = self.stack(name)

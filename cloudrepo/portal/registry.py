@@ -104,7 +104,7 @@ def remove(p: Portal, user: User, name: str) -> ImageEntry:
     with opened(p) as registry:
         if registry.lookup(name) is None:
             raise Refused(404, f"no image named {name!r}")
-        entry = images.remove(registry, name, images.stacks_of(p.slices.names, p.outputs))
+        entry = images.remove(registry, name, images.stacks_of(p.slices.names, p.slices.outputs))
     with p.session() as db:
         audit.record(db, user.name, "image rm", None, "ok", f"{name}: sha256 {entry.sha256}")
     return entry

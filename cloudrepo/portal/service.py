@@ -16,12 +16,11 @@ import secrets
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pulumi import automation as auto
 from sqlalchemy import delete, select
@@ -37,7 +36,6 @@ from components.model import POOL_SIZE
 from vocabulary.errors import ConfigError
 from vocabulary.shown import shown
 
-T = TypeVar("T")
 SECTION_KEYS = ("vlanPool", "vms", "links", "topology", "checks", "cloudInit", "name")
 USER_BOOT_KEYS = {"image", "memoryMb", "cpus", "append", "cloudInit"}
 """What a non-admin may put in a VM's `launch` object (no kernel or initrd paths; `image` a registry name)."""
@@ -173,21 +171,6 @@ def runner_gone(runner: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-READS = 4
-"""How many times an engine read of a stack is tried while a deploy writes its checkpoint."""
-
-
-def while_written(read: Callable[[], T]) -> T:
-    """An engine read of a stack, tried again when it met the file backend's checkpoint half written (a
-    deploy writing it at that moment: `failed to load checkpoint`)."""
-    for attempt in range(1, READS):
-        try:
-            return read()
-        except auto.CommandError:
-            time.sleep(0.25 * attempt)
-    return read()
 
 
 def section_from_yaml(text: str, user: User) -> dict[str, Any]:
@@ -500,7 +483,7 @@ class Portal:
                 section = change(dict(current))
             except edits.EditError as exc:
                 raise Refused(422, str(exc)) from None
-            outputs = self.outputs(name)
+            outputs = self.slices.outputs(name)
             written = self._checked_section(db, user, owner, name, section, outputs, current, found)
             config[stackfile.SLICE_KEY] = written
             stackfile.write(path, {**doc, "config": config})
@@ -520,18 +503,14 @@ class Portal:
 
         self.edit(user, name, change, "import", unknown)
 
-    def outputs(self, name: str) -> dict[str, Any]:
-        """The stack's outputs (`Slices.outputs`), read while a deploy may be writing them."""
-        return while_written(lambda: self.slices.outputs(name))
-
     def describe(self, user: User, name: str) -> dict[str, Any]:
         with self.session() as db:
             owner = self.allowed(db, user, name)
         outputs: dict[str, Any] = {}
         update = None
         try:  # two engine calls: a stack not in the backend (a file of the checkout alone) has neither
-            outputs = self.outputs(name)
-            update = while_written(lambda: self.slices.last_update(name))
+            outputs = self.slices.outputs(name)
+            update = self.slices.last_update(name)
         except (SliceError, auto.CommandError):  # a deploy still writing the checkpoint: shown as it is read
             pass
         return {
@@ -576,7 +555,7 @@ class Portal:
         with self.session() as db:
             owner = self.allowed(db, user, name)
             if verb == "up":
-                prepared = self._checked(name, self.section(name), self.outputs(name))
+                prepared = self._checked(name, self.section(name), self.slices.outputs(name))
                 self._quota(db, owner, name, prepared)
         job = self.new_job(name, verb, user.name)
         threading.Thread(target=self._run, args=(job, user.name), daemon=True, name=f"{verb}-{name}").start()

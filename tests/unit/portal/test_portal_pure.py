@@ -137,27 +137,3 @@ def test_a_job_s_runner_is_gone_when_its_process_on_this_host_is() -> None:
     assert not service.runner_gone(f"{host}:1:any")  # init runs
     assert not service.runner_gone(f"another-{host}:{ended.stdout.strip()}:abcd")  # not known there
     assert not service.runner_gone("garbage")
-
-
-@given(st.integers(min_value=0, max_value=6))
-def test_an_engine_read_is_tried_again_while_a_deploy_writes_the_checkpoint(failures: int) -> None:
-    import pytest
-    from pulumi import automation as auto
-    from pulumi.automation._cmd import CommandResult
-
-    calls: list[int] = []
-
-    def read() -> str:
-        calls.append(1)
-        if len(calls) <= failures:
-            raise auto.CommandError(CommandResult("", "error: failed to load checkpoint: EOF", 1))
-        return "outputs"
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(service.time, "sleep", lambda _s: None)
-        if failures < service.READS:
-            assert service.while_written(read) == "outputs" and len(calls) == failures + 1
-        else:
-            with pytest.raises(auto.CommandError, match="failed to load checkpoint"):
-                service.while_written(read)
-            assert len(calls) == service.READS
