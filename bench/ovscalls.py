@@ -36,8 +36,10 @@ cpu() { p=$(cat "/run/openvswitch/$1.pid") && awk '{print $14 + $15}' "/proc/$p/
 now() { date +%s%N; }
 settle() { ovs-vsctl --timeout=30 wait-until open_vswitch . "cur_cfg>=$(ovs-vsctl get open . next_cfg)" \
   >/dev/null 2>&1; sleep 1; }
-# t NAME N PARALLEL FN: FN 0..N-1 (PARALLEL 1: all at once); prints NAME|N|ns|vswitchd ticks|ovsdb ticks
+# t NAME N MODE FN: FN 0..N-1 (MODE 1: all at once; 2: FN N, once, which does all N);
+# prints NAME|N|ns|vswitchd ticks|ovsdb ticks
 t() { name=$1; n=$2; par=$3; f=$4; v0=$(cpu ovs-vswitchd); d0=$(cpu ovsdb-server); s=$(now); i=0
+  [ "$par" = 2 ] && { "$f" "$n" >/dev/null 2>&1 || echo "failed: $name" >&2; i=$n; }
   while [ "$i" -lt "$n" ]; do
     if [ "$par" = 1 ]; then "$f" "$i" >/dev/null 2>&1 &
     else "$f" "$i" >/dev/null 2>&1 || echo "failed: $name" >&2; fi
@@ -115,8 +117,38 @@ def _tap_steps() -> str:
     return "\n".join(lines)
 
 
-def cases(n: int) -> list[tuple[str, int, bool, str]]:
-    """(name, calls, at once, sh body of a function of the call's index $1)."""
+def _tap_batch() -> str:
+    """`$1` fresh TAPs made one by one (device, alias and up as the kind makes them), then every port added,
+    tagged and marked in ONE OVSDB transaction: the kind's own attach, one `--` command group per TAP."""
+    spec = _tap()
+    attach = tap_port.ovs_command(spec, None, wait=False)
+    assert attach[:2] == ["ovs-vsctl", "--no-wait"], attach
+    device = [s for s in tap_port.plan_ensure(spec, tap_port.TapHave(None, None)) if s.argv[0] != "ovs-vsctl"]
+    made = " && ".join(_argv(step.argv).replace(spec.name, '"ovb$i"') for step in device)
+    group = _argv(attach[2:]).replace(spec.name, '"ovb$i"')
+    return (
+        'n=$1; i=0; set --\nwhile [ "$i" -lt "$n" ]; do '
+        f'{made} || return 1\n  set -- "$@" -- {group}; i=$((i + 1)); done\n'
+        'ovs-vsctl --no-wait "$@"'
+    )
+
+
+_TAP_BATCH_DELETE = (
+    'n=$1; i=0; set --\nwhile [ "$i" -lt "$n" ]; do set -- "$@" -- --if-exists del-port br-int "ovb$i"; '
+    'i=$((i + 1)); done\novs-vsctl "$@" || return 1\n'
+    'i=0; while [ "$i" -lt "$n" ]; do ip link delete dev "ovb$i" || return 1; i=$((i + 1)); done'
+)
+_GATEWAY_BATCH = (
+    'n=$1; i=0; set --\nwhile [ "$i" -lt "$n" ]; do set -- "$@" -- add-port br-int "ovbg$i" tag=3998 -- '
+    'set interface "ovbg$i" type=internal; i=$((i + 1)); done\novs-vsctl "$@" || return 1\n'
+    'i=0; set --\nwhile [ "$i" -lt "$n" ]; do set -- "$@" -- del-port "ovbg$i"; i=$((i + 1)); done\n'
+    'ovs-vsctl "$@"'
+)
+
+
+def cases(n: int) -> list[tuple[str, int, int, str]]:
+    """(name, calls, mode: 0 one by one, 1 all at once, 2 one function doing all, sh body of a function of
+    the call's index $1, or for mode 2 of the number of calls)."""
     port_read = _argv(hoststate.port_probe("p", PORT).argv)
     q = shlex.quote
     reads = [
@@ -189,20 +221,25 @@ def cases(n: int) -> list[tuple[str, int, bool, str]]:
         ),
         ("gateway: add port (waiting), del-port, no address", f'{gw}ovs-vsctl del-port "ovbg$1"'),
     ]
-    out: list[tuple[str, int, bool, str]] = [(name, n, False, body) for name, body in reads]
-    out += [(name, max(1, n // 2), False, body) for name, body in gateways]
-    out += [(name, max(1, n // 2), False, body) for name, body in internal]
-    out += [(name, max(1, n // 2), False, body) for name, body in taps]
-    out += [(f"{name}, {n} at once", n, True, body) for name, body in taps[:4]]
+    out: list[tuple[str, int, int, str]] = [(name, n, 0, body) for name, body in reads]
+    out += [(name, max(1, n // 2), 0, body) for name, body in gateways]
+    out += [(f"gateways: {n} ports added in one transaction (waiting), removed in one", n, 2, _GATEWAY_BATCH)]
+    out += [(name, max(1, n // 2), 0, body) for name, body in internal]
+    out += [(name, max(1, n // 2), 0, body) for name, body in taps]
+    out += [(f"{name}, {n} at once", n, 1, body) for name, body in taps[:4]]
+    out += [
+        (f"TAP create, {n} ports in one transaction (devices one by one)", n, 2, _tap_batch()),
+        (f"TAP delete, {n} ports in one transaction", n, 2, _TAP_BATCH_DELETE),
+    ]
     return out
 
 
 def script(n: int) -> str:
     parts = [_CLOCK]
     calls = []
-    for k, (name, count, together, body) in enumerate(cases(n)):
+    for k, (name, count, mode, body) in enumerate(cases(n)):
         parts.append(_fn(f"c{k}", body))
-        calls.append(f"t {shlex.quote(name)} {count} {1 if together else 0} c{k}")
+        calls.append(f"t {shlex.quote(name)} {count} {mode} c{k}")
     return "".join(parts) + "\n".join(calls) + "\n"
 
 
