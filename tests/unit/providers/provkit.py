@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from providers import ovs_batch
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.kinds import KINDS
@@ -128,7 +129,8 @@ def ovs_find_json(name: str, tag: int | None, ext: dict[str, str], protected: bo
 
 
 def argvs(steps: list[Any]) -> list[list[str]]:
-    return [list(s.argv) for s in steps]
+    """Each step's argv; a batched OVS change's as the `ovs-vsctl` command it amounts to alone."""
+    return [ovs_batch.alone(s) or list(s.argv) for s in steps]
 
 
 def names(steps: list[Any]) -> list[str]:
