@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from providers import bodies, hoststate, ovs_batch, predict, shared
+from providers import bodies, hoststate, predict, shared
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.kinds import dhcp_addresses, dnsmasq, internal_port
@@ -39,7 +39,7 @@ from vocabulary import naming
 from vocabulary.errors import Conflict, OwnershipConflict
 from vocabulary.specs import DhcpNamespaceSpec
 
-TOOLS = ("ip", "dnsmasq", *ovs_batch.TOOLS)
+TOOLS = ("ip", "ovs-vsctl", "dnsmasq", "flock")
 OTHERS = "other reservations"
 STILL_THERE = "namespace still there"
 # $1 the namespace, then the state files: exit 0 when none of them exists
@@ -231,10 +231,10 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     if have.port is not None and link_in_ns is None and have.root_link is None:
         # an OVS record whose device vanished (e.g. the namespace was deleted): start the port afresh
         steps.append(run("remove stale port", "ovs-vsctl", "--if-exists", "del-port", port))
-        steps.append(internal_port.add_step(spec.bridge, port, spec.vlan, marks(spec)))
+        steps.append(run("add port", *internal_port.add_argv(spec.bridge, port, spec.vlan, marks(spec))))
         rewired = True
     elif not internal_port.in_place(have.port, spec.bridge, spec.vlan, marks(spec)):
-        steps.append(internal_port.add_step(spec.bridge, port, spec.vlan, marks(spec)))
+        steps.append(run("add port", *internal_port.add_argv(spec.bridge, port, spec.vlan, marks(spec))))
         rewired = have.port is None
     if link_in_ns is None:
         steps.append(internal_port.move_step(port, ns))

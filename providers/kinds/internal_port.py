@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers import ovs_batch
 from providers.hoststate import PortState
 from transport.script import Step, sh
-
-ADD = "add port"
 
 _MOVE = (
     'i=0; until ip link set dev "$1" netns "$2" 2>/dev/null; do i=$((i+1)); '
@@ -30,19 +27,18 @@ def in_place(port: PortState | None, bridge: str, vlan: int, marks: Mapping[str,
     return all(port.external_ids.get(k) == v for k, v in marks.items())
 
 
-def add_step(
+def add_argv(
     bridge: str, name: str, vlan: int, marks: Mapping[str, str], from_bridge: str | None = None
-) -> Step:
-    """One transaction (`ovs_batch`, waiting: the device must exist before it moves): (off `from_bridge`,)
-    onto `bridge` as an internal port, tag, access mode, marks."""
-    argv: list[str] = []
+) -> list[str]:
+    """One transaction: (off `from_bridge`,) onto `bridge` as an internal port, tag, access mode, marks."""
+    argv = ["ovs-vsctl"]
     if from_bridge not in (None, bridge):
         argv += ["--if-exists", "del-port", str(from_bridge), name, "--"]
     argv += ["--may-exist", "add-port", bridge, name, f"tag={vlan}"]
     argv += ["--", "set", "interface", name, "type=internal"]
     argv += ["--", "set", "port", name, f"tag={vlan}", "vlan_mode=access", "trunks=[]"]
     argv += [f'external_ids:{k}="{v}"' for k, v in marks.items()]
-    return ovs_batch.step(ADD, argv, wait=True)
+    return argv
 
 
 def move_step(name: str, namespace: str) -> Step:

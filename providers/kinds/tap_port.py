@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from providers import hoststate, ovs_batch, predict
+from providers import hoststate, predict
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.pipeline import HostResource
@@ -44,7 +44,7 @@ from vocabulary import naming
 from vocabulary.errors import OwnershipConflict
 from vocabulary.specs import Endpoint, JoinSpec, TapPortSpec
 
-TOOLS = ("ip", "ovs-ofctl", *ovs_batch.TOOLS)
+TOOLS = ("ip", "ovs-vsctl", "ovs-ofctl")
 ALIAS_PREFIX = "cloudrepo:"
 PARK_OTHERS = "park others on the vlan"
 ON_VLAN = "on the vlan"
@@ -54,7 +54,6 @@ DROP_VLAN = "drop parking vlan"
 GC = "forget unused vlan drops"
 UNDROP = "undrop"
 MARK_UP = "mark tap, up"
-ATTACH = "attach port"
 
 DROP_PRIORITY = 60000
 """Above the bridge's own NORMAL flow (priority 0) and any usual forwarding flow."""
@@ -298,10 +297,12 @@ def ovs_in_place(spec: TapPortSpec, port: PortState | None) -> bool:
     return all(port.external_ids.get(k) == v for k, v in marks(spec).items())
 
 
-def ovs_command(spec: TapPortSpec, port: PortState | None) -> list[str]:
-    """One OVSDB transaction's `ovs-vsctl` commands: add the port if missing AND (re)set tag, marks,
-    protection on it (`ovs_batch` commits them with the other changes queued on the host)."""
-    argv: list[str] = []
+def ovs_command(spec: TapPortSpec, port: PortState | None, *, wait: bool = True) -> list[str]:
+    """One OVSDB transaction: add the port if missing AND (re)set tag, marks, protection on it.
+
+    `wait=False` (`--no-wait`): the command returns once OVSDB holds the change, not after `ovs-vswitchd`
+    applied it (a reconfiguration of the whole bridge, whose cost grows with its ports)."""
+    argv = ["ovs-vsctl"] if wait else ["ovs-vsctl", "--no-wait"]
     if port is not None and port.bridge is not None and port.bridge != spec.bridge:
         argv += ["--if-exists", "del-port", port.bridge, spec.name, "--"]
     argv += ["--may-exist", "add-port", spec.bridge, spec.name, f"tag={spec.vlan}"]
@@ -337,11 +338,10 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
     elif mark:
         steps.append(run("mark tap", "ip", "link", "set", "dev", spec.name, "alias", alias(spec)))
     # a new port of a TAP on a link: no later step needs ovs-vswitchd to have applied it (no OpenFlow port
-    # is read, no drop is removed), so it does not wait for the bridge's reconfiguration (`no-wait`: the
-    # change returns once OVSDB holds it)
+    # is read, no drop is removed), so it does not wait for the bridge's reconfiguration
     fresh = port is None and not spec.parked
     attach = (
-        [] if ovs_in_place(spec, port) else [ovs_batch.step(ATTACH, ovs_command(spec, port), wait=not fresh)]
+        [] if ovs_in_place(spec, port) else [run("attach port", *ovs_command(spec, port, wait=not fresh))]
     )
     if spec.parked:
         drop = [drop_step(spec)] if attach or not have.dropped else []

@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from providers import bodies, hoststate, ovs_batch, predict, shared
+from providers import bodies, hoststate, predict, shared
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.kinds import internal_port
@@ -27,7 +27,7 @@ from vocabulary import naming
 from vocabulary.errors import Conflict, OwnershipConflict
 from vocabulary.specs import VlanGatewaySpec
 
-TOOLS = ("ip", "iptables", *ovs_batch.TOOLS)
+TOOLS = ("ip", "ovs-vsctl", "flock", "iptables")
 STILL_THERE = "gateway still there"
 
 
@@ -175,7 +175,8 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         steps += shared.join(spec.port, spec, have.users)
     if not port_in_place(spec, have.port):
         from_bridge = have.port.bridge if have.port is not None else None
-        steps.append(internal_port.add_step(spec.bridge, spec.port, spec.vlan, marks(spec), from_bridge))
+        argv = internal_port.add_argv(spec.bridge, spec.port, spec.vlan, marks(spec), from_bridge)
+        steps.append(run("add port", *argv))
     current = have.link.addresses if have.link else ()
     for addr in current:
         if addr != spec.address:

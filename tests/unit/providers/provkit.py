@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from providers import ovs_batch
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.kinds import KINDS
@@ -129,8 +128,7 @@ def ovs_find_json(name: str, tag: int | None, ext: dict[str, str], protected: bo
 
 
 def argvs(steps: list[Any]) -> list[list[str]]:
-    """Each step's argv; a batched OVS change's as the `ovs-vsctl` command it amounts to alone."""
-    return [ovs_batch.alone(s) or list(s.argv) for s in steps]
+    return [list(s.argv) for s in steps]
 
 
 def names(steps: list[Any]) -> list[str]:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from providers import ovs_batch
 from providers.kinds import tap_port as tp
 from providers.pipeline import HostProvider
 from tests.unit.providers.provkit import READ, WORKER, argvs, link, names, ovs_find_json, port, reading, tap
@@ -70,7 +69,7 @@ def test_an_attach_skips_the_wait_only_when_nothing_after_it_needs_ovs_vswitchd(
     attach = [s for s in steps if s.name == "attach port"]
     for step in attach:
         later = [s.name for s in steps[steps.index(step) + 1 :]]
-        waits = "--no-wait" not in (ovs_batch.alone(step) or [])
+        waits = "--no-wait" not in step.argv
         # a port ovs-vswitchd may still hold: one found, unless its removal (which waits) came first
         held = have.port is not None and "detach stale port" not in names(steps)
         needs = bool({tp.DROP, tp.UNDROP, tp.DROP_VLAN, tp.GC} & set(later)) or held
@@ -88,8 +87,7 @@ def test_existing_port_with_another_tag_is_retagged_by_set_not_only_may_exist() 
     have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 130, None, **MARKS))
     steps = tp.plan_ensure(tap(), have)
     assert argvs(steps)[0] == OVS
-    (attach,) = argvs(steps[:1])
-    assert "tag=120" in attach[attach.index("set") :]
+    assert "tag=120" in steps[0].argv[steps[0].argv.index("set") :]
     assert [s.name for s in steps[1:]] == [tp.UNDROP]  # a move: a park since the read is undone
 
 
@@ -101,7 +99,7 @@ def test_untagged_port_is_never_left_a_trunk() -> None:
 
 def test_parking_sets_protected_in_the_same_transaction() -> None:
     steps = tp.plan_ensure(tap(vlan=4094, parked=True), IN_PLACE)
-    (argv,) = [a for s, a in zip(steps, argvs(steps), strict=True) if s.name == "attach port"]
+    (argv,) = [s.argv for s in steps if s.name == "attach port"]
     assert "tag=4094" in argv and argv[-1] == "protected=true"
 
 
@@ -191,8 +189,8 @@ def test_tap_deleted_under_its_port_is_made_again_with_a_fresh_port() -> None:
 
 def test_port_on_another_bridge_moves_in_one_transaction() -> None:
     have = tp.TapHave(IN_PLACE.link, port("tap_1002_eth1", 120, None, bridge="br-old", **MARKS))
-    (argv,) = argvs(tp.plan_ensure(tap(), have))
-    assert argv[:7] == [
+    (step,) = tp.plan_ensure(tap(), have)
+    assert list(step.argv[:7]) == [
         "ovs-vsctl",
         "--if-exists",
         "del-port",
