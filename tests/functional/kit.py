@@ -22,3 +22,8 @@ def outs(result: Any) -> dict[str, Any]:
     """A provider result's outputs (always set by these providers)."""
     assert result.outs is not None
     return dict(result.outs)
+
+
+def until_gone(pid: int | str) -> str:
+    """sh that waits (up to 30 s) until process `pid` has ended (a signal is handled in its own time)."""
+    return f"i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done"

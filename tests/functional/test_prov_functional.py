@@ -25,6 +25,7 @@ from lab.common import host_paths, lab_dir
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds.tap_port import MARK_UP
 from providers.pipeline import HostProvider
+from tests.functional import kit
 from tests.functional.kit import outs
 from tests.labfixtures import Testbed, assert_scan_equal, held_host_lock, scan, scan_parts
 from transport import ssh
@@ -282,7 +283,7 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
 
     # damage: kill dnsmasq by hand; read shows it, update restarts it
     pid = outs(created)["observed"]["dnsmasqPid"]
-    sh(lab, "network", f"kill {pid}; sleep 0.3")
+    sh(lab, "network", f"kill {pid}; {kit.until_gone(pid)}")  # dnsmasq writes its leases as it ends
     read = measure("DhcpNamespace", "read", lambda: d.read(created.id, outs(created)))
     assert outs(read)["observed"]["dnsmasqAlive"] is False and "dnsmasq not running" in outs(read)["drift"]
     fixed = d.update(created.id, outs(read), props)
@@ -391,8 +392,11 @@ def test_shared_dhcp_plan_read_half_made_leaves_one_server(lab: Testbed) -> None
     assert [sh(lab, "network", f"cat /proc/{p}/comm").strip() for p in pids] == ["dnsmasq"]
     assert pids == [str(server)]
     assert res.out("start dnsmasq").strip() == f"running: {server}"
-    again = sh(lab, "network", f"grep -c 'read /var/lib/cloudrepo/dhcp/vlan3108/hosts' {log}")
-    assert int(again) == int(reads) + 1  # reloaded: fb's reservation is served
+    # reloaded: fb's reservation is served (dnsmasq logs the read once it has handled the SIGHUP)
+    count = f"grep -c 'read /var/lib/cloudrepo/dhcp/vlan3108/hosts' {log}"
+    again = sh(lab, "network", f"i=0; until [ $({count}) -gt {int(reads)} ] || [ $i -ge 300 ]; do sleep 0.1; "
+               f"i=$((i+1)); done; {count}")  # fmt: skip
+    assert int(again) == int(reads) + 1
     assert outs(d.read("x", b))["drift"] == []
     d.delete("x", b)
     d.delete("x", a)

@@ -14,6 +14,7 @@ from lab import console, image
 from lab.common import host_paths
 from providers.kinds.qemu_vm import qemu_argv
 from providers.pipeline import HostProvider
+from tests.functional import kit
 from tests.functional.kit import outs
 from tests.functional.test_prov_functional import configure, endpoint
 from tests.labfixtures import Testbed
@@ -105,7 +106,7 @@ def test_qemu_vm_lifecycle(testbed: Testbed, tap: dict[str, Any]) -> None:
         assert int((vm_dir / "qemu.pid").read_text()) == pid
 
         # killed by hand: read reports drift, update starts it again with the same argv
-        testbed.run("worker1", f"kill -KILL {pid}")
+        testbed.run("worker1", f"kill -KILL {pid}; {kit.until_gone(pid)}")  # gone before the read looks
         read = provider.read(created.id, outs(created))
         assert outs(read)["drift"] == ["QEMU not running"] and not outs(read)["observed"]["running"]
         updated = provider.update(created.id, outs(read), props)

@@ -72,7 +72,7 @@ def ports_per_name(doc: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def eventually(find: Callable[[], list[int]], seconds: float = 5.0) -> list[int]:
+def eventually(find: Callable[[], list[int]], seconds: float = 30.0) -> list[int]:
     """`find()` once empty, or its last answer after `seconds` (killed processes take a moment to go)."""
     deadline = time.monotonic() + seconds
     while (found := find()) and time.monotonic() < deadline:

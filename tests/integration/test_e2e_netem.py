@@ -94,6 +94,18 @@ def kbit_per_s(client: str, server_ip: str) -> float:
     return BLOB_KIB * 1024 * 8 / 1000 / max(end - start, 0.01)
 
 
+def best_kbit_per_s(client: str, server_ip: str, floor: float) -> float:
+    """The best of up to three fetches, stopping at the first above `floor`: an unshaped link's rate is a
+    floor only the host's load can push a fetch under (two TCG guests on 2 shared cores); a shaped one
+    never exceeds its rate, however often it is tried."""
+    best = 0.0
+    for _ in range(3):
+        best = max(best, kbit_per_s(client, server_ip))
+        if best > floor:
+            break
+    return best
+
+
 def qdisc(testbed: Testbed, worker: str, tap: str) -> dict[str, Any]:
     out = testbed.run(worker, f"tc -j qdisc show dev {tap}")[1]
     return next(q for q in json.loads(out) if q.get("root"))
@@ -182,7 +194,7 @@ def test_rate_drift_edit_and_removal(
     assert "rate 1mbit (tbf)" in op.ok("show", SLICE)
 
     shaped = kbit_per_s("8102", ip(outputs, SHAPED[0]))
-    plain = kbit_per_s("8103", ip(outputs, PLAIN[0]))
+    plain = best_kbit_per_s("8103", ip(outputs, PLAIN[0]), 3 * RATE_KBIT)
     print(f"netem rate {RATE_KBIT}kbit: shaped {shaped:.0f} kbit/s, other link {plain:.0f} kbit/s")
     assert shaped <= 1.5 * RATE_KBIT, shaped
     assert plain > 3 * RATE_KBIT, plain
@@ -238,7 +250,7 @@ def test_rate_drift_edit_and_removal(
     assert "netem" not in stack.outputs()["links"][0]
     for worker, tap in shaped_taps:
         assert qdisc(testbed, worker, tap)["kind"] not in ("tbf", "netem")
-    restored = kbit_per_s("8102", ip(outputs, SHAPED[0]))
+    restored = best_kbit_per_s("8102", ip(outputs, SHAPED[0]), 3 * RATE_KBIT)
     print(f"netem removed: {restored:.0f} kbit/s")
     assert restored > 3 * RATE_KBIT, restored
 
@@ -254,7 +266,7 @@ def test_capture_writes_the_links_pings_and_ctrl_c_leaves_no_tcpdump(
     print(f"capture start latency: {time.monotonic() - t0:.2f} s")
     assert tcpdumps("worker1"), "no tcpdump on worker1 while capturing"
     guest("8103", f"ping -c 3 -i 0.2 {ip(outputs, PLAIN[0])}")  # the other link: never in this capture
-    guest("8102", f"ping -c 3 -i 0.2 {a}")
+    guest("8102", f"ping -c 3 -i 1 {a}")  # each reply back before the next request, however loaded the host
     assert proc.wait(timeout=60) == 0, proc.stdout.read() if proc.stdout else ""
     frames = pcap_records(pcap.read_bytes())
     assert len(frames) == 6

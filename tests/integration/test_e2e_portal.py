@@ -24,9 +24,11 @@ import pytest
 import yaml
 
 from lab import PROJECT_ROOT
+from lab.common import NETWORK_HOST
 from lab.procs import terminate
 from tests.integration.clikit import Checkout, cloud_file
 from tests.integration.e2ekit import group_alive, guest_launch, qemu_tcg, wall_time
+from tests.labfixtures import held_host_lock
 from tests.portal.pgserver import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -210,27 +212,28 @@ def test_a_student_builds_deploys_uses_and_destroys_a_slice_in_the_browser(
             expect(page.locator("#events")).to_contain_text("+ ")
             shot(page, "preview")
 
-            t0 = time.monotonic()
-            page.click("#deploy")
-            expect(page.locator("#events")).not_to_be_empty(timeout=60_000)
-            first_event = time.monotonic() - t0
-            shot(page, "deploy-progress")
-            second = page.evaluate(
-                SECOND_DEPLOY, SLICE
-            )  # while the first runs: the backend's lock refuses it
-            assert not second["ok"], second
-            assert any(
-                "is locked: another deploy or destroy of it is running" in x for x in second["lines"]
-            ), "the second deploy's lines:\n" + "\n".join(second["lines"])
-            again = page.context.new_page()  # the slice page loaded anew while the deploy runs
-            again.goto(f"{url}/slices/{SLICE}")
-            expect(again.locator("#events")).to_have_attribute("data-done", "false")
-            expect(again.locator("#result")).to_have_text("deploy running…")
-            expect(again.locator("#events")).not_to_be_empty()
-            shot(again, "deploy-followed-after-reload")
+            # the network node's lock held: the first deploy waits at its pool claim (every resource waits
+            # for it), so it is still running when the second one and the reloaded page meet it
+            with held_host_lock(NETWORK_HOST):
+                t0 = time.monotonic()
+                page.click("#deploy")
+                expect(page.locator("#events")).not_to_be_empty(timeout=60_000)
+                first_event = time.monotonic() - t0
+                shot(page, "deploy-progress")
+                second = page.evaluate(SECOND_DEPLOY, SLICE)  # the backend's lock refuses it
+                assert not second["ok"], second
+                assert any(
+                    "is locked: another deploy or destroy of it is running" in x for x in second["lines"]
+                ), "the second deploy's lines:\n" + "\n".join(second["lines"])
+                again = page.context.new_page()  # the slice page loaded anew while the deploy runs
+                again.goto(f"{url}/slices/{SLICE}")
+                expect(again.locator("#events")).to_have_attribute("data-done", "false", timeout=30_000)
+                expect(again.locator("#result")).to_have_text("deploy running…", timeout=30_000)
+                expect(again.locator("#events")).not_to_be_empty(timeout=30_000)
+                shot(again, "deploy-followed-after-reload")
             with page.expect_navigation(timeout=300_000):  # the page reloads itself after a deploy
                 expect(page.locator("#result")).to_have_text("deploy succeeded", timeout=300_000)
-            expect(again.locator("#result")).to_have_text("deploy succeeded")
+            expect(again.locator("#result")).to_have_text("deploy succeeded", timeout=60_000)
             again.close()
             print(f"[portal] deploy click to first streamed event: {first_event:.2f}s")
             for vm in VMS:
