@@ -117,6 +117,15 @@ def _tap_steps() -> str:
     return "\n".join(lines)
 
 
+def _one_transaction(group: str, *, before: str = "", options: str = "") -> str:
+    """sh: for each index $i below $n (`before` first), the `ovs-vsctl` command group `group`; all of them
+    then in ONE transaction."""
+    return (
+        f'i=0; set --\nwhile [ "$i" -lt "$n" ]; do {before}set -- "$@" -- {group}; i=$((i + 1)); done\n'
+        f'ovs-vsctl {options}"$@"'
+    )
+
+
 def _tap_batch() -> str:
     """`$1` fresh TAPs made one by one (device, alias and up as the kind makes them), then every port added,
     tagged and marked in ONE OVSDB transaction: the kind's own attach, one `--` command group per TAP."""
@@ -126,23 +135,20 @@ def _tap_batch() -> str:
     device = [s for s in tap_port.plan_ensure(spec, tap_port.TapHave(None, None)) if s.argv[0] != "ovs-vsctl"]
     made = " && ".join(_argv(step.argv).replace(spec.name, '"ovb$i"') for step in device)
     group = _argv(attach[2:]).replace(spec.name, '"ovb$i"')
-    return (
-        'n=$1; i=0; set --\nwhile [ "$i" -lt "$n" ]; do '
-        f'{made} || return 1\n  set -- "$@" -- {group}; i=$((i + 1)); done\n'
-        'ovs-vsctl --no-wait "$@"'
-    )
+    return "n=$1; " + _one_transaction(group, before=f"{made} || return 1\n  ", options="--no-wait ")
 
 
 _TAP_BATCH_DELETE = (
-    'n=$1; i=0; set --\nwhile [ "$i" -lt "$n" ]; do set -- "$@" -- --if-exists del-port br-int "ovb$i"; '
-    'i=$((i + 1)); done\novs-vsctl "$@" || return 1\n'
-    'i=0; while [ "$i" -lt "$n" ]; do ip link delete dev "ovb$i" || return 1; i=$((i + 1)); done'
+    "n=$1; "
+    + _one_transaction('--if-exists del-port br-int "ovb$i"')
+    + ' || return 1\ni=0; while [ "$i" -lt "$n" ]; do ip link delete dev "ovb$i" || return 1; '
+    + "i=$((i + 1)); done"
 )
 _GATEWAY_BATCH = (
-    'n=$1; i=0; set --\nwhile [ "$i" -lt "$n" ]; do set -- "$@" -- add-port br-int "ovbg$i" tag=3998 -- '
-    'set interface "ovbg$i" type=internal; i=$((i + 1)); done\novs-vsctl "$@" || return 1\n'
-    'i=0; set --\nwhile [ "$i" -lt "$n" ]; do set -- "$@" -- del-port "ovbg$i"; i=$((i + 1)); done\n'
-    'ovs-vsctl "$@"'
+    "n=$1; "
+    + _one_transaction('add-port br-int "ovbg$i" tag=3998 -- set interface "ovbg$i" type=internal')
+    + " || return 1\n"
+    + _one_transaction('del-port "ovbg$i"')
 )
 
 
