@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from providers import bodies, hoststate, predict, shared
+from providers import bodies, hoststate, ipv6, predict, shared
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.kinds import dhcp_addresses, dnsmasq, internal_port
@@ -88,6 +88,8 @@ class DhcpHave:
     """Other slices' reservations on a shared VLAN: (slice, mac, ip)."""
     leases: tuple[tuple[str, str], ...] = ()
     """(MAC, IP) of the lease file."""
+    ipv6: bool = False
+    """IPv6 is on on the port in the namespace (`providers.ipv6`)."""
 
     @property
     def gone(self) -> bool:
@@ -112,6 +114,7 @@ def preflight(spec: DhcpNamespaceSpec) -> list[Step]:
         hoststate.port_bridge_probe("port bridge", spec.port),
         hoststate.link_probe("root link", spec.port),
         probe("ns links", "ip", "-n", spec.namespace, "-d", "-j", "addr", "show"),
+        ipv6.probe(spec.port, spec.namespace),
         dnsmasq.proc_probe(spec),
         hoststate.read_file_probe("hosts", dnsmasq.hosts_file(spec)),
         hoststate.read_file_probe("leases", dnsmasq.leases_file(spec)),
@@ -188,6 +191,7 @@ def parse_have(spec: DhcpNamespaceSpec, res: ScriptResult) -> DhcpHave:
         if res.ran("other reservations")
         else (),
         leases=dhcp_addresses.parse_leases(res.out("leases")) if res.status("leases") == 0 else (),
+        ipv6=ipv6.parse_on(res),
     )
 
 
@@ -239,6 +243,8 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
     if link_in_ns is None:
         steps.append(internal_port.move_step(port, ns))
         rewired = True
+    if link_in_ns is None or have.ipv6:
+        steps.append(ipv6.off_step(port, ns))
     current = link_in_ns.addresses if link_in_ns else ()
     for addr in current:
         if addr != spec.address:
@@ -389,6 +395,7 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
         "tag": have.port.tag if have.port else None,
         "addresses": list(link.addresses) if link else [],
         "up": bool(link and link.up),
+        "ipv6": have.ipv6,
         "dnsmasqAlive": have.alive,
         "dnsmasqPid": have.pid if have.alive else None,
         "users": list(have.users),
@@ -410,6 +417,8 @@ def observe(spec: DhcpNamespaceSpec, have: DhcpHave) -> tuple[dict[str, Any], li
             drift.append(f"address {spec.address} missing")
         if not link.up:
             drift.append("port down")
+        if have.ipv6:
+            drift.append("IPv6 on")
     if not have.alive:
         drift.append("dnsmasq not running")
     elif have.cmdline != tuple(dnsmasq.dnsmasq_args(spec)) and not legacy_kept(spec, have):

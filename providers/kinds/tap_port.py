@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from providers import hoststate, predict
+from providers import hoststate, ipv6, predict
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.pipeline import HostResource
@@ -172,6 +172,8 @@ class TapHave:
     """The OpenFlow ports that the TAP's drop flows (its cookie) match."""
     vlan_drop: bool = False
     """The bridge drops frames tagged with the parking VLAN (read only for a parked TAP)."""
+    ipv6: bool = False
+    """IPv6 is on on the TAP (`providers.ipv6`)."""
 
     @property
     def gone(self) -> bool:
@@ -239,6 +241,7 @@ def preflight(spec: TapPortSpec) -> list[Step]:
     steps = [
         *hoststate.readiness_steps(spec.bridge, *TOOLS),
         hoststate.link_probe("link", spec.name),
+        ipv6.probe(spec.name),
         hoststate.port_probe("port", spec.name),
         hoststate.port_bridge_probe("port bridge", spec.name),
         flows_probe(spec),
@@ -259,6 +262,7 @@ def parse_have(spec: TapPortSpec, res: ScriptResult) -> TapHave:
         ofport=ofport,
         drops=drops,
         vlan_drop=vlan,
+        ipv6=ipv6.parse_on(res),
     )
 
 
@@ -329,6 +333,8 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
         port = None
     if link is None:
         steps.append(run("create tap", "ip", "tuntap", "add", "mode", "tap", "name", spec.name))
+    if link is None or have.ipv6:
+        steps.append(ipv6.off_step(spec.name))
     mark = link is None or link.alias != alias(spec)
     up = [run("tap up", "ip", "link", "set", "dev", spec.name, "up")] if link is None or not link.up else []
     if mark and up and not spec.parked:
@@ -396,6 +402,7 @@ def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]
         "tag": port.tag if port else None,
         "protected": port.protected if port else None,
         "dropped": have.dropped,
+        "ipv6": have.ipv6,
         "owner": owner(have)[1],
     }
     drift: list[str] = []
@@ -403,6 +410,8 @@ def observe(spec: TapPortSpec, have: TapHave) -> tuple[dict[str, Any], list[str]
         drift.append("TAP device missing")
     elif not link.up:
         drift.append("TAP is down")
+    if link is not None and have.ipv6:
+        drift.append("IPv6 on")
     if port is None:
         drift.append("not on the bridge")
     else:
@@ -486,6 +495,7 @@ def expect_update(spec: TapPortSpec, old: TapPortSpec) -> Expectation[TapHave] |
     if joins_elsewhere(spec) or old.bridge != spec.bridge:
         return None
     expects: list[Expect[TapHave]] = [predict.ready(spec.bridge, *TOOLS), tap_ours(spec), tap_up(spec)]
+    expects.append(Expect(ipv6.off_guard(spec.name), lambda have: not have.ipv6))
     expects.append(port_ours(spec))
     if spec.join is not None:
         expects.append(no_strays(spec, spec.join))

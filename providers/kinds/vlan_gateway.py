@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from providers import bodies, hoststate, predict, shared
+from providers import bodies, hoststate, ipv6, predict, shared
 from providers.hoststate import LinkState, PortState
 from providers.kind import Kind
 from providers.kinds import internal_port
@@ -67,6 +67,8 @@ class GatewayHave:
     users: tuple[str, ...] = ()
     isolation: frozenset[str] = frozenset()
     """Names of the isolation rules found."""
+    ipv6: bool = False
+    """IPv6 is on on the gateway's interface (`providers.ipv6`)."""
 
     @property
     def gone(self) -> bool:
@@ -79,6 +81,7 @@ def preflight(spec: VlanGatewaySpec) -> list[Step]:
         hoststate.port_probe("port", spec.port),
         hoststate.port_bridge_probe("port bridge", spec.port),
         probe("links", "ip", "-d", "-j", "addr", "show"),
+        ipv6.probe(spec.port),
     ]
     if spec.shared:
         steps.append(shared.users_probe(spec.port))
@@ -96,6 +99,7 @@ def parse_have(spec: VlanGatewaySpec, res: ScriptResult) -> GatewayHave:
         others=tuple(lk for lk in links if lk.name != spec.port),
         users=tuple(shared.parse_users(res.out("users"))) if res.ran("users") else (),
         isolation=frozenset(n for n in isolation_rules(spec) if res.status(f"rule {n}") == 0),
+        ipv6=ipv6.parse_on(res),
     )
 
 
@@ -177,6 +181,8 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
         from_bridge = have.port.bridge if have.port is not None else None
         argv = internal_port.add_argv(spec.bridge, spec.port, spec.vlan, marks(spec), from_bridge)
         steps.append(run("add port", *argv))
+    if have.link is None or have.ipv6:
+        steps.append(ipv6.off_step(spec.port))
     current = have.link.addresses if have.link else ()
     for addr in current:
         if addr != spec.address:
@@ -216,6 +222,7 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
         "owner": port.owner if port else None,
         "addresses": list(link.addresses) if link else [],
         "up": bool(link and link.up),
+        "ipv6": have.ipv6,
         "users": list(have.users),
         "isolation": sorted(have.isolation),
     }
@@ -236,6 +243,8 @@ def observe(spec: VlanGatewaySpec, have: GatewayHave) -> tuple[dict[str, Any], l
             drift.append(f"extra addresses: {', '.join(a for a in link.addresses if a != spec.address)}")
         if not link.up:
             drift.append("interface down")
+        if have.ipv6:
+            drift.append("IPv6 on")
     for name in isolation_rules(spec):
         if name not in have.isolation:
             drift.append(f"FORWARD rule {name!r} missing")

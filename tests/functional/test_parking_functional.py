@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from providers import ipv6
 from providers.kinds import tap_port as tp
 from providers.pipeline import HostProvider
 from tests.functional import kit
@@ -53,7 +54,7 @@ def test_parked_taps_are_dropped_and_their_flows_follow_them(lab: Testbed) -> No
     made = p.create(a)
     # a new parked TAP: its port, its drop, the VLAN's drop, and only then up
     assert outs(made)["observed"]["changed"] == [
-        "create tap", "mark tap", "attach port", tp.DROP, tp.DROP_VLAN, "tap up",
+        "create tap", ipv6.STEP, "mark tap", "attach port", tp.DROP, tp.DROP_VLAN, "tap up",
     ]  # fmt: skip
     assert outs(made)["observed"]["dropped"] is True and outs(made)["drift"] == []
     p.create(b)

@@ -22,6 +22,7 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 
 from lab.common import host_paths, lab_dir
+from providers import ipv6
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds.tap_port import MARK_UP
 from providers.pipeline import HostProvider
@@ -43,6 +44,8 @@ from vocabulary.specs import (
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
+IPV6_OFF = "/proc/sys/net/ipv6/conf/{}/disable_ipv6"
+"""A device's IPv6 switch (1: off)."""
 FIGURES: dict[str, dict[str, dict[str, float]]] = {}
 
 
@@ -121,7 +124,8 @@ def test_tap_port_lifecycle(lab: Testbed) -> None:
     props = spec.inputs()
     created = measure("TapPort", "create", lambda: p.create(props))
     assert created.id == "worker1/tap/tap_9101_eth1"
-    assert outs(created)["observed"]["changed"] == ["create tap", MARK_UP, "attach port"]
+    assert outs(created)["observed"]["changed"] == ["create tap", ipv6.STEP, MARK_UP, "attach port"]
+    assert sh(lab, "worker1", f"cat {IPV6_OFF.format('tap_9101_eth1')}").strip() == "1"
     again = measure("TapPort", "create (again)", lambda: p.create(props))
     assert outs(again)["observed"]["changed"] == [] and outs(again)["observed"]["adopted"] is True
     tag = sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 tag").strip()
@@ -129,15 +133,18 @@ def test_tap_port_lifecycle(lab: Testbed) -> None:
     ids = sh(lab, "worker1", "ovs-vsctl get port tap_9101_eth1 external_ids")
     assert "cloudrepo-slice=ftest" in ids and 'attached-mac="52:54:00:23:8d:01"' in ids
 
-    # damage by hand: untag (a trunk!) and take the link down
+    # damage by hand: untag (a trunk!), take the link down, turn IPv6 on
     sh(lab, "worker1", "ovs-vsctl clear port tap_9101_eth1 tag && ip link set dev tap_9101_eth1 down")
+    sh(lab, "worker1", f"echo 0 > {IPV6_OFF.format('tap_9101_eth1')}")
     read = measure("TapPort", "read", lambda: p.read(created.id, outs(created)))
     assert read.id == created.id
-    assert outs(read)["drift"] == ["TAP is down", "tag none (trunk), want 3101"]
+    assert outs(read)["drift"] == ["TAP is down", "IPv6 on", "tag none (trunk), want 3101"]
     assert p.diff(created.id, outs(read), {**props, "__provider": "x"}).changes is True
     fixed = measure("TapPort", "update", lambda: p.update(created.id, outs(read), props))
-    assert outs(fixed)["observed"]["changed"] == ["tap up", "attach port", "undrop"]  # untagged: maybe parked
+    # untagged: maybe parked, so undropped
+    assert outs(fixed)["observed"]["changed"] == [ipv6.STEP, "tap up", "attach port", "undrop"]
     assert outs(p.read(created.id, outs(fixed)))["drift"] == []
+    assert sh(lab, "worker1", f"cat {IPV6_OFF.format('tap_9101_eth1')}").strip() == "1"
 
     # retag in place (the seed's --may-exist add-port would not), then park
     parked = {**props, "vlan": 4094, "parked": True}
@@ -215,12 +222,16 @@ def test_vlan_gateway_lifecycle_and_subnet_conflict(lab: Testbed) -> None:
     )
     with pytest.raises(Conflict, match=r"overlaps 10\.231\.2\.1/24 on interface gw_vlan3102"):
         p.create(clash.inputs())
+    assert sh(lab, "network", f"cat {IPV6_OFF.format('gw_vlan3102')}").strip() == "1"
+    assert sh(lab, "network", "ip -6 addr show dev gw_vlan3102") == ""  # no link-local address either
     sh(lab, "network", "ip addr flush dev gw_vlan3102")
+    sh(lab, "network", f"echo 0 > {IPV6_OFF.format('gw_vlan3102')}")
     read = measure("VlanGateway", "read", lambda: p.read(created.id, outs(created)))
-    assert outs(read)["drift"] == ["address 10.231.2.1/24 missing (has none)"]
+    assert outs(read)["drift"] == ["address 10.231.2.1/24 missing (has none)", "IPv6 on"]
     moved = {**props, "address": "10.231.2.254/24"}
     p.update(created.id, props, moved)
     assert "10.231.2.254/24" in sh(lab, "network", "ip -4 -o addr show dev gw_vlan3102")
+    assert sh(lab, "network", f"cat {IPV6_OFF.format('gw_vlan3102')}").strip() == "1"
     measure("VlanGateway", "delete", lambda: p.delete(created.id, moved))
     measure("VlanGateway", "delete (again)", lambda: p.delete(created.id, moved))
     assert p.read(created.id, moved).id == ""
@@ -304,6 +315,18 @@ def test_dhcp_lifecycle_serves_the_reservation_and_survives_damage(lab: Testbed,
     hosts = sh(lab, "network", "cat /var/lib/cloudrepo/dhcp/vlan3105/hosts.d/ftest")
     assert hosts == "52:54:00:23:90:01,10.232.5.77,guest1\n52:54:00:23:90:02,10.232.5.78,guest2\n"
     assert sh(lab, "network", "cat /var/lib/cloudrepo/dhcp/vlan3105/hosts") == hosts  # what dnsmasq reads
+
+    # IPv6 is off on the port in its namespace; turned on by hand, it is drift, and turned off again
+    # without touching the server
+    in_ns = f"ip netns exec ns-dhcp-vlan3105 sh -c 'cat {IPV6_OFF.format('dhcp_v3105')}'"
+    assert sh(lab, "network", in_ns).strip() == "1"
+    sh(lab, "network", in_ns.replace("cat ", "echo 0 > "))
+    read = d.read(created.id, outs(r1))
+    assert outs(read)["drift"] == ["IPv6 on"]
+    r6 = d.update(created.id, outs(read), more)
+    assert outs(r6)["observed"]["changed"] == [ipv6.STEP]
+    assert outs(r6)["observed"]["dnsmasqPid"] == pid1
+    assert sh(lab, "network", in_ns).strip() == "1"
     opts = {**more, "dnsServers": ["9.9.9.9"]}
     r2 = d.update(created.id, more, opts)
     assert outs(r2)["observed"]["dnsmasqPid"] != pid1 and outs(r2)["observed"]["dnsmasqAlive"]

@@ -1,5 +1,6 @@
 """Scenario 7: drift. A deployed slice is damaged by hand over SSH (a TAP deleted, a dnsmasq killed by the
-pid in its pid file, a gateway address removed, a DHCP namespace deleted, the NAT rule deleted);
+pid in its pid file, a gateway address removed, a DHCP namespace deleted, the NAT rule deleted, IPv6 turned
+on on a TAP and on a gateway);
 `pulumi refresh` reports each one in the resources' `drift` outputs, `pulumi up` repairs them all, the
 guests work again and the hosts' scan equals the one taken right after the first `up`."""
 
@@ -19,6 +20,26 @@ VMS = [
 ]
 LINKS = [["7301.eth1", "7302.eth1"], ["7301.eth2", "7302.eth2"]]
 NAT_COMMENT = "cloudrepo:nat-10.60.7.0-24"
+MADE = {
+    "worker1": ["tap_7301_eth0", "tap_7301_eth1", "tap_7301_eth2"],
+    "worker2": ["tap_7302_eth1", "tap_7302_eth2"],
+    "network": ["gw_vlan300", "gw_vlan301", "gw_vlan400"],
+}
+"""The interfaces the slice makes in the hosts' own namespaces (its DHCP ports are in their own)."""
+DHCP_PORTS = {"ns-dhcp-vlan300": "dhcp_v300", "ns-dhcp-vlan301": "dhcp_v301", "ns-dhcp-vlan400": "dhcp_v400"}
+
+
+def ipv6_off(testbed: Testbed, host: str, dev: str, namespace: str = "") -> bool:
+    """IPv6 is off on the device (`disable_ipv6` is 1) and it has no IPv6 address."""
+    there = f"ip netns exec {namespace} " if namespace else ""
+    switch = testbed.run(host, f"{there}cat /proc/sys/net/ipv6/conf/{dev}/disable_ipv6")[1].strip()
+    addrs = testbed.run(host, f"{there}ip -6 -o addr show dev {dev}")[1].strip()
+    return switch == "1" and addrs == ""
+
+
+def all_ipv6_off(testbed: Testbed) -> dict[str, bool]:
+    made = {f"{h}/{d}": ipv6_off(testbed, h, d) for h, devs in MADE.items() for d in devs}
+    return made | {f"network/{ns}/{d}": ipv6_off(testbed, "network", d, ns) for ns, d in DHCP_PORTS.items()}
 
 
 def test_drift_is_reported_and_repaired(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
@@ -33,6 +54,8 @@ def run_drift(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
     assert [link["vlan"] for link in outputs["links"]] == [300, 301]
     baseline = scan()
     assert drift_by_name(stack) == {}
+    # IPv4 only: no interface the slice made on a host has IPv6 (a guest cannot reach its host over fe80::)
+    assert all(all_ipv6_off(testbed).values()), all_ipv6_off(testbed)
 
     # the damage, by hand on the hosts
     testbed.run("worker2", "ip link delete tap_7302_eth1")
@@ -46,6 +69,8 @@ def run_drift(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
     ]
     assert len(masq) == 1, masq
     testbed.run("network", "iptables -w -t nat " + masq[0].replace("-A ", "-D ", 1))
+    testbed.run("worker1", "echo 0 > /proc/sys/net/ipv6/conf/tap_7301_eth2/disable_ipv6")
+    testbed.run("network", "echo 0 > /proc/sys/net/ipv6/conf/gw_vlan300/disable_ipv6")
     damaged = scan()
     assert damaged != baseline
 
@@ -59,6 +84,8 @@ def run_drift(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
         f"{SLICE}-gw-vlan301": "address 192.168.45.1/24 missing",
         f"{SLICE}-dhcp-vlan301": "namespace missing",
         f"{SLICE}-nat": "rule masquerade missing",
+        f"{SLICE}-tap-7301-eth2": "IPv6 on",
+        f"{SLICE}-gw-vlan300": "IPv6 on",
     }
     for name, problem in expected.items():
         assert any(problem in d for d in drift.get(name, [])), f"{name}: {problem!r} not in {drift.get(name)}"
@@ -68,6 +95,7 @@ def run_drift(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
     # up repairs everything; a second up has nothing left to do
     stack.up()
     assert drift_by_name(stack) == {}
+    assert all(all_ipv6_off(testbed).values()), all_ipv6_off(testbed)
     repaired = scan()
     assert not duplicates(repaired), duplicates(repaired)
     assert_scan_equal(baseline, repaired)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers import bodies
+from providers import bodies, ipv6
 from providers.hoststate import LinkState
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds import dnsmasq
@@ -71,6 +72,7 @@ def test_gateway_fresh() -> None:
     have = vg.GatewayHave(None, None, (link("ens3", True, None, None, "198.19.0.2/24"),))
     assert argvs(vg.plan_ensure(gateway(), have)) == [
         GW_ADD,
+        list(ipv6.off_step("gw_vlan120").argv),
         ["ip", "addr", "add", "192.168.120.1/24", "dev", "gw_vlan120"],
         ["ip", "link", "set", "dev", "gw_vlan120", "up"],
         *ISOLATE,
@@ -86,6 +88,14 @@ def test_gateway_missing_isolation_rule_is_reinserted_first_in_forward() -> None
     observed, drift = vg.observe(gateway(), gw_have(isolation=("isolate in",)))
     assert observed["isolation"] == ["isolate in"]
     assert drift == ["FORWARD rule 'isolate out' missing"]
+
+
+def test_gateway_with_ipv6_on_is_drift_and_the_update_turns_it_off() -> None:
+    have = vg.GatewayHave(gw_have().port, gw_have().link, (), isolation=frozenset(ISOLATION), ipv6=True)
+    assert argvs(vg.plan_ensure(gateway(), have)) == [list(ipv6.off_step("gw_vlan120").argv)]
+    observed, drift = vg.observe(gateway(), have)
+    assert observed["ipv6"] is True
+    assert drift == ["IPv6 on"]
 
 
 def test_shared_gateway_has_no_isolation_rules() -> None:
@@ -196,25 +206,26 @@ def test_dhcp_fresh_create() -> None:
     have = dn.DhcpHave(None, False, None, None, markers=dhcp_in_place().markers)
     steps = dn.plan_ensure(dhcp(), have)
     assert names(steps) == [
-        "mark owner", "add namespace", "add port", "move port into namespace", "add address", "port up",
-        "lo up", "write reservations", "assemble reservations", "start dnsmasq",
+        "mark owner", "add namespace", "add port", "move port into namespace", "no ipv6", "add address",
+        "port up", "lo up", "write reservations", "assemble reservations", "start dnsmasq",
     ]  # fmt: skip
     a = argvs(steps)
     assert a[0][-2:] == [f"{D}/owner", "demo\n"]
     assert a[1] == ["ip", "netns", "add", "ns-dhcp-vlan120"]
     assert a[2][:6] == ["ovs-vsctl", "--may-exist", "add-port", "br-int", "dhcp_v120", "tag=120"]
     assert a[3][-2:] == ["dhcp_v120", "ns-dhcp-vlan120"]
-    assert a[4] == ["ip", "-n", "ns-dhcp-vlan120", "addr", "add", "192.168.120.2/24", "dev", "dhcp_v120"]
-    assert a[6] == ["ip", "-n", "ns-dhcp-vlan120", "link", "set", "dev", "lo", "up"]
-    assert a[7][-2:] == [f"{D}/hosts.d/demo", "52:54:00:03:ea:01,192.168.120.11,vm1002\n"]
-    assert a[8][-5:] == [
+    assert a[4] == list(ipv6.off_step("dhcp_v120", "ns-dhcp-vlan120").argv)
+    assert a[5] == ["ip", "-n", "ns-dhcp-vlan120", "addr", "add", "192.168.120.2/24", "dev", "dhcp_v120"]
+    assert a[7] == ["ip", "-n", "ns-dhcp-vlan120", "link", "set", "dev", "lo", "up"]
+    assert a[8][-2:] == [f"{D}/hosts.d/demo", "52:54:00:03:ea:01,192.168.120.11,vm1002\n"]
+    assert a[9][-5:] == [
         D,
         f"{D}/dnsmasq.pid",
         f"--pid-file={D}/dnsmasq.pid",
         "--interface=dhcp_v120",
         "keep",
     ]
-    assert a[9][4:] == [
+    assert a[10][4:] == [
         f"{D}/dnsmasq.pid",
         f"--pid-file={D}/dnsmasq.pid",
         "--interface=dhcp_v120",
@@ -261,9 +272,17 @@ def test_dead_or_foreign_pid_means_not_alive() -> None:
 def test_deleted_namespace_is_rebuilt_and_dnsmasq_restarted() -> None:
     have = dhcp_in_place(netns=False, ns_links=(), pid=None, cmdline=())
     assert names(dn.plan_ensure(dhcp(), have)) == [
-        "add namespace", "remove stale port", "add port", "move port into namespace", "add address",
-        "port up", "lo up", "start dnsmasq",
+        "add namespace", "remove stale port", "add port", "move port into namespace", "no ipv6",
+        "add address", "port up", "lo up", "start dnsmasq",
     ]  # fmt: skip
+
+
+def test_a_dhcp_port_with_ipv6_on_is_drift_and_the_update_turns_it_off_in_its_namespace() -> None:
+    have = dataclasses.replace(dhcp_in_place(), ipv6=True)
+    assert argvs(dn.plan_ensure(dhcp(), have)) == [list(ipv6.off_step("dhcp_v120", "ns-dhcp-vlan120").argv)]
+    observed, drift = dn.observe(dhcp(), have)
+    assert observed["ipv6"] is True
+    assert drift == ["IPv6 on"]
 
 
 def test_dhcp_of_another_slice_or_unmarked_is_refused() -> None:

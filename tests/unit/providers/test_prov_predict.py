@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers import predict
+from providers import ipv6, predict
 from providers.hoststate import LinkState, PortState
 from providers.kinds import dhcp_namespace as dn
 from providers.kinds import dnsmasq
@@ -276,10 +276,10 @@ def test_a_fresh_tap_is_made_in_one_script_guards_first(monkeypatch: pytest.Monk
     result = TAP.create(tap().inputs())
     assert host.scripts == [
         (["expect ready and no port tap_1002_eth1", "expect no device tap_1002_eth1",
-          "create tap", tp.MARK_UP, "attach port"], False),
+          "create tap", ipv6.STEP, tp.MARK_UP, "attach port"], False),
     ]  # fmt: skip
     assert result.outs is not None and result.outs["observed"]["adopted"] is False
-    assert result.outs["observed"]["changed"] == ["create tap", tp.MARK_UP, "attach port"]
+    assert result.outs["observed"]["changed"] == ["create tap", ipv6.STEP, tp.MARK_UP, "attach port"]
 
 
 def test_a_tap_found_in_place_falls_back_to_read_then_act(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,6 +315,7 @@ def test_an_update_with_drift_reads_first(monkeypatch: pytest.MonkeyPatch) -> No
                 "expect ready",
                 "expect tap ours",
                 "expect tap up",
+                "expect ipv6 off",
                 "expect port tap_1002_eth1 ours",
                 "attach port",
                 tp.UNDROP,  # the port's previous tag is not read: a drop it may carry goes

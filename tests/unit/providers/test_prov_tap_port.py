@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from providers import ipv6
 from providers.kinds import tap_port as tp
 from providers.pipeline import HostProvider
 from tests.unit.providers.provkit import READ, WORKER, argvs, link, names, ovs_find_json, port, reading, tap
@@ -37,12 +38,14 @@ IN_PLACE = tp.TapHave(
 def test_fresh_create_is_one_script_with_one_ovsdb_transaction() -> None:
     # marked and up in one netlink request; the new port does not wait for ovs-vswitchd
     steps = tp.plan_ensure(tap(), tp.TapHave(None, None))
+    # IPv6 off before it comes up: never a link-local address
     assert argvs(steps) == [
         ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
+        list(ipv6.off_step("tap_1002_eth1").argv),
         ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "up"],
         [OVS[0], "--no-wait", *OVS[1:]],
     ]
-    assert names(steps) == ["create tap", tp.MARK_UP, "attach port"]
+    assert names(steps) == ["create tap", ipv6.STEP, tp.MARK_UP, "attach port"]
 
 
 STATES = {
@@ -119,7 +122,7 @@ def test_a_tap_is_dropped_before_it_is_parked_and_undropped_after_it_joins_a_lin
     assert names(tp.plan_ensure(parked, IN_PLACE)) == [tp.DROP, "attach port", tp.DROP_VLAN, tp.GC]
     # a new TAP: the port first (its OpenFlow port is known only then), and it comes up last
     assert names(tp.plan_ensure(parked, tp.TapHave(None, None))) == [
-        "create tap", "mark tap", "attach port", tp.DROP, tp.DROP_VLAN, "tap up",
+        "create tap", ipv6.STEP, "mark tap", "attach port", tp.DROP, tp.DROP_VLAN, "tap up",
     ]  # fmt: skip
     # to a link: retagged first, then its drop goes
     assert names(tp.plan_ensure(tap(), PARKED)) == ["attach port", tp.UNDROP]
@@ -182,6 +185,7 @@ def test_tap_deleted_under_its_port_is_made_again_with_a_fresh_port() -> None:
     assert argvs(tp.plan_ensure(tap(), have)) == [
         ["ovs-vsctl", "--if-exists", "del-port", "tap_1002_eth1"],
         ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
+        list(ipv6.off_step("tap_1002_eth1").argv),
         ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "up"],
         [OVS[0], "--no-wait", *OVS[1:]],  # the stale port's removal waited
     ]
@@ -255,7 +259,7 @@ def test_observe_reports_drift() -> None:
 
 def test_preflight_is_one_read_and_parses() -> None:
     steps = tp.preflight(tap())
-    assert names(steps) == ["tools", "bridge", "link", "port", "port bridge", tp.FLOWS]
+    assert names(steps) == ["tools", "bridge", "link", ipv6.PROBE, "port", "port bridge", tp.FLOWS]
     assert all(s.kind == "probe" for s in steps)
     link_json = (
         '[{"ifname":"tap_1002_eth1","flags":["BROADCAST","UP"],"ifalias":"cloudrepo:demo",'
@@ -266,6 +270,7 @@ def test_preflight_is_one_read_and_parses() -> None:
             StepResult("tools", 0, ""),
             StepResult("bridge", 0, ""),
             StepResult("link", 0, link_json),
+            StepResult(ipv6.PROBE, 0, "1\n"),
             StepResult("port", 0, ovs_find_json("tap_1002_eth1", 120, MARKS)),
             StepResult("port bridge", 0, "br-int\n"),
         ]
@@ -274,6 +279,10 @@ def test_preflight_is_one_read_and_parses() -> None:
     assert have.link == link("tap_1002_eth1", True, "tap", "cloudrepo:demo")
     assert have.port is not None and have.port.tag == 120 and have.port.owner == "demo"
     assert tp.plan_ensure(tap(), have) == []
+    on_read = [*res.steps[:3], StepResult(ipv6.PROBE, 0, "0\n"), *res.steps[4:]]
+    on = tp.parse_have(tap(), ScriptResult(on_read))
+    assert on.ipv6 and names(tp.plan_ensure(tap(), on)) == [ipv6.STEP]
+    assert tp.observe(tap(), on)[1] == ["IPv6 on"]
     gone = ScriptResult(
         [
             StepResult("tools", 0, ""),
