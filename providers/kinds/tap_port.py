@@ -336,10 +336,14 @@ def plan_ensure(spec: TapPortSpec, have: TapHave) -> list[Step]:
     if link is None or have.ipv6:
         steps.append(ipv6.off_step(spec.name))
     mark = link is None or link.alias != alias(spec)
-    up = [run("tap up", "ip", "link", "set", "dev", spec.name, "up")] if link is None or not link.up else []
+    # promiscuous as it comes up: ovs-vswitchd sets that flag when it opens a port, and a device that has it
+    # already makes no further change for every ovs-vswitchd to react to (a pass over its whole bridge)
+    promisc_up = ("promisc", "on", "up")
+    down = link is None or not link.up
+    up = [run("tap up", "ip", "link", "set", "dev", spec.name, *promisc_up)] if down else []
     if mark and up and not spec.parked:
         # one netlink request, so one change of the device that each ovs-vswitchd reacts to, not two
-        steps.append(run(MARK_UP, "ip", "link", "set", "dev", spec.name, "alias", alias(spec), "up"))
+        steps.append(run(MARK_UP, "ip", "link", "set", "dev", spec.name, "alias", alias(spec), *promisc_up))
         up = []
     elif mark:
         steps.append(run("mark tap", "ip", "link", "set", "dev", spec.name, "alias", alias(spec)))

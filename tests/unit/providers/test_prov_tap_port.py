@@ -42,7 +42,7 @@ def test_fresh_create_is_one_script_with_one_ovsdb_transaction() -> None:
     assert argvs(steps) == [
         ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
         list(ipv6.off_step("tap_1002_eth1").argv),
-        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "up"],
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "promisc", "on", "up"],
         [OVS[0], "--no-wait", *OVS[1:]],
     ]
     assert names(steps) == ["create tap", ipv6.STEP, tp.MARK_UP, "attach port"]
@@ -186,7 +186,7 @@ def test_tap_deleted_under_its_port_is_made_again_with_a_fresh_port() -> None:
         ["ovs-vsctl", "--if-exists", "del-port", "tap_1002_eth1"],
         ["ip", "tuntap", "add", "mode", "tap", "name", "tap_1002_eth1"],
         list(ipv6.off_step("tap_1002_eth1").argv),
-        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "up"],
+        ["ip", "link", "set", "dev", "tap_1002_eth1", "alias", "cloudrepo:demo", "promisc", "on", "up"],
         [OVS[0], "--no-wait", *OVS[1:]],  # the stale port's removal waited
     ]
 
