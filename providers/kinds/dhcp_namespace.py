@@ -238,10 +238,7 @@ def plan_ensure(spec: DhcpNamespaceSpec, have: DhcpHave) -> list[Step]:
         steps.append(run("add port", *internal_port.add_argv(spec.bridge, port, spec.vlan, marks(spec))))
         rewired = True
     elif not internal_port.in_place(have.port, spec.bridge, spec.vlan, marks(spec)):
-        # a new port: the move waits for its device, not for the bridge's pass (`internal_port`)
-        fresh = have.port is None and have.root_link is None and link_in_ns is None
-        argv = internal_port.add_argv(spec.bridge, port, spec.vlan, marks(spec), wait=not fresh)
-        steps.append(run("add port", *argv))
+        steps.append(run("add port", *internal_port.add_argv(spec.bridge, port, spec.vlan, marks(spec))))
         rewired = have.port is None
     if link_in_ns is None:
         steps.append(internal_port.move_step(port, ns))

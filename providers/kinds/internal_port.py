@@ -3,10 +3,6 @@
 One OVSDB transaction adds the port if missing and (re)sets its type, tag, access mode and owner marks, so a
 port is never left an untagged trunk; moving a port into a namespace is retried (OVS may still hold the new
 device) and, when it keeps failing, the port is removed rather than left on the bridge.
-
-A new port is added without waiting for `ovs-vswitchd`'s pass over the bridge (`--no-wait`): the next step
-waits for the device `ovs-vswitchd` makes instead (`device_step`, or the move's retries), and acts on it
-while that pass may still run, so the device's own changes tend to meet the pass's in one.
 """
 
 from __future__ import annotations
@@ -16,16 +12,10 @@ from collections.abc import Mapping
 from providers.hoststate import PortState
 from transport.script import Step, sh
 
-TRIES = 600
-"""How many times (0.05 s apart, 30 s in all) a step looks for the device of a new port."""
 _MOVE = (
     'i=0; until ip link set dev "$1" netns "$2" 2>/dev/null; do i=$((i+1)); '
-    f'if [ "$i" -ge {TRIES} ]; then ovs-vsctl --if-exists del-port "$1"; '
-    'echo "could not move $1 into $2; port removed" >&2; exit 1; fi; sleep 0.05; done'
-)
-_DEVICE = (
-    'i=0; until ip link show dev "$1" >/dev/null 2>&1; do i=$((i+1)); '
-    f'if [ "$i" -ge {TRIES} ]; then echo "ovs-vswitchd made no device $1" >&2; exit 1; fi; sleep 0.05; done'
+    'if [ "$i" -ge 30 ]; then ovs-vsctl --if-exists del-port "$1"; '
+    'echo "could not move $1 into $2; port removed" >&2; exit 1; fi; sleep 0.1; done'
 )
 _NETNS_EXISTS = '[ -e "/run/netns/$1" ] || [ -e "/var/run/netns/$1" ]'
 
@@ -38,17 +28,10 @@ def in_place(port: PortState | None, bridge: str, vlan: int, marks: Mapping[str,
 
 
 def add_argv(
-    bridge: str,
-    name: str,
-    vlan: int,
-    marks: Mapping[str, str],
-    from_bridge: str | None = None,
-    *,
-    wait: bool = True,
+    bridge: str, name: str, vlan: int, marks: Mapping[str, str], from_bridge: str | None = None
 ) -> list[str]:
-    """One transaction: (off `from_bridge`,) onto `bridge` as an internal port, tag, access mode, marks;
-    `wait=False` for a new port (`--no-wait`: the next step waits for its device)."""
-    argv = ["ovs-vsctl"] if wait else ["ovs-vsctl", "--no-wait"]
+    """One transaction: (off `from_bridge`,) onto `bridge` as an internal port, tag, access mode, marks."""
+    argv = ["ovs-vsctl"]
     if from_bridge not in (None, bridge):
         argv += ["--if-exists", "del-port", str(from_bridge), name, "--"]
     argv += ["--may-exist", "add-port", bridge, name, f"tag={vlan}"]
@@ -56,11 +39,6 @@ def add_argv(
     argv += ["--", "set", "port", name, f"tag={vlan}", "vlan_mode=access", "trunks=[]"]
     argv += [f'external_ids:{k}="{v}"' for k, v in marks.items()]
     return argv
-
-
-def device_step(name: str) -> Step:
-    """Wait for the device of a port just added (`ovs-vswitchd` makes it in its pass)."""
-    return sh("device made", _DEVICE, name)
 
 
 def move_step(name: str, namespace: str) -> Step:

@@ -177,11 +177,7 @@ def plan_ensure(spec: VlanGatewaySpec, have: GatewayHave) -> list[Step]:
             # under the lock: if another slice's delete removed it since the read, stop and re-plan
             steps.append(run(STILL_THERE, "ovs-vsctl", "port-to-br", spec.port))
         steps += shared.join(spec.port, spec, have.users)
-    if have.gone:
-        # a new port: its device is waited for, not the bridge's pass (`internal_port`)
-        argv = internal_port.add_argv(spec.bridge, spec.port, spec.vlan, marks(spec), wait=False)
-        steps += [run("add port", *argv), internal_port.device_step(spec.port)]
-    elif not port_in_place(spec, have.port):
+    if not port_in_place(spec, have.port):
         from_bridge = have.port.bridge if have.port is not None else None
         argv = internal_port.add_argv(spec.bridge, spec.port, spec.vlan, marks(spec), from_bridge)
         steps.append(run("add port", *argv))

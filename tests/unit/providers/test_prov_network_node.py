@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from providers import bodies, ipv6
 from providers.hoststate import LinkState
 from providers.kinds import dhcp_namespace as dn
-from providers.kinds import dnsmasq, internal_port
+from providers.kinds import dnsmasq
 from providers.kinds import nat_rule as nr
 from providers.kinds import pool_claim as pc
 from providers.kinds import vlan_gateway as vg
@@ -70,25 +70,13 @@ def gw_have(
 
 def test_gateway_fresh() -> None:
     have = vg.GatewayHave(None, None, (link("ens3", True, None, None, "198.19.0.2/24"),))
-    # a new port: not waited for; its device is
     assert argvs(vg.plan_ensure(gateway(), have)) == [
-        [GW_ADD[0], "--no-wait", *GW_ADD[1:]],
-        list(internal_port.device_step("gw_vlan120").argv),
+        GW_ADD,
         list(ipv6.off_step("gw_vlan120").argv),
         ["ip", "addr", "add", "192.168.120.1/24", "dev", "gw_vlan120"],
         ["ip", "link", "set", "dev", "gw_vlan120", "up"],
         *ISOLATE,
     ]
-
-
-def test_only_a_new_gateway_port_is_not_waited_for() -> None:
-    """An existing port (retagged, or moved off another bridge) keeps the wait: ovs-vswitchd may still hold
-    its old device, which the next steps must not address."""
-    moved = vg.GatewayHave(port("gw_vlan120", 120, "demo", bridge="br-old", **GW_MARKS), gw_have().link, ())
-    retagged = vg.GatewayHave(port("gw_vlan120", 130, "demo", **GW_MARKS), gw_have().link, ())
-    for have in (moved, retagged):
-        (add,) = [s for s in vg.plan_ensure(gateway(), have) if s.name == "add port"]
-        assert "--no-wait" not in add.argv and "device made" not in names(vg.plan_ensure(gateway(), have))
 
 
 def test_gateway_in_place_no_commands() -> None:
@@ -224,7 +212,7 @@ def test_dhcp_fresh_create() -> None:
     a = argvs(steps)
     assert a[0][-2:] == [f"{D}/owner", "demo\n"]
     assert a[1] == ["ip", "netns", "add", "ns-dhcp-vlan120"]
-    assert a[2][:7] == ["ovs-vsctl", "--no-wait", "--may-exist", "add-port", "br-int", "dhcp_v120", "tag=120"]
+    assert a[2][:6] == ["ovs-vsctl", "--may-exist", "add-port", "br-int", "dhcp_v120", "tag=120"]
     assert a[3][-2:] == ["dhcp_v120", "ns-dhcp-vlan120"]
     assert a[4] == list(ipv6.off_step("dhcp_v120", "ns-dhcp-vlan120").argv)
     assert a[5] == ["ip", "-n", "ns-dhcp-vlan120", "addr", "add", "192.168.120.2/24", "dev", "dhcp_v120"]

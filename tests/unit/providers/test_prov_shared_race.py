@@ -104,7 +104,7 @@ def test_shared_gateway_created_meanwhile_by_another_slice_is_joined(monkeypatch
     p = host.provider(monkeypatch, vg.KIND)
     out = ensure(p, spec)
     assert host.scripts == [
-        ["register user", "add port", "device made", ipv6.STEP, "add address", "port up"],
+        ["register user", "add port", ipv6.STEP, "add address", "port up"],
         [vg.STILL_THERE, "register user"],
     ]
     assert out["observed"]["users"] == ["a", "b"]
