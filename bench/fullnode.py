@@ -119,13 +119,21 @@ def locked_spans(timing: Path) -> dict[str, Any]:
     }
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every core; /proc/stat, in USER_HZ = 100 ticks)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / 100  # all but idle and iowait
+
+
 def measured(st: SliceStack, phase: str, root: Path) -> dict[str, Any]:
-    """One phase of one stack, with its SSH counters and round trips' times."""
+    """One phase of one stack, with its SSH counters, round trips' times and the machine's CPU."""
     where = root / f"{st.spec.name}-{phase}"
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
     env = {STATS_ENV: str(where / "stats-{pid}.json"), TIMING_ENV: str(where / "timing-{pid}.jsonl")}
+    busy = machine_busy_s()
     run = run_measured(st.cli, list(PHASE_ARGS[phase]), DYNAMIC_PROVIDER, env=env)
+    busy = machine_busy_s() - busy
     st.log.append(f"$ pulumi {phase}\n{run.out}")
     if failed := run.failure(st.spec.name):
         raise failed
@@ -140,6 +148,7 @@ def measured(st: SliceStack, phase: str, root: Path) -> dict[str, Any]:
         "seconds": round(run.seconds, 2),
         "remote_cmds": commands,
         "remote_cmd_s": round(command_s, 2),
+        "machine_cpu_s": round(busy, 1),
         **locked_spans(where),
         "lock_reports": told,
         "summary": run.phase(phase).summary,
@@ -233,10 +242,10 @@ def report(out: dict[str, Any]) -> str:
     if one:
         lines.append(
             "| slice k | up s | remote cmds | remote cmd s | lock wait s | lock hold s (max) | "
-            "read script ms | OVS CPU s (network/worker1) | dnsmasq | fds | Pss MB | "
+            "read script ms | OVS CPU s (network/worker1) | machine CPU s | dnsmasq | fds | Pss MB | "
             "br-int ports (network/worker1) | iptables rules |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         samples = [out["node_empty"], *one["node_after_up"]]
         for k, (u, n) in enumerate(zip(one["up"], one["node_after_up"], strict=True), 1):
             ovs = "/".join(
@@ -246,6 +255,7 @@ def report(out: dict[str, Any]) -> str:
             lines.append(
                 f"| {k} | {u['seconds']} | {u['remote_cmds']} | {u['remote_cmd_s']} | {u['lock_wait_s']} | "
                 f"{u['lock_hold_s']} ({u['lock_hold_max_s']}) | {u['script_mean_ms']} | {ovs} | "
+                f"{u.get('machine_cpu_s', '')} | "
                 f"{n['dnsmasq']} | {n['dnsmasq_fds']} | {n['dnsmasq_pss_kb'] / 1024:.1f} | "
                 f"{n['ports']}/{n['worker1_ports']} | {n['rules']} |"
             )
