@@ -23,7 +23,7 @@ _THERE = (
 )
 _WRITE = '[ ! -d /proc/sys/net/ipv6 ] || echo 1 >"$1"'
 _READ = '[ -d /proc/sys/net/ipv6 ] || { echo 1; exit 0; }; cat "$1"'
-_IS_OFF = '[ ! -d /proc/sys/net/ipv6 ] || [ "$(cat "$1")" = 1 ]'
+_IS_OFF = '[ ! -d /proc/sys/net/ipv6 ] || [ ! -e "$1" ] || [ "$(cat "$1")" = 1 ]'
 
 
 def off_step(dev: str, netns: str | None = None) -> Step:
@@ -37,7 +37,7 @@ def probe(dev: str, netns: str | None = None) -> Step:
 
 
 def off_guard(dev: str, netns: str | None = None) -> Step:
-    """A guard (`providers.predict`): exit 0 when IPv6 is off on `dev`."""
+    """A guard (`providers.predict`): exit 0 unless `dev` exists with IPv6 on (as `parse_on` reads it)."""
     return sh("expect ipv6 off", _THERE, dev, netns or "", _IS_OFF, kind="guard")
 
 

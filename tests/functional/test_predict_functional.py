@@ -113,6 +113,8 @@ def tap_state(rng: random.Random) -> list[str]:
         alias = rng.choice(["cloudrepo:ftest", "cloudrepo:ftest", "cloudrepo:other", ""])
         if alias:
             cmds.append(f"ip link set dev {TAP} alias {alias}")
+        if rng.random() < 0.5:
+            cmds.append(f"echo 1 > /proc/sys/net/ipv6/conf/{TAP}/disable_ipv6")
         if rng.random() < 0.7:
             cmds.append(f"ip link set dev {TAP} up")
     if rng.random() < 0.6:

@@ -6,9 +6,10 @@ guests work again and the hosts' scan equals the one taken right after the first
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
-from lab.slicecheck import check_slice, stop_guests
+from lab.slicecheck import check_slice, guest_exec, stop_guests
 from tests.integration.e2ekit import assert_slice_ok, drift_by_name, duplicates, wall_time
 from tests.integration.slicekit import SliceStack
 from tests.labfixtures import Testbed, assert_scan_equal, scan
@@ -35,6 +36,18 @@ def ipv6_off(testbed: Testbed, host: str, dev: str, namespace: str = "") -> bool
     switch = testbed.run(host, f"{there}cat /proc/sys/net/ipv6/conf/{dev}/disable_ipv6")[1].strip()
     addrs = testbed.run(host, f"{there}ip -6 -o addr show dev {dev}")[1].strip()
     return switch == "1" and addrs == ""
+
+
+def link_local(vm: str, iface: str) -> str:
+    """The guest's IPv6 link-local address on `iface` ("" when it has none)."""
+    words = guest_exec(vm, "ip", "-6", "-o", "addr", "show", "dev", iface, "scope", "link").stdout.split()
+    return words[3].split("/")[0] if len(words) > 3 else ""
+
+
+def answering_all_nodes(vm: str, iface: str) -> set[str]:
+    """The link-local addresses that answer the guest's ping to every IPv6 node on its link (ff02::1)."""
+    ping = guest_exec(vm, "ping", "-6", "-c", "3", "-i", "0.5", "-w", "5", f"ff02::1%{iface}", timeout=30)
+    return set(re.findall(r"from (fe80::[0-9a-f:]+)", ping.stdout))
 
 
 def all_ipv6_off(testbed: Testbed) -> dict[str, bool]:
@@ -105,6 +118,12 @@ def run_drift(slice_stack: Callable[..., SliceStack], testbed: Testbed) -> None:
     # and the guests work again
     try:
         assert_slice_ok(check_slice(outputs, testbed.inventory))
+        # over IPv6 a guest finds its peer on the link (on the other worker) and no host: neither worker's
+        # TAPs nor the network node's gateway and DHCP port answer
+        own, peer = link_local("7301", "eth1"), link_local("7302", "eth1")
+        answers = answering_all_nodes("7301", "eth1")
+        print("ff02::1 on 7301.eth1 answered by", sorted(answers), "own", own, "peer", peer)
+        assert peer and peer in answers and answers <= {own, peer}, (answers, own, peer)
     finally:
         stop_guests(outputs["vms"])
     assert_scan_equal(baseline, scan())
