@@ -298,6 +298,8 @@ def kill_when(proc: subprocess.Popen[str], pattern: str, timeout: float = 300) -
             for pid in plugins:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            # a SIGKILL is delivered when its process next runs: the group is gone only once each has
+            wait_group_gone(proc.pid)
     raise AssertionError(f"the engine ended without a line matching {pattern!r}:\n" + "\n".join(lines))
 
 
@@ -336,6 +338,13 @@ def _read_lines(stream: Any, queue: Queue[str | None]) -> None:
     for line in stream:
         queue.put(line)
     queue.put(None)
+
+
+def wait_group_gone(pgid: int, timeout: float = 30) -> None:
+    """Poll until no live process is left in process group PGID (at most `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def group_alive(pgid: int) -> list[int]:
