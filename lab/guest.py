@@ -114,6 +114,10 @@ def start(name: str, host: str, tap: str, iface: str = "eth1", mac: str | None =
         netns.ensure_veth(ns, iface, worker_ns, hend)
     if mac:
         run(["ip", "-n", ns, "link", "set", "dev", iface, "address", mac])
+    # the host end is plumbing a QEMU guest does not have: no address of the worker on the guest's link
+    # (IPv6 off before it comes up, as on the program's TAPs)
+    off = 'f=/proc/sys/net/ipv6/conf/$1/disable_ipv6; [ ! -e "$f" ] || echo 1 >"$f"'
+    run(["ip", "netns", "exec", worker_ns, "sh", "-c", off, "sh", hend])
     run(["ip", "-n", worker_ns, "link", "set", "dev", hend, "up", "promisc", "on"])
     run(["ip", "-n", ns, "link", "set", "dev", iface, "up"])
     # The userspace datapath does not fill in TCP checksums: the guest computes them itself.
