@@ -1,7 +1,9 @@
 """Guests without QEMU: a namespace per guest, a veth per interface, socat bridging the worker's TAP.
 
 ``socat INTERFACE:<veth host end> TUN,tun-name=<TAP>,tun-type=tap,iff-no-pi,iff-up`` runs in the worker's
-namespace and attaches to the persistent TAP exactly as QEMU would (``-netdev tap,ifname=...``).
+namespace and attaches to the persistent TAP exactly as QEMU would (``-netdev tap,ifname=...``). The veth's
+host end carries no address of the worker (IPv6 off on it too), so on the guest's link only the guest is
+seen, as with QEMU.
 """
 
 from __future__ import annotations
